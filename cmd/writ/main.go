@@ -1,0 +1,102 @@
+// Command writ is the whole of writ in one binary: the server, the dev
+// environment and the client.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sort"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; otherwise
+// it comes from the module's build information.
+var version = ""
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = map[string]command{
+	"server":  {"run the control plane", runServer},
+	"dev":     {"run a local trust domain on the embedded store, for a first try", runDev},
+	"entry":   {"manage identity rules: create, update, delete, show, list", runEntry},
+	"svid":    {"mint an X.509-SVID (administrators only)", runSVID},
+	"bundle":  {"show the trust bundle", runBundle},
+	"status":  {"show the server's status", runStatus},
+	"version": {"print the version", runVersion},
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "writ: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "writ %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `writ gives every workload, agent, machine and person a short-lived SPIFFE
+identity proven by attestation.
+
+Usage: writ <command> [flags]   (writ <command> --help for its flags)
+
+Commands:
+`)
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprint(w, `
+The client commands reach the server's admin socket: --socket, else $WRIT_SOCKET,
+else ./.writ/admin.sock (writ dev), else /var/lib/writ/admin.sock.
+`)
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
+	fmt.Fprintln(stdout, "writ", versionString())
+	return nil
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	writv1 "writ.dev/writ/api/writ/v1"
+)
+
+// command is one leaf subcommand's flags and help text.
+type command struct {
+	name     string   // e.g. "writ entry create"
+	synopsis []string // usage lines without the leading "Usage:"
+	summary  string   // what the command does, one paragraph
+	fs       *flag.FlagSet
+	// shownDefault overrides the default printed in help for flags whose
+	// real default is computed at run time.
+	shownDefault map[string]string
+}
+
+func newCommand(name, summary string, stderr io.Writer, synopsis ...string) *command {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	// Help goes to stdout when asked for and errors are returned to main,
+	// so the flag package's own usage printing is not wanted.
+	fs.Usage = func() {}
+	return &command{name: name, synopsis: synopsis, summary: summary, fs: fs, shownDefault: map[string]string{}}
+}
+
+// socketFlag adds --socket, which every client subcommand takes.
+func (c *command) socketFlag() *string {
+	p := c.fs.String("socket", "", socketHelp)
+	c.shownDefault["socket"] = socketDefaultText
+	return p
+}
+
+// parse parses args. It returns done=true when help was printed and the
+// command should stop without error.
+func (c *command) parse(args []string, stdout io.Writer) (done bool, err error) {
+	if err := c.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			c.printHelp(stdout)
+			return true, nil
+		}
+		return false, c.usageError("%v", err)
+	}
+	if c.fs.NArg() > 0 {
+		return false, c.usageError("unexpected argument %q (flags go before other arguments, and every value needs its flag)", c.fs.Arg(0))
+	}
+	return false, nil
+}
+
+// usageError says what was wrong and what to type instead.
+func (c *command) usageError(format string, a ...any) error {
+	return fmt.Errorf("%s\nusage: %s\nrun '%s --help' for every flag",
+		fmt.Sprintf(format, a...), strings.Join(c.synopsis, "\n   or: "), c.name)
+}
+
+// set reports whether the flag was given on the command line.
+func (c *command) set(name string) bool {
+	found := false
+	c.fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			found = true
+		}
+	})
+	return found
+}
+
+func (c *command) printHelp(w io.Writer) {
+	for i, s := range c.synopsis {
+		if i == 0 {
+			fmt.Fprintf(w, "Usage: %s\n", s)
+		} else {
+			fmt.Fprintf(w, "   or: %s\n", s)
+		}
+	}
+	fmt.Fprintf(w, "\n%s\n\nFlags:\n", c.summary)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	c.fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
+			name = ""
+		}
+		def, ok := c.shownDefault[f.Name]
+		if !ok {
+			def = f.DefValue
+			if def == "" || def == "[]" {
+				def = "none"
+			}
+		}
+		fmt.Fprintf(tw, "  --%s %s\t%s (default: %s)\n", f.Name, name, usage, def)
+	})
+	fmt.Fprintln(tw, "  -h, --help\tshow this help")
+	tw.Flush()
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string {
+	if l == nil || len(*l) == 0 {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+func (l *stringList) Set(s string) error {
+	*l = append(*l, s)
+	return nil
+}
+
+// printHelpIndex prints the help of a command group (e.g. `writ entry`).
+func printHelpIndex(w io.Writer, group, summary string, subs [][2]string) {
+	fmt.Fprintf(w, "Usage: %s <command> [flags]\n\n%s\n\nCommands:\n", group, summary)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, s := range subs {
+		fmt.Fprintf(tw, "  %s\t%s\n", s[0], s[1])
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nRun '%s <command> --help' for the flags of a command.\n", group)
+}
+
+func isHelpArg(s string) bool {
+	return s == "-h" || s == "--help" || s == "-help" || s == "help"
+}
+
+// protoJSON renders a message on one line with the proto field names, so
+// scripts see the same keys as the .proto file and as batch files. Unset
+// fields are included so every object has the same shape. protojson varies
+// its whitespace on purpose; compacting makes the output byte-stable.
+func protoJSON(m proto.Message) ([]byte, error) {
+	raw, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// writeJSONLine writes one message as a line of JSON.
+func writeJSONLine(w io.Writer, m proto.Message) error {
+	b, err := protoJSON(m)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	_, err = w.Write(b)
+	return err
+}
+
+// formatSeconds shows a TTL the way a person would type it: 3600 → "1h",
+// 90 → "1m30s".
+func formatSeconds(s int64) string {
+	d := time.Duration(s) * time.Second
+	out := d.String()
+	// time.Duration prints 1h0m0s; drop the zero units.
+	if strings.HasSuffix(out, "m0s") {
+		out = strings.TrimSuffix(out, "0s")
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	return out
+}
+
+func formatTTL(s int64) string {
+	if s == 0 {
+		return "default"
+	}
+	return formatSeconds(s)
+}
+
+func formatUnix(s int64) string {
+	if s == 0 {
+		return "-"
+	}
+	return time.Unix(s, 0).UTC().Format(time.RFC3339)
+}
+
+func formatSelectors(sels []*writv1.Selector) []string {
+	out := make([]string, len(sels))
+	for i, s := range sels {
+		out[i] = s.GetType() + ":" + s.GetValue()
+	}
+	return out
+}
+
+// writeEntry prints one entry as labelled lines.
+func writeEntry(w io.Writer, e *writv1.Entry) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("ID:", e.GetId())
+	row("SPIFFE ID:", e.GetSpiffeId())
+	row("Parent ID:", e.GetParentId())
+	sels := formatSelectors(e.GetSelectors())
+	if len(sels) == 0 {
+		row("Selectors:", "-")
+	}
+	for i, s := range sels {
+		if i == 0 {
+			row("Selectors:", s)
+		} else {
+			row("", s)
+		}
+	}
+	row("X.509 TTL:", formatTTL(e.GetX509TtlSeconds()))
+	row("JWT TTL:", formatTTL(e.GetJwtTtlSeconds()))
+	dns := "-"
+	if len(e.GetDnsNames()) > 0 {
+		dns = strings.Join(e.GetDnsNames(), ", ")
+	}
+	row("DNS names:", dns)
+	hint := e.GetHint()
+	if hint == "" {
+		hint = "-"
+	}
+	row("Hint:", hint)
+	expires := "never"
+	if e.GetExpiresAt() != 0 {
+		expires = formatUnix(e.GetExpiresAt())
+	}
+	row("Expires at:", expires)
+	row("Revision:", fmt.Sprint(e.GetRevision()))
+	row("Created at:", formatUnix(e.GetCreatedAt()))
+	row("Updated at:", formatUnix(e.GetUpdatedAt()))
+	return tw.Flush()
+}
+
+// entryTable prints entries as aligned columns.
+type entryTable struct {
+	tw *tabwriter.Writer
+}
+
+func newEntryTable(w io.Writer) *entryTable {
+	t := &entryTable{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	fmt.Fprintln(t.tw, "ID\tSPIFFE ID\tPARENT\tSELECTORS\tTTL\tREVISION")
+	return t
+}
+
+func (t *entryTable) add(e *writv1.Entry) {
+	sels := strings.Join(formatSelectors(e.GetSelectors()), ",")
+	if sels == "" {
+		sels = "-"
+	}
+	// TTL shows the X.509 and JWT TTLs; "default" means the server's.
+	ttl := formatTTL(e.GetX509TtlSeconds()) + "/" + formatTTL(e.GetJwtTtlSeconds())
+	fmt.Fprintf(t.tw, "%s\t%s\t%s\t%s\t%s\t%d\n", e.GetId(), e.GetSpiffeId(), e.GetParentId(), sels, ttl, e.GetRevision())
+}
+
+func (t *entryTable) flush() error { return t.tw.Flush() }

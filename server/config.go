@@ -1,0 +1,310 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.yaml.in/yaml/v3"
+
+	"writ.dev/writ/identity"
+	"writ.dev/writ/keystore"
+)
+
+// DefaultTrustDomain is fit for a first run only; the server logs a warning
+// when it is used, because trust domain names cannot be changed later without
+// re-issuing every identity.
+const DefaultTrustDomain = "example.org"
+
+// Config is everything the server needs. The zero value plus a data dir is a
+// working configuration once Defaults has run.
+type Config struct {
+	// TrustDomain is the SPIFFE trust domain this server issues identities in.
+	TrustDomain string `yaml:"trust_domain"`
+	// DataDir holds the embedded store, the CA keys and the admin socket.
+	DataDir string `yaml:"data_dir"`
+	// ServerID distinguishes servers sharing one store. Empty: generated once
+	// and kept in DATA_DIR/server-id.
+	ServerID string `yaml:"server_id"`
+	// ListenAddress serves the gRPC API to remote callers over mTLS with
+	// SVIDs. Empty disables it.
+	ListenAddress string `yaml:"listen_address"`
+	// AdminSocket is the local unix socket for administration, authorized by
+	// the caller's peer credentials.
+	AdminSocket string `yaml:"admin_socket"`
+	// AdminUIDs may administer the server over AdminSocket. Empty: root and
+	// the server's own uid.
+	AdminUIDs []int `yaml:"admin_uids"`
+	// OpsAddress serves /metrics, /healthz and /readyz over plain HTTP.
+	// Empty disables it.
+	OpsAddress string `yaml:"ops_address"`
+
+	Store StoreConfig `yaml:"store"`
+	CA    CAConfig    `yaml:"ca"`
+	SVID  SVIDConfig  `yaml:"svid"`
+	Log   LogConfig   `yaml:"log"`
+}
+
+// StoreConfig selects the storage engine.
+type StoreConfig struct {
+	// Engine is "sqlite" (embedded, the default) or "postgres" (several
+	// servers sharing one trust domain).
+	Engine string `yaml:"engine"`
+	// DSN: for sqlite a file path (default DATA_DIR/writ.db); for postgres a
+	// connection URL. Use certificate or peer authentication rather than a
+	// password in it.
+	DSN string `yaml:"dsn"`
+}
+
+// CAConfig shapes the X.509 authority.
+type CAConfig struct {
+	KeyType      string   `yaml:"key_type"`
+	TTL          Duration `yaml:"ttl"`
+	Organization string   `yaml:"organization"`
+	CommonName   string   `yaml:"common_name"`
+}
+
+// SVIDConfig sets SVID lifetimes.
+type SVIDConfig struct {
+	// X509TTL is used when a rule or request names none.
+	X509TTL Duration `yaml:"x509_ttl"`
+	// MaxX509TTL caps every X.509-SVID, including `writ svid mint`.
+	MaxX509TTL Duration `yaml:"max_x509_ttl"`
+	JWTTTL     Duration `yaml:"jwt_ttl"`
+	MaxJWTTTL  Duration `yaml:"max_jwt_ttl"`
+}
+
+// LogConfig sets up slog.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Duration reads "90s", "1h30m" or a bare number of seconds from YAML.
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a duration such as 90s or 1h", n.Line)
+	}
+	v, err := identity.ParseTTL("duration", n.Value, 0)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration: use a positive whole number of seconds or a Go duration such as 90s or 1h", n.Line, n.Value)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// LoadConfig reads a YAML config file strictly: unknown keys are errors.
+func LoadConfig(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	return ParseConfig(f)
+}
+
+// DefaultConfig holds the defaults that a config file may override,
+// including with "" to disable a listener.
+func DefaultConfig() Config {
+	return Config{
+		ListenAddress: "0.0.0.0:8081",
+		OpsAddress:    "127.0.0.1:8082",
+	}
+}
+
+// ParseConfig decodes YAML config strictly over DefaultConfig. Settings that
+// depend on others (paths under data_dir) are filled by Defaults.
+func ParseConfig(r io.Reader) (Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if len(data) > 1<<20 {
+		return Config{}, errors.New("config: file is larger than 1 MiB")
+	}
+	c := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// Defaults fills unset fields. DataDir must be set first.
+func (c *Config) Defaults() {
+	if c.TrustDomain == "" {
+		c.TrustDomain = DefaultTrustDomain
+	}
+	if c.AdminSocket == "" && c.DataDir != "" {
+		c.AdminSocket = filepath.Join(c.DataDir, "admin.sock")
+	}
+	if len(c.AdminUIDs) == 0 {
+		c.AdminUIDs = []int{0}
+		if uid := os.Getuid(); uid != 0 {
+			c.AdminUIDs = append(c.AdminUIDs, uid)
+		}
+	}
+	if c.Store.Engine == "" {
+		c.Store.Engine = "sqlite"
+	}
+	if c.Store.Engine == "sqlite" && c.Store.DSN == "" && c.DataDir != "" {
+		c.Store.DSN = filepath.Join(c.DataDir, "writ.db")
+	}
+	if c.CA.KeyType == "" {
+		c.CA.KeyType = string(keystore.ECP256)
+	}
+	if c.CA.Organization == "" {
+		c.CA.Organization = "writ"
+	}
+	if c.CA.CommonName == "" {
+		c.CA.CommonName = "writ CA " + c.TrustDomain
+	}
+	setDuration(&c.CA.TTL, 24*time.Hour)
+	setDuration(&c.SVID.X509TTL, time.Hour)
+	setDuration(&c.SVID.MaxX509TTL, 24*time.Hour)
+	setDuration(&c.SVID.JWTTTL, 5*time.Minute)
+	setDuration(&c.SVID.MaxJWTTTL, time.Hour)
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+}
+
+func setDuration(d *Duration, v time.Duration) {
+	if d.Duration == 0 {
+		d.Duration = v
+	}
+}
+
+// Validate checks a defaulted config; errors name the YAML key and what is allowed.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if _, err := identity.ParseTrustDomain(c.TrustDomain); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DataDir == "" {
+		add("data_dir", "is required: a directory for the store, keys and admin socket")
+	}
+	if c.ServerID != "" && !validServerID(c.ServerID) {
+		add("server_id", "%q is not allowed: use 1-64 of a-z, 0-9, '-' and '_'", c.ServerID)
+	}
+	if c.ListenAddress != "" {
+		if _, _, err := net.SplitHostPort(c.ListenAddress); err != nil {
+			add("listen_address", "%q is not host:port", c.ListenAddress)
+		}
+	}
+	if c.OpsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.OpsAddress); err != nil {
+			add("ops_address", "%q is not host:port", c.OpsAddress)
+		}
+	}
+	if c.AdminSocket == "" {
+		add("admin_socket", "is required")
+	} else if len(c.AdminSocket) > 100 {
+		add("admin_socket", "path is %d bytes; unix sockets allow about 100: choose a shorter path", len(c.AdminSocket))
+	}
+	for i, uid := range c.AdminUIDs {
+		if uid < 0 {
+			add(fmt.Sprintf("admin_uids[%d]", i), "%d is not a uid", uid)
+		}
+	}
+	switch c.Store.Engine {
+	case "sqlite":
+	case "postgres":
+		if c.Store.DSN == "" {
+			add("store.dsn", "is required for the postgres engine, e.g. postgres://writ@db.internal/writ?sslmode=verify-full")
+		}
+	default:
+		add("store.engine", "%q is not supported: use sqlite or postgres", c.Store.Engine)
+	}
+	if _, err := keystore.ParseKeyType(c.CA.KeyType); err != nil {
+		add("ca.key_type", "%v", err)
+	}
+	if c.CA.TTL.Duration < time.Hour {
+		add("ca.ttl", "%s is too short: at least 1h", c.CA.TTL)
+	}
+	if c.SVID.X509TTL.Duration > c.SVID.MaxX509TTL.Duration {
+		add("svid.x509_ttl", "%s exceeds svid.max_x509_ttl %s", c.SVID.X509TTL, c.SVID.MaxX509TTL)
+	}
+	if c.SVID.JWTTTL.Duration > c.SVID.MaxJWTTTL.Duration {
+		add("svid.jwt_ttl", "%s exceeds svid.max_jwt_ttl %s", c.SVID.JWTTTL, c.SVID.MaxJWTTTL)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q is not a level: use debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format", "%q is not a format: use text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func validServerID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// trustDomain returns the validated trust domain; call after Validate.
+func (c *Config) trustDomain() spiffeid.TrustDomain {
+	td, _ := identity.ParseTrustDomain(c.TrustDomain)
+	return td
+}
+
+// ConfigReference documents every setting; `writ server --help` prints it and
+// the README repeats it.
+const ConfigReference = `Configuration file (YAML, --config FILE; flags override it):
+
+  trust_domain: example.org       # SPIFFE trust domain (flag --trust-domain)
+  data_dir: /var/lib/writ         # store, keys, admin socket (flag --data-dir)
+  server_id: ""                   # default: generated once, kept in DATA_DIR/server-id
+  listen_address: 0.0.0.0:8081    # gRPC over mTLS with SVIDs; "" disables
+  admin_socket: DATA_DIR/admin.sock
+  admin_uids: []                  # default: root and the server's own uid
+  ops_address: 127.0.0.1:8082     # /metrics /healthz /readyz; "" disables
+  store:
+    engine: sqlite                # sqlite (embedded) or postgres
+    dsn: DATA_DIR/writ.db         # postgres: postgres://writ@host/writ?sslmode=verify-full
+  ca:
+    key_type: ec-p256             # ec-p256, ec-p384, rsa-2048, rsa-3072
+    ttl: 24h                      # CA lifetime; a successor is made at half life
+    organization: writ
+    common_name: ""               # default: "writ CA <trust domain>"
+  svid:
+    x509_ttl: 1h                  # default X.509-SVID lifetime
+    max_x509_ttl: 24h             # cap for every X.509-SVID, including 'writ svid mint'
+    jwt_ttl: 5m
+    max_jwt_ttl: 1h
+  log:
+    level: info                   # debug, info, warn, error
+    format: text                  # text, json
+`

@@ -1,0 +1,278 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/identity"
+	"writ.dev/writ/store"
+)
+
+const (
+	// maxBatchEntries bounds one CreateEntries call, which is stored in one
+	// transaction.
+	maxBatchEntries = 100_000
+	defaultPageSize = 1000
+	maxPageSize     = 10_000
+)
+
+type entryService struct {
+	writv1.UnimplementedEntryServiceServer
+	s *Server
+}
+
+func (e *entryService) CreateEntries(ctx context.Context, req *writv1.CreateEntriesRequest) (*writv1.CreateEntriesResponse, error) {
+	n := len(req.GetEntries())
+	if n == 0 {
+		return nil, status.Error(codes.InvalidArgument, "entries: at least one entry is required")
+	}
+	if n > maxBatchEntries {
+		return nil, status.Errorf(codes.InvalidArgument, "entries: %d entries in one call; at most %d: split the batch", n, maxBatchEntries)
+	}
+	// Validate the whole batch before writing anything, so a bad entry at the
+	// end leaves the store untouched and the error names its index.
+	recs := make([]store.Entry, n)
+	for i, pe := range req.GetEntries() {
+		if pe.GetRevision() != 0 || pe.GetCreatedAt() != 0 || pe.GetUpdatedAt() != 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "entries[%d]: revision, created_at and updated_at are set by the server: leave them empty", i)
+		}
+		r, err := e.s.ruleFromProto(pe)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "entries[%d].%v", i, err)
+		}
+		recs[i] = entryFromRule(r)
+	}
+	out, err := e.s.store.CreateEntries(ctx, recs)
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	resp := &writv1.CreateEntriesResponse{Entries: make([]*writv1.Entry, len(out))}
+	for i, r := range out {
+		resp.Entries[i] = entryToProto(r)
+	}
+	e.s.log.Info("entries created", "count", len(out), "revision", revisionOf(out), "caller", callerString(ctx))
+	return resp, nil
+}
+
+func (e *entryService) UpdateEntry(ctx context.Context, req *writv1.UpdateEntryRequest) (*writv1.Entry, error) {
+	pe := req.GetEntry()
+	if pe == nil || pe.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "entry.id: is required to update an entry")
+	}
+	r, err := e.s.ruleFromProto(pe)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "entry.%v", err)
+	}
+	rec := entryFromRule(r)
+	rec.Revision = pe.GetRevision()
+	out, err := e.s.store.UpdateEntry(ctx, rec)
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	e.s.log.Info("entry updated", "id", out.ID, "spiffe_id", out.SPIFFEID, "revision", out.Revision, "caller", callerString(ctx))
+	return entryToProto(out), nil
+}
+
+func (e *entryService) DeleteEntry(ctx context.Context, req *writv1.DeleteEntryRequest) (*writv1.Entry, error) {
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id: is required")
+	}
+	out, err := e.s.store.DeleteEntry(ctx, req.GetId())
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	e.s.log.Info("entry deleted", "id", out.ID, "spiffe_id", out.SPIFFEID, "caller", callerString(ctx))
+	return entryToProto(out), nil
+}
+
+func (e *entryService) GetEntry(ctx context.Context, req *writv1.GetEntryRequest) (*writv1.Entry, error) {
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id: is required")
+	}
+	out, err := e.s.store.GetEntry(ctx, req.GetId())
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	return entryToProto(out), nil
+}
+
+func (e *entryService) ListEntries(ctx context.Context, req *writv1.ListEntriesRequest) (*writv1.ListEntriesResponse, error) {
+	f := store.EntryFilter{SPIFFEID: req.GetSpiffeId(), ParentID: req.GetParentId(), Hint: req.GetHint()}
+	if f.SPIFFEID != "" {
+		if _, err := identity.ParseID("spiffe_id", f.SPIFFEID); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	if f.ParentID != "" {
+		if _, err := identity.ParseID("parent_id", f.ParentID); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	for i, ps := range req.GetSelectors() {
+		sel, err := identity.ParseSelector(ps.GetType() + ":" + ps.GetValue())
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "selectors[%d]: %v", i, err)
+		}
+		f.Selectors = append(f.Selectors, store.Selector{Type: sel.Type, Value: sel.Value})
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0 || size > maxPageSize:
+		return nil, status.Errorf(codes.InvalidArgument, "page_size: %d is out of range: 0 (default %d) to %d", size, defaultPageSize, maxPageSize)
+	case size == 0:
+		size = defaultPageSize
+	}
+	if tok := req.GetPageToken(); tok != "" {
+		after, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || len(after) == 0 {
+			return nil, status.Error(codes.InvalidArgument, "page_token: not a token this server issued: pass next_page_token from the previous response")
+		}
+		f.AfterID = string(after)
+	}
+	// One more than asked tells whether another page exists.
+	f.Limit = size + 1
+	recs, err := e.s.store.ListEntries(ctx, f)
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	resp := &writv1.ListEntriesResponse{}
+	if len(recs) > size {
+		recs = recs[:size]
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(recs[size-1].ID))
+	}
+	resp.Entries = make([]*writv1.Entry, len(recs))
+	for i, r := range recs {
+		resp.Entries[i] = entryToProto(r)
+	}
+	return resp, nil
+}
+
+// ruleFromProto parses and validates an API entry; errors name the field.
+func (s *Server) ruleFromProto(pe *writv1.Entry) (identity.Rule, error) {
+	var r identity.Rule
+	var err error
+	r.ID = pe.GetId()
+	if r.SPIFFEID, err = parseOptionalID("spiffe_id", pe.GetSpiffeId()); err != nil {
+		return r, err
+	}
+	if r.ParentID, err = parseOptionalID("parent_id", pe.GetParentId()); err != nil {
+		return r, err
+	}
+	for i, ps := range pe.GetSelectors() {
+		sel, err := identity.ParseSelector(ps.GetType() + ":" + ps.GetValue())
+		if err != nil {
+			return r, fmt.Errorf("selectors[%d]: %w", i, err)
+		}
+		r.Selectors = append(r.Selectors, sel)
+	}
+	if r.X509TTL, err = secondsField("x509_ttl_seconds", pe.GetX509TtlSeconds()); err != nil {
+		return r, err
+	}
+	if r.JWTTTL, err = secondsField("jwt_ttl_seconds", pe.GetJwtTtlSeconds()); err != nil {
+		return r, err
+	}
+	r.DNSNames = pe.GetDnsNames()
+	r.Hint = pe.GetHint()
+	if exp := pe.GetExpiresAt(); exp != 0 {
+		if exp < 0 {
+			return r, &identity.FieldError{Field: "expires_at", Msg: "must be unix seconds, or 0 for never"}
+		}
+		r.ExpiresAt = time.Unix(exp, 0).UTC()
+	}
+	if err := r.Validate(s.td, identity.Limits{MaxX509TTL: s.cfg.SVID.MaxX509TTL.Duration, MaxJWTTTL: s.cfg.SVID.MaxJWTTTL.Duration}); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// parseOptionalID leaves a missing ID zero so Validate reports it as
+// required with the right field name.
+func parseOptionalID(field, s string) (spiffeid.ID, error) {
+	if s == "" {
+		return spiffeid.ID{}, nil
+	}
+	return identity.ParseID(field, s)
+}
+
+func secondsField(field string, v int64) (time.Duration, error) {
+	if v < 0 || v > int64(100*365*24*time.Hour/time.Second) {
+		return 0, &identity.FieldError{Field: field, Msg: fmt.Sprintf("%d is out of range: whole seconds, 0 for the server default", v)}
+	}
+	return time.Duration(v) * time.Second, nil
+}
+
+func entryFromRule(r identity.Rule) store.Entry {
+	e := store.Entry{
+		ID:        r.ID,
+		SPIFFEID:  r.SPIFFEID.String(),
+		ParentID:  r.ParentID.String(),
+		X509TTL:   r.X509TTL,
+		JWTTTL:    r.JWTTTL,
+		DNSNames:  r.DNSNames,
+		Hint:      r.Hint,
+		ExpiresAt: r.ExpiresAt,
+	}
+	for _, sel := range r.Selectors {
+		e.Selectors = append(e.Selectors, store.Selector{Type: sel.Type, Value: sel.Value})
+	}
+	return e
+}
+
+func entryToProto(e store.Entry) *writv1.Entry {
+	pe := &writv1.Entry{
+		Id:             e.ID,
+		SpiffeId:       e.SPIFFEID,
+		ParentId:       e.ParentID,
+		X509TtlSeconds: int64(e.X509TTL / time.Second),
+		JwtTtlSeconds:  int64(e.JWTTTL / time.Second),
+		DnsNames:       e.DNSNames,
+		Hint:           e.Hint,
+		Revision:       e.Revision,
+		CreatedAt:      e.CreatedAt.Unix(),
+		UpdatedAt:      e.UpdatedAt.Unix(),
+	}
+	if !e.ExpiresAt.IsZero() {
+		pe.ExpiresAt = e.ExpiresAt.Unix()
+	}
+	for _, sel := range e.Selectors {
+		pe.Selectors = append(pe.Selectors, &writv1.Selector{Type: sel.Type, Value: sel.Value})
+	}
+	return pe
+}
+
+func revisionOf(es []store.Entry) int64 {
+	if len(es) == 0 {
+		return 0
+	}
+	return es[0].Revision
+}
+
+// storeStatus maps store errors to gRPC codes, keeping the store's message,
+// which names the entry (and batch index) concerned.
+func storeStatus(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, store.ErrAlreadyExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, store.ErrConflict):
+		return status.Error(codes.Aborted, err.Error()+": the entry changed since it was read; read it again and retry")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	default:
+		return status.Errorf(codes.Internal, "store: %v", err)
+	}
+}
+
+func callerString(ctx context.Context) string {
+	c, _ := CallerFrom(ctx)
+	return c.String()
+}

@@ -1,0 +1,125 @@
+// Package store defines how writ persists its state. Engines (store/sqlite,
+// store/postgres) implement Store and pass the same conformance suite
+// (store/storetest).
+//
+// Invariants every engine keeps:
+//   - Every change to entries happens in one transaction that also bumps the
+//     store-wide revision. The revision is taken under a lock inside that
+//     transaction, so revisions are gap-free and commit in order: a reader that
+//     has seen revision N has seen every change numbered N or below.
+//   - A failed call writes nothing.
+//   - The package imports nothing else of writ's: records hold plain values and
+//     the caller validates them.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors returned by every engine. Callers compare with errors.Is.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrConflict is returned when an update names a revision that is no
+	// longer current (optimistic concurrency).
+	ErrConflict = errors.New("conflict")
+)
+
+// Selector is one attested property, e.g. {Type: "unix", Value: "uid:1000"}.
+type Selector struct {
+	Type  string
+	Value string
+}
+
+// Entry is an identity rule (registration entry) as stored.
+type Entry struct {
+	// ID is assigned by the store when empty on create.
+	ID        string
+	SPIFFEID  string
+	ParentID  string
+	Selectors []Selector
+	// X509TTL and JWTTTL are whole seconds; zero means the server default.
+	X509TTL  time.Duration
+	JWTTTL   time.Duration
+	DNSNames []string
+	Hint     string
+	// ExpiresAt is the zero time when the rule never expires.
+	ExpiresAt time.Time
+	// Revision is the store revision of the entry's last change; set by the store.
+	Revision  int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// EntryFilter narrows ListEntries. Zero fields do not filter.
+type EntryFilter struct {
+	SPIFFEID string
+	ParentID string
+	// Selectors keeps entries that hold every one of these selectors
+	// (an entry may hold more).
+	Selectors []Selector
+	Hint      string
+	// AfterID and Limit page through results ordered by ID.
+	AfterID string
+	Limit   int
+}
+
+// ChangeOp says what happened to an entry at a revision.
+type ChangeOp string
+
+const (
+	OpPut    ChangeOp = "put"
+	OpDelete ChangeOp = "delete"
+)
+
+// Change is one entry change, in revision order.
+type Change struct {
+	Revision int64
+	EntryID  string
+	Op       ChangeOp
+}
+
+// CACert is an X.509 authority a server publishes in the trust bundle. Each
+// server owns its key (never stored here); the bundle is the union of the
+// unexpired CA certificates of all servers sharing the store.
+type CACert struct {
+	ServerID  string
+	CertDER   []byte
+	NotBefore time.Time
+	NotAfter  time.Time
+}
+
+// Store is writ's persistent state. Implementations are safe for concurrent use.
+type Store interface {
+	// CreateEntries stores all entries or none, under one new revision, and
+	// returns them with ID, Revision and timestamps set. An entry with the same
+	// SPIFFE ID, parent ID and selector set as an existing one (or another in
+	// the batch) fails the whole batch with ErrAlreadyExists; the error names
+	// the index of the offending entry.
+	CreateEntries(ctx context.Context, entries []Entry) ([]Entry, error)
+	// UpdateEntry replaces the entry with e.ID under a new revision. If
+	// e.Revision is non-zero and not the entry's current revision it fails
+	// with ErrConflict. Unknown IDs fail with ErrNotFound.
+	UpdateEntry(ctx context.Context, e Entry) (Entry, error)
+	// DeleteEntry removes an entry under a new revision and returns it as it was.
+	DeleteEntry(ctx context.Context, id string) (Entry, error)
+	GetEntry(ctx context.Context, id string) (Entry, error)
+	ListEntries(ctx context.Context, f EntryFilter) ([]Entry, error)
+
+	// Revision is the newest committed revision (0 for an empty store).
+	Revision(ctx context.Context) (int64, error)
+	// ChangesSince returns changes with revision > rev in order, at most
+	// limit of them (limit <= 0 means all).
+	ChangesSince(ctx context.Context, rev int64, limit int) ([]Change, error)
+
+	// PutCACert records (or re-records) a CA certificate of a server.
+	PutCACert(ctx context.Context, c CACert) error
+	// ListCACerts returns the CA certificates with NotAfter after now, oldest first.
+	ListCACerts(ctx context.Context, now time.Time) ([]CACert, error)
+
+	// Ping reports whether the store can serve requests.
+	Ping(ctx context.Context) error
+	Close() error
+}

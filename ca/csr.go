@@ -41,6 +41,11 @@ func ParseCSR(der []byte) (crypto.PublicKey, error) {
 	if err := checkPublicKey(csr.PublicKey); err != nil {
 		return nil, fmt.Errorf("csr: %w", err)
 	}
+	switch csr.SignatureAlgorithm {
+	case x509.MD2WithRSA, x509.MD5WithRSA, x509.SHA1WithRSA, x509.ECDSAWithSHA1, x509.DSAWithSHA1:
+		// crypto/x509 still accepts SHA-1 on requests; writ does not.
+		return nil, fmt.Errorf("csr: signature algorithm %s is not allowed: sign with SHA-256 or stronger", csr.SignatureAlgorithm)
+	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("csr: signature does not verify, so the sender has not shown it holds the private key: %w", err)
 	}

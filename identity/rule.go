@@ -86,7 +86,7 @@ func (r *Rule) Validate(td spiffeid.TrustDomain, lim Limits) error {
 	if err := checkRuleTTL("jwt_ttl", r.JWTTTL, lim.MaxJWTTTL); err != nil {
 		return err
 	}
-	names, err := canonicalDNSNames(r.DNSNames)
+	names, err := ValidateDNSNames("dns_names", r.DNSNames)
 	if err != nil {
 		return err
 	}
@@ -165,8 +165,8 @@ func canonicalSelectors(in []Selector) ([]Selector, error) {
 		return nil, fieldErr("selectors", fmt.Sprintf("has %d selectors; at most %d are allowed", len(in), MaxSelectorsPerRule))
 	}
 	for i, sel := range in {
-		if err := checkSelector(fmt.Sprintf("selectors[%d]", i), sel); err != nil {
-			return nil, err
+		if problem := checkSelector(sel); problem != "" {
+			return nil, fieldErr(fmt.Sprintf("selectors[%d]", i), problem)
 		}
 	}
 	out := slices.Clone(in)
@@ -190,23 +190,30 @@ func checkRuleTTL(field string, d, limit time.Duration) error {
 	return nil
 }
 
-func canonicalDNSNames(in []string) ([]string, error) {
-	if len(in) > MaxDNSNamesPerRule {
-		return nil, fieldErr("dns_names", fmt.Sprintf("has %d names; at most %d are allowed", len(in), MaxDNSNamesPerRule))
+// ValidateDNSNames checks DNS names given in field (for an SVID's DNS SANs)
+// and returns them in canonical form: lowercased and sorted, nil when there
+// are none. Names follow RFC 1123 host names, as X.509 dNSName entries do,
+// with an optional "*." first label for a wildcard; IP addresses, trailing
+// dots and non-ASCII names are refused with a hint. At most 32 names are
+// allowed; a name listed twice (in any case) is an error. Errors name
+// field[i] with i the caller's index; the input slice is not modified.
+func ValidateDNSNames(field string, names []string) ([]string, error) {
+	if len(names) > MaxDNSNamesPerRule {
+		return nil, fieldErr(field, fmt.Sprintf("has %d names; at most %d are allowed", len(names), MaxDNSNamesPerRule))
 	}
-	if len(in) == 0 {
+	if len(names) == 0 {
 		return nil, nil
 	}
-	out := make([]string, len(in))
-	seen := make(map[string]int, len(in))
-	for i, name := range in {
-		field := fmt.Sprintf("dns_names[%d]", i)
+	out := make([]string, len(names))
+	seen := make(map[string]int, len(names))
+	for i, name := range names {
 		lower, problem := canonicalDNSName(name)
 		if problem != "" {
-			return nil, fieldErr(field, quote(name)+" "+problem)
+			return nil, fieldErr(fmt.Sprintf("%s[%d]", field, i), quote(name)+" "+problem)
 		}
 		if j, dup := seen[lower]; dup {
-			return nil, fieldErr(field, fmt.Sprintf("%s repeats dns_names[%d] (names are case-insensitive); list each name once", quote(name), j))
+			return nil, fieldErr(fmt.Sprintf("%s[%d]", field, i),
+				fmt.Sprintf("%s repeats %s[%d] (names are case-insensitive); list each name once", quote(name), field, j))
 		}
 		seen[lower] = i
 		out[i] = lower
@@ -215,9 +222,7 @@ func canonicalDNSNames(in []string) ([]string, error) {
 	return out, nil
 }
 
-// canonicalDNSName returns name lowercased, or what is wrong with it. Names
-// follow RFC 1123 host names, as X.509 dNSName entries do, with an optional
-// "*." first label for a wildcard.
+// canonicalDNSName returns name lowercased, or what is wrong with it.
 func canonicalDNSName(name string) (string, string) {
 	const allowed = `a DNS name is dot-separated labels of letters, digits and '-' (not first or last), at most 63 characters each and 253 in all, optionally starting with "*."`
 	switch {

@@ -45,22 +45,34 @@ func ParseSelector(s string) (Selector, error) {
 		return Selector{}, fieldErr(field, fmt.Sprintf("%s has no ':'; give type:value, %s", quote(s), selectorExample))
 	}
 	sel := Selector{Type: typ, Value: value}
-	if err := checkSelector(field, sel); err != nil {
-		return Selector{}, err
+	if problem := checkSelector(sel); problem != "" {
+		return Selector{}, fieldErr(field, problem)
 	}
 	return sel, nil
 }
 
-// checkSelector validates a selector given in field, whether it was parsed
-// from text or arrived as separate type and value fields.
-func checkSelector(field string, sel Selector) *FieldError {
-	if problem := checkSelectorType(sel.Type); problem != "" {
-		return fieldErr(field, quote(sel.String())+": "+problem)
-	}
-	if problem := checkSelectorValue(sel.Value); problem != "" {
-		return fieldErr(field, quote(sel.String())+": "+problem)
+// ValidateSelector checks a selector that arrived as separate type and value
+// (for instance from an API message) against the same rules as
+// ParseSelector, naming field in the error. Joining the parts and calling
+// ParseSelector instead would misread a type containing ':' as part of the
+// value.
+func ValidateSelector(field string, sel Selector) error {
+	if problem := checkSelector(sel); problem != "" {
+		return fieldErr(field, problem)
 	}
 	return nil
+}
+
+// checkSelector says what is wrong with sel, or "" if nothing is, whether it
+// was parsed from text or arrived as separate type and value fields.
+func checkSelector(sel Selector) string {
+	if problem := checkSelectorType(sel.Type); problem != "" {
+		return quote(sel.String()) + ": " + problem
+	}
+	if problem := checkSelectorValue(sel.Value); problem != "" {
+		return quote(sel.String()) + ": " + problem
+	}
+	return ""
 }
 
 func checkSelectorType(t string) string {

@@ -17,8 +17,8 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 )
 
-// command is one leaf subcommand's flags and help text.
-type command struct {
+// cliCommand is one leaf subcommand's flags and help text.
+type cliCommand struct {
 	name     string   // e.g. "writ entry create"
 	synopsis []string // usage lines without the leading "Usage:"
 	summary  string   // what the command does, one paragraph
@@ -28,17 +28,25 @@ type command struct {
 	shownDefault map[string]string
 }
 
-func newCommand(name, summary string, stderr io.Writer, synopsis ...string) *command {
+func newCommand(name, summary string, stderr io.Writer, synopsis ...string) *cliCommand {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	// Help goes to stdout when asked for and errors are returned to main,
 	// so the flag package's own usage printing is not wanted.
 	fs.Usage = func() {}
-	return &command{name: name, synopsis: synopsis, summary: summary, fs: fs, shownDefault: map[string]string{}}
+	return &cliCommand{name: name, synopsis: synopsis, summary: summary, fs: fs, shownDefault: map[string]string{}}
+}
+
+// required marks a flag that must be given; help says so instead of
+// showing an empty default.
+func (c *cliCommand) required(names ...string) {
+	for _, n := range names {
+		c.shownDefault[n] = ""
+	}
 }
 
 // socketFlag adds --socket, which every client subcommand takes.
-func (c *command) socketFlag() *string {
+func (c *cliCommand) socketFlag() *string {
 	p := c.fs.String("socket", "", socketHelp)
 	c.shownDefault["socket"] = socketDefaultText
 	return p
@@ -46,7 +54,7 @@ func (c *command) socketFlag() *string {
 
 // parse parses args. It returns done=true when help was printed and the
 // command should stop without error.
-func (c *command) parse(args []string, stdout io.Writer) (done bool, err error) {
+func (c *cliCommand) parse(args []string, stdout io.Writer) (done bool, err error) {
 	if err := c.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.printHelp(stdout)
@@ -61,13 +69,13 @@ func (c *command) parse(args []string, stdout io.Writer) (done bool, err error) 
 }
 
 // usageError says what was wrong and what to type instead.
-func (c *command) usageError(format string, a ...any) error {
+func (c *cliCommand) usageError(format string, a ...any) error {
 	return fmt.Errorf("%s\nusage: %s\nrun '%s --help' for every flag",
 		fmt.Sprintf(format, a...), strings.Join(c.synopsis, "\n   or: "), c.name)
 }
 
 // set reports whether the flag was given on the command line.
-func (c *command) set(name string) bool {
+func (c *cliCommand) set(name string) bool {
 	found := false
 	c.fs.Visit(func(f *flag.Flag) {
 		if f.Name == name {
@@ -77,7 +85,7 @@ func (c *command) set(name string) bool {
 	return found
 }
 
-func (c *command) printHelp(w io.Writer) {
+func (c *cliCommand) printHelp(w io.Writer) {
 	for i, s := range c.synopsis {
 		if i == 0 {
 			fmt.Fprintf(w, "Usage: %s\n", s)
@@ -99,7 +107,11 @@ func (c *command) printHelp(w io.Writer) {
 				def = "none"
 			}
 		}
-		fmt.Fprintf(tw, "  --%s %s\t%s (default: %s)\n", f.Name, name, usage, def)
+		if def == "" {
+			fmt.Fprintf(tw, "  --%s %s\t%s (required)\n", f.Name, name, usage)
+		} else {
+			fmt.Fprintf(tw, "  --%s %s\t%s (default: %s)\n", f.Name, name, usage, def)
+		}
 	})
 	fmt.Fprintln(tw, "  -h, --help\tshow this help")
 	tw.Flush()

@@ -1,0 +1,120 @@
+package ca
+
+import (
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net/url"
+	"testing"
+	"time"
+
+	"writ.dev/writ/keystore"
+)
+
+// The limits: what one P-256 signature costs, and what crypto/x509 needs to
+// make a comparable leaf (it also verifies its own signature, so it costs
+// about one Sign plus one Verify).
+
+func BenchmarkECDSAP256Sign(b *testing.B) {
+	key := testKey(b, "ec-p256").(*ecdsa.PrivateKey)
+	digest := sha256.Sum256([]byte("a to-be-signed certificate stands in here"))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ecdsa.SignASN1(rand.Reader, key, digest[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkECDSAP256Verify(b *testing.B) {
+	key := testKey(b, "ec-p256").(*ecdsa.PrivateKey)
+	digest := sha256.Sum256([]byte("a to-be-signed certificate stands in here"))
+	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !ecdsa.VerifyASN1(&key.PublicKey, digest[:], sig) {
+			b.Fatal("does not verify")
+		}
+	}
+}
+
+func BenchmarkCreateCertificate(b *testing.B) {
+	now := time.Now()
+	ca := newTestCA(b, keystore.ECP256, now, 24*time.Hour)
+	pub := testKey(b, "ec-p256").Public()
+	id := mustID(b, "spiffe://example.org/ns/prod/sa/api")
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{Organization: []string{"writ"}, CommonName: "api.example.org"},
+		NotBefore:             now.Add(-ClockSkew),
+		NotAfter:              now.Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		URIs:                  []*url.URL{id.URL()},
+		DNSNames:              []string{"api.example.org"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		serial, err := randomSerial()
+		if err != nil {
+			b.Fatal(err)
+		}
+		tmpl.SerialNumber = serial
+		if _, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Signer); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchParams(b *testing.B) (*X509CA, X509SVIDParams, time.Time) {
+	now := time.Now()
+	ca := newTestCA(b, keystore.ECP256, now, 24*time.Hour)
+	return ca, X509SVIDParams{
+		PublicKey: testKey(b, "ec-p256").Public(),
+		SPIFFEID:  mustID(b, "spiffe://example.org/ns/prod/sa/api"),
+		DNSNames:  []string{"api.example.org"},
+		TTL:       time.Hour,
+	}, now
+}
+
+func BenchmarkSignX509SVID(b *testing.B) {
+	ca, p, now := benchParams(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ca.SignX509SVID(p, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSignX509SVIDParallel(b *testing.B) {
+	ca, p, now := benchParams(b)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := ca.SignX509SVID(p, now); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkParseCSR(b *testing.B) {
+	for _, kind := range []string{"ec-p256", "ed25519", "rsa-2048"} {
+		der := makeCSR(b, testKey(b, kind), nil)
+		b.Run(kind, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ParseCSR(der); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

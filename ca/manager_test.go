@@ -1,0 +1,560 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"writ.dev/writ/keystore"
+	"writ.dev/writ/store"
+)
+
+type managerEnv struct {
+	dir   string
+	ks    keystore.KeyStore
+	store *fakeStore
+	clock *fakeClock
+}
+
+func newManagerEnv(t *testing.T) *managerEnv {
+	t.Helper()
+	dir := t.TempDir()
+	ks, err := keystore.NewDisk(filepath.Join(dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &managerEnv{dir: dir, ks: ks, store: &fakeStore{}, clock: newFakeClock()}
+}
+
+func (e *managerEnv) config() X509ManagerConfig {
+	return X509ManagerConfig{
+		TrustDomain: testTD,
+		ServerID:    "server-a",
+		KeyStore:    e.ks,
+		Store:       e.store,
+		StatePath:   filepath.Join(e.dir, "state", "x509-ca.json"),
+		Now:         e.clock.Now,
+		Logger:      slog.New(slog.DiscardHandler),
+	}
+}
+
+func (e *managerEnv) open(t *testing.T) *X509Manager {
+	t.Helper()
+	m, err := NewX509Manager(context.Background(), e.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (e *managerEnv) readState(t *testing.T) stateFile {
+	t.Helper()
+	data, err := os.ReadFile(e.config().StatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st stateFile
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func inBundle(bundle []*x509.Certificate, c *x509.Certificate) bool {
+	for _, b := range bundle {
+		if b.Equal(c) {
+			return true
+		}
+	}
+	return false
+}
+
+func samePublicKey(a, b crypto.PublicKey) bool {
+	return a.(interface{ Equal(crypto.PublicKey) bool }).Equal(b)
+}
+
+func TestManagerStartsAndRestarts(t *testing.T) {
+	env := newManagerEnv(t)
+	m1 := env.open(t)
+	a1 := m1.Active()
+	if a1 == nil || a1.Cert == nil || a1.Signer == nil || len(a1.Chain) != 0 {
+		t.Fatal("no usable active CA")
+	}
+	if td, err := a1.TrustDomain(); err != nil || td != testTD {
+		t.Fatalf("trust domain %v %v", td, err)
+	}
+	if !a1.Cert.NotAfter.Equal(env.clock.Now().Add(DefaultCATTL)) {
+		t.Fatalf("default TTL not applied: NotAfter %s", a1.Cert.NotAfter)
+	}
+	if _, ok := a1.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok {
+		t.Fatal("signer public key")
+	}
+	if env.store.count() != 1 || !inBundle(m1.Bundle(), a1.Cert) || len(m1.Bundle()) != 1 {
+		t.Fatal("new CA not published or not in the bundle")
+	}
+
+	info, err := os.Stat(env.config().StatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o600 {
+		t.Fatalf("state file mode %04o, want 0600", perm)
+	}
+	st := env.readState(t)
+	if st.Version != stateVersion || !strings.HasPrefix(st.Active.KeyName, "x509-ca-") || strings.Contains(st.Active.CertPEM, "PRIVATE") {
+		t.Fatalf("state %+v", st)
+	}
+
+	// A restart an hour later on the same state and keystore keeps the CA
+	// and re-publishes it without duplicating it.
+	env.clock.Advance(time.Hour)
+	ks2, err := keystore.NewDisk(filepath.Join(env.dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.ks = ks2
+	m2 := env.open(t)
+	a2 := m2.Active()
+	if !a2.Cert.Equal(a1.Cert) || !samePublicKey(a2.Signer.Public(), a1.Signer.Public()) {
+		t.Fatal("restart made a new CA")
+	}
+	if env.store.count() != 1 || env.store.puts != 2 {
+		t.Fatalf("store holds %d certificates after %d puts, want 1 after 2", env.store.count(), env.store.puts)
+	}
+
+	// The restarted CA's leaves verify against the first one's bundle.
+	now := env.clock.Now()
+	id := mustID(t, "spiffe://example.org/w")
+	chain, err := a2.SignX509SVID(X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyChain(t, m1.Bundle(), chain, now, id)
+}
+
+func TestManagerRotatesPastHalfLife(t *testing.T) {
+	env := newManagerEnv(t)
+	cfg := env.config()
+	cfg.KeyType = keystore.ECP384
+	cfg.TTL = 10 * time.Hour
+	m, err := NewX509Manager(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := m.Active()
+	oldKey := env.readState(t).Active.KeyName
+	id := mustID(t, "spiffe://example.org/w")
+	workload := testKey(t, "ec-p256").Public()
+	oldLeaf, err := old.SignX509SVID(X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: 8 * time.Hour}, env.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	env.clock.Advance(4 * time.Hour)
+	if rotated, err := m.Rotate(context.Background()); err != nil || rotated {
+		t.Fatalf("rotated before half life: %v %v", rotated, err)
+	}
+	if m.Active() != old {
+		t.Fatal("active CA changed without a rotation")
+	}
+
+	// Half life of 10h30s of validity.
+	env.clock.Advance(time.Hour + 15*time.Second)
+	rotated, err := m.Rotate(context.Background())
+	if err != nil || !rotated {
+		t.Fatalf("not rotated past half life: %v %v", rotated, err)
+	}
+	cur := m.Active()
+	if cur.Cert.Equal(old.Cert) || samePublicKey(cur.Signer.Public(), old.Signer.Public()) {
+		t.Fatal("rotation kept the old CA")
+	}
+	if _, ok := cur.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok {
+		t.Fatal("signer")
+	}
+	bundle := m.Bundle()
+	if len(bundle) != 2 || !inBundle(bundle, old.Cert) || !inBundle(bundle, cur.Cert) {
+		t.Fatalf("bundle holds %d certificates, want the old and new roots", len(bundle))
+	}
+	if env.store.count() != 2 {
+		t.Fatalf("store holds %d certificates, want 2", env.store.count())
+	}
+	if _, err := env.ks.Get(context.Background(), oldKey); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("old key still in the keystore: %v", err)
+	}
+	newKey := env.readState(t).Active.KeyName
+	if newKey == oldKey {
+		t.Fatal("state still names the old key")
+	}
+
+	// Leaves of both CAs verify against the bundle, and a bundle refresh
+	// from the store keeps both.
+	now := env.clock.Now()
+	verifyChain(t, bundle, oldLeaf, now, id)
+	newLeaf, err := cur.SignX509SVID(X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifyChain(t, bundle, newLeaf, now, id)
+	if err := m.RefreshBundle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Bundle()) != 2 {
+		t.Fatalf("refreshed bundle holds %d", len(m.Bundle()))
+	}
+
+	// A restart picks up the rotated CA.
+	m2, err := NewX509Manager(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m2.Active().Cert.Equal(cur.Cert) {
+		t.Fatal("restart did not load the rotated CA")
+	}
+
+	// Once the old root expires it leaves the bundle.
+	env.clock.Advance(5 * time.Hour)
+	if err := m.RefreshBundle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b := m.Bundle(); len(b) != 1 || !b[0].Equal(cur.Cert) {
+		t.Fatalf("bundle after the old root expired holds %d", len(b))
+	}
+
+}
+
+func TestManagerStartRotatesStaleCA(t *testing.T) {
+	env := newManagerEnv(t)
+	m1 := env.open(t)
+	old := m1.Active()
+	oldKey := env.readState(t).Active.KeyName
+
+	env.clock.Advance(DefaultCATTL/2 + time.Minute)
+	m2 := env.open(t)
+	if m2.Active().Cert.Equal(old.Cert) {
+		t.Fatal("a CA past half life was kept on start")
+	}
+	if !inBundle(m2.Bundle(), old.Cert) || !inBundle(m2.Bundle(), m2.Active().Cert) {
+		t.Fatal("bundle lacks the old or new root")
+	}
+	if _, err := env.ks.Get(context.Background(), oldKey); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("stale key kept: %v", err)
+	}
+
+	// Long past expiry (the server was down): a new CA, and the dead root
+	// is no longer in the bundle.
+	env.clock.Advance(3 * DefaultCATTL)
+	m3 := env.open(t)
+	if b := m3.Bundle(); len(b) != 1 || !b[0].Equal(m3.Active().Cert) {
+		t.Fatalf("bundle holds %d certificates, want only the new root", len(b))
+	}
+}
+
+func TestManagerReplacesUnusableState(t *testing.T) {
+	ctx := context.Background()
+	cases := map[string]func(t *testing.T, env *managerEnv, st stateFile){
+		"key missing": func(t *testing.T, env *managerEnv, st stateFile) {
+			if err := env.ks.Delete(ctx, st.Active.KeyName); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"fresh keystore": func(t *testing.T, env *managerEnv, st stateFile) {
+			env.ks = keystore.NewMemory()
+		},
+		"key does not match": func(t *testing.T, env *managerEnv, st stateFile) {
+			if _, err := env.ks.Generate(ctx, st.Active.KeyName, keystore.ECP256); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"corrupt state": func(t *testing.T, env *managerEnv, st stateFile) {
+			if err := os.WriteFile(env.config().StatePath, []byte("{not json"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"state without a certificate": func(t *testing.T, env *managerEnv, st stateFile) {
+			if err := os.WriteFile(env.config().StatePath, []byte(`{"version":1,"active":{"key_name":"k","cert_pem":""}}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"state with a bad key name": func(t *testing.T, env *managerEnv, st stateFile) {
+			st.Active.KeyName = "../../etc/passwd"
+			data, _ := json.Marshal(st)
+			if err := os.WriteFile(env.config().StatePath, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"unknown state version": func(t *testing.T, env *managerEnv, st stateFile) {
+			st.Version = 99
+			data, _ := json.Marshal(st)
+			if err := os.WriteFile(env.config().StatePath, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, spoil := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := newManagerEnv(t)
+			first := env.open(t).Active()
+			st := env.readState(t)
+			spoil(t, env, st)
+			m := env.open(t)
+			if m.Active().Cert.Equal(first.Cert) {
+				t.Fatal("unusable CA was loaded")
+			}
+			if got := env.readState(t).Active.KeyName; got == st.Active.KeyName {
+				t.Fatal("new CA key took the recorded key's name")
+			}
+			if !inBundle(m.Bundle(), first.Cert) {
+				t.Fatal("the earlier root, still unexpired, left the bundle")
+			}
+		})
+	}
+	t.Run("mismatched key is left in place", func(t *testing.T) {
+		env := newManagerEnv(t)
+		env.open(t)
+		st := env.readState(t)
+		stray, err := env.ks.Generate(ctx, st.Active.KeyName, keystore.ECP256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.open(t)
+		got, err := env.ks.Get(ctx, st.Active.KeyName)
+		if err != nil || !samePublicKey(got.Public(), stray.Public()) {
+			t.Fatalf("mismatched key was removed or replaced: %v", err)
+		}
+	})
+}
+
+func TestManagerTrustDomainChange(t *testing.T) {
+	env := newManagerEnv(t)
+	first := env.open(t).Active()
+	cfg := env.config()
+	cfg.TrustDomain = spiffeid.RequireTrustDomainFromString("other.example")
+	m, err := NewX509Manager(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	td, err := m.Active().TrustDomain()
+	if err != nil || td != cfg.TrustDomain || m.Active().Cert.Equal(first.Cert) {
+		t.Fatalf("CA for the old trust domain kept: %v %v", td, err)
+	}
+}
+
+func TestManagerBundleUnion(t *testing.T) {
+	ctx := context.Background()
+	env := newManagerEnv(t)
+	m := env.open(t)
+	now := env.clock.Now()
+
+	// Another server of the trust domain publishes its root, with a
+	// shorter life.
+	peer := newTestCA(t, keystore.ECP256, now, 2*time.Hour)
+	if err := env.store.PutCACert(ctx, store.CACert{ServerID: "server-b", CertDER: peer.Cert.Raw, NotBefore: peer.Cert.NotBefore, NotAfter: peer.Cert.NotAfter}); err != nil {
+		t.Fatal(err)
+	}
+	// Records that are not CA certificates are skipped, not fatal.
+	leaf, err := peer.SignX509SVID(X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: mustID(t, "spiffe://example.org/w"), TTL: time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []store.CACert{
+		{ServerID: "server-c", CertDER: []byte("junk"), NotBefore: now, NotAfter: now.Add(time.Hour)},
+		{ServerID: "server-c", CertDER: leaf[0].Raw, NotBefore: now, NotAfter: now.Add(time.Hour)},
+	} {
+		if err := env.store.PutCACert(ctx, bad); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(m.Bundle()) != 1 {
+		t.Fatal("bundle changed before a refresh")
+	}
+	if err := m.RefreshBundle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := m.Bundle()
+	if len(b) != 2 || !inBundle(b, peer.Cert) || !inBundle(b, m.Active().Cert) {
+		t.Fatalf("bundle holds %d certificates, want ours and the peer's", len(b))
+	}
+	id := mustID(t, "spiffe://example.org/w")
+	verifyChain(t, b, leaf, now, id)
+
+	// A store outage keeps the cached bundle.
+	env.store.setErrors(nil, errStoreDown)
+	if err := m.RefreshBundle(ctx); !errors.Is(err, errStoreDown) {
+		t.Fatalf("refresh during an outage: %v", err)
+	}
+	if len(m.Bundle()) != 2 {
+		t.Fatal("outage emptied the bundle")
+	}
+
+	// Our own root stays even when the store has lost it; the peer's root
+	// leaves once expired.
+	env.store.setErrors(nil, nil)
+	env.store.mu.Lock()
+	env.store.certs = env.store.certs[1:]
+	env.store.mu.Unlock()
+	env.clock.Advance(3 * time.Hour)
+	if err := m.RefreshBundle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b := m.Bundle(); len(b) != 1 || !b[0].Equal(m.Active().Cert) {
+		t.Fatalf("bundle holds %d certificates, want ours only", len(b))
+	}
+}
+
+func TestManagerPublishFailures(t *testing.T) {
+	ctx := context.Background()
+	env := newManagerEnv(t)
+	env.store.setErrors(errStoreDown, nil)
+	if _, err := NewX509Manager(ctx, env.config()); !errors.Is(err, errStoreDown) {
+		t.Fatalf("start with the store down: %v", err)
+	}
+	if _, err := os.Stat(env.config().StatePath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("state written for a CA that was never published")
+	}
+	if entries, _ := os.ReadDir(filepath.Join(env.dir, "keys")); len(entries) != 0 {
+		t.Fatalf("abandoned key left in the keystore: %d files", len(entries))
+	}
+
+	env.store.setErrors(nil, nil)
+	m := env.open(t)
+	old := m.Active()
+	oldState := env.readState(t)
+	env.clock.Advance(DefaultCATTL)
+	env.store.setErrors(errStoreDown, nil)
+	rotated, err := m.Rotate(ctx)
+	if rotated || !errors.Is(err, errStoreDown) {
+		t.Fatalf("rotate with the store down: %v %v", rotated, err)
+	}
+	if m.Active() != old || env.readState(t).Active.KeyName != oldState.Active.KeyName {
+		t.Fatal("failed rotation changed the active CA")
+	}
+	if entries, _ := os.ReadDir(filepath.Join(env.dir, "keys")); len(entries) != 1 {
+		t.Fatalf("keystore holds %d keys after a failed rotation, want the current one only", len(entries))
+	}
+	env.store.setErrors(nil, nil)
+	if rotated, err := m.Rotate(ctx); !rotated || err != nil {
+		t.Fatalf("rotation after recovery: %v %v", rotated, err)
+	}
+}
+
+func TestManagerConfigErrors(t *testing.T) {
+	env := newManagerEnv(t)
+	cases := map[string]struct {
+		edit func(c *X509ManagerConfig)
+		want string
+	}{
+		"no trust domain": {func(c *X509ManagerConfig) { c.TrustDomain = spiffeid.TrustDomain{} }, "trust domain is empty"},
+		"no server id":    {func(c *X509ManagerConfig) { c.ServerID = "" }, "server id is empty"},
+		"no keystore":     {func(c *X509ManagerConfig) { c.KeyStore = nil }, "no keystore"},
+		"no store":        {func(c *X509ManagerConfig) { c.Store = nil }, "no store"},
+		"no state path":   {func(c *X509ManagerConfig) { c.StatePath = "" }, "state path is empty"},
+		"bad key type":    {func(c *X509ManagerConfig) { c.KeyType = "dsa" }, "not supported"},
+		"short TTL":       {func(c *X509ManagerConfig) { c.TTL = time.Second }, "too short"},
+		"negative TTL":    {func(c *X509ManagerConfig) { c.TTL = -time.Hour }, "too short"},
+	}
+	for name, tc := range cases {
+		cfg := env.config()
+		tc.edit(&cfg)
+		if _, err := NewX509Manager(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", name, err, tc.want)
+		}
+	}
+	if _, err := os.Stat(env.config().StatePath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("refused configuration wrote state")
+	}
+}
+
+func TestManagerSubjectAndDefaults(t *testing.T) {
+	env := newManagerEnv(t)
+	cfg := env.config()
+	cfg.Subject = pkix.Name{Organization: []string{"Acme"}, CommonName: "Acme writ CA"}
+	cfg.Now = nil
+	cfg.Logger = nil
+	cfg.TTL = time.Hour
+	m, err := NewX509Manager(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := m.Active().Cert
+	if c.Subject.CommonName != "Acme writ CA" {
+		t.Fatalf("subject %s", c.Subject)
+	}
+	if d := time.Until(c.NotAfter); d < 59*time.Minute || d > time.Hour {
+		t.Fatalf("NotAfter %s with the real clock and a 1h TTL", c.NotAfter)
+	}
+}
+
+// Active and Bundle are read on the hot path while Run rotates.
+func TestManagerRunRotatesConcurrently(t *testing.T) {
+	env := newManagerEnv(t)
+	cfg := env.config()
+	cfg.TTL = MinCATTL // checks every 3s
+	m, err := NewX509Manager(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := m.Active()
+	env.clock.Advance(45 * time.Second)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		m.Run(ctx)
+		close(done)
+	}()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	id := mustID(t, "spiffe://example.org/w")
+	pub := testKey(t, "ec-p256").Public()
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				a := m.Active()
+				if _, err := a.SignX509SVID(X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: 10 * time.Second}, env.clock.Now()); err != nil {
+					t.Error(err)
+					return
+				}
+				if !inBundle(m.Bundle(), a.Cert) {
+					// The bundle gains a new root before the root becomes
+					// active... or right after: allow a moment.
+					time.Sleep(time.Millisecond)
+					if !inBundle(m.Bundle(), m.Active().Cert) {
+						t.Error("active root missing from the bundle")
+						return
+					}
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.Active() == first && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	cancel()
+	<-done
+	if m.Active() == first {
+		t.Fatal("Run did not rotate a CA past half life")
+	}
+}

@@ -1,0 +1,843 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/identity"
+)
+
+// stdin is where `--file -` reads from; a variable so tests can replace it.
+var stdin io.Reader = os.Stdin
+
+var entrySubcommands = [][2]string{
+	{"create", "create one identity rule from flags, or many from a YAML or JSON file"},
+	{"update", "change the fields of an identity rule"},
+	{"delete", "delete an identity rule"},
+	{"show", "show one identity rule"},
+	{"list", "list identity rules, optionally filtered"},
+}
+
+// runEntry runs `writ entry <create|update|delete|show|list> [flags]`.
+func runEntry(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const summary = "Manage identity rules (registration entries): the workloads matching all of a rule's selectors,\non the node or agent named by its parent ID, receive its SPIFFE ID."
+	if len(args) == 0 {
+		return errors.New("a command is needed: create, update, delete, show or list\nrun 'writ entry --help' for what each does")
+	}
+	if isHelpArg(args[0]) {
+		printHelpIndex(stdout, "writ entry", summary, entrySubcommands)
+		return nil
+	}
+	switch args[0] {
+	case "create":
+		return entryCreate(ctx, args[1:], stdout, stderr)
+	case "update":
+		return entryUpdate(ctx, args[1:], stdout, stderr)
+	case "delete":
+		return entryDelete(ctx, args[1:], stdout, stderr)
+	case "show":
+		return entryShow(ctx, args[1:], stdout, stderr)
+	case "list":
+		return entryList(ctx, args[1:], stdout, stderr)
+	}
+	return fmt.Errorf("unknown command %q; use create, update, delete, show or list\nrun 'writ entry --help' for what each does", args[0])
+}
+
+// entryFlags are the flags that set an entry's fields, shared by create and
+// update. TTLs and times are kept as text and parsed by apply, so that errors
+// name the flag and say which forms are accepted.
+type entryFlags struct {
+	spiffeID  string
+	parentID  string
+	selectors stringList
+	x509TTL   string
+	jwtTTL    string
+	dns       stringList
+	hint      string
+	expiresAt string
+	expiresIn string
+}
+
+// entryFieldFlags lists the flags registered by entryFlags.register.
+var entryFieldFlags = []string{"spiffe-id", "parent-id", "selector", "x509-ttl", "jwt-ttl", "dns", "hint", "expires-at", "expires-in"}
+
+func (f *entryFlags) register(c *cliCommand, update bool) {
+	fs := c.fs
+	fs.StringVar(&f.spiffeID, "spiffe-id", "", "SPIFFE `ID` the rule hands out, e.g. spiffe://example.org/service/web")
+	fs.StringVar(&f.parentID, "parent-id", "", "SPIFFE `ID` of the node or agent allowed to hand it out")
+	selHelp := "selector `type:value` a workload must have, e.g. unix:uid:1000; repeatable"
+	dnsHelp := "DNS `name` to put in the X.509-SVID; repeatable"
+	if update {
+		selHelp += "; replaces all the rule's selectors"
+		dnsHelp += "; replaces all the rule's DNS names"
+	}
+	fs.Var(&f.selectors, "selector", selHelp)
+	fs.StringVar(&f.x509TTL, "x509-ttl", "", "X.509-SVID lifetime, a `duration` (1h) or seconds (3600); unset means the server default")
+	fs.StringVar(&f.jwtTTL, "jwt-ttl", "", "JWT-SVID lifetime, a `duration` (5m) or seconds (300); unset means the server default")
+	fs.Var(&f.dns, "dns", dnsHelp)
+	fs.StringVar(&f.hint, "hint", "", "`text` that tells a workload holding several identities which one to use")
+	fs.StringVar(&f.expiresAt, "expires-at", "", "`time` (RFC 3339, e.g. 2030-01-02T15:04:05Z) at which the rule stops applying; unset means never")
+	fs.StringVar(&f.expiresIn, "expires-in", "", "like --expires-at, as a `duration` from now (720h) or seconds")
+}
+
+// apply sets on e the fields whose flags were given on the command line,
+// leaving the others as they are.
+func (f *entryFlags) apply(c *cliCommand, e *writv1.Entry, now time.Time) error {
+	if c.set("expires-at") && c.set("expires-in") {
+		return c.usageError("give --expires-at or --expires-in, not both")
+	}
+	if c.set("spiffe-id") {
+		if _, err := identity.ParseID("spiffe-id", f.spiffeID); err != nil {
+			return err
+		}
+		e.SpiffeId = f.spiffeID
+	}
+	if c.set("parent-id") {
+		if _, err := identity.ParseID("parent-id", f.parentID); err != nil {
+			return err
+		}
+		e.ParentId = f.parentID
+	}
+	if c.set("selector") {
+		sels, err := parseSelectors(f.selectors, func(i int) string { return "selector" })
+		if err != nil {
+			return err
+		}
+		e.Selectors = sels
+	}
+	if c.set("x509-ttl") {
+		secs, err := parseTTLSeconds("x509-ttl", f.x509TTL)
+		if err != nil {
+			return err
+		}
+		e.X509TtlSeconds = secs
+	}
+	if c.set("jwt-ttl") {
+		secs, err := parseTTLSeconds("jwt-ttl", f.jwtTTL)
+		if err != nil {
+			return err
+		}
+		e.JwtTtlSeconds = secs
+	}
+	if c.set("dns") {
+		e.DnsNames = append([]string(nil), f.dns...)
+	}
+	if c.set("hint") {
+		e.Hint = f.hint
+	}
+	if c.set("expires-at") {
+		at, err := parseExpiresAt("expires-at", f.expiresAt, now)
+		if err != nil {
+			return err
+		}
+		e.ExpiresAt = at
+	}
+	if c.set("expires-in") {
+		d, err := identity.ParseTTL("expires-in", f.expiresIn, 0)
+		if err != nil {
+			return err
+		}
+		e.ExpiresAt = now.Add(d).Unix()
+	}
+	return nil
+}
+
+// parseSelectors parses "type:value" strings; field(i) names the i-th one in
+// errors.
+func parseSelectors(in []string, field func(i int) string) ([]*writv1.Selector, error) {
+	out := make([]*writv1.Selector, 0, len(in))
+	for i, s := range in {
+		sel, err := identity.ParseSelector(s)
+		if err != nil {
+			return nil, renameField(err, field(i))
+		}
+		out = append(out, &writv1.Selector{Type: sel.Type, Value: sel.Value})
+	}
+	return out, nil
+}
+
+// renameField gives an identity.FieldError the name the user knows the
+// value by (a flag, or a path in a batch file).
+func renameField(err error, field string) error {
+	var fe *identity.FieldError
+	if errors.As(err, &fe) {
+		return &identity.FieldError{Field: field, Msg: fe.Msg}
+	}
+	return fmt.Errorf("%s: %w", field, err)
+}
+
+func parseTTLSeconds(field, s string) (int64, error) {
+	// No upper limit here: the server knows its own and says so.
+	d, err := identity.ParseTTL(field, s, 0)
+	if err != nil {
+		return 0, err
+	}
+	return int64(d / time.Second), nil
+}
+
+// parseExpiresAt parses an RFC 3339 time that must lie in the future: a rule
+// that has already expired would be stored and never apply.
+func parseExpiresAt(field, s string, now time.Time) (int64, error) {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return 0, &identity.FieldError{Field: field, Msg: fmt.Sprintf("%q is not an RFC 3339 time; give e.g. 2030-01-02T15:04:05Z or 2030-01-02T16:04:05+01:00", s)}
+	}
+	if !t.After(now) {
+		return 0, &identity.FieldError{Field: field, Msg: fmt.Sprintf("%s is in the past; give a later time, or leave it out for a rule that never expires", t.UTC().Format(time.RFC3339))}
+	}
+	return t.Unix(), nil
+}
+
+func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newCommand("writ entry create",
+		"Create an identity rule from flags, or many from a YAML or JSON file in one all-or-nothing call:\n"+
+			"  entries:\n"+
+			"    - spiffe_id: spiffe://example.org/service/web\n"+
+			"      parent_id: spiffe://example.org/writ/agent/node-1\n"+
+			"      selectors: [\"unix:uid:1000\"]\n"+
+			"      x509_ttl: 1h        # optional, like jwt_ttl, dns_names, hint, expires_at (RFC 3339), id\n"+
+			fmt.Sprintf("A file may hold at most %d entries.", maxBatchEntries),
+		stderr,
+		"writ entry create --spiffe-id ID --parent-id ID --selector TYPE:VALUE... [flags]",
+		"writ entry create --file FILE [--json]")
+	var f entryFlags
+	f.register(c, false)
+	id := c.fs.String("id", "", "`id` for the new rule; unset means the server assigns one")
+	file := c.fs.String("file", "", "YAML or JSON `file` of entries to create together; - reads standard input")
+	asJSON := c.fs.Bool("json", false, "print the created entries as JSON, one object per line")
+	socket := c.socketFlag()
+	if done, err := c.parse(args, stdout); done || err != nil {
+		return err
+	}
+	now := time.Now()
+
+	var entries []*writv1.Entry
+	if c.set("file") {
+		for _, name := range append(entryFieldFlags, "id") {
+			if c.set(name) {
+				return c.usageError("--%s cannot be combined with --file; put the field in the file", name)
+			}
+		}
+		var err error
+		entries, err = readBatchFile(*file, now)
+		if err != nil {
+			return err
+		}
+	} else {
+		e := &writv1.Entry{Id: *id}
+		var missing []string
+		for _, name := range []string{"spiffe-id", "parent-id", "selector"} {
+			if !c.set(name) {
+				missing = append(missing, "--"+name)
+			}
+		}
+		if len(missing) > 0 {
+			return c.usageError("missing %s", strings.Join(missing, ", "))
+		}
+		if err := f.apply(c, e, now); err != nil {
+			return err
+		}
+		entries = []*writv1.Entry{e}
+	}
+
+	req := &writv1.CreateEntriesRequest{Entries: entries}
+	if n := proto.Size(req); n > maxMessageSize {
+		return fmt.Errorf("the request would be %d bytes, more than the %d the connection carries; split the file into smaller ones", n, maxMessageSize)
+	}
+	cl, err := dial(*socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := cl.entries.CreateEntries(ctx, req)
+	if err != nil {
+		return cl.explain(err)
+	}
+	created := resp.GetEntries()
+	switch {
+	case *asJSON:
+		for _, e := range created {
+			if err := writeJSONLine(stdout, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	case c.set("file"):
+		var rev int64
+		if len(created) > 0 {
+			rev = created[0].GetRevision()
+		}
+		_, err := fmt.Fprintf(stdout, "created %d entries (revision %d)\n", len(created), rev)
+		return err
+	case len(created) == 1:
+		return writeEntry(stdout, created[0])
+	default:
+		return fmt.Errorf("the server returned %d entries for one created; it may not have stored it as asked, check with 'writ entry list'", len(created))
+	}
+}
+
+// readBatchFile reads and parses a batch file completely, so that nothing is
+// sent unless every entry in it is well formed.
+func readBatchFile(name string, now time.Time) ([]*writv1.Entry, error) {
+	var r io.Reader
+	display := name
+	if name == "-" {
+		r = stdin
+		display = "standard input"
+	} else {
+		fh, err := os.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read batch file: %w", err)
+		}
+		defer fh.Close()
+		r = fh
+	}
+	// A batch of the largest allowed size is far below this; the bound stops
+	// a wrong file (a disk image, /dev/zero) from exhausting memory.
+	const maxFileSize = 512 << 20
+	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", display, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("%s is larger than %d MiB; split it into smaller files", display, maxFileSize>>20)
+	}
+	entries, err := parseBatch(data, now)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w; nothing was created", display, err)
+	}
+	return entries, nil
+}
+
+func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newCommand("writ entry update",
+		"Change an identity rule. Only the fields whose flags are given change; --selector and --dns\n"+
+			"replace the whole list. If someone else changes the rule at the same time, nothing is\n"+
+			"written and the command says to run it again.",
+		stderr,
+		"writ entry update --id ID [--spiffe-id ID] [--parent-id ID] [--selector TYPE:VALUE...] [flags]")
+	var f entryFlags
+	f.register(c, true)
+	id := c.fs.String("id", "", "`id` of the rule to change")
+	clearDNS := c.fs.Bool("clear-dns", false, "remove all DNS names")
+	clearExpiry := c.fs.Bool("clear-expiry", false, "make the rule never expire")
+	asJSON := c.fs.Bool("json", false, "print the updated entry as JSON")
+	socket := c.socketFlag()
+	c.required("id")
+	if done, err := c.parse(args, stdout); done || err != nil {
+		return err
+	}
+	if *id == "" {
+		return c.usageError("missing --id")
+	}
+	changes := false
+	for _, name := range append(entryFieldFlags, "clear-dns", "clear-expiry") {
+		changes = changes || c.set(name)
+	}
+	if !changes {
+		return c.usageError("nothing to change; give at least one of --%s, --clear-dns or --clear-expiry", strings.Join(entryFieldFlags, ", --"))
+	}
+	if *clearDNS && c.set("dns") {
+		return c.usageError("give --dns or --clear-dns, not both")
+	}
+	if *clearExpiry && (c.set("expires-at") || c.set("expires-in")) {
+		return c.usageError("give --expires-at/--expires-in or --clear-expiry, not both")
+	}
+	now := time.Now()
+	// Check the flags before talking to the server, so a typo costs nothing.
+	if err := f.apply(c, &writv1.Entry{}, now); err != nil {
+		return err
+	}
+
+	cl, err := dial(*socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	e, err := cl.entries.GetEntry(ctx, &writv1.GetEntryRequest{Id: *id})
+	if err != nil {
+		return cl.explain(err)
+	}
+	if err := f.apply(c, e, now); err != nil {
+		return err
+	}
+	if *clearDNS {
+		e.DnsNames = nil
+	}
+	if *clearExpiry {
+		e.ExpiresAt = 0
+	}
+	// e.Revision is the revision just read: the server refuses the update if
+	// the rule changed in between, instead of silently undoing that change.
+	updated, err := cl.entries.UpdateEntry(ctx, &writv1.UpdateEntryRequest{Entry: e})
+	if err != nil {
+		if code := status.Code(err); code == codes.Aborted || code == codes.FailedPrecondition {
+			return fmt.Errorf("entry %s was changed by someone else while this update ran (%s); nothing was written, run the command again", *id, status.Convert(err).Message())
+		}
+		return cl.explain(err)
+	}
+	if *asJSON {
+		return writeJSONLine(stdout, updated)
+	}
+	return writeEntry(stdout, updated)
+}
+
+func entryDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newCommand("writ entry delete", "Delete an identity rule. Workloads stop receiving its identity at their next renewal.", stderr,
+		"writ entry delete --id ID")
+	id := c.fs.String("id", "", "`id` of the rule to delete")
+	socket := c.socketFlag()
+	c.required("id")
+	if done, err := c.parse(args, stdout); done || err != nil {
+		return err
+	}
+	if *id == "" {
+		return c.usageError("missing --id")
+	}
+	cl, err := dial(*socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	e, err := cl.entries.DeleteEntry(ctx, &writv1.DeleteEntryRequest{Id: *id})
+	if err != nil {
+		return cl.explain(err)
+	}
+	_, err = fmt.Fprintf(stdout, "deleted entry %s (%s)\n", e.GetId(), e.GetSpiffeId())
+	return err
+}
+
+func entryShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newCommand("writ entry show", "Show one identity rule.", stderr,
+		"writ entry show --id ID [--json]")
+	id := c.fs.String("id", "", "`id` of the rule to show")
+	asJSON := c.fs.Bool("json", false, "print the entry as JSON")
+	socket := c.socketFlag()
+	c.required("id")
+	if done, err := c.parse(args, stdout); done || err != nil {
+		return err
+	}
+	if *id == "" {
+		return c.usageError("missing --id")
+	}
+	cl, err := dial(*socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	e, err := cl.entries.GetEntry(ctx, &writv1.GetEntryRequest{Id: *id})
+	if err != nil {
+		return cl.explain(err)
+	}
+	if *asJSON {
+		return writeJSONLine(stdout, e)
+	}
+	return writeEntry(stdout, e)
+}
+
+func entryList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newCommand("writ entry list",
+		"List identity rules. Filters combine: a rule is listed when it matches all of them, and\n"+
+			"holds every --selector given (it may have more).",
+		stderr,
+		"writ entry list [--spiffe-id ID] [--parent-id ID] [--selector TYPE:VALUE...] [--hint TEXT] [--json]")
+	spiffeID := c.fs.String("spiffe-id", "", "only rules handing out this SPIFFE `ID`")
+	parentID := c.fs.String("parent-id", "", "only rules whose parent is this SPIFFE `ID`")
+	var selectors stringList
+	c.fs.Var(&selectors, "selector", "only rules holding this selector `type:value`; repeatable")
+	hint := c.fs.String("hint", "", "only rules with this hint `text`")
+	asJSON := c.fs.Bool("json", false, "print entries as JSON, one object per line")
+	socket := c.socketFlag()
+	if done, err := c.parse(args, stdout); done || err != nil {
+		return err
+	}
+	req := &writv1.ListEntriesRequest{Hint: *hint}
+	if c.set("spiffe-id") {
+		if _, err := identity.ParseID("spiffe-id", *spiffeID); err != nil {
+			return err
+		}
+		req.SpiffeId = *spiffeID
+	}
+	if c.set("parent-id") {
+		if _, err := identity.ParseID("parent-id", *parentID); err != nil {
+			return err
+		}
+		req.ParentId = *parentID
+	}
+	sels, err := parseSelectors(selectors, func(int) string { return "selector" })
+	if err != nil {
+		return err
+	}
+	req.Selectors = sels
+
+	cl, err := dial(*socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	var table *entryTable
+	if !*asJSON {
+		table = newEntryTable(stdout)
+	}
+	count := 0
+	for {
+		resp, err := cl.entries.ListEntries(ctx, req)
+		if err != nil {
+			return cl.explain(err)
+		}
+		for _, e := range resp.GetEntries() {
+			count++
+			if *asJSON {
+				if err := writeJSONLine(stdout, e); err != nil {
+					return err
+				}
+			} else {
+				table.add(e)
+			}
+		}
+		next := resp.GetNextPageToken()
+		if next == "" {
+			break
+		}
+		if next == req.PageToken {
+			// A server that hands back the token it was given would keep the
+			// client looping forever.
+			return fmt.Errorf("the server returned the same page token %q twice; the listing is incomplete", next)
+		}
+		req.PageToken = next
+	}
+	if *asJSON {
+		return nil
+	}
+	if count == 0 {
+		_, err := fmt.Fprintln(stdout, "no entries")
+		return err
+	}
+	return table.flush()
+}
+
+// maxBatchEntries is the most entries the server stores in one call.
+const maxBatchEntries = 100_000
+
+// batchEntryFields are the keys an entry in a batch file may have, in the
+// order help and errors list them. They are the Entry field names of the API,
+// with TTLs as durations and the expiry as an RFC 3339 time.
+var batchEntryFields = []string{"id", "spiffe_id", "parent_id", "selectors", "x509_ttl", "jwt_ttl", "dns_names", "hint", "expires_at"}
+
+// batchError is a problem at a place in a batch file.
+type batchError struct {
+	line int
+	path string // e.g. entries[3].selectors[0]; empty for the document itself
+	msg  string
+}
+
+func (e *batchError) Error() string {
+	loc := fmt.Sprintf("line %d: ", e.line)
+	if e.path == "" {
+		return loc + e.msg
+	}
+	return loc + e.path + ": " + e.msg
+}
+
+// parseBatch parses a batch file: a YAML (or JSON, which YAML contains)
+// document {entries: [...]}. Keys are checked against the known fields by
+// hand rather than by the YAML decoder's strict mode, because the decoder's
+// errors do not say which entry they are about, and in a file of thousands
+// of entries the index is what the user needs. Every entry is checked before
+// anything is returned.
+func parseBatch(data []byte, now time.Time) ([]*writv1.Entry, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the file is empty; it should hold a document like {entries: [{spiffe_id: ..., parent_id: ..., selectors: [...]}]}")
+		}
+		return nil, err
+	}
+	var more yaml.Node
+	switch err := dec.Decode(&more); {
+	case err == nil:
+		return nil, &batchError{line: more.Line, msg: "a second YAML document starts here; put all entries in one document's entries list"}
+	case !errors.Is(err, io.EOF):
+		return nil, err
+	}
+
+	root := deref(&doc)
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = deref(root.Content[0])
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, &batchError{line: root.Line, msg: fmt.Sprintf("the document is %s; it should be a mapping with the key entries", describeNode(root))}
+	}
+	var list *yaml.Node
+	err := eachField(root, "", []string{"entries"}, func(key string, value *yaml.Node) error {
+		list = value
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if list == nil || isNull(list) {
+		return nil, &batchError{line: root.Line, msg: "there is no entries list; nothing to create"}
+	}
+	if list.Kind != yaml.SequenceNode {
+		return nil, &batchError{line: list.Line, path: "entries", msg: fmt.Sprintf("is %s; it should be a list of entries", describeNode(list))}
+	}
+	if len(list.Content) == 0 {
+		return nil, &batchError{line: list.Line, path: "entries", msg: "is empty; nothing to create"}
+	}
+	if n := len(list.Content); n > maxBatchEntries {
+		return nil, fmt.Errorf("the file has %d entries, more than the %d the server stores in one call; split it into files of at most %d entries (each file is stored all or nothing)", n, maxBatchEntries, maxBatchEntries)
+	}
+	entries := make([]*writv1.Entry, len(list.Content))
+	for i, item := range list.Content {
+		e, err := parseBatchEntry(fmt.Sprintf("entries[%d]", i), deref(item), now)
+		if err != nil {
+			return nil, err
+		}
+		entries[i] = e
+	}
+	return entries, nil
+}
+
+func parseBatchEntry(path string, n *yaml.Node, now time.Time) (*writv1.Entry, error) {
+	if n.Kind != yaml.MappingNode {
+		return nil, &batchError{line: n.Line, path: path, msg: fmt.Sprintf("is %s; an entry is a mapping with the keys %s", describeNode(n), strings.Join(batchEntryFields, ", "))}
+	}
+	e := &writv1.Entry{}
+	var spiffeIDSeen, parentIDSeen bool
+	var selectorsLine int
+	err := eachField(n, path, batchEntryFields, func(key string, v *yaml.Node) error {
+		field := path + "." + key
+		// fail wraps a problem reported for field (or a part of it).
+		fail := func(line int, err error) error {
+			var fe *identity.FieldError
+			if errors.As(err, &fe) {
+				return &batchError{line: line, path: fe.Field, msg: fe.Msg}
+			}
+			return &batchError{line: line, path: field, msg: err.Error()}
+		}
+		switch key {
+		case "selectors", "dns_names":
+			items, lines, err := stringSeq(field, v)
+			if err != nil {
+				return err
+			}
+			if key == "dns_names" {
+				e.DnsNames = items
+				return nil
+			}
+			selectorsLine = v.Line
+			sels, err := parseSelectors(items, func(i int) string { return fmt.Sprintf("%s[%d]", field, i) })
+			if err != nil {
+				var fe *identity.FieldError
+				line := v.Line
+				if errors.As(err, &fe) {
+					for i := range items {
+						if fe.Field == fmt.Sprintf("%s[%d]", field, i) {
+							line = lines[i]
+						}
+					}
+				}
+				return fail(line, err)
+			}
+			e.Selectors = sels
+			return nil
+		}
+		s, err := scalarString(field, v)
+		if err != nil {
+			return err
+		}
+		switch key {
+		case "id":
+			e.Id = s
+		case "spiffe_id":
+			spiffeIDSeen = true
+			if _, err := identity.ParseID(field, s); err != nil {
+				return fail(v.Line, err)
+			}
+			e.SpiffeId = s
+		case "parent_id":
+			parentIDSeen = true
+			if _, err := identity.ParseID(field, s); err != nil {
+				return fail(v.Line, err)
+			}
+			e.ParentId = s
+		case "x509_ttl", "jwt_ttl":
+			if s == "" {
+				return nil // unset: the server default
+			}
+			secs, err := parseTTLSeconds(field, s)
+			if err != nil {
+				return fail(v.Line, err)
+			}
+			if key == "x509_ttl" {
+				e.X509TtlSeconds = secs
+			} else {
+				e.JwtTtlSeconds = secs
+			}
+		case "hint":
+			e.Hint = s
+		case "expires_at":
+			if s == "" {
+				return nil // unset: never expires
+			}
+			at, err := parseExpiresAt(field, s, now)
+			if err != nil {
+				return fail(v.Line, err)
+			}
+			e.ExpiresAt = at
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !spiffeIDSeen:
+		return nil, &batchError{line: n.Line, path: path, msg: "has no spiffe_id; give the SPIFFE ID the rule hands out"}
+	case !parentIDSeen:
+		return nil, &batchError{line: n.Line, path: path, msg: "has no parent_id; give the SPIFFE ID of the node or agent that may hand it out"}
+	case len(e.Selectors) == 0:
+		line := n.Line
+		if selectorsLine != 0 {
+			line = selectorsLine
+		}
+		return nil, &batchError{line: line, path: path + ".selectors", msg: `is missing or empty; give at least one selector, e.g. ["unix:uid:1000"]`}
+	}
+	return e, nil
+}
+
+// eachField calls fn for every key of mapping n in order, refusing keys not
+// in known and keys given twice.
+func eachField(n *yaml.Node, path string, known []string, fn func(key string, value *yaml.Node) error) error {
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := deref(n.Content[i]), deref(n.Content[i+1])
+		where := func(key string) string {
+			if path == "" {
+				return key
+			}
+			return path + "." + key
+		}
+		if k.Kind != yaml.ScalarNode {
+			return &batchError{line: k.Line, path: path, msg: fmt.Sprintf("has %s as a key; keys are field names: %s", describeNode(k), strings.Join(known, ", "))}
+		}
+		key := k.Value
+		if !slices.Contains(known, key) {
+			msg := "unknown field; the fields are " + strings.Join(known, ", ")
+			if guess := closeField(key, known); guess != "" {
+				msg = fmt.Sprintf("unknown field, did you mean %s? The fields are %s", guess, strings.Join(known, ", "))
+			}
+			return &batchError{line: k.Line, path: where(strconvQuoteIfOdd(key)), msg: msg}
+		}
+		if first, dup := seen[key]; dup {
+			return &batchError{line: k.Line, path: where(key), msg: fmt.Sprintf("is given twice (first on line %d); keep one", first)}
+		}
+		seen[key] = k.Line
+		if err := fn(key, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeField guesses the known field meant by key: same letters ignoring
+// case and the -/_ difference between flags and file keys.
+func closeField(key string, known []string) string {
+	norm := func(s string) string {
+		return strings.ReplaceAll(strings.ToLower(s), "-", "_")
+	}
+	for _, k := range known {
+		if norm(key) == k || norm(key) == strings.TrimSuffix(k, "s") || norm(key)+"s" == k {
+			return k
+		}
+	}
+	return ""
+}
+
+// strconvQuoteIfOdd quotes a key that would be confusing in a field path
+// (empty, or with spaces, dots or control characters).
+func strconvQuoteIfOdd(key string) string {
+	if key == "" || strings.ContainsAny(key, " .[]\"\t\r\n") || strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Sprintf("%q", key)
+	}
+	return key
+}
+
+// scalarString reads a scalar as the text that was written, so that a TTL
+// of 3600 or an unquoted timestamp reach the parsers unchanged. null reads
+// as "".
+func scalarString(field string, n *yaml.Node) (string, error) {
+	if n.Kind != yaml.ScalarNode {
+		return "", &batchError{line: n.Line, path: field, msg: fmt.Sprintf("is %s; it should be a single value", describeNode(n))}
+	}
+	if isNull(n) {
+		return "", nil
+	}
+	return n.Value, nil
+}
+
+// stringSeq reads a list of scalars and the line of each.
+func stringSeq(field string, n *yaml.Node) ([]string, []int, error) {
+	if isNull(n) {
+		return nil, nil, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, nil, &batchError{line: n.Line, path: field, msg: fmt.Sprintf(`is %s; it should be a list, e.g. ["a", "b"]`, describeNode(n))}
+	}
+	out := make([]string, len(n.Content))
+	lines := make([]int, len(n.Content))
+	for i, item := range n.Content {
+		item = deref(item)
+		s, err := scalarString(fmt.Sprintf("%s[%d]", field, i), item)
+		if err != nil {
+			return nil, nil, err
+		}
+		out[i], lines[i] = s, item.Line
+	}
+	return out, lines, nil
+}
+
+func deref(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+func describeNode(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if isNull(n) {
+			return "empty"
+		}
+		return fmt.Sprintf("the value %q", n.Value)
+	case yaml.DocumentNode:
+		return "a document"
+	}
+	return "something else"
+}

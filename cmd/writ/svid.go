@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/identity"
+)
+
+var svidSubcommands = [][2]string{
+	{"mint", "make a key here and have the server certify it as an X.509-SVID, written to files"},
+}
+
+// runSVID runs `writ svid mint [flags]`.
+func runSVID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const summary = "Work with SVIDs, the certificates that carry SPIFFE IDs."
+	if len(args) == 0 {
+		return errors.New("a command is needed: mint\nrun 'writ svid --help' for what it does")
+	}
+	if isHelpArg(args[0]) {
+		printHelpIndex(stdout, "writ svid", summary, svidSubcommands)
+		return nil
+	}
+	if args[0] != "mint" {
+		return fmt.Errorf("unknown command %q; use mint\nrun 'writ svid --help' for what it does", args[0])
+	}
+	return svidMint(ctx, args[1:], stdout, stderr)
+}
+
+// Names of the files svid mint writes in --out.
+const (
+	svidFile   = "svid.pem"
+	keyFile    = "svid.key"
+	bundleFile = "bundle.pem"
+)
+
+var keyTypes = []string{"ec-p256", "ec-p384", "rsa-2048", "rsa-3072"}
+
+func generateKey(keyType string) (crypto.Signer, error) {
+	switch keyType {
+	case "ec-p256":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "ec-p384":
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case "rsa-2048":
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case "rsa-3072":
+		return rsa.GenerateKey(rand.Reader, 3072)
+	}
+	return nil, fmt.Errorf("key-type: %q is not supported; use one of %s", keyType, strings.Join(keyTypes, ", "))
+}
+
+func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newCommand("writ svid mint",
+		"Mint an X.509-SVID. The private key is generated on this machine and never sent: the server\n"+
+			"receives a certificate request and certifies its public key. Written to the --out directory\n"+
+			"(created with mode 0700 if missing): "+svidFile+" (the certificate, then intermediates),\n"+
+			keyFile+" (PKCS#8 private key, mode 0600) and "+bundleFile+" (the trust domain's roots).\n"+
+			"Each file is replaced atomically, so a reader never sees half a file.",
+		stderr,
+		"writ svid mint --spiffe-id ID --out DIR [--ttl DURATION] [--dns NAME...] [--key-type TYPE] [--json]")
+	spiffeID := c.fs.String("spiffe-id", "", "SPIFFE `ID` to certify")
+	ttl := c.fs.String("ttl", "", "lifetime, a `duration` (1h) or seconds (3600); unset means the server default")
+	var dns stringList
+	c.fs.Var(&dns, "dns", "DNS `name` to include; repeatable")
+	keyType := c.fs.String("key-type", "ec-p256", "`type` of key to generate: "+strings.Join(keyTypes, ", "))
+	out := c.fs.String("out", "", "`directory` to write the files to")
+	asJSON := c.fs.Bool("json", false, "print the result as JSON")
+	socket := c.socketFlag()
+	c.required("spiffe-id", "out")
+	if done, err := c.parse(args, stdout); done || err != nil {
+		return err
+	}
+	var missing []string
+	if *spiffeID == "" {
+		missing = append(missing, "--spiffe-id")
+	}
+	if *out == "" {
+		missing = append(missing, "--out")
+	}
+	if len(missing) > 0 {
+		return c.usageError("missing %s", strings.Join(missing, ", "))
+	}
+	id, err := identity.ParseID("spiffe-id", *spiffeID)
+	if err != nil {
+		return err
+	}
+	var ttlSeconds int64
+	if c.set("ttl") {
+		if ttlSeconds, err = parseTTLSeconds("ttl", *ttl); err != nil {
+			return err
+		}
+	}
+	dir, err := filepath.Abs(*out)
+	if err != nil {
+		return fmt.Errorf("out: %w", err)
+	}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return fmt.Errorf("out: %s exists and is not a directory", dir)
+	}
+
+	key, err := generateKey(*keyType)
+	if err != nil {
+		return err
+	}
+	// The server uses only the CSR's public key; the SPIFFE ID and DNS names
+	// go in too so the request reads correctly to anyone inspecting it.
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		URIs:     []*url.URL{id.URL()},
+		DNSNames: dns,
+	}, key)
+	if err != nil {
+		return fmt.Errorf("cannot build the certificate request: %w", err)
+	}
+
+	cl, err := dial(*socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := cl.svids.MintX509SVID(ctx, &writv1.MintX509SVIDRequest{
+		SpiffeId:   id.String(),
+		Csr:        csr,
+		TtlSeconds: ttlSeconds,
+		DnsNames:   dns,
+	})
+	if err != nil {
+		return cl.explain(err)
+	}
+	leaf, err := checkMinted(resp, key.Public(), id.String(), time.Now())
+	if err != nil {
+		return fmt.Errorf("the server's answer is unusable, nothing was written: %w", err)
+	}
+
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("cannot encode the private key: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("out: %w", err)
+	}
+	paths := map[string]string{}
+	for _, f := range []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{
+		// Roots first, so the new chain is never on disk before what verifies it.
+		{bundleFile, pemCerts(resp.GetBundle()), 0o644},
+		{keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600},
+		{svidFile, pemCerts(resp.GetCertChain()), 0o644},
+	} {
+		p := filepath.Join(dir, f.name)
+		if err := writeFileAtomic(p, f.data, f.perm); err != nil {
+			return err
+		}
+		paths[f.name] = p
+	}
+
+	expires := leaf.NotAfter
+	if resp.GetExpiresAt() != 0 {
+		expires = time.Unix(resp.GetExpiresAt(), 0)
+	}
+	if *asJSON {
+		b, err := json.Marshal(struct {
+			SPIFFEID  string `json:"spiffe_id"`
+			ExpiresAt string `json:"expires_at"`
+			SVID      string `json:"svid"`
+			Key       string `json:"key"`
+			Bundle    string `json:"bundle"`
+		}{id.String(), expires.UTC().Format(time.RFC3339), paths[svidFile], paths[keyFile], paths[bundleFile]})
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "SPIFFE ID:\t%s\n", id)
+	fmt.Fprintf(tw, "Expires at:\t%s\n", expires.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "Certificate:\t%s\n", paths[svidFile])
+	fmt.Fprintf(tw, "Private key:\t%s\n", paths[keyFile])
+	fmt.Fprintf(tw, "Bundle:\t%s\n", paths[bundleFile])
+	return tw.Flush()
+}
+
+// checkMinted makes sure the answer is a chain for our key and the asked-for
+// SPIFFE ID that verifies against the returned bundle, so that a broken
+// answer never replaces working files.
+func checkMinted(resp *writv1.MintX509SVIDResponse, pub crypto.PublicKey, spiffeID string, now time.Time) (*x509.Certificate, error) {
+	if len(resp.GetCertChain()) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	if len(resp.GetBundle()) == 0 {
+		return nil, errors.New("no bundle")
+	}
+	chain := make([]*x509.Certificate, len(resp.GetCertChain()))
+	for i, der := range resp.GetCertChain() {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", i, err)
+		}
+		chain[i] = cert
+	}
+	leaf := chain[0]
+	if k, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(pub) {
+		return nil, errors.New("the certificate is not for the key generated here")
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != spiffeID {
+		return nil, fmt.Errorf("the certificate does not name %s as its only URI", spiffeID)
+	}
+	roots := x509.NewCertPool()
+	for i, der := range resp.GetBundle() {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("bundle certificate %d: %w", i, err)
+		}
+		roots.AddCert(cert)
+	}
+	inter := x509.NewCertPool()
+	for _, cert := range chain[1:] {
+		inter.AddCert(cert)
+	}
+	// A server clock slightly ahead of ours is not the server's fault; the
+	// check is about the chain and the key.
+	at := now
+	if at.Before(leaf.NotBefore) {
+		at = leaf.NotBefore
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   at,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}); err != nil {
+		return nil, fmt.Errorf("the certificate does not verify against the bundle: %w", err)
+	}
+	return leaf, nil
+}
+
+func pemCerts(ders [][]byte) []byte {
+	var buf bytes.Buffer
+	for _, der := range ders {
+		// Writing to a bytes.Buffer cannot fail.
+		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+	}
+	return buf.Bytes()
+}
+
+// writeFileAtomic replaces path with data so that readers see the old file
+// or the new one, never a mix, and a crash leaves one of them on disk. The
+// temporary file is created with mode 0600, so a key is never readable by
+// others even for a moment; perm is applied before the rename.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+			err = fmt.Errorf("cannot write %s: %w", path, err)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	// The rename is durable only once the directory is synced.
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the hot-path benchmarks in one go, so the limits (raw ECDSA signing,
+# x509.CreateCertificate) and writ's own figures come from the same machine in
+# the same run. Output goes to stdout and bench.out; BENCHMARKS.md records it.
+# PostgreSQL figures appear when WRIT_TEST_POSTGRES_DSN is set
+# (bash scripts/with-postgres.sh make bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${BENCH_COUNT:-3}
+{
+  echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(go version) $(nproc) cores"
+  go test -run '^$' -bench . -benchmem -count "$count" ./ca ./identity
+  go test -run '^$' -bench 'Mint' -benchmem -count "$count" ./server
+  go test -run '^$' -bench 'Create' -benchtime 1x -count "$count" ./server ./store/...
+} 2>&1 | tee bench.out

@@ -1,0 +1,134 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"writ.dev/writ/store"
+	"writ.dev/writ/store/internal/sqlstore"
+	"writ.dev/writ/store/migrate"
+)
+
+type engine struct {
+	writer  *sql.DB
+	readers *sql.DB
+}
+
+func (e *engine) Reader() sqlstore.Querier { return querier{e.readers} }
+
+func (e *engine) BeginWrite(ctx context.Context) (sqlstore.WriteTx, error) {
+	tx, err := e.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &writeTx{querier: querier{tx}, tx: tx}, nil
+}
+
+func (e *engine) IsUniqueViolation(err error) bool { return isUniqueViolation(err) }
+
+func isUniqueViolation(err error) bool {
+	var serr *sqlite.Error
+	if !errors.As(err, &serr) {
+		return false
+	}
+	code := serr.Code()
+	return code == sqlite3.SQLITE_CONSTRAINT_UNIQUE || code == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+// migrate runs under BEGIN IMMEDIATE, which keeps another process opening
+// the same file from migrating at the same time.
+func (e *engine) migrate(ctx context.Context, ms []migrate.Migration) error {
+	tx, err := e.BeginWrite(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := sqlstore.Migrate(ctx, tx, ms); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+func (e *engine) Close() error {
+	// Lets SQLite refresh the statistics its planner uses, as it advises
+	// doing before closing a connection; failure costs nothing.
+	_, _ = e.writer.Exec("PRAGMA optimize")
+	return errors.Join(e.readers.Close(), e.writer.Close())
+}
+
+// querier adapts database/sql to sqlstore.Querier.
+type querier struct {
+	db interface {
+		ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	}
+}
+
+func (q querier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (q querier) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	rows, err := q.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return sqlRows{rows}, nil
+}
+
+type sqlRows struct{ *sql.Rows }
+
+// Close drops the error: database/sql reports iteration errors through Err.
+func (r sqlRows) Close() { r.Rows.Close() }
+
+type writeTx struct {
+	querier
+	tx *sql.Tx
+}
+
+func (t *writeTx) Commit(context.Context) error { return t.tx.Commit() }
+
+// Rollback after Commit is a harmless no-op (sql.ErrTxDone).
+func (t *writeTx) Rollback() { _ = t.tx.Rollback() }
+
+// InsertEntries runs prepared statements row by row: in-process SQLite has
+// no round trips to save, and a failing row names itself.
+func (t *writeTx) InsertEntries(ctx context.Context, rows []sqlstore.Row) (int, error) {
+	var stmts [3]*sql.Stmt
+	for i, query := range []string{sqlstore.InsertEntrySQL, sqlstore.InsertSelectorSQL, sqlstore.InsertChangeSQL} {
+		stmt, err := t.tx.PrepareContext(ctx, query)
+		if err != nil {
+			return -1, err
+		}
+		defer stmt.Close()
+		stmts[i] = stmt
+	}
+	insertEntry, insertSelector, insertChange := stmts[0], stmts[1], stmts[2]
+	for i := range rows {
+		r := &rows[i]
+		if _, err := insertEntry.ExecContext(ctx, r.Args()...); err != nil {
+			if isUniqueViolation(err) {
+				return i, nil
+			}
+			return -1, fmt.Errorf("entries[%d]: %w", i, err)
+		}
+		for _, s := range r.Selectors {
+			if _, err := insertSelector.ExecContext(ctx, r.ID, s.Type, s.Value); err != nil {
+				return -1, fmt.Errorf("entries[%d]: selector: %w", i, err)
+			}
+		}
+		if _, err := insertChange.ExecContext(ctx, r.Revision, r.ID, string(store.OpPut)); err != nil {
+			return -1, fmt.Errorf("entries[%d]: change: %w", i, err)
+		}
+	}
+	return -1, nil
+}

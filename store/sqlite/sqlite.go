@@ -1,0 +1,124 @@
+// Package sqlite is writ's embedded store: one SQLite database file, nothing
+// to install or run. Several processes may open the same file; writes
+// serialize on SQLite's write lock.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"writ.dev/writ/store/internal/sqlstore"
+	"writ.dev/writ/store/migrate"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migrations returns the schema migrations this build applies.
+func migrations() ([]migrate.Migration, error) {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	return migrate.Load(sub)
+}
+
+// Store is writ's state in a SQLite database file.
+type Store struct {
+	*sqlstore.Store
+}
+
+// busyTimeoutMillis bounds how long a statement waits for another process's
+// lock before failing with SQLITE_BUSY.
+const busyTimeoutMillis = "10000"
+
+// Open opens the database at path, creating it (mode 0600: it holds the
+// trust domain's rules) when missing, and migrates it.
+func Open(ctx context.Context, path string) (*Store, error) {
+	ms, err := migrations()
+	if err != nil {
+		return nil, err
+	}
+	e, err := openEngine(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	}
+	if err := e.migrate(ctx, ms); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("sqlite %s: migrate: %w", path, err)
+	}
+	return &Store{sqlstore.New(e)}, nil
+}
+
+func openEngine(path string) (*engine, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := createPrivate(abs); err != nil {
+		return nil, err
+	}
+	// One writer connection: writes of this process queue in Go rather than
+	// racing for SQLite's lock, and BEGIN IMMEDIATE takes the lock up front
+	// so a transaction never fails half-way when another process writes.
+	writer, err := openDB(abs, 1, url.Values{
+		"_foreign_keys": {"1"},
+		"_journal_mode": {"WAL"},
+		// NORMAL is durable in WAL mode except against power loss of the
+		// last transactions, and saves an fsync per commit.
+		"_synchronous": {"NORMAL"},
+		"_txlock":      {"immediate"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	// WAL readers never block the writer nor each other.
+	readers, err := openDB(abs, max(4, runtime.GOMAXPROCS(0)), url.Values{
+		"_pragma": {"query_only(1)"},
+	})
+	if err != nil {
+		writer.Close()
+		return nil, err
+	}
+	return &engine{writer: writer, readers: readers}, nil
+}
+
+// createPrivate creates the database file with mode 0600 before SQLite
+// would create it with its default mode. SQLite gives its -wal and -shm
+// files the mode of the database.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func openDB(path string, conns int, params url.Values) (*sql.DB, error) {
+	params.Set("_busy_timeout", busyTimeoutMillis)
+	// A file: URI keeps a '?' or '#' in the path from being read as the
+	// start of the parameters.
+	dsn := (&url.URL{Scheme: "file", Path: path, RawQuery: params.Encode()}).String()
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	db.SetConnMaxIdleTime(0)
+	db.SetConnMaxLifetime(0)
+	return db, nil
+}

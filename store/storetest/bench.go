@@ -1,0 +1,94 @@
+package storetest
+
+import (
+	"testing"
+
+	"writ.dev/writ/store"
+)
+
+const (
+	benchRules = 100_000
+	benchBatch = 1_000
+)
+
+// fill creates benchRules rules in batches of benchBatch.
+func fill(b *testing.B, s store.Store, batches [][]store.Entry) {
+	for _, batch := range batches {
+		if _, err := s.CreateEntries(b.Context(), batch); err != nil {
+			b.Fatalf("CreateEntries: %v", err)
+		}
+	}
+}
+
+func benchBatches() [][]store.Entry {
+	var batches [][]store.Entry
+	for start := 0; start < benchRules; start += benchBatch {
+		batch := make([]store.Entry, benchBatch)
+		for i := range batch {
+			batch[i] = rule(start + i)
+		}
+		batches = append(batches, batch)
+	}
+	return batches
+}
+
+// BenchCreateEntries creates 100,000 rules in batches of 1,000 into a new
+// store per iteration and reports rules/s.
+func BenchCreateEntries(b *testing.B, open func(b *testing.B) store.Store) {
+	batches := benchBatches()
+	rules := 0
+	for b.Loop() {
+		b.StopTimer()
+		s := open(b)
+		b.StartTimer()
+		fill(b, s, batches)
+		rules += benchRules
+	}
+	b.ReportMetric(float64(rules)/b.Elapsed().Seconds(), "rules/s")
+}
+
+// BenchReads measures reads from a store of 100,000 rules.
+func BenchReads(b *testing.B, open func(b *testing.B) store.Store) {
+	s := open(b)
+	fill(b, s, benchBatches())
+	ctx := b.Context()
+	for _, bc := range []struct {
+		name string
+		f    store.EntryFilter
+		want int
+	}{
+		{"Page", store.EntryFilter{Limit: 100}, 100},
+		{"BySPIFFEID", store.EntryFilter{SPIFFEID: "spiffe://example.org/workload/4242"}, 1},
+		{"ByParentPage", store.EntryFilter{ParentID: "spiffe://example.org/agent/7", Limit: 100}, 100},
+		{"ByRareSelector", store.EntryFilter{Selectors: []store.Selector{sel("k8s", "sa:sa-4242")}}, 1},
+		{"ByCommonSelectorPage", store.EntryFilter{Selectors: []store.Selector{sel("k8s", "ns:ns-7")}, Limit: 100}, 100},
+		{"ByTwoSelectors", store.EntryFilter{Selectors: []store.Selector{sel("k8s", "ns:ns-7"), sel("unix", "uid:7")}}, 100},
+	} {
+		b.Run("ListEntries/"+bc.name, func(b *testing.B) {
+			for b.Loop() {
+				got, err := s.ListEntries(ctx, bc.f)
+				if err != nil || len(got) != bc.want {
+					b.Fatalf("ListEntries(%+v) = %d entries, %v; want %d", bc.f, len(got), err, bc.want)
+				}
+			}
+		})
+	}
+	page, err := s.ListEntries(ctx, store.EntryFilter{Limit: 1})
+	if err != nil || len(page) != 1 {
+		b.Fatalf("ListEntries: %v", err)
+	}
+	b.Run("GetEntry", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.GetEntry(ctx, page[0].ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ChangesSince/1000", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.ChangesSince(ctx, 50, 1000); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -121,7 +121,10 @@ func NewRootCert(signer crypto.Signer, td spiffeid.TrustDomain, subject pkix.Nam
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		SubjectKeyId:          skid,
-		URIs:                  []*url.URL{td.ID().URL()},
+		// RFC 5280 lets a self-signed certificate omit this; naming itself
+		// lets isSelfSigned decide without checking a signature.
+		AuthorityKeyId: skid,
+		URIs:           []*url.URL{td.ID().URL()},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, signer)
 	if err != nil {
@@ -273,8 +276,9 @@ func (ca *X509CA) SignX509SVID(p X509SVIDParams, now time.Time) ([]*x509.Certifi
 	return chain, nil
 }
 
-// isSelfSigned decides cheaply in the common cases: a different issuer name,
-// or key identifiers that differ, settle it without checking a signature.
+// isSelfSigned decides cheaply when the names differ or both key
+// identifiers are present (as in every root NewRootCert makes); otherwise it
+// has to check the signature, which costs about as much as signing.
 func isSelfSigned(c *x509.Certificate) bool {
 	if !bytes.Equal(c.RawSubject, c.RawIssuer) {
 		return false

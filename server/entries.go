@@ -117,9 +117,9 @@ func (e *entryService) ListEntries(ctx context.Context, req *writv1.ListEntriesR
 		}
 	}
 	for i, ps := range req.GetSelectors() {
-		sel, err := identity.ParseSelector(ps.GetType() + ":" + ps.GetValue())
-		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "selectors[%d]: %v", i, err)
+		sel := identity.Selector{Type: ps.GetType(), Value: ps.GetValue()}
+		if err := identity.ValidateSelector(fmt.Sprintf("selectors[%d]", i), sel); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 		f.Selectors = append(f.Selectors, store.Selector{Type: sel.Type, Value: sel.Value})
 	}
@@ -167,9 +167,9 @@ func (s *Server) ruleFromProto(pe *writv1.Entry) (identity.Rule, error) {
 		return r, err
 	}
 	for i, ps := range pe.GetSelectors() {
-		sel, err := identity.ParseSelector(ps.GetType() + ":" + ps.GetValue())
-		if err != nil {
-			return r, fmt.Errorf("selectors[%d]: %w", i, err)
+		sel := identity.Selector{Type: ps.GetType(), Value: ps.GetValue()}
+		if err := identity.ValidateSelector(fmt.Sprintf("selectors[%d]", i), sel); err != nil {
+			return r, err
 		}
 		r.Selectors = append(r.Selectors, sel)
 	}
@@ -186,6 +186,9 @@ func (s *Server) ruleFromProto(pe *writv1.Entry) (identity.Rule, error) {
 			return r, &identity.FieldError{Field: "expires_at", Msg: "must be unix seconds, or 0 for never"}
 		}
 		r.ExpiresAt = time.Unix(exp, 0).UTC()
+		if !r.ExpiresAt.After(s.now()) {
+			return r, &identity.FieldError{Field: "expires_at", Msg: fmt.Sprintf("%s is in the past: a rule must expire in the future, or 0 for never", r.ExpiresAt.Format(time.RFC3339))}
+		}
 	}
 	if err := r.Validate(s.td, identity.Limits{MaxX509TTL: s.cfg.SVID.MaxX509TTL.Duration, MaxJWTTTL: s.cfg.SVID.MaxJWTTTL.Duration}); err != nil {
 		return r, err

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer lets the test read what a running command has printed so far.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startCommand runs a long-lived writ command (server, dev) in the
+// background and waits for its admin socket to accept connections.
+func startCommand(t *testing.T, socket string, args ...string) (stdout *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, stdout, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("command did not stop within 20s of cancellation")
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case code := <-done:
+			t.Fatalf("%v exited with %d: %s", args, code, stderr.String())
+		default:
+		}
+		if c, err := net.Dial("unix", socket); err == nil {
+			c.Close()
+			return stdout
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%v: admin socket %s never came up: %s", args, socket, stderr.String())
+	return nil
+}
+
+// writ runs one client command and returns its output, failing on error.
+func writ(t *testing.T, args ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("writ %s: exit %d: %s", strings.Join(args, " "), code, stderr.String())
+	}
+	return stdout.String()
+}
+
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	// Unix socket paths are limited to about 100 bytes; t.TempDir can be longer.
+	dir, err := os.MkdirTemp("", "writ-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// TestServerFirstRun is the first-run promise: `writ server --data-dir DIR`
+// starts with nothing else, and a minted SVID verifies with openssl.
+func TestServerFirstRun(t *testing.T) {
+	dir := shortTempDir(t)
+	data := filepath.Join(dir, "data")
+	socket := filepath.Join(data, "admin.sock")
+	cfg := filepath.Join(dir, "writ.yaml")
+	// Ephemeral ports keep parallel test runs apart; nothing else is configured.
+	if err := os.WriteFile(cfg, []byte("listen_address: 127.0.0.1:0\nops_address: 127.0.0.1:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startCommand(t, socket, "server", "--data-dir", data, "--trust-domain", "first.run", "--config", cfg)
+
+	out := writ(t, "status", "--socket", socket)
+	if !strings.Contains(out, "first.run") {
+		t.Fatalf("status does not name the trust domain: %s", out)
+	}
+	writ(t, "entry", "create", "--socket", socket,
+		"--spiffe-id", "spiffe://first.run/web", "--parent-id", "spiffe://first.run/node/a", "--selector", "unix:uid:1000")
+	if out := writ(t, "entry", "list", "--socket", socket); !strings.Contains(out, "spiffe://first.run/web") {
+		t.Fatalf("entry list: %s", out)
+	}
+
+	svidDir := filepath.Join(dir, "svid")
+	writ(t, "svid", "mint", "--socket", socket, "--spiffe-id", "spiffe://first.run/me", "--ttl", "10m", "--out", svidDir)
+	fi, err := os.Stat(filepath.Join(svidDir, "svid.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("svid.key: %v %v", fi, err)
+	}
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl not on PATH; the verification step needs it")
+	}
+	cmd := exec.Command(openssl, "verify", "-CAfile", filepath.Join(svidDir, "bundle.pem"),
+		"-untrusted", filepath.Join(svidDir, "svid.pem"), filepath.Join(svidDir, "svid.pem"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("openssl verify: %v: %s", err, out)
+	}
+}
+
+// TestDev runs `writ dev` as a user would and follows its printed hints.
+func TestDev(t *testing.T) {
+	dir := shortTempDir(t)
+	data := filepath.Join(dir, ".writ")
+	socket := filepath.Join(data, "admin.sock")
+	stdout := startCommand(t, socket, "dev", "--data-dir", data, "--listen", "127.0.0.1:0", "--ops-address", "127.0.0.1:0")
+	hints := stdout.String()
+	for _, want := range []string{socket, "can administer this server", "svid mint"} {
+		if !strings.Contains(hints, want) {
+			t.Errorf("dev output lacks %q:\n%s", want, hints)
+		}
+	}
+	t.Setenv("WRIT_SOCKET", socket)
+	if out := writ(t, "bundle", "show"); !strings.Contains(out, "BEGIN CERTIFICATE") {
+		t.Fatalf("bundle show: %s", out)
+	}
+}

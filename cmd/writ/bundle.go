@@ -36,7 +36,6 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func bundleShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("writ bundle show",
 		"Print the trust domain's X.509 authorities, for software that should trust its SVIDs.",
-		stderr,
 		"writ bundle show [--format pem]")
 	format := c.fs.String("format", "pem", "output `format`: "+strings.Join(bundleFormats, ", "))
 	socket := c.socketFlag()

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -124,6 +125,11 @@ func (c *client) explain(err error) error {
 	msg := st.Message()
 	switch st.Code() {
 	case codes.Unavailable:
+		if strings.Contains(msg, "permission denied") {
+			// The socket's file mode kept us out before the server could
+			// even look at our credentials.
+			return fmt.Errorf("permission denied connecting to the writ server at %s: %s; run the command as a user allowed to use the admin socket", c.socket, msg)
+		}
 		return fmt.Errorf("cannot reach the writ server at %s: %s; %s", c.socket, msg, startHint)
 	case codes.PermissionDenied:
 		return fmt.Errorf("permission denied: %s", msg)

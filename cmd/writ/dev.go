@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,22 +12,16 @@ import (
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("writ dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dataDir := fs.String("data-dir", ".writ", "`directory` for the local trust domain's state")
-	td := fs.String("trust-domain", server.DefaultTrustDomain, "SPIFFE trust `domain`")
-	listen := fs.String("listen", "127.0.0.1:8081", "`address` of the mTLS gRPC API")
-	ops := fs.String("ops-address", "127.0.0.1:8082", "`address` of /healthz, /readyz and /metrics")
-	fs.Usage = func() {
-		fmt.Fprint(stdout, "Usage: writ dev [flags]\n\nRuns a local trust domain on the embedded store, for a first try. Every process of\nthe invoking user can administer it.\n\nFlags:\n")
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	c := newCommand("writ dev",
+		"Run a local trust domain on the embedded store, for a first try. Every process of the\n"+
+			"invoking user can administer it. State is kept in --data-dir between runs.",
+		"writ dev [--data-dir DIR] [--trust-domain NAME] [--listen ADDR] [--ops-address ADDR]")
+	dataDir := c.fs.String("data-dir", ".writ", "`directory` for the local trust domain's state")
+	td := c.fs.String("trust-domain", server.DefaultTrustDomain, "SPIFFE trust `domain`")
+	listen := c.fs.String("listen", "127.0.0.1:8081", "`address` of the mTLS gRPC API")
+	ops := c.fs.String("ops-address", "127.0.0.1:8082", "`address` of /healthz, /readyz and /metrics")
+	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q: see writ dev --help", fs.Arg(0))
 	}
 	abs, err := filepath.Abs(*dataDir)
 	if err != nil {

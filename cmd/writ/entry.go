@@ -210,7 +210,6 @@ func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			"      selectors: [\"unix:uid:1000\"]\n"+
 			"      x509_ttl: 1h        # optional, like jwt_ttl, dns_names, hint, expires_at (RFC 3339), id\n"+
 			fmt.Sprintf("A file may hold at most %d entries.", maxBatchEntries),
-		stderr,
 		"writ entry create --spiffe-id ID --parent-id ID --selector TYPE:VALUE... [flags]",
 		"writ entry create --file FILE [--json]")
 	var f entryFlags
@@ -327,7 +326,6 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		"Change an identity rule. Only the fields whose flags are given change; --selector and --dns\n"+
 			"replace the whole list. If someone else changes the rule at the same time, nothing is\n"+
 			"written and the command says to run it again.",
-		stderr,
 		"writ entry update --id ID [--spiffe-id ID] [--parent-id ID] [--selector TYPE:VALUE...] [flags]")
 	var f entryFlags
 	f.register(c, true)
@@ -384,8 +382,8 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	// the rule changed in between, instead of silently undoing that change.
 	updated, err := cl.entries.UpdateEntry(ctx, &writv1.UpdateEntryRequest{Entry: e})
 	if err != nil {
-		if code := status.Code(err); code == codes.Aborted || code == codes.FailedPrecondition {
-			return fmt.Errorf("entry %s was changed by someone else while this update ran (%s); nothing was written, run the command again", *id, status.Convert(err).Message())
+		if status.Code(err) == codes.Aborted {
+			return fmt.Errorf("entry %s was changed by someone else while this update ran, so nothing was written; run the command again to apply your change to the new version", *id)
 		}
 		return cl.explain(err)
 	}
@@ -396,7 +394,7 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func entryDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newCommand("writ entry delete", "Delete an identity rule. Workloads stop receiving its identity at their next renewal.", stderr,
+	c := newCommand("writ entry delete", "Delete an identity rule. Workloads stop receiving its identity at their next renewal.",
 		"writ entry delete --id ID")
 	id := c.fs.String("id", "", "`id` of the rule to delete")
 	socket := c.socketFlag()
@@ -421,7 +419,7 @@ func entryDelete(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func entryShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newCommand("writ entry show", "Show one identity rule.", stderr,
+	c := newCommand("writ entry show", "Show one identity rule.",
 		"writ entry show --id ID [--json]")
 	id := c.fs.String("id", "", "`id` of the rule to show")
 	asJSON := c.fs.Bool("json", false, "print the entry as JSON")
@@ -452,7 +450,6 @@ func entryList(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	c := newCommand("writ entry list",
 		"List identity rules. Filters combine: a rule is listed when it matches all of them, and\n"+
 			"holds every --selector given (it may have more).",
-		stderr,
 		"writ entry list [--spiffe-id ID] [--parent-id ID] [--selector TYPE:VALUE...] [--hint TEXT] [--json]")
 	spiffeID := c.fs.String("spiffe-id", "", "only rules handing out this SPIFFE `ID`")
 	parentID := c.fs.String("parent-id", "", "only rules whose parent is this SPIFFE `ID`")
@@ -560,6 +557,10 @@ func (e *batchError) Error() string {
 // of entries the index is what the user needs. Every entry is checked before
 // anything is returned.
 func parseBatch(data []byte, now time.Time) ([]*writv1.Entry, error) {
+	return parseBatchLimit(data, now, maxBatchEntries)
+}
+
+func parseBatchLimit(data []byte, now time.Time, limit int) ([]*writv1.Entry, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var doc yaml.Node
@@ -601,8 +602,8 @@ func parseBatch(data []byte, now time.Time) ([]*writv1.Entry, error) {
 	if len(list.Content) == 0 {
 		return nil, &batchError{line: list.Line, path: "entries", msg: "is empty; nothing to create"}
 	}
-	if n := len(list.Content); n > maxBatchEntries {
-		return nil, fmt.Errorf("the file has %d entries, more than the %d the server stores in one call; split it into files of at most %d entries (each file is stored all or nothing)", n, maxBatchEntries, maxBatchEntries)
+	if n := len(list.Content); n > limit {
+		return nil, fmt.Errorf("the file has %d entries, more than the %d the server stores in one call; split it into files of at most %d entries (each file is stored all or nothing)", n, limit, limit)
 	}
 	entries := make([]*writv1.Entry, len(list.Content))
 	for i, item := range list.Content {

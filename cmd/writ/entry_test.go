@@ -169,21 +169,13 @@ func TestParseBatchTooMany(t *testing.T) {
 	}
 }
 
-func TestParseBatchAtLimit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("parses 100,000 entries")
+func TestParseBatchLimitBoundary(t *testing.T) {
+	none := func(int) string { return "" }
+	if entries, err := parseBatchLimit([]byte(batchDoc(3, none)), batchNow, 3); err != nil || len(entries) != 3 {
+		t.Errorf("at the limit: %d entries, %v", len(entries), err)
 	}
-	var b strings.Builder
-	b.WriteString("entries:\n")
-	for i := 0; i < maxBatchEntries; i++ {
-		fmt.Fprintf(&b, "- {spiffe_id: \"spiffe://example.org/w/%d\", parent_id: \"spiffe://example.org/n\", selectors: [\"unix:uid:%d\"]}\n", i, i)
-	}
-	entries, err := parseBatch([]byte(b.String()), batchNow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(entries) != maxBatchEntries {
-		t.Fatalf("got %d entries", len(entries))
+	if _, err := parseBatchLimit([]byte(batchDoc(4, none)), batchNow, 3); err == nil || !strings.Contains(err.Error(), "4 entries, more than the 3") {
+		t.Errorf("over the limit: %v", err)
 	}
 }
 

@@ -28,11 +28,11 @@ type cliCommand struct {
 	shownDefault map[string]string
 }
 
-func newCommand(name, summary string, stderr io.Writer, synopsis ...string) *cliCommand {
+func newCommand(name, summary string, synopsis ...string) *cliCommand {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	// Help goes to stdout when asked for and errors are returned to main,
-	// so the flag package's own usage printing is not wanted.
+	// Help goes to stdout when asked for and parse errors are returned to
+	// main, which prints them once; the flag package prints nothing itself.
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	return &cliCommand{name: name, synopsis: synopsis, summary: summary, fs: fs, shownDefault: map[string]string{}}
 }

@@ -20,26 +20,23 @@ type serverFlags struct {
 }
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("writ server", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	c := newCommand("writ server",
+		"Run the writ control plane. Run it as its own user: root and that user administer it over\n"+
+			"the admin socket. --data-dir is all a first run needs.",
+		"writ server [--data-dir DIR] [--trust-domain NAME] [--config FILE]")
 	var f serverFlags
-	fs.StringVar(&f.config, "config", "", "YAML configuration `file` (settings below)")
-	fs.StringVar(&f.dataDir, "data-dir", "/var/lib/writ", "`directory` for the embedded store, CA keys and admin socket")
-	fs.StringVar(&f.trustDomain, "trust-domain", "", "SPIFFE trust `domain` (default "+server.DefaultTrustDomain+", fit for a first run only)")
-	fs.Usage = func() {
-		fmt.Fprint(stdout, "Usage: writ server [--data-dir DIR] [--trust-domain NAME] [--config FILE]\n\nRuns the writ control plane. Run it as its own user; root and that user administer it\nover the admin socket.\n\nFlags:\n")
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fmt.Fprint(stdout, "\n"+server.ConfigReference)
-	}
-	if err := fs.Parse(args); err != nil {
+	c.fs.StringVar(&f.config, "config", "", "YAML configuration `file` (settings below)")
+	c.fs.StringVar(&f.dataDir, "data-dir", "/var/lib/writ", "`directory` for the embedded store, CA keys and admin socket")
+	c.fs.StringVar(&f.trustDomain, "trust-domain", server.DefaultTrustDomain, "SPIFFE trust `domain`; the default is fit for a first run only")
+	c.shownDefault["config"] = "none"
+	if done, err := c.parse(args, stdout); done || err != nil {
+		if done {
+			fmt.Fprint(stdout, "\n"+server.ConfigReference)
+		}
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q: see writ server --help", fs.Arg(0))
-	}
 	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	c.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 
 	cfg, err := loadServerConfig(f, set)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 
 // runStatus runs `writ status [flags]`.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := newCommand("writ status", "Show the server's trust domain, version, store and CA expiry.", stderr,
+	c := newCommand("writ status", "Show the server's trust domain, version, store and CA expiry.",
 		"writ status [--json]")
 	asJSON := c.fs.Bool("json", false, "print the status as JSON")
 	socket := c.socketFlag()

@@ -75,7 +75,6 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"(created with mode 0700 if missing): "+svidFile+" (the certificate, then intermediates),\n"+
 			keyFile+" (PKCS#8 private key, mode 0600) and "+bundleFile+" (the trust domain's roots).\n"+
 			"Each file is replaced atomically, so a reader never sees half a file.",
-		stderr,
 		"writ svid mint --spiffe-id ID --out DIR [--ttl DURATION] [--dns NAME...] [--key-type TYPE] [--json]")
 	spiffeID := c.fs.String("spiffe-id", "", "SPIFFE `ID` to certify")
 	ttl := c.fs.String("ttl", "", "lifetime, a `duration` (1h) or seconds (3600); unset means the server default")

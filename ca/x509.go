@@ -8,11 +8,8 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"errors"
 	"fmt"
 	"math/big"
@@ -68,15 +65,11 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var info struct {
-		Algorithm pkix.AlgorithmIdentifier
-		PublicKey asn1.BitString
-	}
-	if _, err := asn1.Unmarshal(spki, &info); err != nil {
+	keyBits, err := spkiKeyBits(spki)
+	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(info.PublicKey.Bytes)
-	return sum[:20], nil
+	return keyIDFromBits(keyBits), nil
 }
 
 // NewRootCert self-signs a CA certificate for trust domain td, valid from
@@ -177,6 +170,27 @@ func (ca *X509CA) TrustDomain() (spiffeid.TrustDomain, error) {
 // The leaf is valid from now-ClockSkew (never before the CA itself) until
 // now+p.TTL, clamped to the CA's NotAfter so it never outlives its signer.
 func (ca *X509CA) SignX509SVID(p X509SVIDParams, now time.Time) ([]*x509.Certificate, error) {
+	in, err := ca.leafInputs(p, now)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := ca.issueLeaf(in)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign X509-SVID for %s: %w", p.SPIFFEID, err)
+	}
+
+	chain := make([]*x509.Certificate, 0, 2+len(ca.Chain))
+	chain = append(chain, leaf)
+	if !isSelfSigned(ca.Cert) {
+		chain = append(chain, ca.Cert)
+	}
+	chain = append(chain, ca.Chain...)
+	return chain, nil
+}
+
+// leafInputs checks a request against the X509-SVID rules and this CA, and
+// works out everything the leaf needs, a fresh serial number included.
+func (ca *X509CA) leafInputs(p X509SVIDParams, now time.Time) (*leafInputs, error) {
 	if ca == nil || ca.Cert == nil || ca.Signer == nil {
 		return nil, errors.New("ca: sign X509-SVID: no active CA")
 	}
@@ -231,49 +245,11 @@ func (ca *X509CA) SignX509SVID(p X509SVIDParams, now time.Time) ([]*x509.Certifi
 	if err != nil {
 		return nil, err
 	}
-	skid, err := subjectKeyID(p.PublicKey)
+	in, err := newLeafInputs(p.PublicKey, p.SPIFFEID.URL(), p.DNSNames, serial, notBefore, notAfter)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign X509-SVID for %s: %w", p.SPIFFEID, err)
 	}
-	keyUsage := x509.KeyUsageDigitalSignature
-	if _, isRSA := p.PublicKey.(*rsa.PublicKey); isRSA {
-		// The X509-SVID spec allows keyEncipherment; TLS 1.2 peers using RSA
-		// key exchange need it.
-		keyUsage |= x509.KeyUsageKeyEncipherment
-	}
-	subject := pkix.Name{Organization: []string{"writ"}}
-	if len(p.DNSNames) > 0 {
-		subject.CommonName = p.DNSNames[0]
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               subject,
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              keyUsage,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		SubjectKeyId:          skid,
-		URIs:                  []*url.URL{p.SPIFFEID.URL()},
-		DNSNames:              p.DNSNames,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, p.PublicKey, ca.Signer)
-	if err != nil {
-		return nil, fmt.Errorf("ca: sign X509-SVID for %s: %w", p.SPIFFEID, err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("ca: sign X509-SVID for %s: %w", p.SPIFFEID, err)
-	}
-
-	chain := make([]*x509.Certificate, 0, 2+len(ca.Chain))
-	chain = append(chain, leaf)
-	if !isSelfSigned(ca.Cert) {
-		chain = append(chain, ca.Cert)
-	}
-	chain = append(chain, ca.Chain...)
-	return chain, nil
+	return in, nil
 }
 
 // isSelfSigned decides cheaply when the names differ or both key

@@ -110,8 +110,11 @@ type Store interface {
 
 	// Revision is the newest committed revision (0 for an empty store).
 	Revision(ctx context.Context) (int64, error)
-	// ChangesSince returns changes with revision > rev in order, at most
-	// limit of them (limit <= 0 means all).
+	// ChangesSince returns changes with revision > rev in order. limit bounds
+	// the count (limit <= 0 means all) but never splits a revision: callers
+	// resume from the last revision they received, so the result ends at the
+	// last whole revision that fits, and a single revision larger than limit
+	// is returned whole.
 	ChangesSince(ctx context.Context, rev int64, limit int) ([]Change, error)
 
 	// PutCACert records (or re-records) a CA certificate of a server.

@@ -113,20 +113,27 @@ func (t *writeTx) InsertEntries(ctx context.Context, rows []sqlstore.Row) (int, 
 		stmts[i] = stmt
 	}
 	insertEntry, insertSelector, insertChange := stmts[0], stmts[1], stmts[2]
+	// The driver watches a cancelable context with a goroutine per
+	// statement, which would cost more than the statement; cancellation is
+	// checked once per row instead.
+	stmtCtx := context.WithoutCancel(ctx)
 	for i := range rows {
+		if err := ctx.Err(); err != nil {
+			return -1, err
+		}
 		r := &rows[i]
-		if _, err := insertEntry.ExecContext(ctx, r.Args()...); err != nil {
+		if _, err := insertEntry.ExecContext(stmtCtx, r.Args()...); err != nil {
 			if isUniqueViolation(err) {
 				return i, nil
 			}
 			return -1, fmt.Errorf("entries[%d]: %w", i, err)
 		}
 		for _, s := range r.Selectors {
-			if _, err := insertSelector.ExecContext(ctx, r.ID, s.Type, s.Value); err != nil {
+			if _, err := insertSelector.ExecContext(stmtCtx, r.ID, s.Type, s.Value); err != nil {
 				return -1, fmt.Errorf("entries[%d]: selector: %w", i, err)
 			}
 		}
-		if _, err := insertChange.ExecContext(ctx, r.Revision, r.ID, string(store.OpPut)); err != nil {
+		if _, err := insertChange.ExecContext(stmtCtx, r.Revision, r.ID, string(store.OpPut)); err != nil {
 			return -1, fmt.Errorf("entries[%d]: change: %w", i, err)
 		}
 	}

@@ -72,6 +72,15 @@ func openEngine(path string) (*engine, error) {
 	// racing for SQLite's lock, and BEGIN IMMEDIATE takes the lock up front
 	// so a transaction never fails half-way when another process writes.
 	writer, err := openDB(abs, 1, url.Values{
+		"_pragma": {
+			// Random IDs and fingerprints spread inserts over the whole of
+			// their indexes: a 64 MiB page cache keeps them in memory, and
+			// checkpointing every 64 MiB of log rather than every 4 MiB
+			// writes a page changed by many batches once instead of often.
+			"cache_size(-65536)",
+			"wal_autocheckpoint(16384)",
+			"journal_size_limit(67108864)",
+		},
 		"_foreign_keys": {"1"},
 		"_journal_mode": {"WAL"},
 		// NORMAL is durable in WAL mode except against power loss of the

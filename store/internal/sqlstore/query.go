@@ -19,12 +19,12 @@ const (
 	bumpRevisionSQL = `UPDATE revision SET value = value + 1 RETURNING value`
 	revisionSQL     = `SELECT value FROM revision`
 
-	entryRevisionSQL = `SELECT revision, created_at FROM entries WHERE id = $1`
-	takenSQL         = `SELECT id FROM entries WHERE id = $1 OR fingerprint = $2 ORDER BY id <> $1 LIMIT 1`
-	sameRuleSQL      = `SELECT id FROM entries WHERE fingerprint = $1 AND id <> $2`
-	updateEntrySQL   = `UPDATE entries SET spiffe_id = $2, parent_id = $3, x509_ttl_seconds = $4, jwt_ttl_seconds = $5, hint = $6, expires_at = $7, revision = $8, updated_at = $9, dns_names = $10, fingerprint = $11 WHERE id = $1`
-	deleteEntrySQL   = `DELETE FROM entries WHERE id = $1`
-	deleteSelectors  = `DELETE FROM entry_selectors WHERE entry_id = $1`
+	entryRevisionSQL   = `SELECT revision, created_at FROM entries WHERE id = $1`
+	takenSQL           = `SELECT id FROM entries WHERE id = $1 OR fingerprint = $2 ORDER BY id <> $1 LIMIT 1`
+	sameRuleSQL        = `SELECT id FROM entries WHERE fingerprint = $1 AND id <> $2`
+	updateEntrySQL     = `UPDATE entries SET spiffe_id = $2, parent_id = $3, x509_ttl_seconds = $4, jwt_ttl_seconds = $5, hint = $6, expires_at = $7, revision = $8, updated_at = $9, dns_names = $10, fingerprint = $11 WHERE id = $1`
+	deleteEntrySQL     = `DELETE FROM entries WHERE id = $1`
+	deleteSelectorsSQL = `DELETE FROM entry_selectors WHERE entry_id = $1`
 
 	changesSQL        = `SELECT revision, entry_id, op FROM entry_changes WHERE revision > $1 ORDER BY revision, entry_id`
 	changesLimitSQL   = changesSQL + ` LIMIT $2`

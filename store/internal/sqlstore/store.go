@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"writ.dev/writ/store"
@@ -14,14 +15,13 @@ import (
 // Store implements store.Store over an Engine.
 type Store struct {
 	engine Engine
-	now    func() time.Time
 }
 
 var _ store.Store = (*Store)(nil)
 
 // New returns a Store over a migrated database.
 func New(e Engine) *Store {
-	return &Store{engine: e, now: time.Now}
+	return &Store{engine: e}
 }
 
 // write runs fn in a write transaction under a new revision. The revision is
@@ -56,15 +56,13 @@ func (s *Store) mapErr(err error) error {
 	return err
 }
 
-func (s *Store) nowUnix() int64 { return s.now().Unix() }
-
 // CreateEntries implements store.Store.
 func (s *Store) CreateEntries(ctx context.Context, entries []store.Entry) ([]store.Entry, error) {
 	if len(entries) == 0 {
 		// Nothing changes, so no revision is spent.
 		return nil, nil
 	}
-	rows, err := prepareBatch(entries, s.nowUnix())
+	rows, err := prepareBatch(entries, time.Now().Unix())
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +118,7 @@ func (s *Store) UpdateEntry(ctx context.Context, e store.Entry) (store.Entry, er
 		return store.Entry{}, notFound(e.ID)
 	}
 	r := newRow(e)
-	r.UpdatedAt = s.nowUnix()
+	r.UpdatedAt = time.Now().Unix()
 	err := s.write(ctx, func(tx WriteTx, rev int64) error {
 		r.Revision = rev
 		if err := checkUpdate(ctx, tx, &r, e.Revision); err != nil {
@@ -162,20 +160,23 @@ func checkUpdate(ctx context.Context, tx WriteTx, r *Row, wantRevision int64) er
 	return nil
 }
 
+// replace writes r over the stored entry, its selectors included.
 func (s *Store) replace(ctx context.Context, tx WriteTx, r *Row) error {
 	if _, err := tx.Exec(ctx, updateEntrySQL, r.ID, r.SPIFFEID, r.ParentID, r.X509TTL, r.JWTTTL, r.Hint, r.ExpiresAt, r.Revision, r.UpdatedAt, r.DNSNames, r.Fingerprint); err != nil {
-		return s.mapErr(err)
+		return fmt.Errorf("entry %q: %w", r.ID, s.mapErr(err))
 	}
-	if _, err := tx.Exec(ctx, deleteSelectors, r.ID); err != nil {
-		return err
+	if _, err := tx.Exec(ctx, deleteSelectorsSQL, r.ID); err != nil {
+		return fmt.Errorf("entry %q: selectors: %w", r.ID, err)
 	}
 	for _, sel := range r.Selectors {
 		if _, err := tx.Exec(ctx, InsertSelectorSQL, r.ID, sel.Type, sel.Value); err != nil {
-			return err
+			return fmt.Errorf("entry %q: selectors: %w", r.ID, err)
 		}
 	}
-	_, err := tx.Exec(ctx, InsertChangeSQL, r.Revision, r.ID, string(store.OpPut))
-	return err
+	if _, err := tx.Exec(ctx, InsertChangeSQL, r.Revision, r.ID, string(store.OpPut)); err != nil {
+		return fmt.Errorf("entry %q: change: %w", r.ID, err)
+	}
+	return nil
 }
 
 // DeleteEntry implements store.Store.
@@ -191,10 +192,12 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (store.Entry, error)
 		}
 		// Selectors go with the entry (ON DELETE CASCADE).
 		if _, err := tx.Exec(ctx, deleteEntrySQL, id); err != nil {
-			return err
+			return fmt.Errorf("entry %q: %w", id, err)
 		}
-		_, err = tx.Exec(ctx, InsertChangeSQL, rev, id, string(store.OpDelete))
-		return err
+		if _, err := tx.Exec(ctx, InsertChangeSQL, rev, id, string(store.OpDelete)); err != nil {
+			return fmt.Errorf("entry %q: change: %w", id, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return store.Entry{}, err
@@ -251,7 +254,7 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 // that alone is longer than limit.
 func (s *Store) ChangesSince(ctx context.Context, rev int64, limit int) ([]store.Change, error) {
 	q := s.engine.Reader()
-	if limit <= 0 {
+	if limit <= 0 || limit >= math.MaxInt32 {
 		return queryChanges(ctx, q, changesSQL, rev)
 	}
 	changes, err := queryChanges(ctx, q, changesLimitSQL, rev, int64(limit)+1)
@@ -340,6 +343,22 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close implements store.Store.
 func (s *Store) Close() error { return s.engine.Close() }
+
+// Analyze refreshes the statistics the query planner relies on. PostgreSQL's
+// autovacuum does so within a minute or so of large changes, and SQLite's
+// PRAGMA optimize at Close; until then a freshly imported database may be
+// read with poor plans. Call it after a bulk import to get good plans at once.
+func (s *Store) Analyze(ctx context.Context) error {
+	tx, err := s.engine.BeginWrite(ctx)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(ctx, "ANALYZE"); err != nil {
+		return fmt.Errorf("analyze: %w", err)
+	}
+	return tx.Commit(ctx)
+}
 
 // SchemaVersion is the version of the newest migration applied.
 func (s *Store) SchemaVersion(ctx context.Context) (int, error) {

@@ -21,8 +21,9 @@ CREATE TABLE entries (
 	-- rules that match the same workloads the same way cannot coexist.
 	fingerprint      TEXT NOT NULL UNIQUE
 ) STRICT;
-CREATE INDEX entries_spiffe_id ON entries (spiffe_id);
-CREATE INDEX entries_parent_id ON entries (parent_id);
+-- id in the index keeps a filtered page in id order without sorting.
+CREATE INDEX entries_spiffe_id ON entries (spiffe_id, id);
+CREATE INDEX entries_parent_id ON entries (parent_id, id);
 
 CREATE TABLE entry_selectors (
 	entry_id TEXT NOT NULL REFERENCES entries (id) ON DELETE CASCADE,

@@ -22,6 +22,8 @@ import (
 
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
+
+	"writ.dev/writ/internal/atomicfile"
 )
 
 const (
@@ -476,49 +478,8 @@ func writeState(path, keyName string, cert *x509.Certificate) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("ca: write CA state: %w", err)
 	}
-	if err := writeFileAtomic(dir, path, append(data, '\n')); err != nil {
+	if err := atomicfile.Write(path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("ca: write CA state %s: %w", path, err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data through a synced 0600 temporary
-// file in dir, then syncs dir so the rename itself is durable.
-func writeFileAtomic(dir, path string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(0o600); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if _, err = tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"writ.dev/writ/internal/atomicfile"
 )
 
 // Disk keeps one PKCS#8 PEM file per key in a directory only its owner can
@@ -81,7 +83,7 @@ func (d *Disk) Generate(ctx context.Context, name string, kt KeyType) (crypto.Si
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := writeFileAtomic(d.dir, d.path(name), data); err != nil {
+	if err := atomicfile.Write(d.path(name), data, 0o600); err != nil {
 		return nil, fmt.Errorf("keystore: write key %q: %w", name, err)
 	}
 	d.cache[name] = key
@@ -164,56 +166,8 @@ func (d *Disk) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("keystore: delete key %q: %w", name, err)
 	}
-	if err := syncDir(d.dir); err != nil {
+	if err := atomicfile.SyncDir(d.dir); err != nil {
 		return fmt.Errorf("keystore: delete key %q: %w", name, err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data through a 0600 temporary file in
-// dir that is synced before the rename, and syncs dir after it so the rename
-// itself survives a crash. Temporary names start with '.', which no key name
-// may, so they never collide with a key.
-func writeFileAtomic(dir, path string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	// CreateTemp already uses 0600; Chmod states it rather than relying on it.
-	if err = tmp.Chmod(0o600); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if _, err = tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

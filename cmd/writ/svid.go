@@ -23,6 +23,8 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/identity"
+
+	"writ.dev/writ/internal/atomicfile"
 )
 
 var svidSubcommands = [][2]string{
@@ -168,7 +170,7 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{svidFile, pemCerts(resp.GetCertChain()), 0o644},
 	} {
 		p := filepath.Join(dir, f.name)
-		if err := writeFileAtomic(p, f.data, f.perm); err != nil {
+		if err := atomicfile.Write(p, f.data, f.perm); err != nil {
 			return err
 		}
 		paths[f.name] = p
@@ -262,46 +264,4 @@ func pemCerts(ders [][]byte) []byte {
 		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der})
 	}
 	return buf.Bytes()
-}
-
-// writeFileAtomic replaces path with data so that readers see the old file
-// or the new one, never a mix, and a crash leaves one of them on disk. The
-// temporary file is created with mode 0600, so a key is never readable by
-// others even for a moment; perm is applied before the rename.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("cannot write %s: %w", path, err)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	// The rename is durable only once the directory is synced.
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

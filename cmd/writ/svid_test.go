@@ -163,28 +163,6 @@ func TestSVIDMintFlagErrors(t *testing.T) {
 	}
 }
 
-func TestWriteFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	for i, data := range []string{"one", "two"} {
-		if err := writeFileAtomic(p, []byte(data), 0o640); err != nil {
-			t.Fatal(err)
-		}
-		got, _ := os.ReadFile(p)
-		if string(got) != data {
-			t.Errorf("write %d: read %q", i, got)
-		}
-	}
-	assertMode(t, p, 0o640)
-	if err := writeFileAtomic(filepath.Join(dir, "missing", "f"), nil, 0o600); err == nil {
-		t.Error("writing into a missing directory succeeded")
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("dir holds %d files, want 1", len(entries))
-	}
-}
-
 func assertMode(t *testing.T, path string, want os.FileMode) {
 	t.Helper()
 	fi, err := os.Stat(path)

@@ -1,0 +1,105 @@
+package audit
+
+import (
+	"fmt"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// LeafHash is the RFC 6962 hash of one leaf: SHA-256 of 0x00 and the exact
+// stored bytes.
+func LeafHash(leaf []byte) tlog.Hash { return tlog.RecordHash(leaf) }
+
+// AppendHashes returns the hashes a writer must store when it appends leaf
+// as entry n (0-based) of a log whose stored hashes r holds for entries
+// 0..n-1. They go at stored-hash indexes tlog.StoredHashCount(n) onward, in
+// order; storing them in the same transaction as the leaf keeps every later
+// root and proof computable in O(log n) reads.
+func AppendHashes(n int64, leaf []byte, r tlog.HashReader) ([]tlog.Hash, error) {
+	return tlog.StoredHashes(n, leaf, r)
+}
+
+// Hashes is an in-memory copy of a tree's stored hashes in tlog's layout.
+// It is a tlog.HashReader, so roots and proofs can be computed from it.
+type Hashes struct {
+	stored []tlog.Hash
+	size   int64
+}
+
+// LoadHashes wraps stored hashes read back from a store. Their number must
+// be exactly that of some tree size.
+func LoadHashes(stored []tlog.Hash) (*Hashes, error) {
+	n := sizeForStoredCount(int64(len(stored)))
+	if n < 0 {
+		return nil, fmt.Errorf("audit: %d stored hashes is not the count of any tree size; the hash table is damaged or cut", len(stored))
+	}
+	return &Hashes{stored: stored, size: n}, nil
+}
+
+// sizeForStoredCount inverts tlog.StoredHashCount, or returns -1.
+func sizeForStoredCount(c int64) int64 {
+	// StoredHashCount(n) is 2n minus the number of set bits in n, so n lies
+	// between c/2 and c/2+32.
+	lo := c / 2
+	for n := lo; n <= lo+33; n++ {
+		if tlog.StoredHashCount(n) == c {
+			return n
+		}
+	}
+	return -1
+}
+
+// Size is the number of leaves hashed so far.
+func (h *Hashes) Size() int64 { return h.size }
+
+// Append adds the next leaf and returns its index.
+func (h *Hashes) Append(leaf []byte) (int64, error) {
+	return h.AppendLeafHash(LeafHash(leaf))
+}
+
+// AppendLeafHash adds the next leaf by its LeafHash and returns its index.
+func (h *Hashes) AppendLeafHash(lh tlog.Hash) (int64, error) {
+	n := h.size
+	// This is what tlog.StoredHashesForRecordHash computes, done in place:
+	// the leaf hash, then one parent for each complete subtree it closes.
+	h.stored = append(h.stored, lh)
+	for level := 0; (n>>level)&1 == 1; level++ {
+		left := h.stored[tlog.StoredHashIndex(level, n>>level-1)]
+		lh = tlog.NodeHash(left, lh)
+		h.stored = append(h.stored, lh)
+	}
+	h.size++
+	return n, nil
+}
+
+// ReadHashes implements tlog.HashReader.
+func (h *Hashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		if x < 0 || x >= int64(len(h.stored)) {
+			return nil, fmt.Errorf("audit: stored hash %d not present (tree has %d leaves)", x, h.size)
+		}
+		out[i] = h.stored[x]
+	}
+	return out, nil
+}
+
+// Stored returns the stored hashes in order; the slice is shared.
+func (h *Hashes) Stored() []tlog.Hash { return h.stored }
+
+// Root is the tree hash of all leaves so far.
+func (h *Hashes) Root() (tlog.Hash, error) { return h.RootAt(h.size) }
+
+// RootAt is the tree hash of the first n leaves.
+func (h *Hashes) RootAt(n int64) (tlog.Hash, error) {
+	if n < 0 || n > h.size {
+		return tlog.Hash{}, fmt.Errorf("audit: tree of size %d asked of a log with %d leaves", n, h.size)
+	}
+	return tlog.TreeHash(n, h)
+}
+
+// node returns the stored hash of the complete subtree at level covering
+// leaves [k<<level, (k+1)<<level).
+func (h *Hashes) node(level int, k int64) tlog.Hash {
+	return h.stored[tlog.StoredHashIndex(level, k)]
+}

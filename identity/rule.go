@@ -262,7 +262,7 @@ func canonicalDNSName(name string) (string, string) {
 		case len(label) > 63:
 			return "", fmt.Sprintf("has a label of %d characters; %s", len(label), allowed)
 		case label[0] == '-' || label[len(label)-1] == '-':
-			return "", fmt.Sprintf("has label %q starting or ending with '-'; %s", label, allowed)
+			return "", fmt.Sprintf("has label %s starting or ending with '-'; %s", quote(label), allowed)
 		}
 		for j := 0; j < len(label); j++ {
 			c := label[j]

@@ -86,7 +86,7 @@ func checkSelectorType(t string) string {
 	for i := 0; i < len(t); i++ {
 		if !isSelectorTypeChar(t[i]) {
 			if lower := strings.ToLower(t); lower != t && checkSelectorType(lower) == "" {
-				return fmt.Sprintf("the type must be lowercase; use %q", lower)
+				return fmt.Sprintf("the type must be lowercase; use %s", quote(lower))
 			}
 			return fmt.Sprintf("character %s in the type is not allowed; %s", quoteRuneAt(t, i), allowed)
 		}

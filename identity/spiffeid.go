@@ -203,7 +203,7 @@ func schemeProblem(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
 		scheme := s[:i]
 		if strings.EqualFold(scheme, "spiffe") {
-			return fmt.Sprintf("has an uppercase scheme; use %q", spiffeScheme+s[i+3:])
+			return fmt.Sprintf("has an uppercase scheme; use %s", quote(spiffeScheme+s[i+3:]))
 		}
 		return fmt.Sprintf("has scheme %s; a SPIFFE ID starts with %q, %s", quote(scheme), spiffeScheme, idExample)
 	}
@@ -211,7 +211,7 @@ func schemeProblem(s string) string {
 		return fmt.Sprintf("does not start with %q (two slashes), %s", spiffeScheme, idExample)
 	}
 	if len(s)+len(spiffeScheme) <= MaxIDLen && checkID(spiffeScheme+s) == "" {
-		return fmt.Sprintf("has no scheme; did you mean %q?", spiffeScheme+s)
+		return fmt.Sprintf("has no scheme; did you mean %s?", quote(spiffeScheme+s))
 	}
 	return fmt.Sprintf("has no scheme; a SPIFFE ID starts with %q, %s", spiffeScheme, idExample)
 }
@@ -243,7 +243,7 @@ func checkPath(s, path string, offset int) string {
 		case segment == "":
 			return fmt.Sprintf("empty path segment (\"//\") at byte %d; separate segments with a single '/'", at)
 		case segment == "." || segment == "..":
-			return fmt.Sprintf("path segment %q at byte %d is not allowed; dot segments have no meaning in a SPIFFE ID", segment, at+1)
+			return fmt.Sprintf("path segment %s at byte %d is not allowed; dot segments have no meaning in a SPIFFE ID", quote(segment), at+1)
 		}
 		segStart = i
 	}

@@ -219,6 +219,7 @@ type fakeStore struct {
 
 	mu      sync.Mutex
 	certs   []store.CACert
+	jwtKeys []store.JWTKey
 	putErr  error
 	listErr error
 	puts    int
@@ -255,6 +256,40 @@ func (s *fakeStore) ListCACerts(_ context.Context, now time.Time) ([]store.CACer
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].NotBefore.Before(out[j].NotBefore) })
+	return out, nil
+}
+
+func (s *fakeStore) PutJWTKey(_ context.Context, k store.JWTKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.putErr != nil {
+		return s.putErr
+	}
+	s.puts++
+	for i, have := range s.jwtKeys {
+		if have.KeyID == k.KeyID {
+			s.jwtKeys[i] = k
+			return nil
+		}
+	}
+	k.PublicKeyDER = append([]byte(nil), k.PublicKeyDER...)
+	s.jwtKeys = append(s.jwtKeys, k)
+	return nil
+}
+
+func (s *fakeStore) ListJWTKeys(_ context.Context, now time.Time) ([]store.JWTKey, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listErr != nil {
+		return nil, s.listErr
+	}
+	var out []store.JWTKey
+	for _, k := range s.jwtKeys {
+		if k.NotAfter.After(now) {
+			out = append(out, k)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].NotAfter.Before(out[j].NotAfter) })
 	return out, nil
 }
 

@@ -10,6 +10,6 @@ count=${BENCH_COUNT:-3}
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(go version) $(nproc) cores"
   go test -run '^$' -bench . -benchmem -count "$count" ./ca ./identity
-  go test -run '^$' -bench 'Mint' -benchmem -count "$count" ./server
+  go test -run '^$' -bench 'Mint|JWT' -benchmem -count "$count" ./server
   go test -run '^$' -bench 'Create' -benchtime 1x -count "$count" ./server ./store/...
 } 2>&1 | tee bench.out

@@ -81,6 +81,7 @@ var methodRules = map[string]rule{
 	writv1.EntryService_GetEntry_FullMethodName:      admin,
 	writv1.EntryService_ListEntries_FullMethodName:   admin,
 	writv1.SVIDService_MintX509SVID_FullMethodName:   admin,
+	writv1.SVIDService_MintJWTSVID_FullMethodName:    admin,
 	writv1.BundleService_GetBundle_FullMethodName:    adminOrMember,
 	writv1.StatusService_GetStatus_FullMethodName:    admin,
 }

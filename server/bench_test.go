@@ -51,6 +51,27 @@ func BenchmarkMintX509SVIDGRPC(b *testing.B) {
 	reportRate(b, "svids/s")
 }
 
+// BenchmarkMintJWTSVIDGRPC measures JWT-SVID issuance through the admin
+// socket, concurrent callers on one connection, for comparison with the
+// raw ES256 signing benchmarks of package ca.
+func BenchmarkMintJWTSVIDGRPC(b *testing.B) {
+	srv := startServer(b, testConfig(b))
+	sc := writv1.NewSVIDServiceClient(adminConn(b, srv))
+	req := &writv1.MintJWTSVIDRequest{SpiffeId: "spiffe://" + testTD + "/bench", Audience: []string{"bench"}}
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := sc.MintJWTSVID(context.Background(), req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	reportRate(b, "svids/s")
+}
+
 // BenchmarkCreateRules100k creates 100,000 identity rules through the API in
 // batches of 1,000, as `writ entry create --file` would in 100 calls.
 func BenchmarkCreateRules100k(b *testing.B) {

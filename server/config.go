@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 
+	"writ.dev/writ/ca"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/keystore"
 )
@@ -44,6 +45,13 @@ type Config struct {
 	// OpsAddress serves /metrics, /healthz and /readyz over plain HTTP.
 	// Empty disables it.
 	OpsAddress string `yaml:"ops_address"`
+	// OIDCAddress serves OIDC discovery (/.well-known/openid-configuration)
+	// and the JWKS (/keys) over plain HTTP, for cloud IAMs that federate
+	// with JWT-SVIDs; put TLS in front of it. Empty disables it.
+	OIDCAddress string `yaml:"oidc_address"`
+	// OIDCIssuer is the issuer discovery names and JWT-SVIDs carry in
+	// "iss" while OIDC is enabled. Empty: https://OIDC_ADDRESS.
+	OIDCIssuer string `yaml:"oidc_issuer"`
 
 	Store StoreConfig `yaml:"store"`
 	CA    CAConfig    `yaml:"ca"`
@@ -165,6 +173,9 @@ func (c *Config) Defaults() {
 	if c.Store.Engine == "sqlite" && c.Store.DSN == "" && c.DataDir != "" {
 		c.Store.DSN = filepath.Join(c.DataDir, "writ.db")
 	}
+	if c.OIDCAddress != "" && c.OIDCIssuer == "" {
+		c.OIDCIssuer = "https://" + c.OIDCAddress
+	}
 	if c.CA.KeyType == "" {
 		c.CA.KeyType = string(keystore.ECP256)
 	}
@@ -217,6 +228,15 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.OpsAddress); err != nil {
 			add("ops_address", "%q is not host:port", c.OpsAddress)
 		}
+	}
+	if c.OIDCAddress != "" {
+		if _, _, err := net.SplitHostPort(c.OIDCAddress); err != nil {
+			add("oidc_address", "%q is not host:port", c.OIDCAddress)
+		} else if _, err := ca.OIDCDiscovery(c.OIDCIssuer, jwksURL(c.OIDCIssuer)); err != nil {
+			add("oidc_issuer", "%q: %v", c.OIDCIssuer, err)
+		}
+	} else if c.OIDCIssuer != "" {
+		add("oidc_issuer", "is set but oidc_address is empty: set oidc_address to serve discovery, or remove oidc_issuer")
 	}
 	if c.AdminSocket == "" {
 		add("admin_socket", "is required")
@@ -291,19 +311,21 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
   admin_socket: DATA_DIR/admin.sock
   admin_uids: []                  # default: root and the server's own uid
   ops_address: 127.0.0.1:8082     # /metrics /healthz /readyz; "" disables
+  oidc_address: ""                # OIDC discovery + JWKS for cloud IAMs; "" disables
+  oidc_issuer: ""                 # JWT-SVID "iss" when OIDC is on; default https://OIDC_ADDRESS
   store:
     engine: sqlite                # sqlite (embedded) or postgres
     dsn: DATA_DIR/writ.db         # postgres: postgres://writ@host/writ?sslmode=verify-full
   ca:
     key_type: ec-p256             # ec-p256, ec-p384, rsa-2048, rsa-3072
-    ttl: 24h                      # CA lifetime; a successor is made at half life
+    ttl: 24h                      # CA and JWT key lifetime; successors at half life
     organization: writ
     common_name: ""               # default: "writ CA <trust domain>"
   svid:
     x509_ttl: 1h                  # default X.509-SVID lifetime
     max_x509_ttl: 24h             # cap for every X.509-SVID, including 'writ svid mint'
-    jwt_ttl: 5m
-    max_jwt_ttl: 1h
+    jwt_ttl: 5m                   # default JWT-SVID lifetime
+    max_jwt_ttl: 1h               # cap for every JWT-SVID, including 'writ svid mint --jwt'
   log:
     level: info                   # debug, info, warn, error
     format: text                  # text, json

@@ -95,5 +95,8 @@ func (s *Server) ready(ctx context.Context) error {
 	if now := s.now(); !now.Before(s.x509.Active().Cert.NotAfter) {
 		return fmt.Errorf("x509 authority expired at %s", s.x509.Active().Cert.NotAfter.Format(time.RFC3339))
 	}
+	if now := s.now(); !now.Before(s.jwt.Active().NotAfter) {
+		return fmt.Errorf("jwt authority expired at %s", s.jwt.Active().NotAfter.Format(time.RFC3339))
+	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -52,7 +53,8 @@ func freshPostgresDB(t *testing.T) string {
 }
 
 // TestServersSharePostgres runs two servers on one PostgreSQL database: each
-// keeps its own CA key, the bundle either serves is the union of both roots,
+// keeps its own CA and JWT keys, the bundle either serves is the union of
+// both roots and both JWT keys,
 // and rules written through one are visible through the other.
 func TestServersSharePostgres(t *testing.T) {
 	dsn := freshPostgresDB(t)
@@ -93,6 +95,35 @@ func TestServersSharePostgres(t *testing.T) {
 	svid := mintSVID(t, a, "spiffe://"+testTD+"/from-a")
 	if _, _, err := x509svid.Verify(svid.Certificates, x509bundle.FromX509Authorities(b.TrustDomain(), b.x509.Bundle())); err != nil {
 		t.Fatalf("SVID from server A does not verify with server B's bundle: %v", err)
+	}
+
+	// Each server keeps its own JWT key; both publish it, so a JWT-SVID
+	// from either verifies against the other's bundle.
+	if err := a.jwt.RefreshKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a.jwt.Active().KeyID == b.jwt.Active().KeyID {
+		t.Fatal("two servers share one JWT key: each must own its key")
+	}
+	for _, srv := range []*Server{a, b} {
+		resp, err := writv1.NewBundleServiceClient(adminConn(t, srv)).GetBundle(ctx, &writv1.GetBundleRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kids := map[string]bool{}
+		for _, k := range resp.JwtAuthorities {
+			kids[k.KeyId] = true
+		}
+		if !kids[a.jwt.Active().KeyID] || !kids[b.jwt.Active().KeyID] {
+			t.Fatalf("server %s bundle lacks a JWT key: has %v", srv.ServerID(), kids)
+		}
+	}
+	tok, err := mintJWT(t, a, &writv1.MintJWTSVIDRequest{SpiffeId: "spiffe://" + testTD + "/jwt-from-a", Audience: []string{"b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(tok.Token, jwtBundleFrom(t, b), []string{"b"}); err != nil {
+		t.Fatalf("JWT-SVID from server A does not verify with server B's bundle: %v", err)
 	}
 
 	// Rules are shared.

@@ -58,6 +58,7 @@ type Server struct {
 	store   store.Store
 	keys    keystore.KeyStore
 	x509    *ca.X509Manager
+	jwt     *ca.JWTManager
 	metrics *metrics
 	tlsID   *serverSVID
 	dirLock *os.File
@@ -65,10 +66,11 @@ type Server struct {
 	grpcAdmin  *grpc.Server
 	grpcRemote *grpc.Server
 	ops        *http.Server
+	oidc       *http.Server
 
-	adminLn, remoteLn, opsLn net.Listener
-	wg                       sync.WaitGroup
-	cancel                   context.CancelFunc
+	adminLn, remoteLn, opsLn, oidcLn net.Listener
+	wg                               sync.WaitGroup
+	cancel                           context.CancelFunc
 }
 
 // New opens the store and keys and loads (or makes) the authority. cfg must
@@ -140,6 +142,19 @@ func (s *Server) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("x509 authority: %w", err)
 	}
+	s.jwt, err = ca.NewJWTManager(ctx, ca.JWTManagerConfig{
+		TrustDomain: s.td,
+		ServerID:    s.serverID,
+		KeyStore:    s.keys,
+		Store:       s.store,
+		TTL:         s.cfg.CA.TTL.Duration,
+		StatePath:   filepath.Join(s.cfg.DataDir, "jwt-ca.json"),
+		Now:         s.now,
+		Logger:      s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("jwt authority: %w", err)
+	}
 	s.metrics = newMetrics(s)
 	s.tlsID = newServerSVID(s)
 	return nil
@@ -162,6 +177,9 @@ func (s *Server) ListenAddr() net.Addr { return addrOf(s.remoteLn) }
 
 // OpsAddr is the health and metrics address once started, or nil.
 func (s *Server) OpsAddr() net.Addr { return addrOf(s.opsLn) }
+
+// OIDCAddr is the OIDC discovery address once started, or nil.
+func (s *Server) OIDCAddr() net.Addr { return addrOf(s.oidcLn) }
 
 // Store exposes the store for in-process users such as `writ dev`.
 func (s *Server) Store() store.Store { return s.store }
@@ -194,11 +212,17 @@ func (s *Server) Start(ctx context.Context) error {
 		s.ops = &http.Server{Handler: s.opsHandler(), ReadHeaderTimeout: 5 * time.Second}
 		s.serve("ops", func() error { return s.ops.Serve(s.opsLn) })
 	}
+	if s.oidcLn != nil {
+		s.oidc = &http.Server{Handler: s.oidcHandler(), ReadHeaderTimeout: 5 * time.Second}
+		s.serve("oidc", func() error { return s.oidc.Serve(s.oidcLn) })
+	}
 	s.background(ctx, s.x509.Run)
+	s.background(ctx, s.jwt.Run)
 	s.background(ctx, s.tlsID.run)
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
 		"admin_socket", s.cfg.AdminSocket, "listen", addrString(s.remoteLn), "ops", addrString(s.opsLn),
+		"oidc", addrString(s.oidcLn),
 		"version", s.version)
 	return nil
 }
@@ -223,6 +247,11 @@ func (s *Server) listen() error {
 	if s.cfg.OpsAddress != "" {
 		if s.opsLn, err = net.Listen("tcp", s.cfg.OpsAddress); err != nil {
 			return fmt.Errorf("ops_address: %w", err)
+		}
+	}
+	if s.cfg.OIDCAddress != "" {
+		if s.oidcLn, err = net.Listen("tcp", s.cfg.OIDCAddress); err != nil {
+			return fmt.Errorf("oidc_address: %w", err)
 		}
 	}
 	return nil
@@ -273,8 +302,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.GracefulStop()
 			}
 		}
-		if s.ops != nil {
-			_ = s.ops.Shutdown(ctx)
+		for _, h := range []*http.Server{s.ops, s.oidc} {
+			if h != nil {
+				_ = h.Shutdown(ctx)
+			}
 		}
 		close(done)
 	}()
@@ -287,8 +318,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.Stop()
 			}
 		}
-		if s.ops != nil {
-			_ = s.ops.Close()
+		for _, h := range []*http.Server{s.ops, s.oidc} {
+			if h != nil {
+				_ = h.Close()
+			}
 		}
 		<-done
 	}
@@ -312,7 +345,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) closeListeners() {
-	for _, ln := range []net.Listener{s.adminLn, s.remoteLn, s.opsLn} {
+	for _, ln := range []net.Listener{s.adminLn, s.remoteLn, s.opsLn, s.oidcLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

@@ -339,13 +339,15 @@ func TestRemoteCallersNeedSVIDAndARule(t *testing.T) {
 	ctx := context.Background()
 
 	b, err := writv1.NewBundleServiceClient(cc).GetBundle(ctx, &writv1.GetBundleRequest{})
-	if err != nil || b.TrustDomain != testTD || len(b.X509Authorities) == 0 {
+	if err != nil || b.TrustDomain != testTD || len(b.X509Authorities) == 0 || len(b.JwtAuthorities) == 0 {
 		t.Fatalf("GetBundle over mTLS = %v, %v", b, err)
 	}
 	// A valid SVID grants nothing by itself: administration stays local.
 	_, err = writv1.NewEntryServiceClient(cc).ListEntries(ctx, &writv1.ListEntriesRequest{})
 	wantCode(t, err, codes.PermissionDenied, "local administrators")
 	_, err = writv1.NewSVIDServiceClient(cc).MintX509SVID(ctx, &writv1.MintX509SVIDRequest{})
+	wantCode(t, err, codes.PermissionDenied, "local administrators")
+	_, err = writv1.NewSVIDServiceClient(cc).MintJWTSVID(ctx, &writv1.MintJWTSVIDRequest{SpiffeId: "spiffe://" + testTD + "/w", Audience: []string{"a"}})
 	wantCode(t, err, codes.PermissionDenied, "local administrators")
 
 	// Without a client certificate the handshake itself fails.
@@ -404,6 +406,7 @@ func TestRestartKeepsAuthorityAndState(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := srv.x509.Active().Cert
+	kid := srv.jwt.Active().KeyID
 	id := srv.ServerID()
 	if _, err := writv1.NewEntryServiceClient(adminConn(t, srv)).CreateEntries(ctx, &writv1.CreateEntriesRequest{Entries: []*writv1.Entry{entry("/x", "/n", "unix:uid:1")}}); err != nil {
 		t.Fatal(err)
@@ -415,14 +418,14 @@ func TestRestartKeepsAuthorityAndState(t *testing.T) {
 	srv.Shutdown(ctx)
 
 	srv2 := startServer(t, cfg)
-	if !srv2.x509.Active().Cert.Equal(root) || srv2.ServerID() != id {
+	if !srv2.x509.Active().Cert.Equal(root) || srv2.jwt.Active().KeyID != kid || srv2.ServerID() != id {
 		t.Fatal("restart changed the authority or the server id")
 	}
 	list, err := writv1.NewEntryServiceClient(adminConn(t, srv2)).ListEntries(ctx, &writv1.ListEntriesRequest{})
 	if err != nil || len(list.Entries) != 1 {
 		t.Fatalf("entries after restart: %v, %v", list.GetEntries(), err)
 	}
-	for _, name := range []string{"writ.db", "x509-ca.json", "server-id"} {
+	for _, name := range []string{"writ.db", "x509-ca.json", "jwt-ca.json", "server-id"} {
 		fi, err := os.Stat(filepath.Join(cfg.DataDir, name))
 		if err != nil {
 			t.Fatal(err)

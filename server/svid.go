@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -56,18 +57,73 @@ func (v *svidService) MintX509SVID(ctx context.Context, req *writv1.MintX509SVID
 	return resp, nil
 }
 
-// x509TTL turns a requested TTL into the one to issue: zero takes the default;
-// above the cap is refused rather than silently shortened, so the caller
-// learns the limit.
+// MintJWTSVID signs a JWT-SVID for any ID of the trust domain, for
+// administrators like MintX509SVID.
+func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRequest) (*writv1.MintJWTSVIDResponse, error) {
+	s := v.s
+	id, err := identity.ParseIDInTrustDomain("spiffe_id", req.GetSpiffeId(), s.td)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	audience := req.GetAudience()
+	if len(audience) == 0 {
+		return nil, status.Error(codes.InvalidArgument, (&identity.FieldError{Field: "audience", Msg: "is empty: name at least one party that may accept the token"}).Error())
+	}
+	for i, aud := range audience {
+		if aud == "" {
+			return nil, status.Error(codes.InvalidArgument, (&identity.FieldError{Field: fmt.Sprintf("audience[%d]", i), Msg: "is empty"}).Error())
+		}
+	}
+	ttl, err := s.jwtTTL(req.GetTtlSeconds())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	now := s.now()
+	authority := s.jwt.Active()
+	tok, err := authority.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: id, Audience: audience, TTL: ttl, Issuer: s.jwtIssuer()}, now)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "signing: %v", err)
+	}
+	// SignJWTSVID clamps exp the same way, in whole seconds.
+	expiry := now.Add(ttl)
+	if expiry.After(authority.NotAfter) {
+		expiry = authority.NotAfter
+	}
+	exp := expiry.Unix()
+	s.metrics.issued.WithLabelValues("jwt").Inc()
+	s.log.Info("jwt-svid minted", "spiffe_id", id.String(), "audience", audience, "kid", authority.KeyID,
+		"expires", time.Unix(exp, 0).UTC().Format(time.RFC3339), "caller", callerString(ctx))
+	return &writv1.MintJWTSVIDResponse{Token: tok, ExpiresAt: exp}, nil
+}
+
+// x509TTL and jwtTTL turn a requested TTL into the one to issue: zero takes
+// the default; above the cap is refused rather than silently shortened, so
+// the caller learns the limit.
 func (s *Server) x509TTL(seconds int64) (time.Duration, error) {
-	max := s.cfg.SVID.MaxX509TTL.Duration
+	return requestedTTL(seconds, s.cfg.SVID.X509TTL.Duration, s.cfg.SVID.MaxX509TTL.Duration, "svid.max_x509_ttl")
+}
+
+func (s *Server) jwtTTL(seconds int64) (time.Duration, error) {
+	return requestedTTL(seconds, s.cfg.SVID.JWTTTL.Duration, s.cfg.SVID.MaxJWTTTL.Duration, "svid.max_jwt_ttl")
+}
+
+func requestedTTL(seconds int64, def, max time.Duration, setting string) (time.Duration, error) {
 	if seconds == 0 {
-		return s.cfg.SVID.X509TTL.Duration, nil
+		return def, nil
 	}
 	if seconds < 0 || seconds > int64(max/time.Second) {
-		return 0, &identity.FieldError{Field: "ttl_seconds", Msg: fmt.Sprintf("%d is out of range: 1 to %d (svid.max_x509_ttl %s), or 0 for the default %s", seconds, int64(max/time.Second), max, s.cfg.SVID.X509TTL)}
+		return 0, &identity.FieldError{Field: "ttl_seconds", Msg: fmt.Sprintf("%d is out of range: 1 to %d (%s %s), or 0 for the default %s", seconds, int64(max/time.Second), setting, max, def)}
 	}
 	return time.Duration(seconds) * time.Second, nil
+}
+
+// jwtIssuer is the "iss" of JWT-SVIDs: the OIDC issuer while discovery is
+// served, so cloud IAMs can find the keys, and none otherwise.
+func (s *Server) jwtIssuer() string {
+	if s.cfg.OIDCAddress == "" {
+		return ""
+	}
+	return s.cfg.OIDCIssuer
 }
 
 type bundleService struct {
@@ -79,6 +135,13 @@ func (b *bundleService) GetBundle(ctx context.Context, _ *writv1.GetBundleReques
 	out := &writv1.Bundle{TrustDomain: b.s.td.Name()}
 	for _, c := range b.s.x509.Bundle() {
 		out.X509Authorities = append(out.X509Authorities, c.Raw)
+	}
+	for _, k := range b.s.jwt.Keys() {
+		der, err := x509.MarshalPKIXPublicKey(k.PublicKey)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "JWT key %s: %v", k.KeyID, err)
+		}
+		out.JwtAuthorities = append(out.JwtAuthorities, &writv1.JWTKey{KeyId: k.KeyID, PublicKey: der, ExpiresAt: k.NotAfter.Unix()})
 	}
 	return out, nil
 }

@@ -91,6 +91,20 @@ type CACert struct {
 	NotAfter  time.Time
 }
 
+// JWTKey is the public half of a JWT signing key a server publishes in the
+// trust bundle and its JWKS. As with CA certificates, each server keeps its
+// private key in its own keystore; the JWKS is the union of the unexpired
+// keys of all servers sharing the store.
+type JWTKey struct {
+	ServerID string
+	// KeyID is the key's "kid", unique across the trust domain.
+	KeyID string
+	// PublicKeyDER is the PKIX (SubjectPublicKeyInfo) encoding of the key.
+	PublicKeyDER []byte
+	// NotAfter is when the key stops signing; no token it signed lives longer.
+	NotAfter time.Time
+}
+
 // Store is writ's persistent state. Implementations are safe for concurrent use.
 type Store interface {
 	// CreateEntries stores all entries or none, under one new revision, and
@@ -121,6 +135,12 @@ type Store interface {
 	PutCACert(ctx context.Context, c CACert) error
 	// ListCACerts returns the CA certificates with NotAfter after now, oldest first.
 	ListCACerts(ctx context.Context, now time.Time) ([]CACert, error)
+
+	// PutJWTKey records (or re-records, by key ID) a JWT signing key of a server.
+	PutJWTKey(ctx context.Context, k JWTKey) error
+	// ListJWTKeys returns the JWT keys with NotAfter after now, oldest first
+	// (by NotAfter, then key ID).
+	ListJWTKeys(ctx context.Context, now time.Time) ([]JWTKey, error)
 
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error

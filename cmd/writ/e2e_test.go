@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +12,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+
+	writv1 "writ.dev/writ/api/writ/v1"
 )
 
 // syncBuffer lets the test read what a running command has printed so far.
@@ -140,5 +147,82 @@ func TestDev(t *testing.T) {
 	t.Setenv("WRIT_SOCKET", socket)
 	if out := writ(t, "bundle", "show"); !strings.Contains(out, "BEGIN CERTIFICATE") {
 		t.Fatalf("bundle show: %s", out)
+	}
+}
+
+// TestJWTSVIDMint mints a JWT-SVID with the CLI against a real server and
+// validates it as a relying party would, with the trust domain's JWT keys.
+func TestJWTSVIDMint(t *testing.T) {
+	dir := shortTempDir(t)
+	data := filepath.Join(dir, "data")
+	socket := filepath.Join(data, "admin.sock")
+	cfg := filepath.Join(dir, "writ.yaml")
+	if err := os.WriteFile(cfg, []byte("listen_address: \"\"\nops_address: \"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startCommand(t, socket, "server", "--data-dir", data, "--trust-domain", "jwt.test", "--config", cfg)
+
+	cl, err := dial(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	resp, err := cl.bundles.GetBundle(context.Background(), &writv1.GetBundleRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := spiffeid.RequireTrustDomainFromString("jwt.test")
+	bundle := jwtbundle.New(td)
+	for _, k := range resp.JwtAuthorities {
+		pub, err := x509.ParsePKIXPublicKey(k.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bundle.AddJWTAuthority(k.KeyId, pub); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// To stdout: the token and nothing else.
+	out := writ(t, "svid", "mint", "--socket", socket, "--jwt", "--spiffe-id", "spiffe://jwt.test/me",
+		"--audience", "aud-a", "--audience", "aud-b", "--ttl", "2m")
+	token := strings.TrimSuffix(out, "\n")
+	if strings.ContainsAny(token, " \n") {
+		t.Fatalf("stdout is not just the token: %q", out)
+	}
+	svid, err := jwtsvid.ParseAndValidate(token, bundle, []string{"aud-b"})
+	if err != nil {
+		t.Fatalf("minted JWT-SVID does not validate: %v", err)
+	}
+	if svid.ID.String() != "spiffe://jwt.test/me" || time.Until(svid.Expiry) > 2*time.Minute+time.Second {
+		t.Fatalf("svid %s expiring %s", svid.ID, svid.Expiry)
+	}
+
+	// To a file, mode 0600.
+	tokDir := filepath.Join(dir, "tok")
+	out = writ(t, "svid", "mint", "--socket", socket, "--jwt", "--spiffe-id", "spiffe://jwt.test/me",
+		"--audience", "aud-a", "--out", tokDir)
+	path := filepath.Join(tokDir, "jwt-svid.token")
+	if !strings.Contains(out, path) || strings.Contains(out, "eyJ") {
+		t.Fatalf("output with --out: %s", out)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v %v", path, fi, err)
+	}
+	saved, _ := os.ReadFile(path)
+	if _, err := jwtsvid.ParseAndValidate(strings.TrimSpace(string(saved)), bundle, []string{"aud-a"}); err != nil {
+		t.Fatalf("saved JWT-SVID does not validate: %v", err)
+	}
+
+	// Refusals come back with the field named and nothing written.
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"svid", "mint", "--socket", socket, "--jwt", "--spiffe-id", "spiffe://jwt.test/me",
+		"--audience", "a", "--ttl", "2h", "--out", filepath.Join(dir, "none")}, &stdout, &stderr)
+	if code == 0 || !strings.Contains(stderr.String(), "ttl_seconds") {
+		t.Fatalf("ttl over the cap: exit %d: %s", code, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "none")); !os.IsNotExist(err) {
+		t.Fatalf("refused mint created --out: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -28,7 +29,7 @@ import (
 )
 
 var svidSubcommands = [][2]string{
-	{"mint", "make a key here and have the server certify it as an X.509-SVID, written to files"},
+	{"mint", "make a key here and have the server certify it as an X.509-SVID, written to files; or, with --jwt, mint a JWT-SVID"},
 }
 
 // runSVID runs `writ svid mint [flags]`.
@@ -52,6 +53,8 @@ const (
 	svidFile   = "svid.pem"
 	keyFile    = "svid.key"
 	bundleFile = "bundle.pem"
+	// jwtFile is what svid mint --jwt writes in --out.
+	jwtFile = "jwt-svid.token"
 )
 
 var keyTypes = []string{"ec-p256", "ec-p384", "rsa-2048", "rsa-3072"}
@@ -76,17 +79,23 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"receives a certificate request and certifies its public key. Written to the --out directory\n"+
 			"(created with mode 0700 if missing): "+svidFile+" (the certificate, then intermediates),\n"+
 			keyFile+" (PKCS#8 private key, mode 0600) and "+bundleFile+" (the trust domain's roots).\n"+
-			"Each file is replaced atomically, so a reader never sees half a file.",
-		"writ svid mint --spiffe-id ID --out DIR [--ttl DURATION] [--dns NAME...] [--key-type TYPE] [--json]")
+			"Each file is replaced atomically, so a reader never sees half a file.\n\n"+
+			"With --jwt, mint a JWT-SVID for the given audiences instead and print the token, or write it\n"+
+			"to DIR/"+jwtFile+" (mode 0600, replaced atomically) when --out is given.",
+		"writ svid mint --spiffe-id ID --out DIR [--ttl DURATION] [--dns NAME...] [--key-type TYPE] [--json]",
+		"writ svid mint --jwt --spiffe-id ID --audience A [--audience B...] [--ttl DURATION] [--out DIR] [--json]")
 	spiffeID := c.fs.String("spiffe-id", "", "SPIFFE `ID` to certify")
 	ttl := c.fs.String("ttl", "", "lifetime, a `duration` (1h) or seconds (3600); unset means the server default")
 	var dns stringList
 	c.fs.Var(&dns, "dns", "DNS `name` to include; repeatable")
 	keyType := c.fs.String("key-type", "ec-p256", "`type` of key to generate: "+strings.Join(keyTypes, ", "))
-	out := c.fs.String("out", "", "`directory` to write the files to")
+	out := c.fs.String("out", "", "`directory` to write the files to; required for an X.509-SVID")
+	jwt := c.fs.Bool("jwt", false, "mint a JWT-SVID rather than an X.509-SVID")
+	var audience stringList
+	c.fs.Var(&audience, "audience", "`name` of a party that may accept the JWT-SVID; repeatable, at least one with --jwt")
 	asJSON := c.fs.Bool("json", false, "print the result as JSON")
 	socket := c.socketFlag()
-	c.required("spiffe-id", "out")
+	c.required("spiffe-id")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
@@ -94,8 +103,22 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *spiffeID == "" {
 		missing = append(missing, "--spiffe-id")
 	}
-	if *out == "" {
-		missing = append(missing, "--out")
+	if *jwt {
+		if len(audience) == 0 {
+			missing = append(missing, "--audience")
+		}
+		for _, f := range []string{"dns", "key-type"} {
+			if c.set(f) {
+				return c.usageError("--%s is for X.509-SVIDs; a JWT-SVID has no key of its own or DNS names", f)
+			}
+		}
+	} else {
+		if *out == "" {
+			missing = append(missing, "--out")
+		}
+		if c.set("audience") {
+			return c.usageError("--audience is for JWT-SVIDs: add --jwt")
+		}
 	}
 	if len(missing) > 0 {
 		return c.usageError("missing %s", strings.Join(missing, ", "))
@@ -109,6 +132,14 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if ttlSeconds, err = parseTTLSeconds("ttl", *ttl); err != nil {
 			return err
 		}
+	}
+	for i, a := range audience {
+		if strings.TrimSpace(a) == "" {
+			return fmt.Errorf("audience: value %d of %d is empty", i+1, len(audience))
+		}
+	}
+	if *jwt {
+		return svidMintJWT(ctx, *socket, id.String(), audience, ttlSeconds, *out, *asJSON, stdout)
 	}
 	dir, err := filepath.Abs(*out)
 	if err != nil {
@@ -201,6 +232,100 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(tw, "Private key:\t%s\n", paths[keyFile])
 	fmt.Fprintf(tw, "Bundle:\t%s\n", paths[bundleFile])
 	return tw.Flush()
+}
+
+// svidMintJWT has the server sign a JWT-SVID and prints it, or writes it to
+// dir. The token is checked to be a JWT-SVID for id before anything is written.
+func svidMintJWT(ctx context.Context, socket, id string, audience []string, ttlSeconds int64, out string, asJSON bool, stdout io.Writer) error {
+	var path string
+	if out != "" {
+		dir, err := filepath.Abs(out)
+		if err != nil {
+			return fmt.Errorf("out: %w", err)
+		}
+		if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+			return fmt.Errorf("out: %s exists and is not a directory", dir)
+		}
+		path = filepath.Join(dir, jwtFile)
+	}
+	cl, err := dial(socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := cl.svids.MintJWTSVID(ctx, &writv1.MintJWTSVIDRequest{
+		SpiffeId:   id,
+		Audience:   audience,
+		TtlSeconds: ttlSeconds,
+	})
+	if err != nil {
+		return cl.explain(err)
+	}
+	if err := checkMintedJWT(resp.GetToken(), id); err != nil {
+		return fmt.Errorf("the server's answer is unusable, nothing was written: %w", err)
+	}
+	expires := time.Unix(resp.GetExpiresAt(), 0).UTC().Format(time.RFC3339)
+	if path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return fmt.Errorf("out: %w", err)
+		}
+		if err := atomicfile.Write(path, []byte(resp.GetToken()+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	switch {
+	case asJSON:
+		v := struct {
+			SPIFFEID  string   `json:"spiffe_id"`
+			Audience  []string `json:"audience"`
+			ExpiresAt string   `json:"expires_at"`
+			Token     string   `json:"token,omitempty"`
+			File      string   `json:"file,omitempty"`
+		}{SPIFFEID: id, Audience: audience, ExpiresAt: expires, File: path}
+		if path == "" {
+			v.Token = resp.GetToken()
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	case path != "":
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "SPIFFE ID:\t%s\n", id)
+		fmt.Fprintf(tw, "Audience:\t%s\n", strings.Join(audience, ", "))
+		fmt.Fprintf(tw, "Expires at:\t%s\n", expires)
+		fmt.Fprintf(tw, "Token:\t%s\n", path)
+		return tw.Flush()
+	default:
+		// The token alone, so that $(writ svid mint --jwt ...) is the token.
+		_, err := fmt.Fprintln(stdout, resp.GetToken())
+		return err
+	}
+}
+
+// checkMintedJWT makes sure the token is a compact JWS whose subject is id;
+// the signature is for relying parties to check against the bundle.
+func checkMintedJWT(token, id string) error {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return errors.New("the token is not a compact JWS")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return fmt.Errorf("the token's claims: %w", err)
+	}
+	var claims struct {
+		Sub string `json:"sub"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return fmt.Errorf("the token's claims: %w", err)
+	}
+	if claims.Sub != id {
+		return fmt.Errorf("the token is for %q, not %s", claims.Sub, id)
+	}
+	return nil
 }
 
 // checkMinted makes sure the answer is a chain for our key and the asked-for

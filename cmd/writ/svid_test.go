@@ -154,6 +154,11 @@ func TestSVIDMintFlagErrors(t *testing.T) {
 		{[]string{"mint", "--spiffe-id", "example.org/a", "--out", "x"}, "spiffe-id:"},
 		{[]string{"mint", "--spiffe-id", "spiffe://example.org/a", "--out", "x", "--ttl", "1d"}, "ttl:"},
 		{[]string{"mint", "--spiffe-id", "spiffe://example.org/a", "--out", "x", "--key-type", "ed25519"}, "ec-p256, ec-p384, rsa-2048, rsa-3072"},
+		{[]string{"mint", "--jwt", "--spiffe-id", "spiffe://example.org/a"}, "missing --audience"},
+		{[]string{"mint", "--jwt", "--spiffe-id", "spiffe://example.org/a", "--audience", "x", "--dns", "a.example.org"}, "--dns is for X.509-SVIDs"},
+		{[]string{"mint", "--jwt", "--spiffe-id", "spiffe://example.org/a", "--audience", "x", "--key-type", "ec-p384"}, "--key-type is for X.509-SVIDs"},
+		{[]string{"mint", "--jwt", "--spiffe-id", "spiffe://example.org/a", "--audience", " "}, "audience: value 1 of 1 is empty"},
+		{[]string{"mint", "--spiffe-id", "spiffe://example.org/a", "--out", "x", "--audience", "x"}, "add --jwt"},
 		{[]string{"renew"}, `unknown command "renew"`},
 	} {
 		_, _, err := runNoServer(t, runSVID, tt.args...)

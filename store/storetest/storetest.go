@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ChangesSinceLimit", testChangesSinceLimit},
 		{"ConcurrentWriters", func(t *testing.T, s store.Store) { ConcurrentWrites(t, s) }},
 		{"CACerts", testCACerts},
+		{"JWTKeys", testJWTKeys},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -568,4 +569,53 @@ func testCACerts(t *testing.T, s store.Store) {
 		t.Fatalf("PutCACert: %v", err)
 	}
 	equal(t, "after re-recording", listCerts(now.Add(90*time.Minute)), []store.CACert{renewed, a2, b1})
+}
+
+func testJWTKeys(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
+	key := func(server, kid string, notAfter time.Duration) store.JWTKey {
+		return store.JWTKey{ServerID: server, KeyID: kid, PublicKeyDER: []byte{0x30, byte(len(kid)), 1, 2, 3}, NotAfter: now.Add(notAfter)}
+	}
+	a1 := key("a", "a1", time.Hour)
+	a2 := key("a", "a2-key", 2*time.Hour)
+	bExpired := key("b", "b-expired", -time.Minute)
+	bEndsNow := key("b", "b-ends-now", 0)
+	b1 := key("b", "b1", 24*time.Hour)
+	bSameExpiry := key("b", "a0", time.Hour)
+	for _, k := range []store.JWTKey{b1, a2, bExpired, a1, bEndsNow, bSameExpiry, a1, b1} {
+		if err := s.PutJWTKey(ctx, k); err != nil {
+			t.Fatalf("PutJWTKey(%s): %v", k.KeyID, err)
+		}
+	}
+	list := func(at time.Time) []store.JWTKey {
+		got, err := s.ListJWTKeys(ctx, at)
+		if err != nil {
+			t.Fatalf("ListJWTKeys: %v", err)
+		}
+		return got
+	}
+	equal(t, "ListJWTKeys(now)", list(now), []store.JWTKey{bSameExpiry, a1, a2, b1})
+	equal(t, "ListJWTKeys(now+90m)", list(now.Add(90*time.Minute)), []store.JWTKey{a2, b1})
+	equal(t, "ListJWTKeys(now+1d)", list(now.Add(24*time.Hour)), []store.JWTKey(nil))
+	wantRevision(t, s, 0)
+
+	// Re-recording a key ID refreshes the record rather than adding one.
+	renewed := a1
+	renewed.NotAfter = now.Add(3 * time.Hour)
+	if err := s.PutJWTKey(ctx, renewed); err != nil {
+		t.Fatalf("PutJWTKey: %v", err)
+	}
+	equal(t, "after re-recording", list(now.Add(90*time.Minute)), []store.JWTKey{a2, renewed, b1})
+
+	// A record without a key ID or key is refused and changes nothing.
+	for _, bad := range []store.JWTKey{
+		{ServerID: "c", PublicKeyDER: []byte{0x30}, NotAfter: now.Add(time.Hour)},
+		{ServerID: "c", KeyID: "c1", NotAfter: now.Add(time.Hour)},
+	} {
+		if err := s.PutJWTKey(ctx, bad); err == nil {
+			t.Errorf("PutJWTKey(%+v) succeeded; want an error", bad)
+		}
+	}
+	equal(t, "after refused puts", list(now.Add(90*time.Minute)), []store.JWTKey{a2, renewed, b1})
 }

@@ -708,6 +708,121 @@ func (x *MintX509SVIDResponse) GetExpiresAt() int64 {
 	return 0
 }
 
+type MintJWTSVIDRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// Who may accept the token ("aud"); at least one.
+	Audience []string `protobuf:"bytes,2,rep,name=audience,proto3" json:"audience,omitempty"`
+	// Zero means the server's default JWT-SVID TTL.
+	TtlSeconds    int64 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintJWTSVIDRequest) Reset() {
+	*x = MintJWTSVIDRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintJWTSVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintJWTSVIDRequest) ProtoMessage() {}
+
+func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
+func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MintJWTSVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *MintJWTSVIDRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *MintJWTSVIDRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type MintJWTSVIDResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The JWT-SVID, a compact JWS.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpiresAt     int64  `protobuf:"varint,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintJWTSVIDResponse) Reset() {
+	*x = MintJWTSVIDResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintJWTSVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintJWTSVIDResponse) ProtoMessage() {}
+
+func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
+func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MintJWTSVIDResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *MintJWTSVIDResponse) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
 type GetBundleRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -716,7 +831,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[11]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +843,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[11]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +856,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{11}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{13}
 }
 
 type Bundle struct {
@@ -749,13 +864,15 @@ type Bundle struct {
 	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
 	// DER certificates of the trust domain's X.509 authorities.
 	X509Authorities [][]byte `protobuf:"bytes,2,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The trust domain's JWT signing keys, oldest first.
+	JwtAuthorities []*JWTKey `protobuf:"bytes,3,rep,name=jwt_authorities,json=jwtAuthorities,proto3" json:"jwt_authorities,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[12]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +884,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[12]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +897,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{12}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -797,6 +914,76 @@ func (x *Bundle) GetX509Authorities() [][]byte {
 	return nil
 }
 
+func (x *Bundle) GetJwtAuthorities() []*JWTKey {
+	if x != nil {
+		return x.JwtAuthorities
+	}
+	return nil
+}
+
+type JWTKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The "kid" of the tokens the key signs.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// PKIX (SubjectPublicKeyInfo) DER.
+	PublicKey []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// When the key stops signing (unix seconds); it may leave the bundle then.
+	ExpiresAt     int64 `protobuf:"varint,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWTKey) Reset() {
+	*x = JWTKey{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWTKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWTKey) ProtoMessage() {}
+
+func (x *JWTKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
+func (*JWTKey) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *JWTKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *JWTKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *JWTKey) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
 type GetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -805,7 +992,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[13]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +1004,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[13]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +1017,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{13}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{16}
 }
 
 type Status struct {
@@ -848,7 +1035,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[14]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +1047,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[14]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +1060,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{14}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Status) GetTrustDomain() string {
@@ -975,11 +1162,27 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"cert_chain\x18\x01 \x03(\fR\tcertChain\x12\x16\n" +
 	"\x06bundle\x18\x02 \x03(\fR\x06bundle\x12\x1d\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"\x12\n" +
-	"\x10GetBundleRequest\"V\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"n\n" +
+	"\x12MintJWTSVIDRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1a\n" +
+	"\baudience\x18\x02 \x03(\tR\baudience\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\"J\n" +
+	"\x13MintJWTSVIDResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\x03R\texpiresAt\"\x12\n" +
+	"\x10GetBundleRequest\"\x90\x01\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
-	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\"\x12\n" +
+	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x128\n" +
+	"\x0fjwt_authorities\x18\x03 \x03(\v2\x0f.writ.v1.JWTKeyR\x0ejwtAuthorities\"]\n" +
+	"\x06JWTKey\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"\x12\n" +
 	"\x10GetStatusRequest\"\xc3\x01\n" +
 	"\x06Status\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x1b\n" +
@@ -994,9 +1197,10 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
 	"\vDeleteEntry\x12\x1b.writ.v1.DeleteEntryRequest\x1a\x0e.writ.v1.Entry\x124\n" +
 	"\bGetEntry\x12\x18.writ.v1.GetEntryRequest\x1a\x0e.writ.v1.Entry\x12H\n" +
-	"\vListEntries\x12\x1b.writ.v1.ListEntriesRequest\x1a\x1c.writ.v1.ListEntriesResponse2Z\n" +
+	"\vListEntries\x12\x1b.writ.v1.ListEntriesRequest\x1a\x1c.writ.v1.ListEntriesResponse2\xa4\x01\n" +
 	"\vSVIDService\x12K\n" +
-	"\fMintX509SVID\x12\x1c.writ.v1.MintX509SVIDRequest\x1a\x1d.writ.v1.MintX509SVIDResponse2H\n" +
+	"\fMintX509SVID\x12\x1c.writ.v1.MintX509SVIDRequest\x1a\x1d.writ.v1.MintX509SVIDResponse\x12H\n" +
+	"\vMintJWTSVID\x12\x1b.writ.v1.MintJWTSVIDRequest\x1a\x1c.writ.v1.MintJWTSVIDResponse2H\n" +
 	"\rBundleService\x127\n" +
 	"\tGetBundle\x12\x19.writ.v1.GetBundleRequest\x1a\x0f.writ.v1.Bundle2H\n" +
 	"\rStatusService\x127\n" +
@@ -1014,7 +1218,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),              // 0: writ.v1.Selector
 	(*Entry)(nil),                 // 1: writ.v1.Entry
@@ -1027,10 +1231,13 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*ListEntriesResponse)(nil),   // 8: writ.v1.ListEntriesResponse
 	(*MintX509SVIDRequest)(nil),   // 9: writ.v1.MintX509SVIDRequest
 	(*MintX509SVIDResponse)(nil),  // 10: writ.v1.MintX509SVIDResponse
-	(*GetBundleRequest)(nil),      // 11: writ.v1.GetBundleRequest
-	(*Bundle)(nil),                // 12: writ.v1.Bundle
-	(*GetStatusRequest)(nil),      // 13: writ.v1.GetStatusRequest
-	(*Status)(nil),                // 14: writ.v1.Status
+	(*MintJWTSVIDRequest)(nil),    // 11: writ.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),   // 12: writ.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),      // 13: writ.v1.GetBundleRequest
+	(*Bundle)(nil),                // 14: writ.v1.Bundle
+	(*JWTKey)(nil),                // 15: writ.v1.JWTKey
+	(*GetStatusRequest)(nil),      // 16: writ.v1.GetStatusRequest
+	(*Status)(nil),                // 17: writ.v1.Status
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -1039,27 +1246,30 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	1,  // 3: writ.v1.UpdateEntryRequest.entry:type_name -> writ.v1.Entry
 	0,  // 4: writ.v1.ListEntriesRequest.selectors:type_name -> writ.v1.Selector
 	1,  // 5: writ.v1.ListEntriesResponse.entries:type_name -> writ.v1.Entry
-	2,  // 6: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 7: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 8: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 9: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 10: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 11: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 12: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	13, // 13: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	3,  // 14: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 15: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 16: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 17: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 18: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 19: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 20: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	14, // 21: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	15, // 6: writ.v1.Bundle.jwt_authorities:type_name -> writ.v1.JWTKey
+	2,  // 7: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 8: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 9: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 10: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 11: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 12: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 13: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 14: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 15: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	3,  // 16: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 17: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 18: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 19: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 20: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 21: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 22: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 23: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 24: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	16, // [16:25] is the sub-list for method output_type
+	7,  // [7:16] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -1073,7 +1283,7 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -281,6 +281,7 @@ var EntryService_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	SVIDService_MintX509SVID_FullMethodName = "/writ.v1.SVIDService/MintX509SVID"
+	SVIDService_MintJWTSVID_FullMethodName  = "/writ.v1.SVIDService/MintJWTSVID"
 )
 
 // SVIDServiceClient is the client API for SVIDService service.
@@ -290,6 +291,8 @@ type SVIDServiceClient interface {
 	// MintX509SVID signs the public key of a PKCS#10 CSR for spiffe_id.
 	// Only the CSR's public key is used.
 	MintX509SVID(ctx context.Context, in *MintX509SVIDRequest, opts ...grpc.CallOption) (*MintX509SVIDResponse, error)
+	// MintJWTSVID signs a JWT-SVID for spiffe_id, accepted by audience.
+	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error)
 }
 
 type sVIDServiceClient struct {
@@ -310,6 +313,16 @@ func (c *sVIDServiceClient) MintX509SVID(ctx context.Context, in *MintX509SVIDRe
 	return out, nil
 }
 
+func (c *sVIDServiceClient) MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MintJWTSVIDResponse)
+	err := c.cc.Invoke(ctx, SVIDService_MintJWTSVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SVIDServiceServer is the server API for SVIDService service.
 // All implementations must embed UnimplementedSVIDServiceServer
 // for forward compatibility.
@@ -317,6 +330,8 @@ type SVIDServiceServer interface {
 	// MintX509SVID signs the public key of a PKCS#10 CSR for spiffe_id.
 	// Only the CSR's public key is used.
 	MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error)
+	// MintJWTSVID signs a JWT-SVID for spiffe_id, accepted by audience.
+	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error)
 	mustEmbedUnimplementedSVIDServiceServer()
 }
 
@@ -329,6 +344,9 @@ type UnimplementedSVIDServiceServer struct{}
 
 func (UnimplementedSVIDServiceServer) MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MintX509SVID not implemented")
+}
+func (UnimplementedSVIDServiceServer) MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MintJWTSVID not implemented")
 }
 func (UnimplementedSVIDServiceServer) mustEmbedUnimplementedSVIDServiceServer() {}
 func (UnimplementedSVIDServiceServer) testEmbeddedByValue()                     {}
@@ -369,6 +387,24 @@ func _SVIDService_MintX509SVID_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SVIDService_MintJWTSVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MintJWTSVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SVIDServiceServer).MintJWTSVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SVIDService_MintJWTSVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SVIDServiceServer).MintJWTSVID(ctx, req.(*MintJWTSVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SVIDService_ServiceDesc is the grpc.ServiceDesc for SVIDService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -379,6 +415,10 @@ var SVIDService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MintX509SVID",
 			Handler:    _SVIDService_MintX509SVID_Handler,
+		},
+		{
+			MethodName: "MintJWTSVID",
+			Handler:    _SVIDService_MintJWTSVID_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -35,6 +35,12 @@ const (
 	putCACertSQL = `INSERT INTO ca_certs (sha256, server_id, cert_der, not_before, not_after) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (sha256) DO UPDATE SET server_id = excluded.server_id, not_before = excluded.not_before, not_after = excluded.not_after`
 	listCACertsSQL = `SELECT server_id, cert_der, not_before, not_after FROM ca_certs WHERE not_after > $1 ORDER BY not_before, sha256`
+
+	// A key ID is a thumbprint of the key, so re-recording one never changes
+	// the key itself, only who published it and until when.
+	putJWTKeySQL = `INSERT INTO jwt_keys (key_id, server_id, public_key_der, not_after) VALUES ($1, $2, $3, $4)
+ON CONFLICT (key_id) DO UPDATE SET server_id = excluded.server_id, public_key_der = excluded.public_key_der, not_after = excluded.not_after`
+	listJWTKeysSQL = `SELECT server_id, key_id, public_key_der, not_after FROM jwt_keys WHERE not_after > $1 ORDER BY not_after, key_id`
 )
 
 // entryQuery selects entries with their selectors.

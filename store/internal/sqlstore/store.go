@@ -334,6 +334,49 @@ func (s *Store) ListCACerts(ctx context.Context, now time.Time) ([]store.CACert,
 	return out, nil
 }
 
+// PutJWTKey implements store.Store. Like PutCACert it does not touch the
+// entry revision.
+func (s *Store) PutJWTKey(ctx context.Context, k store.JWTKey) error {
+	if k.KeyID == "" {
+		return fmt.Errorf("JWT key of server %q: no key ID", k.ServerID)
+	}
+	if len(k.PublicKeyDER) == 0 {
+		return fmt.Errorf("JWT key %q of server %q: no public key", k.KeyID, k.ServerID)
+	}
+	tx, err := s.engine.BeginWrite(ctx)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(ctx, putJWTKeySQL, k.KeyID, k.ServerID, k.PublicKeyDER, k.NotAfter.Unix()); err != nil {
+		return fmt.Errorf("put JWT key: %w", err)
+	}
+	return tx.Commit(ctx)
+}
+
+// ListJWTKeys implements store.Store.
+func (s *Store) ListJWTKeys(ctx context.Context, now time.Time) ([]store.JWTKey, error) {
+	rows, err := s.engine.Reader().Query(ctx, listJWTKeysSQL, now.Unix())
+	if err != nil {
+		return nil, fmt.Errorf("list JWT keys: %w", err)
+	}
+	defer rows.Close()
+	var out []store.JWTKey
+	for rows.Next() {
+		var k store.JWTKey
+		var notAfter int64
+		if err := rows.Scan(&k.ServerID, &k.KeyID, &k.PublicKeyDER, &notAfter); err != nil {
+			return nil, fmt.Errorf("list JWT keys: %w", err)
+		}
+		k.NotAfter = time.Unix(notAfter, 0).UTC()
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list JWT keys: %w", err)
+	}
+	return out, nil
+}
+
 // Ping implements store.Store. Reading the revision proves more than a bare
 // connection: the database is there, migrated and readable.
 func (s *Store) Ping(ctx context.Context) error {

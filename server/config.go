@@ -53,10 +53,44 @@ type Config struct {
 	// "iss" while OIDC is enabled. Empty: https://OIDC_ADDRESS.
 	OIDCIssuer string `yaml:"oidc_issuer"`
 
-	Store StoreConfig `yaml:"store"`
-	CA    CAConfig    `yaml:"ca"`
-	SVID  SVIDConfig  `yaml:"svid"`
-	Log   LogConfig   `yaml:"log"`
+	Store          StoreConfig          `yaml:"store"`
+	CA             CAConfig             `yaml:"ca"`
+	SVID           SVIDConfig           `yaml:"svid"`
+	Bundle         BundleConfig         `yaml:"bundle"`
+	BundleEndpoint BundleEndpointConfig `yaml:"bundle_endpoint"`
+	Log            LogConfig            `yaml:"log"`
+}
+
+// BundleConfig shapes the SPIFFE bundle document.
+type BundleConfig struct {
+	// RefreshHint tells federated trust domains how often to fetch the
+	// bundle again (spiffe_refresh_hint). It must be well inside the CA
+	// lifetime so that a successor authority reaches them before it signs
+	// much; see Validate.
+	RefreshHint Duration `yaml:"refresh_hint"`
+}
+
+// Bundle endpoint profiles, as the SPIFFE federation spec names them.
+const (
+	// ProfileHTTPSSPIFFE authenticates the endpoint with the server's own
+	// X.509-SVID; the fetching side needs a bundle of this trust domain.
+	ProfileHTTPSSPIFFE = "https_spiffe"
+	// ProfileHTTPSWeb authenticates the endpoint with a Web PKI certificate.
+	ProfileHTTPSWeb = "https_web"
+)
+
+// BundleEndpointConfig is the listener other trust domains fetch the
+// bundle from.
+type BundleEndpointConfig struct {
+	// Address serves the SPIFFE bundle document at GET /. Empty disables it.
+	Address string `yaml:"address"`
+	// Profile is https_spiffe (default) or https_web.
+	Profile string `yaml:"profile"`
+	// CertFile and KeyFile are PEM files for https_web: the certificate
+	// chain (leaf first) and its private key. The key file must not be
+	// readable by group or others.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // StoreConfig selects the storage engine.
@@ -190,6 +224,10 @@ func (c *Config) Defaults() {
 	setDuration(&c.SVID.MaxX509TTL, 24*time.Hour)
 	setDuration(&c.SVID.JWTTTL, 5*time.Minute)
 	setDuration(&c.SVID.MaxJWTTTL, time.Hour)
+	setDuration(&c.Bundle.RefreshHint, DefaultBundleRefreshHint)
+	if c.BundleEndpoint.Profile == "" {
+		c.BundleEndpoint.Profile = ProfileHTTPSSPIFFE
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -269,6 +307,10 @@ func (c *Config) Validate() error {
 	if c.SVID.JWTTTL.Duration > c.SVID.MaxJWTTTL.Duration {
 		add("svid.jwt_ttl", "%s exceeds svid.max_jwt_ttl %s", c.SVID.JWTTTL, c.SVID.MaxJWTTTL)
 	}
+	if c.Bundle.RefreshHint.Duration > c.CA.TTL.Duration/6 {
+		add("bundle.refresh_hint", "%s is too long for ca.ttl %s: at most a sixth of it, so federated trust domains see a successor authority before it signs", c.Bundle.RefreshHint, c.CA.TTL)
+	}
+	errs = append(errs, c.BundleEndpoint.validate()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -280,6 +322,56 @@ func (c *Config) Validate() error {
 		add("log.format", "%q is not a format: use text or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+func (b *BundleEndpointConfig) validate() []error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("bundle_endpoint.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if b.Address == "" {
+		if b.CertFile != "" || b.KeyFile != "" {
+			add("address", "is empty but cert_file or key_file is set: set address to serve the bundle, or remove them")
+		}
+		return errs
+	}
+	if _, _, err := net.SplitHostPort(b.Address); err != nil {
+		add("address", "%q is not host:port", b.Address)
+	}
+	switch b.Profile {
+	case ProfileHTTPSSPIFFE:
+		if b.CertFile != "" || b.KeyFile != "" {
+			add("profile", "https_spiffe serves the server's own SVID; cert_file and key_file are for https_web: remove them or set profile: https_web")
+		}
+	case ProfileHTTPSWeb:
+		if b.CertFile == "" {
+			add("cert_file", "is required for profile https_web: a PEM certificate chain, leaf first")
+		}
+		if b.KeyFile == "" {
+			add("key_file", "is required for profile https_web: the PEM private key of cert_file")
+		} else if err := checkPrivateKeyFile(b.KeyFile); err != nil {
+			add("key_file", "%v", err)
+		}
+	default:
+		add("profile", "%q is not a profile: use https_spiffe or https_web", b.Profile)
+	}
+	return errs
+}
+
+// checkPrivateKeyFile refuses a key that other users could read or replace:
+// anyone who reads it can impersonate the bundle endpoint.
+func checkPrivateKeyFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s is accessible by group or others (mode %v): chmod 600 it", path, perm)
+	}
+	return nil
 }
 
 func validServerID(s string) bool {
@@ -326,6 +418,14 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     max_x509_ttl: 24h             # cap for every X.509-SVID, including 'writ svid mint'
     jwt_ttl: 5m                   # default JWT-SVID lifetime
     max_jwt_ttl: 1h               # cap for every JWT-SVID, including 'writ svid mint --jwt'
+  bundle:
+    refresh_hint: 5m              # spiffe_refresh_hint: how often federated domains refetch; <= ca.ttl/6
+  bundle_endpoint:                # SPIFFE bundle document at GET / for federated trust domains
+    address: ""                   # host:port; "" disables
+    profile: https_spiffe         # https_spiffe: TLS with the server's SVID spiffe://TD/writ/server/SERVER_ID
+                                  # https_web: TLS with cert_file and key_file (Web PKI)
+    cert_file: ""                 # https_web: PEM certificate chain, leaf first
+    key_file: ""                  # https_web: PEM private key, mode 0600 or stricter
   log:
     level: info                   # debug, info, warn, error
     format: text                  # text, json

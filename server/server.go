@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
@@ -67,10 +68,14 @@ type Server struct {
 	grpcRemote *grpc.Server
 	ops        *http.Server
 	oidc       *http.Server
+	bundleEP   *http.Server
+	// bundleTLS is the bundle endpoint's TLS configuration, made in New so
+	// that unusable certificate files stop the server before it starts.
+	bundleTLS *tls.Config
 
-	adminLn, remoteLn, opsLn, oidcLn net.Listener
-	wg                               sync.WaitGroup
-	cancel                           context.CancelFunc
+	adminLn, remoteLn, opsLn, oidcLn, bundleLn net.Listener
+	wg                                         sync.WaitGroup
+	cancel                                     context.CancelFunc
 }
 
 // New opens the store and keys and loads (or makes) the authority. cfg must
@@ -157,6 +162,11 @@ func (s *Server) open(ctx context.Context) error {
 	}
 	s.metrics = newMetrics(s)
 	s.tlsID = newServerSVID(s)
+	if s.cfg.BundleEndpoint.Address != "" {
+		if s.bundleTLS, err = s.bundleEndpointTLS(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -201,10 +211,12 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.grpcAdmin = s.newGRPC(grpc.Creds(peerCredentials{}))
 	s.serve("admin", func() error { return s.grpcAdmin.Serve(s.adminLn) })
-	if s.remoteLn != nil {
+	if s.remoteLn != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
 		if err := s.tlsID.rotate(); err != nil {
 			return err
 		}
+	}
+	if s.remoteLn != nil {
 		s.grpcRemote = s.newGRPC(grpc.Creds(credentials.NewTLS(s.tlsID.tlsConfig())))
 		s.serve("remote", func() error { return s.grpcRemote.Serve(s.remoteLn) })
 	}
@@ -216,13 +228,20 @@ func (s *Server) Start(ctx context.Context) error {
 		s.oidc = &http.Server{Handler: s.oidcHandler(), ReadHeaderTimeout: 5 * time.Second}
 		s.serve("oidc", func() error { return s.oidc.Serve(s.oidcLn) })
 	}
+	if s.bundleLn != nil {
+		s.bundleEP = &http.Server{Handler: s.bundleEndpointHandler(), TLSConfig: s.bundleTLS, ReadHeaderTimeout: 5 * time.Second,
+			// Failed handshakes from scanners and misconfigured fetchers
+			// are routine on a public endpoint: debug, not stderr.
+			ErrorLog: slog.NewLogLogger(s.log.With("listener", "bundle").Handler(), slog.LevelDebug)}
+		s.serve("bundle", func() error { return s.bundleEP.ServeTLS(s.bundleLn, "", "") })
+	}
 	s.background(ctx, s.x509.Run)
 	s.background(ctx, s.jwt.Run)
 	s.background(ctx, s.tlsID.run)
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
 		"admin_socket", s.cfg.AdminSocket, "listen", addrString(s.remoteLn), "ops", addrString(s.opsLn),
-		"oidc", addrString(s.oidcLn),
+		"oidc", addrString(s.oidcLn), "bundle_endpoint", addrString(s.bundleLn),
 		"version", s.version)
 	return nil
 }
@@ -252,6 +271,11 @@ func (s *Server) listen() error {
 	if s.cfg.OIDCAddress != "" {
 		if s.oidcLn, err = net.Listen("tcp", s.cfg.OIDCAddress); err != nil {
 			return fmt.Errorf("oidc_address: %w", err)
+		}
+	}
+	if s.cfg.BundleEndpoint.Address != "" {
+		if s.bundleLn, err = net.Listen("tcp", s.cfg.BundleEndpoint.Address); err != nil {
+			return fmt.Errorf("bundle_endpoint.address: %w", err)
 		}
 	}
 	return nil
@@ -302,7 +326,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.GracefulStop()
 			}
 		}
-		for _, h := range []*http.Server{s.ops, s.oidc} {
+		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP} {
 			if h != nil {
 				_ = h.Shutdown(ctx)
 			}
@@ -318,7 +342,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.Stop()
 			}
 		}
-		for _, h := range []*http.Server{s.ops, s.oidc} {
+		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP} {
 			if h != nil {
 				_ = h.Close()
 			}
@@ -345,7 +369,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) closeListeners() {
-	for _, ln := range []net.Listener{s.adminLn, s.remoteLn, s.opsLn, s.oidcLn} {
+	for _, ln := range []net.Listener{s.adminLn, s.remoteLn, s.opsLn, s.oidcLn, s.bundleLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

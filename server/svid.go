@@ -132,17 +132,24 @@ type bundleService struct {
 }
 
 func (b *bundleService) GetBundle(ctx context.Context, _ *writv1.GetBundleRequest) (*writv1.Bundle, error) {
+	// One snapshot for every field, so the document matches the lists.
+	certs, keys := b.s.x509.Bundle(), b.s.jwt.Keys()
 	out := &writv1.Bundle{TrustDomain: b.s.td.Name()}
-	for _, c := range b.s.x509.Bundle() {
+	for _, c := range certs {
 		out.X509Authorities = append(out.X509Authorities, c.Raw)
 	}
-	for _, k := range b.s.jwt.Keys() {
+	for _, k := range keys {
 		der, err := x509.MarshalPKIXPublicKey(k.PublicKey)
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "JWT key %s: %v", k.KeyID, err)
 		}
 		out.JwtAuthorities = append(out.JwtAuthorities, &writv1.JWTKey{KeyId: k.KeyID, PublicKey: der, ExpiresAt: k.NotAfter.Unix()})
 	}
+	doc, err := b.s.spiffeBundleDocument(certs, keys)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	out.SpiffeBundle = doc
 	return out, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
@@ -224,5 +227,57 @@ func TestJWTSVIDMint(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "none")); !os.IsNotExist(err) {
 		t.Fatalf("refused mint created --out: %v", err)
+	}
+}
+
+// TestBundleShowSPIFFE prints the SPIFFE bundle document with the CLI and
+// loads it as a federating trust domain would.
+func TestBundleShowSPIFFE(t *testing.T) {
+	dir := shortTempDir(t)
+	data := filepath.Join(dir, "data")
+	socket := filepath.Join(data, "admin.sock")
+	cfg := filepath.Join(dir, "writ.yaml")
+	conf := "listen_address: \"\"\nops_address: \"\"\nbundle:\n  refresh_hint: 2m\nbundle_endpoint:\n  address: 127.0.0.1:0\n  profile: https_spiffe\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startCommand(t, socket, "server", "--data-dir", data, "--trust-domain", "bundle.test", "--config", cfg)
+
+	out := writ(t, "bundle", "show", "--socket", socket, "--format", "spiffe")
+	td := spiffeid.RequireTrustDomainFromString("bundle.test")
+	b, err := spiffebundle.Parse(td, []byte(out))
+	if err != nil {
+		t.Fatalf("bundle show --format spiffe does not parse as a SPIFFE bundle: %v\n%s", err, out)
+	}
+	if hint, ok := b.RefreshHint(); !ok || hint != 2*time.Minute {
+		t.Fatalf("refresh hint %v %v, want 2m from the config", hint, ok)
+	}
+	if seq, ok := b.SequenceNumber(); !ok || seq == 0 {
+		t.Fatalf("sequence %d %v", seq, ok)
+	}
+	if len(b.JWTAuthorities()) == 0 {
+		t.Fatal("no JWT authorities")
+	}
+	// The X.509 authorities are the ones --format pem prints.
+	pemOut := writ(t, "bundle", "show", "--socket", socket, "--format", "pem")
+	var fromPEM []*x509.Certificate
+	for rest := []byte(pemOut); ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromPEM = append(fromPEM, c)
+	}
+	if !x509bundle.FromX509Authorities(td, fromPEM).Equal(b.X509Bundle()) {
+		t.Fatal("--format spiffe and --format pem disagree on the X.509 authorities")
+	}
+
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"bundle", "show", "--socket", socket, "--format", "jwks"}, &stdout, &stderr); code == 0 || !strings.Contains(stderr.String(), "pem, spiffe") {
+		t.Fatalf("unknown format: exit %d: %s", code, stderr.String())
 	}
 }

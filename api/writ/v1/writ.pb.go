@@ -866,8 +866,12 @@ type Bundle struct {
 	X509Authorities [][]byte `protobuf:"bytes,2,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`
 	// The trust domain's JWT signing keys, oldest first.
 	JwtAuthorities []*JWTKey `protobuf:"bytes,3,rep,name=jwt_authorities,json=jwtAuthorities,proto3" json:"jwt_authorities,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The same authorities as a SPIFFE bundle document (a JWK Set with
+	// spiffe_sequence and spiffe_refresh_hint), exactly as the bundle
+	// endpoint serves it.
+	SpiffeBundle  []byte `protobuf:"bytes,4,opt,name=spiffe_bundle,json=spiffeBundle,proto3" json:"spiffe_bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
@@ -917,6 +921,13 @@ func (x *Bundle) GetX509Authorities() [][]byte {
 func (x *Bundle) GetJwtAuthorities() []*JWTKey {
 	if x != nil {
 		return x.JwtAuthorities
+	}
+	return nil
+}
+
+func (x *Bundle) GetSpiffeBundle() []byte {
+	if x != nil {
+		return x.SpiffeBundle
 	}
 	return nil
 }
@@ -1172,11 +1183,12 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1d\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\x03R\texpiresAt\"\x12\n" +
-	"\x10GetBundleRequest\"\x90\x01\n" +
+	"\x10GetBundleRequest\"\xb5\x01\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x128\n" +
-	"\x0fjwt_authorities\x18\x03 \x03(\v2\x0f.writ.v1.JWTKeyR\x0ejwtAuthorities\"]\n" +
+	"\x0fjwt_authorities\x18\x03 \x03(\v2\x0f.writ.v1.JWTKeyR\x0ejwtAuthorities\x12#\n" +
+	"\rspiffe_bundle\x18\x04 \x01(\fR\fspiffeBundle\"]\n" +
 	"\x06JWTKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +

@@ -54,6 +54,11 @@ type X509ManagerConfig struct {
 	TTL time.Duration
 	// Subject of new CA certificates; empty gives NewRootCert's default.
 	Subject pkix.Name
+	// Upstream, when set, signs the CA certificates instead of the CA
+	// itself: each is an intermediate under it, SVID chains carry the
+	// upstream chain, and the trust bundle is the upstream roots. The CA's
+	// own key is still made and kept in KeyStore.
+	Upstream *Upstream
 	// StatePath is a file (mode 0600) naming the active CA's key and holding
 	// its certificate; the key itself stays in the keystore.
 	StatePath string
@@ -93,6 +98,11 @@ func (c X509ManagerConfig) withDefaults() (X509ManagerConfig, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Upstream != nil {
+		if err := c.Upstream.Validate(c.Now()); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
 }
 
@@ -114,6 +124,10 @@ type X509Manager struct {
 	// so a refresh parses only what is new.
 	bundleMu sync.Mutex
 	parsed   map[string]*x509.Certificate
+
+	// clampWarned keeps a CA held back by its upstream's expiry from
+	// logging on every rotation check.
+	clampWarned bool
 }
 
 // NewX509Manager loads the active CA recorded at cfg.StatePath, or makes a
@@ -146,7 +160,7 @@ func NewX509Manager(ctx context.Context, cfg X509ManagerConfig) (*X509Manager, e
 		}
 		m.activeKey = loaded.keyName
 		m.active.Store(loaded.ca)
-		m.addToBundle(loaded.ca.Cert)
+		m.addToBundle(m.authorities(loaded.ca.Cert)...)
 		m.log.Info("x509 CA loaded", caAttrs(loaded.keyName, loaded.ca.Cert)...)
 	} else if err := m.activateNew(ctx, reason, retire, recorded); err != nil {
 		return nil, err
@@ -164,8 +178,9 @@ func (m *X509Manager) Active() *X509CA {
 }
 
 // Bundle is the cached union of the unexpired CA certificates of every
-// server in the trust domain, this one's always included. The slice is
-// shared: callers must not modify it.
+// server in the trust domain, this one's always included. Under an upstream
+// CA this server's contribution is the upstream roots, not its
+// intermediate. The slice is shared: callers must not modify it.
 func (m *X509Manager) Bundle() []*x509.Certificate {
 	return *m.bundle.Load()
 }
@@ -179,7 +194,7 @@ func (m *X509Manager) Rotate(ctx context.Context) (bool, error) {
 	defer m.rotateMu.Unlock()
 	cur := m.active.Load()
 	now := m.cfg.Now()
-	if !pastHalfLife(cur.Cert, now) {
+	if !m.due(cur.Cert, now) {
 		return false, nil
 	}
 	if err := m.activateNew(ctx, "past half life", m.activeKey, ""); err != nil {
@@ -252,9 +267,11 @@ func (m *X509Manager) RefreshBundle(ctx context.Context) error {
 	// Read under bundleMu: a rotation stores the new CA before adding it
 	// to the bundle under the same lock, so it cannot be lost here.
 	if a := m.active.Load(); a != nil {
-		if _, ok := parsed[string(a.Cert.Raw)]; !ok {
-			parsed[string(a.Cert.Raw)] = a.Cert
-			certs = append(certs, a.Cert)
+		for _, c := range m.authorities(a.Cert) {
+			if _, ok := parsed[string(c.Raw)]; !ok {
+				parsed[string(c.Raw)] = c
+				certs = append(certs, c)
+			}
 		}
 	}
 	m.parsed = parsed
@@ -262,18 +279,57 @@ func (m *X509Manager) RefreshBundle(ctx context.Context) error {
 	return nil
 }
 
-func (m *X509Manager) addToBundle(cert *x509.Certificate) {
+func (m *X509Manager) addToBundle(add ...*x509.Certificate) {
 	m.bundleMu.Lock()
 	defer m.bundleMu.Unlock()
-	if _, ok := m.parsed[string(cert.Raw)]; ok {
-		return
-	}
-	m.parsed[string(cert.Raw)] = cert
 	old := *m.bundle.Load()
-	certs := make([]*x509.Certificate, 0, len(old)+1)
-	certs = append(certs, old...)
-	certs = append(certs, cert)
-	m.bundle.Store(&certs)
+	certs := slices.Clip(old)
+	for _, cert := range add {
+		if _, ok := m.parsed[string(cert.Raw)]; ok {
+			continue
+		}
+		m.parsed[string(cert.Raw)] = cert
+		certs = append(certs, cert)
+	}
+	if len(certs) != len(old) {
+		m.bundle.Store(&certs)
+	}
+}
+
+// authorities are the certificates this server contributes to the bundle
+// for its CA certificate cert: cert itself, or under an upstream CA the
+// upstream roots, which is what relying parties anchor on.
+func (m *X509Manager) authorities(cert *x509.Certificate) []*x509.Certificate {
+	if m.cfg.Upstream != nil {
+		return m.cfg.Upstream.Roots
+	}
+	return []*x509.Certificate{cert}
+}
+
+// due reports whether cert should be replaced: past half its life, unless
+// it already ends with its upstream certificate, when a successor could
+// not live any longer and rotating would only speed up as the end nears.
+func (m *X509Manager) due(cert *x509.Certificate, now time.Time) bool {
+	if !pastHalfLife(cert, now) {
+		return false
+	}
+	if up := m.cfg.Upstream; up != nil && !cert.NotAfter.Before(up.Cert.NotAfter) {
+		if !m.clampWarned {
+			m.clampWarned = true
+			m.log.Warn("the X.509 CA cannot be renewed beyond its upstream CA certificate; renew the upstream certificate and restart",
+				"upstream_subject", up.Cert.Subject.String(), "upstream_not_after", up.Cert.NotAfter, "ca_not_after", cert.NotAfter)
+		}
+		return false
+	}
+	return true
+}
+
+// caChain is what a CA certificate of this manager chains through to a root.
+func (m *X509Manager) caChain() []*x509.Certificate {
+	if m.cfg.Upstream == nil {
+		return nil
+	}
+	return append([]*x509.Certificate{m.cfg.Upstream.Cert}, m.cfg.Upstream.Chain...)
 }
 
 // activateNew makes a key and root, publishes the root, records it as
@@ -297,7 +353,15 @@ func (m *X509Manager) activateNew(ctx context.Context, reason, retire, avoid str
 		}
 		return err
 	}
-	cert, err := NewRootCert(signer, m.cfg.TrustDomain, m.cfg.Subject, now, m.cfg.TTL)
+	var cert *x509.Certificate
+	if up := m.cfg.Upstream; up != nil {
+		cert, err = NewIntermediateCert(signer, up, m.cfg.TrustDomain, m.cfg.Subject, now, m.cfg.TTL)
+		if err == nil {
+			err = up.verifyIntermediate(cert, now)
+		}
+	} else {
+		cert, err = NewRootCert(signer, m.cfg.TrustDomain, m.cfg.Subject, now, m.cfg.TTL)
+	}
 	if err != nil {
 		return abandon(err)
 	}
@@ -309,10 +373,10 @@ func (m *X509Manager) activateNew(ctx context.Context, reason, retire, avoid str
 	if err := writeState(m.cfg.StatePath, name, cert); err != nil {
 		return abandon(err)
 	}
-	ca := &X509CA{Cert: cert, Signer: signer}
+	ca := &X509CA{Cert: cert, Signer: signer, Chain: m.caChain()}
 	m.active.Store(ca)
 	m.activeKey = name
-	m.addToBundle(cert)
+	m.addToBundle(m.authorities(cert)...)
 	m.log.Info("x509 CA activated", append(caAttrs(name, cert), "reason", reason)...)
 
 	if retire != "" && retire != name {
@@ -344,15 +408,19 @@ func (m *X509Manager) newKeyName(ctx context.Context, now time.Time, avoid ...st
 	return "", errors.New("ca: no free name for a new CA key in the keystore")
 }
 
+// publish records in the store the authorities of CA certificate cert, so
+// every server of the trust domain puts them in its bundle.
 func (m *X509Manager) publish(ctx context.Context, cert *x509.Certificate) error {
-	err := m.cfg.Store.PutCACert(ctx, store.CACert{
-		ServerID:  m.cfg.ServerID,
-		CertDER:   cert.Raw,
-		NotBefore: cert.NotBefore,
-		NotAfter:  cert.NotAfter,
-	})
-	if err != nil {
-		return fmt.Errorf("ca: publish CA certificate %s: %w", cert.SerialNumber, err)
+	for _, c := range m.authorities(cert) {
+		err := m.cfg.Store.PutCACert(ctx, store.CACert{
+			ServerID:  m.cfg.ServerID,
+			CertDER:   c.Raw,
+			NotBefore: c.NotBefore,
+			NotAfter:  c.NotAfter,
+		})
+		if err != nil {
+			return fmt.Errorf("ca: publish CA certificate %s: %w", c.SerialNumber, err)
+		}
 	}
 	return nil
 }
@@ -396,10 +464,19 @@ func (m *X509Manager) load(ctx context.Context) (loaded *loadedCA, reason, retir
 		m.log.Warn("the recorded CA's key does not match its certificate", "key", st.keyName)
 		return nil, "recorded CA key does not match", "", st.keyName, nil
 	}
-	if pastHalfLife(st.cert, m.cfg.Now()) {
+	if up := m.cfg.Upstream; up != nil && !up.signs(st.cert) {
+		return nil, "recorded CA is not signed by the configured upstream CA", st.keyName, st.keyName, nil
+	}
+	if m.cfg.Upstream == nil && !isSelfSigned(st.cert) {
+		return nil, "recorded CA is an intermediate but no upstream CA is configured", st.keyName, st.keyName, nil
+	}
+	if !m.cfg.Now().Before(st.cert.NotAfter) {
+		return nil, "recorded CA expired", st.keyName, st.keyName, nil
+	}
+	if m.due(st.cert, m.cfg.Now()) {
 		return nil, "recorded CA past half life", st.keyName, st.keyName, nil
 	}
-	return &loadedCA{ca: &X509CA{Cert: st.cert, Signer: signer}, keyName: st.keyName}, "", "", "", nil
+	return &loadedCA{ca: &X509CA{Cert: st.cert, Signer: signer, Chain: m.caChain()}, keyName: st.keyName}, "", "", "", nil
 }
 
 func pastHalfLife(cert *x509.Certificate, now time.Time) bool {

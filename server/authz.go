@@ -84,6 +84,9 @@ var methodRules = map[string]rule{
 	writv1.SVIDService_MintJWTSVID_FullMethodName:    admin,
 	writv1.BundleService_GetBundle_FullMethodName:    adminOrMember,
 	writv1.StatusService_GetStatus_FullMethodName:    admin,
+	writv1.LockService_CreateLock_FullMethodName:     admin,
+	writv1.LockService_DeleteLock_FullMethodName:     admin,
+	writv1.LockService_ListLocks_FullMethodName:      admin,
 }
 
 // callerFromPeer reads the caller proved by the transport.

@@ -32,42 +32,53 @@ const maxBundleDocumentBytes = 1 << 20
 // server after a restart, publishes the same number for the same content
 // without coordinating.
 //
-// The number is the latest NotAfter of any authority, in Unix seconds,
-// shifted left by sequenceTieBits, plus how many authorities end in that
-// same second. Every authority is made with the configured CA lifetime at
-// the moment it is made, so a successor (this server's rotation, or another
-// server's CA or JWT key) ends no earlier than everything published before
-// it: it either raises the latest NotAfter or joins it in the same second
-// (an X.509 and a JWT rotation in one second, say) and raises the count.
-// While nothing is added the number stays put. An authority leaves the
-// bundle only after it has expired, when nothing can chain to it any more,
-// and never one ending in the latest second, so a removal never lowers the
-// number; it does not raise it either, which is harmless because a consumer
-// still holding the expired authority trusts nothing more than before.
-// An authority ending before the newest one (a server configured with a
-// shorter ca.ttl) joins without raising the number; consumers still pick it
-// up at the next refresh hint.
+// X.509 authorities and JWT keys are counted apart: under an upstream PKI the
+// X.509 authorities are the upstream roots, which outlive every JWT key, so a
+// single "latest expiry" would hide JWT rotations. For each kind the number
+// takes the latest NotAfter (Unix seconds) and how many of that kind end in
+// that second; spiffe_sequence is the sum of the two latest expiries shifted
+// left by sequenceTieBits, plus the two counts.
+//
+// Every authority is made with the configured lifetime at the moment it is
+// made, so a successor of either kind (this server's rotation, or another
+// server's CA or JWT key) ends no earlier than those of its kind published
+// before it: it raises its kind's latest NotAfter, which raises the sum by at
+// least one step of 1<<sequenceTieBits (more than any change in the counts),
+// or it joins that second and raises the count. While nothing is added the
+// number stays put. An authority leaves the bundle only after it has expired,
+// and never one ending in its kind's latest second, so a removal never lowers
+// the number; it does not raise it either, which is harmless because a
+// consumer still holding the expired authority trusts nothing more than
+// before. An authority ending before the newest of its kind (a server
+// configured with a shorter ca.ttl) joins without raising the number;
+// consumers still pick it up at the next refresh hint.
 func bundleSequence(x509Authorities []*x509.Certificate, jwtKeys []ca.JWTKey) uint64 {
-	var latest int64
-	var ties uint64
-	see := func(notAfter time.Time) {
-		switch sec := notAfter.Unix(); {
-		case sec > latest:
-			latest, ties = sec, 1
-		case sec == latest:
-			ties++
-		}
-	}
+	var x, j latestExpiry
 	for _, c := range x509Authorities {
-		see(c.NotAfter)
+		x.see(c.NotAfter)
 	}
 	for _, k := range jwtKeys {
-		see(k.NotAfter)
+		j.see(k.NotAfter)
 	}
-	if latest <= 0 {
+	if x.sec <= 0 && j.sec <= 0 {
 		return 0
 	}
-	return uint64(latest)<<sequenceTieBits + min(ties, 1<<sequenceTieBits-1)
+	return uint64(max(x.sec, 0)+max(j.sec, 0))<<sequenceTieBits + min(x.ties+j.ties, 1<<sequenceTieBits-1)
+}
+
+// latestExpiry tracks the latest NotAfter seen and how many share it.
+type latestExpiry struct {
+	sec  int64
+	ties uint64
+}
+
+func (l *latestExpiry) see(notAfter time.Time) {
+	switch sec := notAfter.Unix(); {
+	case sec > l.sec:
+		l.sec, l.ties = sec, 1
+	case sec == l.sec:
+		l.ties++
+	}
 }
 
 // sequenceTieBits leaves room in spiffe_sequence for counting authorities

@@ -307,6 +307,16 @@ func TestBundleSequenceIsContentBased(t *testing.T) {
 	if bundleSequence(nil, nil) != 0 {
 		t.Fatal("empty bundle has a sequence")
 	}
+	// Under an upstream PKI the X.509 authority is a root that outlives
+	// every JWT key; a JWT rotation must still raise the number.
+	root := selfSignedCA(t).cert
+	root.NotAfter = ca1.NotAfter.Add(10 * 365 * 24 * time.Hour)
+	k1 := ca.JWTKey{KeyID: "k1", PublicKey: ca1.PublicKey, NotAfter: ca1.NotAfter}
+	k2 := ca.JWTKey{KeyID: "k2", PublicKey: ca1.PublicKey, NotAfter: ca1.NotAfter.Add(12 * time.Hour)}
+	before := bundleSequence([]*x509.Certificate{root}, []ca.JWTKey{k1})
+	if after := bundleSequence([]*x509.Certificate{root}, []ca.JWTKey{k1, k2}); after <= before {
+		t.Fatalf("a JWT rotation under a long-lived root left the sequence at %d (was %d)", after, before)
+	}
 }
 
 func TestParseSPIFFEBundleRefusals(t *testing.T) {

@@ -110,6 +110,56 @@ type CAConfig struct {
 	TTL          Duration `yaml:"ttl"`
 	Organization string   `yaml:"organization"`
 	CommonName   string   `yaml:"common_name"`
+	// Upstream puts the authority under a company's PKI.
+	Upstream UpstreamConfig `yaml:"upstream"`
+}
+
+// UpstreamConfig names the PEM files of an upstream CA. All three or none:
+// with them the server's CA is an intermediate signed by the upstream key
+// and the trust bundle is the upstream roots.
+type UpstreamConfig struct {
+	// CertFile is the upstream signing CA certificate, optionally followed
+	// by its chain up to but excluding the root.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is CertFile's private key; mode 0600 or stricter.
+	KeyFile string `yaml:"key_file"`
+	// BundleFile holds the root certificates of the upstream PKI.
+	BundleFile string `yaml:"bundle_file"`
+}
+
+// Enabled reports whether any upstream file is named; Validate requires
+// all three then.
+func (u UpstreamConfig) Enabled() bool {
+	return u.CertFile != "" || u.KeyFile != "" || u.BundleFile != ""
+}
+
+func (u UpstreamConfig) validate() []error {
+	if !u.Enabled() {
+		return nil
+	}
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("ca.upstream.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	for _, f := range []struct{ key, path, what string }{
+		{"cert_file", u.CertFile, "the PEM certificate of the upstream signing CA, optionally followed by its chain"},
+		{"key_file", u.KeyFile, "the PEM private key of ca.upstream.cert_file"},
+		{"bundle_file", u.BundleFile, "the PEM root certificates of the upstream PKI"},
+	} {
+		switch {
+		case f.path == "":
+			add(f.key, "is required when any ca.upstream file is set: %s (set all three of cert_file, key_file and bundle_file, or none)", f.what)
+		case f.key == "key_file":
+			if err := checkPrivateKeyFile(f.path); err != nil {
+				add(f.key, "%v", err)
+			}
+		default:
+			if _, err := os.Stat(f.path); err != nil {
+				add(f.key, "%v", err)
+			}
+		}
+	}
+	return errs
 }
 
 // SVIDConfig sets SVID lifetimes.
@@ -301,6 +351,7 @@ func (c *Config) Validate() error {
 	if c.CA.TTL.Duration < time.Hour {
 		add("ca.ttl", "%s is too short: at least 1h", c.CA.TTL)
 	}
+	errs = append(errs, c.CA.Upstream.validate()...)
 	if c.SVID.X509TTL.Duration > c.SVID.MaxX509TTL.Duration {
 		add("svid.x509_ttl", "%s exceeds svid.max_x509_ttl %s", c.SVID.X509TTL, c.SVID.MaxX509TTL)
 	}
@@ -413,6 +464,10 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     ttl: 24h                      # CA and JWT key lifetime; successors at half life
     organization: writ
     common_name: ""               # default: "writ CA <trust domain>"
+    upstream:                     # under your company's PKI: all three or none
+      cert_file: ""               # PEM upstream signing CA cert, then its chain (root excluded)
+      key_file: ""                # PEM private key of cert_file, mode 0600 or stricter
+      bundle_file: ""             # PEM roots of the upstream PKI; they become the trust bundle
   svid:
     x509_ttl: 1h                  # default X.509-SVID lifetime
     max_x509_ttl: 24h             # cap for every X.509-SVID, including 'writ svid mint'

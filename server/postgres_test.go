@@ -8,11 +8,14 @@ import (
 	"net/url"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
 )
@@ -143,4 +146,38 @@ func containsCert(certs []*x509.Certificate, raw []byte) bool {
 		}
 	}
 	return false
+}
+
+// TestLockReachesEveryServer checks that a lock made through one server
+// stops issuance on another sharing the PostgreSQL store within about a
+// second, and that deleting it restores issuance there too.
+func TestLockReachesEveryServer(t *testing.T) {
+	dsn := freshPostgresDB(t)
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	for _, c := range []*Config{&cfgA, &cfgB} {
+		c.Store.Engine = "postgres"
+		c.Store.DSN = dsn
+	}
+	a, b := startServer(t, cfgA), startServer(t, cfgB)
+	ccA, ccB := adminConn(t, a), adminConn(t, b)
+	id := "spiffe://" + testTD + "/payments"
+	wantMintAllowed(t, ccB, id)
+
+	l := createLock(t, ccA, "id-prefix", "spiffe://"+testTD+"/payments", "INC-7", "")
+	wantMintRefused(t, ccA, id, l.Id, "INC-7")
+	took := eventually(t, 1500*time.Millisecond, "lock in force on server B", func() bool {
+		x, j := mintBoth(t, ccB, id)
+		return status.Code(x) == codes.PermissionDenied && status.Code(j) == codes.PermissionDenied
+	})
+	t.Logf("lock reached server B in %s", took)
+	wantMintRefused(t, ccB, id, l.Id, "INC-7")
+
+	if _, err := writv1.NewLockServiceClient(ccA).DeleteLock(context.Background(), &writv1.DeleteLockRequest{Id: l.Id}); err != nil {
+		t.Fatal(err)
+	}
+	wantMintAllowed(t, ccA, id)
+	eventually(t, 1500*time.Millisecond, "lock lifted on server B", func() bool {
+		x, j := mintBoth(t, ccB, id)
+		return x == nil && j == nil
+	})
 }

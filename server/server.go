@@ -63,6 +63,8 @@ type Server struct {
 	metrics *metrics
 	tlsID   *serverSVID
 	dirLock *os.File
+	// locks is the in-memory lock set checked at issuance (server/locks.go).
+	locks *lockSet
 
 	grpcAdmin  *grpc.Server
 	grpcRemote *grpc.Server
@@ -132,6 +134,14 @@ func (s *Server) open(ctx context.Context) error {
 		return fmt.Errorf("keystore: %w", err)
 	}
 	kt, _ := keystore.ParseKeyType(s.cfg.CA.KeyType)
+	var upstream *ca.Upstream
+	if u := s.cfg.CA.Upstream; u.Enabled() {
+		if upstream, err = ca.LoadUpstream(u.CertFile, u.KeyFile, u.BundleFile); err != nil {
+			return fmt.Errorf("ca.upstream: %w", err)
+		}
+		s.log.Info("x509 authority runs under an upstream CA", "upstream_subject", upstream.Cert.Subject.String(),
+			"upstream_not_after", upstream.Cert.NotAfter, "roots", len(upstream.Roots))
+	}
 	s.x509, err = ca.NewX509Manager(ctx, ca.X509ManagerConfig{
 		TrustDomain: s.td,
 		ServerID:    s.serverID,
@@ -141,6 +151,7 @@ func (s *Server) open(ctx context.Context) error {
 		TTL:         s.cfg.CA.TTL.Duration,
 		Subject:     pkix.Name{Organization: []string{s.cfg.CA.Organization}, CommonName: s.cfg.CA.CommonName},
 		StatePath:   filepath.Join(s.cfg.DataDir, "x509-ca.json"),
+		Upstream:    upstream,
 		Now:         s.now,
 		Logger:      s.log,
 	})
@@ -205,6 +216,8 @@ func addrOf(ln net.Listener) net.Addr {
 // returned before anything is served.
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
+	// Locks are loaded before anything can issue, and kept fresh below.
+	s.loadLocks(ctx)
 	if err := s.listen(); err != nil {
 		s.closeListeners()
 		return err
@@ -238,6 +251,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.background(ctx, s.x509.Run)
 	s.background(ctx, s.jwt.Run)
 	s.background(ctx, s.tlsID.run)
+	s.background(ctx, s.locks.run)
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
 		"admin_socket", s.cfg.AdminSocket, "listen", addrString(s.remoteLn), "ops", addrString(s.opsLn),
@@ -292,6 +306,7 @@ func (s *Server) newGRPC(creds grpc.ServerOption) *grpc.Server {
 	writv1.RegisterSVIDServiceServer(g, &svidService{s: s})
 	writv1.RegisterBundleServiceServer(g, &bundleService{s: s})
 	writv1.RegisterStatusServiceServer(g, &statusService{s: s})
+	writv1.RegisterLockServiceServer(g, &lockService{s: s})
 	return g
 }
 

@@ -28,6 +28,10 @@ func (v *svidService) MintX509SVID(ctx context.Context, req *writv1.MintX509SVID
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := s.locks.checkIssue(id); err != nil {
+		s.log.Warn("issuance refused", "spiffe_id", id.String(), "reason", err, "caller", callerString(ctx))
+		return nil, err
+	}
 	ttl, err := s.x509TTL(req.GetTtlSeconds())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -64,6 +68,10 @@ func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRe
 	id, err := identity.ParseIDInTrustDomain("spiffe_id", req.GetSpiffeId(), s.td)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.locks.checkIssue(id); err != nil {
+		s.log.Warn("issuance refused", "spiffe_id", id.String(), "reason", err, "caller", callerString(ctx))
+		return nil, err
 	}
 	audience := req.GetAudience()
 	if len(audience) == 0 {

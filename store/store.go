@@ -3,8 +3,8 @@
 // (store/storetest).
 //
 // Invariants every engine keeps:
-//   - Every change to entries happens in one transaction that also bumps the
-//     store-wide revision. The revision is taken under a lock inside that
+//   - Every change to entries or locks happens in one transaction that also
+//     bumps the store-wide revision. The revision is taken under a lock inside that
 //     transaction, so revisions are gap-free and commit in order: a reader that
 //     has seen revision N has seen every change numbered N or below.
 //   - A failed call writes nothing.
@@ -105,6 +105,35 @@ type JWTKey struct {
 	NotAfter time.Time
 }
 
+// Lock target kinds. A lock stops issuance for everything its target names.
+const (
+	LockSPIFFEID   = "spiffe-id"   // exactly one SPIFFE ID
+	LockIDPrefix   = "id-prefix"   // a SPIFFE ID and everything below it, by whole path segments
+	LockNode       = "node"        // a node's SPIFFE ID
+	LockAgent      = "agent"       // an agent's SPIFFE ID
+	LockJoinMethod = "join-method" // a node attestation method by name
+)
+
+// LockTarget is what a lock applies to.
+type LockTarget struct {
+	// Kind is one of the Lock* constants.
+	Kind  string
+	Value string
+}
+
+// Lock stops issuance for its target until it is deleted or expires.
+type Lock struct {
+	// ID is assigned by the store when empty on create.
+	ID        string
+	Target    LockTarget
+	Reason    string
+	CreatedBy string
+	// CreatedAt is set by the store when zero; whole seconds.
+	CreatedAt time.Time
+	// ExpiresAt is the zero time for a lock that holds until deleted.
+	ExpiresAt time.Time
+}
+
 // Store is writ's persistent state. Implementations are safe for concurrent use.
 type Store interface {
 	// CreateEntries stores all entries or none, under one new revision, and
@@ -141,6 +170,18 @@ type Store interface {
 	// ListJWTKeys returns the JWT keys with NotAfter after now, oldest first
 	// (by NotAfter, then key ID).
 	ListJWTKeys(ctx context.Context, now time.Time) ([]JWTKey, error)
+
+	// CreateLock stores a lock under a new revision and returns it with ID
+	// and CreatedAt set. A lock takes a revision but records no entry change:
+	// whoever follows the revision sees it move and reloads the locks.
+	CreateLock(ctx context.Context, l Lock) (Lock, error)
+	// DeleteLock removes a lock under a new revision and returns it as it
+	// was. Unknown IDs fail with ErrNotFound.
+	DeleteLock(ctx context.Context, id string) (Lock, error)
+	// ListLocks returns the locks that have not expired at now (those with no
+	// expiry and those with ExpiresAt after now), oldest first (by
+	// CreatedAt, then ID).
+	ListLocks(ctx context.Context, now time.Time) ([]Lock, error)
 
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error

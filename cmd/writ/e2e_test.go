@@ -141,7 +141,13 @@ func TestDev(t *testing.T) {
 	data := filepath.Join(dir, ".writ")
 	socket := filepath.Join(data, "admin.sock")
 	stdout := startCommand(t, socket, "dev", "--data-dir", data, "--listen", "127.0.0.1:0", "--ops-address", "127.0.0.1:0")
+	// The hints are printed once Start returns, a moment after the socket
+	// first accepts connections.
 	hints := stdout.String()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(hints, "Stop with Ctrl-C") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		hints = stdout.String()
+	}
 	for _, want := range []string{socket, "can administer this server", "svid mint"} {
 		if !strings.Contains(hints, want) {
 			t.Errorf("dev output lacks %q:\n%s", want, hints)

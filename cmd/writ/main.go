@@ -30,6 +30,7 @@ var commands = map[string]command{
 	"entry":   {"manage identity rules: create, update, delete, show, list", runEntry},
 	"svid":    {"mint an X.509-SVID (administrators only)", runSVID},
 	"bundle":  {"show the trust bundle", runBundle},
+	"lock":    {"stop issuance for an identity at once: create, list, delete", runLock},
 	"status":  {"show the server's status", runStatus},
 	"version": {"print the version", runVersion},
 }

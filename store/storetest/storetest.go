@@ -44,6 +44,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentWriters", func(t *testing.T, s store.Store) { ConcurrentWrites(t, s) }},
 		{"CACerts", testCACerts},
 		{"JWTKeys", testJWTKeys},
+		{"Locks", testLocks},
+		{"LockErrors", testLockErrors},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -618,4 +620,100 @@ func testJWTKeys(t *testing.T, s store.Store) {
 		}
 	}
 	equal(t, "after refused puts", list(now.Add(90*time.Minute)), []store.JWTKey{a2, renewed, b1})
+}
+
+func testLocks(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
+	mk := func(kind, value string, created, expires time.Duration) store.Lock {
+		l := store.Lock{Target: store.LockTarget{Kind: kind, Value: value}, Reason: "incident " + value, CreatedBy: "local uid 0", CreatedAt: now.Add(created)}
+		if expires != 0 {
+			l.ExpiresAt = now.Add(expires)
+		}
+		return l
+	}
+	forever := mk(store.LockSPIFFEID, "spiffe://example.org/a", -time.Hour, 0)
+	short := mk(store.LockIDPrefix, "spiffe://example.org/ci", -2*time.Hour, time.Minute)
+	expired := mk(store.LockNode, "spiffe://example.org/node/1", -3*time.Hour, -time.Second)
+	endsNow := mk(store.LockJoinMethod, "join_token", -4*time.Hour, 0)
+	endsNow.ExpiresAt = now
+	var created []store.Lock
+	for i, l := range []store.Lock{forever, short, expired, endsNow} {
+		got, err := s.CreateLock(ctx, l)
+		if err != nil {
+			t.Fatalf("CreateLock(%s): %v", l.Target.Value, err)
+		}
+		if !uuidV4.MatchString(got.ID) {
+			t.Errorf("CreateLock assigned ID %q, want a UUID", got.ID)
+		}
+		l.ID = got.ID
+		equal(t, "CreateLock result", got, l)
+		created = append(created, got)
+		// A lock takes a revision, like an entry, but records no entry change.
+		wantRevision(t, s, int64(i+1))
+	}
+	if got := changes(t, s, 0, 0); len(got) != 0 {
+		t.Errorf("ChangesSince(0) = %v, want no entry changes", got)
+	}
+	listAt := func(at time.Time) []store.Lock {
+		got, err := s.ListLocks(ctx, at)
+		if err != nil {
+			t.Fatalf("ListLocks: %v", err)
+		}
+		return got
+	}
+	equal(t, "ListLocks(now)", listAt(now), []store.Lock{created[1], created[0]})
+	equal(t, "ListLocks(now+1m)", listAt(now.Add(time.Minute)), []store.Lock{created[0]})
+	equal(t, "ListLocks(now-1h)", listAt(now.Add(-time.Hour)), []store.Lock{created[3], created[2], created[1], created[0]})
+
+	// Caller-chosen IDs are kept; a taken one is refused and writes nothing.
+	named := mk(store.LockAgent, "spiffe://example.org/agent/x", 0, 0)
+	named.ID = "lock-1"
+	if _, err := s.CreateLock(ctx, named); err != nil {
+		t.Fatalf("CreateLock(lock-1): %v", err)
+	}
+	wantRevision(t, s, 5)
+	_, err := s.CreateLock(ctx, named)
+	wantErr(t, "CreateLock(taken id)", err, store.ErrAlreadyExists, "lock-1")
+	wantRevision(t, s, 5)
+
+	old, err := s.DeleteLock(ctx, created[0].ID)
+	if err != nil {
+		t.Fatalf("DeleteLock: %v", err)
+	}
+	equal(t, "DeleteLock result", old, created[0])
+	wantRevision(t, s, 6)
+	equal(t, "ListLocks after delete", listAt(now), []store.Lock{created[1], named})
+	_, err = s.DeleteLock(ctx, created[0].ID)
+	wantErr(t, "DeleteLock(again)", err, store.ErrNotFound, created[0].ID)
+	wantRevision(t, s, 6)
+}
+
+func testLockErrors(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, bad := range []store.Lock{
+		{Target: store.LockTarget{Kind: store.LockSPIFFEID}, Reason: "no value"},
+		{Target: store.LockTarget{Value: "spiffe://example.org/a"}, Reason: "no kind"},
+		{ID: "bad id", Target: store.LockTarget{Kind: store.LockSPIFFEID, Value: "spiffe://example.org/a"}, Reason: "bad id"},
+	} {
+		if _, err := s.CreateLock(ctx, bad); err == nil {
+			t.Errorf("CreateLock(%+v) succeeded; want an error", bad)
+		}
+	}
+	_, err := s.DeleteLock(ctx, "no such lock")
+	wantErr(t, "DeleteLock(bad id)", err, store.ErrNotFound, "no such lock")
+	_, err = s.DeleteLock(ctx, "absent")
+	wantErr(t, "DeleteLock(unknown)", err, store.ErrNotFound, "absent")
+
+	// A canceled write leaves nothing behind.
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.CreateLock(canceled, store.Lock{Target: store.LockTarget{Kind: store.LockSPIFFEID, Value: "spiffe://example.org/a"}, Reason: "r"}); err == nil {
+		t.Error("CreateLock with a canceled context succeeded")
+	}
+	wantRevision(t, s, 0)
+	got, err := s.ListLocks(ctx, time.Now())
+	if err != nil || len(got) != 0 {
+		t.Errorf("ListLocks = %v, %v; want none", got, err)
+	}
 }

@@ -1116,6 +1116,334 @@ func (x *Status) GetStoreEngine() string {
 	return ""
 }
 
+// LockTarget is what a lock applies to. kind is one of "spiffe-id" (one
+// SPIFFE ID), "id-prefix" (a SPIFFE ID and everything below it by whole path
+// segments), "node", "agent" (a SPIFFE ID) or "join-method" (a name).
+type LockTarget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockTarget) Reset() {
+	*x = LockTarget{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockTarget) ProtoMessage() {}
+
+func (x *LockTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockTarget.ProtoReflect.Descriptor instead.
+func (*LockTarget) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LockTarget) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *LockTarget) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type Lock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Assigned by the server.
+	Id     string      `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Target *LockTarget `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Reason string      `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Who created the lock, as the server authenticated them.
+	CreatedBy string `protobuf:"bytes,4,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// Unix seconds.
+	CreatedAt int64 `protobuf:"varint,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Unix seconds; 0 means the lock holds until deleted.
+	ExpiresAt     int64 `protobuf:"varint,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lock) Reset() {
+	*x = Lock{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lock) ProtoMessage() {}
+
+func (x *Lock) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lock.ProtoReflect.Descriptor instead.
+func (*Lock) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Lock) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Lock) GetTarget() *LockTarget {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *Lock) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Lock) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Lock) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *Lock) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+type CreateLockRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Target *LockTarget            `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How long the lock holds, e.g. "30m" or "2h"; empty means until deleted.
+	Ttl           string `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLockRequest) Reset() {
+	*x = CreateLockRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLockRequest) ProtoMessage() {}
+
+func (x *CreateLockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLockRequest.ProtoReflect.Descriptor instead.
+func (*CreateLockRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CreateLockRequest) GetTarget() *LockTarget {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *CreateLockRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CreateLockRequest) GetTtl() string {
+	if x != nil {
+		return x.Ttl
+	}
+	return ""
+}
+
+type DeleteLockRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteLockRequest) Reset() {
+	*x = DeleteLockRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteLockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteLockRequest) ProtoMessage() {}
+
+func (x *DeleteLockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteLockRequest.ProtoReflect.Descriptor instead.
+func (*DeleteLockRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DeleteLockRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListLocksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLocksRequest) Reset() {
+	*x = ListLocksRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLocksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLocksRequest) ProtoMessage() {}
+
+func (x *ListLocksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLocksRequest.ProtoReflect.Descriptor instead.
+func (*ListLocksRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{22}
+}
+
+type ListLocksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Locks         []*Lock                `protobuf:"bytes,1,rep,name=locks,proto3" json:"locks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLocksResponse) Reset() {
+	*x = ListLocksResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLocksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLocksResponse) ProtoMessage() {}
+
+func (x *ListLocksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLocksResponse.ProtoReflect.Descriptor instead.
+func (*ListLocksResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListLocksResponse) GetLocks() []*Lock {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -1203,7 +1531,30 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12 \n" +
 	"\fca_not_after\x18\x05 \x01(\x03R\n" +
 	"caNotAfter\x12!\n" +
-	"\fstore_engine\x18\x06 \x01(\tR\vstoreEngine2\xd6\x02\n" +
+	"\fstore_engine\x18\x06 \x01(\tR\vstoreEngine\"6\n" +
+	"\n" +
+	"LockTarget\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xb8\x01\n" +
+	"\x04Lock\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
+	"\x06target\x18\x02 \x01(\v2\x13.writ.v1.LockTargetR\x06target\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x04 \x01(\tR\tcreatedBy\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\x03R\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\x03R\texpiresAt\"j\n" +
+	"\x11CreateLockRequest\x12+\n" +
+	"\x06target\x18\x01 \x01(\v2\x13.writ.v1.LockTargetR\x06target\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x10\n" +
+	"\x03ttl\x18\x03 \x01(\tR\x03ttl\"#\n" +
+	"\x11DeleteLockRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x12\n" +
+	"\x10ListLocksRequest\"8\n" +
+	"\x11ListLocksResponse\x12#\n" +
+	"\x05locks\x18\x01 \x03(\v2\r.writ.v1.LockR\x05locks2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -1216,7 +1567,13 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\rBundleService\x127\n" +
 	"\tGetBundle\x12\x19.writ.v1.GetBundleRequest\x1a\x0f.writ.v1.Bundle2H\n" +
 	"\rStatusService\x127\n" +
-	"\tGetStatus\x12\x19.writ.v1.GetStatusRequest\x1a\x0f.writ.v1.StatusB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\tGetStatus\x12\x19.writ.v1.GetStatusRequest\x1a\x0f.writ.v1.Status2\xc3\x01\n" +
+	"\vLockService\x127\n" +
+	"\n" +
+	"CreateLock\x12\x1a.writ.v1.CreateLockRequest\x1a\r.writ.v1.Lock\x127\n" +
+	"\n" +
+	"DeleteLock\x12\x1a.writ.v1.DeleteLockRequest\x1a\r.writ.v1.Lock\x12B\n" +
+	"\tListLocks\x12\x19.writ.v1.ListLocksRequest\x1a\x1a.writ.v1.ListLocksResponseB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -1230,7 +1587,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),              // 0: writ.v1.Selector
 	(*Entry)(nil),                 // 1: writ.v1.Entry
@@ -1250,6 +1607,12 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*JWTKey)(nil),                // 15: writ.v1.JWTKey
 	(*GetStatusRequest)(nil),      // 16: writ.v1.GetStatusRequest
 	(*Status)(nil),                // 17: writ.v1.Status
+	(*LockTarget)(nil),            // 18: writ.v1.LockTarget
+	(*Lock)(nil),                  // 19: writ.v1.Lock
+	(*CreateLockRequest)(nil),     // 20: writ.v1.CreateLockRequest
+	(*DeleteLockRequest)(nil),     // 21: writ.v1.DeleteLockRequest
+	(*ListLocksRequest)(nil),      // 22: writ.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),     // 23: writ.v1.ListLocksResponse
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -1259,29 +1622,38 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 4: writ.v1.ListEntriesRequest.selectors:type_name -> writ.v1.Selector
 	1,  // 5: writ.v1.ListEntriesResponse.entries:type_name -> writ.v1.Entry
 	15, // 6: writ.v1.Bundle.jwt_authorities:type_name -> writ.v1.JWTKey
-	2,  // 7: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 8: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 9: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 10: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 11: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 12: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 13: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 14: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 15: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	3,  // 16: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 17: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 18: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 19: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 20: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 21: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 22: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 23: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 24: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	16, // [16:25] is the sub-list for method output_type
-	7,  // [7:16] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	18, // 7: writ.v1.Lock.target:type_name -> writ.v1.LockTarget
+	18, // 8: writ.v1.CreateLockRequest.target:type_name -> writ.v1.LockTarget
+	19, // 9: writ.v1.ListLocksResponse.locks:type_name -> writ.v1.Lock
+	2,  // 10: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 11: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 12: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 13: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 14: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 15: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 16: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 17: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 18: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 19: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 20: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 21: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	3,  // 22: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 23: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 24: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 25: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 26: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 27: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 28: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 29: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 30: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 31: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 32: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 33: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	22, // [22:34] is the sub-list for method output_type
+	10, // [10:22] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -1295,9 +1667,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   24,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

@@ -628,3 +628,191 @@ var StatusService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/writ/v1/writ.proto",
 }
+
+const (
+	LockService_CreateLock_FullMethodName = "/writ.v1.LockService/CreateLock"
+	LockService_DeleteLock_FullMethodName = "/writ.v1.LockService/DeleteLock"
+	LockService_ListLocks_FullMethodName  = "/writ.v1.LockService/ListLocks"
+)
+
+// LockServiceClient is the client API for LockService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// LockService stops issuance for a target at once on every server sharing
+// the store. SVIDs already issued live until they expire.
+type LockServiceClient interface {
+	CreateLock(ctx context.Context, in *CreateLockRequest, opts ...grpc.CallOption) (*Lock, error)
+	// DeleteLock removes a lock and returns it as it was.
+	DeleteLock(ctx context.Context, in *DeleteLockRequest, opts ...grpc.CallOption) (*Lock, error)
+	// ListLocks returns the locks in force (not expired), oldest first.
+	ListLocks(ctx context.Context, in *ListLocksRequest, opts ...grpc.CallOption) (*ListLocksResponse, error)
+}
+
+type lockServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewLockServiceClient(cc grpc.ClientConnInterface) LockServiceClient {
+	return &lockServiceClient{cc}
+}
+
+func (c *lockServiceClient) CreateLock(ctx context.Context, in *CreateLockRequest, opts ...grpc.CallOption) (*Lock, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Lock)
+	err := c.cc.Invoke(ctx, LockService_CreateLock_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lockServiceClient) DeleteLock(ctx context.Context, in *DeleteLockRequest, opts ...grpc.CallOption) (*Lock, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Lock)
+	err := c.cc.Invoke(ctx, LockService_DeleteLock_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lockServiceClient) ListLocks(ctx context.Context, in *ListLocksRequest, opts ...grpc.CallOption) (*ListLocksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListLocksResponse)
+	err := c.cc.Invoke(ctx, LockService_ListLocks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// LockServiceServer is the server API for LockService service.
+// All implementations must embed UnimplementedLockServiceServer
+// for forward compatibility.
+//
+// LockService stops issuance for a target at once on every server sharing
+// the store. SVIDs already issued live until they expire.
+type LockServiceServer interface {
+	CreateLock(context.Context, *CreateLockRequest) (*Lock, error)
+	// DeleteLock removes a lock and returns it as it was.
+	DeleteLock(context.Context, *DeleteLockRequest) (*Lock, error)
+	// ListLocks returns the locks in force (not expired), oldest first.
+	ListLocks(context.Context, *ListLocksRequest) (*ListLocksResponse, error)
+	mustEmbedUnimplementedLockServiceServer()
+}
+
+// UnimplementedLockServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedLockServiceServer struct{}
+
+func (UnimplementedLockServiceServer) CreateLock(context.Context, *CreateLockRequest) (*Lock, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateLock not implemented")
+}
+func (UnimplementedLockServiceServer) DeleteLock(context.Context, *DeleteLockRequest) (*Lock, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteLock not implemented")
+}
+func (UnimplementedLockServiceServer) ListLocks(context.Context, *ListLocksRequest) (*ListLocksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListLocks not implemented")
+}
+func (UnimplementedLockServiceServer) mustEmbedUnimplementedLockServiceServer() {}
+func (UnimplementedLockServiceServer) testEmbeddedByValue()                     {}
+
+// UnsafeLockServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to LockServiceServer will
+// result in compilation errors.
+type UnsafeLockServiceServer interface {
+	mustEmbedUnimplementedLockServiceServer()
+}
+
+func RegisterLockServiceServer(s grpc.ServiceRegistrar, srv LockServiceServer) {
+	// If the following call panics, it indicates UnimplementedLockServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&LockService_ServiceDesc, srv)
+}
+
+func _LockService_CreateLock_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateLockRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LockServiceServer).CreateLock(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LockService_CreateLock_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LockServiceServer).CreateLock(ctx, req.(*CreateLockRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LockService_DeleteLock_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteLockRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LockServiceServer).DeleteLock(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LockService_DeleteLock_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LockServiceServer).DeleteLock(ctx, req.(*DeleteLockRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LockService_ListLocks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLocksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LockServiceServer).ListLocks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LockService_ListLocks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LockServiceServer).ListLocks(ctx, req.(*ListLocksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// LockService_ServiceDesc is the grpc.ServiceDesc for LockService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var LockService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.LockService",
+	HandlerType: (*LockServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateLock",
+			Handler:    _LockService_CreateLock_Handler,
+		},
+		{
+			MethodName: "DeleteLock",
+			Handler:    _LockService_DeleteLock_Handler,
+		},
+		{
+			MethodName: "ListLocks",
+			Handler:    _LockService_ListLocks_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/writ/v1/writ.proto",
+}

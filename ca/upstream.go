@@ -1,0 +1,326 @@
+package ca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Upstream is a CA of a company's PKI that writ's authority sits under. The
+// server's own CA key is still made in its keystore; only its certificate is
+// signed by Signer instead of by itself, and the trust bundle becomes Roots.
+type Upstream struct {
+	// Cert is the upstream CA certificate that signs writ's intermediate.
+	Cert *x509.Certificate
+	// Chain holds the certificates between Cert and a root, excluding the
+	// root; empty when Cert is itself one of Roots.
+	Chain []*x509.Certificate
+	// Signer is Cert's private key.
+	Signer crypto.Signer
+	// Roots are the trust anchors of the upstream PKI; they are what writ
+	// publishes as the trust domain's X.509 authorities.
+	Roots []*x509.Certificate
+}
+
+// minUpstreamLife is how much validity the upstream certificate must have
+// left to be accepted: below it, every intermediate writ made would be
+// nearly expired at birth.
+const minUpstreamLife = MinCATTL
+
+// LoadUpstream reads an upstream CA from PEM files: certFile holds the
+// signing CA certificate, optionally followed by its chain up to but
+// excluding the root; keyFile its private key (PKCS#8, SEC 1 or PKCS#1),
+// which must not be accessible by group or others; bundleFile the roots of
+// the upstream PKI. The result has passed Validate at the current time.
+func LoadUpstream(certFile, keyFile, bundleFile string) (*Upstream, error) {
+	certs, err := readCertsPEM(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca: upstream certificate: %w", err)
+	}
+	signer, err := readKeyPEM(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca: upstream key: %w", err)
+	}
+	roots, err := readCertsPEM(bundleFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca: upstream bundle: %w", err)
+	}
+	u := &Upstream{Cert: certs[0], Signer: signer, Roots: roots}
+	// A chain that carries the root as well is common and harmless; the
+	// root travels in the bundle, so it is dropped from what SVIDs carry.
+	for _, c := range certs[1:] {
+		if !containsCert(roots, c) {
+			u.Chain = append(u.Chain, c)
+		}
+	}
+	if err := u.Validate(time.Now()); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// Validate checks that the upstream can sign writ's intermediate at now: the
+// key matches the certificate, the certificate is a CA allowed to sign
+// another CA below it, it is valid for a while yet, and it chains to Roots
+// through Chain.
+func (u *Upstream) Validate(now time.Time) error {
+	switch {
+	case u == nil || u.Cert == nil:
+		return errors.New("ca: upstream: no CA certificate")
+	case u.Signer == nil:
+		return errors.New("ca: upstream: no private key")
+	case len(u.Roots) == 0:
+		return errors.New("ca: upstream: the bundle holds no root certificate")
+	}
+	c := u.Cert
+	pub, ok := u.Signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(c.PublicKey) {
+		return fmt.Errorf("ca: upstream: the private key does not match the certificate %q: give the key of that certificate", c.Subject)
+	}
+	if !c.BasicConstraintsValid || !c.IsCA {
+		return fmt.Errorf("ca: upstream: certificate %q is not a CA (basic constraints CA=true missing): give the certificate of a CA that may sign intermediates", c.Subject)
+	}
+	if c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return fmt.Errorf("ca: upstream: certificate %q may not sign certificates (key usage lacks keyCertSign)", c.Subject)
+	}
+	if c.MaxPathLen == 0 && c.MaxPathLenZero {
+		return fmt.Errorf("ca: upstream: certificate %q has path length 0, so it may not sign writ's intermediate CA: use a CA with a path length of at least 1", c.Subject)
+	}
+	if err := checkCAKey(c.PublicKey); err != nil {
+		return fmt.Errorf("ca: upstream: certificate %q: %w", c.Subject, err)
+	}
+	if now.Before(c.NotBefore) {
+		return fmt.Errorf("ca: upstream: certificate %q is not valid until %s", c.Subject, c.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if !now.Before(c.NotAfter) {
+		return fmt.Errorf("ca: upstream: certificate %q expired at %s: renew it with the upstream PKI", c.Subject, c.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if left := c.NotAfter.Sub(now); left < minUpstreamLife {
+		return fmt.Errorf("ca: upstream: certificate %q expires at %s, in %s: renew it with the upstream PKI", c.Subject, c.NotAfter.UTC().Format(time.RFC3339), left.Round(time.Second))
+	}
+	for i, r := range u.Roots {
+		if !r.IsCA {
+			return fmt.Errorf("ca: upstream: bundle certificate %d (%q) is not a CA", i+1, r.Subject)
+		}
+	}
+	if _, err := c.Verify(x509.VerifyOptions{
+		Roots:         certPool(u.Roots),
+		Intermediates: certPool(u.Chain),
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}); err != nil {
+		return fmt.Errorf("ca: upstream: certificate %q does not chain to the bundle's roots through the given chain: %w", c.Subject, err)
+	}
+	return nil
+}
+
+// signs reports whether cert is an intermediate this upstream signed.
+func (u *Upstream) signs(cert *x509.Certificate) bool {
+	return bytes.Equal(cert.RawIssuer, u.Cert.RawSubject) && cert.CheckSignatureFrom(u.Cert) == nil
+}
+
+// verifyIntermediate checks that cert chains to the roots at now, so that
+// an upstream path length or name constraint that leaves no room for writ
+// is caught before the intermediate signs anything.
+func (u *Upstream) verifyIntermediate(cert *x509.Certificate, now time.Time) error {
+	_, err := cert.Verify(x509.VerifyOptions{
+		Roots:         certPool(u.Roots),
+		Intermediates: certPool(append([]*x509.Certificate{u.Cert}, u.Chain...)),
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return fmt.Errorf("ca: the intermediate signed by upstream %q does not verify against the upstream roots: %w", u.Cert.Subject, err)
+	}
+	return nil
+}
+
+// NewIntermediateCert has the upstream sign a CA certificate for signer's
+// public key in trust domain td: CA with path length 0 (it signs SVIDs
+// only), the trust domain's SPIFFE ID as its only URI SAN, valid from
+// now-ClockSkew to now+ttl but never beyond the upstream certificate. An
+// empty subject gets the same default as NewRootCert.
+func NewIntermediateCert(signer crypto.Signer, up *Upstream, td spiffeid.TrustDomain, subject pkix.Name, now time.Time, ttl time.Duration) (*x509.Certificate, error) {
+	switch {
+	case signer == nil:
+		return nil, errors.New("ca: intermediate certificate: no signing key")
+	case up == nil || up.Cert == nil || up.Signer == nil:
+		return nil, errors.New("ca: intermediate certificate: no upstream CA")
+	case td.IsZero():
+		return nil, errors.New("ca: intermediate certificate: trust domain is empty")
+	case ttl <= 0:
+		return nil, fmt.Errorf("ca: intermediate certificate: TTL %s is not positive", ttl)
+	}
+	pub := signer.Public()
+	if err := checkCAKey(pub); err != nil {
+		return nil, err
+	}
+	notBefore := now.Add(-ClockSkew)
+	if notBefore.Before(up.Cert.NotBefore) {
+		notBefore = up.Cert.NotBefore
+	}
+	notAfter := now.Add(ttl)
+	if notAfter.After(up.Cert.NotAfter) {
+		notAfter = up.Cert.NotAfter
+	}
+	notBefore, notAfter = notBefore.Truncate(time.Second), notAfter.Truncate(time.Second)
+	if !notAfter.After(notBefore) {
+		return nil, fmt.Errorf("ca: intermediate certificate: the upstream CA expires at %s, leaving no room for a certificate", up.Cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	skid, err := subjectKeyID(pub)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate certificate: %w", err)
+	}
+	if isEmptyName(subject) {
+		subject = pkix.Name{
+			Organization: []string{"writ"},
+			CommonName:   "writ CA " + td.Name(),
+			SerialNumber: serial.String(),
+		}
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               subject,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+		SubjectKeyId:          skid,
+		URIs:                  []*url.URL{td.ID().URL()},
+	}
+	// crypto/x509 takes the authority key identifier from the upstream's
+	// subject key identifier, and checks the signature it made.
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, up.Cert, pub, up.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate certificate: upstream signing: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate certificate: %w", err)
+	}
+	return cert, nil
+}
+
+func certPool(certs []*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
+}
+
+func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
+	for _, have := range certs {
+		if have.Equal(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// readCertsPEM reads every CERTIFICATE block of a PEM file, in order, and
+// refuses a file without one or with other block types, which usually means
+// the wrong file was named.
+func readCertsPEM(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseCertsPEM(path, data)
+}
+
+// parseCertsPEM is readCertsPEM's parser; path only names the source in errors.
+func parseCertsPEM(path string, data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%s: found a %q PEM block where only CERTIFICATE blocks belong", path, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", path, len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
+	}
+	return certs, nil
+}
+
+// readKeyPEM reads one private key from a PEM file that only its owner can
+// access: whoever reads it can mint intermediates in the upstream PKI.
+func readKeyPEM(path string) (crypto.Signer, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s is accessible by group or others (mode %v): chmod 600 it", path, perm)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseKeyPEM(path, data)
+}
+
+// parseKeyPEM is readKeyPEM's parser; path only names the source in errors.
+func parseKeyPEM(path string, data []byte) (crypto.Signer, error) {
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, fmt.Errorf("%s: no PEM private key block (PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)", path)
+		}
+		var key any
+		var err error
+		switch block.Type {
+		case "EC PARAMETERS":
+			continue // written ahead of the key by some tools
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(block.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, fmt.Errorf("%s: the key is encrypted: give an unencrypted key file readable only by the server's user", path)
+		default:
+			return nil, fmt.Errorf("%s: %q is not a private key PEM block", path, block.Type)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		signer, ok := key.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("%s: key of type %T cannot sign", path, key)
+		}
+		return signer, nil
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -317,22 +316,7 @@ func (m *JWTManager) activateNew(ctx context.Context, reason, retire, avoid stri
 }
 
 func (m *JWTManager) newKeyName(ctx context.Context, now time.Time, avoid ...string) (string, error) {
-	n := now.UnixNano()
-	for range 1000 {
-		name := fmt.Sprintf("jwt-%d", n)
-		n++
-		if name == m.activeKey || slices.Contains(avoid, name) {
-			continue
-		}
-		_, err := m.cfg.KeyStore.Get(ctx, name)
-		if errors.Is(err, keystore.ErrNotFound) {
-			return name, nil
-		}
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-	}
-	return "", errors.New("ca: no free name for a new JWT key in the keystore")
+	return freeKeyName(ctx, m.cfg.KeyStore, "jwt", now, append(avoid, m.activeKey))
 }
 
 func (m *JWTManager) publish(ctx context.Context, a *JWTAuthority) error {

@@ -387,17 +387,23 @@ func (m *X509Manager) activateNew(ctx context.Context, reason, retire, avoid str
 	return nil
 }
 
-// newKeyName picks a name no key holds yet, so a new CA never replaces a
-// key that may still be needed, whatever the clock says.
+// newKeyName picks a name no key holds yet for a new CA key.
 func (m *X509Manager) newKeyName(ctx context.Context, now time.Time, avoid ...string) (string, error) {
+	return freeKeyName(ctx, m.cfg.KeyStore, "x509-ca", now, append(avoid, m.activeKey))
+}
+
+// freeKeyName picks a name "<prefix>-<n>" that no key holds yet and that is
+// not in avoid, so a new authority never replaces a key that may still be
+// needed, whatever the clock says.
+func freeKeyName(ctx context.Context, ks keystore.KeyStore, prefix string, now time.Time, avoid []string) (string, error) {
 	n := now.UnixNano()
 	for range 1000 {
-		name := fmt.Sprintf("x509-ca-%d", n)
+		name := fmt.Sprintf("%s-%d", prefix, n)
 		n++
-		if name == m.activeKey || slices.Contains(avoid, name) {
+		if slices.Contains(avoid, name) {
 			continue
 		}
-		_, err := m.cfg.KeyStore.Get(ctx, name)
+		_, err := ks.Get(ctx, name)
 		if errors.Is(err, keystore.ErrNotFound) {
 			return name, nil
 		}
@@ -405,7 +411,7 @@ func (m *X509Manager) newKeyName(ctx context.Context, now time.Time, avoid ...st
 			return "", ctx.Err()
 		}
 	}
-	return "", errors.New("ca: no free name for a new CA key in the keystore")
+	return "", fmt.Errorf("ca: no free name for a new %s key in the keystore", prefix)
 }
 
 // publish records in the store the authorities of CA certificate cert, so
@@ -480,8 +486,7 @@ func (m *X509Manager) load(ctx context.Context) (loaded *loadedCA, reason, retir
 }
 
 func pastHalfLife(cert *x509.Certificate, now time.Time) bool {
-	half := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
-	return !now.Before(half)
+	return pastHalf(cert.NotBefore, cert.NotAfter, now)
 }
 
 func caAttrs(keyName string, cert *x509.Certificate) []any {

@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"time"
 
@@ -177,34 +176,12 @@ func NewIntermediateCert(signer crypto.Signer, up *Upstream, td spiffeid.TrustDo
 	if !notAfter.After(notBefore) {
 		return nil, fmt.Errorf("ca: intermediate certificate: the upstream CA expires at %s, leaving no room for a certificate", up.Cert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	skid, err := subjectKeyID(pub)
+	tmpl, err := caTemplate(pub, td, subject, notBefore, notAfter)
 	if err != nil {
 		return nil, fmt.Errorf("ca: intermediate certificate: %w", err)
 	}
-	if isEmptyName(subject) {
-		subject = pkix.Name{
-			Organization: []string{"writ"},
-			CommonName:   "writ CA " + td.Name(),
-			SerialNumber: serial.String(),
-		}
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               subject,
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            0,
-		MaxPathLenZero:        true,
-		SubjectKeyId:          skid,
-		URIs:                  []*url.URL{td.ID().URL()},
-	}
+	// Path length 0: this authority signs leaves only.
+	tmpl.MaxPathLen, tmpl.MaxPathLenZero = 0, true
 	// crypto/x509 takes the authority key identifier from the upstream's
 	// subject key identifier, and checks the signature it made.
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, up.Cert, pub, up.Signer)

@@ -90,35 +90,13 @@ func NewRootCert(signer crypto.Signer, td spiffeid.TrustDomain, subject pkix.Nam
 	if err := checkCAKey(pub); err != nil {
 		return nil, err
 	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	skid, err := subjectKeyID(pub)
+	tmpl, err := caTemplate(pub, td, subject, now.Add(-ClockSkew), now.Add(ttl))
 	if err != nil {
 		return nil, fmt.Errorf("ca: root certificate: %w", err)
 	}
-	if isEmptyName(subject) {
-		subject = pkix.Name{
-			Organization: []string{"writ"},
-			CommonName:   "writ CA " + td.Name(),
-			SerialNumber: serial.String(),
-		}
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               subject,
-		NotBefore:             now.Add(-ClockSkew),
-		NotAfter:              now.Add(ttl),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		SubjectKeyId:          skid,
-		// RFC 5280 lets a self-signed certificate omit this; naming itself
-		// lets isSelfSigned decide without checking a signature.
-		AuthorityKeyId: skid,
-		URIs:           []*url.URL{td.ID().URL()},
-	}
+	// RFC 5280 lets a self-signed certificate omit this; naming itself lets
+	// isSelfSigned decide without checking a signature.
+	tmpl.AuthorityKeyId = tmpl.SubjectKeyId
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: root certificate: %w", err)
@@ -128,6 +106,39 @@ func NewRootCert(signer crypto.Signer, td spiffeid.TrustDomain, subject pkix.Nam
 		return nil, fmt.Errorf("ca: root certificate: %w", err)
 	}
 	return cert, nil
+}
+
+// caTemplate is the certificate of a writ signing authority, root or
+// intermediate: a CA for the trust domain (URI SAN spiffe://TD) that signs
+// certificates and CRLs. An empty subject gets writ's default name, with the
+// serial in it so that successive authorities have distinct names.
+func caTemplate(pub crypto.PublicKey, td spiffeid.TrustDomain, subject pkix.Name, notBefore, notAfter time.Time) (*x509.Certificate, error) {
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	skid, err := subjectKeyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	if isEmptyName(subject) {
+		subject = pkix.Name{
+			Organization: []string{"writ"},
+			CommonName:   "writ CA " + td.Name(),
+			SerialNumber: serial.String(),
+		}
+	}
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               subject,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		SubjectKeyId:          skid,
+		URIs:                  []*url.URL{td.ID().URL()},
+	}, nil
 }
 
 func isEmptyName(n pkix.Name) bool {

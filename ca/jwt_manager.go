@@ -168,25 +168,18 @@ func (m *JWTManager) Rotate(ctx context.Context) (bool, error) {
 // until ctx ends. Failures are logged and retried on the next tick: the
 // active key keeps signing meanwhile.
 func (m *JWTManager) Run(ctx context.Context) {
-	rotateTick := time.NewTicker(min(m.cfg.TTL/20, maxRotateCheckInterval))
-	defer rotateTick.Stop()
-	keysTick := time.NewTicker(BundleRefreshInterval)
-	defer keysTick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-rotateTick.C:
+	runLifecycle(ctx, m.cfg.TTL,
+		func(ctx context.Context) {
 			if _, err := m.Rotate(ctx); err != nil && ctx.Err() == nil {
 				m.log.Error("JWT key rotation failed; the current key keeps signing", "err", err,
 					"not_after", m.Active().NotAfter)
 			}
-		case <-keysTick.C:
+		},
+		func(ctx context.Context) {
 			if err := m.RefreshKeys(ctx); err != nil && ctx.Err() == nil {
 				m.log.Warn("JWT key refresh failed; keeping the cached keys", "err", err)
 			}
-		}
-	}
+		})
 }
 
 // RefreshKeys reloads the JWT keys of all servers from the store. On error

@@ -207,24 +207,37 @@ func (m *X509Manager) Rotate(ctx context.Context) (bool, error) {
 // ctx ends. Failures are logged and retried on the next tick: the active CA
 // keeps signing meanwhile.
 func (m *X509Manager) Run(ctx context.Context) {
-	rotateEvery := min(m.cfg.TTL/20, maxRotateCheckInterval)
-	rotateTick := time.NewTicker(rotateEvery)
+	runLifecycle(ctx, m.cfg.TTL,
+		func(ctx context.Context) {
+			if _, err := m.Rotate(ctx); err != nil && ctx.Err() == nil {
+				m.log.Error("x509 CA rotation failed; the current CA keeps signing", "err", err,
+					"not_after", m.Active().Cert.NotAfter)
+			}
+		},
+		func(ctx context.Context) {
+			if err := m.RefreshBundle(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("x509 bundle refresh failed; keeping the cached bundle", "err", err)
+			}
+		})
+}
+
+// runLifecycle drives an authority until ctx ends: rotate is called often
+// enough to catch half life (a twentieth of ttl, at most
+// maxRotateCheckInterval) and refresh every BundleRefreshInterval to pick up
+// other servers' authorities.
+func runLifecycle(ctx context.Context, ttl time.Duration, rotate, refresh func(context.Context)) {
+	rotateTick := time.NewTicker(min(ttl/20, maxRotateCheckInterval))
 	defer rotateTick.Stop()
-	bundleTick := time.NewTicker(BundleRefreshInterval)
-	defer bundleTick.Stop()
+	refreshTick := time.NewTicker(BundleRefreshInterval)
+	defer refreshTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-rotateTick.C:
-			if _, err := m.Rotate(ctx); err != nil && ctx.Err() == nil {
-				m.log.Error("x509 CA rotation failed; the current CA keeps signing", "err", err,
-					"not_after", m.Active().Cert.NotAfter)
-			}
-		case <-bundleTick.C:
-			if err := m.RefreshBundle(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("x509 bundle refresh failed; keeping the cached bundle", "err", err)
-			}
+			rotate(ctx)
+		case <-refreshTick.C:
+			refresh(ctx)
 		}
 	}
 }

@@ -170,3 +170,17 @@ func DecodeEvent(b []byte) (Event, error) {
 	e.Time = t.UTC()
 	return e, nil
 }
+
+// Make encodes an event whose details are v marshalled as JSON (nil for
+// none). It is the one-call form writers use for each change they make.
+func Make(at time.Time, typ, actor, subject string, v any) ([]byte, error) {
+	e := Event{Time: at, Type: typ, Actor: actor, Subject: subject}
+	if v != nil {
+		d, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("audit: event %q details: %w", typ, err)
+		}
+		e.Details = d
+	}
+	return Encode(e)
+}

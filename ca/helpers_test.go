@@ -223,17 +223,24 @@ type fakeStore struct {
 	putErr  error
 	listErr error
 	puts    int
+	events  [][]byte
 }
 
-func (s *fakeStore) PutCACert(_ context.Context, c store.CACert) error {
+func (s *fakeStore) PutCACert(_ context.Context, c store.CACert, evs ...store.AuditEvent) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.putErr != nil {
 		return s.putErr
 	}
+	if err := s.record(evs); err != nil {
+		return err
+	}
 	s.puts++
 	for i, have := range s.certs {
-		if have.ServerID == c.ServerID && string(have.CertDER) == string(c.CertDER) {
+		if string(have.CertDER) == string(c.CertDER) {
+			c.Tainted = c.Tainted || have.Tainted
+			c.Revoked = c.Revoked || have.Revoked
+			c.CertDER = have.CertDER
 			s.certs[i] = c
 			return nil
 		}
@@ -251,7 +258,7 @@ func (s *fakeStore) ListCACerts(_ context.Context, now time.Time) ([]store.CACer
 	}
 	var out []store.CACert
 	for _, c := range s.certs {
-		if c.NotAfter.After(now) {
+		if c.NotAfter.After(now) && !c.Revoked {
 			out = append(out, c)
 		}
 	}
@@ -259,15 +266,20 @@ func (s *fakeStore) ListCACerts(_ context.Context, now time.Time) ([]store.CACer
 	return out, nil
 }
 
-func (s *fakeStore) PutJWTKey(_ context.Context, k store.JWTKey) error {
+func (s *fakeStore) PutJWTKey(_ context.Context, k store.JWTKey, evs ...store.AuditEvent) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.putErr != nil {
 		return s.putErr
 	}
+	if err := s.record(evs); err != nil {
+		return err
+	}
 	s.puts++
 	for i, have := range s.jwtKeys {
 		if have.KeyID == k.KeyID {
+			k.Tainted = k.Tainted || have.Tainted
+			k.Revoked = k.Revoked || have.Revoked
 			s.jwtKeys[i] = k
 			return nil
 		}
@@ -285,12 +297,27 @@ func (s *fakeStore) ListJWTKeys(_ context.Context, now time.Time) ([]store.JWTKe
 	}
 	var out []store.JWTKey
 	for _, k := range s.jwtKeys {
-		if k.NotAfter.After(now) {
+		if k.NotAfter.After(now) && !k.Revoked {
 			out = append(out, k)
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].NotAfter.Before(out[j].NotAfter) })
 	return out, nil
+}
+
+// record keeps the events of a change, refusing a change without one as
+// the real stores do. Called with mu held.
+func (s *fakeStore) record(evs []store.AuditEvent) error {
+	if len(evs) == 0 {
+		return store.ErrNoAuditEvent
+	}
+	for _, ev := range evs {
+		if len(ev) == 0 {
+			return store.ErrNoAuditEvent
+		}
+		s.events = append(s.events, append([]byte(nil), ev...))
+	}
+	return nil
 }
 
 func (s *fakeStore) setErrors(put, list error) {
@@ -328,3 +355,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
 }
+
+// testEvent is the audit event tests give changes they make to the store
+// directly.
+var testEvent = store.AuditEvent(`{"time":"2026-01-01T00:00:00Z","type":"test"}`)

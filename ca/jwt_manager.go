@@ -317,12 +317,18 @@ func (m *JWTManager) publish(ctx context.Context, a *JWTAuthority) error {
 	if err != nil {
 		return fmt.Errorf("ca: publish JWT key %s: %w", a.KeyID, err)
 	}
+	ev, err := authorityEvent(m.cfg.Now(), "ca.jwt.publish", ServerActor(m.cfg.TrustDomain, m.cfg.ServerID), a.KeyID, map[string]any{
+		"server_id": m.cfg.ServerID, "not_after": a.NotAfter,
+	})
+	if err != nil {
+		return fmt.Errorf("ca: publish JWT key %s: %w", a.KeyID, err)
+	}
 	err = m.cfg.Store.PutJWTKey(ctx, store.JWTKey{
 		ServerID:     m.cfg.ServerID,
 		KeyID:        a.KeyID,
 		PublicKeyDER: der,
 		NotAfter:     a.NotAfter,
-	})
+	}, ev)
 	if err != nil {
 		return fmt.Errorf("ca: publish JWT key %s: %w", a.KeyID, err)
 	}

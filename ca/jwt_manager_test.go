@@ -278,7 +278,7 @@ func TestJWTManagerKeyUnion(t *testing.T) {
 		{ServerID: "server-c", KeyID: "wrong", PublicKeyDER: der, NotAfter: env.clock.Now().Add(2 * time.Hour)},
 		{ServerID: "server-d", KeyID: "garbage", PublicKeyDER: []byte{1, 2, 3}, NotAfter: env.clock.Now().Add(2 * time.Hour)},
 	} {
-		if err := env.store.PutJWTKey(t.Context(), k); err != nil {
+		if err := env.store.PutJWTKey(t.Context(), k, testEvent); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -431,12 +431,18 @@ func freeKeyName(ctx context.Context, ks keystore.KeyStore, prefix string, now t
 // every server of the trust domain puts them in its bundle.
 func (m *X509Manager) publish(ctx context.Context, cert *x509.Certificate) error {
 	for _, c := range m.authorities(cert) {
-		err := m.cfg.Store.PutCACert(ctx, store.CACert{
+		ev, err := authorityEvent(m.cfg.Now(), "ca.x509.publish", ServerActor(m.cfg.TrustDomain, m.cfg.ServerID), c.SerialNumber.String(), map[string]any{
+			"server_id": m.cfg.ServerID, "subject": c.Subject.String(), "not_before": c.NotBefore, "not_after": c.NotAfter,
+		})
+		if err != nil {
+			return fmt.Errorf("ca: publish CA certificate %s: %w", c.SerialNumber, err)
+		}
+		err = m.cfg.Store.PutCACert(ctx, store.CACert{
 			ServerID:  m.cfg.ServerID,
 			CertDER:   c.Raw,
 			NotBefore: c.NotBefore,
 			NotAfter:  c.NotAfter,
-		})
+		}, ev)
 		if err != nil {
 			return fmt.Errorf("ca: publish CA certificate %s: %w", c.SerialNumber, err)
 		}

@@ -360,7 +360,7 @@ func TestManagerBundleUnion(t *testing.T) {
 	// Another server of the trust domain publishes its root, with a
 	// shorter life.
 	peer := newTestCA(t, keystore.ECP256, now, 2*time.Hour)
-	if err := env.store.PutCACert(ctx, store.CACert{ServerID: "server-b", CertDER: peer.Cert.Raw, NotBefore: peer.Cert.NotBefore, NotAfter: peer.Cert.NotAfter}); err != nil {
+	if err := env.store.PutCACert(ctx, store.CACert{ServerID: "server-b", CertDER: peer.Cert.Raw, NotBefore: peer.Cert.NotBefore, NotAfter: peer.Cert.NotAfter}, testEvent); err != nil {
 		t.Fatal(err)
 	}
 	// Records that are not CA certificates are skipped, not fatal.
@@ -372,7 +372,7 @@ func TestManagerBundleUnion(t *testing.T) {
 		{ServerID: "server-c", CertDER: []byte("junk"), NotBefore: now, NotAfter: now.Add(time.Hour)},
 		{ServerID: "server-c", CertDER: leaf[0].Raw, NotBefore: now, NotAfter: now.Add(time.Hour)},
 	} {
-		if err := env.store.PutCACert(ctx, bad); err != nil {
+		if err := env.store.PutCACert(ctx, bad, testEvent); err != nil {
 			t.Fatal(err)
 		}
 	}

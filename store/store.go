@@ -3,6 +3,10 @@
 // (store/storetest).
 //
 // Invariants every engine keeps:
+//   - Every change carries its audit events and appends them to the audit log
+//     in the change's own transaction: a change without its evidence, or
+//     evidence of a change that did not happen, cannot be committed. A change
+//     given no event is refused.
 //   - Every change to entries or locks happens in one transaction that also
 //     bumps the store-wide revision. The revision is taken under a lock inside that
 //     transaction, so revisions are gap-free and commit in order: a reader that
@@ -25,6 +29,9 @@ var (
 	// ErrConflict is returned when an update names a revision that is no
 	// longer current (optimistic concurrency).
 	ErrConflict = errors.New("conflict")
+	// ErrNoAuditEvent is returned for a change given no audit event, or an
+	// empty or oversized one; nothing is written.
+	ErrNoAuditEvent = errors.New("no valid audit event for the change")
 )
 
 // Selector is one attested property, e.g. {Type: "unix", Value: "uid:1000"}.
@@ -89,6 +96,11 @@ type CACert struct {
 	CertDER   []byte
 	NotBefore time.Time
 	NotAfter  time.Time
+	// Tainted marks a certificate whose key is suspect: holders of SVIDs it
+	// signed should get new ones early. Revoked takes it out of the bundle.
+	// Both are sticky: re-recording a certificate never clears them.
+	Tainted bool
+	Revoked bool
 }
 
 // JWTKey is the public half of a JWT signing key a server publishes in the
@@ -103,6 +115,9 @@ type JWTKey struct {
 	PublicKeyDER []byte
 	// NotAfter is when the key stops signing; no token it signed lives longer.
 	NotAfter time.Time
+	// Tainted and Revoked work as for CACert, and are as sticky.
+	Tainted bool
+	Revoked bool
 }
 
 // Lock target kinds. A lock stops issuance for everything its target names.
@@ -134,6 +149,44 @@ type Lock struct {
 	ExpiresAt time.Time
 }
 
+// AuditEvent is one encoded audit event (package audit's canonical JSON).
+// The store keeps these exact bytes as a leaf of the audit log's Merkle tree
+// and never re-encodes them.
+type AuditEvent []byte
+
+// MaxAuditEventSize bounds one event; the audit package encodes no larger.
+const MaxAuditEventSize = 256 << 10
+
+// AuditRecord is a stored audit event and its index (0-based) in the log.
+type AuditRecord struct {
+	Index int64
+	Event []byte
+}
+
+// AuditHash is a node of the audit log's tree in RFC 6962 hashing, as
+// golang.org/x/mod/sumdb/tlog lays out its stored hashes.
+type AuditHash [32]byte
+
+// AuditCheckpoint is a signed checkpoint (a note over the log's size and
+// root hash) a server recorded.
+type AuditCheckpoint struct {
+	ServerID string
+	Size     int64
+	Note     []byte
+	// CreatedAt is set by the store when zero.
+	CreatedAt time.Time
+}
+
+// AuditKey is the public half of the Ed25519 key a server signs audit
+// checkpoints with; the private half stays in that server's keystore.
+type AuditKey struct {
+	ServerID string
+	// Name is the note key name the checkpoints are signed under.
+	Name      string
+	PublicKey []byte // 32-byte Ed25519 public key
+	CreatedAt time.Time
+}
+
 // Store is writ's persistent state. Implementations are safe for concurrent use.
 type Store interface {
 	// CreateEntries stores all entries or none, under one new revision, and
@@ -141,13 +194,13 @@ type Store interface {
 	// SPIFFE ID, parent ID and selector set as an existing one (or another in
 	// the batch) fails the whole batch with ErrAlreadyExists; the error names
 	// the index of the offending entry.
-	CreateEntries(ctx context.Context, entries []Entry) ([]Entry, error)
+	CreateEntries(ctx context.Context, entries []Entry, evs ...AuditEvent) ([]Entry, error)
 	// UpdateEntry replaces the entry with e.ID under a new revision. If
 	// e.Revision is non-zero and not the entry's current revision it fails
 	// with ErrConflict. Unknown IDs fail with ErrNotFound.
-	UpdateEntry(ctx context.Context, e Entry) (Entry, error)
+	UpdateEntry(ctx context.Context, e Entry, evs ...AuditEvent) (Entry, error)
 	// DeleteEntry removes an entry under a new revision and returns it as it was.
-	DeleteEntry(ctx context.Context, id string) (Entry, error)
+	DeleteEntry(ctx context.Context, id string, evs ...AuditEvent) (Entry, error)
 	GetEntry(ctx context.Context, id string) (Entry, error)
 	ListEntries(ctx context.Context, f EntryFilter) ([]Entry, error)
 
@@ -161,27 +214,60 @@ type Store interface {
 	ChangesSince(ctx context.Context, rev int64, limit int) ([]Change, error)
 
 	// PutCACert records (or re-records) a CA certificate of a server.
-	PutCACert(ctx context.Context, c CACert) error
-	// ListCACerts returns the CA certificates with NotAfter after now, oldest first.
+	// Tainted and Revoked, once set, stay set.
+	PutCACert(ctx context.Context, c CACert, evs ...AuditEvent) error
+	// ListCACerts returns the CA certificates that are not revoked and have
+	// NotAfter after now, oldest first.
 	ListCACerts(ctx context.Context, now time.Time) ([]CACert, error)
 
-	// PutJWTKey records (or re-records, by key ID) a JWT signing key of a server.
-	PutJWTKey(ctx context.Context, k JWTKey) error
-	// ListJWTKeys returns the JWT keys with NotAfter after now, oldest first
-	// (by NotAfter, then key ID).
+	// PutJWTKey records (or re-records, by key ID) a JWT signing key of a
+	// server. Tainted and Revoked, once set, stay set.
+	PutJWTKey(ctx context.Context, k JWTKey, evs ...AuditEvent) error
+	// ListJWTKeys returns the JWT keys that are not revoked and have
+	// NotAfter after now, oldest first (by NotAfter, then key ID).
 	ListJWTKeys(ctx context.Context, now time.Time) ([]JWTKey, error)
 
 	// CreateLock stores a lock under a new revision and returns it with ID
 	// and CreatedAt set. A lock takes a revision but records no entry change:
 	// whoever follows the revision sees it move and reloads the locks.
-	CreateLock(ctx context.Context, l Lock) (Lock, error)
+	CreateLock(ctx context.Context, l Lock, evs ...AuditEvent) (Lock, error)
 	// DeleteLock removes a lock under a new revision and returns it as it
 	// was. Unknown IDs fail with ErrNotFound.
-	DeleteLock(ctx context.Context, id string) (Lock, error)
+	DeleteLock(ctx context.Context, id string, evs ...AuditEvent) (Lock, error)
 	// ListLocks returns the locks that have not expired at now (those with no
 	// expiry and those with ExpiresAt after now), oldest first (by
 	// CreatedAt, then ID).
 	ListLocks(ctx context.Context, now time.Time) ([]Lock, error)
+
+	// AppendAudit appends events that record no state change (issuance,
+	// decisions) and returns the index of the first. It returns only once
+	// the events are durable. Concurrent calls are committed together, so
+	// many callers share one transaction and one flush.
+	AppendAudit(ctx context.Context, evs ...AuditEvent) (int64, error)
+	// AuditSize is the number of events in the audit log.
+	AuditSize(ctx context.Context) (int64, error)
+	// ReadAudit returns up to limit events from index start on, in order.
+	// Records carry their stored index, so a gap left by a deleted row shows.
+	ReadAudit(ctx context.Context, start int64, limit int) ([]AuditRecord, error)
+	// ReadAuditHashes returns the stored tree hashes at the given indexes
+	// (tlog's stored-hash numbering), in the same order.
+	ReadAuditHashes(ctx context.Context, indexes []int64) ([]AuditHash, error)
+
+	// PutAuditCheckpoint records a signed checkpoint; recording the same
+	// server and size again replaces the note.
+	PutAuditCheckpoint(ctx context.Context, c AuditCheckpoint) error
+	// ListAuditCheckpoints returns up to limit checkpoints (limit <= 0: all)
+	// of size at least minSize, by size then server.
+	ListAuditCheckpoints(ctx context.Context, minSize int64, limit int) ([]AuditCheckpoint, error)
+	// PutAuditKey records a server's audit public key, with its event.
+	PutAuditKey(ctx context.Context, k AuditKey, evs ...AuditEvent) error
+	// ListAuditKeys returns every audit key ever recorded, oldest first: old
+	// checkpoints stay verifiable after a key changes.
+	ListAuditKeys(ctx context.Context) ([]AuditKey, error)
+
+	// Now is the database's clock, the reference servers sharing the store
+	// measure their own clocks against.
+	Now(ctx context.Context) (time.Time, error)
 
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error

@@ -43,6 +43,12 @@ func (e *engine) IsUniqueViolation(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == uniqueViolation
 }
 
+// ClockSQL implements sqlstore.Engine. clock_timestamp, unlike now, is not
+// frozen at the start of a transaction.
+func (e *engine) ClockSQL() string {
+	return `SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint`
+}
+
 func (e *engine) Close() error {
 	e.pool.Close()
 	return nil

@@ -108,3 +108,24 @@ func (c *entryColumns) add(r *sqlstore.Row) {
 func (c *entryColumns) args() []any {
 	return []any{c.ids, c.spiffeIDs, c.parentIDs, c.x509TTLs, c.jwtTTLs, c.hints, c.expiresAt, c.revisions, c.createdAt, c.updatedAt, c.dnsNames, c.fingerprints}
 }
+
+// Audit rows go as one array per column too: a group commit of thousands
+// of events is two statements.
+const (
+	insertAuditEventsSQL = `INSERT INTO audit_events (idx, event) SELECT $1::bigint + n - 1, e FROM unnest($2::bytea[]) WITH ORDINALITY AS t (e, n)`
+	insertAuditHashesSQL = `INSERT INTO audit_hashes (idx, hash) SELECT $1::bigint + n - 1, h FROM unnest($2::bytea[]) WITH ORDINALITY AS t (h, n)`
+)
+
+// InsertAudit implements sqlstore.WriteTx.
+func (t *writeTx) InsertAudit(ctx context.Context, firstEvent int64, events [][]byte, firstHash int64, hashes [][]byte) error {
+	if _, err := t.tx.Exec(ctx, insertAuditEventsSQL, firstEvent, events); err != nil {
+		return fmt.Errorf("insert audit events: %w", err)
+	}
+	if len(hashes) == 0 {
+		return nil
+	}
+	if _, err := t.tx.Exec(ctx, insertAuditHashesSQL, firstHash, hashes); err != nil {
+		return fmt.Errorf("insert audit hashes: %w", err)
+	}
+	return nil
+}

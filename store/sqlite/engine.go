@@ -31,6 +31,12 @@ func (e *engine) BeginWrite(ctx context.Context) (sqlstore.WriteTx, error) {
 
 func (e *engine) IsUniqueViolation(err error) bool { return isUniqueViolation(err) }
 
+// ClockSQL implements sqlstore.Engine. The Julian day keeps milliseconds on
+// every SQLite version, where unixepoch('subsec') needs 3.42.
+func (e *engine) ClockSQL() string {
+	return `SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)`
+}
+
 func isUniqueViolation(err error) bool {
 	var serr *sqlite.Error
 	if !errors.As(err, &serr) {
@@ -138,4 +144,30 @@ func (t *writeTx) InsertEntries(ctx context.Context, rows []sqlstore.Row) (int, 
 		}
 	}
 	return -1, nil
+}
+
+// InsertAudit implements sqlstore.WriteTx with two prepared statements.
+func (t *writeTx) InsertAudit(ctx context.Context, firstEvent int64, events [][]byte, firstHash int64, hashes [][]byte) error {
+	for _, part := range []struct {
+		query string
+		first int64
+		rows  [][]byte
+	}{
+		{sqlstore.InsertAuditEventSQL, firstEvent, events},
+		{sqlstore.InsertAuditHashSQL, firstHash, hashes},
+	} {
+		stmt, err := t.tx.PrepareContext(ctx, part.query)
+		if err != nil {
+			return err
+		}
+		stmtCtx := context.WithoutCancel(ctx)
+		for i, row := range part.rows {
+			if _, err := stmt.ExecContext(stmtCtx, part.first+int64(i), row); err != nil {
+				stmt.Close()
+				return err
+			}
+		}
+		stmt.Close()
+	}
+	return nil
 }

@@ -83,9 +83,10 @@ func openEngine(path string) (*engine, error) {
 		},
 		"_foreign_keys": {"1"},
 		"_journal_mode": {"WAL"},
-		// NORMAL is durable in WAL mode except against power loss of the
-		// last transactions, and saves an fsync per commit.
-		"_synchronous": {"NORMAL"},
+		// FULL syncs the log at every commit: a change or issuance is
+		// acknowledged only once its audit event would survive power loss.
+		// Group commit of audit events keeps that to one sync per batch.
+		"_synchronous": {"FULL"},
 		"_txlock":      {"immediate"},
 	})
 	if err != nil {

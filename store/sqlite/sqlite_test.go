@@ -35,7 +35,7 @@ func TestReopenKeepsDataAndSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, err := s.CreateEntries(ctx, []store.Entry{{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/b"}})
+	created, err := s.CreateEntries(ctx, []store.Entry{{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/b"}}, store.AuditEvent(`{"type":"test"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestFileModes(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "writ.db")
 	s := openTest(t, path)
-	if _, err := s.CreateEntries(t.Context(), []store.Entry{{SPIFFEID: "spiffe://example.org/a"}}); err != nil {
+	if _, err := s.CreateEntries(t.Context(), []store.Entry{{SPIFFEID: "spiffe://example.org/a"}}, store.AuditEvent(`{"type":"test"}`)); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"writ.db", "writ.db-wal", "writ.db-shm"} {

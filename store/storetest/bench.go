@@ -15,7 +15,7 @@ const (
 // fill stores each batch with one CreateEntries call.
 func fill(b *testing.B, s store.Store, batches [][]store.Entry) {
 	for _, batch := range batches {
-		if _, err := s.CreateEntries(b.Context(), batch); err != nil {
+		if _, err := s.CreateEntries(b.Context(), batch, testEvent); err != nil {
 			b.Fatalf("CreateEntries: %v", err)
 		}
 	}

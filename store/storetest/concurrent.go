@@ -111,7 +111,7 @@ func write(t *testing.T, s store.Store, w, calls int, record func(...store.Chang
 		case i%5 == 3:
 			e := alive[len(alive)-1]
 			e.Hint = fmt.Sprintf("update %d", i)
-			got, err := s.UpdateEntry(ctx, e)
+			got, err := s.UpdateEntry(ctx, e, testEvent)
 			if err != nil {
 				return err
 			}
@@ -123,7 +123,7 @@ func write(t *testing.T, s store.Store, w, calls int, record func(...store.Chang
 		case i%5 == 4:
 			e := alive[0]
 			alive = alive[1:]
-			if _, err := s.DeleteEntry(ctx, e.ID); err != nil {
+			if _, err := s.DeleteEntry(ctx, e.ID, testEvent); err != nil {
 				return err
 			}
 			record(store.Change{EntryID: e.ID, Op: store.OpDelete})
@@ -132,7 +132,7 @@ func write(t *testing.T, s store.Store, w, calls int, record func(...store.Chang
 			if i%5 == 0 {
 				batch = append(batch, rule(w*1000+500+i))
 			}
-			got, err := s.CreateEntries(ctx, batch)
+			got, err := s.CreateEntries(ctx, batch, testEvent)
 			if err != nil {
 				return err
 			}

@@ -30,7 +30,7 @@ func rule(i int) store.Entry {
 
 func create(t testing.TB, s store.Store, entries ...store.Entry) []store.Entry {
 	t.Helper()
-	got, err := s.CreateEntries(t.Context(), entries)
+	got, err := s.CreateEntries(t.Context(), entries, testEvent)
 	if err != nil {
 		t.Fatalf("CreateEntries: %v", err)
 	}
@@ -113,4 +113,17 @@ func put(rev int64, id string) store.Change {
 
 func del(rev int64, id string) store.Change {
 	return store.Change{Revision: rev, EntryID: id, Op: store.OpDelete}
+}
+
+// testEvent is the audit event the suite gives every change: the store
+// keeps whatever bytes it is given.
+var testEvent = store.AuditEvent(`{"time":"2026-01-01T00:00:00Z","type":"test.change"}`)
+
+func mustRevision(t testing.TB, s store.Store) int64 {
+	t.Helper()
+	rev, err := s.Revision(t.Context())
+	if err != nil {
+		t.Fatalf("Revision: %v", err)
+	}
+	return rev
 }

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Locks", testLocks},
 		{"LockErrors", testLockErrors},
 	}
+	tests = append(tests, auditTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -67,7 +68,7 @@ func testEmptyStore(t *testing.T, s store.Store) {
 	if got := changes(t, s, 0, 0); len(got) != 0 {
 		t.Errorf("ChangesSince(0) = %v, want none", got)
 	}
-	got, err := s.CreateEntries(ctx, nil)
+	got, err := s.CreateEntries(ctx, nil, testEvent)
 	if err != nil || len(got) != 0 {
 		t.Errorf("CreateEntries(nil) = %v, %v; want nothing, nil", got, err)
 	}
@@ -144,7 +145,7 @@ func testCallerIDs(t *testing.T, s store.Store) {
 	for _, id := range []string{long + "x", "has space", "a/b", "ü", "a\x00"} {
 		e := rule(100)
 		e.ID = id
-		_, err := s.CreateEntries(ctx, []store.Entry{rule(101), e})
+		_, err := s.CreateEntries(ctx, []store.Entry{rule(101), e}, testEvent)
 		if err == nil || !strings.Contains(err.Error(), "entries[1]") {
 			t.Errorf("CreateEntries with ID %q: error %v, want one naming entries[1]", id, err)
 		}
@@ -162,7 +163,7 @@ func testDuplicateID(t *testing.T, s store.Store) {
 	create(t, s, e)
 	other, again := rule(1), rule(2)
 	other.ID, again.ID = "other", "taken"
-	_, err := s.CreateEntries(ctx, []store.Entry{other, again})
+	_, err := s.CreateEntries(ctx, []store.Entry{other, again}, testEvent)
 	wantErr(t, "CreateEntries", err, store.ErrAlreadyExists, "entries[1]")
 	wantRevision(t, s, 1)
 	if _, err := s.GetEntry(ctx, "other"); !errors.Is(err, store.ErrNotFound) {
@@ -179,7 +180,7 @@ func testUniqueness(t *testing.T, s store.Store) {
 	same.Hint, same.X509TTL, same.DNSNames = "other hint", time.Minute, []string{"x"}
 	same.Selectors = append(slices.Clone(base.Selectors), base.Selectors[0])
 	slices.Reverse(same.Selectors)
-	_, err := s.CreateEntries(ctx, []store.Entry{same})
+	_, err := s.CreateEntries(ctx, []store.Entry{same}, testEvent)
 	wantErr(t, "CreateEntries of a rule differing only in hint, TTL, DNS names and selector order", err, store.ErrAlreadyExists, "entries[0]")
 
 	otherParent := base
@@ -205,7 +206,7 @@ func testBatchAllOrNothing(t *testing.T, s store.Store) {
 	}
 	batch[5] = rule(0)
 	slices.Reverse(batch[5].Selectors)
-	_, err := s.CreateEntries(ctx, batch)
+	_, err := s.CreateEntries(ctx, batch, testEvent)
 	wantErr(t, "CreateEntries", err, store.ErrAlreadyExists, "entries[5]")
 	if !strings.Contains(err.Error(), existing.ID) {
 		t.Errorf("error %q does not name the existing entry %s", err, existing.ID)
@@ -229,12 +230,12 @@ func testDuplicateWithinBatch(t *testing.T, s store.Store) {
 	}
 	batch[7] = rule(2)
 	batch[7].Selectors = append([]store.Selector{batch[7].Selectors[1]}, batch[7].Selectors...)
-	_, err := s.CreateEntries(ctx, batch)
+	_, err := s.CreateEntries(ctx, batch, testEvent)
 	wantErr(t, "CreateEntries with the same rule twice", err, store.ErrAlreadyExists, "entries[7]")
 
 	batch[7] = rule(7)
 	batch[3].ID, batch[6].ID = "same", "same"
-	_, err = s.CreateEntries(ctx, batch)
+	_, err = s.CreateEntries(ctx, batch, testEvent)
 	wantErr(t, "CreateEntries with the same ID twice", err, store.ErrAlreadyExists, "entries[6]")
 
 	wantRevision(t, s, 0)
@@ -246,7 +247,7 @@ func testDuplicateWithinBatch(t *testing.T, s store.Store) {
 func testCanceledWrite(t *testing.T, s store.Store) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := s.CreateEntries(ctx, []store.Entry{rule(0)}); err == nil {
+	if _, err := s.CreateEntries(ctx, []store.Entry{rule(0)}, testEvent); err == nil {
 		t.Fatal("CreateEntries with a canceled context succeeded")
 	}
 	wantRevision(t, s, 0)
@@ -268,7 +269,7 @@ func testUpdate(t *testing.T, s store.Store) {
 	in.Hint = "updated"
 	in.ExpiresAt = time.Date(2040, 5, 6, 7, 8, 9, 0, time.UTC)
 	in.CreatedAt = time.Unix(1, 0) // ignored
-	got, err := s.UpdateEntry(ctx, in)
+	got, err := s.UpdateEntry(ctx, in, testEvent)
 	if err != nil {
 		t.Fatalf("UpdateEntry: %v", err)
 	}
@@ -289,7 +290,7 @@ func testUpdate(t *testing.T, s store.Store) {
 	// Clearing optional fields clears them.
 	in = want
 	in.Selectors, in.DNSNames, in.ExpiresAt, in.Hint, in.X509TTL = nil, nil, time.Time{}, "", 0
-	got, err = s.UpdateEntry(ctx, in)
+	got, err = s.UpdateEntry(ctx, in, testEvent)
 	if err != nil {
 		t.Fatalf("UpdateEntry clearing fields: %v", err)
 	}
@@ -303,18 +304,18 @@ func testUpdateStaleRevision(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	e := create(t, s, rule(0))[0]
 	e.Hint = "first"
-	first, err := s.UpdateEntry(ctx, e) // e.Revision is current
+	first, err := s.UpdateEntry(ctx, e, testEvent) // e.Revision is current
 	if err != nil {
 		t.Fatalf("UpdateEntry at the current revision: %v", err)
 	}
 	e.Hint = "stale"
-	_, err = s.UpdateEntry(ctx, e)
+	_, err = s.UpdateEntry(ctx, e, testEvent)
 	wantErr(t, "UpdateEntry at a stale revision", err, store.ErrConflict, e.ID)
 	wantRevision(t, s, 2)
 	equal(t, "after conflict", get(t, s, e.ID), first)
 
 	e.Revision = 0 // unconditional
-	if _, err := s.UpdateEntry(ctx, e); err != nil {
+	if _, err := s.UpdateEntry(ctx, e, testEvent); err != nil {
 		t.Fatalf("UpdateEntry without a revision: %v", err)
 	}
 	wantRevision(t, s, 3)
@@ -325,7 +326,7 @@ func testUpdateUnknown(t *testing.T, s store.Store) {
 	for _, id := range []string{"missing", "", "bad id"} {
 		e := rule(0)
 		e.ID = id
-		_, err := s.UpdateEntry(ctx, e)
+		_, err := s.UpdateEntry(ctx, e, testEvent)
 		wantErr(t, fmt.Sprintf("UpdateEntry(%q)", id), err, store.ErrNotFound, "")
 	}
 	wantRevision(t, s, 0)
@@ -340,14 +341,14 @@ func testUpdateIntoDuplicate(t *testing.T, s store.Store) {
 	a, b := created[0], created[1]
 	dup := b
 	dup.SPIFFEID, dup.ParentID, dup.Selectors = a.SPIFFEID, a.ParentID, a.Selectors
-	_, err := s.UpdateEntry(ctx, dup)
+	_, err := s.UpdateEntry(ctx, dup, testEvent)
 	wantErr(t, "UpdateEntry into another entry's rule", err, store.ErrAlreadyExists, a.ID)
 	wantRevision(t, s, 1)
 	equal(t, "after failed update", get(t, s, b.ID), b)
 
 	// An entry does not collide with itself.
 	a.Hint = "changed"
-	if _, err := s.UpdateEntry(ctx, a); err != nil {
+	if _, err := s.UpdateEntry(ctx, a, testEvent); err != nil {
 		t.Fatalf("UpdateEntry keeping the rule: %v", err)
 	}
 }
@@ -356,7 +357,7 @@ func testDelete(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	created := create(t, s, rule(0), rule(1))
 	gone, kept := created[0], created[1]
-	got, err := s.DeleteEntry(ctx, gone.ID)
+	got, err := s.DeleteEntry(ctx, gone.ID, testEvent)
 	if err != nil {
 		t.Fatalf("DeleteEntry: %v", err)
 	}
@@ -370,9 +371,9 @@ func testDelete(t *testing.T, s store.Store) {
 	equal(t, "remaining", list(t, s, store.EntryFilter{}), []store.Entry{kept})
 	wantRevision(t, s, 2)
 
-	_, err = s.DeleteEntry(ctx, gone.ID)
+	_, err = s.DeleteEntry(ctx, gone.ID, testEvent)
 	wantErr(t, "DeleteEntry again", err, store.ErrNotFound, gone.ID)
-	_, err = s.DeleteEntry(ctx, "bad id")
+	_, err = s.DeleteEntry(ctx, "bad id", testEvent)
 	wantErr(t, "DeleteEntry of an invalid ID", err, store.ErrNotFound, "")
 	wantRevision(t, s, 2)
 	equal(t, "changes", changes(t, s, 1, 0), []store.Change{del(2, gone.ID)})
@@ -478,10 +479,10 @@ func testChanges(t *testing.T, s store.Store) {
 	create(t, s, batch...) // 1
 	e := get(t, s, "b")
 	e.Hint = "x"
-	if _, err := s.UpdateEntry(ctx, e); err != nil { // 2
+	if _, err := s.UpdateEntry(ctx, e, testEvent); err != nil { // 2
 		t.Fatal(err)
 	}
-	if _, err := s.DeleteEntry(ctx, "a"); err != nil { // 3
+	if _, err := s.DeleteEntry(ctx, "a", testEvent); err != nil { // 3
 		t.Fatal(err)
 	}
 	d := rule(3)
@@ -548,7 +549,7 @@ func testCACerts(t *testing.T, s store.Store) {
 	bEndsNow := cert("b", 4, -4*time.Hour, 0)
 	b1 := cert("b", 5, -30*time.Minute, 24*time.Hour)
 	for _, c := range []store.CACert{b1, a2, bExpired, a1, bEndsNow, a1, b1} {
-		if err := s.PutCACert(ctx, c); err != nil {
+		if err := s.PutCACert(ctx, c, testEvent); err != nil {
 			t.Fatalf("PutCACert: %v", err)
 		}
 	}
@@ -567,7 +568,7 @@ func testCACerts(t *testing.T, s store.Store) {
 	// Re-recording refreshes the record rather than adding one.
 	renewed := a1
 	renewed.NotAfter = now.Add(3 * time.Hour)
-	if err := s.PutCACert(ctx, renewed); err != nil {
+	if err := s.PutCACert(ctx, renewed, testEvent); err != nil {
 		t.Fatalf("PutCACert: %v", err)
 	}
 	equal(t, "after re-recording", listCerts(now.Add(90*time.Minute)), []store.CACert{renewed, a2, b1})
@@ -586,7 +587,7 @@ func testJWTKeys(t *testing.T, s store.Store) {
 	b1 := key("b", "b1", 24*time.Hour)
 	bSameExpiry := key("b", "a0", time.Hour)
 	for _, k := range []store.JWTKey{b1, a2, bExpired, a1, bEndsNow, bSameExpiry, a1, b1} {
-		if err := s.PutJWTKey(ctx, k); err != nil {
+		if err := s.PutJWTKey(ctx, k, testEvent); err != nil {
 			t.Fatalf("PutJWTKey(%s): %v", k.KeyID, err)
 		}
 	}
@@ -605,7 +606,7 @@ func testJWTKeys(t *testing.T, s store.Store) {
 	// Re-recording a key ID refreshes the record rather than adding one.
 	renewed := a1
 	renewed.NotAfter = now.Add(3 * time.Hour)
-	if err := s.PutJWTKey(ctx, renewed); err != nil {
+	if err := s.PutJWTKey(ctx, renewed, testEvent); err != nil {
 		t.Fatalf("PutJWTKey: %v", err)
 	}
 	equal(t, "after re-recording", list(now.Add(90*time.Minute)), []store.JWTKey{a2, renewed, b1})
@@ -615,7 +616,7 @@ func testJWTKeys(t *testing.T, s store.Store) {
 		{ServerID: "c", PublicKeyDER: []byte{0x30}, NotAfter: now.Add(time.Hour)},
 		{ServerID: "c", KeyID: "c1", NotAfter: now.Add(time.Hour)},
 	} {
-		if err := s.PutJWTKey(ctx, bad); err == nil {
+		if err := s.PutJWTKey(ctx, bad, testEvent); err == nil {
 			t.Errorf("PutJWTKey(%+v) succeeded; want an error", bad)
 		}
 	}
@@ -639,7 +640,7 @@ func testLocks(t *testing.T, s store.Store) {
 	endsNow.ExpiresAt = now
 	var created []store.Lock
 	for i, l := range []store.Lock{forever, short, expired, endsNow} {
-		got, err := s.CreateLock(ctx, l)
+		got, err := s.CreateLock(ctx, l, testEvent)
 		if err != nil {
 			t.Fatalf("CreateLock(%s): %v", l.Target.Value, err)
 		}
@@ -669,22 +670,22 @@ func testLocks(t *testing.T, s store.Store) {
 	// Caller-chosen IDs are kept; a taken one is refused and writes nothing.
 	named := mk(store.LockAgent, "spiffe://example.org/agent/x", 0, 0)
 	named.ID = "lock-1"
-	if _, err := s.CreateLock(ctx, named); err != nil {
+	if _, err := s.CreateLock(ctx, named, testEvent); err != nil {
 		t.Fatalf("CreateLock(lock-1): %v", err)
 	}
 	wantRevision(t, s, 5)
-	_, err := s.CreateLock(ctx, named)
+	_, err := s.CreateLock(ctx, named, testEvent)
 	wantErr(t, "CreateLock(taken id)", err, store.ErrAlreadyExists, "lock-1")
 	wantRevision(t, s, 5)
 
-	old, err := s.DeleteLock(ctx, created[0].ID)
+	old, err := s.DeleteLock(ctx, created[0].ID, testEvent)
 	if err != nil {
 		t.Fatalf("DeleteLock: %v", err)
 	}
 	equal(t, "DeleteLock result", old, created[0])
 	wantRevision(t, s, 6)
 	equal(t, "ListLocks after delete", listAt(now), []store.Lock{created[1], named})
-	_, err = s.DeleteLock(ctx, created[0].ID)
+	_, err = s.DeleteLock(ctx, created[0].ID, testEvent)
 	wantErr(t, "DeleteLock(again)", err, store.ErrNotFound, created[0].ID)
 	wantRevision(t, s, 6)
 }
@@ -696,19 +697,19 @@ func testLockErrors(t *testing.T, s store.Store) {
 		{Target: store.LockTarget{Value: "spiffe://example.org/a"}, Reason: "no kind"},
 		{ID: "bad id", Target: store.LockTarget{Kind: store.LockSPIFFEID, Value: "spiffe://example.org/a"}, Reason: "bad id"},
 	} {
-		if _, err := s.CreateLock(ctx, bad); err == nil {
+		if _, err := s.CreateLock(ctx, bad, testEvent); err == nil {
 			t.Errorf("CreateLock(%+v) succeeded; want an error", bad)
 		}
 	}
-	_, err := s.DeleteLock(ctx, "no such lock")
+	_, err := s.DeleteLock(ctx, "no such lock", testEvent)
 	wantErr(t, "DeleteLock(bad id)", err, store.ErrNotFound, "no such lock")
-	_, err = s.DeleteLock(ctx, "absent")
+	_, err = s.DeleteLock(ctx, "absent", testEvent)
 	wantErr(t, "DeleteLock(unknown)", err, store.ErrNotFound, "absent")
 
 	// A canceled write leaves nothing behind.
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := s.CreateLock(canceled, store.Lock{Target: store.LockTarget{Kind: store.LockSPIFFEID, Value: "spiffe://example.org/a"}, Reason: "r"}); err == nil {
+	if _, err := s.CreateLock(canceled, store.Lock{Target: store.LockTarget{Kind: store.LockSPIFFEID, Value: "spiffe://example.org/a"}, Reason: "r"}, testEvent); err == nil {
 		t.Error("CreateLock with a canceled context succeeded")
 	}
 	wantRevision(t, s, 0)

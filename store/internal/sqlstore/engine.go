@@ -18,6 +18,9 @@ type Engine interface {
 	// IsUniqueViolation reports whether err is a unique or primary key
 	// constraint failure.
 	IsUniqueViolation(err error) bool
+	// ClockSQL is a statement returning the database's clock as integer
+	// unix milliseconds.
+	ClockSQL() string
 	Close() error
 }
 
@@ -45,6 +48,9 @@ type WriteTx interface {
 	// fingerprint) it returns the row's index and the transaction stays
 	// usable; otherwise it returns -1.
 	InsertEntries(ctx context.Context, rows []Row) (conflict int, err error)
+	// InsertAudit writes audit events at indexes firstEvent, firstEvent+1, …
+	// and tree hashes at firstHash, firstHash+1, ….
+	InsertAudit(ctx context.Context, firstEvent int64, events [][]byte, firstHash int64, hashes [][]byte) error
 	Commit(ctx context.Context) error
 	// Rollback ends the transaction if it is still open; it must work after
 	// ctx is done.

@@ -22,7 +22,7 @@ func lockNotFound(id string) error {
 }
 
 // CreateLock implements store.Store.
-func (s *Store) CreateLock(ctx context.Context, l store.Lock) (store.Lock, error) {
+func (s *Store) CreateLock(ctx context.Context, l store.Lock, evs ...store.AuditEvent) (store.Lock, error) {
 	if l.ID == "" {
 		l.ID = newID()
 	} else if !validID(l.ID) {
@@ -40,7 +40,7 @@ func (s *Store) CreateLock(ctx context.Context, l store.Lock) (store.Lock, error
 		expires = l.ExpiresAt.Unix()
 		l.ExpiresAt = time.Unix(expires, 0).UTC()
 	}
-	err := s.write(ctx, func(tx WriteTx, _ int64) error {
+	err := s.write(ctx, evs, func(tx WriteTx, _ int64) error {
 		// Writers are serialized by the revision lock, so checking first is
 		// race-free and keeps the transaction usable on PostgreSQL.
 		taken, err := queryString(ctx, tx, `SELECT id FROM locks WHERE id = $1`, l.ID)
@@ -62,12 +62,12 @@ func (s *Store) CreateLock(ctx context.Context, l store.Lock) (store.Lock, error
 }
 
 // DeleteLock implements store.Store.
-func (s *Store) DeleteLock(ctx context.Context, id string) (store.Lock, error) {
+func (s *Store) DeleteLock(ctx context.Context, id string, evs ...store.AuditEvent) (store.Lock, error) {
 	if !validID(id) {
 		return store.Lock{}, lockNotFound(id)
 	}
 	var old store.Lock
-	err := s.write(ctx, func(tx WriteTx, _ int64) error {
+	err := s.write(ctx, evs, func(tx WriteTx, _ int64) error {
 		locks, err := queryLocks(ctx, tx, getLockSQL, id)
 		if err != nil {
 			return err

@@ -31,16 +31,21 @@ const (
 	revisionChangeSQL = `SELECT revision, entry_id, op FROM entry_changes WHERE revision = $1 ORDER BY entry_id`
 
 	// Re-recording a certificate refreshes who owns it and its validity, so
-	// the call is idempotent and never duplicates a certificate.
-	putCACertSQL = `INSERT INTO ca_certs (sha256, server_id, cert_der, not_before, not_after) VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (sha256) DO UPDATE SET server_id = excluded.server_id, not_before = excluded.not_before, not_after = excluded.not_after`
-	listCACertsSQL = `SELECT server_id, cert_der, not_before, not_after FROM ca_certs WHERE not_after > $1 ORDER BY not_before, sha256`
+	// the call is idempotent and never duplicates a certificate. The
+	// incident flags only ever go from 0 to 1.
+	putCACertSQL = `INSERT INTO ca_certs (sha256, server_id, cert_der, not_before, not_after, tainted, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (sha256) DO UPDATE SET server_id = excluded.server_id, not_before = excluded.not_before, not_after = excluded.not_after,
+tainted = CASE WHEN ca_certs.tainted <> 0 THEN ca_certs.tainted ELSE excluded.tainted END,
+revoked = CASE WHEN ca_certs.revoked <> 0 THEN ca_certs.revoked ELSE excluded.revoked END`
+	listCACertsSQL = `SELECT server_id, cert_der, not_before, not_after, tainted FROM ca_certs WHERE not_after > $1 AND revoked = 0 ORDER BY not_before, sha256`
 
 	// A key ID is a thumbprint of the key, so re-recording one never changes
 	// the key itself, only who published it and until when.
-	putJWTKeySQL = `INSERT INTO jwt_keys (key_id, server_id, public_key_der, not_after) VALUES ($1, $2, $3, $4)
-ON CONFLICT (key_id) DO UPDATE SET server_id = excluded.server_id, public_key_der = excluded.public_key_der, not_after = excluded.not_after`
-	listJWTKeysSQL = `SELECT server_id, key_id, public_key_der, not_after FROM jwt_keys WHERE not_after > $1 ORDER BY not_after, key_id`
+	putJWTKeySQL = `INSERT INTO jwt_keys (key_id, server_id, public_key_der, not_after, tainted, revoked) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (key_id) DO UPDATE SET server_id = excluded.server_id, public_key_der = excluded.public_key_der, not_after = excluded.not_after,
+tainted = CASE WHEN jwt_keys.tainted <> 0 THEN jwt_keys.tainted ELSE excluded.tainted END,
+revoked = CASE WHEN jwt_keys.revoked <> 0 THEN jwt_keys.revoked ELSE excluded.revoked END`
+	listJWTKeysSQL = `SELECT server_id, key_id, public_key_der, not_after, tainted FROM jwt_keys WHERE not_after > $1 AND revoked = 0 ORDER BY not_after, key_id`
 )
 
 // entryQuery selects entries with their selectors.

@@ -15,6 +15,7 @@ import (
 // Store implements store.Store over an Engine.
 type Store struct {
 	engine Engine
+	group  groupCommit
 }
 
 var _ store.Store = (*Store)(nil)
@@ -24,11 +25,15 @@ func New(e Engine) *Store {
 	return &Store{engine: e}
 }
 
-// write runs fn in a write transaction under a new revision. The revision is
-// bumped first, so the row lock that orders revisions is held for the whole
-// change and released by the commit; if anything fails the rollback undoes
-// the bump too.
-func (s *Store) write(ctx context.Context, fn func(tx WriteTx, rev int64) error) error {
+// write runs fn in a write transaction under a new revision and appends
+// evs to the audit log in the same transaction. The revision is bumped
+// first, so the row lock that orders revisions is held for the whole change
+// and released by the commit; if anything fails the rollback undoes the
+// bump and the events too.
+func (s *Store) write(ctx context.Context, evs []store.AuditEvent, fn func(tx WriteTx, rev int64) error) error {
+	if err := checkEvents(evs); err != nil {
+		return err
+	}
 	tx, err := s.engine.BeginWrite(ctx)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
@@ -39,6 +44,9 @@ func (s *Store) write(ctx context.Context, fn func(tx WriteTx, rev int64) error)
 		return fmt.Errorf("bump revision: %w", err)
 	}
 	if err := fn(tx, rev); err != nil {
+		return err
+	}
+	if _, err := appendEvents(ctx, tx, evs); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -57,16 +65,16 @@ func (s *Store) mapErr(err error) error {
 }
 
 // CreateEntries implements store.Store.
-func (s *Store) CreateEntries(ctx context.Context, entries []store.Entry) ([]store.Entry, error) {
+func (s *Store) CreateEntries(ctx context.Context, entries []store.Entry, evs ...store.AuditEvent) ([]store.Entry, error) {
 	if len(entries) == 0 {
-		// Nothing changes, so no revision is spent.
+		// Nothing changes, so no revision is spent and no event is due.
 		return nil, nil
 	}
 	rows, err := prepareBatch(entries, time.Now().Unix())
 	if err != nil {
 		return nil, err
 	}
-	err = s.write(ctx, func(tx WriteTx, rev int64) error {
+	err = s.write(ctx, evs, func(tx WriteTx, rev int64) error {
 		for i := range rows {
 			rows[i].Revision = rev
 		}
@@ -113,13 +121,13 @@ func notFound(id string) error {
 }
 
 // UpdateEntry implements store.Store.
-func (s *Store) UpdateEntry(ctx context.Context, e store.Entry) (store.Entry, error) {
+func (s *Store) UpdateEntry(ctx context.Context, e store.Entry, evs ...store.AuditEvent) (store.Entry, error) {
 	if !validID(e.ID) {
 		return store.Entry{}, notFound(e.ID)
 	}
 	r := newRow(e)
 	r.UpdatedAt = time.Now().Unix()
-	err := s.write(ctx, func(tx WriteTx, rev int64) error {
+	err := s.write(ctx, evs, func(tx WriteTx, rev int64) error {
 		r.Revision = rev
 		if err := checkUpdate(ctx, tx, &r, e.Revision); err != nil {
 			return err
@@ -180,12 +188,12 @@ func (s *Store) replace(ctx context.Context, tx WriteTx, r *Row) error {
 }
 
 // DeleteEntry implements store.Store.
-func (s *Store) DeleteEntry(ctx context.Context, id string) (store.Entry, error) {
+func (s *Store) DeleteEntry(ctx context.Context, id string, evs ...store.AuditEvent) (store.Entry, error) {
 	if !validID(id) {
 		return store.Entry{}, notFound(id)
 	}
 	var old store.Entry
-	err := s.write(ctx, func(tx WriteTx, rev int64) error {
+	err := s.write(ctx, evs, func(tx WriteTx, rev int64) error {
 		var err error
 		if old, err = getEntry(ctx, tx, id); err != nil {
 			return err
@@ -295,9 +303,12 @@ func queryChanges(ctx context.Context, q Querier, query string, args ...any) ([]
 
 // PutCACert implements store.Store. It does not touch the entry revision:
 // the bundle is read whole, not followed change by change.
-func (s *Store) PutCACert(ctx context.Context, c store.CACert) error {
+func (s *Store) PutCACert(ctx context.Context, c store.CACert, evs ...store.AuditEvent) error {
 	if len(c.CertDER) == 0 {
 		return fmt.Errorf("CA certificate of server %q: no DER bytes", c.ServerID)
+	}
+	if err := checkEvents(evs); err != nil {
+		return err
 	}
 	sum := sha256.Sum256(c.CertDER)
 	tx, err := s.engine.BeginWrite(ctx)
@@ -305,8 +316,11 @@ func (s *Store) PutCACert(ctx context.Context, c store.CACert) error {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.Exec(ctx, putCACertSQL, hex.EncodeToString(sum[:]), c.ServerID, c.CertDER, c.NotBefore.Unix(), c.NotAfter.Unix()); err != nil {
+	if _, err := tx.Exec(ctx, putCACertSQL, hex.EncodeToString(sum[:]), c.ServerID, c.CertDER, c.NotBefore.Unix(), c.NotAfter.Unix(), flag(c.Tainted), flag(c.Revoked)); err != nil {
 		return fmt.Errorf("put CA certificate: %w", err)
+	}
+	if _, err := appendEvents(ctx, tx, evs); err != nil {
+		return err
 	}
 	return tx.Commit(ctx)
 }
@@ -321,10 +335,11 @@ func (s *Store) ListCACerts(ctx context.Context, now time.Time) ([]store.CACert,
 	var out []store.CACert
 	for rows.Next() {
 		var c store.CACert
-		var notBefore, notAfter int64
-		if err := rows.Scan(&c.ServerID, &c.CertDER, &notBefore, &notAfter); err != nil {
+		var notBefore, notAfter, tainted int64
+		if err := rows.Scan(&c.ServerID, &c.CertDER, &notBefore, &notAfter, &tainted); err != nil {
 			return nil, fmt.Errorf("list CA certificates: %w", err)
 		}
+		c.Tainted = tainted != 0
 		c.NotBefore, c.NotAfter = time.Unix(notBefore, 0).UTC(), time.Unix(notAfter, 0).UTC()
 		out = append(out, c)
 	}
@@ -336,9 +351,12 @@ func (s *Store) ListCACerts(ctx context.Context, now time.Time) ([]store.CACert,
 
 // PutJWTKey implements store.Store. Like PutCACert it does not touch the
 // entry revision.
-func (s *Store) PutJWTKey(ctx context.Context, k store.JWTKey) error {
+func (s *Store) PutJWTKey(ctx context.Context, k store.JWTKey, evs ...store.AuditEvent) error {
 	if k.KeyID == "" {
 		return fmt.Errorf("JWT key of server %q: no key ID", k.ServerID)
+	}
+	if err := checkEvents(evs); err != nil {
+		return err
 	}
 	if len(k.PublicKeyDER) == 0 {
 		return fmt.Errorf("JWT key %q of server %q: no public key", k.KeyID, k.ServerID)
@@ -348,8 +366,11 @@ func (s *Store) PutJWTKey(ctx context.Context, k store.JWTKey) error {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.Exec(ctx, putJWTKeySQL, k.KeyID, k.ServerID, k.PublicKeyDER, k.NotAfter.Unix()); err != nil {
+	if _, err := tx.Exec(ctx, putJWTKeySQL, k.KeyID, k.ServerID, k.PublicKeyDER, k.NotAfter.Unix(), flag(k.Tainted), flag(k.Revoked)); err != nil {
 		return fmt.Errorf("put JWT key: %w", err)
+	}
+	if _, err := appendEvents(ctx, tx, evs); err != nil {
+		return err
 	}
 	return tx.Commit(ctx)
 }
@@ -364,10 +385,11 @@ func (s *Store) ListJWTKeys(ctx context.Context, now time.Time) ([]store.JWTKey,
 	var out []store.JWTKey
 	for rows.Next() {
 		var k store.JWTKey
-		var notAfter int64
-		if err := rows.Scan(&k.ServerID, &k.KeyID, &k.PublicKeyDER, &notAfter); err != nil {
+		var notAfter, tainted int64
+		if err := rows.Scan(&k.ServerID, &k.KeyID, &k.PublicKeyDER, &notAfter, &tainted); err != nil {
 			return nil, fmt.Errorf("list JWT keys: %w", err)
 		}
+		k.Tainted = tainted != 0
 		k.NotAfter = time.Unix(notAfter, 0).UTC()
 		out = append(out, k)
 	}
@@ -375,6 +397,14 @@ func (s *Store) ListJWTKeys(ctx context.Context, now time.Time) ([]store.JWTKey,
 		return nil, fmt.Errorf("list JWT keys: %w", err)
 	}
 	return out, nil
+}
+
+// flag stores a boolean as the integer both engines' schemas use.
+func flag(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Ping implements store.Store. Reading the revision proves more than a bare

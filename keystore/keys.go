@@ -3,6 +3,7 @@ package keystore
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -20,6 +21,9 @@ func generateKey(kt KeyType) (crypto.Signer, error) {
 		return rsa.GenerateKey(rand.Reader, 2048)
 	case RSA3072:
 		return rsa.GenerateKey(rand.Reader, 3072)
+	case Ed25519:
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		return key, err
 	}
 	_, err := ParseKeyType(string(kt))
 	return nil, fmt.Errorf("keystore: %w", err)

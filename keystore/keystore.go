@@ -22,6 +22,9 @@ const (
 	ECP384  KeyType = "ec-p384"
 	RSA2048 KeyType = "rsa-2048"
 	RSA3072 KeyType = "rsa-3072"
+	// Ed25519 signs audit checkpoints (as tlog notes do). It is not an
+	// authority key type, so KeyTypes and ParseKeyType leave it out.
+	Ed25519 KeyType = "ed25519"
 )
 
 // KeyTypes lists every accepted key type, default first.

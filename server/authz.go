@@ -75,18 +75,22 @@ func adminOrMember(s *Server, c Caller) error {
 // methodRules names who may call each RPC. A method missing here is refused:
 // new RPCs are closed until someone decides who may call them.
 var methodRules = map[string]rule{
-	writv1.EntryService_CreateEntries_FullMethodName: admin,
-	writv1.EntryService_UpdateEntry_FullMethodName:   admin,
-	writv1.EntryService_DeleteEntry_FullMethodName:   admin,
-	writv1.EntryService_GetEntry_FullMethodName:      admin,
-	writv1.EntryService_ListEntries_FullMethodName:   admin,
-	writv1.SVIDService_MintX509SVID_FullMethodName:   admin,
-	writv1.SVIDService_MintJWTSVID_FullMethodName:    admin,
-	writv1.BundleService_GetBundle_FullMethodName:    adminOrMember,
-	writv1.StatusService_GetStatus_FullMethodName:    admin,
-	writv1.LockService_CreateLock_FullMethodName:     admin,
-	writv1.LockService_DeleteLock_FullMethodName:     admin,
-	writv1.LockService_ListLocks_FullMethodName:      admin,
+	writv1.EntryService_CreateEntries_FullMethodName:  admin,
+	writv1.EntryService_UpdateEntry_FullMethodName:    admin,
+	writv1.EntryService_DeleteEntry_FullMethodName:    admin,
+	writv1.EntryService_GetEntry_FullMethodName:       admin,
+	writv1.EntryService_ListEntries_FullMethodName:    admin,
+	writv1.SVIDService_MintX509SVID_FullMethodName:    admin,
+	writv1.SVIDService_MintJWTSVID_FullMethodName:     admin,
+	writv1.BundleService_GetBundle_FullMethodName:     adminOrMember,
+	writv1.StatusService_GetStatus_FullMethodName:     admin,
+	writv1.LockService_CreateLock_FullMethodName:      admin,
+	writv1.LockService_DeleteLock_FullMethodName:      admin,
+	writv1.LockService_ListLocks_FullMethodName:       admin,
+	writv1.AuditService_ReadEvents_FullMethodName:     admin,
+	writv1.AuditService_GetCheckpoints_FullMethodName: admin,
+	writv1.AuditService_ReadHashes_FullMethodName:     admin,
+	writv1.AuditService_SignCheckpoint_FullMethodName: admin,
 }
 
 // callerFromPeer reads the caller proved by the transport.

@@ -18,6 +18,14 @@ import (
 	"writ.dev/writ/keystore"
 )
 
+// Defaults of settings other code refers to.
+const (
+	DefaultMaxClockSkew       = 30 * time.Second
+	MaxMaxClockSkew           = 5 * time.Minute
+	DefaultCheckpointEvents   = 1000
+	DefaultCheckpointInterval = 10 * time.Second
+)
+
 // DefaultTrustDomain is fit for a first run only; the server logs a warning
 // when it is used, because trust domain names cannot be changed later without
 // re-issuing every identity.
@@ -53,12 +61,28 @@ type Config struct {
 	// "iss" while OIDC is enabled. Empty: https://OIDC_ADDRESS.
 	OIDCIssuer string `yaml:"oidc_issuer"`
 
+	// MaxClockSkew is how far this server's clock may be from the store's
+	// (the reference all servers sharing it agree on). Within it, SVIDs
+	// issued by one server verify on the others, since validity is
+	// backdated by ca.ClockSkew. Beyond it the server reports not ready and
+	// refuses to issue until the clocks agree again.
+	MaxClockSkew Duration `yaml:"max_clock_skew"`
+
 	Store          StoreConfig          `yaml:"store"`
+	Audit          AuditConfig          `yaml:"audit"`
 	CA             CAConfig             `yaml:"ca"`
 	SVID           SVIDConfig           `yaml:"svid"`
 	Bundle         BundleConfig         `yaml:"bundle"`
 	BundleEndpoint BundleEndpointConfig `yaml:"bundle_endpoint"`
 	Log            LogConfig            `yaml:"log"`
+}
+
+// AuditConfig sets how often the server signs a checkpoint of the audit
+// log: after CheckpointEvents new events or CheckpointInterval, whichever
+// comes first, and only when the log has grown.
+type AuditConfig struct {
+	CheckpointEvents   int64    `yaml:"checkpoint_events"`
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
 }
 
 // BundleConfig shapes the SPIFFE bundle document.
@@ -270,10 +294,19 @@ func (c *Config) Defaults() {
 		c.CA.CommonName = "writ CA " + c.TrustDomain
 	}
 	setDuration(&c.CA.TTL, 24*time.Hour)
-	setDuration(&c.SVID.X509TTL, time.Hour)
-	setDuration(&c.SVID.MaxX509TTL, 24*time.Hour)
-	setDuration(&c.SVID.JWTTTL, 5*time.Minute)
-	setDuration(&c.SVID.MaxJWTTTL, time.Hour)
+	// An SVID may live at most a sixth of its authority's life: the
+	// successor is activated when a sixth is left, so everything the old
+	// authority signed has expired by the time it leaves the bundle.
+	sixth := c.CA.TTL.Duration / 6
+	setDuration(&c.SVID.MaxX509TTL, sixth)
+	setDuration(&c.SVID.X509TTL, min(time.Hour, c.SVID.MaxX509TTL.Duration))
+	setDuration(&c.SVID.MaxJWTTTL, min(time.Hour, sixth))
+	setDuration(&c.SVID.JWTTTL, min(5*time.Minute, c.SVID.MaxJWTTTL.Duration))
+	setDuration(&c.MaxClockSkew, DefaultMaxClockSkew)
+	if c.Audit.CheckpointEvents == 0 {
+		c.Audit.CheckpointEvents = DefaultCheckpointEvents
+	}
+	setDuration(&c.Audit.CheckpointInterval, DefaultCheckpointInterval)
 	setDuration(&c.Bundle.RefreshHint, DefaultBundleRefreshHint)
 	if c.BundleEndpoint.Profile == "" {
 		c.BundleEndpoint.Profile = ProfileHTTPSSPIFFE
@@ -352,6 +385,24 @@ func (c *Config) Validate() error {
 		add("ca.ttl", "%s is too short: at least 1h", c.CA.TTL)
 	}
 	errs = append(errs, c.CA.Upstream.validate()...)
+	for _, limit := range []struct {
+		field string
+		d     Duration
+	}{{"svid.max_x509_ttl", c.SVID.MaxX509TTL}, {"svid.max_jwt_ttl", c.SVID.MaxJWTTTL}} {
+		if limit.d.Duration > c.CA.TTL.Duration/6 {
+			add(limit.field, "%s is more than a sixth of ca.ttl %s (%s): an SVID must expire before the authority that signed it leaves the bundle; lower it or raise ca.ttl",
+				limit.d, c.CA.TTL, Duration{c.CA.TTL.Duration / 6})
+		}
+	}
+	if c.MaxClockSkew.Duration < time.Second || c.MaxClockSkew.Duration > MaxMaxClockSkew {
+		add("max_clock_skew", "%s is out of range: 1s to %s", c.MaxClockSkew, Duration{MaxMaxClockSkew})
+	}
+	if c.Audit.CheckpointEvents < 1 {
+		add("audit.checkpoint_events", "%d is out of range: at least 1", c.Audit.CheckpointEvents)
+	}
+	if c.Audit.CheckpointInterval.Duration < time.Second {
+		add("audit.checkpoint_interval", "%s is too short: at least 1s", c.Audit.CheckpointInterval)
+	}
 	if c.SVID.X509TTL.Duration > c.SVID.MaxX509TTL.Duration {
 		add("svid.x509_ttl", "%s exceeds svid.max_x509_ttl %s", c.SVID.X509TTL, c.SVID.MaxX509TTL)
 	}
@@ -456,12 +507,13 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
   ops_address: 127.0.0.1:8082     # /metrics /healthz /readyz; "" disables
   oidc_address: ""                # OIDC discovery + JWKS for cloud IAMs; "" disables
   oidc_issuer: ""                 # JWT-SVID "iss" when OIDC is on; default https://OIDC_ADDRESS
+  max_clock_skew: 30s             # allowed offset from the store's clock; beyond it: not ready, no issuance
   store:
     engine: sqlite                # sqlite (embedded) or postgres
     dsn: DATA_DIR/writ.db         # postgres: postgres://writ@host/writ?sslmode=verify-full
   ca:
     key_type: ec-p256             # ec-p256, ec-p384, rsa-2048, rsa-3072
-    ttl: 24h                      # CA and JWT key lifetime; successors at half life
+    ttl: 24h                      # CA and JWT key lifetime; successor prepared at 1/2, active at 5/6
     organization: writ
     common_name: ""               # default: "writ CA <trust domain>"
     upstream:                     # under your company's PKI: all three or none
@@ -470,9 +522,12 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
       bundle_file: ""             # PEM roots of the upstream PKI; they become the trust bundle
   svid:
     x509_ttl: 1h                  # default X.509-SVID lifetime
-    max_x509_ttl: 24h             # cap for every X.509-SVID, including 'writ svid mint'
+    max_x509_ttl: 4h              # cap for every X.509-SVID; default and at most ca.ttl/6
     jwt_ttl: 5m                   # default JWT-SVID lifetime
-    max_jwt_ttl: 1h               # cap for every JWT-SVID, including 'writ svid mint --jwt'
+    max_jwt_ttl: 1h               # cap for every JWT-SVID; at most ca.ttl/6
+  audit:
+    checkpoint_events: 1000       # sign a checkpoint after this many new events ...
+    checkpoint_interval: 10s      # ... or this long after the last one, if the log grew
   bundle:
     refresh_hint: 5m              # spiffe_refresh_hint: how often federated domains refetch; <= ca.ttl/6
   bundle_endpoint:                # SPIFFE bundle document at GET / for federated trust domains

@@ -50,7 +50,20 @@ func (e *entryService) CreateEntries(ctx context.Context, req *writv1.CreateEntr
 		}
 		recs[i] = entryFromRule(r)
 	}
-	out, err := e.s.store.CreateEntries(ctx, recs)
+	// IDs are assigned here rather than by the store so that each entry's
+	// audit event, written in the same transaction, can name it.
+	evs := make([]store.AuditEvent, n)
+	for i := range recs {
+		if recs[i].ID == "" {
+			recs[i].ID = store.NewID()
+		}
+		ev, err := e.s.event(ctx, "entry.create", recs[i].ID, entryDetails(recs[i]))
+		if err != nil {
+			return nil, err
+		}
+		evs[i] = ev
+	}
+	out, err := e.s.store.CreateEntries(ctx, recs, evs...)
 	if err != nil {
 		return nil, storeStatus(err)
 	}
@@ -73,7 +86,11 @@ func (e *entryService) UpdateEntry(ctx context.Context, req *writv1.UpdateEntryR
 	}
 	rec := entryFromRule(r)
 	rec.Revision = pe.GetRevision()
-	out, err := e.s.store.UpdateEntry(ctx, rec)
+	ev, err := e.s.event(ctx, "entry.update", rec.ID, entryDetails(rec))
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.s.store.UpdateEntry(ctx, rec, ev)
 	if err != nil {
 		return nil, storeStatus(err)
 	}
@@ -85,7 +102,11 @@ func (e *entryService) DeleteEntry(ctx context.Context, req *writv1.DeleteEntryR
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id: is required")
 	}
-	out, err := e.s.store.DeleteEntry(ctx, req.GetId())
+	ev, err := e.s.event(ctx, "entry.delete", req.GetId(), nil)
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.s.store.DeleteEntry(ctx, req.GetId(), ev)
 	if err != nil {
 		return nil, storeStatus(err)
 	}
@@ -227,6 +248,36 @@ func entryFromRule(r identity.Rule) store.Entry {
 		e.Selectors = append(e.Selectors, store.Selector{Type: sel.Type, Value: sel.Value})
 	}
 	return e
+}
+
+// entryDetails is what an entry's audit event records of it: the rule as
+// requested, so the log alone says who could get which identity.
+func entryDetails(e store.Entry) map[string]any {
+	d := map[string]any{"spiffe_id": e.SPIFFEID, "parent_id": e.ParentID}
+	sels := make([]string, len(e.Selectors))
+	for i, sel := range e.Selectors {
+		sels[i] = sel.Type + ":" + sel.Value
+	}
+	d["selectors"] = sels
+	if e.X509TTL != 0 {
+		d["x509_ttl"] = e.X509TTL.String()
+	}
+	if e.JWTTTL != 0 {
+		d["jwt_ttl"] = e.JWTTTL.String()
+	}
+	if len(e.DNSNames) > 0 {
+		d["dns_names"] = e.DNSNames
+	}
+	if e.Hint != "" {
+		d["hint"] = e.Hint
+	}
+	if !e.ExpiresAt.IsZero() {
+		d["expires_at"] = e.ExpiresAt.UTC()
+	}
+	if e.Revision != 0 {
+		d["if_revision"] = e.Revision
+	}
+	return d
 }
 
 func entryToProto(e store.Entry) *writv1.Entry {

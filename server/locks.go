@@ -229,7 +229,12 @@ func (ls *lockService) CreateLock(ctx context.Context, req *writv1.CreateLockReq
 		// Stored in whole seconds: round up, so a lock never ends early.
 		l.ExpiresAt = now.Add(d + time.Second - 1).Truncate(time.Second)
 	}
-	out, err := s.store.CreateLock(ctx, l)
+	l.ID = store.NewID()
+	ev, err := s.event(ctx, "lock.create", l.ID, lockDetails(l))
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.store.CreateLock(ctx, l, ev)
 	if err != nil {
 		return nil, storeStatus(err)
 	}
@@ -241,7 +246,11 @@ func (ls *lockService) DeleteLock(ctx context.Context, req *writv1.DeleteLockReq
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id: is required")
 	}
-	out, err := ls.s.store.DeleteLock(ctx, req.GetId())
+	ev, err := ls.s.event(ctx, "lock.delete", req.GetId(), nil)
+	if err != nil {
+		return nil, err
+	}
+	out, err := ls.s.store.DeleteLock(ctx, req.GetId(), ev)
 	if err != nil {
 		return nil, storeStatus(err)
 	}
@@ -261,20 +270,21 @@ func (ls *lockService) ListLocks(ctx context.Context, _ *writv1.ListLocksRequest
 	return resp, nil
 }
 
+// lockDetails is what a lock's audit event records of it.
+func lockDetails(l store.Lock) map[string]any {
+	d := map[string]any{"target_kind": l.Target.Kind, "target_value": l.Target.Value, "reason": l.Reason}
+	if !l.ExpiresAt.IsZero() {
+		d["expires_at"] = l.ExpiresAt.UTC()
+	}
+	return d
+}
+
 // lockChanged puts a local lock change in force at once, without waiting for
-// the refresher, and records it.
+// the refresher, and logs it; its audit event was written with the change.
 func (s *Server) lockChanged(ctx context.Context, what string, l store.Lock) {
 	if err := s.locks.refresh(ctx, true); err != nil {
 		s.log.Error("refreshing locks after a change; the refresher retries", "err", err)
 	}
-	s.auditLockEvent(ctx, what, l)
-}
-
-// auditLockEvent is where lock changes become audit events. The audit log is
-// not wired into the server yet, so for now they are recorded only in the
-// server log; once it is, the event belongs in the lock change's own
-// transaction.
-func (s *Server) auditLockEvent(ctx context.Context, what string, l store.Lock) {
 	expires := "never"
 	if !l.ExpiresAt.IsZero() {
 		expires = l.ExpiresAt.UTC().Format(time.RFC3339)

@@ -92,6 +92,9 @@ func (s *Server) ready(ctx context.Context) error {
 	if err := s.store.Ping(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
+	if _, err := s.clock.skew(); err != nil {
+		return err
+	}
 	if now := s.now(); !now.Before(s.x509.Active().Cert.NotAfter) {
 		return fmt.Errorf("x509 authority expired at %s", s.x509.Active().Cert.NotAfter.Format(time.RFC3339))
 	}

@@ -65,6 +65,10 @@ type Server struct {
 	dirLock *os.File
 	// locks is the in-memory lock set checked at issuance (server/locks.go).
 	locks *lockSet
+	// audit signs checkpoints of the audit log (server/audit.go).
+	audit *auditLog
+	// clock watches this server's offset from the store's clock.
+	clock *clockWatch
 
 	grpcAdmin  *grpc.Server
 	grpcRemote *grpc.Server
@@ -132,6 +136,13 @@ func (s *Server) open(ctx context.Context) error {
 	}
 	if s.keys, err = keystore.NewDisk(filepath.Join(s.cfg.DataDir, "keys")); err != nil {
 		return fmt.Errorf("keystore: %w", err)
+	}
+	if s.audit, err = newAuditLog(ctx, s, s.keys); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	s.clock = newClockWatch(s)
+	if err := s.clock.check(ctx); err != nil {
+		return err
 	}
 	kt, _ := keystore.ParseKeyType(s.cfg.CA.KeyType)
 	var upstream *ca.Upstream
@@ -252,6 +263,8 @@ func (s *Server) Start(ctx context.Context) error {
 	s.background(ctx, s.jwt.Run)
 	s.background(ctx, s.tlsID.run)
 	s.background(ctx, s.locks.run)
+	s.background(ctx, s.audit.run)
+	s.background(ctx, s.clock.run)
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
 		"admin_socket", s.cfg.AdminSocket, "listen", addrString(s.remoteLn), "ops", addrString(s.opsLn),
@@ -307,6 +320,7 @@ func (s *Server) newGRPC(creds grpc.ServerOption) *grpc.Server {
 	writv1.RegisterBundleServiceServer(g, &bundleService{s: s})
 	writv1.RegisterStatusServiceServer(g, &statusService{s: s})
 	writv1.RegisterLockServiceServer(g, &lockService{s: s})
+	writv1.RegisterAuditServiceServer(g, &auditService{s: s})
 	return g
 }
 

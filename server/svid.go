@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -28,8 +29,7 @@ func (v *svidService) MintX509SVID(ctx context.Context, req *writv1.MintX509SVID
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if err := s.locks.checkIssue(id); err != nil {
-		s.log.Warn("issuance refused", "spiffe_id", id.String(), "reason", err, "caller", callerString(ctx))
+	if err := s.checkIssue(ctx, id, "x509"); err != nil {
 		return nil, err
 	}
 	ttl, err := s.x509TTL(req.GetTtlSeconds())
@@ -47,6 +47,16 @@ func (v *svidService) MintX509SVID(ctx context.Context, req *writv1.MintX509SVID
 	chain, err := s.x509.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, DNSNames: dns, TTL: ttl}, s.now())
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "signing: %v", err)
+	}
+	ev, err := s.event(ctx, "svid.x509.mint", id.String(), map[string]any{
+		"serial": chain[0].SerialNumber.Text(16), "not_after": chain[0].NotAfter.UTC(), "dns_names": dns,
+		"ca": fmt.Sprintf("%x", chain[0].AuthorityKeyId),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.record(ctx, ev); err != nil {
+		return nil, err
 	}
 	s.metrics.issued.WithLabelValues("x509").Inc()
 	resp := &writv1.MintX509SVIDResponse{ExpiresAt: chain[0].NotAfter.Unix()}
@@ -69,8 +79,7 @@ func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRe
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if err := s.locks.checkIssue(id); err != nil {
-		s.log.Warn("issuance refused", "spiffe_id", id.String(), "reason", err, "caller", callerString(ctx))
+	if err := s.checkIssue(ctx, id, "jwt"); err != nil {
 		return nil, err
 	}
 	audience := req.GetAudience()
@@ -98,10 +107,41 @@ func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRe
 		expiry = authority.NotAfter
 	}
 	exp := expiry.Unix()
+	ev, err := s.event(ctx, "svid.jwt.mint", id.String(), map[string]any{
+		"kid": authority.KeyID, "audience": audience, "exp": exp,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.record(ctx, ev); err != nil {
+		return nil, err
+	}
 	s.metrics.issued.WithLabelValues("jwt").Inc()
 	s.log.Info("jwt-svid minted", "spiffe_id", id.String(), "audience", audience, "kid", authority.KeyID,
 		"expires", time.Unix(exp, 0).UTC().Format(time.RFC3339), "caller", callerString(ctx))
 	return &writv1.MintJWTSVIDResponse{Token: tok, ExpiresAt: exp}, nil
+}
+
+// checkIssue refuses issuance for id while a lock names it or this
+// server's clock is off; a refusal by lock is itself an audit event.
+func (s *Server) checkIssue(ctx context.Context, id spiffeid.ID, kind string) error {
+	if err := s.clock.checkIssue(); err != nil {
+		s.log.Warn("issuance refused", "spiffe_id", id.String(), "reason", err, "caller", callerString(ctx))
+		return err
+	}
+	err := s.locks.checkIssue(id)
+	if err == nil {
+		return nil
+	}
+	s.log.Warn("issuance refused", "spiffe_id", id.String(), "reason", err, "caller", callerString(ctx))
+	if status.Code(err) == codes.PermissionDenied {
+		if ev, evErr := s.event(ctx, "svid."+kind+".refused", id.String(), map[string]any{"reason": status.Convert(err).Message()}); evErr == nil {
+			if recErr := s.record(ctx, ev); recErr != nil {
+				return recErr
+			}
+		}
+	}
+	return err
 }
 
 // x509TTL and jwtTTL turn a requested TTL into the one to issue: zero takes

@@ -18,6 +18,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"time"
 )
@@ -272,4 +274,17 @@ type Store interface {
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// NewID returns a random (version 4) UUID, the form of the IDs the store
+// assigns. Callers that must name a record in its audit event before it is
+// stored assign the ID themselves with it.
+func NewID() string {
+	var b [16]byte
+	// crypto/rand.Read never fails: it crashes the program instead.
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }

@@ -1444,6 +1444,786 @@ func (x *ListLocksResponse) GetLocks() []*Lock {
 	return nil
 }
 
+type ReadAuditEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Start int64                  `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	// limit: default 1,000, at most 10,000.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAuditEventsRequest) Reset() {
+	*x = ReadAuditEventsRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAuditEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAuditEventsRequest) ProtoMessage() {}
+
+func (x *ReadAuditEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAuditEventsRequest.ProtoReflect.Descriptor instead.
+func (*ReadAuditEventsRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReadAuditEventsRequest) GetStart() int64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *ReadAuditEventsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type AuditEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         int64                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Event         []byte                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEvent) Reset() {
+	*x = AuditEvent{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEvent) ProtoMessage() {}
+
+func (x *AuditEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
+func (*AuditEvent) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AuditEvent) GetIndex() int64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *AuditEvent) GetEvent() []byte {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type ReadAuditEventsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*AuditEvent          `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// size is the log's size when the events were read.
+	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAuditEventsResponse) Reset() {
+	*x = ReadAuditEventsResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAuditEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAuditEventsResponse) ProtoMessage() {}
+
+func (x *ReadAuditEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAuditEventsResponse.ProtoReflect.Descriptor instead.
+func (*ReadAuditEventsResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReadAuditEventsResponse) GetEvents() []*AuditEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ReadAuditEventsResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type GetAuditCheckpointsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// min_size skips checkpoints smaller than it; latest_only keeps only the
+	// largest checkpoint of each server.
+	MinSize       int64 `protobuf:"varint,1,opt,name=min_size,json=minSize,proto3" json:"min_size,omitempty"`
+	LatestOnly    bool  `protobuf:"varint,2,opt,name=latest_only,json=latestOnly,proto3" json:"latest_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditCheckpointsRequest) Reset() {
+	*x = GetAuditCheckpointsRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditCheckpointsRequest) ProtoMessage() {}
+
+func (x *GetAuditCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*GetAuditCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetAuditCheckpointsRequest) GetMinSize() int64 {
+	if x != nil {
+		return x.MinSize
+	}
+	return 0
+}
+
+func (x *GetAuditCheckpointsRequest) GetLatestOnly() bool {
+	if x != nil {
+		return x.LatestOnly
+	}
+	return false
+}
+
+type AuditCheckpoint struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ServerId string                 `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	Size     int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// note is the signed checkpoint note, exactly as signed.
+	Note          []byte `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	CreatedAt     int64  `protobuf:"varint,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditCheckpoint) Reset() {
+	*x = AuditCheckpoint{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditCheckpoint) ProtoMessage() {}
+
+func (x *AuditCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditCheckpoint.ProtoReflect.Descriptor instead.
+func (*AuditCheckpoint) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AuditCheckpoint) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *AuditCheckpoint) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *AuditCheckpoint) GetNote() []byte {
+	if x != nil {
+		return x.Note
+	}
+	return nil
+}
+
+func (x *AuditCheckpoint) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+type AuditKey struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ServerId string                 `protobuf:"bytes,2,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	// public_key is the 32-byte Ed25519 public key.
+	PublicKey []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// verifier_key is the note verifier key text: name+hash+base64.
+	VerifierKey   string `protobuf:"bytes,4,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditKey) Reset() {
+	*x = AuditKey{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditKey) ProtoMessage() {}
+
+func (x *AuditKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditKey.ProtoReflect.Descriptor instead.
+func (*AuditKey) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AuditKey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuditKey) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *AuditKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *AuditKey) GetVerifierKey() string {
+	if x != nil {
+		return x.VerifierKey
+	}
+	return ""
+}
+
+type GetAuditCheckpointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Origin        string                 `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	Checkpoints   []*AuditCheckpoint     `protobuf:"bytes,2,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	Keys          []*AuditKey            `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditCheckpointsResponse) Reset() {
+	*x = GetAuditCheckpointsResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditCheckpointsResponse) ProtoMessage() {}
+
+func (x *GetAuditCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*GetAuditCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetAuditCheckpointsResponse) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *GetAuditCheckpointsResponse) GetCheckpoints() []*AuditCheckpoint {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+func (x *GetAuditCheckpointsResponse) GetKeys() []*AuditKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type ReadAuditHashesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Indexes       []int64                `protobuf:"varint,1,rep,packed,name=indexes,proto3" json:"indexes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAuditHashesRequest) Reset() {
+	*x = ReadAuditHashesRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAuditHashesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAuditHashesRequest) ProtoMessage() {}
+
+func (x *ReadAuditHashesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAuditHashesRequest.ProtoReflect.Descriptor instead.
+func (*ReadAuditHashesRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ReadAuditHashesRequest) GetIndexes() []int64 {
+	if x != nil {
+		return x.Indexes
+	}
+	return nil
+}
+
+type ReadAuditHashesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hashes        [][]byte               `protobuf:"bytes,1,rep,name=hashes,proto3" json:"hashes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAuditHashesResponse) Reset() {
+	*x = ReadAuditHashesResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAuditHashesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAuditHashesResponse) ProtoMessage() {}
+
+func (x *ReadAuditHashesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAuditHashesResponse.ProtoReflect.Descriptor instead.
+func (*ReadAuditHashesResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ReadAuditHashesResponse) GetHashes() [][]byte {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+type SignAuditCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignAuditCheckpointRequest) Reset() {
+	*x = SignAuditCheckpointRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignAuditCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignAuditCheckpointRequest) ProtoMessage() {}
+
+func (x *SignAuditCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignAuditCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*SignAuditCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{33}
+}
+
+type ListAuthoritiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuthoritiesRequest) Reset() {
+	*x = ListAuthoritiesRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuthoritiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuthoritiesRequest) ProtoMessage() {}
+
+func (x *ListAuthoritiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuthoritiesRequest.ProtoReflect.Descriptor instead.
+func (*ListAuthoritiesRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{34}
+}
+
+type ListAuthoritiesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Authorities   []*Authority           `protobuf:"bytes,1,rep,name=authorities,proto3" json:"authorities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuthoritiesResponse) Reset() {
+	*x = ListAuthoritiesResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuthoritiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuthoritiesResponse) ProtoMessage() {}
+
+func (x *ListAuthoritiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuthoritiesResponse.ProtoReflect.Descriptor instead.
+func (*ListAuthoritiesResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListAuthoritiesResponse) GetAuthorities() []*Authority {
+	if x != nil {
+		return x.Authorities
+	}
+	return nil
+}
+
+type AuthorityRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "x509" or "jwt".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// id names the authority (X.509: subject key id in hex; JWT: key id).
+	// Empty for prepare, and for activate means the prepared one.
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorityRequest) Reset() {
+	*x = AuthorityRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorityRequest) ProtoMessage() {}
+
+func (x *AuthorityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorityRequest.ProtoReflect.Descriptor instead.
+func (*AuthorityRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AuthorityRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AuthorityRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type Authority struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Id    string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// state is prepared, active or old.
+	State     string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	NotBefore int64  `protobuf:"varint,4,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter  int64  `protobuf:"varint,5,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Tainted   bool   `protobuf:"varint,6,opt,name=tainted,proto3" json:"tainted,omitempty"`
+	Revoked   bool   `protobuf:"varint,7,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	ServerId  string `protobuf:"bytes,8,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	// cert_der is the CA certificate (X.509 only).
+	CertDer       []byte `protobuf:"bytes,9,opt,name=cert_der,json=certDer,proto3" json:"cert_der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Authority) Reset() {
+	*x = Authority{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Authority) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Authority) ProtoMessage() {}
+
+func (x *Authority) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Authority.ProtoReflect.Descriptor instead.
+func (*Authority) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Authority) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Authority) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Authority) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Authority) GetNotBefore() int64 {
+	if x != nil {
+		return x.NotBefore
+	}
+	return 0
+}
+
+func (x *Authority) GetNotAfter() int64 {
+	if x != nil {
+		return x.NotAfter
+	}
+	return 0
+}
+
+func (x *Authority) GetTainted() bool {
+	if x != nil {
+		return x.Tainted
+	}
+	return false
+}
+
+func (x *Authority) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *Authority) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *Authority) GetCertDer() []byte {
+	if x != nil {
+		return x.CertDer
+	}
+	return nil
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -1554,7 +2334,59 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x12\n" +
 	"\x10ListLocksRequest\"8\n" +
 	"\x11ListLocksResponse\x12#\n" +
-	"\x05locks\x18\x01 \x03(\v2\r.writ.v1.LockR\x05locks2\xd6\x02\n" +
+	"\x05locks\x18\x01 \x03(\v2\r.writ.v1.LockR\x05locks\"D\n" +
+	"\x16ReadAuditEventsRequest\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x03R\x05start\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"8\n" +
+	"\n" +
+	"AuditEvent\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x03R\x05index\x12\x14\n" +
+	"\x05event\x18\x02 \x01(\fR\x05event\"Z\n" +
+	"\x17ReadAuditEventsResponse\x12+\n" +
+	"\x06events\x18\x01 \x03(\v2\x13.writ.v1.AuditEventR\x06events\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"X\n" +
+	"\x1aGetAuditCheckpointsRequest\x12\x19\n" +
+	"\bmin_size\x18\x01 \x01(\x03R\aminSize\x12\x1f\n" +
+	"\vlatest_only\x18\x02 \x01(\bR\n" +
+	"latestOnly\"u\n" +
+	"\x0fAuditCheckpoint\x12\x1b\n" +
+	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\fR\x04note\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\x03R\tcreatedAt\"}\n" +
+	"\bAuditKey\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tserver_id\x18\x02 \x01(\tR\bserverId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\x12!\n" +
+	"\fverifier_key\x18\x04 \x01(\tR\vverifierKey\"\x98\x01\n" +
+	"\x1bGetAuditCheckpointsResponse\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x12:\n" +
+	"\vcheckpoints\x18\x02 \x03(\v2\x18.writ.v1.AuditCheckpointR\vcheckpoints\x12%\n" +
+	"\x04keys\x18\x03 \x03(\v2\x11.writ.v1.AuditKeyR\x04keys\"2\n" +
+	"\x16ReadAuditHashesRequest\x12\x18\n" +
+	"\aindexes\x18\x01 \x03(\x03R\aindexes\"1\n" +
+	"\x17ReadAuditHashesResponse\x12\x16\n" +
+	"\x06hashes\x18\x01 \x03(\fR\x06hashes\"\x1c\n" +
+	"\x1aSignAuditCheckpointRequest\"\x18\n" +
+	"\x16ListAuthoritiesRequest\"O\n" +
+	"\x17ListAuthoritiesResponse\x124\n" +
+	"\vauthorities\x18\x01 \x03(\v2\x12.writ.v1.AuthorityR\vauthorities\"6\n" +
+	"\x10AuthorityRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xed\x01\n" +
+	"\tAuthority\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"not_before\x18\x04 \x01(\x03R\tnotBefore\x12\x1b\n" +
+	"\tnot_after\x18\x05 \x01(\x03R\bnotAfter\x12\x18\n" +
+	"\atainted\x18\x06 \x01(\bR\atainted\x12\x18\n" +
+	"\arevoked\x18\a \x01(\bR\arevoked\x12\x1b\n" +
+	"\tserver_id\x18\b \x01(\tR\bserverId\x12\x19\n" +
+	"\bcert_der\x18\t \x01(\fR\acertDer2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -1573,7 +2405,20 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"CreateLock\x12\x1a.writ.v1.CreateLockRequest\x1a\r.writ.v1.Lock\x127\n" +
 	"\n" +
 	"DeleteLock\x12\x1a.writ.v1.DeleteLockRequest\x1a\r.writ.v1.Lock\x12B\n" +
-	"\tListLocks\x12\x19.writ.v1.ListLocksRequest\x1a\x1a.writ.v1.ListLocksResponseB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\tListLocks\x12\x19.writ.v1.ListLocksRequest\x1a\x1a.writ.v1.ListLocksResponse2\xde\x02\n" +
+	"\fAuditService\x12O\n" +
+	"\n" +
+	"ReadEvents\x12\x1f.writ.v1.ReadAuditEventsRequest\x1a .writ.v1.ReadAuditEventsResponse\x12[\n" +
+	"\x0eGetCheckpoints\x12#.writ.v1.GetAuditCheckpointsRequest\x1a$.writ.v1.GetAuditCheckpointsResponse\x12O\n" +
+	"\n" +
+	"ReadHashes\x12\x1f.writ.v1.ReadAuditHashesRequest\x1a .writ.v1.ReadAuditHashesResponse\x12O\n" +
+	"\x0eSignCheckpoint\x12#.writ.v1.SignAuditCheckpointRequest\x1a\x18.writ.v1.AuditCheckpoint2\xeb\x02\n" +
+	"\tCAService\x12T\n" +
+	"\x0fListAuthorities\x12\x1f.writ.v1.ListAuthoritiesRequest\x1a .writ.v1.ListAuthoritiesResponse\x12A\n" +
+	"\x10PrepareAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.Authority\x12B\n" +
+	"\x11ActivateAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.Authority\x12?\n" +
+	"\x0eTaintAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.Authority\x12@\n" +
+	"\x0fRevokeAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.AuthorityB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -1587,32 +2432,46 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_api_writ_v1_writ_proto_goTypes = []any{
-	(*Selector)(nil),              // 0: writ.v1.Selector
-	(*Entry)(nil),                 // 1: writ.v1.Entry
-	(*CreateEntriesRequest)(nil),  // 2: writ.v1.CreateEntriesRequest
-	(*CreateEntriesResponse)(nil), // 3: writ.v1.CreateEntriesResponse
-	(*UpdateEntryRequest)(nil),    // 4: writ.v1.UpdateEntryRequest
-	(*DeleteEntryRequest)(nil),    // 5: writ.v1.DeleteEntryRequest
-	(*GetEntryRequest)(nil),       // 6: writ.v1.GetEntryRequest
-	(*ListEntriesRequest)(nil),    // 7: writ.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),   // 8: writ.v1.ListEntriesResponse
-	(*MintX509SVIDRequest)(nil),   // 9: writ.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),  // 10: writ.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),    // 11: writ.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),   // 12: writ.v1.MintJWTSVIDResponse
-	(*GetBundleRequest)(nil),      // 13: writ.v1.GetBundleRequest
-	(*Bundle)(nil),                // 14: writ.v1.Bundle
-	(*JWTKey)(nil),                // 15: writ.v1.JWTKey
-	(*GetStatusRequest)(nil),      // 16: writ.v1.GetStatusRequest
-	(*Status)(nil),                // 17: writ.v1.Status
-	(*LockTarget)(nil),            // 18: writ.v1.LockTarget
-	(*Lock)(nil),                  // 19: writ.v1.Lock
-	(*CreateLockRequest)(nil),     // 20: writ.v1.CreateLockRequest
-	(*DeleteLockRequest)(nil),     // 21: writ.v1.DeleteLockRequest
-	(*ListLocksRequest)(nil),      // 22: writ.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),     // 23: writ.v1.ListLocksResponse
+	(*Selector)(nil),                    // 0: writ.v1.Selector
+	(*Entry)(nil),                       // 1: writ.v1.Entry
+	(*CreateEntriesRequest)(nil),        // 2: writ.v1.CreateEntriesRequest
+	(*CreateEntriesResponse)(nil),       // 3: writ.v1.CreateEntriesResponse
+	(*UpdateEntryRequest)(nil),          // 4: writ.v1.UpdateEntryRequest
+	(*DeleteEntryRequest)(nil),          // 5: writ.v1.DeleteEntryRequest
+	(*GetEntryRequest)(nil),             // 6: writ.v1.GetEntryRequest
+	(*ListEntriesRequest)(nil),          // 7: writ.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),         // 8: writ.v1.ListEntriesResponse
+	(*MintX509SVIDRequest)(nil),         // 9: writ.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),        // 10: writ.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),          // 11: writ.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),         // 12: writ.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),            // 13: writ.v1.GetBundleRequest
+	(*Bundle)(nil),                      // 14: writ.v1.Bundle
+	(*JWTKey)(nil),                      // 15: writ.v1.JWTKey
+	(*GetStatusRequest)(nil),            // 16: writ.v1.GetStatusRequest
+	(*Status)(nil),                      // 17: writ.v1.Status
+	(*LockTarget)(nil),                  // 18: writ.v1.LockTarget
+	(*Lock)(nil),                        // 19: writ.v1.Lock
+	(*CreateLockRequest)(nil),           // 20: writ.v1.CreateLockRequest
+	(*DeleteLockRequest)(nil),           // 21: writ.v1.DeleteLockRequest
+	(*ListLocksRequest)(nil),            // 22: writ.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),           // 23: writ.v1.ListLocksResponse
+	(*ReadAuditEventsRequest)(nil),      // 24: writ.v1.ReadAuditEventsRequest
+	(*AuditEvent)(nil),                  // 25: writ.v1.AuditEvent
+	(*ReadAuditEventsResponse)(nil),     // 26: writ.v1.ReadAuditEventsResponse
+	(*GetAuditCheckpointsRequest)(nil),  // 27: writ.v1.GetAuditCheckpointsRequest
+	(*AuditCheckpoint)(nil),             // 28: writ.v1.AuditCheckpoint
+	(*AuditKey)(nil),                    // 29: writ.v1.AuditKey
+	(*GetAuditCheckpointsResponse)(nil), // 30: writ.v1.GetAuditCheckpointsResponse
+	(*ReadAuditHashesRequest)(nil),      // 31: writ.v1.ReadAuditHashesRequest
+	(*ReadAuditHashesResponse)(nil),     // 32: writ.v1.ReadAuditHashesResponse
+	(*SignAuditCheckpointRequest)(nil),  // 33: writ.v1.SignAuditCheckpointRequest
+	(*ListAuthoritiesRequest)(nil),      // 34: writ.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),     // 35: writ.v1.ListAuthoritiesResponse
+	(*AuthorityRequest)(nil),            // 36: writ.v1.AuthorityRequest
+	(*Authority)(nil),                   // 37: writ.v1.Authority
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -1625,35 +2484,57 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	18, // 7: writ.v1.Lock.target:type_name -> writ.v1.LockTarget
 	18, // 8: writ.v1.CreateLockRequest.target:type_name -> writ.v1.LockTarget
 	19, // 9: writ.v1.ListLocksResponse.locks:type_name -> writ.v1.Lock
-	2,  // 10: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 11: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 12: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 13: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 14: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 15: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 16: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 17: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 18: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	20, // 19: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
-	21, // 20: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
-	22, // 21: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
-	3,  // 22: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 23: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 24: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 25: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 26: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 27: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 28: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 29: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 30: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 31: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 32: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 33: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	22, // [22:34] is the sub-list for method output_type
-	10, // [10:22] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	25, // 10: writ.v1.ReadAuditEventsResponse.events:type_name -> writ.v1.AuditEvent
+	28, // 11: writ.v1.GetAuditCheckpointsResponse.checkpoints:type_name -> writ.v1.AuditCheckpoint
+	29, // 12: writ.v1.GetAuditCheckpointsResponse.keys:type_name -> writ.v1.AuditKey
+	37, // 13: writ.v1.ListAuthoritiesResponse.authorities:type_name -> writ.v1.Authority
+	2,  // 14: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 15: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 16: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 17: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 18: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 19: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 20: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 21: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 22: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 23: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 24: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 25: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	24, // 26: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
+	27, // 27: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
+	31, // 28: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
+	33, // 29: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
+	34, // 30: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
+	36, // 31: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 32: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 33: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 34: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
+	3,  // 35: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 36: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 37: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 38: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 39: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 40: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 41: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 42: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 43: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 44: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 45: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 46: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 47: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 48: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 49: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 50: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 51: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 52: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 53: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 54: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 55: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	35, // [35:56] is the sub-list for method output_type
+	14, // [14:35] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -1667,9 +2548,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   38,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   7,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

@@ -816,3 +816,507 @@ var LockService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/writ/v1/writ.proto",
 }
+
+const (
+	AuditService_ReadEvents_FullMethodName     = "/writ.v1.AuditService/ReadEvents"
+	AuditService_GetCheckpoints_FullMethodName = "/writ.v1.AuditService/GetCheckpoints"
+	AuditService_ReadHashes_FullMethodName     = "/writ.v1.AuditService/ReadHashes"
+	AuditService_SignCheckpoint_FullMethodName = "/writ.v1.AuditService/SignCheckpoint"
+)
+
+// AuditServiceClient is the client API for AuditService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AuditService reads the tamper-evident audit log. Verification happens on
+// the reader's side: the server hands out the stored events, its signed
+// checkpoints and the stored tree hashes, and the reader recomputes the tree.
+type AuditServiceClient interface {
+	// ReadEvents returns up to limit events from index start on, each with
+	// its stored index, exactly as stored.
+	ReadEvents(ctx context.Context, in *ReadAuditEventsRequest, opts ...grpc.CallOption) (*ReadAuditEventsResponse, error)
+	// GetCheckpoints returns signed checkpoints and every audit public key.
+	GetCheckpoints(ctx context.Context, in *GetAuditCheckpointsRequest, opts ...grpc.CallOption) (*GetAuditCheckpointsResponse, error)
+	// ReadHashes returns stored tree hashes by tlog stored-hash index.
+	ReadHashes(ctx context.Context, in *ReadAuditHashesRequest, opts ...grpc.CallOption) (*ReadAuditHashesResponse, error)
+	// SignCheckpoint signs a checkpoint of the log as it is now.
+	SignCheckpoint(ctx context.Context, in *SignAuditCheckpointRequest, opts ...grpc.CallOption) (*AuditCheckpoint, error)
+}
+
+type auditServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAuditServiceClient(cc grpc.ClientConnInterface) AuditServiceClient {
+	return &auditServiceClient{cc}
+}
+
+func (c *auditServiceClient) ReadEvents(ctx context.Context, in *ReadAuditEventsRequest, opts ...grpc.CallOption) (*ReadAuditEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadAuditEventsResponse)
+	err := c.cc.Invoke(ctx, AuditService_ReadEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) GetCheckpoints(ctx context.Context, in *GetAuditCheckpointsRequest, opts ...grpc.CallOption) (*GetAuditCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAuditCheckpointsResponse)
+	err := c.cc.Invoke(ctx, AuditService_GetCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) ReadHashes(ctx context.Context, in *ReadAuditHashesRequest, opts ...grpc.CallOption) (*ReadAuditHashesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadAuditHashesResponse)
+	err := c.cc.Invoke(ctx, AuditService_ReadHashes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) SignCheckpoint(ctx context.Context, in *SignAuditCheckpointRequest, opts ...grpc.CallOption) (*AuditCheckpoint, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditCheckpoint)
+	err := c.cc.Invoke(ctx, AuditService_SignCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AuditServiceServer is the server API for AuditService service.
+// All implementations must embed UnimplementedAuditServiceServer
+// for forward compatibility.
+//
+// AuditService reads the tamper-evident audit log. Verification happens on
+// the reader's side: the server hands out the stored events, its signed
+// checkpoints and the stored tree hashes, and the reader recomputes the tree.
+type AuditServiceServer interface {
+	// ReadEvents returns up to limit events from index start on, each with
+	// its stored index, exactly as stored.
+	ReadEvents(context.Context, *ReadAuditEventsRequest) (*ReadAuditEventsResponse, error)
+	// GetCheckpoints returns signed checkpoints and every audit public key.
+	GetCheckpoints(context.Context, *GetAuditCheckpointsRequest) (*GetAuditCheckpointsResponse, error)
+	// ReadHashes returns stored tree hashes by tlog stored-hash index.
+	ReadHashes(context.Context, *ReadAuditHashesRequest) (*ReadAuditHashesResponse, error)
+	// SignCheckpoint signs a checkpoint of the log as it is now.
+	SignCheckpoint(context.Context, *SignAuditCheckpointRequest) (*AuditCheckpoint, error)
+	mustEmbedUnimplementedAuditServiceServer()
+}
+
+// UnimplementedAuditServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAuditServiceServer struct{}
+
+func (UnimplementedAuditServiceServer) ReadEvents(context.Context, *ReadAuditEventsRequest) (*ReadAuditEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadEvents not implemented")
+}
+func (UnimplementedAuditServiceServer) GetCheckpoints(context.Context, *GetAuditCheckpointsRequest) (*GetAuditCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCheckpoints not implemented")
+}
+func (UnimplementedAuditServiceServer) ReadHashes(context.Context, *ReadAuditHashesRequest) (*ReadAuditHashesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadHashes not implemented")
+}
+func (UnimplementedAuditServiceServer) SignCheckpoint(context.Context, *SignAuditCheckpointRequest) (*AuditCheckpoint, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignCheckpoint not implemented")
+}
+func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
+func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeAuditServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AuditServiceServer will
+// result in compilation errors.
+type UnsafeAuditServiceServer interface {
+	mustEmbedUnimplementedAuditServiceServer()
+}
+
+func RegisterAuditServiceServer(s grpc.ServiceRegistrar, srv AuditServiceServer) {
+	// If the following call panics, it indicates UnimplementedAuditServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AuditService_ServiceDesc, srv)
+}
+
+func _AuditService_ReadEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadAuditEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).ReadEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_ReadEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).ReadEvents(ctx, req.(*ReadAuditEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_GetCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAuditCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).GetCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_GetCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).GetCheckpoints(ctx, req.(*GetAuditCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_ReadHashes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadAuditHashesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).ReadHashes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_ReadHashes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).ReadHashes(ctx, req.(*ReadAuditHashesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_SignCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignAuditCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).SignCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_SignCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).SignCheckpoint(ctx, req.(*SignAuditCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AuditService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.AuditService",
+	HandlerType: (*AuditServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ReadEvents",
+			Handler:    _AuditService_ReadEvents_Handler,
+		},
+		{
+			MethodName: "GetCheckpoints",
+			Handler:    _AuditService_GetCheckpoints_Handler,
+		},
+		{
+			MethodName: "ReadHashes",
+			Handler:    _AuditService_ReadHashes_Handler,
+		},
+		{
+			MethodName: "SignCheckpoint",
+			Handler:    _AuditService_SignCheckpoint_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/writ/v1/writ.proto",
+}
+
+const (
+	CAService_ListAuthorities_FullMethodName   = "/writ.v1.CAService/ListAuthorities"
+	CAService_PrepareAuthority_FullMethodName  = "/writ.v1.CAService/PrepareAuthority"
+	CAService_ActivateAuthority_FullMethodName = "/writ.v1.CAService/ActivateAuthority"
+	CAService_TaintAuthority_FullMethodName    = "/writ.v1.CAService/TaintAuthority"
+	CAService_RevokeAuthority_FullMethodName   = "/writ.v1.CAService/RevokeAuthority"
+)
+
+// CAServiceClient is the client API for CAService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// CAService shows and steers this server's authorities: the X.509 CA and
+// the JWT signing key, each in a rotation journal (prepared, active, old).
+type CAServiceClient interface {
+	ListAuthorities(ctx context.Context, in *ListAuthoritiesRequest, opts ...grpc.CallOption) (*ListAuthoritiesResponse, error)
+	// PrepareAuthority makes and publishes a successor now.
+	PrepareAuthority(ctx context.Context, in *AuthorityRequest, opts ...grpc.CallOption) (*Authority, error)
+	// ActivateAuthority makes the prepared successor sign from now on.
+	ActivateAuthority(ctx context.Context, in *AuthorityRequest, opts ...grpc.CallOption) (*Authority, error)
+	// TaintAuthority marks an authority suspect; an active one is replaced at
+	// once, and holders of SVIDs it signed renew early.
+	TaintAuthority(ctx context.Context, in *AuthorityRequest, opts ...grpc.CallOption) (*Authority, error)
+	// RevokeAuthority takes a non-active authority out of the bundle.
+	RevokeAuthority(ctx context.Context, in *AuthorityRequest, opts ...grpc.CallOption) (*Authority, error)
+}
+
+type cAServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCAServiceClient(cc grpc.ClientConnInterface) CAServiceClient {
+	return &cAServiceClient{cc}
+}
+
+func (c *cAServiceClient) ListAuthorities(ctx context.Context, in *ListAuthoritiesRequest, opts ...grpc.CallOption) (*ListAuthoritiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuthoritiesResponse)
+	err := c.cc.Invoke(ctx, CAService_ListAuthorities_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAServiceClient) PrepareAuthority(ctx context.Context, in *AuthorityRequest, opts ...grpc.CallOption) (*Authority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Authority)
+	err := c.cc.Invoke(ctx, CAService_PrepareAuthority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAServiceClient) ActivateAuthority(ctx context.Context, in *AuthorityRequest, opts ...grpc.CallOption) (*Authority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Authority)
+	err := c.cc.Invoke(ctx, CAService_ActivateAuthority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAServiceClient) TaintAuthority(ctx context.Context, in *AuthorityRequest, opts ...grpc.CallOption) (*Authority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Authority)
+	err := c.cc.Invoke(ctx, CAService_TaintAuthority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAServiceClient) RevokeAuthority(ctx context.Context, in *AuthorityRequest, opts ...grpc.CallOption) (*Authority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Authority)
+	err := c.cc.Invoke(ctx, CAService_RevokeAuthority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CAServiceServer is the server API for CAService service.
+// All implementations must embed UnimplementedCAServiceServer
+// for forward compatibility.
+//
+// CAService shows and steers this server's authorities: the X.509 CA and
+// the JWT signing key, each in a rotation journal (prepared, active, old).
+type CAServiceServer interface {
+	ListAuthorities(context.Context, *ListAuthoritiesRequest) (*ListAuthoritiesResponse, error)
+	// PrepareAuthority makes and publishes a successor now.
+	PrepareAuthority(context.Context, *AuthorityRequest) (*Authority, error)
+	// ActivateAuthority makes the prepared successor sign from now on.
+	ActivateAuthority(context.Context, *AuthorityRequest) (*Authority, error)
+	// TaintAuthority marks an authority suspect; an active one is replaced at
+	// once, and holders of SVIDs it signed renew early.
+	TaintAuthority(context.Context, *AuthorityRequest) (*Authority, error)
+	// RevokeAuthority takes a non-active authority out of the bundle.
+	RevokeAuthority(context.Context, *AuthorityRequest) (*Authority, error)
+	mustEmbedUnimplementedCAServiceServer()
+}
+
+// UnimplementedCAServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCAServiceServer struct{}
+
+func (UnimplementedCAServiceServer) ListAuthorities(context.Context, *ListAuthoritiesRequest) (*ListAuthoritiesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuthorities not implemented")
+}
+func (UnimplementedCAServiceServer) PrepareAuthority(context.Context, *AuthorityRequest) (*Authority, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareAuthority not implemented")
+}
+func (UnimplementedCAServiceServer) ActivateAuthority(context.Context, *AuthorityRequest) (*Authority, error) {
+	return nil, status.Error(codes.Unimplemented, "method ActivateAuthority not implemented")
+}
+func (UnimplementedCAServiceServer) TaintAuthority(context.Context, *AuthorityRequest) (*Authority, error) {
+	return nil, status.Error(codes.Unimplemented, "method TaintAuthority not implemented")
+}
+func (UnimplementedCAServiceServer) RevokeAuthority(context.Context, *AuthorityRequest) (*Authority, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeAuthority not implemented")
+}
+func (UnimplementedCAServiceServer) mustEmbedUnimplementedCAServiceServer() {}
+func (UnimplementedCAServiceServer) testEmbeddedByValue()                   {}
+
+// UnsafeCAServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CAServiceServer will
+// result in compilation errors.
+type UnsafeCAServiceServer interface {
+	mustEmbedUnimplementedCAServiceServer()
+}
+
+func RegisterCAServiceServer(s grpc.ServiceRegistrar, srv CAServiceServer) {
+	// If the following call panics, it indicates UnimplementedCAServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&CAService_ServiceDesc, srv)
+}
+
+func _CAService_ListAuthorities_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuthoritiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServiceServer).ListAuthorities(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CAService_ListAuthorities_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServiceServer).ListAuthorities(ctx, req.(*ListAuthoritiesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CAService_PrepareAuthority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServiceServer).PrepareAuthority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CAService_PrepareAuthority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServiceServer).PrepareAuthority(ctx, req.(*AuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CAService_ActivateAuthority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServiceServer).ActivateAuthority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CAService_ActivateAuthority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServiceServer).ActivateAuthority(ctx, req.(*AuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CAService_TaintAuthority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServiceServer).TaintAuthority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CAService_TaintAuthority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServiceServer).TaintAuthority(ctx, req.(*AuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CAService_RevokeAuthority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServiceServer).RevokeAuthority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CAService_RevokeAuthority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServiceServer).RevokeAuthority(ctx, req.(*AuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// CAService_ServiceDesc is the grpc.ServiceDesc for CAService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var CAService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.CAService",
+	HandlerType: (*CAServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListAuthorities",
+			Handler:    _CAService_ListAuthorities_Handler,
+		},
+		{
+			MethodName: "PrepareAuthority",
+			Handler:    _CAService_PrepareAuthority_Handler,
+		},
+		{
+			MethodName: "ActivateAuthority",
+			Handler:    _CAService_ActivateAuthority_Handler,
+		},
+		{
+			MethodName: "TaintAuthority",
+			Handler:    _CAService_TaintAuthority_Handler,
+		},
+		{
+			MethodName: "RevokeAuthority",
+			Handler:    _CAService_RevokeAuthority_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/writ/v1/writ.proto",
+}

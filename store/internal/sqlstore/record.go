@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"cmp"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -137,15 +136,7 @@ func fingerprint(spiffeID, parentID string, sels []store.Selector) string {
 }
 
 // newID returns a random (version 4) UUID.
-func newID() string {
-	var b [16]byte
-	// crypto/rand.Read never fails: it crashes the program instead.
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
+func newID() string { return store.NewID() }
 
 const maxIDLen = 128
 

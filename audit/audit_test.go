@@ -19,7 +19,7 @@ const testOrigin = "writ.test/audit"
 
 type testKeys struct {
 	signer   note.Signer
-	verifier note.Verifier
+	verifier note.Verifiers
 }
 
 func newTestKeys(t testing.TB, seed byte) testKeys {
@@ -33,7 +33,7 @@ func newTestKeys(t testing.TB, seed byte) testKeys {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testKeys{s, v}
+	return testKeys{s, note.VerifierList(v)}
 }
 
 func testEvent(t testing.TB, i int) []byte {
@@ -208,7 +208,7 @@ func TestCheckpoint(t *testing.T) {
 		t.Fatalf("ParseCheckpoint = %+v, %v", got, err)
 	}
 	other := newTestKeys(t, 2)
-	if _, err := ParseCheckpoint(msg, other.verifier); err == nil || !strings.Contains(err.Error(), "does not verify") && !strings.Contains(err.Error(), "not signed by") {
+	if _, err := ParseCheckpoint(msg, other.verifier); err == nil || !strings.Contains(err.Error(), "does not verify") && !strings.Contains(err.Error(), "not trusted here") {
 		t.Errorf("other key: %v", err)
 	}
 	bad := bytes.Replace(msg, []byte("\n42\n"), []byte("\n43\n"), 1)
@@ -234,7 +234,7 @@ func TestCheckpoint(t *testing.T) {
 	}
 }
 
-func mustVerify(t *testing.T, leaves [][]byte, cps []SignedCheckpoint, v note.Verifier, opts ...Option) Report {
+func mustVerify(t *testing.T, leaves [][]byte, cps []SignedCheckpoint, v note.Verifiers, opts ...Option) Report {
 	t.Helper()
 	rep, err := Verify(context.Background(), Leaves(leaves), cps, v, opts...)
 	if err != nil {
@@ -243,7 +243,7 @@ func mustVerify(t *testing.T, leaves [][]byte, cps []SignedCheckpoint, v note.Ve
 	return rep
 }
 
-func mustFail(t *testing.T, leaves [][]byte, cps []SignedCheckpoint, v note.Verifier, opts ...Option) *Report {
+func mustFail(t *testing.T, leaves [][]byte, cps []SignedCheckpoint, v note.Verifiers, opts ...Option) *Report {
 	t.Helper()
 	_, err := Verify(context.Background(), Leaves(leaves), cps, v, opts...)
 	var ve *VerifyError

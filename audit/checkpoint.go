@@ -100,26 +100,31 @@ func SignCheckpoint(c Checkpoint, s note.Signer) ([]byte, error) {
 	return msg, nil
 }
 
-// ParseCheckpoint verifies a signed checkpoint note with v and parses it.
-// The note must carry a valid signature by v; signatures by other keys are
+// ParseCheckpoint verifies a signed checkpoint note with the trusted keys
+// vs (note.VerifierList of one or more audit keys) and parses it. The note
+// must carry a valid signature by one of them; signatures by other keys are
 // allowed beside it (a witness may cosign), but the text must be a writ
 // checkpoint.
-func ParseCheckpoint(msg []byte, v note.Verifier) (Checkpoint, error) {
+func ParseCheckpoint(msg []byte, vs note.Verifiers) (Checkpoint, error) {
 	if len(msg) > MaxCheckpointSize {
 		return Checkpoint{}, fmt.Errorf("audit: checkpoint note is %d bytes, more than the %d allowed", len(msg), MaxCheckpointSize)
 	}
-	if v == nil {
+	if vs == nil {
 		return Checkpoint{}, errors.New("audit: no verifier key given for checkpoints")
 	}
-	n, err := note.Open(msg, note.VerifierList(v))
+	n, err := note.Open(msg, vs)
 	if err != nil {
 		var unverified *note.UnverifiedNoteError
 		var invalid *note.InvalidSignatureError
 		switch {
 		case errors.As(err, &unverified):
-			return Checkpoint{}, fmt.Errorf("audit: checkpoint is not signed by audit key %q (hash %08x); check that the right public key was given", v.Name(), v.KeyHash())
+			var names []string
+			for _, sig := range unverified.Note.UnverifiedSigs {
+				names = append(names, fmt.Sprintf("%q (hash %08x)", sig.Name, sig.Hash))
+			}
+			return Checkpoint{}, fmt.Errorf("audit: checkpoint is signed only by keys not trusted here: %s; check that the right public keys were given", strings.Join(names, ", "))
 		case errors.As(err, &invalid):
-			return Checkpoint{}, fmt.Errorf("audit: checkpoint signature by %q does not verify: the checkpoint was altered or forged", v.Name())
+			return Checkpoint{}, fmt.Errorf("audit: checkpoint signature by %q does not verify: the checkpoint was altered or forged", invalid.Name)
 		default:
 			return Checkpoint{}, fmt.Errorf("audit: checkpoint is not a well-formed signed note: %w", err)
 		}

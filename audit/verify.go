@@ -168,7 +168,7 @@ var (
 // The returned error is a *VerifyError when the log fails, or another error
 // when the leaves cannot be read. Verify keeps the stored hashes of the
 // whole log in memory: 64 bytes per leaf.
-func Verify(ctx context.Context, leaves LeafSource, checkpoints []SignedCheckpoint, v note.Verifier, opts ...Option) (Report, error) {
+func Verify(ctx context.Context, leaves LeafSource, checkpoints []SignedCheckpoint, v note.Verifiers, opts ...Option) (Report, error) {
 	var cfg verifyConfig
 	for _, o := range opts {
 		o(&cfg)

@@ -34,9 +34,9 @@ func AuditOrigin(trustDomain string) string {
 
 // event encodes the audit event of something the caller in ctx did.
 func (s *Server) event(ctx context.Context, typ, subject string, details any) (store.AuditEvent, error) {
-	actor := callerString(ctx)
-	if _, ok := CallerFrom(ctx); !ok {
-		actor = s.actor()
+	actor := s.actor()
+	if c, ok := CallerFrom(ctx); ok {
+		actor = c.Actor()
 	}
 	ev, err := audit.Make(s.now(), typ, actor, subject, details)
 	if err != nil {
@@ -69,7 +69,7 @@ type auditLog struct {
 	serverID string
 	origin   string
 	signer   note.Signer
-	verifier note.Verifier
+	verifier note.Verifiers
 	pub      ed25519.PublicKey
 	every    int64
 	interval time.Duration
@@ -120,7 +120,7 @@ func newAuditLog(ctx context.Context, s *Server, ks keystore.KeyStore) (*auditLo
 		serverID: s.serverID,
 		origin:   AuditOrigin(s.td.Name()),
 		signer:   signer,
-		verifier: verifier,
+		verifier: note.VerifierList(verifier),
 		pub:      pub,
 		every:    s.cfg.Audit.CheckpointEvents,
 		interval: s.cfg.Audit.CheckpointInterval.Duration,

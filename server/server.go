@@ -321,6 +321,7 @@ func (s *Server) newGRPC(creds grpc.ServerOption) *grpc.Server {
 	writv1.RegisterStatusServiceServer(g, &statusService{s: s})
 	writv1.RegisterLockServiceServer(g, &lockService{s: s})
 	writv1.RegisterAuditServiceServer(g, &auditService{s: s})
+	writv1.RegisterCAServiceServer(g, &caService{s: s})
 	return g
 }
 

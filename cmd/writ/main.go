@@ -29,6 +29,8 @@ var commands = map[string]command{
 	"svid":    {"mint an X.509-SVID (administrators only)", runSVID},
 	"bundle":  {"show the trust bundle", runBundle},
 	"lock":    {"stop issuance for an identity at once: create, list, delete", runLock},
+	"audit":   {"read and verify the tamper-evident audit log: tail, export, verify", runAudit},
+	"ca":      {"inspect and steer the authorities' rotation: show, prepare, activate, taint, revoke", runCA},
 	"status":  {"show the server's status", runStatus},
 	"version": {"print the version", runVersion},
 }

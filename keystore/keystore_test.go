@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -404,5 +405,45 @@ func TestDiskRefusesBadKeyFiles(t *testing.T) {
 		if err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), want) {
 			t.Errorf("Get(%q): %v, want an error containing %q", name, err, want)
 		}
+	}
+}
+
+// TestEd25519 covers the audit checkpoint key: made, kept (on disk as a
+// 0600 PKCS#8 file) and used through crypto.Signer like the others.
+func TestEd25519(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	d, err := NewDisk(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ks := range map[string]KeyStore{"memory": NewMemory(), "disk": d} {
+		key, err := ks.Generate(ctx, "audit", Ed25519)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		pub, ok := key.Public().(ed25519.PublicKey)
+		if !ok {
+			t.Fatalf("%s: public key is %T", name, key.Public())
+		}
+		msg := []byte("checkpoint")
+		sig, err := key.Sign(rand.Reader, msg, crypto.Hash(0))
+		if err != nil || !ed25519.Verify(pub, msg, sig) {
+			t.Fatalf("%s: signature does not verify (%v)", name, err)
+		}
+	}
+	reopened, err := NewDisk(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := reopened.Get(ctx, "audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := got.Public().(ed25519.PublicKey); !ok {
+		t.Fatalf("reopened key is %T", got.Public())
+	}
+	if _, err := ParseKeyType(string(Ed25519)); err == nil {
+		t.Fatal("ed25519 is accepted as an authority key type")
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -103,4 +104,23 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("valid config %q has no trust domain", in)
 		}
 	})
+}
+
+// TestREADMEListsEverySetting keeps the README's configuration block the
+// same as ConfigReference, which `writ server --help` prints.
+func TestREADMEListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(ConfigReference, "\n")
+	for _, l := range lines[2:] {
+		l = strings.TrimPrefix(l, "  ")
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		if !strings.Contains(string(readme), l+"\n") {
+			t.Errorf("README.md lacks the configuration line %q: copy ConfigReference into it", l)
+		}
+	}
 }

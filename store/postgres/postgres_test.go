@@ -142,3 +142,11 @@ func BenchmarkCreateEntries(b *testing.B) {
 func BenchmarkReads(b *testing.B) {
 	storetest.BenchReads(b, func(b *testing.B) store.Store { return openDSN(b, newSchema(b)) })
 }
+
+func BenchmarkAppendAudit(b *testing.B) {
+	for _, writers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			storetest.BenchAppendAudit(b, openDSN(b, newSchema(b)), writers)
+		})
+	}
+}

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -128,4 +129,12 @@ func BenchmarkReads(b *testing.B) {
 	storetest.BenchReads(b, func(b *testing.B) store.Store {
 		return openTest(b, filepath.Join(b.TempDir(), "writ.db"))
 	})
+}
+
+func BenchmarkAppendAudit(b *testing.B) {
+	for _, writers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			storetest.BenchAppendAudit(b, openTest(b, filepath.Join(b.TempDir(), "writ.db")), writers)
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"testing"
@@ -14,10 +15,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 )
 
 // freshPostgresDB creates an empty database on the test cluster and returns
@@ -180,4 +183,93 @@ func TestLockReachesEveryServer(t *testing.T) {
 		x, j := mintBoth(t, ccB, id)
 		return x == nil && j == nil
 	})
+}
+
+// TestServersShareOneAuditLog runs two servers on one PostgreSQL database,
+// issuing concurrently through both: they append to one gap-free log, each
+// signs checkpoints with its own key, and the log verifies against both.
+func TestServersShareOneAuditLog(t *testing.T) {
+	dsn := freshPostgresDB(t)
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	for _, c := range []*Config{&cfgA, &cfgB} {
+		c.Store.Engine = "postgres"
+		c.Store.DSN = dsn
+		c.Audit.CheckpointInterval = Duration{time.Hour}
+	}
+	a, b := startServer(t, cfgA), startServer(t, cfgB)
+	ctx := t.Context()
+	done := make(chan error, 2)
+	for _, srv := range []*Server{a, b} {
+		sc := writv1.NewSVIDServiceClient(adminConn(t, srv))
+		go func() {
+			for i := range 50 {
+				if _, err := sc.MintJWTSVID(ctx, &writv1.MintJWTSVIDRequest{SpiffeId: fmt.Sprintf("spiffe://%s/w/%d", testTD, i), Audience: []string{"x"}}); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	apiA, apiB := writv1.NewAuditServiceClient(adminConn(t, a)), writv1.NewAuditServiceClient(adminConn(t, b))
+	if _, err := apiA.SignCheckpoint(ctx, &writv1.SignAuditCheckpointRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// One more event, so B's checkpoint covers more than A's.
+	if _, err := mintJWT(t, b, &writv1.MintJWTSVIDRequest{SpiffeId: "spiffe://" + testTD + "/last", Audience: []string{"x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apiB.SignCheckpoint(ctx, &writv1.SignAuditCheckpointRequest{}); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := apiB.GetCheckpoints(ctx, &writv1.GetAuditCheckpointsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.GetKeys()) != 2 || len(got.GetCheckpoints()) != 2 {
+		t.Fatalf("%d keys and %d checkpoints; want one of each per server", len(got.GetKeys()), len(got.GetCheckpoints()))
+	}
+	var vs []note.Verifier
+	for _, k := range got.GetKeys() {
+		v, err := note.NewVerifier(k.GetVerifierKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, v)
+	}
+	var cps []audit.SignedCheckpoint
+	for _, c := range got.GetCheckpoints() {
+		cps = append(cps, audit.SignedCheckpoint{Note: c.GetNote()})
+	}
+	evs := readEvents(t, apiA)
+	mints := 0
+	for _, e := range evs {
+		if e.Type == "svid.jwt.mint" {
+			mints++
+		}
+	}
+	if mints != 101 {
+		t.Fatalf("%d mint events, want 101", mints)
+	}
+	resp, err := apiA.ReadEvents(ctx, &writv1.ReadAuditEventsRequest{Limit: maxAuditPage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaves audit.Leaves
+	for _, e := range resp.GetEvents() {
+		leaves = append(leaves, e.GetEvent())
+	}
+	rep, err := audit.Verify(ctx, leaves, cps, note.VerifierList(vs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Verified != int64(len(leaves)) {
+		t.Fatalf("verified %d of %d events", rep.Verified, len(leaves))
+	}
 }

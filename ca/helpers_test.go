@@ -21,6 +21,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
 )
@@ -318,6 +319,44 @@ func (s *fakeStore) record(evs []store.AuditEvent) error {
 		s.events = append(s.events, append([]byte(nil), ev...))
 	}
 	return nil
+}
+
+// AppendAudit records events the way changes do, failing like them while
+// puts fail.
+func (s *fakeStore) AppendAudit(_ context.Context, evs ...store.AuditEvent) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.putErr != nil {
+		return 0, s.putErr
+	}
+	first := int64(len(s.events))
+	return first, s.record(evs)
+}
+
+// eventTypes decodes the recorded events from index from on, failing the
+// test on any that does not decode or whose actor is not actor.
+func (s *fakeStore) eventTypes(t *testing.T, from int, actor string) []string {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var types []string
+	for _, raw := range s.events[from:] {
+		ev, err := audit.DecodeEvent(raw)
+		if err != nil {
+			t.Fatalf("recorded event %s: %v", raw, err)
+		}
+		if ev.Actor != actor {
+			t.Errorf("event %s by %q, want %q", ev.Type, ev.Actor, actor)
+		}
+		types = append(types, ev.Type)
+	}
+	return types
+}
+
+func (s *fakeStore) eventCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.events)
 }
 
 func (s *fakeStore) setErrors(put, list error) {

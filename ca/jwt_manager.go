@@ -2,21 +2,20 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"writ.dev/writ/internal/atomicfile"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
 )
@@ -32,8 +31,8 @@ type JWTManagerConfig struct {
 	Store store.Store
 	// TTL is how long a key signs; default 24h (DefaultCATTL), at least MinCATTL.
 	TTL time.Duration
-	// StatePath is a file (mode 0600) naming the active key; the key itself
-	// stays in the keystore.
+	// StatePath is a file (mode 0600) holding the rotation journal: each
+	// key's ID, public half, state and key name; the keys stay in the keystore.
 	StatePath string
 	// Now defaults to time.Now.
 	Now func() time.Time
@@ -73,21 +72,20 @@ func (c JWTManagerConfig) withDefaults() (JWTManagerConfig, error) {
 	return c, nil
 }
 
-// JWTManager keeps a server's active JWT signing key across restarts,
-// rotates it at half life and caches the trust domain's JWT keys (this
-// server's and its peers') for the bundle and the JWKS.
+// JWTManager keeps a server's JWT signing keys across restarts in a
+// rotation journal, as X509Manager does its CAs: past half its life the
+// active key gets a prepared successor, published at once, which takes over
+// with a sixth of the active key's life left. It also caches the trust
+// domain's JWT keys (this server's and its peers') for the bundle and the JWKS.
 type JWTManager struct {
 	cfg JWTManagerConfig
 	log *slog.Logger
+	j   journal
 
 	active atomic.Pointer[JWTAuthority]
 	keys   atomic.Pointer[[]JWTKey]
-
-	// rotateMu serialises rotations; activeKey is the keystore name of the
-	// active key and activeSince when it started signing.
-	rotateMu    sync.Mutex
-	activeKey   string
-	activeSince time.Time
+	// peerTainted holds the key IDs the store marked tainted at the last refresh.
+	peerTainted atomic.Pointer[map[string]bool]
 
 	// keysMu serialises updates of keys; parsed caches public keys by kid so
 	// a refresh parses only what is new.
@@ -95,10 +93,11 @@ type JWTManager struct {
 	parsed map[string]JWTKey
 }
 
-// NewJWTManager loads the active key recorded at cfg.StatePath, or makes a
-// new one when there is none, its key is gone from the keystore or does not
-// match, or it is past half its life. Either way the key is published in
-// the store (again, for a loaded one), so a store that lost it heals on restart.
+// NewJWTManager loads the journal recorded at cfg.StatePath and resumes it
+// as NewX509Manager does: a usable active key keeps signing, a usable
+// prepared one is activated if the active one cannot be used, and a new key
+// is made when neither can. Recorded keys are published again, so a store
+// that lost them heals on restart.
 func NewJWTManager(ctx context.Context, cfg JWTManagerConfig) (*JWTManager, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -109,29 +108,28 @@ func NewJWTManager(ctx context.Context, cfg JWTManagerConfig) (*JWTManager, erro
 		log:    cfg.Logger.With("component", "jwt-ca", "trust_domain", cfg.TrustDomain.Name()),
 		parsed: make(map[string]JWTKey),
 	}
+	m.j = journal{kind: m, ks: cfg.KeyStore, store: cfg.Store, serverID: cfg.ServerID,
+		self: ServerActor(cfg.TrustDomain, cfg.ServerID), now: cfg.Now, log: m.log}
 	empty := []JWTKey{}
 	m.keys.Store(&empty)
+	m.peerTainted.Store(&map[string]bool{})
 
-	m.rotateMu.Lock()
-	defer m.rotateMu.Unlock()
-	loaded, reason, retire, recorded, err := m.load(ctx)
-	if err != nil {
+	m.j.mu.Lock()
+	defer m.j.mu.Unlock()
+	if err := m.j.load(ctx); err != nil {
 		return nil, err
 	}
-	if loaded != nil {
-		if err := m.publish(ctx, loaded.authority); err != nil {
-			return nil, err
-		}
-		m.activeKey, m.activeSince = loaded.keyName, loaded.notBefore
-		m.active.Store(loaded.authority)
-		m.addKey(loaded.authority)
-		m.log.Info("JWT key loaded", jwtKeyAttrs(loaded.keyName, loaded.authority)...)
-	} else if err := m.activateNew(ctx, reason, retire, recorded); err != nil {
+	if err := m.republish(ctx); err != nil {
+		return nil, err
+	}
+	m.show(m.j.snapshot())
+	if _, err := m.j.step(ctx, m.j.self); err != nil {
 		return nil, err
 	}
 	if err := m.RefreshKeys(ctx); err != nil {
 		return nil, err
 	}
+	m.log.Info("JWT key ready", "kid", m.Active().KeyID, "not_after", m.Active().NotAfter)
 	return m, nil
 }
 
@@ -141,27 +139,62 @@ func (m *JWTManager) Active() *JWTAuthority {
 	return m.active.Load()
 }
 
-// Keys is the cached union of the unexpired JWT keys of every server in the
-// trust domain, this one's active key always included, oldest first. The
-// slice is shared: callers must not modify it.
+// Keys is the cached union of the unexpired, unrevoked JWT keys of every
+// server in the trust domain, this one's always included, oldest first.
+// The slice is shared: callers must not modify it.
 func (m *JWTManager) Keys() []JWTKey {
 	return *m.keys.Load()
 }
 
-// Rotate replaces the active key with a new one if it is past half its
-// life, and reports whether it did. The new key is published before it
-// signs; the old one stays published until it expires, so tokens it signed
-// keep verifying, but its private half is deleted from the keystore.
+// Authorities lists this server's journal, newest first.
+func (m *JWTManager) Authorities() []AuthorityStatus {
+	return m.j.statuses()
+}
+
+// MaxSVIDTTL is the longest JWT-SVID the server issues: a sixth of the key
+// TTL, the life the active key has left when it hands over.
+func (m *JWTManager) MaxSVIDTTL() time.Duration {
+	return m.cfg.TTL / 6
+}
+
+// KeyTainted reports whether key kid is tainted, this server's or, as of
+// the last refresh, a peer's: holders of tokens it signed should get new ones.
+func (m *JWTManager) KeyTainted(kid string) bool {
+	return m.j.tainted(kid) || (*m.peerTainted.Load())[kid]
+}
+
+// Rotate advances the journal one step when due, as X509Manager.Rotate
+// does, and reports whether the journal changed. A retired key stays
+// published until it expires, so tokens it signed keep verifying, but its
+// private half is deleted from the keystore.
 func (m *JWTManager) Rotate(ctx context.Context) (bool, error) {
-	m.rotateMu.Lock()
-	defer m.rotateMu.Unlock()
-	if !pastHalf(m.activeSince, m.active.Load().NotAfter, m.cfg.Now()) {
-		return false, nil
-	}
-	if err := m.activateNew(ctx, "past half life", m.activeKey, ""); err != nil {
-		return false, err
-	}
-	return true, nil
+	m.j.mu.Lock()
+	defer m.j.mu.Unlock()
+	return m.j.step(ctx, m.j.self)
+}
+
+// Prepare makes and publishes a successor key now, even if none is due yet.
+// It fails with ErrAuthorityState if one is already prepared.
+func (m *JWTManager) Prepare(ctx context.Context, actor string) (AuthorityStatus, error) {
+	return m.j.prepareVerb(ctx, actor)
+}
+
+// Activate makes the prepared key id ("" for whichever is prepared) the
+// active one now; the previous active key is deleted from the keystore.
+func (m *JWTManager) Activate(ctx context.Context, actor, id string) (AuthorityStatus, error) {
+	return m.j.activateVerb(ctx, actor, id)
+}
+
+// Taint marks key id as suspect for every server. A tainted active key is
+// replaced at once.
+func (m *JWTManager) Taint(ctx context.Context, actor, id string) (AuthorityStatus, error) {
+	return m.j.taintVerb(ctx, actor, id)
+}
+
+// Revoke takes key id out of every server's JWKS at once and deletes its
+// private half. The active key cannot be revoked: taint it first.
+func (m *JWTManager) Revoke(ctx context.Context, actor, id string) (AuthorityStatus, error) {
+	return m.j.revokeVerb(ctx, actor, id)
 }
 
 // Run rotates the key when due and refreshes the key set from the store
@@ -195,8 +228,12 @@ func (m *JWTManager) RefreshKeys(ctx context.Context) error {
 	defer m.keysMu.Unlock()
 	parsed := make(map[string]JWTKey, len(records)+1)
 	keys := make([]JWTKey, 0, len(records)+1)
+	tainted := make(map[string]bool)
+	// A revocation that lands between the listing and here is already in
+	// the journal; its key must not come back with the stale list.
+	entries := m.j.snapshot()
 	for _, r := range records {
-		if _, dup := parsed[r.KeyID]; dup {
+		if _, dup := parsed[r.KeyID]; dup || revoked(entries, r.KeyID) {
 			continue
 		}
 		k, ok := m.parsed[r.KeyID]
@@ -209,18 +246,21 @@ func (m *JWTManager) RefreshKeys(ctx context.Context) error {
 		}
 		parsed[r.KeyID] = k
 		keys = append(keys, k)
+		if r.Tainted {
+			tainted[r.KeyID] = true
+		}
 	}
-	// Read under keysMu: a rotation stores the new key before adding it to
-	// the set under the same lock, so it cannot be lost here.
-	if a := m.active.Load(); a != nil {
-		if _, ok := parsed[a.KeyID]; !ok {
-			k := JWTKey{KeyID: a.KeyID, PublicKey: a.Signer.Public(), NotAfter: a.NotAfter}
-			parsed[a.KeyID] = k
+	// Read under keysMu: a journal change is recorded before it is added
+	// to the set under the same lock, so it cannot be lost here.
+	for _, k := range ownJWTKeys(entries, now) {
+		if _, ok := parsed[k.KeyID]; !ok {
+			parsed[k.KeyID] = k
 			keys = append(keys, k)
 		}
 	}
 	m.parsed = parsed
 	m.keys.Store(&keys)
+	m.peerTainted.Store(&tainted)
 	return nil
 }
 
@@ -239,158 +279,160 @@ func parseStoredJWTKey(r store.JWTKey) (JWTKey, error) {
 	return JWTKey{KeyID: r.KeyID, PublicKey: pub, NotAfter: r.NotAfter.UTC()}, nil
 }
 
-func (m *JWTManager) addKey(a *JWTAuthority) {
-	m.keysMu.Lock()
-	defer m.keysMu.Unlock()
-	if _, ok := m.parsed[a.KeyID]; ok {
-		return
+// ownJWTKeys are the keys this server's journal puts in the set at now,
+// whatever the store holds, oldest first as the set is.
+func ownJWTKeys(entries []authority, now time.Time) []JWTKey {
+	var out []JWTKey
+	for _, a := range slices.Backward(entries) {
+		if !a.Revoked && a.Public != nil && now.Before(a.NotAfter) {
+			out = append(out, JWTKey{KeyID: a.ID, PublicKey: a.Public, NotAfter: a.NotAfter})
+		}
 	}
-	k := JWTKey{KeyID: a.KeyID, PublicKey: a.Signer.Public(), NotAfter: a.NotAfter}
-	m.parsed[a.KeyID] = k
-	old := *m.keys.Load()
-	keys := make([]JWTKey, 0, len(old)+1)
-	keys = append(keys, old...)
-	keys = append(keys, k)
-	m.keys.Store(&keys)
+	return out
 }
 
-// activateNew makes a key, publishes it, records it as active and then
-// deletes the key named retire, if any. The new key never takes the name
-// avoid. It is called with rotateMu held. A failure before the switch
-// leaves the current key active and removes the new one.
-func (m *JWTManager) activateNew(ctx context.Context, reason, retire, avoid string) error {
-	now := m.cfg.Now()
-	name, err := m.newKeyName(ctx, now, retire, avoid)
-	if err != nil {
-		return err
-	}
-	signer, err := m.cfg.KeyStore.Generate(ctx, name, jwtKeyType)
-	if err != nil {
-		return fmt.Errorf("ca: new JWT key: %w", err)
-	}
-	abandon := func(err error) error {
-		if derr := m.cfg.KeyStore.Delete(context.WithoutCancel(ctx), name); derr != nil {
-			m.log.Warn("could not delete the abandoned JWT key", "key", name, "err", derr)
+func (m *JWTManager) addKeys(add []JWTKey) {
+	m.keysMu.Lock()
+	defer m.keysMu.Unlock()
+	old := *m.keys.Load()
+	keys := slices.Clip(old)
+	for _, k := range add {
+		if _, ok := m.parsed[k.KeyID]; ok {
+			continue
 		}
-		return err
+		m.parsed[k.KeyID] = k
+		keys = append(keys, k)
 	}
+	if len(keys) != len(old) {
+		m.keys.Store(&keys)
+	}
+}
+
+// republish records the loaded journal's keys in the store again, flags
+// included; revoked ones are left out, as X509Manager.republish explains.
+// Called with the journal's mu held.
+func (m *JWTManager) republish(ctx context.Context) error {
+	for _, a := range m.j.snapshot() {
+		if a.Revoked || a.Public == nil || !m.cfg.Now().Before(a.NotAfter) {
+			continue
+		}
+		ev, err := authorityEvent(m.cfg.Now(), "ca.jwt.publish", m.j.self, a.ID, map[string]any{
+			"server_id": m.cfg.ServerID, "not_after": a.NotAfter,
+		})
+		if err == nil {
+			err = m.publish(ctx, a, ev)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *JWTManager) kindName() string          { return "JWT" }
+func (m *JWTManager) eventPrefix() string       { return "ca.jwt" }
+func (m *JWTManager) keyPrefix() string         { return "jwt" }
+func (m *JWTManager) keyType() keystore.KeyType { return jwtKeyType }
+func (m *JWTManager) revocable() error          { return nil }
+func (m *JWTManager) clamped(authority) bool    { return false }
+
+func (m *JWTManager) mint(signer crypto.Signer, now time.Time) (authority, error) {
 	kid, err := KeyIDFor(signer.Public())
 	if err != nil {
-		return abandon(err)
+		return authority{}, err
 	}
 	// Whole seconds, as the store and the tokens' exp keep them, so a
 	// restart reads back exactly what is published.
 	notBefore := now.Truncate(time.Second).UTC()
-	a := &JWTAuthority{
-		Signer:      signer,
-		KeyID:       kid,
-		NotAfter:    notBefore.Add(m.cfg.TTL),
-		TrustDomain: m.cfg.TrustDomain,
-	}
-	// Published before it signs, so peers reading the store can already
-	// verify what it signs.
-	if err := m.publish(ctx, a); err != nil {
-		return abandon(err)
-	}
-	if err := writeJWTState(m.cfg.StatePath, jwtStateEntry{KeyName: name, KeyID: kid, TrustDomain: m.cfg.TrustDomain.Name(), NotBefore: notBefore, NotAfter: a.NotAfter}); err != nil {
-		return abandon(err)
-	}
-	m.active.Store(a)
-	m.activeKey, m.activeSince = name, notBefore
-	m.addKey(a)
-	m.log.Info("JWT key activated", append(jwtKeyAttrs(name, a), "reason", reason)...)
-
-	if retire != "" && retire != name {
-		if err := m.cfg.KeyStore.Delete(ctx, retire); err != nil {
-			m.log.Warn("could not delete the previous JWT key", "key", retire, "err", err)
-		}
-	}
-	return nil
+	return authority{ID: kid, NotBefore: notBefore, NotAfter: notBefore.Add(m.cfg.TTL), Public: signer.Public()}, nil
 }
 
-func (m *JWTManager) newKeyName(ctx context.Context, now time.Time, avoid ...string) (string, error) {
-	return freeKeyName(ctx, m.cfg.KeyStore, "jwt", now, append(avoid, m.activeKey))
-}
-
-func (m *JWTManager) publish(ctx context.Context, a *JWTAuthority) error {
-	der, err := x509.MarshalPKIXPublicKey(a.Signer.Public())
+func (m *JWTManager) publish(ctx context.Context, a authority, ev store.AuditEvent) error {
+	der, err := x509.MarshalPKIXPublicKey(a.Public)
 	if err != nil {
-		return fmt.Errorf("ca: publish JWT key %s: %w", a.KeyID, err)
-	}
-	ev, err := authorityEvent(m.cfg.Now(), "ca.jwt.publish", ServerActor(m.cfg.TrustDomain, m.cfg.ServerID), a.KeyID, map[string]any{
-		"server_id": m.cfg.ServerID, "not_after": a.NotAfter,
-	})
-	if err != nil {
-		return fmt.Errorf("ca: publish JWT key %s: %w", a.KeyID, err)
+		return fmt.Errorf("ca: publish JWT key %s: %w", a.ID, err)
 	}
 	err = m.cfg.Store.PutJWTKey(ctx, store.JWTKey{
 		ServerID:     m.cfg.ServerID,
-		KeyID:        a.KeyID,
+		KeyID:        a.ID,
 		PublicKeyDER: der,
 		NotAfter:     a.NotAfter,
+		Tainted:      a.Tainted,
+		Revoked:      a.Revoked,
 	}, ev)
 	if err != nil {
-		return fmt.Errorf("ca: publish JWT key %s: %w", a.KeyID, err)
+		return fmt.Errorf("ca: publish JWT key %s: %w", a.ID, err)
 	}
 	return nil
 }
 
-type loadedJWTKey struct {
-	authority *JWTAuthority
-	keyName   string
-	notBefore time.Time
+// check decides whether a recorded key can be used: an old one needs only
+// to be of this trust domain; a prepared or active one also needs its
+// private half, matching its key ID, and time left.
+func (m *JWTManager) check(ctx context.Context, a *authority, now time.Time) (entryCheck, string, error) {
+	if a.trustDomain != m.cfg.TrustDomain.Name() {
+		return entryForeign, fmt.Sprintf("recorded JWT key is not for trust domain %s", m.cfg.TrustDomain), nil
+	}
+	if a.State == StateOld {
+		return entryUsable, "", nil
+	}
+	signer, err := m.cfg.KeyStore.Get(ctx, a.KeyName)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return entryAbandon, "recorded JWT key missing from the keystore", nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("ca: load JWT key %q: %w", a.KeyName, err)
+	}
+	if kid, err := KeyIDFor(signer.Public()); err != nil || kid != a.ID {
+		return entryAbandon, "recorded JWT key does not match its key ID", nil
+	}
+	if !now.Before(a.NotAfter) {
+		return entryRetire, "recorded JWT key expired", nil
+	}
+	a.Signer, a.Public = signer, signer.Public()
+	return entryUsable, "", nil
 }
 
-// load reads the recorded key, returning the same things as
-// X509Manager.load: why it cannot be used, which key to delete once a new
-// one is active, and the recorded name the new key must not take.
-func (m *JWTManager) load(ctx context.Context) (loaded *loadedJWTKey, reason, retire, recorded string, err error) {
-	st, err := readJWTState(m.cfg.StatePath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, "no JWT key recorded yet", "", "", nil
+func (m *JWTManager) readJournal() ([]authority, error) { return readJWTState(m.cfg.StatePath) }
+
+func (m *JWTManager) writeJournal(entries []authority) error {
+	return writeJWTState(m.cfg.StatePath, m.cfg.TrustDomain.Name(), entries)
+}
+
+// show makes the journal's active key the one that signs and puts every
+// key it trusts in the set, before the active one can sign.
+func (m *JWTManager) show(entries []authority) {
+	m.addKeys(ownJWTKeys(entries, m.cfg.Now()))
+	i := slices.IndexFunc(entries, func(a authority) bool { return a.State == StateActive })
+	if i < 0 {
+		return
 	}
-	if errors.Is(err, errBadState) {
-		m.log.Warn("ignoring the unusable JWT key state file", "path", m.cfg.StatePath, "err", err)
-		return nil, "state file unusable", "", "", nil
+	a := entries[i]
+	if cur := m.active.Load(); cur == nil || cur.KeyID != a.ID {
+		m.active.Store(&JWTAuthority{Signer: a.Signer, KeyID: a.ID, NotAfter: a.NotAfter, TrustDomain: m.cfg.TrustDomain})
 	}
-	if err != nil {
-		return nil, "", "", "", fmt.Errorf("ca: read JWT key state: %w", err)
-	}
-	if st.TrustDomain != m.cfg.TrustDomain.Name() {
-		return nil, fmt.Sprintf("recorded JWT key is not for trust domain %s", m.cfg.TrustDomain), "", st.KeyName, nil
-	}
-	signer, err := m.cfg.KeyStore.Get(ctx, st.KeyName)
-	if errors.Is(err, keystore.ErrNotFound) {
-		m.log.Warn("the recorded JWT key is missing from the keystore", "key", st.KeyName)
-		return nil, "recorded JWT key missing", "", st.KeyName, nil
-	}
-	if err != nil {
-		return nil, "", "", "", fmt.Errorf("ca: load JWT key %q: %w", st.KeyName, err)
-	}
-	if kid, err := KeyIDFor(signer.Public()); err != nil || kid != st.KeyID {
-		m.log.Warn("the recorded JWT key does not match its key ID", "key", st.KeyName, "kid", st.KeyID)
-		return nil, "recorded JWT key does not match", "", st.KeyName, nil
-	}
-	if pastHalf(st.NotBefore, st.NotAfter, m.cfg.Now()) {
-		return nil, "recorded JWT key past half life", st.KeyName, st.KeyName, nil
-	}
-	a := &JWTAuthority{Signer: signer, KeyID: st.KeyID, NotAfter: st.NotAfter, TrustDomain: m.cfg.TrustDomain}
-	return &loadedJWTKey{authority: a, keyName: st.KeyName, notBefore: st.NotBefore}, "", "", "", nil
+}
+
+// hide drops a revoked key from the cached set at once.
+func (m *JWTManager) hide(a authority) {
+	m.keysMu.Lock()
+	defer m.keysMu.Unlock()
+	keys := slices.DeleteFunc(slices.Clone(*m.keys.Load()), func(k JWTKey) bool { return k.KeyID == a.ID })
+	delete(m.parsed, a.ID)
+	m.keys.Store(&keys)
 }
 
 func pastHalf(notBefore, notAfter, now time.Time) bool {
 	return !now.Before(notBefore.Add(notAfter.Sub(notBefore) / 2))
 }
 
-func jwtKeyAttrs(keyName string, a *JWTAuthority) []any {
-	return []any{"key", keyName, "kid", a.KeyID, "not_after", a.NotAfter}
-}
-
-// jwtStateFile is the JSON layout of JWTManagerConfig.StatePath. Version
-// leaves room for the rotation journal to extend it.
+// jwtStateFile is the JSON layout of JWTManagerConfig.StatePath. Version 1
+// held the active key alone (Active); version 2 holds the rotation journal
+// (Authorities).
 type jwtStateFile struct {
-	Version int            `json:"version"`
-	Active  *jwtStateEntry `json:"active"`
+	Version     int             `json:"version"`
+	Active      *jwtStateEntry  `json:"active,omitempty"`
+	Authorities []jwtStateEntry `json:"authorities,omitempty"`
 }
 
 type jwtStateEntry struct {
@@ -399,9 +441,15 @@ type jwtStateEntry struct {
 	TrustDomain string    `json:"trust_domain"`
 	NotBefore   time.Time `json:"not_before"`
 	NotAfter    time.Time `json:"not_after"`
+	// PublicKey (PKIX DER) keeps an old key in the set once its private
+	// half is gone; version 1 files, whose key is active, lack it.
+	PublicKey []byte         `json:"public_key,omitempty"`
+	State     AuthorityState `json:"state,omitempty"`
+	Tainted   bool           `json:"tainted,omitempty"`
+	Revoked   bool           `json:"revoked,omitempty"`
 }
 
-func readJWTState(path string) (*jwtStateEntry, error) {
+func readJWTState(path string) ([]authority, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -410,29 +458,49 @@ func readJWTState(path string) (*jwtStateEntry, error) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", errBadState, path, err)
 	}
-	if st.Version != stateVersion || st.Active == nil {
-		return nil, fmt.Errorf("%w %s: version %d without an active key", errBadState, path, st.Version)
+	recorded, err := journalEntries(path, st.Version, st.Active, st.Authorities, func(e *jwtStateEntry) { e.State = StateActive })
+	if err != nil {
+		return nil, err
 	}
-	e := st.Active
-	if err := keystore.ValidateName(e.KeyName); err != nil {
-		return nil, fmt.Errorf("%w %s: %v", errBadState, path, err)
+	states, names := make([]AuthorityState, len(recorded)), make([]string, len(recorded))
+	for i, e := range recorded {
+		states[i], names[i] = e.State, e.KeyName
 	}
-	if e.KeyID == "" || e.NotBefore.IsZero() || !e.NotAfter.After(e.NotBefore) {
-		return nil, fmt.Errorf("%w %s: the active key needs a kid and a validity with not_after after not_before", errBadState, path)
+	if err := checkJournal(path, states, names); err != nil {
+		return nil, err
 	}
-	return e, nil
+	out := make([]authority, 0, len(recorded))
+	for i, e := range recorded {
+		if e.KeyID == "" || e.NotBefore.IsZero() || !e.NotAfter.After(e.NotBefore) {
+			return nil, fmt.Errorf("%w %s: entry %d needs a kid and a validity with not_after after not_before", errBadState, path, i+1)
+		}
+		a := authority{ID: e.KeyID, KeyName: e.KeyName, State: e.State, NotBefore: e.NotBefore, NotAfter: e.NotAfter,
+			Tainted: e.Tainted, Revoked: e.Revoked, trustDomain: e.TrustDomain}
+		if len(e.PublicKey) > 0 {
+			pub, err := x509.ParsePKIXPublicKey(e.PublicKey)
+			if err != nil {
+				return nil, fmt.Errorf("%w %s: entry %d: %v", errBadState, path, i+1, err)
+			}
+			a.Public = pub
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
-func writeJWTState(path string, e jwtStateEntry) error {
-	data, err := json.MarshalIndent(jwtStateFile{Version: stateVersion, Active: &e}, "", "  ")
+func writeJWTState(path, td string, entries []authority) error {
+	st := jwtStateFile{Version: stateVersion, Authorities: make([]jwtStateEntry, len(entries))}
+	for i, a := range entries {
+		der, err := x509.MarshalPKIXPublicKey(a.Public)
+		if err != nil {
+			return fmt.Errorf("ca: encode JWT key state: key %s: %w", a.ID, err)
+		}
+		st.Authorities[i] = jwtStateEntry{KeyName: a.KeyName, KeyID: a.ID, TrustDomain: td, NotBefore: a.NotBefore, NotAfter: a.NotAfter,
+			PublicKey: der, State: a.State, Tainted: a.Tainted, Revoked: a.Revoked}
+	}
+	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("ca: encode JWT key state: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("ca: write JWT key state: %w", err)
-	}
-	if err := atomicfile.Write(path, append(data, '\n'), 0o600); err != nil {
-		return fmt.Errorf("ca: write JWT key state %s: %w", path, err)
-	}
-	return nil
+	return writeStateFile(path, data)
 }

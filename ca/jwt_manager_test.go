@@ -148,7 +148,7 @@ func TestJWTManagerRotatesPastHalfLife(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := m.Active()
-	oldName := m.activeKey
+	oldName := activeStatus(t, m.Authorities()).KeyName
 
 	env.clock.Advance(29 * time.Minute)
 	if rotated, err := m.Rotate(t.Context()); rotated || err != nil {
@@ -159,21 +159,33 @@ func TestJWTManagerRotatesPastHalfLife(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Half life prepares and publishes a successor; the old key still signs.
 	env.clock.Advance(time.Minute)
 	if rotated, err := m.Rotate(t.Context()); !rotated || err != nil {
 		t.Fatalf("Rotate at half life = %v, %v", rotated, err)
 	}
+	list := m.Authorities()
+	if m.Active() != old || len(list) != 2 || list[0].State != StatePrepared || !list[0].NotAfter.Equal(env.clock.Now().Add(time.Hour)) {
+		t.Fatalf("journal at half life %+v", list)
+	}
+	next := list[0].ID
+	if got := keyIDs(m.Keys()); len(got) != 2 || got[0] != old.KeyID || got[1] != next {
+		t.Fatalf("keys after preparing %v; want old then prepared", got)
+	}
+
+	// Ten minutes left: the prepared key takes over.
+	env.clock.Advance(20 * time.Minute)
+	if rotated, err := m.Rotate(t.Context()); !rotated || err != nil {
+		t.Fatalf("Rotate with a sixth of life left = %v, %v", rotated, err)
+	}
 	cur := m.Active()
-	if cur.KeyID == old.KeyID || !cur.NotAfter.Equal(env.clock.Now().Add(time.Hour)) {
-		t.Fatalf("rotation kept the key or got the TTL wrong: %+v", cur)
+	if cur.KeyID != next {
+		t.Fatalf("active %s after activation, want the prepared %s", cur.KeyID, next)
 	}
 	// The old key leaves the keystore but stays published until it expires,
 	// so what it signed keeps verifying.
 	if _, err := env.ks.Get(t.Context(), oldName); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("old key still in the keystore: %v", err)
-	}
-	if got := keyIDs(m.Keys()); len(got) != 2 || got[0] != old.KeyID || got[1] != cur.KeyID {
-		t.Fatalf("keys after rotation %v; want old then new", got)
 	}
 	if err := verifyWithKeys(t, tok, m.Keys()); err != nil {
 		t.Fatalf("token of the old key after rotation: %v", err)
@@ -192,7 +204,7 @@ func TestJWTManagerRotatesPastHalfLife(t *testing.T) {
 	}
 
 	// Once the old key has expired it leaves the set.
-	env.clock.Advance(31 * time.Minute)
+	env.clock.Advance(11 * time.Minute)
 	if err := m.RefreshKeys(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -206,11 +218,11 @@ func TestJWTManagerStartRotatesStaleKey(t *testing.T) {
 	first := env.openJWT(t).Active()
 	env.clock.Advance(DefaultCATTL / 2)
 	m := env.openJWT(t)
-	if m.Active().KeyID == first.KeyID {
-		t.Fatal("a key past half life was kept at start")
+	if m.Active().KeyID != first.KeyID {
+		t.Fatal("a key past half life was replaced at once on start")
 	}
-	if len(m.Keys()) != 2 {
-		t.Fatalf("keys %v; want the old key still published", keyIDs(m.Keys()))
+	if list := m.Authorities(); len(list) != 2 || list[0].State != StatePrepared || len(m.Keys()) != 2 {
+		t.Fatalf("start past half life: journal %+v, keys %v", list, keyIDs(m.Keys()))
 	}
 }
 
@@ -242,7 +254,7 @@ func TestJWTManagerReplacesUnusableState(t *testing.T) {
 			env := newManagerEnv(t)
 			m := env.openJWT(t)
 			first := m.Active()
-			tc.spoil(t, env, m.activeKey)
+			tc.spoil(t, env, activeStatus(t, m.Authorities()).KeyName)
 			m2 := env.openJWT(t)
 			if m2.Active().KeyID == first.KeyID {
 				t.Fatal("an unusable recorded key was kept")

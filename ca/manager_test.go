@@ -72,6 +72,30 @@ func (e *managerEnv) readState(t *testing.T) stateFile {
 	return st
 }
 
+// active is the state file's active entry.
+func (st stateFile) active(t *testing.T) *stateEntry {
+	t.Helper()
+	for i := range st.Authorities {
+		if st.Authorities[i].State == StateActive {
+			return &st.Authorities[i]
+		}
+	}
+	t.Fatalf("state file has no active entry: %+v", st)
+	return nil
+}
+
+// activeStatus is the active authority of a journal listing.
+func activeStatus(t *testing.T, list []AuthorityStatus) AuthorityStatus {
+	t.Helper()
+	for _, a := range list {
+		if a.State == StateActive {
+			return a
+		}
+	}
+	t.Fatalf("no active authority in %+v", list)
+	return AuthorityStatus{}
+}
+
 func inBundle(bundle []*x509.Certificate, c *x509.Certificate) bool {
 	for _, b := range bundle {
 		if b.Equal(c) {
@@ -113,7 +137,7 @@ func TestManagerStartsAndRestarts(t *testing.T) {
 		t.Fatalf("state file mode %04o, want 0600", perm)
 	}
 	st := env.readState(t)
-	if st.Version != stateVersion || !strings.HasPrefix(st.Active.KeyName, "x509-ca-") || strings.Contains(st.Active.CertPEM, "PRIVATE") {
+	if st.Version != stateVersion || len(st.Authorities) != 1 || !strings.HasPrefix(st.active(t).KeyName, "x509-ca-") || strings.Contains(st.active(t).CertPEM, "PRIVATE") {
 		t.Fatalf("state %+v", st)
 	}
 
@@ -154,10 +178,10 @@ func TestManagerRotatesPastHalfLife(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := m.Active()
-	oldKey := env.readState(t).Active.KeyName
+	oldKey := env.readState(t).active(t).KeyName
 	id := mustID(t, "spiffe://example.org/w")
 	workload := testKey(t, "ec-p256").Public()
-	oldLeaf, err := old.SignX509SVID(X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: 8 * time.Hour}, env.clock.Now())
+	oldLeaf, err := old.SignX509SVID(X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: 9*time.Hour + 30*time.Minute}, env.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,41 +190,51 @@ func TestManagerRotatesPastHalfLife(t *testing.T) {
 	if rotated, err := m.Rotate(context.Background()); err != nil || rotated {
 		t.Fatalf("rotated before half life: %v %v", rotated, err)
 	}
-	if m.Active() != old {
-		t.Fatal("active CA changed without a rotation")
-	}
 
-	// Half life of 10h30s of validity.
+	// Half life of 10h30s of validity: a successor is prepared and
+	// published, but the old CA keeps signing.
 	env.clock.Advance(time.Hour + 15*time.Second)
-	rotated, err := m.Rotate(context.Background())
-	if err != nil || !rotated {
-		t.Fatalf("not rotated past half life: %v %v", rotated, err)
+	if rotated, err := m.Rotate(context.Background()); err != nil || !rotated {
+		t.Fatalf("nothing prepared past half life: %v %v", rotated, err)
 	}
-	cur := m.Active()
-	if cur.Cert.Equal(old.Cert) || samePublicKey(cur.Signer.Public(), old.Signer.Public()) {
-		t.Fatal("rotation kept the old CA")
+	if m.Active() != old {
+		t.Fatal("the active CA changed at half life")
 	}
-	if _, ok := cur.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok {
-		t.Fatal("signer")
+	list := m.Authorities()
+	if len(list) != 2 || list[0].State != StatePrepared || list[1].State != StateActive {
+		t.Fatalf("journal after half life %+v, want prepared then active", list)
 	}
-	bundle := m.Bundle()
-	if len(bundle) != 2 || !inBundle(bundle, old.Cert) || !inBundle(bundle, cur.Cert) {
-		t.Fatalf("bundle holds %d certificates, want the old and new roots", len(bundle))
+	next := list[0].Cert
+	if b := m.Bundle(); len(b) != 2 || !inBundle(b, next) || !inBundle(b, old.Cert) {
+		t.Fatal("the prepared CA is not in the bundle beside the active one")
 	}
 	if env.store.count() != 2 {
 		t.Fatalf("store holds %d certificates, want 2", env.store.count())
 	}
+
+	// A sixth of the life (1h45m) left: the prepared CA takes over.
+	env.clock.Advance(4 * time.Hour)
+	if rotated, err := m.Rotate(context.Background()); err != nil || !rotated {
+		t.Fatalf("not activated with a sixth of life left: %v %v", rotated, err)
+	}
+	cur := m.Active()
+	if !cur.Cert.Equal(next) || samePublicKey(cur.Signer.Public(), old.Signer.Public()) {
+		t.Fatal("activation did not switch to the prepared CA")
+	}
+	if list := m.Authorities(); len(list) != 2 || list[0].State != StateActive || list[1].State != StateOld || list[1].KeyName != "" {
+		t.Fatalf("journal after activation %+v, want active then old without a key", list)
+	}
 	if _, err := env.ks.Get(context.Background(), oldKey); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("old key still in the keystore: %v", err)
 	}
-	newKey := env.readState(t).Active.KeyName
-	if newKey == oldKey {
+	if env.readState(t).active(t).KeyName == oldKey {
 		t.Fatal("state still names the old key")
 	}
 
 	// Leaves of both CAs verify against the bundle, and a bundle refresh
 	// from the store keeps both.
 	now := env.clock.Now()
+	bundle := m.Bundle()
 	verifyChain(t, bundle, oldLeaf, now, id)
 	newLeaf, err := cur.SignX509SVID(X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: time.Hour}, now)
 	if err != nil {
@@ -223,41 +257,49 @@ func TestManagerRotatesPastHalfLife(t *testing.T) {
 		t.Fatal("restart did not load the rotated CA")
 	}
 
-	// Once the old root expires it leaves the bundle.
-	env.clock.Advance(5 * time.Hour)
+	// Once the old root expires it leaves the bundle and the journal.
+	env.clock.Advance(2 * time.Hour)
 	if err := m.RefreshBundle(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if b := m.Bundle(); len(b) != 1 || !b[0].Equal(cur.Cert) {
 		t.Fatalf("bundle after the old root expired holds %d", len(b))
 	}
-
+	if rotated, err := m.Rotate(context.Background()); err != nil || !rotated {
+		t.Fatalf("expired old CA not dropped: %v %v", rotated, err)
+	}
+	for _, a := range m.Authorities() {
+		if a.State == StateOld {
+			t.Fatalf("expired old CA still in the journal: %+v", a)
+		}
+	}
 }
 
 func TestManagerStartRotatesStaleCA(t *testing.T) {
 	env := newManagerEnv(t)
 	m1 := env.open(t)
 	old := m1.Active()
-	oldKey := env.readState(t).Active.KeyName
 
+	// Restarted past half life, the CA is kept and a successor prepared.
 	env.clock.Advance(DefaultCATTL/2 + time.Minute)
 	m2 := env.open(t)
-	if m2.Active().Cert.Equal(old.Cert) {
-		t.Fatal("a CA past half life was kept on start")
+	if !m2.Active().Cert.Equal(old.Cert) {
+		t.Fatal("a CA past half life was replaced at once on start")
 	}
-	if !inBundle(m2.Bundle(), old.Cert) || !inBundle(m2.Bundle(), m2.Active().Cert) {
-		t.Fatal("bundle lacks the old or new root")
-	}
-	if _, err := env.ks.Get(context.Background(), oldKey); !errors.Is(err, keystore.ErrNotFound) {
-		t.Fatalf("stale key kept: %v", err)
+	list := m2.Authorities()
+	if len(list) != 2 || list[0].State != StatePrepared || !inBundle(m2.Bundle(), list[0].Cert) || !inBundle(m2.Bundle(), old.Cert) {
+		t.Fatalf("start past half life: journal %+v, bundle of %d", list, len(m2.Bundle()))
 	}
 
-	// Long past expiry (the server was down): a new CA, and the dead root
-	// is no longer in the bundle.
+	// Long past expiry (the server was down): a new CA, and the dead roots
+	// are no longer in the bundle.
 	env.clock.Advance(3 * DefaultCATTL)
 	m3 := env.open(t)
 	if b := m3.Bundle(); len(b) != 1 || !b[0].Equal(m3.Active().Cert) {
 		t.Fatalf("bundle holds %d certificates, want only the new root", len(b))
+	}
+	if entries, _ := os.ReadDir(filepath.Join(env.dir, "keys")); len(entries) != 1 {
+		t.Fatalf("keystore holds %d keys, want the new CA's only", len(entries))
 	}
 }
 
@@ -265,7 +307,7 @@ func TestManagerReplacesUnusableState(t *testing.T) {
 	ctx := context.Background()
 	cases := map[string]func(t *testing.T, env *managerEnv, st stateFile){
 		"key missing": func(t *testing.T, env *managerEnv, st stateFile) {
-			if err := env.ks.Delete(ctx, st.Active.KeyName); err != nil {
+			if err := env.ks.Delete(ctx, st.active(t).KeyName); err != nil {
 				t.Fatal(err)
 			}
 		},
@@ -273,7 +315,7 @@ func TestManagerReplacesUnusableState(t *testing.T) {
 			env.ks = keystore.NewMemory()
 		},
 		"key does not match": func(t *testing.T, env *managerEnv, st stateFile) {
-			if _, err := env.ks.Generate(ctx, st.Active.KeyName, keystore.ECP256); err != nil {
+			if _, err := env.ks.Generate(ctx, st.active(t).KeyName, keystore.ECP256); err != nil {
 				t.Fatal(err)
 			}
 		},
@@ -288,7 +330,7 @@ func TestManagerReplacesUnusableState(t *testing.T) {
 			}
 		},
 		"state with a bad key name": func(t *testing.T, env *managerEnv, st stateFile) {
-			st.Active.KeyName = "../../etc/passwd"
+			st.active(t).KeyName = "../../etc/passwd"
 			data, _ := json.Marshal(st)
 			if err := os.WriteFile(env.config().StatePath, data, 0o600); err != nil {
 				t.Fatal(err)
@@ -312,7 +354,7 @@ func TestManagerReplacesUnusableState(t *testing.T) {
 			if m.Active().Cert.Equal(first.Cert) {
 				t.Fatal("unusable CA was loaded")
 			}
-			if got := env.readState(t).Active.KeyName; got == st.Active.KeyName {
+			if got := env.readState(t).active(t).KeyName; got == st.active(t).KeyName {
 				t.Fatal("new CA key took the recorded key's name")
 			}
 			if !inBundle(m.Bundle(), first.Cert) {
@@ -324,12 +366,12 @@ func TestManagerReplacesUnusableState(t *testing.T) {
 		env := newManagerEnv(t)
 		env.open(t)
 		st := env.readState(t)
-		stray, err := env.ks.Generate(ctx, st.Active.KeyName, keystore.ECP256)
+		stray, err := env.ks.Generate(ctx, st.active(t).KeyName, keystore.ECP256)
 		if err != nil {
 			t.Fatal(err)
 		}
 		env.open(t)
-		got, err := env.ks.Get(ctx, st.Active.KeyName)
+		got, err := env.ks.Get(ctx, st.active(t).KeyName)
 		if err != nil || !samePublicKey(got.Public(), stray.Public()) {
 			t.Fatalf("mismatched key was removed or replaced: %v", err)
 		}
@@ -437,7 +479,7 @@ func TestManagerPublishFailures(t *testing.T) {
 	if rotated || !errors.Is(err, errStoreDown) {
 		t.Fatalf("rotate with the store down: %v %v", rotated, err)
 	}
-	if m.Active() != old || env.readState(t).Active.KeyName != oldState.Active.KeyName {
+	if m.Active() != old || env.readState(t).active(t).KeyName != oldState.active(t).KeyName {
 		t.Fatal("failed rotation changed the active CA")
 	}
 	if entries, _ := os.ReadDir(filepath.Join(env.dir, "keys")); len(entries) != 1 {

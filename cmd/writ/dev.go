@@ -68,6 +68,9 @@ Try, in another terminal:
   {{.Writ}} entry list
   {{.Writ}} svid mint --spiffe-id spiffe://{{.TD}}/me --ttl 10m --out ./svid
   openssl verify -CAfile ./svid/bundle.pem -untrusted ./svid/svid.pem ./svid/svid.pem
+  {{.Writ}} audit tail
+  {{.Writ}} audit verify
+  {{.Writ}} ca show
 
 Stop with Ctrl-C; state is kept in {{.Dir}} for the next run.
 `))

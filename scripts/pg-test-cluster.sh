@@ -7,7 +7,8 @@
 #
 # The cluster lives in a new temporary directory, listens on 127.0.0.1 only,
 # on a free port, trusts local connections (there is no password anywhere)
-# and runs with fsync off: it is for tests, never for data. Run as root, it
+# and runs with fsync off (WRIT_PG_DURABLE=1 keeps it on, for benchmarks of
+# durable writes): it is for tests, never for data. Run as root, it
 # runs PostgreSQL as the postgres user (PostgreSQL refuses to run as root)
 # and installs PostgreSQL with apt-get when it is missing.
 # Only the export lines go to stdout; everything else goes to stderr.
@@ -85,11 +86,18 @@ EOF
 
   # Another process may take the port between the check and the start: try
   # a few ports before giving up.
+  # Tests do not need durability; benchmarks of durable writes set
+  # WRIT_PG_DURABLE=1 to keep PostgreSQL's defaults (fsync and synchronous
+  # commit on).
+  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  if [[ "${WRIT_PG_DURABLE:-}" == 1 ]]; then
+    durability=""
+  fi
   local port
   for attempt in 1 2 3 4 5; do
     port=$(random_port)
     if as_owner "$PGBIN/pg_ctl" --pgdata="$dir/data" --log="$dir/postgres.log" --wait --timeout=60 \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir $durability -c max_connections=300" \
       start >&2; then
       log "PostgreSQL listening on 127.0.0.1:$port, data in $dir"
       echo "export WRIT_TEST_POSTGRES_DSN='postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable'"

@@ -29,6 +29,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/ca"
+	"writ.dev/writ/internal/peercred"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
 	"writ.dev/writ/store/postgres"
@@ -233,7 +234,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.closeListeners()
 		return err
 	}
-	s.grpcAdmin = s.newGRPC(grpc.Creds(peerCredentials{}))
+	s.grpcAdmin = s.newGRPC(grpc.Creds(peercred.Credentials()))
 	s.serve("admin", func() error { return s.grpcAdmin.Serve(s.adminLn) })
 	if s.remoteLn != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
 		if err := s.tlsID.rotate(); err != nil {

@@ -34,6 +34,10 @@ var (
 	// ErrNoAuditEvent is returned for a change given no audit event, or an
 	// empty or oversized one; nothing is written.
 	ErrNoAuditEvent = errors.New("no valid audit event for the change")
+	// ErrTokenUsed and ErrTokenExpired are returned for a join token that
+	// was already redeemed or is past its expiry.
+	ErrTokenUsed    = errors.New("join token already used")
+	ErrTokenExpired = errors.New("join token expired")
 )
 
 // Selector is one attested property, e.g. {Type: "unix", Value: "uid:1000"}.
@@ -189,6 +193,40 @@ type AuditKey struct {
 	CreatedAt time.Time
 }
 
+// JoinToken is a one-time join token as stored. The secret itself is never
+// stored, only its SHA-256 digest.
+type JoinToken struct {
+	ID           string
+	SecretSHA256 []byte
+	CreatedBy    string
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
+	// UsedAt is the zero time while the token is unused; UsedBy names the
+	// agent that redeemed it.
+	UsedAt time.Time
+	UsedBy string
+}
+
+// Agent is a node agent that joined the trust domain. Its private key stays
+// on its node; the store tracks which of its certificates is current, which
+// is how a copy of the agent is noticed.
+type Agent struct {
+	ID         string
+	SPIFFEID   string
+	JoinMethod string
+	// Selectors are the node's attested facts.
+	Selectors []Selector
+	// Serial is the (hex) serial number of the certificate the agent uses
+	// now; PendingSerial that of the certificate its last renewal issued,
+	// which becomes current when first used. Generation counts renewals.
+	Serial        string
+	PendingSerial string
+	Generation    int64
+	CertNotAfter  time.Time
+	CreatedAt     time.Time
+	LastSeen      time.Time
+}
+
 // Store is writ's persistent state. Implementations are safe for concurrent use.
 type Store interface {
 	// CreateEntries stores all entries or none, under one new revision, and
@@ -266,6 +304,27 @@ type Store interface {
 	// ListAuditKeys returns every audit key ever recorded, oldest first: old
 	// checkpoints stay verifiable after a key changes.
 	ListAuditKeys(ctx context.Context) ([]AuditKey, error)
+
+	// CreateJoinToken stores a new join token with its event.
+	CreateJoinToken(ctx context.Context, t JoinToken, evs ...AuditEvent) error
+	// RedeemJoinToken burns the token id if secretSHA256 is its secret's
+	// digest, it is unused and not expired at now, and stores a as the agent
+	// that redeemed it, all in one transaction with evs. An unknown id and a
+	// wrong secret both fail with ErrNotFound, so a guess learns nothing; a
+	// used or expired token fails with ErrTokenUsed or ErrTokenExpired.
+	// Nothing is written on failure.
+	RedeemJoinToken(ctx context.Context, id string, secretSHA256 []byte, now time.Time, a Agent, evs ...AuditEvent) (Agent, error)
+	// GetAgent returns the agent with this SPIFFE ID, or ErrNotFound.
+	GetAgent(ctx context.Context, spiffeID string) (Agent, error)
+	// UpdateAgent replaces the certificate state of agent next.ID if its
+	// serial and pending serial are still prev's; otherwise it fails with
+	// ErrConflict (another server changed it first).
+	UpdateAgent(ctx context.Context, prev, next Agent, evs ...AuditEvent) error
+	// ListAgents returns every agent, by SPIFFE ID.
+	ListAgents(ctx context.Context) ([]Agent, error)
+	// GetEntries returns the stored entries among ids, in id order; ids not
+	// stored are left out. At most 10,000 ids per call.
+	GetEntries(ctx context.Context, ids []string) ([]Entry, error)
 
 	// Now is the database's clock, the reference servers sharing the store
 	// measure their own clocks against.

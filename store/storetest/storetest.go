@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LockErrors", testLockErrors},
 	}
 	tests = append(tests, auditTests...)
+	tests = append(tests, agentTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

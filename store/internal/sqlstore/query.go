@@ -50,7 +50,8 @@ revoked = CASE WHEN jwt_keys.revoked <> 0 THEN jwt_keys.revoked ELSE excluded.re
 
 // entryQuery selects entries with their selectors.
 type entryQuery struct {
-	id string // exact ID, for reading one entry
+	id  string   // exact ID, for reading one entry
+	ids []string // any of these IDs, for reading a known set
 	store.EntryFilter
 }
 
@@ -72,6 +73,13 @@ func (q entryQuery) sql() (string, []any) {
 		}
 	}
 	equal("id", q.id)
+	if len(q.ids) > 0 {
+		ps := make([]string, len(q.ids))
+		for i, id := range q.ids {
+			ps[i] = param(id)
+		}
+		where = append(where, "id IN ("+strings.Join(ps, ", ")+")")
+	}
 	equal("spiffe_id", q.SPIFFEID)
 	equal("parent_id", q.ParentID)
 	equal("hint", q.Hint)

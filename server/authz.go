@@ -33,7 +33,7 @@ func (c Caller) String() string {
 	if !c.ID.IsZero() {
 		return c.ID.String()
 	}
-	return "unauthenticated caller"
+	return "an anonymous caller (no client certificate; present an X.509-SVID)"
 }
 
 // Actor is how the caller is named in audit events: "uid:N" for a local
@@ -70,14 +70,15 @@ func admin(s *Server, c Caller) error {
 	return nil
 }
 
-// adminOrMember allows administrators and any holder of an SVID of this trust
-// domain. Used only for public information such as the trust bundle.
-func adminOrMember(s *Server, c Caller) error {
-	if c.Local != nil {
-		return admin(s, c)
-	}
-	if c.ID.IsZero() || c.ID.TrustDomain() != s.td {
-		return fmt.Errorf("%s is not a member of trust domain %s", c, s.td)
+// anyone allows every caller, even one without a client certificate: for
+// what is public (the trust bundle) or carries its own proof (a join token).
+func anyone(*Server, Caller) error { return nil }
+
+// agent allows the trust domain's agents; each agent RPC then checks the
+// caller's certificate against the agent's record (authenticateAgent).
+func agent(s *Server, c Caller) error {
+	if c.ID.IsZero() || !isAgentID(s.td, c.ID) {
+		return fmt.Errorf("%s is not an agent of trust domain %s", c, s.td)
 	}
 	return nil
 }
@@ -85,27 +86,33 @@ func adminOrMember(s *Server, c Caller) error {
 // methodRules names who may call each RPC. A method missing here is refused:
 // new RPCs are closed until someone decides who may call them.
 var methodRules = map[string]rule{
-	writv1.EntryService_CreateEntries_FullMethodName:  admin,
-	writv1.EntryService_UpdateEntry_FullMethodName:    admin,
-	writv1.EntryService_DeleteEntry_FullMethodName:    admin,
-	writv1.EntryService_GetEntry_FullMethodName:       admin,
-	writv1.EntryService_ListEntries_FullMethodName:    admin,
-	writv1.SVIDService_MintX509SVID_FullMethodName:    admin,
-	writv1.SVIDService_MintJWTSVID_FullMethodName:     admin,
-	writv1.BundleService_GetBundle_FullMethodName:     adminOrMember,
-	writv1.StatusService_GetStatus_FullMethodName:     admin,
-	writv1.LockService_CreateLock_FullMethodName:      admin,
-	writv1.LockService_DeleteLock_FullMethodName:      admin,
-	writv1.LockService_ListLocks_FullMethodName:       admin,
-	writv1.AuditService_ReadEvents_FullMethodName:     admin,
-	writv1.AuditService_GetCheckpoints_FullMethodName: admin,
-	writv1.AuditService_ReadHashes_FullMethodName:     admin,
-	writv1.AuditService_SignCheckpoint_FullMethodName: admin,
-	writv1.CAService_ListAuthorities_FullMethodName:   admin,
-	writv1.CAService_PrepareAuthority_FullMethodName:  admin,
-	writv1.CAService_ActivateAuthority_FullMethodName: admin,
-	writv1.CAService_TaintAuthority_FullMethodName:    admin,
-	writv1.CAService_RevokeAuthority_FullMethodName:   admin,
+	writv1.EntryService_CreateEntries_FullMethodName:         admin,
+	writv1.EntryService_UpdateEntry_FullMethodName:           admin,
+	writv1.EntryService_DeleteEntry_FullMethodName:           admin,
+	writv1.EntryService_GetEntry_FullMethodName:              admin,
+	writv1.EntryService_ListEntries_FullMethodName:           admin,
+	writv1.SVIDService_MintX509SVID_FullMethodName:           admin,
+	writv1.SVIDService_MintJWTSVID_FullMethodName:            admin,
+	writv1.BundleService_GetBundle_FullMethodName:            anyone,
+	writv1.StatusService_GetStatus_FullMethodName:            admin,
+	writv1.LockService_CreateLock_FullMethodName:             admin,
+	writv1.LockService_DeleteLock_FullMethodName:             admin,
+	writv1.LockService_ListLocks_FullMethodName:              admin,
+	writv1.AuditService_ReadEvents_FullMethodName:            admin,
+	writv1.AuditService_GetCheckpoints_FullMethodName:        admin,
+	writv1.AuditService_ReadHashes_FullMethodName:            admin,
+	writv1.AuditService_SignCheckpoint_FullMethodName:        admin,
+	writv1.CAService_ListAuthorities_FullMethodName:          admin,
+	writv1.CAService_PrepareAuthority_FullMethodName:         admin,
+	writv1.CAService_ActivateAuthority_FullMethodName:        admin,
+	writv1.CAService_TaintAuthority_FullMethodName:           admin,
+	writv1.CAService_RevokeAuthority_FullMethodName:          admin,
+	writv1.TokenService_CreateJoinToken_FullMethodName:       admin,
+	writv1.AgentService_Join_FullMethodName:                  anyone,
+	writv1.AgentService_RenewAgent_FullMethodName:            agent,
+	writv1.AgentService_Sync_FullMethodName:                  agent,
+	writv1.AgentService_MintWorkloadX509SVIDs_FullMethodName: agent,
+	writv1.AgentService_MintWorkloadJWTSVID_FullMethodName:   agent,
 }
 
 // callerFromPeer reads the caller proved by the transport.
@@ -120,7 +127,8 @@ func callerFromPeer(ctx context.Context) (Caller, error) {
 	case credentials.TLSInfo:
 		certs := ai.State.PeerCertificates
 		if len(certs) == 0 {
-			return Caller{}, status.Error(codes.Unauthenticated, "no client certificate: present an X.509-SVID")
+			// Anonymous: only methods open to anyone will take it.
+			return Caller{}, nil
 		}
 		id, err := x509svid.IDFromCert(certs[0])
 		if err != nil {

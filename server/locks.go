@@ -148,6 +148,22 @@ func (ls *lockSet) checkIssue(id spiffeid.ID) error {
 	return nil
 }
 
+// checkJoin refuses a join by method while a join-method lock names it.
+func (ls *lockSet) checkJoin(method string) error {
+	ls.mu.RLock()
+	defer ls.mu.RUnlock()
+	if !ls.loaded || time.Since(ls.loadedAt) > lockStaleAfter {
+		return status.Errorf(codes.Unavailable, "locks could not be read from the store for more than %s (%v): joins are refused until they can", lockStaleAfter, ls.lastErr)
+	}
+	now := ls.s.now()
+	for _, l := range ls.locks {
+		if !lockExpired(l, now) && l.Target.Kind == store.LockJoinMethod && l.Target.Value == method {
+			return status.Errorf(codes.PermissionDenied, "joining by %s is locked by lock %s: %s", method, l.ID, l.Reason)
+		}
+	}
+	return nil
+}
+
 func lockExpired(l store.Lock, now time.Time) bool {
 	return !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt)
 }

@@ -70,6 +70,8 @@ type Server struct {
 	audit *auditLog
 	// clock watches this server's offset from the store's clock.
 	clock *clockWatch
+	// feed follows the store for every agent's sync stream (server/feed.go).
+	feed *entryFeed
 
 	grpcAdmin  *grpc.Server
 	grpcRemote *grpc.Server
@@ -230,6 +232,10 @@ func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	// Locks are loaded before anything can issue, and kept fresh below.
 	s.loadLocks(ctx)
+	s.feed = newEntryFeed(s)
+	if err := s.feed.start(ctx); err != nil {
+		return fmt.Errorf("agent feed: %w", err)
+	}
 	if err := s.listen(); err != nil {
 		s.closeListeners()
 		return err
@@ -265,6 +271,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.background(ctx, s.tlsID.run)
 	s.background(ctx, s.locks.run)
 	s.background(ctx, s.audit.run)
+	s.background(ctx, s.feed.run)
 	s.background(ctx, s.clock.run)
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
@@ -323,6 +330,8 @@ func (s *Server) newGRPC(creds grpc.ServerOption) *grpc.Server {
 	writv1.RegisterLockServiceServer(g, &lockService{s: s})
 	writv1.RegisterAuditServiceServer(g, &auditService{s: s})
 	writv1.RegisterCAServiceServer(g, &caService{s: s})
+	writv1.RegisterTokenServiceServer(g, &tokenService{s: s})
+	writv1.RegisterAgentServiceServer(g, &agentService{s: s})
 	return g
 }
 

@@ -350,16 +350,31 @@ func TestRemoteCallersNeedSVIDAndARule(t *testing.T) {
 	_, err = writv1.NewSVIDServiceClient(cc).MintJWTSVID(ctx, &writv1.MintJWTSVIDRequest{SpiffeId: "spiffe://" + testTD + "/w", Audience: []string{"a"}})
 	wantCode(t, err, codes.PermissionDenied, "local administrators")
 
-	// Without a client certificate the handshake itself fails.
+	// Without a client certificate a caller gets what is public (the
+	// bundle) and what carries its own proof (joining), and nothing else.
 	noCert := tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(srv.tlsID.ID()))
 	cc2, err := grpc.NewClient(srv.ListenAddr().String(), grpc.WithTransportCredentials(credentials.NewTLS(noCert)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc2.Close()
-	if _, err := writv1.NewBundleServiceClient(cc2).GetBundle(ctx, &writv1.GetBundleRequest{}); err == nil {
-		t.Fatal("GetBundle without a client certificate succeeded")
+	if _, err := writv1.NewBundleServiceClient(cc2).GetBundle(ctx, &writv1.GetBundleRequest{}); err != nil {
+		t.Fatalf("GetBundle without a client certificate: %v", err)
 	}
+	_, err = writv1.NewEntryServiceClient(cc2).ListEntries(ctx, &writv1.ListEntriesRequest{})
+	wantCode(t, err, codes.PermissionDenied, "anonymous")
+	_, err = writv1.NewAgentServiceClient(cc2).Sync(ctx, &writv1.SyncRequest{})
+	if err == nil {
+		_, err = func() (any, error) {
+			st, _ := writv1.NewAgentServiceClient(cc2).Sync(ctx, &writv1.SyncRequest{})
+			return st.Recv()
+		}()
+	}
+	wantCode(t, err, codes.PermissionDenied, "not an agent")
+	_, err = writv1.NewAgentServiceClient(cc).RenewAgent(ctx, &writv1.RenewAgentRequest{})
+	wantCode(t, err, codes.PermissionDenied, "not an agent")
+
+	// A certificate from another trust domain fails the handshake.
 }
 
 func TestEveryMethodHasARule(t *testing.T) {

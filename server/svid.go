@@ -82,7 +82,23 @@ func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRe
 	if err := s.checkIssue(ctx, id, "jwt"); err != nil {
 		return nil, err
 	}
-	audience := req.GetAudience()
+	ttl, err := s.jwtTTL(req.GetTtlSeconds())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return s.mintJWT(ctx, id.String(), req.GetAudience(), ttl, nil)
+}
+
+// mintJWT signs a JWT-SVID for id and records its event before answering.
+// details are added to the event.
+func (s *Server) mintJWT(ctx context.Context, id string, audience []string, ttl time.Duration, details map[string]any) (*writv1.MintJWTSVIDResponse, error) {
+	spiffeID, err := spiffeid.FromString(id)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.checkIssue(ctx, spiffeID, "jwt"); err != nil {
+		return nil, err
+	}
 	if len(audience) == 0 {
 		return nil, status.Error(codes.InvalidArgument, (&identity.FieldError{Field: "audience", Msg: "is empty: name at least one party that may accept the token"}).Error())
 	}
@@ -91,13 +107,9 @@ func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRe
 			return nil, status.Error(codes.InvalidArgument, (&identity.FieldError{Field: fmt.Sprintf("audience[%d]", i), Msg: "is empty"}).Error())
 		}
 	}
-	ttl, err := s.jwtTTL(req.GetTtlSeconds())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
 	now := s.now()
 	authority := s.jwt.Active()
-	tok, err := authority.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: id, Audience: audience, TTL: ttl, Issuer: s.jwtIssuer()}, now)
+	tok, err := authority.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: spiffeID, Audience: audience, TTL: ttl, Issuer: s.jwtIssuer()}, now)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "signing: %v", err)
 	}
@@ -107,9 +119,11 @@ func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRe
 		expiry = authority.NotAfter
 	}
 	exp := expiry.Unix()
-	ev, err := s.event(ctx, "svid.jwt.mint", id.String(), map[string]any{
-		"kid": authority.KeyID, "audience": audience, "exp": exp,
-	})
+	d := map[string]any{"kid": authority.KeyID, "audience": audience, "exp": exp}
+	for k, v := range details {
+		d[k] = v
+	}
+	ev, err := s.event(ctx, "svid.jwt.mint", id, d)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +131,7 @@ func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRe
 		return nil, err
 	}
 	s.metrics.issued.WithLabelValues("jwt").Inc()
-	s.log.Info("jwt-svid minted", "spiffe_id", id.String(), "audience", audience, "kid", authority.KeyID,
+	s.log.Info("jwt-svid minted", "spiffe_id", id, "audience", audience, "kid", authority.KeyID,
 		"expires", time.Unix(exp, 0).UTC().Format(time.RFC3339), "caller", callerString(ctx))
 	return &writv1.MintJWTSVIDResponse{Token: tok, ExpiresAt: exp}, nil
 }
@@ -180,9 +194,14 @@ type bundleService struct {
 }
 
 func (b *bundleService) GetBundle(ctx context.Context, _ *writv1.GetBundleRequest) (*writv1.Bundle, error) {
+	return b.s.bundleProto()
+}
+
+// bundleProto is the trust bundle as the API carries it.
+func (s *Server) bundleProto() (*writv1.Bundle, error) {
 	// One snapshot for every field, so the document matches the lists.
-	certs, keys := b.s.x509.Bundle(), b.s.jwt.Keys()
-	out := &writv1.Bundle{TrustDomain: b.s.td.Name()}
+	certs, keys := s.x509.Bundle(), s.jwt.Keys()
+	out := &writv1.Bundle{TrustDomain: s.td.Name()}
 	for _, c := range certs {
 		out.X509Authorities = append(out.X509Authorities, c.Raw)
 	}
@@ -193,7 +212,7 @@ func (b *bundleService) GetBundle(ctx context.Context, _ *writv1.GetBundleReques
 		}
 		out.JwtAuthorities = append(out.JwtAuthorities, &writv1.JWTKey{KeyId: k.KeyID, PublicKey: der, ExpiresAt: k.NotAfter.Unix()})
 	}
-	doc, err := b.s.spiffeBundleDocument(certs, keys)
+	doc, err := s.spiffeBundleDocument(certs, keys)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}

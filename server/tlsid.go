@@ -101,8 +101,20 @@ func (t *serverSVID) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509
 	return x509bundle.FromX509Authorities(td, t.s.x509.Bundle()), nil
 }
 
-// tlsConfig requires every remote caller to present an X.509-SVID of this
-// trust domain. Which caller may do what is decided per RPC (authz.go).
+// tlsConfig asks every remote caller for an X.509-SVID of this trust
+// domain and verifies one when given. A caller without one may still
+// connect: joining agents have no SVID yet, and the bundle is public. What
+// each caller may do is decided per RPC (authz.go), and every method but
+// those two requires an SVID.
 func (t *serverSVID) tlsConfig() *tls.Config {
-	return tlsconfig.MTLSServerConfig(t, t, tlsconfig.AuthorizeMemberOf(t.s.td))
+	c := tlsconfig.TLSServerConfig(t)
+	c.ClientAuth = tls.RequestClientCert
+	verify := tlsconfig.VerifyPeerCertificate(t, tlsconfig.AuthorizeMemberOf(t.s.td))
+	c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return nil
+		}
+		return verify(raw, chains)
+	}
+	return c
 }

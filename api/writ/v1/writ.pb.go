@@ -2224,6 +2224,692 @@ func (x *Authority) GetCertDer() []byte {
 	return nil
 }
 
+type CreateJoinTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ttl: a duration such as "15m"; default 15m, at most 1h.
+	Ttl           string `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateJoinTokenRequest) Reset() {
+	*x = CreateJoinTokenRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateJoinTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateJoinTokenRequest) ProtoMessage() {}
+
+func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *CreateJoinTokenRequest) GetTtl() string {
+	if x != nil {
+		return x.Ttl
+	}
+	return ""
+}
+
+type JoinToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the secret to hand to one agent, once. It is shown only here.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Id    string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// agent_id is the SPIFFE ID the agent that redeems it will have, for rules
+	// whose parent it is.
+	AgentId       string `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	ExpiresAt     int64  `protobuf:"varint,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinToken) Reset() {
+	*x = JoinToken{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinToken) ProtoMessage() {}
+
+func (x *JoinToken) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
+func (*JoinToken) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *JoinToken) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinToken) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *JoinToken) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+type JoinRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// csr is a PKCS#10 request (DER) for the agent's key, made on its node.
+	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *JoinRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type RenewAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewAgentRequest) Reset() {
+	*x = RenewAgentRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewAgentRequest) ProtoMessage() {}
+
+func (x *RenewAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewAgentRequest.ProtoReflect.Descriptor instead.
+func (*RenewAgentRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RenewAgentRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type AgentSVID struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// cert_chain is the agent's certificate then any intermediates (DER).
+	CertChain [][]byte `protobuf:"bytes,2,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"`
+	ExpiresAt int64    `protobuf:"varint,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// bundle is the trust domain's X.509 authorities (DER).
+	Bundle        [][]byte `protobuf:"bytes,4,rep,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentSVID) Reset() {
+	*x = AgentSVID{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentSVID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentSVID) ProtoMessage() {}
+
+func (x *AgentSVID) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentSVID.ProtoReflect.Descriptor instead.
+func (*AgentSVID) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *AgentSVID) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *AgentSVID) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *AgentSVID) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+func (x *AgentSVID) GetBundle() [][]byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type SyncRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncRequest) Reset() {
+	*x = SyncRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncRequest) ProtoMessage() {}
+
+func (x *SyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
+func (*SyncRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{43}
+}
+
+type SyncUpdate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// revision is the store revision this update brings the agent to.
+	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// full: entries is every rule of the agent, replacing what it had.
+	Full bool `protobuf:"varint,2,opt,name=full,proto3" json:"full,omitempty"`
+	// entries are rules added or changed; deleted_ids rules removed or no
+	// longer the agent's.
+	Entries    []*Entry `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
+	DeletedIds []string `protobuf:"bytes,4,rep,name=deleted_ids,json=deletedIds,proto3" json:"deleted_ids,omitempty"`
+	// locks, when locks_changed, is every lock in force, replacing the last.
+	LocksChanged bool    `protobuf:"varint,5,opt,name=locks_changed,json=locksChanged,proto3" json:"locks_changed,omitempty"`
+	Locks        []*Lock `protobuf:"bytes,6,rep,name=locks,proto3" json:"locks,omitempty"`
+	// bundle, when set, is the trust domain's bundle, replacing the last.
+	Bundle        *Bundle `protobuf:"bytes,7,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncUpdate) Reset() {
+	*x = SyncUpdate{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncUpdate) ProtoMessage() {}
+
+func (x *SyncUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncUpdate.ProtoReflect.Descriptor instead.
+func (*SyncUpdate) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *SyncUpdate) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SyncUpdate) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *SyncUpdate) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *SyncUpdate) GetDeletedIds() []string {
+	if x != nil {
+		return x.DeletedIds
+	}
+	return nil
+}
+
+func (x *SyncUpdate) GetLocksChanged() bool {
+	if x != nil {
+		return x.LocksChanged
+	}
+	return false
+}
+
+func (x *SyncUpdate) GetLocks() []*Lock {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
+func (x *SyncUpdate) GetBundle() *Bundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type WorkloadCSR struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	Csr           []byte                 `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadCSR) Reset() {
+	*x = WorkloadCSR{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadCSR) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadCSR) ProtoMessage() {}
+
+func (x *WorkloadCSR) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadCSR.ProtoReflect.Descriptor instead.
+func (*WorkloadCSR) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *WorkloadCSR) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *WorkloadCSR) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type MintWorkloadX509SVIDsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csrs          []*WorkloadCSR         `protobuf:"bytes,1,rep,name=csrs,proto3" json:"csrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintWorkloadX509SVIDsRequest) Reset() {
+	*x = MintWorkloadX509SVIDsRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintWorkloadX509SVIDsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintWorkloadX509SVIDsRequest) ProtoMessage() {}
+
+func (x *MintWorkloadX509SVIDsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintWorkloadX509SVIDsRequest.ProtoReflect.Descriptor instead.
+func (*MintWorkloadX509SVIDsRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *MintWorkloadX509SVIDsRequest) GetCsrs() []*WorkloadCSR {
+	if x != nil {
+		return x.Csrs
+	}
+	return nil
+}
+
+type WorkloadX509SVID struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	EntryId   string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	SpiffeId  string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	CertChain [][]byte               `protobuf:"bytes,3,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"`
+	ExpiresAt int64                  `protobuf:"varint,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// error says why this one was not issued (locked, not the agent's, …).
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadX509SVID) Reset() {
+	*x = WorkloadX509SVID{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadX509SVID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadX509SVID) ProtoMessage() {}
+
+func (x *WorkloadX509SVID) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadX509SVID.ProtoReflect.Descriptor instead.
+func (*WorkloadX509SVID) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *WorkloadX509SVID) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *WorkloadX509SVID) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *WorkloadX509SVID) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *WorkloadX509SVID) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+func (x *WorkloadX509SVID) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type MintWorkloadX509SVIDsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Svids         []*WorkloadX509SVID    `protobuf:"bytes,1,rep,name=svids,proto3" json:"svids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintWorkloadX509SVIDsResponse) Reset() {
+	*x = MintWorkloadX509SVIDsResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintWorkloadX509SVIDsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintWorkloadX509SVIDsResponse) ProtoMessage() {}
+
+func (x *MintWorkloadX509SVIDsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintWorkloadX509SVIDsResponse.ProtoReflect.Descriptor instead.
+func (*MintWorkloadX509SVIDsResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *MintWorkloadX509SVIDsResponse) GetSvids() []*WorkloadX509SVID {
+	if x != nil {
+		return x.Svids
+	}
+	return nil
+}
+
+type MintWorkloadJWTSVIDRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	Audience      []string               `protobuf:"bytes,2,rep,name=audience,proto3" json:"audience,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintWorkloadJWTSVIDRequest) Reset() {
+	*x = MintWorkloadJWTSVIDRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintWorkloadJWTSVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintWorkloadJWTSVIDRequest) ProtoMessage() {}
+
+func (x *MintWorkloadJWTSVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintWorkloadJWTSVIDRequest.ProtoReflect.Descriptor instead.
+func (*MintWorkloadJWTSVIDRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *MintWorkloadJWTSVIDRequest) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *MintWorkloadJWTSVIDRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -2386,7 +3072,56 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\atainted\x18\x06 \x01(\bR\atainted\x12\x18\n" +
 	"\arevoked\x18\a \x01(\bR\arevoked\x12\x1b\n" +
 	"\tserver_id\x18\b \x01(\tR\bserverId\x12\x19\n" +
-	"\bcert_der\x18\t \x01(\fR\acertDer2\xd6\x02\n" +
+	"\bcert_der\x18\t \x01(\fR\acertDer\"*\n" +
+	"\x16CreateJoinTokenRequest\x12\x10\n" +
+	"\x03ttl\x18\x01 \x01(\tR\x03ttl\"k\n" +
+	"\tJoinToken\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x19\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\x03R\texpiresAt\"5\n" +
+	"\vJoinRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"%\n" +
+	"\x11RenewAgentRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"~\n" +
+	"\tAgentSVID\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x02 \x03(\fR\tcertChain\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\x12\x16\n" +
+	"\x06bundle\x18\x04 \x03(\fR\x06bundle\"\r\n" +
+	"\vSyncRequest\"\xfa\x01\n" +
+	"\n" +
+	"SyncUpdate\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
+	"\x04full\x18\x02 \x01(\bR\x04full\x12(\n" +
+	"\aentries\x18\x03 \x03(\v2\x0e.writ.v1.EntryR\aentries\x12\x1f\n" +
+	"\vdeleted_ids\x18\x04 \x03(\tR\n" +
+	"deletedIds\x12#\n" +
+	"\rlocks_changed\x18\x05 \x01(\bR\flocksChanged\x12#\n" +
+	"\x05locks\x18\x06 \x03(\v2\r.writ.v1.LockR\x05locks\x12'\n" +
+	"\x06bundle\x18\a \x01(\v2\x0f.writ.v1.BundleR\x06bundle\":\n" +
+	"\vWorkloadCSR\x12\x19\n" +
+	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"H\n" +
+	"\x1cMintWorkloadX509SVIDsRequest\x12(\n" +
+	"\x04csrs\x18\x01 \x03(\v2\x14.writ.v1.WorkloadCSRR\x04csrs\"\x9e\x01\n" +
+	"\x10WorkloadX509SVID\x12\x19\n" +
+	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x03 \x03(\fR\tcertChain\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\x03R\texpiresAt\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"P\n" +
+	"\x1dMintWorkloadX509SVIDsResponse\x12/\n" +
+	"\x05svids\x18\x01 \x03(\v2\x19.writ.v1.WorkloadX509SVIDR\x05svids\"S\n" +
+	"\x1aMintWorkloadJWTSVIDRequest\x12\x19\n" +
+	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x1a\n" +
+	"\baudience\x18\x02 \x03(\tR\baudience2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -2418,7 +3153,16 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x10PrepareAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.Authority\x12B\n" +
 	"\x11ActivateAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.Authority\x12?\n" +
 	"\x0eTaintAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.Authority\x12@\n" +
-	"\x0fRevokeAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.AuthorityB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\x0fRevokeAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.Authority2V\n" +
+	"\fTokenService\x12F\n" +
+	"\x0fCreateJoinToken\x12\x1f.writ.v1.CreateJoinTokenRequest\x1a\x12.writ.v1.JoinToken2\xf5\x02\n" +
+	"\fAgentService\x120\n" +
+	"\x04Join\x12\x14.writ.v1.JoinRequest\x1a\x12.writ.v1.AgentSVID\x12<\n" +
+	"\n" +
+	"RenewAgent\x12\x1a.writ.v1.RenewAgentRequest\x1a\x12.writ.v1.AgentSVID\x123\n" +
+	"\x04Sync\x12\x14.writ.v1.SyncRequest\x1a\x13.writ.v1.SyncUpdate0\x01\x12f\n" +
+	"\x15MintWorkloadX509SVIDs\x12%.writ.v1.MintWorkloadX509SVIDsRequest\x1a&.writ.v1.MintWorkloadX509SVIDsResponse\x12X\n" +
+	"\x13MintWorkloadJWTSVID\x12#.writ.v1.MintWorkloadJWTSVIDRequest\x1a\x1c.writ.v1.MintJWTSVIDResponseB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -2432,46 +3176,58 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_api_writ_v1_writ_proto_goTypes = []any{
-	(*Selector)(nil),                    // 0: writ.v1.Selector
-	(*Entry)(nil),                       // 1: writ.v1.Entry
-	(*CreateEntriesRequest)(nil),        // 2: writ.v1.CreateEntriesRequest
-	(*CreateEntriesResponse)(nil),       // 3: writ.v1.CreateEntriesResponse
-	(*UpdateEntryRequest)(nil),          // 4: writ.v1.UpdateEntryRequest
-	(*DeleteEntryRequest)(nil),          // 5: writ.v1.DeleteEntryRequest
-	(*GetEntryRequest)(nil),             // 6: writ.v1.GetEntryRequest
-	(*ListEntriesRequest)(nil),          // 7: writ.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),         // 8: writ.v1.ListEntriesResponse
-	(*MintX509SVIDRequest)(nil),         // 9: writ.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),        // 10: writ.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),          // 11: writ.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),         // 12: writ.v1.MintJWTSVIDResponse
-	(*GetBundleRequest)(nil),            // 13: writ.v1.GetBundleRequest
-	(*Bundle)(nil),                      // 14: writ.v1.Bundle
-	(*JWTKey)(nil),                      // 15: writ.v1.JWTKey
-	(*GetStatusRequest)(nil),            // 16: writ.v1.GetStatusRequest
-	(*Status)(nil),                      // 17: writ.v1.Status
-	(*LockTarget)(nil),                  // 18: writ.v1.LockTarget
-	(*Lock)(nil),                        // 19: writ.v1.Lock
-	(*CreateLockRequest)(nil),           // 20: writ.v1.CreateLockRequest
-	(*DeleteLockRequest)(nil),           // 21: writ.v1.DeleteLockRequest
-	(*ListLocksRequest)(nil),            // 22: writ.v1.ListLocksRequest
-	(*ListLocksResponse)(nil),           // 23: writ.v1.ListLocksResponse
-	(*ReadAuditEventsRequest)(nil),      // 24: writ.v1.ReadAuditEventsRequest
-	(*AuditEvent)(nil),                  // 25: writ.v1.AuditEvent
-	(*ReadAuditEventsResponse)(nil),     // 26: writ.v1.ReadAuditEventsResponse
-	(*GetAuditCheckpointsRequest)(nil),  // 27: writ.v1.GetAuditCheckpointsRequest
-	(*AuditCheckpoint)(nil),             // 28: writ.v1.AuditCheckpoint
-	(*AuditKey)(nil),                    // 29: writ.v1.AuditKey
-	(*GetAuditCheckpointsResponse)(nil), // 30: writ.v1.GetAuditCheckpointsResponse
-	(*ReadAuditHashesRequest)(nil),      // 31: writ.v1.ReadAuditHashesRequest
-	(*ReadAuditHashesResponse)(nil),     // 32: writ.v1.ReadAuditHashesResponse
-	(*SignAuditCheckpointRequest)(nil),  // 33: writ.v1.SignAuditCheckpointRequest
-	(*ListAuthoritiesRequest)(nil),      // 34: writ.v1.ListAuthoritiesRequest
-	(*ListAuthoritiesResponse)(nil),     // 35: writ.v1.ListAuthoritiesResponse
-	(*AuthorityRequest)(nil),            // 36: writ.v1.AuthorityRequest
-	(*Authority)(nil),                   // 37: writ.v1.Authority
+	(*Selector)(nil),                      // 0: writ.v1.Selector
+	(*Entry)(nil),                         // 1: writ.v1.Entry
+	(*CreateEntriesRequest)(nil),          // 2: writ.v1.CreateEntriesRequest
+	(*CreateEntriesResponse)(nil),         // 3: writ.v1.CreateEntriesResponse
+	(*UpdateEntryRequest)(nil),            // 4: writ.v1.UpdateEntryRequest
+	(*DeleteEntryRequest)(nil),            // 5: writ.v1.DeleteEntryRequest
+	(*GetEntryRequest)(nil),               // 6: writ.v1.GetEntryRequest
+	(*ListEntriesRequest)(nil),            // 7: writ.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),           // 8: writ.v1.ListEntriesResponse
+	(*MintX509SVIDRequest)(nil),           // 9: writ.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),          // 10: writ.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),            // 11: writ.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),           // 12: writ.v1.MintJWTSVIDResponse
+	(*GetBundleRequest)(nil),              // 13: writ.v1.GetBundleRequest
+	(*Bundle)(nil),                        // 14: writ.v1.Bundle
+	(*JWTKey)(nil),                        // 15: writ.v1.JWTKey
+	(*GetStatusRequest)(nil),              // 16: writ.v1.GetStatusRequest
+	(*Status)(nil),                        // 17: writ.v1.Status
+	(*LockTarget)(nil),                    // 18: writ.v1.LockTarget
+	(*Lock)(nil),                          // 19: writ.v1.Lock
+	(*CreateLockRequest)(nil),             // 20: writ.v1.CreateLockRequest
+	(*DeleteLockRequest)(nil),             // 21: writ.v1.DeleteLockRequest
+	(*ListLocksRequest)(nil),              // 22: writ.v1.ListLocksRequest
+	(*ListLocksResponse)(nil),             // 23: writ.v1.ListLocksResponse
+	(*ReadAuditEventsRequest)(nil),        // 24: writ.v1.ReadAuditEventsRequest
+	(*AuditEvent)(nil),                    // 25: writ.v1.AuditEvent
+	(*ReadAuditEventsResponse)(nil),       // 26: writ.v1.ReadAuditEventsResponse
+	(*GetAuditCheckpointsRequest)(nil),    // 27: writ.v1.GetAuditCheckpointsRequest
+	(*AuditCheckpoint)(nil),               // 28: writ.v1.AuditCheckpoint
+	(*AuditKey)(nil),                      // 29: writ.v1.AuditKey
+	(*GetAuditCheckpointsResponse)(nil),   // 30: writ.v1.GetAuditCheckpointsResponse
+	(*ReadAuditHashesRequest)(nil),        // 31: writ.v1.ReadAuditHashesRequest
+	(*ReadAuditHashesResponse)(nil),       // 32: writ.v1.ReadAuditHashesResponse
+	(*SignAuditCheckpointRequest)(nil),    // 33: writ.v1.SignAuditCheckpointRequest
+	(*ListAuthoritiesRequest)(nil),        // 34: writ.v1.ListAuthoritiesRequest
+	(*ListAuthoritiesResponse)(nil),       // 35: writ.v1.ListAuthoritiesResponse
+	(*AuthorityRequest)(nil),              // 36: writ.v1.AuthorityRequest
+	(*Authority)(nil),                     // 37: writ.v1.Authority
+	(*CreateJoinTokenRequest)(nil),        // 38: writ.v1.CreateJoinTokenRequest
+	(*JoinToken)(nil),                     // 39: writ.v1.JoinToken
+	(*JoinRequest)(nil),                   // 40: writ.v1.JoinRequest
+	(*RenewAgentRequest)(nil),             // 41: writ.v1.RenewAgentRequest
+	(*AgentSVID)(nil),                     // 42: writ.v1.AgentSVID
+	(*SyncRequest)(nil),                   // 43: writ.v1.SyncRequest
+	(*SyncUpdate)(nil),                    // 44: writ.v1.SyncUpdate
+	(*WorkloadCSR)(nil),                   // 45: writ.v1.WorkloadCSR
+	(*MintWorkloadX509SVIDsRequest)(nil),  // 46: writ.v1.MintWorkloadX509SVIDsRequest
+	(*WorkloadX509SVID)(nil),              // 47: writ.v1.WorkloadX509SVID
+	(*MintWorkloadX509SVIDsResponse)(nil), // 48: writ.v1.MintWorkloadX509SVIDsResponse
+	(*MintWorkloadJWTSVIDRequest)(nil),    // 49: writ.v1.MintWorkloadJWTSVIDRequest
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -2488,53 +3244,70 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	28, // 11: writ.v1.GetAuditCheckpointsResponse.checkpoints:type_name -> writ.v1.AuditCheckpoint
 	29, // 12: writ.v1.GetAuditCheckpointsResponse.keys:type_name -> writ.v1.AuditKey
 	37, // 13: writ.v1.ListAuthoritiesResponse.authorities:type_name -> writ.v1.Authority
-	2,  // 14: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 15: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 16: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 17: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 18: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 19: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 20: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 21: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 22: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	20, // 23: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
-	21, // 24: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
-	22, // 25: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
-	24, // 26: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
-	27, // 27: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
-	31, // 28: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
-	33, // 29: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
-	34, // 30: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
-	36, // 31: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 32: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 33: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 34: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
-	3,  // 35: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 36: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 37: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 38: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 39: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 40: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 41: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 42: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 43: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 44: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 45: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 46: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 47: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 48: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 49: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 50: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 51: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 52: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 53: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 54: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 55: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	35, // [35:56] is the sub-list for method output_type
-	14, // [14:35] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	1,  // 14: writ.v1.SyncUpdate.entries:type_name -> writ.v1.Entry
+	19, // 15: writ.v1.SyncUpdate.locks:type_name -> writ.v1.Lock
+	14, // 16: writ.v1.SyncUpdate.bundle:type_name -> writ.v1.Bundle
+	45, // 17: writ.v1.MintWorkloadX509SVIDsRequest.csrs:type_name -> writ.v1.WorkloadCSR
+	47, // 18: writ.v1.MintWorkloadX509SVIDsResponse.svids:type_name -> writ.v1.WorkloadX509SVID
+	2,  // 19: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 20: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 21: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 22: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 23: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 24: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 25: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 26: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 27: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 28: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 29: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 30: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	24, // 31: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
+	27, // 32: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
+	31, // 33: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
+	33, // 34: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
+	34, // 35: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
+	36, // 36: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 37: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 38: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 39: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
+	38, // 40: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
+	40, // 41: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
+	41, // 42: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
+	43, // 43: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
+	46, // 44: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
+	49, // 45: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
+	3,  // 46: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 47: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 48: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 49: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 50: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 51: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 52: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 53: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 54: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 55: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 56: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 57: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 58: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 59: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 60: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 61: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 62: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 63: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 64: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 65: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 66: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 67: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	42, // 68: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 69: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	44, // 70: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	48, // 71: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 72: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	46, // [46:73] is the sub-list for method output_type
+	19, // [19:46] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -2548,9 +3321,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   50,
 			NumExtensions: 0,
-			NumServices:   7,
+			NumServices:   9,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

@@ -1320,3 +1320,385 @@ var CAService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/writ/v1/writ.proto",
 }
+
+const (
+	TokenService_CreateJoinToken_FullMethodName = "/writ.v1.TokenService/CreateJoinToken"
+)
+
+// TokenServiceClient is the client API for TokenService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// TokenService makes one-time join tokens for agents (administrators only).
+type TokenServiceClient interface {
+	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*JoinToken, error)
+}
+
+type tokenServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewTokenServiceClient(cc grpc.ClientConnInterface) TokenServiceClient {
+	return &tokenServiceClient{cc}
+}
+
+func (c *tokenServiceClient) CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*JoinToken, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinToken)
+	err := c.cc.Invoke(ctx, TokenService_CreateJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TokenServiceServer is the server API for TokenService service.
+// All implementations must embed UnimplementedTokenServiceServer
+// for forward compatibility.
+//
+// TokenService makes one-time join tokens for agents (administrators only).
+type TokenServiceServer interface {
+	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*JoinToken, error)
+	mustEmbedUnimplementedTokenServiceServer()
+}
+
+// UnimplementedTokenServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedTokenServiceServer struct{}
+
+func (UnimplementedTokenServiceServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*JoinToken, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedTokenServiceServer) mustEmbedUnimplementedTokenServiceServer() {}
+func (UnimplementedTokenServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeTokenServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to TokenServiceServer will
+// result in compilation errors.
+type UnsafeTokenServiceServer interface {
+	mustEmbedUnimplementedTokenServiceServer()
+}
+
+func RegisterTokenServiceServer(s grpc.ServiceRegistrar, srv TokenServiceServer) {
+	// If the following call panics, it indicates UnimplementedTokenServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&TokenService_ServiceDesc, srv)
+}
+
+func _TokenService_CreateJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TokenServiceServer).CreateJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TokenService_CreateJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TokenServiceServer).CreateJoinToken(ctx, req.(*CreateJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// TokenService_ServiceDesc is the grpc.ServiceDesc for TokenService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var TokenService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.TokenService",
+	HandlerType: (*TokenServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateJoinToken",
+			Handler:    _TokenService_CreateJoinToken_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/writ/v1/writ.proto",
+}
+
+const (
+	AgentService_Join_FullMethodName                  = "/writ.v1.AgentService/Join"
+	AgentService_RenewAgent_FullMethodName            = "/writ.v1.AgentService/RenewAgent"
+	AgentService_Sync_FullMethodName                  = "/writ.v1.AgentService/Sync"
+	AgentService_MintWorkloadX509SVIDs_FullMethodName = "/writ.v1.AgentService/MintWorkloadX509SVIDs"
+	AgentService_MintWorkloadJWTSVID_FullMethodName   = "/writ.v1.AgentService/MintWorkloadJWTSVID"
+)
+
+// AgentServiceClient is the client API for AgentService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AgentService is what node agents call. Join is open to anyone holding a
+// join token; everything else takes the agent's own X.509-SVID over mTLS.
+type AgentServiceClient interface {
+	// Join redeems a join token and returns the agent's first SVID.
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*AgentSVID, error)
+	// RenewAgent returns the calling agent's next SVID.
+	RenewAgent(ctx context.Context, in *RenewAgentRequest, opts ...grpc.CallOption) (*AgentSVID, error)
+	// Sync streams the rules whose parent is the calling agent, the locks
+	// and the trust bundle: a snapshot first, then each change.
+	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncUpdate], error)
+	// MintWorkloadX509SVIDs signs X.509-SVIDs for rules of the calling agent.
+	MintWorkloadX509SVIDs(ctx context.Context, in *MintWorkloadX509SVIDsRequest, opts ...grpc.CallOption) (*MintWorkloadX509SVIDsResponse, error)
+	// MintWorkloadJWTSVID signs a JWT-SVID for a rule of the calling agent.
+	MintWorkloadJWTSVID(ctx context.Context, in *MintWorkloadJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error)
+}
+
+type agentServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAgentServiceClient(cc grpc.ClientConnInterface) AgentServiceClient {
+	return &agentServiceClient{cc}
+}
+
+func (c *agentServiceClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*AgentSVID, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AgentSVID)
+	err := c.cc.Invoke(ctx, AgentService_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) RenewAgent(ctx context.Context, in *RenewAgentRequest, opts ...grpc.CallOption) (*AgentSVID, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AgentSVID)
+	err := c.cc.Invoke(ctx, AgentService_RenewAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncUpdate], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[0], AgentService_Sync_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SyncRequest, SyncUpdate]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_SyncClient = grpc.ServerStreamingClient[SyncUpdate]
+
+func (c *agentServiceClient) MintWorkloadX509SVIDs(ctx context.Context, in *MintWorkloadX509SVIDsRequest, opts ...grpc.CallOption) (*MintWorkloadX509SVIDsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MintWorkloadX509SVIDsResponse)
+	err := c.cc.Invoke(ctx, AgentService_MintWorkloadX509SVIDs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MintWorkloadJWTSVID(ctx context.Context, in *MintWorkloadJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MintJWTSVIDResponse)
+	err := c.cc.Invoke(ctx, AgentService_MintWorkloadJWTSVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AgentServiceServer is the server API for AgentService service.
+// All implementations must embed UnimplementedAgentServiceServer
+// for forward compatibility.
+//
+// AgentService is what node agents call. Join is open to anyone holding a
+// join token; everything else takes the agent's own X.509-SVID over mTLS.
+type AgentServiceServer interface {
+	// Join redeems a join token and returns the agent's first SVID.
+	Join(context.Context, *JoinRequest) (*AgentSVID, error)
+	// RenewAgent returns the calling agent's next SVID.
+	RenewAgent(context.Context, *RenewAgentRequest) (*AgentSVID, error)
+	// Sync streams the rules whose parent is the calling agent, the locks
+	// and the trust bundle: a snapshot first, then each change.
+	Sync(*SyncRequest, grpc.ServerStreamingServer[SyncUpdate]) error
+	// MintWorkloadX509SVIDs signs X.509-SVIDs for rules of the calling agent.
+	MintWorkloadX509SVIDs(context.Context, *MintWorkloadX509SVIDsRequest) (*MintWorkloadX509SVIDsResponse, error)
+	// MintWorkloadJWTSVID signs a JWT-SVID for a rule of the calling agent.
+	MintWorkloadJWTSVID(context.Context, *MintWorkloadJWTSVIDRequest) (*MintJWTSVIDResponse, error)
+	mustEmbedUnimplementedAgentServiceServer()
+}
+
+// UnimplementedAgentServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAgentServiceServer struct{}
+
+func (UnimplementedAgentServiceServer) Join(context.Context, *JoinRequest) (*AgentSVID, error) {
+	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedAgentServiceServer) RenewAgent(context.Context, *RenewAgentRequest) (*AgentSVID, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewAgent not implemented")
+}
+func (UnimplementedAgentServiceServer) Sync(*SyncRequest, grpc.ServerStreamingServer[SyncUpdate]) error {
+	return status.Error(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedAgentServiceServer) MintWorkloadX509SVIDs(context.Context, *MintWorkloadX509SVIDsRequest) (*MintWorkloadX509SVIDsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MintWorkloadX509SVIDs not implemented")
+}
+func (UnimplementedAgentServiceServer) MintWorkloadJWTSVID(context.Context, *MintWorkloadJWTSVIDRequest) (*MintJWTSVIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MintWorkloadJWTSVID not implemented")
+}
+func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
+func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeAgentServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AgentServiceServer will
+// result in compilation errors.
+type UnsafeAgentServiceServer interface {
+	mustEmbedUnimplementedAgentServiceServer()
+}
+
+func RegisterAgentServiceServer(s grpc.ServiceRegistrar, srv AgentServiceServer) {
+	// If the following call panics, it indicates UnimplementedAgentServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AgentService_ServiceDesc, srv)
+}
+
+func _AgentService_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_RenewAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).RenewAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_RenewAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).RenewAgent(ctx, req.(*RenewAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_Sync_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SyncRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).Sync(m, &grpc.GenericServerStream[SyncRequest, SyncUpdate]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_SyncServer = grpc.ServerStreamingServer[SyncUpdate]
+
+func _AgentService_MintWorkloadX509SVIDs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MintWorkloadX509SVIDsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MintWorkloadX509SVIDs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MintWorkloadX509SVIDs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MintWorkloadX509SVIDs(ctx, req.(*MintWorkloadX509SVIDsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MintWorkloadJWTSVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MintWorkloadJWTSVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MintWorkloadJWTSVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MintWorkloadJWTSVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MintWorkloadJWTSVID(ctx, req.(*MintWorkloadJWTSVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AgentService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.AgentService",
+	HandlerType: (*AgentServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Join",
+			Handler:    _AgentService_Join_Handler,
+		},
+		{
+			MethodName: "RenewAgent",
+			Handler:    _AgentService_RenewAgent_Handler,
+		},
+		{
+			MethodName: "MintWorkloadX509SVIDs",
+			Handler:    _AgentService_MintWorkloadX509SVIDs_Handler,
+		},
+		{
+			MethodName: "MintWorkloadJWTSVID",
+			Handler:    _AgentService_MintWorkloadJWTSVID_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Sync",
+			Handler:       _AgentService_Sync_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "api/writ/v1/writ.proto",
+}

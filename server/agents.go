@@ -1,0 +1,430 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/attest/node/jointoken"
+	"writ.dev/writ/ca"
+	"writ.dev/writ/identity"
+	"writ.dev/writ/store"
+)
+
+const (
+	// JoinMethodToken is the join method of agents that joined with a token;
+	// a join-method lock on it stops such joins.
+	JoinMethodToken = "join_token"
+	// DefaultJoinTokenTTL and MaxJoinTokenTTL bound how long a token waits
+	// to be used: the one secret writ tolerates should not live long.
+	DefaultJoinTokenTTL = 15 * time.Minute
+	MaxJoinTokenTTL     = time.Hour
+)
+
+// AgentID is the SPIFFE ID of the agent that redeems the join token tokenID.
+func AgentID(td spiffeid.TrustDomain, tokenID string) (spiffeid.ID, error) {
+	return spiffeid.FromSegments(td, "writ", "agent", "join-token", tokenID)
+}
+
+// isAgentID reports whether id names an agent of td.
+func isAgentID(td spiffeid.TrustDomain, id spiffeid.ID) bool {
+	return id.MemberOf(td) && strings.HasPrefix(id.Path(), "/writ/agent/")
+}
+
+type tokenService struct {
+	writv1.UnimplementedTokenServiceServer
+	s *Server
+}
+
+// CreateJoinToken makes a one-time join token. Only its digest is stored;
+// the token itself is in this response and nowhere else.
+func (ts *tokenService) CreateJoinToken(ctx context.Context, req *writv1.CreateJoinTokenRequest) (*writv1.JoinToken, error) {
+	s := ts.s
+	ttl := DefaultJoinTokenTTL
+	if req.GetTtl() != "" {
+		d, err := identity.ParseTTL("ttl", req.GetTtl(), MaxJoinTokenTTL)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		ttl = d
+	}
+	tok, err := s.NewJoinToken(ctx, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return tok, nil
+}
+
+// NewJoinToken makes and stores a join token valid for ttl, pinned to the
+// current trust bundle. `writ dev` calls it in process.
+func (s *Server) NewJoinToken(ctx context.Context, ttl time.Duration) (*writv1.JoinToken, error) {
+	tok, err := jointoken.New(s.x509.Bundle())
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	agentID, err := AgentID(s.td, tok.ID)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	now := s.now()
+	expires := now.Add(ttl).Truncate(time.Second)
+	ev, err := s.event(ctx, "agent.token.create", tok.ID, map[string]any{"agent_id": agentID.String(), "expires_at": expires.UTC()})
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.CreateJoinToken(ctx, store.JoinToken{ID: tok.ID, SecretSHA256: tok.SecretDigest(), CreatedBy: actorOf(ctx, s), CreatedAt: now, ExpiresAt: expires}, ev)
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	s.log.Info("join token created", "id", tok.ID, "agent_id", agentID.String(), "expires", expires.UTC().Format(time.RFC3339), "caller", callerString(ctx))
+	return &writv1.JoinToken{Token: tok.String(), Id: tok.ID, AgentId: agentID.String(), ExpiresAt: expires.Unix()}, nil
+}
+
+// actorOf names the caller in ctx, or the server itself.
+func actorOf(ctx context.Context, s *Server) string {
+	if c, ok := CallerFrom(ctx); ok {
+		return c.Actor()
+	}
+	return s.actor()
+}
+
+type agentService struct {
+	writv1.UnimplementedAgentServiceServer
+	s *Server
+}
+
+// Join redeems a join token. The agent's key was made on its node; only
+// its CSR comes here. A used, expired or unknown token is refused and the
+// refusal is an audit event.
+func (as *agentService) Join(ctx context.Context, req *writv1.JoinRequest) (*writv1.AgentSVID, error) {
+	s := as.s
+	tok, err := jointoken.Parse(req.GetToken())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	agentID, err := AgentID(s.td, tok.ID)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	refuse := func(code codes.Code, reason string) error {
+		if ev, evErr := s.event(ctx, "agent.join.refused", agentID.String(), map[string]any{"token_id": tok.ID, "reason": reason}); evErr == nil {
+			if err := s.record(ctx, ev); err != nil {
+				return err
+			}
+		}
+		s.log.Warn("agent join refused", "token_id", tok.ID, "reason", reason, "peer", peerAddr(ctx))
+		return status.Error(code, reason)
+	}
+	if err := s.locks.checkJoin(JoinMethodToken); err != nil {
+		return nil, refuse(codes.PermissionDenied, status.Convert(err).Message())
+	}
+	if err := s.checkIssue(ctx, agentID, "x509"); err != nil {
+		return nil, err
+	}
+	pub, err := ca.ParseCSR(req.GetCsr())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	chain, err := s.signAgent(pub, agentID)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	ev, err := s.event(ctx, "agent.join", agentID.String(), map[string]any{
+		"token_id": tok.ID, "join_method": JoinMethodToken, "serial": serialHex(chain[0]), "not_after": chain[0].NotAfter.UTC(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.store.RedeemJoinToken(ctx, tok.ID, tok.SecretDigest(), now, store.Agent{
+		SPIFFEID:     agentID.String(),
+		JoinMethod:   JoinMethodToken,
+		Selectors:    []store.Selector{{Type: JoinMethodToken, Value: tok.ID}},
+		Serial:       serialHex(chain[0]),
+		Generation:   1,
+		CertNotAfter: chain[0].NotAfter,
+	}, ev)
+	switch {
+	case errors.Is(err, store.ErrTokenUsed):
+		return nil, refuse(codes.PermissionDenied, fmt.Sprintf("join token %s was already used: a token joins one agent once; make a new one with 'writ token create'", tok.ID))
+	case errors.Is(err, store.ErrTokenExpired):
+		return nil, refuse(codes.PermissionDenied, fmt.Sprintf("join token %s expired: make a new one with 'writ token create'", tok.ID))
+	case errors.Is(err, store.ErrNotFound):
+		return nil, refuse(codes.PermissionDenied, fmt.Sprintf("join token %s is not known here or its secret is wrong", tok.ID))
+	case err != nil:
+		return nil, storeStatus(err)
+	}
+	s.log.Info("agent joined", "agent_id", agentID.String(), "token_id", tok.ID, "peer", peerAddr(ctx))
+	return s.agentSVID(agentID, chain), nil
+}
+
+// RenewAgent issues the calling agent its next certificate. The new one is
+// pending until the agent first uses it, so a reply lost on the way leaves
+// the agent working with its current certificate.
+func (as *agentService) RenewAgent(ctx context.Context, req *writv1.RenewAgentRequest) (*writv1.AgentSVID, error) {
+	s := as.s
+	a, id, err := s.authenticateAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkIssue(ctx, id, "x509"); err != nil {
+		return nil, err
+	}
+	pub, err := ca.ParseCSR(req.GetCsr())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	chain, err := s.signAgent(pub, id)
+	if err != nil {
+		return nil, err
+	}
+	next := a
+	next.PendingSerial = serialHex(chain[0])
+	next.Generation = a.Generation + 1
+	next.LastSeen = s.now()
+	ev, err := s.event(ctx, "agent.renew", id.String(), map[string]any{
+		"serial": next.PendingSerial, "generation": next.Generation, "not_after": chain[0].NotAfter.UTC(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.UpdateAgent(ctx, a, next, ev); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, status.Error(codes.Aborted, "the agent's certificate state changed meanwhile (a concurrent renewal): retry")
+		}
+		return nil, storeStatus(err)
+	}
+	return s.agentSVID(id, chain), nil
+}
+
+// authenticateAgent checks that the caller is a known agent presenting its
+// current certificate. Presenting the pending one makes it current.
+// Presenting any other certificate of the agent means the agent's key and
+// certificate exist twice: the agent is locked (only this instance, by its
+// own SPIFFE ID), the call refused and the clone audited.
+func (s *Server) authenticateAgent(ctx context.Context) (store.Agent, spiffeid.ID, error) {
+	c, _ := CallerFrom(ctx)
+	if c.ID.IsZero() || !isAgentID(s.td, c.ID) {
+		return store.Agent{}, spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "%s is not an agent of %s", c, s.td)
+	}
+	leaf := peerLeaf(ctx)
+	if leaf == nil {
+		return store.Agent{}, spiffeid.ID{}, status.Error(codes.Unauthenticated, "no client certificate")
+	}
+	if err := s.locks.checkIssue(c.ID); err != nil {
+		return store.Agent{}, spiffeid.ID{}, err
+	}
+	a, err := s.store.GetAgent(ctx, c.ID.String())
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Agent{}, spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "agent %s is not known here: join again", c.ID)
+	}
+	if err != nil {
+		return store.Agent{}, spiffeid.ID{}, storeStatus(err)
+	}
+	serial := serialHex(leaf)
+	switch serial {
+	case a.Serial:
+		return a, c.ID, nil
+	case a.PendingSerial:
+		next := a
+		next.Serial, next.PendingSerial, next.LastSeen = serial, "", s.now()
+		ev, err := s.event(ctx, "agent.certificate.use", c.ID.String(), map[string]any{"serial": serial, "generation": a.Generation})
+		if err != nil {
+			return store.Agent{}, spiffeid.ID{}, err
+		}
+		if err := s.store.UpdateAgent(ctx, a, next, ev); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return s.authenticateAgent(ctx) // another call promoted it first
+			}
+			return store.Agent{}, spiffeid.ID{}, storeStatus(err)
+		}
+		return next, c.ID, nil
+	}
+	return store.Agent{}, spiffeid.ID{}, s.cloneDetected(ctx, a, c.ID, serial)
+}
+
+// cloneDetected locks the agent whose superseded certificate was presented
+// and refuses the call.
+func (s *Server) cloneDetected(ctx context.Context, a store.Agent, id spiffeid.ID, serial string) error {
+	reason := fmt.Sprintf("clone detected: certificate %s of agent %s was superseded (current %s), so a copy of the agent exists", serial, id, a.Serial)
+	l := store.Lock{ID: store.NewID(), Target: store.LockTarget{Kind: store.LockAgent, Value: id.String()}, Reason: reason, CreatedBy: s.actor(), CreatedAt: s.now()}
+	evLock, err := s.event(ctx, "lock.create", l.ID, lockDetails(l))
+	if err != nil {
+		return err
+	}
+	evClone, err := s.event(ctx, "agent.clone", id.String(), map[string]any{"presented_serial": serial, "current_serial": a.Serial, "peer": peerAddr(ctx)})
+	if err != nil {
+		return err
+	}
+	if _, err := s.store.CreateLock(ctx, l, evClone, evLock); err != nil {
+		s.log.Error("could not lock a cloned agent", "agent_id", id.String(), "err", err)
+	} else {
+		s.lockChanged(ctx, "lock created", l)
+	}
+	s.log.Error("agent clone detected; agent locked", "agent_id", id.String(), "presented_serial", serial, "current_serial", a.Serial, "peer", peerAddr(ctx))
+	return status.Error(codes.PermissionDenied, reason+"; the agent is locked: investigate, delete the lock and re-join the real agent")
+}
+
+// signAgent signs an agent's X.509-SVID.
+func (s *Server) signAgent(pub any, id spiffeid.ID) ([]*x509.Certificate, error) {
+	chain, err := s.x509.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: s.cfg.SVID.X509TTL.Duration}, s.now())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "signing: %v", err)
+	}
+	s.metrics.issued.WithLabelValues("x509").Inc()
+	return chain, nil
+}
+
+func (s *Server) agentSVID(id spiffeid.ID, chain []*x509.Certificate) *writv1.AgentSVID {
+	out := &writv1.AgentSVID{SpiffeId: id.String(), ExpiresAt: chain[0].NotAfter.Unix()}
+	for _, c := range chain {
+		out.CertChain = append(out.CertChain, c.Raw)
+	}
+	for _, c := range s.x509.Bundle() {
+		out.Bundle = append(out.Bundle, c.Raw)
+	}
+	return out
+}
+
+// MintWorkloadX509SVIDs signs an X.509-SVID for each rule named whose
+// parent is the calling agent. A rule that is not the agent's, or whose
+// identity is locked, gets an error in its slot; the others are issued.
+// All issuance events go to the audit log together before any is returned.
+func (as *agentService) MintWorkloadX509SVIDs(ctx context.Context, req *writv1.MintWorkloadX509SVIDsRequest) (*writv1.MintWorkloadX509SVIDsResponse, error) {
+	s := as.s
+	_, agentID, err := s.authenticateAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.clock.checkIssue(); err != nil {
+		return nil, err
+	}
+	csrs := req.GetCsrs()
+	if len(csrs) > maxWorkloadBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "csrs: %d in one call, at most %d", len(csrs), maxWorkloadBatch)
+	}
+	ids := make([]string, len(csrs))
+	for i, c := range csrs {
+		ids[i] = c.GetEntryId()
+	}
+	entries, err := s.store.GetEntries(ctx, ids)
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	byID := make(map[string]store.Entry, len(entries))
+	for _, e := range entries {
+		byID[e.ID] = e
+	}
+	resp := &writv1.MintWorkloadX509SVIDsResponse{}
+	var evs []store.AuditEvent
+	now := s.now()
+	for _, c := range csrs {
+		out := &writv1.WorkloadX509SVID{EntryId: c.GetEntryId()}
+		resp.Svids = append(resp.Svids, out)
+		e, ok := byID[c.GetEntryId()]
+		if !ok || e.ParentID != agentID.String() {
+			out.Error = fmt.Sprintf("entry %q is not a rule of agent %s", c.GetEntryId(), agentID)
+			continue
+		}
+		id, err := spiffeid.FromString(e.SPIFFEID)
+		if err != nil {
+			out.Error = err.Error()
+			continue
+		}
+		out.SpiffeId = id.String()
+		if err := s.locks.checkIssue(id); err != nil {
+			out.Error = status.Convert(err).Message()
+			continue
+		}
+		pub, err := ca.ParseCSR(c.GetCsr())
+		if err != nil {
+			out.Error = err.Error()
+			continue
+		}
+		ttl := e.X509TTL
+		if ttl == 0 {
+			ttl = s.cfg.SVID.X509TTL.Duration
+		}
+		chain, err := s.x509.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, DNSNames: e.DNSNames, TTL: ttl}, now)
+		if err != nil {
+			out.Error = fmt.Sprintf("signing: %v", err)
+			continue
+		}
+		ev, err := s.event(ctx, "svid.x509.mint", id.String(), map[string]any{
+			"entry_id": e.ID, "serial": serialHex(chain[0]), "not_after": chain[0].NotAfter.UTC(), "ca": fmt.Sprintf("%x", chain[0].AuthorityKeyId),
+		})
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, ev)
+		for _, cert := range chain {
+			out.CertChain = append(out.CertChain, cert.Raw)
+		}
+		out.ExpiresAt = chain[0].NotAfter.Unix()
+	}
+	if len(evs) > 0 {
+		if err := s.record(ctx, evs...); err != nil {
+			return nil, err
+		}
+		s.metrics.issued.WithLabelValues("x509").Add(float64(len(evs)))
+	}
+	return resp, nil
+}
+
+// maxWorkloadBatch bounds one MintWorkloadX509SVIDs call.
+const maxWorkloadBatch = 1000
+
+// MintWorkloadJWTSVID signs a JWT-SVID for a rule of the calling agent.
+func (as *agentService) MintWorkloadJWTSVID(ctx context.Context, req *writv1.MintWorkloadJWTSVIDRequest) (*writv1.MintJWTSVIDResponse, error) {
+	s := as.s
+	_, agentID, err := s.authenticateAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := s.store.GetEntries(ctx, []string{req.GetEntryId()})
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	if len(entries) == 0 || entries[0].ParentID != agentID.String() {
+		return nil, status.Errorf(codes.PermissionDenied, "entry %q is not a rule of agent %s", req.GetEntryId(), agentID)
+	}
+	e := entries[0]
+	ttl := e.JWTTTL
+	if ttl == 0 {
+		ttl = s.cfg.SVID.JWTTTL.Duration
+	}
+	return s.mintJWT(ctx, e.SPIFFEID, req.GetAudience(), ttl, map[string]any{"entry_id": e.ID})
+}
+
+// serialHex is how certificate serials are recorded.
+func serialHex(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
+
+// peerLeaf is the client certificate of the current call, if any.
+func peerLeaf(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return nil
+	}
+	return ti.State.PeerCertificates[0]
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

@@ -141,7 +141,7 @@ func (ls *lockSet) checkIssue(id spiffeid.ID) error {
 		if lockExpired(l, now) {
 			continue
 		}
-		if lockMatchesID(l.Target, id) {
+		if identity.LockCoversID(l.Target.Kind, l.Target.Value, id) {
 			return status.Errorf(codes.PermissionDenied, "%s is locked by lock %s (%s %s): %s", id, l.ID, l.Target.Kind, l.Target.Value, l.Reason)
 		}
 	}
@@ -166,19 +166,6 @@ func (ls *lockSet) checkJoin(method string) error {
 
 func lockExpired(l store.Lock, now time.Time) bool {
 	return !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt)
-}
-
-// lockMatchesID says whether a lock target covers an SVID's SPIFFE ID.
-func lockMatchesID(t store.LockTarget, id spiffeid.ID) bool {
-	s := id.String()
-	switch t.Kind {
-	case store.LockSPIFFEID, store.LockNode, store.LockAgent:
-		return s == t.Value
-	case store.LockIDPrefix:
-		return s == t.Value || strings.HasPrefix(s, t.Value+"/")
-	default:
-		return false
-	}
 }
 
 // lockTargetFromProto validates a lock target; errors name the field.

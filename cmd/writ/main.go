@@ -32,6 +32,8 @@ var commands = map[string]command{
 	"audit":   {"read and verify the tamper-evident audit log: tail, export, verify", runAudit},
 	"ca":      {"inspect and steer the authorities' rotation: show, prepare, activate, taint, revoke", runCA},
 	"status":  {"show the server's status", runStatus},
+	"agent":   {"run the node agent: join, serve the SPIFFE Workload API, write identities to files", runAgent},
+	"token":   {"make one-time join tokens for new agents", runToken},
 	"version": {"print the version", runVersion},
 }
 

@@ -338,38 +338,31 @@ func TestRotationReachesWatchers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &serialWatcher{seen: map[string]time.Time{}, updates: make(chan struct{}, 16)}
+	w := &serialWatcher{updates: make(chan *x509.Certificate, 16)}
 	go workloadapi.WatchX509Context(ctx, w, a.addr())
+	old := first.Certificates[0]
 	for {
 		select {
 		case <-ctx.Done():
 			t.Fatal("no rotated SVID reached the watcher")
-		case <-w.updates:
-		}
-		if w.rotatedFrom(first.Certificates[0]) {
-			return
+		case latest := <-w.updates:
+			if latest.SerialNumber.Cmp(old.SerialNumber) != 0 && time.Now().Before(old.NotAfter) {
+				return
+			}
 		}
 	}
 }
 
-type serialWatcher struct {
-	seen    map[string]time.Time
-	latest  *x509.Certificate
-	updates chan struct{}
-}
+// serialWatcher hands each update's first SVID to the test.
+type serialWatcher struct{ updates chan *x509.Certificate }
 
 func (w *serialWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	if len(c.SVIDs) > 0 {
-		w.latest = c.SVIDs[0].Certificates[0]
+		w.updates <- c.SVIDs[0].Certificates[0]
 	}
-	w.updates <- struct{}{}
 }
 
 func (w *serialWatcher) OnX509ContextWatchError(error) {}
-
-func (w *serialWatcher) rotatedFrom(old *x509.Certificate) bool {
-	return w.latest != nil && w.latest.SerialNumber.Cmp(old.SerialNumber) != 0 && time.Now().Before(old.NotAfter)
-}
 
 // TestReplayedTokenAndClonedAgentAreRefused: a token joins once; a copy of
 // an agent presenting a superseded certificate is locked out and audited.

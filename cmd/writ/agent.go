@@ -12,9 +12,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/agent"
 	"writ.dev/writ/agent/output"
+	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/workload"
 	"writ.dev/writ/attest/workload/unix"
 	"writ.dev/writ/identity"

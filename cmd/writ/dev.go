@@ -2,26 +2,44 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"text/template"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"writ.dev/writ/agent"
+	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/attest/workload"
+	"writ.dev/writ/attest/workload/unix"
+	"writ.dev/writ/identity"
 	"writ.dev/writ/server"
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c := newCommand("writ dev",
-		"Run a local trust domain on the embedded store, for a first try. Every process of the\n"+
-			"invoking user can administer it. State is kept in --data-dir between runs.",
+		"Run a local trust domain on the embedded store, for a first try: the server and an agent in\n"+
+			"one process, the agent joined, and a rule that gives your processes an identity over the\n"+
+			"SPIFFE Workload API. Every process of the invoking user can administer it. State is kept in\n"+
+			"--data-dir between runs.",
 		"writ dev [--data-dir DIR] [--trust-domain NAME] [--listen ADDR] [--ops-address ADDR]")
 	dataDir := c.fs.String("data-dir", ".writ", "`directory` for the local trust domain's state")
 	td := c.fs.String("trust-domain", server.DefaultTrustDomain, "SPIFFE trust `domain`")
-	listen := c.fs.String("listen", "127.0.0.1:8081", "`address` of the mTLS gRPC API")
+	listen := c.fs.String("listen", "127.0.0.1:8081", "`address` of the mTLS gRPC API (agents connect here)")
 	ops := c.fs.String("ops-address", "127.0.0.1:8082", "`address` of /healthz, /readyz and /metrics")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
+	}
+	if *listen == "" {
+		return c.usageError("--listen cannot be empty: the agent reaches the server there")
 	}
 	abs, err := filepath.Abs(*dataDir)
 	if err != nil {
@@ -44,46 +62,121 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
-	printDevHints(stdout, srv)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+
+	agentCfg := agent.Config{
+		ServerAddress: srv.ListenAddr().String(),
+		DataDir:       filepath.Join(abs, "agent"),
+		SocketPath:    filepath.Join(abs, "agent.sock"),
+		Attestors:     []workload.Attestor{unix.New(unix.Options{Logger: log})},
+		Logger:        log,
+	}
+	a, err := devAgent(ctx, srv, agentCfg)
+	if err != nil {
+		return err
+	}
+	workloadID, err := devRule(ctx, srv, a.ID())
+	if err != nil {
+		return err
+	}
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- a.Run(ctx) }()
+	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = a.Ready(readyCtx)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("the agent did not get its rules and SVIDs: %w", err)
+	}
+	printDevHints(stdout, srv, agentCfg.SocketPath, a.ID().String(), workloadID)
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	srv.Shutdown(sctx)
-	return nil
+	return <-agentDone
+}
+
+// devAgent loads the dev agent, or joins it with a token made in process
+// when it has not joined yet or its SVID lapsed while dev was stopped.
+func devAgent(ctx context.Context, srv *server.Server, cfg agent.Config) (*agent.Agent, error) {
+	if a, err := agent.New(ctx, cfg); err == nil {
+		return a, nil
+	}
+	tok, err := srv.NewJoinToken(ctx, 5*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	cfg.JoinToken = tok.GetToken()
+	return agent.New(ctx, cfg)
+}
+
+// devRule gives the invoking user's processes an identity through the dev
+// agent, spiffe://TD/user/NAME, and returns it.
+func devRule(ctx context.Context, srv *server.Server, agentID fmt.Stringer) (string, error) {
+	uid := os.Getuid()
+	name := strconv.Itoa(uid)
+	if u, err := user.LookupId(name); err == nil {
+		if _, err := identity.ParseID("", "spiffe://x/"+u.Username); err == nil {
+			name = u.Username
+		}
+	}
+	id := fmt.Sprintf("spiffe://%s/user/%s", srv.TrustDomain().Name(), name)
+	conn, err := grpc.NewClient("unix://"+srv.AdminSocket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_, err = writv1.NewEntryServiceClient(conn).CreateEntries(ctx, &writv1.CreateEntriesRequest{Entries: []*writv1.Entry{{
+		SpiffeId:  id,
+		ParentId:  agentID.String(),
+		Selectors: []*writv1.Selector{{Type: "unix", Value: "uid:" + strconv.Itoa(uid)}},
+		Hint:      "writ dev",
+	}}})
+	if err != nil && status.Code(err) != codes.AlreadyExists {
+		return "", fmt.Errorf("creating the dev rule: %w", err)
+	}
+	return id, nil
 }
 
 var devHints = template.Must(template.New("dev").Parse(`
 writ dev is running: trust domain {{.TD}}, state in {{.Dir}}
 
-  admin socket  {{.Socket}}
-  server API    {{.Listen}} (gRPC, mTLS with X.509-SVIDs)
-  health        http://{{.Ops}}/readyz   metrics http://{{.Ops}}/metrics
+  admin socket   {{.Socket}}
+  Workload API   {{.Workload}}   (agent {{.Agent}})
+  server API     {{.Listen}} (gRPC, mTLS with X.509-SVIDs)
+  health         http://{{.Ops}}/readyz   metrics http://{{.Ops}}/metrics
 
-Dev mode: every process running as uid {{.UID}} can administer this server.
+Dev mode: every process running as uid {{.UID}} can administer this server, and gets
+the identity {{.Identity}} from the Workload API.
 
 Try, in another terminal:
-  export WRIT_SOCKET={{.Socket}}
-  {{.Writ}} status
-  {{.Writ}} entry create --spiffe-id spiffe://{{.TD}}/web --parent-id spiffe://{{.TD}}/node/dev --selector unix:uid:{{.UID}}
+  export WRIT_SOCKET={{.Socket}} SPIFFE_ENDPOINT_SOCKET=unix://{{.Workload}}
+  {{.Writ}} fetch                      # your SVID from the Workload API, via go-spiffe's client
+  {{.Writ}} fetch --out ./id           # ... written as svid.pem, svid.key, bundle.pem
+  openssl verify -CAfile ./id/bundle.pem -untrusted ./id/svid.pem ./id/svid.pem
   {{.Writ}} entry list
+  {{.Writ}} entry create --spiffe-id spiffe://{{.TD}}/web --parent-id {{.Agent}} --selector unix:uid:{{.UID}}
   {{.Writ}} svid mint --spiffe-id spiffe://{{.TD}}/me --ttl 10m --out ./svid
-  openssl verify -CAfile ./svid/bundle.pem -untrusted ./svid/svid.pem ./svid/svid.pem
   {{.Writ}} audit tail
   {{.Writ}} audit verify
   {{.Writ}} ca show
 
-Stop with Ctrl-C; state is kept in {{.Dir}} for the next run.
+Any SPIFFE client works the same way: go-spiffe, Envoy, java-spiffe and py-spiffe read
+SPIFFE_ENDPOINT_SOCKET. Stop with Ctrl-C; state is kept in {{.Dir}} for the next run.
 `))
 
-func printDevHints(w io.Writer, srv *server.Server) {
+func printDevHints(w io.Writer, srv *server.Server, workloadSocket, agentID, identity string) {
 	data := map[string]any{
-		"TD":     srv.TrustDomain().Name(),
-		"Dir":    srv.DataDir(),
-		"Socket": srv.AdminSocket(),
-		"Listen": "disabled",
-		"Ops":    "disabled",
-		"UID":    os.Getuid(),
-		"Writ":   invocation(),
+		"TD":       srv.TrustDomain().Name(),
+		"Dir":      srv.DataDir(),
+		"Socket":   srv.AdminSocket(),
+		"Workload": workloadSocket,
+		"Agent":    agentID,
+		"Identity": identity,
+		"Listen":   "disabled",
+		"Ops":      "disabled",
+		"UID":      os.Getuid(),
+		"Writ":     invocation(),
 	}
 	if a := srv.ListenAddr(); a != nil {
 		data["Listen"] = a.String()

@@ -157,6 +157,23 @@ func TestDev(t *testing.T) {
 	if out := writ(t, "bundle", "show"); !strings.Contains(out, "BEGIN CERTIFICATE") {
 		t.Fatalf("bundle show: %s", out)
 	}
+	// The invoking user's processes have an identity over the Workload API.
+	endpoint := "unix://" + filepath.Join(data, "agent.sock")
+	if !strings.Contains(hints, endpoint) {
+		t.Errorf("dev output lacks the Workload API address %s:\n%s", endpoint, hints)
+	}
+	idDir := filepath.Join(dir, "id")
+	out := writ(t, "fetch", "--endpoint", endpoint, "--out", idDir, "--jwt-audience", "demo")
+	if !strings.Contains(out, "spiffe://example.org/user/") || !strings.Contains(out, "JWT-SVID for demo") {
+		t.Fatalf("writ fetch: %s", out)
+	}
+	if openssl, err := exec.LookPath("openssl"); err == nil {
+		cmd := exec.Command(openssl, "verify", "-CAfile", filepath.Join(idDir, "bundle.pem"),
+			"-untrusted", filepath.Join(idDir, "svid.pem"), filepath.Join(idDir, "svid.pem"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("openssl verify of the fetched SVID: %v: %s", err, out)
+		}
+	}
 }
 
 // TestJWTSVIDMint mints a JWT-SVID with the CLI against a real server and

@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"status":  {"show the server's status", runStatus},
 	"agent":   {"run the node agent: join, serve the SPIFFE Workload API, write identities to files", runAgent},
 	"token":   {"make one-time join tokens for new agents", runToken},
+	"fetch":   {"fetch this process's identity from the SPIFFE Workload API", runFetch},
 	"version": {"print the version", runVersion},
 }
 

@@ -464,3 +464,44 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting: %s", what)
 }
+
+// TestLockedIdentityIsNotServed locks one of a workload's identities: the
+// agent stops serving it within about a second and serves it again once
+// the lock is lifted.
+func TestLockedIdentityIsNotServed(t *testing.T) {
+	dir := shortDir(t)
+	e := startServer(t, newServerConfig(t, dir))
+	tok := e.token()
+	e.rule("spiffe://"+td+"/keep", tok.GetAgentId(), 0, uidSelector())
+	e.rule("spiffe://"+td+"/ci/build", tok.GetAgentId(), 0, uidSelector())
+	a := startAgent(t, e, filepath.Join(dir, "agent"), tok.GetToken())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ids := func() []string {
+		resp, err := workloadapi.FetchX509Context(ctx, a.addr())
+		if err != nil {
+			return nil
+		}
+		var out []string
+		for _, s := range resp.SVIDs {
+			out = append(out, s.ID.Path())
+		}
+		return out
+	}
+	waitFor(t, "both identities served", func() bool { return len(ids()) == 2 })
+	l, err := writv1.NewLockServiceClient(e.admin).CreateLock(ctx, &writv1.CreateLockRequest{
+		Target: &writv1.LockTarget{Kind: "id-prefix", Value: "spiffe://" + td + "/ci"}, Reason: "INC-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the locked identity withdrawn", func() bool {
+		got := ids()
+		return len(got) == 1 && got[0] == "/keep"
+	})
+	t.Logf("lock reached the workload in %s", time.Since(start).Round(time.Millisecond))
+	if _, err := writv1.NewLockServiceClient(e.admin).DeleteLock(ctx, &writv1.DeleteLockRequest{Id: l.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the identity served again", func() bool { return len(ids()) == 2 })
+}

@@ -65,9 +65,9 @@ func lockCreate(ctx context.Context, args []string, stdout io.Writer) error {
 			"  spiffe-id=ID     exactly this SPIFFE ID\n"+
 			"  id-prefix=ID     this SPIFFE ID and everything below it, by whole path segments\n"+
 			"                   (spiffe://td/ci locks spiffe://td/ci/x, not spiffe://td/cicd)\n"+
-			"  node=ID          a node: its own SVID now; agent issuance on it once agents exist\n"+
-			"  agent=ID         an agent: likewise\n"+
-			"  join-method=NAME a node attestation method, e.g. join_token: applies to agent issuance\n"+
+			"  node=ID          a node's own SVID\n"+
+			"  agent=ID         an agent: its own SVID and everything issued through it\n"+
+			"  join-method=NAME a node attestation method, e.g. join_token: no agent joins that way\n"+
 			"SVIDs already issued live until they expire: short TTLs are the revocation.",
 		"writ lock create --target KIND=VALUE --reason TEXT [--ttl DURATION] [--json]")
 	target := c.fs.String("target", "", "what to lock, `KIND=VALUE`; KIND is one of "+strings.Join(lockKinds, ", "))

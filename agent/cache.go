@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -56,8 +57,11 @@ type cache struct {
 	locks    []*writv1.Lock
 	x509     []*x509.Certificate
 	jwtKeys  map[string]crypto.PublicKey
-	synced   bool // a full snapshot has arrived
-	changed  chan struct{}
+	// tainted holds the subject key IDs (hex) of tainted authorities:
+	// SVIDs they signed are renewed at once.
+	tainted map[string]bool
+	synced  bool // a full snapshot has arrived
+	changed chan struct{}
 
 	// mintWanted is signalled when rules need SVIDs.
 	mintWanted chan struct{}
@@ -159,6 +163,10 @@ func (c *cache) apply(u *writv1.SyncUpdate) error {
 	}
 	if certs != nil {
 		c.x509, c.jwtKeys = certs, keys
+		c.tainted = map[string]bool{}
+		for _, id := range u.GetBundle().GetTaintedX509Authorities() {
+			c.tainted[id] = true
+		}
 	}
 	c.revision = max(c.revision, u.GetRevision())
 	c.notify()
@@ -336,7 +344,8 @@ func (c *cache) due(now time.Time) []*rule {
 		if now.Before(r.retryAt) {
 			continue
 		}
-		if r.svid == nil || r.svid.revision != r.revision || !now.Before(r.svid.renewAt) {
+		if r.svid == nil || r.svid.revision != r.revision || !now.Before(r.svid.renewAt) ||
+			c.tainted[hex.EncodeToString(r.svid.chain[0].AuthorityKeyId)] {
 			out = append(out, r)
 		}
 	}
@@ -349,9 +358,15 @@ func (c *cache) due(now time.Time) []*rule {
 func (c *cache) setSVIDs(minted map[string]*heldSVID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := c.now()
 	for id, s := range minted {
 		if r, ok := c.rules[id]; ok && r.revision == s.revision {
 			r.svid = s
+			if c.tainted[hex.EncodeToString(s.chain[0].AuthorityKeyId)] {
+				// Signed by an authority tainted meanwhile: try again
+				// shortly, not in a tight loop.
+				r.retryAt = now.Add(refusedRetry)
+			}
 		}
 	}
 	c.notify()

@@ -505,3 +505,28 @@ func TestLockedIdentityIsNotServed(t *testing.T) {
 	}
 	waitFor(t, "the identity served again", func() bool { return len(ids()) == 2 })
 }
+
+// TestTaintedAuthorityRenewsSVIDs taints the CA that signed a workload's
+// SVID: the server replaces the CA and the agent renews the SVID at once,
+// long before its renewal point.
+func TestTaintedAuthorityRenewsSVIDs(t *testing.T) {
+	dir := shortDir(t)
+	e := startServer(t, newServerConfig(t, dir))
+	tok := e.token()
+	e.rule("spiffe://"+td+"/svc", tok.GetAgentId(), 0, uidSelector())
+	a := startAgent(t, e, filepath.Join(dir, "agent"), tok.GetToken())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	before, err := workloadapi.FetchX509SVID(ctx, a.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caID := hex.EncodeToString(before.Certificates[0].AuthorityKeyId)
+	if _, err := writv1.NewCAServiceClient(e.admin).TaintAuthority(ctx, &writv1.AuthorityRequest{Kind: "x509", Id: caID}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an SVID from the new CA", func() bool {
+		s, err := workloadapi.FetchX509SVID(ctx, a.addr())
+		return err == nil && hex.EncodeToString(s.Certificates[0].AuthorityKeyId) != caID
+	})
+}

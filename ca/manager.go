@@ -206,6 +206,24 @@ func (m *X509Manager) SignedByTainted(leaf *x509.Certificate) bool {
 	return id != "" && (m.j.tainted(id) || (*m.peerTainted.Load())[id])
 }
 
+// TaintedAuthorityIDs lists the subject key IDs (hex) of the tainted CAs of
+// this server and its peers, sorted, for agents to renew what they signed.
+func (m *X509Manager) TaintedAuthorityIDs() []string {
+	var out []string
+	for id, tainted := range *m.peerTainted.Load() {
+		if tainted {
+			out = append(out, id)
+		}
+	}
+	for _, a := range m.Authorities() {
+		if a.Tainted {
+			out = append(out, a.ID)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // Rotate advances the journal one step when due: it prepares a successor
 // past half the active CA's life, or activates it with a sixth left and
 // deletes the retired CA's key; old CAs that have expired leave the journal.

@@ -217,6 +217,7 @@ func (s *Server) bundleProto() (*writv1.Bundle, error) {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	out.SpiffeBundle = doc
+	out.TaintedX509Authorities = s.x509.TaintedAuthorityIDs()
 	return out, nil
 }
 

@@ -869,9 +869,12 @@ type Bundle struct {
 	// The same authorities as a SPIFFE bundle document (a JWK Set with
 	// spiffe_sequence and spiffe_refresh_hint), exactly as the bundle
 	// endpoint serves it.
-	SpiffeBundle  []byte `protobuf:"bytes,4,opt,name=spiffe_bundle,json=spiffeBundle,proto3" json:"spiffe_bundle,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SpiffeBundle []byte `protobuf:"bytes,4,opt,name=spiffe_bundle,json=spiffeBundle,proto3" json:"spiffe_bundle,omitempty"`
+	// Subject key IDs (hex) of tainted X.509 authorities: SVIDs they signed
+	// should be renewed early. They stay trusted until revoked.
+	TaintedX509Authorities []string `protobuf:"bytes,5,rep,name=tainted_x509_authorities,json=taintedX509Authorities,proto3" json:"tainted_x509_authorities,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
@@ -928,6 +931,13 @@ func (x *Bundle) GetJwtAuthorities() []*JWTKey {
 func (x *Bundle) GetSpiffeBundle() []byte {
 	if x != nil {
 		return x.SpiffeBundle
+	}
+	return nil
+}
+
+func (x *Bundle) GetTaintedX509Authorities() []string {
+	if x != nil {
+		return x.TaintedX509Authorities
 	}
 	return nil
 }
@@ -2977,12 +2987,13 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1d\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\x03R\texpiresAt\"\x12\n" +
-	"\x10GetBundleRequest\"\xb5\x01\n" +
+	"\x10GetBundleRequest\"\xef\x01\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x128\n" +
 	"\x0fjwt_authorities\x18\x03 \x03(\v2\x0f.writ.v1.JWTKeyR\x0ejwtAuthorities\x12#\n" +
-	"\rspiffe_bundle\x18\x04 \x01(\fR\fspiffeBundle\"]\n" +
+	"\rspiffe_bundle\x18\x04 \x01(\fR\fspiffeBundle\x128\n" +
+	"\x18tainted_x509_authorities\x18\x05 \x03(\tR\x16taintedX509Authorities\"]\n" +
 	"\x06JWTKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +

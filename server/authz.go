@@ -37,13 +37,17 @@ func (c Caller) String() string {
 }
 
 // Actor is how the caller is named in audit events: "uid:N" for a local
-// administrator, the SPIFFE ID for a remote caller. Unlike String it leaves
+// administrator, the SPIFFE ID for a remote caller, "anonymous" for one
+// without a certificate (a joining agent, whose token the event names). Unlike String it leaves
 // out what changes between calls (the pid), so events group by who acted.
 func (c Caller) Actor() string {
-	if c.Local != nil {
+	switch {
+	case c.Local != nil:
 		return fmt.Sprintf("uid:%d", c.Local.UID)
+	case c.ID.IsZero():
+		return "anonymous"
 	}
-	return c.String()
+	return c.ID.String()
 }
 
 type callerKey struct{}

@@ -569,7 +569,11 @@ func (a *Agent) mint(ctx context.Context, rules []*rule) error {
 			if len(chain) == 0 || keys[s.GetEntryId()] == nil {
 				continue
 			}
-			minted[s.GetEntryId()] = &heldSVID{chain: chain, key: keys[s.GetEntryId()], revision: revs[s.GetEntryId()], renewAt: renewalPoint(chain[0])}
+			keyDER, err := x509.MarshalPKCS8PrivateKey(keys[s.GetEntryId()])
+			if err != nil {
+				return err
+			}
+			minted[s.GetEntryId()] = &heldSVID{chain: chain, key: keys[s.GetEntryId()], keyDER: keyDER, revision: revs[s.GetEntryId()], renewAt: renewalPoint(chain[0])}
 		}
 		a.cache.setSVIDs(minted)
 		a.cache.refused(refused, a.cfg.Now().Add(refusedRetry))

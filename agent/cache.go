@@ -40,6 +40,7 @@ type rule struct {
 type heldSVID struct {
 	chain    []*x509.Certificate
 	key      crypto.Signer
+	keyDER   []byte    // key in PKCS#8, encoded once
 	revision int64     // the rule's revision it was minted for
 	renewAt  time.Time // half life, with jitter
 }
@@ -258,7 +259,7 @@ func (c *cache) X509SVIDs(sels []identity.Selector) ([]workloadapi.X509SVID, <-c
 		if r.svid == nil || !now.Before(r.svid.chain[0].NotAfter) {
 			continue
 		}
-		out = append(out, workloadapi.X509SVID{SPIFFEID: r.spiffeID, Chain: r.svid.chain, Key: r.svid.key, Hint: r.hint})
+		out = append(out, workloadapi.X509SVID{SPIFFEID: r.spiffeID, Chain: r.svid.chain, Key: r.svid.key, KeyDER: r.svid.keyDER, Hint: r.hint})
 	}
 	return out, c.changed
 }

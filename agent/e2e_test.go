@@ -51,14 +51,14 @@ func shortDir(t testing.TB) string {
 
 // env is a server and the means to administer it.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	cfg    server.Config
 	srv    *server.Server
 	admin  *grpc.ClientConn
 	listen string
 }
 
-func newServerConfig(t *testing.T, dir string) server.Config {
+func newServerConfig(t testing.TB, dir string) server.Config {
 	cfg := server.DefaultConfig()
 	cfg.DataDir = filepath.Join(dir, "server")
 	cfg.TrustDomain = td
@@ -68,7 +68,7 @@ func newServerConfig(t *testing.T, dir string) server.Config {
 	return cfg
 }
 
-func startServer(t *testing.T, cfg server.Config) *env {
+func startServer(t testing.TB, cfg server.Config) *env {
 	t.Helper()
 	ctx := context.Background()
 	srv, err := server.New(ctx, cfg, server.Options{Logger: quiet()})
@@ -160,7 +160,7 @@ type runningAgent struct {
 	done   chan error
 }
 
-func startAgent(t *testing.T, e *env, dataDir, token string) *runningAgent {
+func startAgent(t testing.TB, e *env, dataDir, token string) *runningAgent {
 	t.Helper()
 	socket := filepath.Join(dataDir, "agent.sock")
 	a, err := agent.New(context.Background(), agent.Config{
@@ -453,7 +453,7 @@ func freshPostgresDB(t *testing.T) string {
 	return u.String()
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {

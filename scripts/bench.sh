@@ -15,4 +15,5 @@ count=${BENCH_COUNT:-3}
   go test -run '^$' -bench 'AppendAudit' -benchtime 2s -count "$count" ./store/...
   go test -run '^$' -bench 'Verify1M' -benchtime 1x -count "$count" ./audit
   go test -run '^$' -bench 'AuditVerify1M' -benchtime 1x -count 1 ./cmd/writ
+  if [ "${BENCH_AGENT:-1}" != 0 ]; then go run ./bench/agentbench; fi
 } 2>&1 | tee bench.out

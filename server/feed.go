@@ -283,6 +283,8 @@ func (s *Server) followFeed(ctx context.Context, stream grpc.ServerStreamingServ
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "the server is shutting down; reconnect")
 		case <-sub.lagged:
 			return errLagged
 		case c := <-sub.ch:

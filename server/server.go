@@ -72,6 +72,9 @@ type Server struct {
 	clock *clockWatch
 	// feed follows the store for every agent's sync stream (server/feed.go).
 	feed *entryFeed
+	// stopping is closed when shutdown begins, so long-lived streams end
+	// and a graceful stop does not wait on them.
+	stopping <-chan struct{}
 
 	grpcAdmin  *grpc.Server
 	grpcRemote *grpc.Server
@@ -230,6 +233,7 @@ func addrOf(ln net.Listener) net.Addr {
 // returned before anything is served.
 func (s *Server) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
+	s.stopping = ctx.Done()
 	// Locks are loaded before anything can issue, and kept fresh below.
 	s.loadLocks(ctx)
 	s.feed = newEntryFeed(s)

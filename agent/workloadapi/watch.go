@@ -2,6 +2,7 @@ package workloadapi
 
 import (
 	"context"
+	"crypto/sha256"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -28,19 +29,27 @@ type changes [2]<-chan struct{}
 // client leaves, the server stops, or next fails, whose error ends the
 // stream. An answer equal to the last one sent is not sent again: a change
 // notification only says the answer may have changed.
+//
+// Only a digest of the last answer is kept: a workload holding thousands of
+// SVIDs would otherwise keep a copy of all of them per open stream.
 func watch[T proto.Message](ctx context.Context, stopping <-chan struct{}, next func() (T, changes, error), send func(T) error) error {
-	var last T
+	var last [sha256.Size]byte
 	sent := false
 	for {
 		msg, ch, err := next()
 		if err != nil {
 			return err
 		}
-		if !sent || !proto.Equal(last, msg) {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+		if err != nil {
+			return status.Errorf(codes.Internal, "encoding the answer: %v", err)
+		}
+		sum := sha256.Sum256(b)
+		if !sent || sum != last {
 			if err := send(msg); err != nil {
 				return err
 			}
-			last, sent = msg, true
+			last, sent = sum, true
 		}
 		if err := waitForChange(ctx, stopping, ch); err != nil {
 			return err

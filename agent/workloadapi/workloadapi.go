@@ -30,6 +30,9 @@ type X509SVID struct {
 	// Key is the leaf's private key. It must be marshalable by
 	// x509.MarshalPKCS8PrivateKey, the encoding the protocol carries.
 	Key crypto.Signer
+	// KeyDER, when set, is Key already in PKCS#8, so a Source that holds
+	// its SVIDs for long spares the encoding on every fetch.
+	KeyDER []byte
 	// Hint tells a workload holding several SVIDs which to use for what.
 	Hint string
 }

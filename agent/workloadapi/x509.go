@@ -65,8 +65,11 @@ func (s *Server) x509SVIDResponse(sels []identity.Selector) (*pb.X509SVIDRespons
 func newX509SVIDResponse(svids []X509SVID, set *x509bundle.Set) (*pb.X509SVIDResponse, error) {
 	resp := &pb.X509SVIDResponse{}
 	own := make(map[spiffeid.TrustDomain]bool)
+	// One encoding of each bundle, shared by every SVID of its trust
+	// domain: a workload with thousands of SVIDs gets one copy in memory.
+	bundles := make(map[spiffeid.TrustDomain][]byte)
 	for _, svid := range svids {
-		m, err := marshalX509SVID(svid, set)
+		m, err := marshalX509SVID(svid, set, bundles)
 		if err != nil {
 			return nil, err
 		}
@@ -85,24 +88,32 @@ func newX509SVIDResponse(svids []X509SVID, set *x509bundle.Set) (*pb.X509SVIDRes
 	return resp, nil
 }
 
-func marshalX509SVID(svid X509SVID, set *x509bundle.Set) (*pb.X509SVID, error) {
+func marshalX509SVID(svid X509SVID, set *x509bundle.Set, bundles map[spiffeid.TrustDomain][]byte) (*pb.X509SVID, error) {
 	if len(svid.Chain) == 0 {
 		return nil, status.Errorf(codes.Internal, "the agent holds no certificate for %s; this is a bug in the agent", svid.SPIFFEID)
 	}
-	key, err := x509.MarshalPKCS8PrivateKey(svid.Key)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "encoding the private key of %s: %v; this is a bug in the agent", svid.SPIFFEID, err)
+	key := svid.KeyDER
+	if len(key) == 0 {
+		var err error
+		if key, err = x509.MarshalPKCS8PrivateKey(svid.Key); err != nil {
+			return nil, status.Errorf(codes.Internal, "encoding the private key of %s: %v; this is a bug in the agent", svid.SPIFFEID, err)
+		}
 	}
 	td := svid.SPIFFEID.TrustDomain()
-	bundle, ok := set.Get(td)
+	der, ok := bundles[td]
 	if !ok {
-		return nil, status.Errorf(codes.Unavailable, "the agent has no X.509 bundle for trust domain %q yet; retry shortly", td)
+		bundle, found := set.Get(td)
+		if !found {
+			return nil, status.Errorf(codes.Unavailable, "the agent has no X.509 bundle for trust domain %q yet; retry shortly", td)
+		}
+		der = concatDER(bundle.X509Authorities())
+		bundles[td] = der
 	}
 	return &pb.X509SVID{
 		SpiffeId:    svid.SPIFFEID.String(),
 		X509Svid:    concatDER(svid.Chain),
 		X509SvidKey: key,
-		Bundle:      concatDER(bundle.X509Authorities()),
+		Bundle:      der,
 		Hint:        svid.Hint,
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -558,27 +559,39 @@ func (a *Agent) mint(ctx context.Context, rules []*rule) error {
 				refused = append(refused, s.GetEntryId())
 				continue
 			}
-			var chain []*x509.Certificate
-			for _, der := range s.GetCertChain() {
-				c, err := x509.ParseCertificate(der)
-				if err != nil {
-					return fmt.Errorf("SVID for %s: %w", s.GetEntryId(), err)
-				}
-				chain = append(chain, c)
-			}
-			if len(chain) == 0 || keys[s.GetEntryId()] == nil {
+			key := keys[s.GetEntryId()]
+			if len(s.GetCertChain()) == 0 || key == nil {
 				continue
 			}
-			keyDER, err := x509.MarshalPKCS8PrivateKey(keys[s.GetEntryId()])
+			held, err := holdSVID(s.GetCertChain(), key)
 			if err != nil {
-				return err
+				return fmt.Errorf("SVID for %s: %w", s.GetEntryId(), err)
 			}
-			minted[s.GetEntryId()] = &heldSVID{chain: chain, key: keys[s.GetEntryId()], keyDER: keyDER, revision: revs[s.GetEntryId()], renewAt: renewalPoint(chain[0])}
+			held.revision = revs[s.GetEntryId()]
+			minted[s.GetEntryId()] = held
 		}
 		a.cache.setSVIDs(minted)
 		a.cache.refused(refused, a.cfg.Now().Add(refusedRetry))
 	}
 	return nil
+}
+
+// holdSVID keeps what the agent needs of a minted SVID: its encodings and
+// the leaf's expiry, signer and renewal point.
+func holdSVID(chain [][]byte, key crypto.Signer) (*heldSVID, error) {
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	var der []byte
+	for _, c := range chain {
+		der = append(der, c...)
+	}
+	return &heldSVID{chainDER: der, keyDER: keyDER, notAfter: leaf.NotAfter, caID: hex.EncodeToString(leaf.AuthorityKeyId), renewAt: renewalPoint(leaf)}, nil
 }
 
 // renewalPoint is half the certificate's life plus up to a tenth of it at
@@ -686,7 +699,30 @@ func (a *Agent) X509SVIDsFor(ctx context.Context, p workload.Peer) ([]workloadap
 		return nil, nil, err
 	}
 	svids, changed := a.cache.X509SVIDs(sels)
+	for i := range svids {
+		if err := parseSVID(&svids[i]); err != nil {
+			return nil, nil, err
+		}
+	}
 	return svids, changed, nil
+}
+
+// parseSVID fills Chain and Key from the encodings the cache keeps.
+func parseSVID(s *workloadapi.X509SVID) error {
+	chain, err := x509.ParseCertificates(s.ChainDER)
+	if err != nil {
+		return fmt.Errorf("SVID %s: %w", s.SPIFFEID, err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(s.KeyDER)
+	if err != nil {
+		return fmt.Errorf("SVID %s: %w", s.SPIFFEID, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return fmt.Errorf("SVID %s: key is a %T", s.SPIFFEID, key)
+	}
+	s.Chain, s.Key = chain, signer
+	return nil
 }
 
 // JWTSVIDsFor returns JWT-SVIDs for audience for the process p: one per

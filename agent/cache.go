@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -36,11 +35,14 @@ type rule struct {
 }
 
 // heldSVID is an X.509-SVID the agent minted for a rule; its key never left
-// this process.
+// this process. Only encodings and the few fields the agent decides on are
+// kept: an agent holding ten thousand SVIDs keeps about a kilobyte each,
+// not parsed certificates and keys.
 type heldSVID struct {
-	chain    []*x509.Certificate
-	key      crypto.Signer
-	keyDER   []byte    // key in PKCS#8, encoded once
+	chainDER []byte // leaf first, concatenated DER as the Workload API sends it
+	keyDER   []byte // PKCS#8
+	notAfter time.Time
+	caID     string    // hex AuthorityKeyId of the leaf: which CA signed it
 	revision int64     // the rule's revision it was minted for
 	renewAt  time.Time // half life, with jitter
 }
@@ -256,10 +258,10 @@ func (c *cache) X509SVIDs(sels []identity.Selector) ([]workloadapi.X509SVID, <-c
 	now := c.now()
 	var out []workloadapi.X509SVID
 	for _, r := range c.matching(sels) {
-		if r.svid == nil || !now.Before(r.svid.chain[0].NotAfter) {
+		if r.svid == nil || !now.Before(r.svid.notAfter) {
 			continue
 		}
-		out = append(out, workloadapi.X509SVID{SPIFFEID: r.spiffeID, Chain: r.svid.chain, Key: r.svid.key, KeyDER: r.svid.keyDER, Hint: r.hint})
+		out = append(out, workloadapi.X509SVID{SPIFFEID: r.spiffeID, ChainDER: r.svid.chainDER, KeyDER: r.svid.keyDER, Hint: r.hint})
 	}
 	return out, c.changed
 }
@@ -346,7 +348,7 @@ func (c *cache) due(now time.Time) []*rule {
 			continue
 		}
 		if r.svid == nil || r.svid.revision != r.revision || !now.Before(r.svid.renewAt) ||
-			c.tainted[hex.EncodeToString(r.svid.chain[0].AuthorityKeyId)] {
+			c.tainted[r.svid.caID] {
 			out = append(out, r)
 		}
 	}
@@ -363,7 +365,7 @@ func (c *cache) setSVIDs(minted map[string]*heldSVID) {
 	for id, s := range minted {
 		if r, ok := c.rules[id]; ok && r.revision == s.revision {
 			r.svid = s
-			if c.tainted[hex.EncodeToString(s.chain[0].AuthorityKeyId)] {
+			if c.tainted[s.caID] {
 				// Signed by an authority tainted meanwhile: try again
 				// shortly, not in a tight loop.
 				r.retryAt = now.Add(refusedRetry)

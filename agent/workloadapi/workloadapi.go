@@ -30,9 +30,11 @@ type X509SVID struct {
 	// Key is the leaf's private key. It must be marshalable by
 	// x509.MarshalPKCS8PrivateKey, the encoding the protocol carries.
 	Key crypto.Signer
-	// KeyDER, when set, is Key already in PKCS#8, so a Source that holds
-	// its SVIDs for long spares the encoding on every fetch.
-	KeyDER []byte
+	// ChainDER and KeyDER, when set, are Chain (concatenated DER) and Key
+	// (PKCS#8) already encoded, as the protocol carries them: a Source
+	// holding many SVIDs may keep only these and leave Chain and Key nil.
+	ChainDER []byte
+	KeyDER   []byte
 	// Hint tells a workload holding several SVIDs which to use for what.
 	Hint string
 }

@@ -89,8 +89,12 @@ func newX509SVIDResponse(svids []X509SVID, set *x509bundle.Set) (*pb.X509SVIDRes
 }
 
 func marshalX509SVID(svid X509SVID, set *x509bundle.Set, bundles map[spiffeid.TrustDomain][]byte) (*pb.X509SVID, error) {
-	if len(svid.Chain) == 0 {
+	if len(svid.Chain) == 0 && len(svid.ChainDER) == 0 {
 		return nil, status.Errorf(codes.Internal, "the agent holds no certificate for %s; this is a bug in the agent", svid.SPIFFEID)
+	}
+	chain := svid.ChainDER
+	if len(chain) == 0 {
+		chain = concatDER(svid.Chain)
 	}
 	key := svid.KeyDER
 	if len(key) == 0 {
@@ -111,7 +115,7 @@ func marshalX509SVID(svid X509SVID, set *x509bundle.Set, bundles map[spiffeid.Tr
 	}
 	return &pb.X509SVID{
 		SpiffeId:    svid.SPIFFEID.String(),
-		X509Svid:    concatDER(svid.Chain),
+		X509Svid:    chain,
 		X509SvidKey: key,
 		Bundle:      der,
 		Hint:        svid.Hint,

@@ -207,6 +207,14 @@ type JoinToken struct {
 	UsedBy string
 }
 
+// JoinReplay names a token from an identity provider, to be accepted once.
+type JoinReplay struct {
+	Issuer string
+	JTI    string
+	// ExpiresAt is when the token expires: it is remembered until then.
+	ExpiresAt time.Time
+}
+
 // Agent is a node agent that joined the trust domain. Its private key stays
 // on its node; the store tracks which of its certificates is current, which
 // is how a copy of the agent is noticed.
@@ -314,6 +322,13 @@ type Store interface {
 	// used or expired token fails with ErrTokenUsed or ErrTokenExpired.
 	// Nothing is written on failure.
 	RedeemJoinToken(ctx context.Context, id string, secretSHA256 []byte, now time.Time, a Agent, evs ...AuditEvent) (Agent, error)
+	// JoinAgent records an agent that joined by attestation (not by join
+	// token), with evs, in one transaction: a new agent is created; one
+	// that joined before under the same SPIFFE ID starts a new generation
+	// with a's certificate. When replay is set, its token is recorded as
+	// used first, and a token already used fails with ErrTokenUsed and
+	// writes nothing.
+	JoinAgent(ctx context.Context, a Agent, replay *JoinReplay, evs ...AuditEvent) (Agent, error)
 	// GetAgent returns the agent with this SPIFFE ID, or ErrNotFound.
 	GetAgent(ctx context.Context, spiffeID string) (Agent, error)
 	// UpdateAgent replaces the certificate state of agent next.ID if its

@@ -20,6 +20,7 @@ var agentTests = []struct {
 	{"JoinTokenConcurrentRedeem", testJoinTokenConcurrent},
 	{"AgentCompareAndSet", testAgentCAS},
 	{"GetEntries", testGetEntries},
+	{"JoinAgentByAttestation", testJoinAgent},
 }
 
 func newToken(t *testing.T, s store.Store, id, secret string, expires time.Time) {
@@ -177,5 +178,41 @@ func testGetEntries(t *testing.T, s store.Store) {
 	}
 	if got, err := s.GetEntries(t.Context(), nil); err != nil || len(got) != 0 {
 		t.Fatalf("GetEntries(nil) = %v, %v", got, err)
+	}
+}
+
+func testJoinAgent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := store.Agent{SPIFFEID: "spiffe://example.org/node/github/org/repo/1/1", JoinMethod: "github",
+		Selectors: []store.Selector{{Type: "github", Value: "repository:org/repo"}}, Serial: "0a", CertNotAfter: time.Now().Add(time.Hour)}
+	replay := &store.JoinReplay{Issuer: "https://issuer", JTI: "jti-1", ExpiresAt: time.Now().Add(time.Hour)}
+	got, err := s.JoinAgent(ctx, a, replay, event("join"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Generation != 1 || got.Serial != "0a" || len(got.Selectors) != 1 {
+		t.Fatalf("joined agent %+v", got)
+	}
+	size := auditSize(t, s)
+	if _, err := s.JoinAgent(ctx, a, replay, event("replay")); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("replayed token: err = %v, want ErrTokenUsed", err)
+	}
+	if auditSize(t, s) != size {
+		t.Fatal("a refused replay wrote an event")
+	}
+	// The same node joining again with a new token starts a new generation.
+	again := a
+	again.Serial = "0b"
+	got, err = s.JoinAgent(ctx, again, &store.JoinReplay{Issuer: "https://issuer", JTI: "jti-2", ExpiresAt: time.Now().Add(time.Hour)}, event("rejoin"))
+	if err != nil || got.Generation != 2 || got.Serial != "0b" || got.PendingSerial != "" {
+		t.Fatalf("re-join: %+v, %v", got, err)
+	}
+	// An expired record no longer blocks its (expired) token id, and is pruned.
+	old := &store.JoinReplay{Issuer: "https://issuer", JTI: "jti-old", ExpiresAt: time.Now().Add(-time.Hour)}
+	if _, err := s.JoinAgent(ctx, again, old, event("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.JoinAgent(ctx, again, old, event("x")); err != nil {
+		t.Fatalf("an expired replay record was not pruned: %v", err)
 	}
 }

@@ -139,6 +139,59 @@ func decodeSelectors(s string) ([]store.Selector, error) {
 	return out, nil
 }
 
+const (
+	insertReplaySQL = `INSERT INTO join_replay (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
+	pruneReplaySQL  = `DELETE FROM join_replay WHERE expires_at < $1`
+	rejoinAgentSQL  = `UPDATE agents SET join_method = $2, selectors = $3, serial = $4, pending_serial = '', generation = generation + 1,
+cert_not_after = $5, last_seen = $6 WHERE spiffe_id = $1`
+)
+
+// JoinAgent implements store.Store.
+func (s *Store) JoinAgent(ctx context.Context, a store.Agent, replay *store.JoinReplay, evs ...store.AuditEvent) (store.Agent, error) {
+	if a.SPIFFEID == "" || a.Serial == "" {
+		return store.Agent{}, fmt.Errorf("agent: SPIFFE ID and serial are required")
+	}
+	if err := checkEvents(evs); err != nil {
+		return store.Agent{}, err
+	}
+	now := time.Now()
+	if a.CreatedAt.IsZero() {
+		a.CreatedAt = now
+	}
+	a.LastSeen = a.CreatedAt
+	sels, err := encodeSelectors(a.Selectors)
+	if err != nil {
+		return store.Agent{}, err
+	}
+	err = s.tx(ctx, evs, func(tx WriteTx) error {
+		if replay != nil {
+			if _, err := tx.Exec(ctx, pruneReplaySQL, now.Unix()); err != nil {
+				return err
+			}
+			n, err := tx.Exec(ctx, insertReplaySQL, replay.Issuer, replay.JTI, replay.ExpiresAt.Unix())
+			if err != nil {
+				return err
+			}
+			if n != 1 {
+				return fmt.Errorf("token %q of %s was already used to join: %w", replay.JTI, replay.Issuer, store.ErrTokenUsed)
+			}
+		}
+		n, err := tx.Exec(ctx, rejoinAgentSQL, a.SPIFFEID, a.JoinMethod, sels, a.Serial, a.CertNotAfter.Unix(), a.LastSeen.Unix())
+		if err != nil {
+			return fmt.Errorf("agent %q: %w", a.SPIFFEID, err)
+		}
+		if n == 1 {
+			return nil
+		}
+		a.Generation = 1
+		return insertAgent(ctx, tx, &a, s)
+	})
+	if err != nil {
+		return store.Agent{}, err
+	}
+	return s.GetAgent(ctx, a.SPIFFEID)
+}
+
 // GetAgent implements store.Store.
 func (s *Store) GetAgent(ctx context.Context, spiffeID string) (store.Agent, error) {
 	agents, err := queryAgents(ctx, s.engine.Reader(), getAgentSQL, spiffeID)

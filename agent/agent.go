@@ -49,8 +49,22 @@ type Config struct {
 	// JoinToken is used when the agent has no usable identity yet.
 	JoinToken string
 	// BundleFile, when set, holds the trust anchors to verify the server
-	// with at join, instead of the pins the join token carries.
+	// with at join, instead of the pins the join token carries. Joins
+	// without a token need it.
 	BundleFile string
+	// TrustDomain names the trust domain when BundleFile's authorities do
+	// not (an upstream PKI's roots carry no SPIFFE ID).
+	TrustDomain string
+	// JoinMethod, when set, joins by a method configured on the server
+	// instead of a token: an OIDC or Kubernetes issuer's name (JoinJWT
+	// supplies the token) or "x509pop" (X509PoPCertFile and KeyFile).
+	JoinMethod string
+	// JoinJWT returns a token for audience, the trust domain's name.
+	JoinJWT func(ctx context.Context, audience string) (string, error)
+	// X509PoPCertFile and X509PoPKeyFile are PEM files: the node's
+	// certificate (then its chain) and its private key.
+	X509PoPCertFile string
+	X509PoPKeyFile  string
 	// SocketPath is the Workload API socket; empty serves none.
 	SocketPath string
 	// Attestors attest workloads; at least one.
@@ -132,7 +146,7 @@ func (a *Agent) loadOrJoin(ctx context.Context) error {
 		case kerr != nil:
 			a.log.Warn("the agent's saved key is unusable; joining again", "err", kerr)
 		case !now.Before(leaf.NotAfter):
-			if a.cfg.JoinToken == "" {
+			if a.cfg.JoinToken == "" && a.cfg.JoinMethod == "" {
 				return fmt.Errorf("agent: its SVID expired at %s, so it must join again: create a token with 'writ token create' on the server and pass it with --join-token-file or WRIT_JOIN_TOKEN", leaf.NotAfter.UTC().Format(time.RFC3339))
 			}
 			a.log.Warn("the agent's SVID expired; joining again", "expired", leaf.NotAfter)
@@ -149,8 +163,11 @@ func (a *Agent) loadOrJoin(ctx context.Context) error {
 	default:
 		a.log.Warn("the agent's saved state is unusable", "err", err)
 	}
-	if a.cfg.JoinToken == "" {
-		return errors.New("agent: it has not joined yet: create a token with 'writ token create' on the server and pass it with --join-token-file or WRIT_JOIN_TOKEN")
+	switch {
+	case a.cfg.JoinMethod != "":
+		return a.joinByAttestation(ctx)
+	case a.cfg.JoinToken == "":
+		return errors.New("agent: it has not joined yet: create a token with 'writ token create' on the server and pass it with --join-token-file or WRIT_JOIN_TOKEN, or join with --join-method")
 	}
 	return a.join(ctx)
 }

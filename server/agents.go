@@ -108,6 +108,9 @@ type agentService struct {
 // refusal is an audit event.
 func (as *agentService) Join(ctx context.Context, req *writv1.JoinRequest) (*writv1.AgentSVID, error) {
 	s := as.s
+	if m := req.GetMethod(); m != "" && m != JoinMethodToken {
+		return s.joinByJWT(ctx, req)
+	}
 	tok, err := jointoken.Parse(req.GetToken())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

@@ -113,6 +113,7 @@ var methodRules = map[string]rule{
 	writv1.CAService_RevokeAuthority_FullMethodName:          admin,
 	writv1.TokenService_CreateJoinToken_FullMethodName:       admin,
 	writv1.AgentService_Join_FullMethodName:                  anyone,
+	writv1.AgentService_JoinWithCertificate_FullMethodName:   anyone,
 	writv1.AgentService_RenewAgent_FullMethodName:            agent,
 	writv1.AgentService_Sync_FullMethodName:                  agent,
 	writv1.AgentService_MintWorkloadX509SVIDs_FullMethodName: agent,

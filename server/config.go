@@ -68,13 +68,14 @@ type Config struct {
 	// refuses to issue until the clocks agree again.
 	MaxClockSkew Duration `yaml:"max_clock_skew"`
 
-	Store          StoreConfig          `yaml:"store"`
-	Audit          AuditConfig          `yaml:"audit"`
-	CA             CAConfig             `yaml:"ca"`
-	SVID           SVIDConfig           `yaml:"svid"`
-	Bundle         BundleConfig         `yaml:"bundle"`
-	BundleEndpoint BundleEndpointConfig `yaml:"bundle_endpoint"`
-	Log            LogConfig            `yaml:"log"`
+	Store           StoreConfig           `yaml:"store"`
+	Audit           AuditConfig           `yaml:"audit"`
+	NodeAttestation NodeAttestationConfig `yaml:"node_attestation"`
+	CA              CAConfig              `yaml:"ca"`
+	SVID            SVIDConfig            `yaml:"svid"`
+	Bundle          BundleConfig          `yaml:"bundle"`
+	BundleEndpoint  BundleEndpointConfig  `yaml:"bundle_endpoint"`
+	Log             LogConfig             `yaml:"log"`
 }
 
 // AuditConfig sets how often the server signs a checkpoint of the audit
@@ -397,6 +398,9 @@ func (c *Config) Validate() error {
 	if c.MaxClockSkew.Duration < time.Second || c.MaxClockSkew.Duration > MaxMaxClockSkew {
 		add("max_clock_skew", "%s is out of range: 1s to %s", c.MaxClockSkew, Duration{MaxMaxClockSkew})
 	}
+	if td, err := identity.ParseTrustDomain(c.TrustDomain); err == nil {
+		errs = append(errs, c.NodeAttestation.validate(td)...)
+	}
 	if c.Audit.CheckpointEvents < 1 {
 		add("audit.checkpoint_events", "%d is out of range: at least 1", c.Audit.CheckpointEvents)
 	}
@@ -525,6 +529,13 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     max_x509_ttl: 4h              # cap for every X.509-SVID; default and at most ca.ttl/6
     jwt_ttl: 5m                   # default JWT-SVID lifetime
     max_jwt_ttl: 1h               # cap for every JWT-SVID; at most ca.ttl/6
+  node_attestation:               # joining with no secret (README: "Joining without a secret")
+    oidc: []                      # trusted issuers, each: name, profile (github, gitlab, k8s, generic),
+                                  #   issuer, jwks_file, audience (default: the trust domain name),
+                                  #   facts (generic), allow (rules: fact: glob), node_id (template)
+    x509pop:
+      bundle_file: ""             # PEM CAs whose certificates may join by proof of possession; "" disables
+      node_id: /node/x509pop/{{fingerprint}}
   audit:
     checkpoint_events: 1000       # sign a checkpoint after this many new events ...
     checkpoint_interval: 10s      # ... or this long after the last one, if the log grew

@@ -70,6 +70,8 @@ type Server struct {
 	audit *auditLog
 	// clock watches this server's offset from the store's clock.
 	clock *clockWatch
+	// nodes verifies the join methods that need no secret (server/join.go).
+	nodes *nodeAttestors
 	// feed follows the store for every agent's sync stream (server/feed.go).
 	feed *entryFeed
 	// stopping is closed when shutdown begins, so long-lived streams end
@@ -187,6 +189,9 @@ func (s *Server) open(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("jwt authority: %w", err)
+	}
+	if err := s.loadNodeAttestors(ctx); err != nil {
+		return err
 	}
 	s.metrics = newMetrics(s)
 	s.tlsID = newServerSVID(s)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,8 @@ import (
 	"writ.dev/writ/agent/output"
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/workload"
+	"writ.dev/writ/attest/workload/container"
+	"writ.dev/writ/attest/workload/systemd"
 	"writ.dev/writ/attest/workload/unix"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/server"
@@ -27,6 +30,7 @@ const joinTokenEnv = "WRIT_JOIN_TOKEN"
 
 type agentFlags struct {
 	serverAddr, dataDir, socket, tokenFile, token, bundle string
+	joinMethod, jwtFile, popCert, popKey, trustDomain     string
 	oneshot                                               bool
 	out, spiffeID, logLevel                               string
 	reload                                                string
@@ -49,6 +53,11 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c.fs.StringVar(&f.tokenFile, "join-token-file", "", "`file` holding the join token (or set $"+joinTokenEnv+")")
 	c.fs.StringVar(&f.token, "join-token", "", "the join `token` itself; visible to other users in the process list, prefer the file or variable")
 	c.fs.StringVar(&f.bundle, "bundle", "", "PEM `file` of trust anchors to verify the server with at join, instead of the token's pins")
+	c.fs.StringVar(&f.joinMethod, "join-method", "", "join without a secret by this `method` configured on the server: an OIDC/Kubernetes issuer's name (e.g. github) or x509pop")
+	c.fs.StringVar(&f.jwtFile, "jwt-file", "", "with an OIDC/Kubernetes --join-method: `file` holding the token (or set $"+joinJWTEnv+"; in GitHub Actions it is fetched)")
+	c.fs.StringVar(&f.popCert, "x509pop-cert", "", "with --join-method x509pop: PEM `file` of the node's certificate, then its chain")
+	c.fs.StringVar(&f.popKey, "x509pop-key", "", "with --join-method x509pop: PEM `file` of its private key")
+	c.fs.StringVar(&f.trustDomain, "trust-domain", "", "the trust `domain`, when --bundle's authorities do not name it")
 	c.fs.BoolVar(&f.oneshot, "oneshot", false, "write --out once and exit (for CI jobs)")
 	c.fs.StringVar(&f.out, "out", "", "write this process's SVID, key, bundle and JWT-SVIDs to `directory` and keep them fresh")
 	c.fs.StringVar(&f.spiffeID, "spiffe-id", "", "with --out: which of the identities to write (default: the first)")
@@ -96,14 +105,22 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case socket == "none" || f.oneshot:
 		socket = ""
 	}
+	if f.joinMethod != "" && token != "" {
+		return c.usageError("a join token and --join-method exclude each other")
+	}
 	cfg := agent.Config{
-		ServerAddress: f.serverAddr,
-		DataDir:       dataDir,
-		JoinToken:     token,
-		BundleFile:    f.bundle,
-		SocketPath:    socket,
-		Attestors:     []workload.Attestor{unix.New(unix.Options{Logger: log})},
-		Logger:        log,
+		ServerAddress:   f.serverAddr,
+		DataDir:         dataDir,
+		JoinToken:       token,
+		BundleFile:      f.bundle,
+		TrustDomain:     f.trustDomain,
+		JoinMethod:      f.joinMethod,
+		JoinJWT:         joinJWT(f.jwtFile),
+		X509PoPCertFile: f.popCert,
+		X509PoPKeyFile:  f.popKey,
+		SocketPath:      socket,
+		Attestors:       []workload.Attestor{unix.New(unix.Options{Logger: log})},
+		Logger:          log,
 	}
 	a, err := agent.New(ctx, cfg)
 	if err != nil {
@@ -133,6 +150,41 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return keepWriting(runCtx, a, w, self, want, f.audiences, done)
+}
+
+// workloadAttestors are what the agent learns of a calling process: its
+// unix credentials and executable, its systemd unit, and its container and
+// pod.
+func workloadAttestors(log *slog.Logger) []workload.Attestor {
+	return []workload.Attestor{
+		unix.New(unix.Options{Logger: log}),
+		systemd.New(systemd.Options{}),
+		container.New(container.Options{}),
+	}
+}
+
+// joinJWTEnv carries an identity provider's token for joining.
+const joinJWTEnv = "WRIT_JOIN_JWT"
+
+// joinJWT returns where an OIDC or Kubernetes join gets its token: the
+// file (read at join time, so a projected token is fresh), the variable,
+// or GitHub Actions' token endpoint asked for audience.
+func joinJWT(file string) func(ctx context.Context, audience string) (string, error) {
+	return func(ctx context.Context, audience string) (string, error) {
+		switch {
+		case file != "":
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return "", fmt.Errorf("--jwt-file: %w", err)
+			}
+			return strings.TrimSpace(string(data)), nil
+		case os.Getenv(joinJWTEnv) != "":
+			return os.Getenv(joinJWTEnv), nil
+		case os.Getenv(githubTokenURLEnv) != "":
+			return githubActionsToken(ctx, audience)
+		}
+		return "", errors.New("no token to join with: pass --jwt-file, set " + joinJWTEnv + ", or run in GitHub Actions with 'permissions: id-token: write'")
+	}
 }
 
 // joinToken takes the token from the variable, the file or the flag.

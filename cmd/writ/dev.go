@@ -18,8 +18,6 @@ import (
 
 	"writ.dev/writ/agent"
 	writv1 "writ.dev/writ/api/writ/v1"
-	"writ.dev/writ/attest/workload"
-	"writ.dev/writ/attest/workload/unix"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/server"
 )
@@ -72,7 +70,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		ServerAddress: srv.ListenAddr().String(),
 		DataDir:       filepath.Join(abs, "agent"),
 		SocketPath:    filepath.Join(abs, "agent.sock"),
-		Attestors:     []workload.Attestor{unix.New(unix.Options{Logger: log})},
+		Attestors:     workloadAttestors(log),
 		Logger:        log,
 	}
 	a, err := devAgent(ctx, srv, agentCfg)

@@ -2352,9 +2352,15 @@ func (x *JoinToken) GetExpiresAt() int64 {
 
 type JoinRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// token is a join token ('writ token create'), for the join_token method.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// csr is a PKCS#10 request (DER) for the agent's key, made on its node.
-	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	Csr []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	// method names a join method configured on the server (an OIDC or
+	// Kubernetes issuer's name, such as "github"); jwt is the token that
+	// issuer signed for this node. Empty method with a token: join_token.
+	Method        string `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Jwt           string `protobuf:"bytes,4,opt,name=jwt,proto3" json:"jwt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2403,6 +2409,136 @@ func (x *JoinRequest) GetCsr() []byte {
 	return nil
 }
 
+func (x *JoinRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetJwt() string {
+	if x != nil {
+		return x.Jwt
+	}
+	return ""
+}
+
+// CertificateJoinRequest is a node's side of the x509pop join: first its
+// certificate chain and CSR, then, after the server's nonce, its signature.
+type CertificateJoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Chain         [][]byte               `protobuf:"bytes,1,rep,name=chain,proto3" json:"chain,omitempty"`
+	Csr           []byte                 `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateJoinRequest) Reset() {
+	*x = CertificateJoinRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateJoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateJoinRequest) ProtoMessage() {}
+
+func (x *CertificateJoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateJoinRequest.ProtoReflect.Descriptor instead.
+func (*CertificateJoinRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CertificateJoinRequest) GetChain() [][]byte {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *CertificateJoinRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *CertificateJoinRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// CertificateJoinResponse is the server's side: first a nonce to sign,
+// then the agent's SVID.
+type CertificateJoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nonce         []byte                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Svid          *AgentSVID             `protobuf:"bytes,2,opt,name=svid,proto3" json:"svid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateJoinResponse) Reset() {
+	*x = CertificateJoinResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateJoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateJoinResponse) ProtoMessage() {}
+
+func (x *CertificateJoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateJoinResponse.ProtoReflect.Descriptor instead.
+func (*CertificateJoinResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *CertificateJoinResponse) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *CertificateJoinResponse) GetSvid() *AgentSVID {
+	if x != nil {
+		return x.Svid
+	}
+	return nil
+}
+
 type RenewAgentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
@@ -2412,7 +2548,7 @@ type RenewAgentRequest struct {
 
 func (x *RenewAgentRequest) Reset() {
 	*x = RenewAgentRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[41]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2560,7 @@ func (x *RenewAgentRequest) String() string {
 func (*RenewAgentRequest) ProtoMessage() {}
 
 func (x *RenewAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[41]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2573,7 @@ func (x *RenewAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewAgentRequest.ProtoReflect.Descriptor instead.
 func (*RenewAgentRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{41}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RenewAgentRequest) GetCsr() []byte {
@@ -2461,7 +2597,7 @@ type AgentSVID struct {
 
 func (x *AgentSVID) Reset() {
 	*x = AgentSVID{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[42]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2609,7 @@ func (x *AgentSVID) String() string {
 func (*AgentSVID) ProtoMessage() {}
 
 func (x *AgentSVID) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[42]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2622,7 @@ func (x *AgentSVID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentSVID.ProtoReflect.Descriptor instead.
 func (*AgentSVID) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{42}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AgentSVID) GetSpiffeId() string {
@@ -2525,7 +2661,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[43]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2537,7 +2673,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[43]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2550,7 +2686,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{43}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{45}
 }
 
 type SyncUpdate struct {
@@ -2574,7 +2710,7 @@ type SyncUpdate struct {
 
 func (x *SyncUpdate) Reset() {
 	*x = SyncUpdate{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[44]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2722,7 @@ func (x *SyncUpdate) String() string {
 func (*SyncUpdate) ProtoMessage() {}
 
 func (x *SyncUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[44]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2735,7 @@ func (x *SyncUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncUpdate.ProtoReflect.Descriptor instead.
 func (*SyncUpdate) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{44}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SyncUpdate) GetRevision() int64 {
@@ -2661,7 +2797,7 @@ type WorkloadCSR struct {
 
 func (x *WorkloadCSR) Reset() {
 	*x = WorkloadCSR{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[45]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2673,7 +2809,7 @@ func (x *WorkloadCSR) String() string {
 func (*WorkloadCSR) ProtoMessage() {}
 
 func (x *WorkloadCSR) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[45]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2686,7 +2822,7 @@ func (x *WorkloadCSR) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadCSR.ProtoReflect.Descriptor instead.
 func (*WorkloadCSR) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{45}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WorkloadCSR) GetEntryId() string {
@@ -2712,7 +2848,7 @@ type MintWorkloadX509SVIDsRequest struct {
 
 func (x *MintWorkloadX509SVIDsRequest) Reset() {
 	*x = MintWorkloadX509SVIDsRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[46]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2860,7 @@ func (x *MintWorkloadX509SVIDsRequest) String() string {
 func (*MintWorkloadX509SVIDsRequest) ProtoMessage() {}
 
 func (x *MintWorkloadX509SVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[46]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2873,7 @@ func (x *MintWorkloadX509SVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintWorkloadX509SVIDsRequest.ProtoReflect.Descriptor instead.
 func (*MintWorkloadX509SVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{46}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *MintWorkloadX509SVIDsRequest) GetCsrs() []*WorkloadCSR {
@@ -2761,7 +2897,7 @@ type WorkloadX509SVID struct {
 
 func (x *WorkloadX509SVID) Reset() {
 	*x = WorkloadX509SVID{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[47]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +2909,7 @@ func (x *WorkloadX509SVID) String() string {
 func (*WorkloadX509SVID) ProtoMessage() {}
 
 func (x *WorkloadX509SVID) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[47]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +2922,7 @@ func (x *WorkloadX509SVID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadX509SVID.ProtoReflect.Descriptor instead.
 func (*WorkloadX509SVID) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{47}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *WorkloadX509SVID) GetEntryId() string {
@@ -2833,7 +2969,7 @@ type MintWorkloadX509SVIDsResponse struct {
 
 func (x *MintWorkloadX509SVIDsResponse) Reset() {
 	*x = MintWorkloadX509SVIDsResponse{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[48]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +2981,7 @@ func (x *MintWorkloadX509SVIDsResponse) String() string {
 func (*MintWorkloadX509SVIDsResponse) ProtoMessage() {}
 
 func (x *MintWorkloadX509SVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[48]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +2994,7 @@ func (x *MintWorkloadX509SVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintWorkloadX509SVIDsResponse.ProtoReflect.Descriptor instead.
 func (*MintWorkloadX509SVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{48}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *MintWorkloadX509SVIDsResponse) GetSvids() []*WorkloadX509SVID {
@@ -2878,7 +3014,7 @@ type MintWorkloadJWTSVIDRequest struct {
 
 func (x *MintWorkloadJWTSVIDRequest) Reset() {
 	*x = MintWorkloadJWTSVIDRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[49]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3026,7 @@ func (x *MintWorkloadJWTSVIDRequest) String() string {
 func (*MintWorkloadJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintWorkloadJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[49]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3039,7 @@ func (x *MintWorkloadJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintWorkloadJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintWorkloadJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{49}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *MintWorkloadJWTSVIDRequest) GetEntryId() string {
@@ -3091,10 +3227,19 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x03 \x01(\tR\aagentId\x12\x1d\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\x03R\texpiresAt\"5\n" +
+	"expires_at\x18\x04 \x01(\x03R\texpiresAt\"_\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
-	"\x03csr\x18\x02 \x01(\fR\x03csr\"%\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x10\n" +
+	"\x03jwt\x18\x04 \x01(\tR\x03jwt\"^\n" +
+	"\x16CertificateJoinRequest\x12\x14\n" +
+	"\x05chain\x18\x01 \x03(\fR\x05chain\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"W\n" +
+	"\x17CertificateJoinResponse\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12&\n" +
+	"\x04svid\x18\x02 \x01(\v2\x12.writ.v1.AgentSVIDR\x04svid\"%\n" +
 	"\x11RenewAgentRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"~\n" +
 	"\tAgentSVID\x12\x1b\n" +
@@ -3166,9 +3311,10 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x0eTaintAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.Authority\x12@\n" +
 	"\x0fRevokeAuthority\x12\x19.writ.v1.AuthorityRequest\x1a\x12.writ.v1.Authority2V\n" +
 	"\fTokenService\x12F\n" +
-	"\x0fCreateJoinToken\x12\x1f.writ.v1.CreateJoinTokenRequest\x1a\x12.writ.v1.JoinToken2\xf5\x02\n" +
+	"\x0fCreateJoinToken\x12\x1f.writ.v1.CreateJoinTokenRequest\x1a\x12.writ.v1.JoinToken2\xd3\x03\n" +
 	"\fAgentService\x120\n" +
-	"\x04Join\x12\x14.writ.v1.JoinRequest\x1a\x12.writ.v1.AgentSVID\x12<\n" +
+	"\x04Join\x12\x14.writ.v1.JoinRequest\x1a\x12.writ.v1.AgentSVID\x12\\\n" +
+	"\x13JoinWithCertificate\x12\x1f.writ.v1.CertificateJoinRequest\x1a .writ.v1.CertificateJoinResponse(\x010\x01\x12<\n" +
 	"\n" +
 	"RenewAgent\x12\x1a.writ.v1.RenewAgentRequest\x1a\x12.writ.v1.AgentSVID\x123\n" +
 	"\x04Sync\x12\x14.writ.v1.SyncRequest\x1a\x13.writ.v1.SyncUpdate0\x01\x12f\n" +
@@ -3187,7 +3333,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -3230,15 +3376,17 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*CreateJoinTokenRequest)(nil),        // 38: writ.v1.CreateJoinTokenRequest
 	(*JoinToken)(nil),                     // 39: writ.v1.JoinToken
 	(*JoinRequest)(nil),                   // 40: writ.v1.JoinRequest
-	(*RenewAgentRequest)(nil),             // 41: writ.v1.RenewAgentRequest
-	(*AgentSVID)(nil),                     // 42: writ.v1.AgentSVID
-	(*SyncRequest)(nil),                   // 43: writ.v1.SyncRequest
-	(*SyncUpdate)(nil),                    // 44: writ.v1.SyncUpdate
-	(*WorkloadCSR)(nil),                   // 45: writ.v1.WorkloadCSR
-	(*MintWorkloadX509SVIDsRequest)(nil),  // 46: writ.v1.MintWorkloadX509SVIDsRequest
-	(*WorkloadX509SVID)(nil),              // 47: writ.v1.WorkloadX509SVID
-	(*MintWorkloadX509SVIDsResponse)(nil), // 48: writ.v1.MintWorkloadX509SVIDsResponse
-	(*MintWorkloadJWTSVIDRequest)(nil),    // 49: writ.v1.MintWorkloadJWTSVIDRequest
+	(*CertificateJoinRequest)(nil),        // 41: writ.v1.CertificateJoinRequest
+	(*CertificateJoinResponse)(nil),       // 42: writ.v1.CertificateJoinResponse
+	(*RenewAgentRequest)(nil),             // 43: writ.v1.RenewAgentRequest
+	(*AgentSVID)(nil),                     // 44: writ.v1.AgentSVID
+	(*SyncRequest)(nil),                   // 45: writ.v1.SyncRequest
+	(*SyncUpdate)(nil),                    // 46: writ.v1.SyncUpdate
+	(*WorkloadCSR)(nil),                   // 47: writ.v1.WorkloadCSR
+	(*MintWorkloadX509SVIDsRequest)(nil),  // 48: writ.v1.MintWorkloadX509SVIDsRequest
+	(*WorkloadX509SVID)(nil),              // 49: writ.v1.WorkloadX509SVID
+	(*MintWorkloadX509SVIDsResponse)(nil), // 50: writ.v1.MintWorkloadX509SVIDsResponse
+	(*MintWorkloadJWTSVIDRequest)(nil),    // 51: writ.v1.MintWorkloadJWTSVIDRequest
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -3255,70 +3403,73 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	28, // 11: writ.v1.GetAuditCheckpointsResponse.checkpoints:type_name -> writ.v1.AuditCheckpoint
 	29, // 12: writ.v1.GetAuditCheckpointsResponse.keys:type_name -> writ.v1.AuditKey
 	37, // 13: writ.v1.ListAuthoritiesResponse.authorities:type_name -> writ.v1.Authority
-	1,  // 14: writ.v1.SyncUpdate.entries:type_name -> writ.v1.Entry
-	19, // 15: writ.v1.SyncUpdate.locks:type_name -> writ.v1.Lock
-	14, // 16: writ.v1.SyncUpdate.bundle:type_name -> writ.v1.Bundle
-	45, // 17: writ.v1.MintWorkloadX509SVIDsRequest.csrs:type_name -> writ.v1.WorkloadCSR
-	47, // 18: writ.v1.MintWorkloadX509SVIDsResponse.svids:type_name -> writ.v1.WorkloadX509SVID
-	2,  // 19: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 20: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 21: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 22: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 23: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 24: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 25: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 26: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 27: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	20, // 28: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
-	21, // 29: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
-	22, // 30: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
-	24, // 31: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
-	27, // 32: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
-	31, // 33: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
-	33, // 34: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
-	34, // 35: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
-	36, // 36: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 37: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 38: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 39: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
-	38, // 40: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
-	40, // 41: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
-	41, // 42: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
-	43, // 43: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
-	46, // 44: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
-	49, // 45: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
-	3,  // 46: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 47: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 48: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 49: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 50: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 51: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 52: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 53: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 54: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 55: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 56: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 57: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 58: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 59: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 60: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 61: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 62: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 63: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 64: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 65: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 66: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 67: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	42, // 68: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 69: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	44, // 70: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	48, // 71: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 72: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	46, // [46:73] is the sub-list for method output_type
-	19, // [19:46] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	44, // 14: writ.v1.CertificateJoinResponse.svid:type_name -> writ.v1.AgentSVID
+	1,  // 15: writ.v1.SyncUpdate.entries:type_name -> writ.v1.Entry
+	19, // 16: writ.v1.SyncUpdate.locks:type_name -> writ.v1.Lock
+	14, // 17: writ.v1.SyncUpdate.bundle:type_name -> writ.v1.Bundle
+	47, // 18: writ.v1.MintWorkloadX509SVIDsRequest.csrs:type_name -> writ.v1.WorkloadCSR
+	49, // 19: writ.v1.MintWorkloadX509SVIDsResponse.svids:type_name -> writ.v1.WorkloadX509SVID
+	2,  // 20: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 21: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 22: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 23: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 24: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 25: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 26: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 27: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 28: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 29: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 30: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 31: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	24, // 32: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
+	27, // 33: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
+	31, // 34: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
+	33, // 35: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
+	34, // 36: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
+	36, // 37: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 38: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 39: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 40: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
+	38, // 41: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
+	40, // 42: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
+	41, // 43: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
+	43, // 44: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
+	45, // 45: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
+	48, // 46: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
+	51, // 47: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
+	3,  // 48: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 49: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 50: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 51: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 52: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 53: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 54: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 55: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 56: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 57: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 58: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 59: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 60: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 61: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 62: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 63: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 64: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 65: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 66: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 67: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 68: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 69: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 70: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 71: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 72: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 73: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 74: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 75: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	48, // [48:76] is the sub-list for method output_type
+	20, // [20:48] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -3332,7 +3483,7 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   9,
 		},

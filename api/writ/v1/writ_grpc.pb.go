@@ -1429,6 +1429,7 @@ var TokenService_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	AgentService_Join_FullMethodName                  = "/writ.v1.AgentService/Join"
+	AgentService_JoinWithCertificate_FullMethodName   = "/writ.v1.AgentService/JoinWithCertificate"
 	AgentService_RenewAgent_FullMethodName            = "/writ.v1.AgentService/RenewAgent"
 	AgentService_Sync_FullMethodName                  = "/writ.v1.AgentService/Sync"
 	AgentService_MintWorkloadX509SVIDs_FullMethodName = "/writ.v1.AgentService/MintWorkloadX509SVIDs"
@@ -1442,8 +1443,12 @@ const (
 // AgentService is what node agents call. Join is open to anyone holding a
 // join token; everything else takes the agent's own X.509-SVID over mTLS.
 type AgentServiceClient interface {
-	// Join redeems a join token and returns the agent's first SVID.
+	// Join redeems a join token, or verifies a token from a trusted identity
+	// provider, and returns the agent's first SVID.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*AgentSVID, error)
+	// JoinWithCertificate is the x509pop join: the node proves it holds the
+	// key of a certificate from a trusted CA by signing a fresh nonce.
+	JoinWithCertificate(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CertificateJoinRequest, CertificateJoinResponse], error)
 	// RenewAgent returns the calling agent's next SVID.
 	RenewAgent(ctx context.Context, in *RenewAgentRequest, opts ...grpc.CallOption) (*AgentSVID, error)
 	// Sync streams the rules whose parent is the calling agent, the locks
@@ -1473,6 +1478,19 @@ func (c *agentServiceClient) Join(ctx context.Context, in *JoinRequest, opts ...
 	return out, nil
 }
 
+func (c *agentServiceClient) JoinWithCertificate(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CertificateJoinRequest, CertificateJoinResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[0], AgentService_JoinWithCertificate_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CertificateJoinRequest, CertificateJoinResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_JoinWithCertificateClient = grpc.BidiStreamingClient[CertificateJoinRequest, CertificateJoinResponse]
+
 func (c *agentServiceClient) RenewAgent(ctx context.Context, in *RenewAgentRequest, opts ...grpc.CallOption) (*AgentSVID, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AgentSVID)
@@ -1485,7 +1503,7 @@ func (c *agentServiceClient) RenewAgent(ctx context.Context, in *RenewAgentReque
 
 func (c *agentServiceClient) Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncUpdate], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[0], AgentService_Sync_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[1], AgentService_Sync_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1529,8 +1547,12 @@ func (c *agentServiceClient) MintWorkloadJWTSVID(ctx context.Context, in *MintWo
 // AgentService is what node agents call. Join is open to anyone holding a
 // join token; everything else takes the agent's own X.509-SVID over mTLS.
 type AgentServiceServer interface {
-	// Join redeems a join token and returns the agent's first SVID.
+	// Join redeems a join token, or verifies a token from a trusted identity
+	// provider, and returns the agent's first SVID.
 	Join(context.Context, *JoinRequest) (*AgentSVID, error)
+	// JoinWithCertificate is the x509pop join: the node proves it holds the
+	// key of a certificate from a trusted CA by signing a fresh nonce.
+	JoinWithCertificate(grpc.BidiStreamingServer[CertificateJoinRequest, CertificateJoinResponse]) error
 	// RenewAgent returns the calling agent's next SVID.
 	RenewAgent(context.Context, *RenewAgentRequest) (*AgentSVID, error)
 	// Sync streams the rules whose parent is the calling agent, the locks
@@ -1552,6 +1574,9 @@ type UnimplementedAgentServiceServer struct{}
 
 func (UnimplementedAgentServiceServer) Join(context.Context, *JoinRequest) (*AgentSVID, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedAgentServiceServer) JoinWithCertificate(grpc.BidiStreamingServer[CertificateJoinRequest, CertificateJoinResponse]) error {
+	return status.Error(codes.Unimplemented, "method JoinWithCertificate not implemented")
 }
 func (UnimplementedAgentServiceServer) RenewAgent(context.Context, *RenewAgentRequest) (*AgentSVID, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewAgent not implemented")
@@ -1603,6 +1628,13 @@ func _AgentService_Join_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _AgentService_JoinWithCertificate_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).JoinWithCertificate(&grpc.GenericServerStream[CertificateJoinRequest, CertificateJoinResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_JoinWithCertificateServer = grpc.BidiStreamingServer[CertificateJoinRequest, CertificateJoinResponse]
 
 func _AgentService_RenewAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RenewAgentRequest)
@@ -1694,6 +1726,12 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "JoinWithCertificate",
+			Handler:       _AgentService_JoinWithCertificate_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "Sync",
 			Handler:       _AgentService_Sync_Handler,

@@ -10,13 +10,6 @@ import (
 	"unicode/utf8"
 )
 
-// statLine returns a /proc/PID/stat line as the kernel writes it, with the
-// given command name and start time and plausible other fields.
-func statLine(pid int, comm string, start uint64) string {
-	return fmt.Sprintf("%d (%s) S 1 %d %d 0 -1 4194560 230 0 0 0 1 0 0 0 20 0 1 0 %d 2273280 130 "+
-		"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0 0 0 0 0 0 0 0 0\n", pid, comm, pid, pid, start)
-}
-
 // statusText returns a /proc/PID/status file with the given ids, in the
 // kernel's layout, including lines the parser must skip.
 func statusText(st procStatus) string {
@@ -44,33 +37,6 @@ func checkParseError(t *testing.T, err error) {
 	}
 	if len(msg) > 200 {
 		t.Fatalf("error is %d bytes: %q", len(msg), msg)
-	}
-}
-
-func TestParseStat(t *testing.T) {
-	for _, comm := range []string{"sleep", "a b", ") (", "x) S 1 2 3 (y", "((", "))", "", "tab\there", "new\nline"} {
-		got, err := parseStat([]byte(statLine(99, comm, 1103638)))
-		if err != nil || got != 1103638 {
-			t.Errorf("parseStat(comm %q) = %d, %v; want 1103638", comm, got, err)
-		}
-	}
-	for _, bad := range []string{"", "1 sleep S 1", "1 (sleep) S 1 2 3", "1 )sleep( S", statLine(1, "x", 5)[:40],
-		strings.Replace(statLine(1, "x", 5), " 5 ", " -5 ", 1), strings.Replace(statLine(1, "x", 5), " 5 ", " 5x ", 1)} {
-		if got, err := parseStat([]byte(bad)); err == nil {
-			t.Errorf("parseStat(%q) = %d, want an error", bad, got)
-		} else {
-			checkParseError(t, err)
-		}
-	}
-}
-
-func TestParseStatOwnProcess(t *testing.T) {
-	data, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		t.Skipf("no procfs: %v", err)
-	}
-	if _, err := parseStat(data); err != nil {
-		t.Fatalf("parseStat(/proc/self/stat): %v", err)
 	}
 }
 
@@ -104,26 +70,6 @@ func TestParseStatus(t *testing.T) {
 			checkParseError(t, err)
 		}
 	}
-}
-
-func FuzzParseStat(f *testing.F) {
-	f.Add(statLine(1, "systemd", 1), uint64(1))
-	f.Add(statLine(4242, ") (", 99), uint64(0))
-	f.Add("1 (a) b) S", uint64(18446744073709551615))
-	f.Add("", uint64(7))
-	if data, err := os.ReadFile("/proc/self/stat"); err == nil {
-		f.Add(string(data), uint64(12345))
-	}
-	f.Fuzz(func(t *testing.T, data string, start uint64) {
-		if _, err := parseStat([]byte(data)); err != nil {
-			checkParseError(t, err)
-		}
-		// Whatever a process names itself, its start time is found.
-		got, err := parseStat([]byte(statLine(7, data, start)))
-		if err != nil || got != start {
-			t.Fatalf("parseStat with command name %q = %d, %v; want %d", data, got, err, start)
-		}
-	})
 }
 
 func FuzzParseStatus(f *testing.F) {

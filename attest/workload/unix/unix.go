@@ -26,6 +26,7 @@ import (
 	"strings"
 
 	"writ.dev/writ/attest/workload"
+	"writ.dev/writ/attest/workload/internal/procfs"
 	"writ.dev/writ/identity"
 )
 
@@ -107,26 +108,25 @@ func (a *Attestor) attest(ctx context.Context, p workload.Peer) ([]identity.Sele
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(a.procRoot, strconv.Itoa(p.PID))
-	start, err := readStartTime(dir)
+	proc, err := procfs.Open(a.procRoot, p.PID)
 	if err != nil {
 		return nil, err
 	}
-	st, err := readStatus(dir)
+	st, err := readStatus(proc)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkIDs(st, uid, gid); err != nil {
 		return nil, err
 	}
-	exe, err := a.executable(ctx, dir, p.PID)
+	exe, err := a.executable(ctx, proc.Dir, p.PID)
 	if err != nil {
 		return nil, err
 	}
 	if a.beforeRecheck != nil {
 		a.beforeRecheck()
 	}
-	if err := recheckStart(dir, start); err != nil {
+	if err := proc.Recheck(); err != nil {
 		return nil, err
 	}
 	l := &selectorList{log: a.log, pid: p.PID}
@@ -158,19 +158,6 @@ func checkIDs(st procStatus, uid, gid uint32) error {
 		return fmt.Errorf("connected as uid %d gid %d but now runs as effective uid %d gid %d: "+
 			"the process changed identity since connecting, so its facts would not describe the caller; refusing to attest it",
 			uid, gid, st.UID, st.GID)
-	}
-	return nil
-}
-
-// recheckStart fails unless the process in dir still has start time want.
-func recheckStart(dir string, want uint64) error {
-	got, err := readStartTime(dir)
-	if err != nil {
-		return fmt.Errorf("the process exited while being attested: %w", err)
-	}
-	if got != want {
-		return fmt.Errorf("start time changed from %d to %d while being attested: "+
-			"the process exited and its pid was reused; refusing to attest it", want, got)
 	}
 	return nil
 }
@@ -240,7 +227,7 @@ func (a *Attestor) readExeLink(link string, pid int) (path string, ok bool, err 
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, procErr(link, err)
+		return "", false, procfs.ReadErr(link, err)
 	}
 	if trimmed, deleted := strings.CutSuffix(path, " (deleted)"); deleted {
 		a.log.Debug("omitting path and sha256 selectors: the executable was deleted or replaced after the process started it",
@@ -262,12 +249,12 @@ func (a *Attestor) exeDigest(ctx context.Context, link, path string, pid int) (s
 		return "", nil
 	}
 	if err != nil {
-		return "", procErr(link, err)
+		return "", procfs.ReadErr(link, err)
 	}
 	defer f.Close()
 	now, err := os.Readlink(link)
 	if err != nil {
-		return "", procErr(link, err)
+		return "", procfs.ReadErr(link, err)
 	}
 	if now != path {
 		return "", fmt.Errorf("the process executed another program while being attested (%s changed from %q to %q); try again", link, path, now)

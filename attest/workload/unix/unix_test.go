@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"writ.dev/writ/attest/workload"
+	"writ.dev/writ/attest/workload/internal/procfs"
+	"writ.dev/writ/attest/workload/internal/proctest"
 	"writ.dev/writ/identity"
 )
 
@@ -184,7 +186,11 @@ func TestAttestOtherUsersProcess(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root may read every process's executable")
 	}
-	st, err := readStatus("/proc/1")
+	proc, err := procfs.Open("/proc", 1)
+	if err != nil {
+		t.Skipf("cannot read the start time of pid 1: %v", err)
+	}
+	st, err := readStatus(proc)
 	if err != nil {
 		t.Skipf("cannot read the status of pid 1: %v", err)
 	}
@@ -245,7 +251,7 @@ func newFakeProc(t *testing.T, comm string) *fakeProc {
 
 func (fp *fakeProc) writeStat(t *testing.T, comm string, start uint64) {
 	t.Helper()
-	writeFile(t, filepath.Join(fp.dir, "stat"), statLine(fp.pid, comm, start))
+	writeFile(t, filepath.Join(fp.dir, "stat"), proctest.StatLine(fp.pid, comm, start))
 }
 
 func (fp *fakeProc) writeStatus(t *testing.T, st procStatus) {

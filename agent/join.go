@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/attest/node/x509pop"
+)
+
+// joinMethodX509PoP is the server's name for the certificate join.
+const joinMethodX509PoP = "x509pop"
+
+// joinByAttestation joins without a secret: with a token an issuer the
+// server trusts signed for this node, or by proving possession of a
+// certificate's key. Either way the server is verified against BundleFile
+// first: these joins carry no pins.
+func (a *Agent) joinByAttestation(ctx context.Context) error {
+	if a.cfg.BundleFile == "" {
+		return fmt.Errorf("agent: joining by %s needs the trust bundle to verify the server with: pass --bundle FILE (from 'writ bundle show' on the server)", a.cfg.JoinMethod)
+	}
+	roots, err := readBundleFile(a.cfg.BundleFile)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	td, err := a.trustDomainOf(roots)
+	if err != nil {
+		return err
+	}
+	var serverID spiffeid.ID
+	conn, err := grpc.NewClient(a.cfg.ServerAddress, grpc.WithTransportCredentials(credentials.NewTLS(pinnedTLS(roots, &serverID))))
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer conn.Close()
+	keyName := fmt.Sprintf("agent-%d", a.cfg.Now().UnixNano())
+	key, csr, err := a.newKey(ctx, keyName)
+	if err != nil {
+		return err
+	}
+	var resp *writv1.AgentSVID
+	if a.cfg.JoinMethod == joinMethodX509PoP {
+		resp, err = a.joinX509PoP(ctx, conn, csr)
+	} else {
+		resp, err = a.joinJWT(ctx, conn, td, csr)
+	}
+	if err != nil {
+		_ = a.keys.Delete(context.WithoutCancel(ctx), keyName)
+		return fmt.Errorf("agent: join by %s: %w", a.cfg.JoinMethod, err)
+	}
+	st, id, err := stateFromSVID(resp, keyName)
+	if err != nil {
+		return err
+	}
+	if err := writeState(a.cfg.DataDir, st, id.String()); err != nil {
+		return fmt.Errorf("agent: saving its identity: %w", err)
+	}
+	a.setIdentity(id, st, key)
+	a.log.Info("agent joined", "agent_id", id.String(), "method", a.cfg.JoinMethod, "server", serverID.String(), "expires", st.chain[0].NotAfter)
+	return nil
+}
+
+// trustDomainOf names the trust domain: from the configuration, or from
+// the SPIFFE ID writ's own authorities carry.
+func (a *Agent) trustDomainOf(roots []*x509.Certificate) (spiffeid.TrustDomain, error) {
+	if a.cfg.TrustDomain != "" {
+		return spiffeid.TrustDomainFromString(a.cfg.TrustDomain)
+	}
+	for _, r := range roots {
+		for _, u := range r.URIs {
+			if id, err := spiffeid.FromURI(u); err == nil {
+				return id.TrustDomain(), nil
+			}
+		}
+	}
+	return spiffeid.TrustDomain{}, errors.New("agent: the bundle's authorities do not name the trust domain: pass --trust-domain")
+}
+
+func (a *Agent) joinJWT(ctx context.Context, conn *grpc.ClientConn, td spiffeid.TrustDomain, csr []byte) (*writv1.AgentSVID, error) {
+	if a.cfg.JoinJWT == nil {
+		return nil, errors.New("no token for this join method: pass --jwt-file or set WRIT_JOIN_JWT")
+	}
+	jwt, err := a.cfg.JoinJWT(ctx, td.Name())
+	if err != nil {
+		return nil, err
+	}
+	return writv1.NewAgentServiceClient(conn).Join(ctx, &writv1.JoinRequest{Method: a.cfg.JoinMethod, Jwt: jwt, Csr: csr})
+}
+
+// joinX509PoP sends the certificate and CSR, signs the server's nonce with
+// the certificate's key and receives the SVID, on one stream.
+func (a *Agent) joinX509PoP(ctx context.Context, conn *grpc.ClientConn, csr []byte) (*writv1.AgentSVID, error) {
+	chain, key, err := readCertAndKey(a.cfg.X509PoPCertFile, a.cfg.X509PoPKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := writv1.NewAgentServiceClient(conn).JoinWithCertificate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&writv1.CertificateJoinRequest{Chain: chain, Csr: csr}); err != nil {
+		return nil, err
+	}
+	ch, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	sig, err := x509pop.Sign(x509pop.Challenge{Nonce: ch.GetNonce()}, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&writv1.CertificateJoinRequest{Signature: sig}); err != nil {
+		return nil, err
+	}
+	res, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if res.GetSvid() == nil {
+		return nil, errors.New("the server sent no SVID")
+	}
+	return res.GetSvid(), nil
+}
+
+// readCertAndKey reads the node's certificate chain and private key.
+func readCertAndKey(certFile, keyFile string) ([][]byte, crypto.Signer, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, nil, errors.New("x509pop needs --x509pop-cert and --x509pop-key")
+	}
+	certs, err := readBundleFile(certFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	var chain [][]byte
+	for _, c := range certs {
+		chain = append(chain, c.Raw)
+	}
+	data, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, nil, fmt.Errorf("%s holds no PEM private key", keyFile)
+	}
+	var parsed any
+	switch block.Type {
+	case "PRIVATE KEY":
+		parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		parsed, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		parsed, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, nil, fmt.Errorf("%s: PEM block %q is not a private key", keyFile, block.Type)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	signer, ok := parsed.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: a %T cannot sign", keyFile, parsed)
+	}
+	return chain, signer, nil
+}

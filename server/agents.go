@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -36,9 +35,11 @@ func AgentID(td spiffeid.TrustDomain, tokenID string) (spiffeid.ID, error) {
 	return spiffeid.FromSegments(td, "writ", "agent", "join-token", tokenID)
 }
 
-// isAgentID reports whether id names an agent of td.
-func isAgentID(td spiffeid.TrustDomain, id spiffeid.ID) bool {
-	return id.MemberOf(td) && strings.HasPrefix(id.Path(), "/writ/agent/")
+// isMember reports whether id is of td. Which members are agents is the
+// agents table's to say (authenticateAgent): agents that joined by
+// attestation have IDs from templates, anywhere in the trust domain.
+func isMember(td spiffeid.TrustDomain, id spiffeid.ID) bool {
+	return !id.IsZero() && id.MemberOf(td)
 }
 
 type tokenService struct {
@@ -217,7 +218,7 @@ func (as *agentService) RenewAgent(ctx context.Context, req *writv1.RenewAgentRe
 // own SPIFFE ID), the call refused and the clone audited.
 func (s *Server) authenticateAgent(ctx context.Context) (store.Agent, spiffeid.ID, error) {
 	c, _ := CallerFrom(ctx)
-	if c.ID.IsZero() || !isAgentID(s.td, c.ID) {
+	if !isMember(s.td, c.ID) {
 		return store.Agent{}, spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "%s is not an agent of %s", c, s.td)
 	}
 	leaf := peerLeaf(ctx)
@@ -229,7 +230,7 @@ func (s *Server) authenticateAgent(ctx context.Context) (store.Agent, spiffeid.I
 	}
 	a, err := s.store.GetAgent(ctx, c.ID.String())
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Agent{}, spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "agent %s is not known here: join again", c.ID)
+		return store.Agent{}, spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "%s is not an agent known here: an agent that was removed must join again", c.ID)
 	}
 	if err != nil {
 		return store.Agent{}, spiffeid.ID{}, storeStatus(err)

@@ -78,10 +78,11 @@ func admin(s *Server, c Caller) error {
 // what is public (the trust bundle) or carries its own proof (a join token).
 func anyone(*Server, Caller) error { return nil }
 
-// agent allows the trust domain's agents; each agent RPC then checks the
-// caller's certificate against the agent's record (authenticateAgent).
+// agent allows members of the trust domain through to the agent RPCs,
+// which then admit only known agents presenting their current certificate
+// (authenticateAgent).
 func agent(s *Server, c Caller) error {
-	if c.ID.IsZero() || !isAgentID(s.td, c.ID) {
+	if !isMember(s.td, c.ID) {
 		return fmt.Errorf("%s is not an agent of trust domain %s", c, s.td)
 	}
 	return nil
@@ -114,6 +115,8 @@ var methodRules = map[string]rule{
 	writv1.TokenService_CreateJoinToken_FullMethodName:       admin,
 	writv1.AgentService_Join_FullMethodName:                  anyone,
 	writv1.AgentService_JoinWithCertificate_FullMethodName:   anyone,
+	writv1.PersonService_GetLoginConfig_FullMethodName:       anyone,
+	writv1.PersonService_Login_FullMethodName:                anyone,
 	writv1.AgentService_RenewAgent_FullMethodName:            agent,
 	writv1.AgentService_Sync_FullMethodName:                  agent,
 	writv1.AgentService_MintWorkloadX509SVIDs_FullMethodName: agent,

@@ -71,6 +71,7 @@ type Config struct {
 	Store           StoreConfig           `yaml:"store"`
 	Audit           AuditConfig           `yaml:"audit"`
 	NodeAttestation NodeAttestationConfig `yaml:"node_attestation"`
+	People          PeopleConfig          `yaml:"people"`
 	CA              CAConfig              `yaml:"ca"`
 	SVID            SVIDConfig            `yaml:"svid"`
 	Bundle          BundleConfig          `yaml:"bundle"`
@@ -400,6 +401,7 @@ func (c *Config) Validate() error {
 	}
 	if td, err := identity.ParseTrustDomain(c.TrustDomain); err == nil {
 		errs = append(errs, c.NodeAttestation.validate(td)...)
+		errs = append(errs, c.People.validate(td, c.SVID.MaxX509TTL.Duration)...)
 	}
 	if c.Audit.CheckpointEvents < 1 {
 		add("audit.checkpoint_events", "%d is out of range: at least 1", c.Audit.CheckpointEvents)
@@ -536,6 +538,12 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     x509pop:
       bundle_file: ""             # PEM CAs whose certificates may join by proof of possession; "" disables
       node_id: /node/x509pop/{{fingerprint}}
+  people:                         # 'writ login' (README: "People sign in")
+    issuer: ""                    # the identity provider; "" disables sign-in
+    client_id: ""                 # public client the CLI signs in as (no secret)
+    jwks_file: ""                 # static keys instead of discovery
+    allow: []                     # who may sign in: rules over email, email_domain, email_local
+    svid_ttl: 8h                  # a person's SVID lifetime; at most svid.max_x509_ttl
   audit:
     checkpoint_events: 1000       # sign a checkpoint after this many new events ...
     checkpoint_interval: 10s      # ... or this long after the last one, if the log grew

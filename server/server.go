@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/attest/node/oidc"
 	"writ.dev/writ/ca"
 	"writ.dev/writ/internal/peercred"
 	"writ.dev/writ/keystore"
@@ -72,6 +73,8 @@ type Server struct {
 	clock *clockWatch
 	// nodes verifies the join methods that need no secret (server/join.go).
 	nodes *nodeAttestors
+	// people verifies ID tokens of people signing in (server/people.go).
+	people *oidc.Verifier
 	// feed follows the store for every agent's sync stream (server/feed.go).
 	feed *entryFeed
 	// stopping is closed when shutdown begins, so long-lived streams end
@@ -191,6 +194,9 @@ func (s *Server) open(ctx context.Context) error {
 		return fmt.Errorf("jwt authority: %w", err)
 	}
 	if err := s.loadNodeAttestors(ctx); err != nil {
+		return err
+	}
+	if err := s.loadPeople(ctx); err != nil {
 		return err
 	}
 	s.metrics = newMetrics(s)
@@ -341,6 +347,7 @@ func (s *Server) newGRPC(creds grpc.ServerOption) *grpc.Server {
 	writv1.RegisterCAServiceServer(g, &caService{s: s})
 	writv1.RegisterTokenServiceServer(g, &tokenService{s: s})
 	writv1.RegisterAgentServiceServer(g, &agentService{s: s})
+	writv1.RegisterPersonServiceServer(g, &personService{s: s})
 	return g
 }
 

@@ -329,6 +329,10 @@ type Store interface {
 	// used first, and a token already used fails with ErrTokenUsed and
 	// writes nothing.
 	JoinAgent(ctx context.Context, a Agent, replay *JoinReplay, evs ...AuditEvent) (Agent, error)
+	// UseToken records that the token jti of issuer was used, until
+	// expires, with evs; a token already used fails with ErrTokenUsed and
+	// writes nothing. Sign-ins use it; joins record theirs with JoinAgent.
+	UseToken(ctx context.Context, issuer, jti string, expires time.Time, evs ...AuditEvent) error
 	// GetAgent returns the agent with this SPIFFE ID, or ErrNotFound.
 	GetAgent(ctx context.Context, spiffeID string) (Agent, error)
 	// UpdateAgent replaces the certificate state of agent next.ID if its

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -74,7 +75,14 @@ type client struct {
 // fallbacks of resolveSocket). The admin socket is authorized by the peer
 // credentials of the connecting process, so the channel carries no TLS and no
 // tokens; it never leaves the machine.
+//
+// With no socket named and $WRIT_SERVER set, it reaches that server's remote
+// API instead, over mTLS with the identity `writ login` saved: a person
+// reaches the server the way agents and workloads do.
 func dial(socketFlag string) (*client, error) {
+	if addr := os.Getenv(serverEnv); addr != "" && socketFlag == "" && os.Getenv(socketEnv) == "" {
+		return dialRemote(addr)
+	}
 	socket, err := resolveSocket(socketFlag)
 	if err != nil {
 		return nil, err
@@ -97,14 +105,32 @@ func dial(socketFlag string) (*client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to writ server at %s: %v; %s", socket, err, startHint)
 	}
+	return newClient(socket, conn), nil
+}
+
+func newClient(target string, conn *grpc.ClientConn) *client {
 	return &client{
-		socket:  socket,
+		socket:  target,
 		conn:    conn,
 		entries: writv1.NewEntryServiceClient(conn),
 		svids:   writv1.NewSVIDServiceClient(conn),
 		bundles: writv1.NewBundleServiceClient(conn),
 		status:  writv1.NewStatusServiceClient(conn),
-	}, nil
+	}
+}
+
+// dialRemote connects to a server's remote API with the saved identity.
+func dialRemote(addr string) (*client, error) {
+	tlsCfg, err := remoteTLS()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMessageSize), grpc.MaxCallRecvMsgSize(maxMessageSize)))
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to writ server at %s: %v", addr, err)
+	}
+	return newClient(addr, conn), nil
 }
 
 const startHint = "start the server (`writ server`, or `writ dev` for a local trial) or point --socket or " + socketEnv + " at its admin socket"

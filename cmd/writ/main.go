@@ -35,6 +35,7 @@ var commands = map[string]command{
 	"agent":   {"run the node agent: join, serve the SPIFFE Workload API, write identities to files", runAgent},
 	"token":   {"make one-time join tokens for new agents", runToken},
 	"fetch":   {"fetch this process's identity from the SPIFFE Workload API", runFetch},
+	"login":   {"sign in as a person and get a short-lived SVID", runLogin},
 	"version": {"print the version", runVersion},
 }
 

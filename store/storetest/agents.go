@@ -21,6 +21,7 @@ var agentTests = []struct {
 	{"AgentCompareAndSet", testAgentCAS},
 	{"GetEntries", testGetEntries},
 	{"JoinAgentByAttestation", testJoinAgent},
+	{"UseTokenOnce", testUseToken},
 }
 
 func newToken(t *testing.T, s store.Store, id, secret string, expires time.Time) {
@@ -214,5 +215,26 @@ func testJoinAgent(t *testing.T, s store.Store) {
 	}
 	if _, err := s.JoinAgent(ctx, again, old, event("x")); err != nil {
 		t.Fatalf("an expired replay record was not pruned: %v", err)
+	}
+}
+
+func testUseToken(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	exp := time.Now().Add(time.Hour)
+	if err := s.UseToken(ctx, "https://idp", "t1", exp, event("login")); err != nil {
+		t.Fatal(err)
+	}
+	size := auditSize(t, s)
+	if err := s.UseToken(ctx, "https://idp", "t1", exp, event("again")); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("second use: err = %v, want ErrTokenUsed", err)
+	}
+	if auditSize(t, s) != size {
+		t.Fatal("a refused use wrote an event")
+	}
+	if err := s.UseToken(ctx, "https://other", "t1", exp, event("login")); err != nil {
+		t.Fatalf("the same id from another issuer: %v", err)
+	}
+	if err := s.UseToken(ctx, "https://idp", "t2", exp); !errors.Is(err, store.ErrNoAuditEvent) {
+		t.Fatalf("without an event: %v", err)
 	}
 }

@@ -3056,6 +3056,155 @@ func (x *MintWorkloadJWTSVIDRequest) GetAudience() []string {
 	return nil
 }
 
+type GetLoginConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLoginConfigRequest) Reset() {
+	*x = GetLoginConfigRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLoginConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLoginConfigRequest) ProtoMessage() {}
+
+func (x *GetLoginConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLoginConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetLoginConfigRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{52}
+}
+
+type LoginConfig struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Issuer   string                 `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	ClientId string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// svid_ttl_seconds is how long the SVID a login gives lives.
+	SvidTtlSeconds int64 `protobuf:"varint,3,opt,name=svid_ttl_seconds,json=svidTtlSeconds,proto3" json:"svid_ttl_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *LoginConfig) Reset() {
+	*x = LoginConfig{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginConfig) ProtoMessage() {}
+
+func (x *LoginConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginConfig.ProtoReflect.Descriptor instead.
+func (*LoginConfig) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *LoginConfig) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *LoginConfig) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *LoginConfig) GetSvidTtlSeconds() int64 {
+	if x != nil {
+		return x.SvidTtlSeconds
+	}
+	return 0
+}
+
+type LoginRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IdToken       string                 `protobuf:"bytes,1,opt,name=id_token,json=idToken,proto3" json:"id_token,omitempty"`
+	Csr           []byte                 `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginRequest) Reset() {
+	*x = LoginRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginRequest) ProtoMessage() {}
+
+func (x *LoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
+func (*LoginRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *LoginRequest) GetIdToken() string {
+	if x != nil {
+		return x.IdToken
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -3277,7 +3426,15 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x05svids\x18\x01 \x03(\v2\x19.writ.v1.WorkloadX509SVIDR\x05svids\"S\n" +
 	"\x1aMintWorkloadJWTSVIDRequest\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x1a\n" +
-	"\baudience\x18\x02 \x03(\tR\baudience2\xd6\x02\n" +
+	"\baudience\x18\x02 \x03(\tR\baudience\"\x17\n" +
+	"\x15GetLoginConfigRequest\"l\n" +
+	"\vLoginConfig\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12(\n" +
+	"\x10svid_ttl_seconds\x18\x03 \x01(\x03R\x0esvidTtlSeconds\";\n" +
+	"\fLoginRequest\x12\x19\n" +
+	"\bid_token\x18\x01 \x01(\tR\aidToken\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -3319,7 +3476,10 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"RenewAgent\x12\x1a.writ.v1.RenewAgentRequest\x1a\x12.writ.v1.AgentSVID\x123\n" +
 	"\x04Sync\x12\x14.writ.v1.SyncRequest\x1a\x13.writ.v1.SyncUpdate0\x01\x12f\n" +
 	"\x15MintWorkloadX509SVIDs\x12%.writ.v1.MintWorkloadX509SVIDsRequest\x1a&.writ.v1.MintWorkloadX509SVIDsResponse\x12X\n" +
-	"\x13MintWorkloadJWTSVID\x12#.writ.v1.MintWorkloadJWTSVIDRequest\x1a\x1c.writ.v1.MintJWTSVIDResponseB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\x13MintWorkloadJWTSVID\x12#.writ.v1.MintWorkloadJWTSVIDRequest\x1a\x1c.writ.v1.MintJWTSVIDResponse2\x8b\x01\n" +
+	"\rPersonService\x12F\n" +
+	"\x0eGetLoginConfig\x12\x1e.writ.v1.GetLoginConfigRequest\x1a\x14.writ.v1.LoginConfig\x122\n" +
+	"\x05Login\x12\x15.writ.v1.LoginRequest\x1a\x12.writ.v1.AgentSVIDB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -3333,7 +3493,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -3387,6 +3547,9 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*WorkloadX509SVID)(nil),              // 49: writ.v1.WorkloadX509SVID
 	(*MintWorkloadX509SVIDsResponse)(nil), // 50: writ.v1.MintWorkloadX509SVIDsResponse
 	(*MintWorkloadJWTSVIDRequest)(nil),    // 51: writ.v1.MintWorkloadJWTSVIDRequest
+	(*GetLoginConfigRequest)(nil),         // 52: writ.v1.GetLoginConfigRequest
+	(*LoginConfig)(nil),                   // 53: writ.v1.LoginConfig
+	(*LoginRequest)(nil),                  // 54: writ.v1.LoginRequest
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -3437,36 +3600,40 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	45, // 45: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
 	48, // 46: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
 	51, // 47: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
-	3,  // 48: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 49: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 50: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 51: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 52: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 53: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 54: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 55: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 56: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 57: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 58: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 59: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 60: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 61: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 62: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 63: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 64: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 65: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 66: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 67: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 68: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 69: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 70: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 71: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 72: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 73: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 74: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 75: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	48, // [48:76] is the sub-list for method output_type
-	20, // [20:48] is the sub-list for method input_type
+	52, // 48: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
+	54, // 49: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
+	3,  // 50: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 51: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 52: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 53: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 54: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 55: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 56: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 57: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 58: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 59: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 60: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 61: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 62: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 63: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 64: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 65: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 66: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 67: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 68: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 69: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 70: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 71: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 72: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 73: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 74: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 75: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 76: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 77: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 78: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 79: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	50, // [50:80] is the sub-list for method output_type
+	20, // [20:50] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -3483,9 +3650,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   55,
 			NumExtensions: 0,
-			NumServices:   9,
+			NumServices:   10,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

@@ -1740,3 +1740,157 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "api/writ/v1/writ.proto",
 }
+
+const (
+	PersonService_GetLoginConfig_FullMethodName = "/writ.v1.PersonService/GetLoginConfig"
+	PersonService_Login_FullMethodName          = "/writ.v1.PersonService/Login"
+)
+
+// PersonServiceClient is the client API for PersonService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// PersonService lets people sign in: an ID token from the company's
+// identity provider, obtained by 'writ login', becomes a short-lived
+// X.509-SVID for a key made on the person's machine.
+type PersonServiceClient interface {
+	// GetLoginConfig says which identity provider to sign in with. Open to
+	// anyone: it is what a person's client needs before it has an identity.
+	GetLoginConfig(ctx context.Context, in *GetLoginConfigRequest, opts ...grpc.CallOption) (*LoginConfig, error)
+	// Login exchanges a verified ID token and a CSR for the person's SVID.
+	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*AgentSVID, error)
+}
+
+type personServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewPersonServiceClient(cc grpc.ClientConnInterface) PersonServiceClient {
+	return &personServiceClient{cc}
+}
+
+func (c *personServiceClient) GetLoginConfig(ctx context.Context, in *GetLoginConfigRequest, opts ...grpc.CallOption) (*LoginConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoginConfig)
+	err := c.cc.Invoke(ctx, PersonService_GetLoginConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *personServiceClient) Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*AgentSVID, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AgentSVID)
+	err := c.cc.Invoke(ctx, PersonService_Login_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PersonServiceServer is the server API for PersonService service.
+// All implementations must embed UnimplementedPersonServiceServer
+// for forward compatibility.
+//
+// PersonService lets people sign in: an ID token from the company's
+// identity provider, obtained by 'writ login', becomes a short-lived
+// X.509-SVID for a key made on the person's machine.
+type PersonServiceServer interface {
+	// GetLoginConfig says which identity provider to sign in with. Open to
+	// anyone: it is what a person's client needs before it has an identity.
+	GetLoginConfig(context.Context, *GetLoginConfigRequest) (*LoginConfig, error)
+	// Login exchanges a verified ID token and a CSR for the person's SVID.
+	Login(context.Context, *LoginRequest) (*AgentSVID, error)
+	mustEmbedUnimplementedPersonServiceServer()
+}
+
+// UnimplementedPersonServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedPersonServiceServer struct{}
+
+func (UnimplementedPersonServiceServer) GetLoginConfig(context.Context, *GetLoginConfigRequest) (*LoginConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLoginConfig not implemented")
+}
+func (UnimplementedPersonServiceServer) Login(context.Context, *LoginRequest) (*AgentSVID, error) {
+	return nil, status.Error(codes.Unimplemented, "method Login not implemented")
+}
+func (UnimplementedPersonServiceServer) mustEmbedUnimplementedPersonServiceServer() {}
+func (UnimplementedPersonServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafePersonServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to PersonServiceServer will
+// result in compilation errors.
+type UnsafePersonServiceServer interface {
+	mustEmbedUnimplementedPersonServiceServer()
+}
+
+func RegisterPersonServiceServer(s grpc.ServiceRegistrar, srv PersonServiceServer) {
+	// If the following call panics, it indicates UnimplementedPersonServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&PersonService_ServiceDesc, srv)
+}
+
+func _PersonService_GetLoginConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLoginConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersonServiceServer).GetLoginConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersonService_GetLoginConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersonServiceServer).GetLoginConfig(ctx, req.(*GetLoginConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PersonService_Login_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersonServiceServer).Login(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersonService_Login_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersonServiceServer).Login(ctx, req.(*LoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// PersonService_ServiceDesc is the grpc.ServiceDesc for PersonService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var PersonService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.PersonService",
+	HandlerType: (*PersonServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetLoginConfig",
+			Handler:    _PersonService_GetLoginConfig_Handler,
+		},
+		{
+			MethodName: "Login",
+			Handler:    _PersonService_Login_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/writ/v1/writ.proto",
+}

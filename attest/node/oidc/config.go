@@ -35,6 +35,7 @@ const (
 	ProfileGitLab  Profile = "gitlab"  // issuer https://gitlab.com (self-managed: set Issuer)
 	ProfileK8s     Profile = "k8s"     // Kubernetes projected service-account tokens (PSAT)
 	ProfileGeneric Profile = "generic" // any issuer; Facts and NodeID are configured
+	ProfilePerson  Profile = "person"  // people signing in (writ login): a verified email; issuer required
 )
 
 // Defaults and bounds of IssuerConfig settings.
@@ -101,7 +102,7 @@ func (c *IssuerConfig) Validate(trustDomain spiffeid.TrustDomain) error {
 	}
 	spec, ok := profiles[c.Profile]
 	if !ok {
-		add("profile", "%s is not a profile: use github, gitlab, k8s or generic", quote(string(c.Profile)))
+		add("profile", "%s is not a profile: use github, gitlab, k8s, generic or person", quote(string(c.Profile)))
 		return errors.Join(errs...)
 	}
 	c.defaults(spec, trustDomain)

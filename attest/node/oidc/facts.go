@@ -16,6 +16,9 @@ type factSpec struct {
 	name     string
 	claim    []string
 	required bool
+	// derived facts come from other facts (the profile's check fills
+	// them), not from a claim of their own.
+	derived bool
 }
 
 // profileSpec is what a Profile fixes.
@@ -58,7 +61,34 @@ var profiles = map[Profile]profileSpec{
 		},
 		check: checkK8sSubject,
 	},
+	ProfilePerson: {
+		nodeID: "/person/{{email_domain}}/{{email_local}}",
+		facts: []factSpec{
+			{name: "email", claim: []string{"email"}, required: true},
+			{name: "email_verified", claim: []string{"email_verified"}, required: true},
+			{name: "email_local", derived: true},
+			{name: "email_domain", derived: true},
+		},
+		check: checkPersonEmail,
+	},
 	ProfileGeneric: {},
+}
+
+// checkPersonEmail admits only a verified address, and splits it: a SPIFFE
+// path segment cannot hold "@", so a person is /person/DOMAIN/LOCAL. The
+// domain is lower-cased (domains are case-insensitive); the local part is
+// kept as the issuer wrote it.
+func checkPersonEmail(_ map[string]any, facts map[string]string) error {
+	if facts["email_verified"] != "true" {
+		return fmt.Errorf("email %s is not verified by the issuer", quote(facts["email"]))
+	}
+	email := facts["email"]
+	at := strings.LastIndexByte(email, '@')
+	if at <= 0 || at == len(email)-1 {
+		return fmt.Errorf("email %s is not an address", quote(email))
+	}
+	facts["email_local"], facts["email_domain"] = email[:at], strings.ToLower(email[at+1:])
+	return nil
 }
 
 // topLevel lists facts named like their top-level claims.
@@ -96,6 +126,9 @@ func factNames(facts []factSpec) []string {
 func extractFacts(claims map[string]any, specs []factSpec) (map[string]string, error) {
 	facts := make(map[string]string, len(specs))
 	for _, spec := range specs {
+		if spec.derived {
+			continue
+		}
 		v, ok := lookup(claims, spec.claim)
 		if !ok || v == nil {
 			if spec.required {

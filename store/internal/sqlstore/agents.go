@@ -146,6 +146,35 @@ const (
 cert_not_after = $5, last_seen = $6 WHERE spiffe_id = $1`
 )
 
+// UseToken implements store.Store.
+func (s *Store) UseToken(ctx context.Context, issuer, jti string, expires time.Time, evs ...store.AuditEvent) error {
+	if issuer == "" || jti == "" {
+		return fmt.Errorf("token: issuer and id are required")
+	}
+	if err := checkEvents(evs); err != nil {
+		return err
+	}
+	return s.tx(ctx, evs, func(tx WriteTx) error {
+		return recordReplay(ctx, tx, &store.JoinReplay{Issuer: issuer, JTI: jti, ExpiresAt: expires})
+	})
+}
+
+// recordReplay remembers a token until it expires, refusing one already
+// remembered; expired records are pruned on the way.
+func recordReplay(ctx context.Context, tx WriteTx, r *store.JoinReplay) error {
+	if _, err := tx.Exec(ctx, pruneReplaySQL, time.Now().Unix()); err != nil {
+		return err
+	}
+	n, err := tx.Exec(ctx, insertReplaySQL, r.Issuer, r.JTI, r.ExpiresAt.Unix())
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return fmt.Errorf("token %q of %s was already used: %w", r.JTI, r.Issuer, store.ErrTokenUsed)
+	}
+	return nil
+}
+
 // JoinAgent implements store.Store.
 func (s *Store) JoinAgent(ctx context.Context, a store.Agent, replay *store.JoinReplay, evs ...store.AuditEvent) (store.Agent, error) {
 	if a.SPIFFEID == "" || a.Serial == "" {
@@ -165,15 +194,8 @@ func (s *Store) JoinAgent(ctx context.Context, a store.Agent, replay *store.Join
 	}
 	err = s.tx(ctx, evs, func(tx WriteTx) error {
 		if replay != nil {
-			if _, err := tx.Exec(ctx, pruneReplaySQL, now.Unix()); err != nil {
+			if err := recordReplay(ctx, tx, replay); err != nil {
 				return err
-			}
-			n, err := tx.Exec(ctx, insertReplaySQL, replay.Issuer, replay.JTI, replay.ExpiresAt.Unix())
-			if err != nil {
-				return err
-			}
-			if n != 1 {
-				return fmt.Errorf("token %q of %s was already used to join: %w", replay.JTI, replay.Issuer, store.ErrTokenUsed)
 			}
 		}
 		n, err := tx.Exec(ctx, rejoinAgentSQL, a.SPIFFEID, a.JoinMethod, sels, a.Serial, a.CertNotAfter.Unix(), a.LastSeen.Unix())

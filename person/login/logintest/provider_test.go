@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 
@@ -138,5 +139,15 @@ func TestDiscovery(t *testing.T) {
 	var jwks struct{ Keys []map[string]any }
 	if err := json.NewDecoder(resp.Body).Decode(&jwks); err != nil || len(jwks.Keys) != 1 || !strings.HasPrefix(jwks.Keys[0]["kty"].(string), "EC") {
 		t.Fatalf("JWKS %v (%v), want one EC key", jwks, err)
+	}
+}
+
+func TestWriteJWKS(t *testing.T) {
+	p := New(t)
+	path := t.TempDir() + "/jwks.json"
+	p.WriteJWKS(t, path)
+	got, err := os.ReadFile(path)
+	if err != nil || string(got) != string(p.JWKS()) {
+		t.Fatalf("file holds %q (%v), want the JWKS", got, err)
 	}
 }

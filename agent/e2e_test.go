@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -229,7 +230,7 @@ func testAgentServesGoSPIFFE(t *testing.T, dir string, cfg server.Config) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	svid, err := workloadapi.FetchX509SVID(ctx, a.addr())
+	svid, err := firstSVID(t, ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +335,7 @@ func TestRotationReachesWatchers(t *testing.T) {
 	a := startAgent(t, e, filepath.Join(dir, "agent"), tok.GetToken())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	first, err := workloadapi.FetchX509SVID(ctx, a.addr())
+	first, err := firstSVID(t, ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +389,7 @@ func TestReplayedTokenAndClonedAgentAreRefused(t *testing.T) {
 	// new certificate: the copy now holds a superseded one.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := workloadapi.FetchX509SVID(ctx, a.addr()); err != nil {
+	if _, err := firstSVID(t, ctx, a); err != nil {
 		t.Fatal(err)
 	}
 	a.stop()
@@ -451,6 +452,16 @@ func freshPostgresDB(t *testing.T) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// firstSVID waits for the agent's first sync and minting, then fetches
+// the workload's SVID as go-spiffe does.
+func firstSVID(t testing.TB, ctx context.Context, a *runningAgent) (*x509svid.SVID, error) {
+	t.Helper()
+	if err := a.Ready(ctx); err != nil {
+		return nil, err
+	}
+	return workloadapi.FetchX509SVID(ctx, a.addr())
 }
 
 func waitFor(t testing.TB, what string, cond func() bool) {
@@ -517,7 +528,7 @@ func TestTaintedAuthorityRenewsSVIDs(t *testing.T) {
 	a := startAgent(t, e, filepath.Join(dir, "agent"), tok.GetToken())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	before, err := workloadapi.FetchX509SVID(ctx, a.addr())
+	before, err := firstSVID(t, ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -221,3 +221,64 @@ func TestJoinByCertificate(t *testing.T) {
 	})
 	wantCode(t, err, codes.PermissionDenied, "")
 }
+
+// TestJoinByKubernetesToken joins a pod with a projected service-account
+// token verified against the cluster's keys; a token for another service
+// account than the rules allow is refused and audited.
+func TestJoinByKubernetesToken(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "cluster", Algorithm: "ES256", Use: "sig"}}})
+	cfg := testConfig(t)
+	jwksFile := filepath.Join(cfg.DataDir, "k8s-jwks.json")
+	if err := os.WriteFile(jwksFile, jwks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const issuer = "https://kubernetes.default.svc.cluster.local"
+	cfg.NodeAttestation.OIDC = []oidc.IssuerConfig{{
+		Name: "k8s-prod", Profile: oidc.ProfileK8s, Issuer: issuer, JWKSFile: jwksFile,
+		Allow: []oidc.Rule{{"namespace": "payments", "service_account": "writ-agent"}},
+	}}
+	srv := startServer(t, cfg)
+	api := anonymousConn(t, srv)
+	_, csr := newCSR(t)
+	psat := func(ns, sa, pod string) string {
+		now := time.Now()
+		claims := map[string]any{
+			"iss": issuer, "aud": []string{testTD}, "sub": "system:serviceaccount:" + ns + ":" + sa,
+			"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(), "jti": pod + "-jti",
+			"kubernetes.io": map[string]any{
+				"namespace":      ns,
+				"serviceaccount": map[string]any{"name": sa, "uid": "sa-uid"},
+				"pod":            map[string]any{"name": pod, "uid": "0a1b2c3d-0000-4000-8000-000000000001"},
+				"node":           map[string]any{"name": "worker-1", "uid": "node-uid"},
+			},
+		}
+		payload, _ := json.Marshal(claims)
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: "cluster"}}, (&jose.SignerOptions{}).WithType("JWT"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		jws, _ := signer.Sign(payload)
+		s, _ := jws.CompactSerialize()
+		return s
+	}
+	svid, err := api.Join(t.Context(), &writv1.JoinRequest{Method: "k8s-prod", Jwt: psat("payments", "writ-agent", "agent-7x2k"), Csr: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "spiffe://" + testTD + "/node/k8s/payments/agent-7x2k"; svid.GetSpiffeId() != want {
+		t.Fatalf("agent ID %s, want %s", svid.GetSpiffeId(), want)
+	}
+	_, err = api.Join(t.Context(), &writv1.JoinRequest{Method: "k8s-prod", Jwt: psat("payments", "default", "other-pod"), Csr: csr})
+	wantCode(t, err, codes.PermissionDenied, "")
+	found := false
+	for _, e := range readEvents(t, writv1.NewAuditServiceClient(adminConn(t, srv))) {
+		found = found || e.Type == "agent.join.refused" && strings.Contains(string(e.Details), "k8s-prod")
+	}
+	if !found {
+		t.Fatal("the refused join left no audit event")
+	}
+}

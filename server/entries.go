@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -214,7 +215,23 @@ func (s *Server) ruleFromProto(pe *writv1.Entry) (identity.Rule, error) {
 	if err := r.Validate(s.td, identity.Limits{MaxX509TTL: s.cfg.SVID.MaxX509TTL.Duration, MaxJWTTTL: s.cfg.SVID.MaxJWTTTL.Duration}); err != nil {
 		return r, err
 	}
+	if err := checkNotReserved("spiffe_id", r.SPIFFEID); err != nil {
+		return r, err
+	}
 	return r, nil
+}
+
+// reservedPath is where writ names its own servers and join-token agents.
+// Agents trust a server by an ID under it, so no rule and no minted SVID
+// may carry one: a workload holding spiffe://TD/writ/server/x could
+// impersonate the server to every agent.
+const reservedPath = "/writ/"
+
+func checkNotReserved(field string, id spiffeid.ID) error {
+	if strings.HasPrefix(id.Path()+"/", reservedPath) {
+		return &identity.FieldError{Field: field, Msg: fmt.Sprintf("%s is reserved: IDs under %s name writ's own servers and agents", id, reservedPath)}
+	}
+	return nil
 }
 
 // parseOptionalID leaves a missing ID zero so Validate reports it as

@@ -282,3 +282,24 @@ func TestJoinByKubernetesToken(t *testing.T) {
 		t.Fatal("the refused join left no audit event")
 	}
 }
+
+// TestReservedIDsAreRefused: no rule and no minted SVID may carry an ID
+// under /writ/, where servers and join-token agents are named, or a
+// workload could pass for a server to every agent.
+func TestReservedIDsAreRefused(t *testing.T) {
+	srv := startServer(t, testConfig(t))
+	cc := adminConn(t, srv)
+	_, err := writv1.NewEntryServiceClient(cc).CreateEntries(t.Context(), &writv1.CreateEntriesRequest{Entries: []*writv1.Entry{
+		entry("/writ/server/fake", "/node", "unix:uid:1")}})
+	wantCode(t, err, codes.InvalidArgument, "reserved")
+	_, csr := newCSR(t)
+	_, err = writv1.NewSVIDServiceClient(cc).MintX509SVID(t.Context(), &writv1.MintX509SVIDRequest{SpiffeId: "spiffe://" + testTD + "/writ/server/x", Csr: csr})
+	wantCode(t, err, codes.InvalidArgument, "reserved")
+	_, err = writv1.NewSVIDServiceClient(cc).MintJWTSVID(t.Context(), &writv1.MintJWTSVIDRequest{SpiffeId: "spiffe://" + testTD + "/writ", Audience: []string{"a"}})
+	wantCode(t, err, codes.InvalidArgument, "reserved")
+	// Merely similar paths are fine.
+	if _, err := writv1.NewEntryServiceClient(cc).CreateEntries(t.Context(), &writv1.CreateEntriesRequest{Entries: []*writv1.Entry{
+		entry("/writer/app", "/node", "unix:uid:1")}}); err != nil {
+		t.Fatal(err)
+	}
+}

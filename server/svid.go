@@ -29,6 +29,9 @@ func (v *svidService) MintX509SVID(ctx context.Context, req *writv1.MintX509SVID
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := checkNotReserved("spiffe_id", id); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	if err := s.checkIssue(ctx, id, "x509"); err != nil {
 		return nil, err
 	}
@@ -77,6 +80,9 @@ func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRe
 	s := v.s
 	id, err := identity.ParseIDInTrustDomain("spiffe_id", req.GetSpiffeId(), s.td)
 	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := checkNotReserved("spiffe_id", id); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := s.checkIssue(ctx, id, "jwt"); err != nil {

@@ -235,6 +235,26 @@ type Agent struct {
 	LastSeen      time.Time
 }
 
+// TaskRecord is a task as stored: the server's JSON document of it (package
+// task) with the columns the store lists by.
+type TaskRecord struct {
+	ID       string
+	State    string
+	Deadline time.Time
+	Doc      []byte
+	// Revision is the store revision of its last change; set by the store.
+	Revision  int64
+	UpdatedAt time.Time
+}
+
+// StandingGrantRecord is a standing grant as stored, a JSON document.
+type StandingGrantRecord struct {
+	ID        string
+	Doc       []byte
+	Revision  int64
+	UpdatedAt time.Time
+}
+
 // Store is writ's persistent state. Implementations are safe for concurrent use.
 type Store interface {
 	// CreateEntries stores all entries or none, under one new revision, and
@@ -344,6 +364,20 @@ type Store interface {
 	// GetEntries returns the stored entries among ids, in id order; ids not
 	// stored are left out. At most 10,000 ids per call.
 	GetEntries(ctx context.Context, ids []string) ([]Entry, error)
+
+	// PutTask creates the task (prevRevision 0: fails with
+	// ErrAlreadyExists if the ID is taken) or replaces it if it is still at
+	// prevRevision (ErrConflict otherwise, ErrNotFound if it is gone),
+	// under a new revision, with evs.
+	PutTask(ctx context.Context, t TaskRecord, prevRevision int64, evs ...AuditEvent) (TaskRecord, error)
+	GetTask(ctx context.Context, id string) (TaskRecord, error)
+	// ListTasks returns the tasks in any of states (all when none), by ID.
+	ListTasks(ctx context.Context, states ...string) ([]TaskRecord, error)
+	// PutStandingGrant creates or replaces a standing grant under a new
+	// revision; DeleteStandingGrant removes one (ErrNotFound if absent).
+	PutStandingGrant(ctx context.Context, g StandingGrantRecord, evs ...AuditEvent) (StandingGrantRecord, error)
+	DeleteStandingGrant(ctx context.Context, id string, evs ...AuditEvent) error
+	ListStandingGrants(ctx context.Context) ([]StandingGrantRecord, error)
 
 	// Now is the database's clock, the reference servers sharing the store
 	// measure their own clocks against.

@@ -1,0 +1,178 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"writ.dev/writ/store"
+)
+
+const (
+	insertTaskSQL = `INSERT INTO tasks (id, state, deadline, doc, revision, updated_at) VALUES ($1, $2, $3, $4, $5, $6)`
+	// The revision in the WHERE clause is the compare-and-set.
+	updateTaskSQL     = `UPDATE tasks SET state = $2, deadline = $3, doc = $4, revision = $5, updated_at = $6 WHERE id = $1 AND revision = $7`
+	taskColumns       = `id, state, deadline, doc, revision, updated_at`
+	getTaskSQL        = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1`
+	listTasksSQL      = `SELECT ` + taskColumns + ` FROM tasks ORDER BY id`
+	taskExistsSQL     = `SELECT id FROM tasks WHERE id = $1`
+	putStandingSQL    = `INSERT INTO standing_grants (id, doc, revision, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, revision = excluded.revision, updated_at = excluded.updated_at`
+	deleteStandingSQL = `DELETE FROM standing_grants WHERE id = $1`
+	listStandingSQL   = `SELECT id, doc, revision, updated_at FROM standing_grants ORDER BY id`
+)
+
+func taskNotFound(id string) error { return fmt.Errorf("task %q: %w", id, store.ErrNotFound) }
+
+// PutTask implements store.Store.
+func (s *Store) PutTask(ctx context.Context, t store.TaskRecord, prevRevision int64, evs ...store.AuditEvent) (store.TaskRecord, error) {
+	if !validID(t.ID) {
+		return store.TaskRecord{}, fmt.Errorf("task id %q: use 1 to %d letters, digits, '.', '_' or '-'", t.ID, maxIDLen)
+	}
+	if t.State == "" || len(t.Doc) == 0 {
+		return store.TaskRecord{}, fmt.Errorf("task %q: state and document are required", t.ID)
+	}
+	now := time.Now()
+	t.UpdatedAt = time.Unix(now.Unix(), 0).UTC()
+	err := s.write(ctx, evs, func(tx WriteTx, rev int64) error {
+		t.Revision = rev
+		if prevRevision == 0 {
+			taken, err := queryString(ctx, tx, taskExistsSQL, t.ID)
+			if err != nil {
+				return err
+			}
+			if taken != "" {
+				return fmt.Errorf("task id %q is taken: %w", t.ID, store.ErrAlreadyExists)
+			}
+			_, err = tx.Exec(ctx, insertTaskSQL, t.ID, t.State, t.Deadline.Unix(), string(t.Doc), rev, t.UpdatedAt.Unix())
+			return s.mapErr(err)
+		}
+		n, err := tx.Exec(ctx, updateTaskSQL, t.ID, t.State, t.Deadline.Unix(), string(t.Doc), rev, t.UpdatedAt.Unix(), prevRevision)
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			return nil
+		}
+		exists, err := queryString(ctx, tx, taskExistsSQL, t.ID)
+		if err != nil {
+			return err
+		}
+		if exists == "" {
+			return taskNotFound(t.ID)
+		}
+		return fmt.Errorf("task %q changed since revision %d: read it again and retry: %w", t.ID, prevRevision, store.ErrConflict)
+	})
+	if err != nil {
+		return store.TaskRecord{}, err
+	}
+	return t, nil
+}
+
+// GetTask implements store.Store.
+func (s *Store) GetTask(ctx context.Context, id string) (store.TaskRecord, error) {
+	if !validID(id) {
+		return store.TaskRecord{}, taskNotFound(id)
+	}
+	ts, err := queryTasks(ctx, s.engine.Reader(), getTaskSQL, id)
+	if err != nil {
+		return store.TaskRecord{}, err
+	}
+	if len(ts) == 0 {
+		return store.TaskRecord{}, taskNotFound(id)
+	}
+	return ts[0], nil
+}
+
+// ListTasks implements store.Store.
+func (s *Store) ListTasks(ctx context.Context, states ...string) ([]store.TaskRecord, error) {
+	all, err := queryTasks(ctx, s.engine.Reader(), listTasksSQL)
+	if err != nil || len(states) == 0 {
+		return all, err
+	}
+	want := map[string]bool{}
+	for _, st := range states {
+		want[st] = true
+	}
+	out := all[:0]
+	for _, t := range all {
+		if want[t.State] {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+func queryTasks(ctx context.Context, q Querier, query string, args ...any) ([]store.TaskRecord, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("tasks: %w", err)
+	}
+	defer rows.Close()
+	var out []store.TaskRecord
+	for rows.Next() {
+		var t store.TaskRecord
+		var deadline, updated int64
+		var doc string
+		if err := rows.Scan(&t.ID, &t.State, &deadline, &doc, &t.Revision, &updated); err != nil {
+			return nil, fmt.Errorf("tasks: %w", err)
+		}
+		t.Doc, t.Deadline, t.UpdatedAt = []byte(doc), time.Unix(deadline, 0).UTC(), time.Unix(updated, 0).UTC()
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// PutStandingGrant implements store.Store.
+func (s *Store) PutStandingGrant(ctx context.Context, g store.StandingGrantRecord, evs ...store.AuditEvent) (store.StandingGrantRecord, error) {
+	if !validID(g.ID) || len(g.Doc) == 0 {
+		return store.StandingGrantRecord{}, fmt.Errorf("standing grant %q: a valid id and a document are required", g.ID)
+	}
+	g.UpdatedAt = time.Unix(time.Now().Unix(), 0).UTC()
+	err := s.write(ctx, evs, func(tx WriteTx, rev int64) error {
+		g.Revision = rev
+		_, err := tx.Exec(ctx, putStandingSQL, g.ID, string(g.Doc), rev, g.UpdatedAt.Unix())
+		return err
+	})
+	if err != nil {
+		return store.StandingGrantRecord{}, err
+	}
+	return g, nil
+}
+
+// DeleteStandingGrant implements store.Store.
+func (s *Store) DeleteStandingGrant(ctx context.Context, id string, evs ...store.AuditEvent) error {
+	if !validID(id) {
+		return fmt.Errorf("standing grant %q: %w", id, store.ErrNotFound)
+	}
+	return s.write(ctx, evs, func(tx WriteTx, _ int64) error {
+		n, err := tx.Exec(ctx, deleteStandingSQL, id)
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("standing grant %q: %w", id, store.ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// ListStandingGrants implements store.Store.
+func (s *Store) ListStandingGrants(ctx context.Context) ([]store.StandingGrantRecord, error) {
+	rows, err := s.engine.Reader().Query(ctx, listStandingSQL)
+	if err != nil {
+		return nil, fmt.Errorf("standing grants: %w", err)
+	}
+	defer rows.Close()
+	var out []store.StandingGrantRecord
+	for rows.Next() {
+		var g store.StandingGrantRecord
+		var doc string
+		var updated int64
+		if err := rows.Scan(&g.ID, &doc, &g.Revision, &updated); err != nil {
+			return nil, fmt.Errorf("standing grants: %w", err)
+		}
+		g.Doc, g.UpdatedAt = []byte(doc), time.Unix(updated, 0).UTC()
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}

@@ -74,6 +74,18 @@ func admin(s *Server, c Caller) error {
 	return nil
 }
 
+// adminOrMember allows local administrators and any holder of an SVID of
+// this trust domain: resource servers asking for decisions.
+func adminOrMember(s *Server, c Caller) error {
+	if c.Local != nil {
+		return admin(s, c)
+	}
+	if !isMember(s.td, c.ID) {
+		return fmt.Errorf("%s is not a member of trust domain %s", c, s.td)
+	}
+	return nil
+}
+
 // anyone allows every caller, even one without a client certificate: for
 // what is public (the trust bundle) or carries its own proof (a join token).
 func anyone(*Server, Caller) error { return nil }
@@ -117,6 +129,17 @@ var methodRules = map[string]rule{
 	writv1.AgentService_JoinWithCertificate_FullMethodName:   anyone,
 	writv1.PersonService_GetLoginConfig_FullMethodName:       anyone,
 	writv1.PersonService_Login_FullMethodName:                anyone,
+	writv1.TaskService_CreateTask_FullMethodName:             admin,
+	writv1.TaskService_GetTask_FullMethodName:                admin,
+	writv1.TaskService_ListTasks_FullMethodName:              admin,
+	writv1.TaskService_AddMembers_FullMethodName:             admin,
+	writv1.TaskService_AddGrant_FullMethodName:               admin,
+	writv1.TaskService_OpenTask_FullMethodName:               admin,
+	writv1.TaskService_CloseTask_FullMethodName:              admin,
+	writv1.TaskService_PutStandingGrant_FullMethodName:       admin,
+	writv1.TaskService_DeleteStandingGrant_FullMethodName:    admin,
+	writv1.TaskService_ListStandingGrants_FullMethodName:     admin,
+	writv1.DecisionService_Check_FullMethodName:              adminOrMember,
 	writv1.AgentService_RenewAgent_FullMethodName:            agent,
 	writv1.AgentService_Sync_FullMethodName:                  agent,
 	writv1.AgentService_MintWorkloadX509SVIDs_FullMethodName: agent,

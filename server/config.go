@@ -72,6 +72,7 @@ type Config struct {
 	Audit           AuditConfig           `yaml:"audit"`
 	NodeAttestation NodeAttestationConfig `yaml:"node_attestation"`
 	People          PeopleConfig          `yaml:"people"`
+	Guardrails      GuardrailsConfig      `yaml:"guardrails"`
 	CA              CAConfig              `yaml:"ca"`
 	SVID            SVIDConfig            `yaml:"svid"`
 	Bundle          BundleConfig          `yaml:"bundle"`
@@ -544,6 +545,8 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     jwks_file: ""                 # static keys instead of discovery
     allow: []                     # who may sign in: rules over email, email_domain, email_local
     svid_ttl: 8h                  # a person's SVID lifetime; at most svid.max_x509_ttl
+  guardrails:
+    files: []                     # Cedar policy files (or directories of *.cedar) bounding every decision
   audit:
     checkpoint_events: 1000       # sign a checkpoint after this many new events ...
     checkpoint_interval: 10s      # ... or this long after the last one, if the log grew

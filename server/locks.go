@@ -164,6 +164,9 @@ func (ls *lockSet) checkJoin(method string) error {
 	return nil
 }
 
+// taskIDChars is what a task id may hold (the store's ID rule).
+var taskIDChars = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
 func lockExpired(l store.Lock, now time.Time) bool {
 	return !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt)
 }
@@ -182,10 +185,14 @@ func (s *Server) lockTargetFromProto(pt *writv1.LockTarget) (store.LockTarget, e
 		if len(value) > maxJoinMethodLen || !joinMethodName.MatchString(value) {
 			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%q is not a join method name: use 1 to %d of a-z, 0-9, '_' and '-', e.g. join_token", value, maxJoinMethodLen)}
 		}
+	case store.LockTask:
+		if len(value) > 128 || !taskIDChars.MatchString(value) {
+			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%q is not a task id: use 1 to 128 of letters, digits, '.', '_' and '-'", value)}
+		}
 	case "":
-		return store.LockTarget{}, &identity.FieldError{Field: "target.kind", Msg: "is required: one of spiffe-id, id-prefix, node, agent, join-method"}
+		return store.LockTarget{}, &identity.FieldError{Field: "target.kind", Msg: "is required: one of spiffe-id, id-prefix, node, agent, join-method, task"}
 	default:
-		return store.LockTarget{}, &identity.FieldError{Field: "target.kind", Msg: fmt.Sprintf("%q is not a lock target: use one of spiffe-id, id-prefix, node, agent, join-method", kind)}
+		return store.LockTarget{}, &identity.FieldError{Field: "target.kind", Msg: fmt.Sprintf("%q is not a lock target: use one of spiffe-id, id-prefix, node, agent, join-method, task", kind)}
 	}
 	return store.LockTarget{Kind: kind, Value: value}, nil
 }
@@ -287,6 +294,9 @@ func lockDetails(l store.Lock) map[string]any {
 func (s *Server) lockChanged(ctx context.Context, what string, l store.Lock) {
 	if err := s.locks.refresh(ctx, true); err != nil {
 		s.log.Error("refreshing locks after a change; the refresher retries", "err", err)
+	}
+	if s.decisions != nil {
+		s.refreshDecisions(ctx)
 	}
 	expires := "never"
 	if !l.ExpiresAt.IsZero() {

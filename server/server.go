@@ -29,6 +29,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/oidc"
+	"writ.dev/writ/authz"
 	"writ.dev/writ/ca"
 	"writ.dev/writ/internal/peercred"
 	"writ.dev/writ/keystore"
@@ -75,6 +76,12 @@ type Server struct {
 	nodes *nodeAttestors
 	// people verifies ID tokens of people signing in (server/people.go).
 	people *oidc.Verifier
+	// decisions is the index Check decides over; decisionLog records the
+	// decisions in the background (server/decide.go).
+	decisions   *decisions
+	decisionLog *decisionLog
+	// guardrail bounds every decision; nil without policy files.
+	guardrail authz.Guardrail
 	// feed follows the store for every agent's sync stream (server/feed.go).
 	feed *entryFeed
 	// stopping is closed when shutdown begins, so long-lived streams end
@@ -199,6 +206,14 @@ func (s *Server) open(ctx context.Context) error {
 	if err := s.loadPeople(ctx); err != nil {
 		return err
 	}
+	if len(s.cfg.Guardrails.Files) > 0 {
+		set, err := LoadGuardrails(s.cfg.Guardrails.Files)
+		if err != nil {
+			return err
+		}
+		s.guardrail = guardrails{set}
+		s.log.Info("guardrails loaded", "policies", set.Len())
+	}
 	s.metrics = newMetrics(s)
 	s.tlsID = newServerSVID(s)
 	if s.cfg.BundleEndpoint.Address != "" {
@@ -251,6 +266,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.feed.start(ctx); err != nil {
 		return fmt.Errorf("agent feed: %w", err)
 	}
+	s.decisions, s.decisionLog = newDecisions(s), newDecisionLog(s)
+	if err := s.decisions.refresh(ctx, true); err != nil {
+		return fmt.Errorf("decision index: %w", err)
+	}
 	if err := s.listen(); err != nil {
 		s.closeListeners()
 		return err
@@ -287,6 +306,8 @@ func (s *Server) Start(ctx context.Context) error {
 	s.background(ctx, s.locks.run)
 	s.background(ctx, s.audit.run)
 	s.background(ctx, s.feed.run)
+	s.background(ctx, s.decisions.run)
+	s.background(ctx, s.decisionLog.run)
 	s.background(ctx, s.clock.run)
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
@@ -348,6 +369,8 @@ func (s *Server) newGRPC(creds grpc.ServerOption) *grpc.Server {
 	writv1.RegisterTokenServiceServer(g, &tokenService{s: s})
 	writv1.RegisterAgentServiceServer(g, &agentService{s: s})
 	writv1.RegisterPersonServiceServer(g, &personService{s: s})
+	writv1.RegisterTaskServiceServer(g, &taskService{s: s})
+	writv1.RegisterDecisionServiceServer(g, &decisionService{s: s})
 	return g
 }
 

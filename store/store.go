@@ -133,6 +133,7 @@ const (
 	LockNode       = "node"        // a node's SPIFFE ID
 	LockAgent      = "agent"       // an agent's SPIFFE ID
 	LockJoinMethod = "join-method" // a node attestation method by name
+	LockTask       = "task"        // a task: its grants are dead while the lock holds
 )
 
 // LockTarget is what a lock applies to.

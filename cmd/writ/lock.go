@@ -18,7 +18,7 @@ var lockSubcommands = [][2]string{
 	{"delete", "lift a lock"},
 }
 
-var lockKinds = []string{"spiffe-id", "id-prefix", "node", "agent", "join-method"}
+var lockKinds = []string{"spiffe-id", "id-prefix", "node", "agent", "join-method", "task"}
 
 // runLock runs `writ lock <create|list|delete> [flags]`.
 func runLock(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,6 +68,7 @@ func lockCreate(ctx context.Context, args []string, stdout io.Writer) error {
 			"  node=ID          a node's own SVID\n"+
 			"  agent=ID         an agent: its own SVID and everything issued through it\n"+
 			"  join-method=NAME a node attestation method, e.g. join_token: no agent joins that way\n"+
+			"  task=ID          a task: its grants are dead while the lock holds\n"+
 			"SVIDs already issued live until they expire: short TTLs are the revocation.",
 		"writ lock create --target KIND=VALUE --reason TEXT [--ttl DURATION] [--json]")
 	target := c.fs.String("target", "", "what to lock, `KIND=VALUE`; KIND is one of "+strings.Join(lockKinds, ", "))

@@ -29,6 +29,7 @@ var commands = map[string]command{
 	"svid":    {"mint an X.509-SVID (administrators only)", runSVID},
 	"bundle":  {"show the trust bundle", runBundle},
 	"lock":    {"stop issuance for an identity at once: create, list, delete", runLock},
+	"task":    {"manage tasks, where privileges live: create, add, grant, open, close, show, list, standing", runTask},
 	"audit":   {"read and verify the tamper-evident audit log: tail, export, verify", runAudit},
 	"ca":      {"inspect and steer the authorities' rotation: show, prepare, activate, taint, revoke", runCA},
 	"status":  {"show the server's status", runStatus},
@@ -36,6 +37,8 @@ var commands = map[string]command{
 	"token":   {"make one-time join tokens for new agents", runToken},
 	"fetch":   {"fetch this process's identity from the SPIFFE Workload API", runFetch},
 	"login":   {"sign in as a person and get a short-lived SVID", runLogin},
+	"check":   {"dry-run a decision for a chain of identities, with the explanation", runCheck},
+	"policy":  {"guardrails: validate Cedar policy files, test a request", runPolicy},
 	"version": {"print the version", runVersion},
 }
 

@@ -3205,6 +3205,1010 @@ func (x *LoginRequest) GetCsr() []byte {
 	return nil
 }
 
+type Task struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Title  string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	Reason string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// ticket is an external reference (an issue or change number).
+	Ticket string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	// owner is a SPIFFE ID; default: the caller.
+	Owner string `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	// members are SPIFFE ID patterns: * is one path segment, a final ** one
+	// or more.
+	Members   []string `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
+	Grants    []*Grant `protobuf:"bytes,7,rep,name=grants,proto3" json:"grants,omitempty"`
+	NotBefore int64    `protobuf:"varint,8,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	Deadline  int64    `protobuf:"varint,9,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// state is draft, open, closed or expired; set by the server.
+	State         string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	Revision      int64  `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"`
+	CreatedAt     int64  `protobuf:"varint,12,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	OpenedAt      int64  `protobuf:"varint,13,opt,name=opened_at,json=openedAt,proto3" json:"opened_at,omitempty"`
+	ClosedAt      int64  `protobuf:"varint,14,opt,name=closed_at,json=closedAt,proto3" json:"closed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Task) Reset() {
+	*x = Task{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Task) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Task) ProtoMessage() {}
+
+func (x *Task) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Task.ProtoReflect.Descriptor instead.
+func (*Task) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *Task) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Task) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Task) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Task) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *Task) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Task) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *Task) GetGrants() []*Grant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *Task) GetNotBefore() int64 {
+	if x != nil {
+		return x.NotBefore
+	}
+	return 0
+}
+
+func (x *Task) GetDeadline() int64 {
+	if x != nil {
+		return x.Deadline
+	}
+	return 0
+}
+
+func (x *Task) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Task) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Task) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *Task) GetOpenedAt() int64 {
+	if x != nil {
+		return x.OpenedAt
+	}
+	return 0
+}
+
+func (x *Task) GetClosedAt() int64 {
+	if x != nil {
+		return x.ClosedAt
+	}
+	return 0
+}
+
+type Grant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// actions such as read, write, deploy; * is any.
+	Actions []string `protobuf:"bytes,1,rep,name=actions,proto3" json:"actions,omitempty"`
+	// resources are hierarchical names (db/prod/payments) with * for one
+	// segment and a final ** for one or more.
+	Resources []string `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
+	// to names the members it is given to (patterns covered by the task's
+	// members): never the whole task implicitly.
+	To            []string `protobuf:"bytes,3,rep,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Grant) Reset() {
+	*x = Grant{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Grant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Grant) ProtoMessage() {}
+
+func (x *Grant) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Grant.ProtoReflect.Descriptor instead.
+func (*Grant) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *Grant) GetActions() []string {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+func (x *Grant) GetResources() []string {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *Grant) GetTo() []string {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+type CreateTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          *Task                  `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTaskRequest) Reset() {
+	*x = CreateTaskRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTaskRequest) ProtoMessage() {}
+
+func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTaskRequest.ProtoReflect.Descriptor instead.
+func (*CreateTaskRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *CreateTaskRequest) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+type GetTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTaskRequest) Reset() {
+	*x = GetTaskRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTaskRequest) ProtoMessage() {}
+
+func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
+func (*GetTaskRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *GetTaskRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// states filters by state; empty lists all.
+	States        []string `protobuf:"bytes,1,rep,name=states,proto3" json:"states,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTasksRequest) Reset() {
+	*x = ListTasksRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTasksRequest) ProtoMessage() {}
+
+func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
+func (*ListTasksRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ListTasksRequest) GetStates() []string {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+type ListTasksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tasks         []*Task                `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTasksResponse) Reset() {
+	*x = ListTasksResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTasksResponse) ProtoMessage() {}
+
+func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
+func (*ListTasksResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ListTasksResponse) GetTasks() []*Task {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+type AddMembersRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Members []string               `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	// revision, when set, must be the task's current revision.
+	Revision      int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMembersRequest) Reset() {
+	*x = AddMembersRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMembersRequest) ProtoMessage() {}
+
+func (x *AddMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMembersRequest.ProtoReflect.Descriptor instead.
+func (*AddMembersRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *AddMembersRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AddMembersRequest) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *AddMembersRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type AddGrantRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Grant         *Grant                 `protobuf:"bytes,2,opt,name=grant,proto3" json:"grant,omitempty"`
+	Revision      int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddGrantRequest) Reset() {
+	*x = AddGrantRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddGrantRequest) ProtoMessage() {}
+
+func (x *AddGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddGrantRequest.ProtoReflect.Descriptor instead.
+func (*AddGrantRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *AddGrantRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AddGrantRequest) GetGrant() *Grant {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+func (x *AddGrantRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type TaskTransitionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskTransitionRequest) Reset() {
+	*x = TaskTransitionRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskTransitionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskTransitionRequest) ProtoMessage() {}
+
+func (x *TaskTransitionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskTransitionRequest.ProtoReflect.Descriptor instead.
+func (*TaskTransitionRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *TaskTransitionRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TaskTransitionRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type StandingGrant struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// subject is a pattern that can match only workloads.
+	Subject       string   `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Actions       []string `protobuf:"bytes,3,rep,name=actions,proto3" json:"actions,omitempty"`
+	Resources     []string `protobuf:"bytes,4,rep,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StandingGrant) Reset() {
+	*x = StandingGrant{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StandingGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StandingGrant) ProtoMessage() {}
+
+func (x *StandingGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StandingGrant.ProtoReflect.Descriptor instead.
+func (*StandingGrant) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *StandingGrant) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StandingGrant) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *StandingGrant) GetActions() []string {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+func (x *StandingGrant) GetResources() []string {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type DeleteStandingGrantRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteStandingGrantRequest) Reset() {
+	*x = DeleteStandingGrantRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteStandingGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteStandingGrantRequest) ProtoMessage() {}
+
+func (x *DeleteStandingGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteStandingGrantRequest.ProtoReflect.Descriptor instead.
+func (*DeleteStandingGrantRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *DeleteStandingGrantRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListStandingGrantsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStandingGrantsRequest) Reset() {
+	*x = ListStandingGrantsRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStandingGrantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStandingGrantsRequest) ProtoMessage() {}
+
+func (x *ListStandingGrantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStandingGrantsRequest.ProtoReflect.Descriptor instead.
+func (*ListStandingGrantsRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{66}
+}
+
+type ListStandingGrantsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Grants        []*StandingGrant       `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStandingGrantsResponse) Reset() {
+	*x = ListStandingGrantsResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStandingGrantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStandingGrantsResponse) ProtoMessage() {}
+
+func (x *ListStandingGrantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStandingGrantsResponse.ProtoReflect.Descriptor instead.
+func (*ListStandingGrantsResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ListStandingGrantsResponse) GetGrants() []*StandingGrant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+type CheckRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Action   string                 `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	Resource string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	// x509_svid is the requester's certificate chain (DER, leaf first), as
+	// the resource server's mTLS handshake received it.
+	X509Svid [][]byte `protobuf:"bytes,3,rep,name=x509_svid,json=x509Svid,proto3" json:"x509_svid,omitempty"`
+	// jwt_svid is the requester's JWT-SVID; jwt_audience the audience the
+	// resource server accepts it for.
+	JwtSvid     string `protobuf:"bytes,4,opt,name=jwt_svid,json=jwtSvid,proto3" json:"jwt_svid,omitempty"`
+	JwtAudience string `protobuf:"bytes,5,opt,name=jwt_audience,json=jwtAudience,proto3" json:"jwt_audience,omitempty"`
+	// chain names identities directly, caller first: for administrators'
+	// dry runs only ('writ check'); resource servers give evidence.
+	Chain         []string `protobuf:"bytes,6,rep,name=chain,proto3" json:"chain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckRequest) Reset() {
+	*x = CheckRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckRequest) ProtoMessage() {}
+
+func (x *CheckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
+func (*CheckRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *CheckRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *CheckRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *CheckRequest) GetX509Svid() [][]byte {
+	if x != nil {
+		return x.X509Svid
+	}
+	return nil
+}
+
+func (x *CheckRequest) GetJwtSvid() string {
+	if x != nil {
+		return x.JwtSvid
+	}
+	return ""
+}
+
+func (x *CheckRequest) GetJwtAudience() string {
+	if x != nil {
+		return x.JwtAudience
+	}
+	return ""
+}
+
+func (x *CheckRequest) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+type Coverage struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId        string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Kind            string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	TaskId          string                 `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Grant           int32                  `protobuf:"varint,4,opt,name=grant,proto3" json:"grant,omitempty"`
+	StandingGrantId string                 `protobuf:"bytes,5,opt,name=standing_grant_id,json=standingGrantId,proto3" json:"standing_grant_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Coverage) Reset() {
+	*x = Coverage{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Coverage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Coverage) ProtoMessage() {}
+
+func (x *Coverage) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Coverage.ProtoReflect.Descriptor instead.
+func (*Coverage) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *Coverage) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *Coverage) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Coverage) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *Coverage) GetGrant() int32 {
+	if x != nil {
+		return x.Grant
+	}
+	return 0
+}
+
+func (x *Coverage) GetStandingGrantId() string {
+	if x != nil {
+		return x.StandingGrantId
+	}
+	return ""
+}
+
+type CheckResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Allow bool                   `protobuf:"varint,1,opt,name=allow,proto3" json:"allow,omitempty"`
+	// reason says why not, naming the identity and the condition.
+	Reason        string      `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	DeniedAt      int32       `protobuf:"varint,3,opt,name=denied_at,json=deniedAt,proto3" json:"denied_at,omitempty"`
+	Chain         []string    `protobuf:"bytes,4,rep,name=chain,proto3" json:"chain,omitempty"`
+	Covered       []*Coverage `protobuf:"bytes,5,rep,name=covered,proto3" json:"covered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckResponse) Reset() {
+	*x = CheckResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckResponse) ProtoMessage() {}
+
+func (x *CheckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
+func (*CheckResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *CheckResponse) GetAllow() bool {
+	if x != nil {
+		return x.Allow
+	}
+	return false
+}
+
+func (x *CheckResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CheckResponse) GetDeniedAt() int32 {
+	if x != nil {
+		return x.DeniedAt
+	}
+	return 0
+}
+
+func (x *CheckResponse) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *CheckResponse) GetCovered() []*Coverage {
+	if x != nil {
+		return x.Covered
+	}
+	return nil
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -3434,7 +4438,77 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x10svid_ttl_seconds\x18\x03 \x01(\x03R\x0esvidTtlSeconds\";\n" +
 	"\fLoginRequest\x12\x19\n" +
 	"\bid_token\x18\x01 \x01(\tR\aidToken\x12\x10\n" +
-	"\x03csr\x18\x02 \x01(\fR\x03csr2\xd6\x02\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"\xfa\x02\n" +
+	"\x04Task\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticket\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\x12\x18\n" +
+	"\amembers\x18\x06 \x03(\tR\amembers\x12&\n" +
+	"\x06grants\x18\a \x03(\v2\x0e.writ.v1.GrantR\x06grants\x12\x1d\n" +
+	"\n" +
+	"not_before\x18\b \x01(\x03R\tnotBefore\x12\x1a\n" +
+	"\bdeadline\x18\t \x01(\x03R\bdeadline\x12\x14\n" +
+	"\x05state\x18\n" +
+	" \x01(\tR\x05state\x12\x1a\n" +
+	"\brevision\x18\v \x01(\x03R\brevision\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\f \x01(\x03R\tcreatedAt\x12\x1b\n" +
+	"\topened_at\x18\r \x01(\x03R\bopenedAt\x12\x1b\n" +
+	"\tclosed_at\x18\x0e \x01(\x03R\bclosedAt\"O\n" +
+	"\x05Grant\x12\x18\n" +
+	"\aactions\x18\x01 \x03(\tR\aactions\x12\x1c\n" +
+	"\tresources\x18\x02 \x03(\tR\tresources\x12\x0e\n" +
+	"\x02to\x18\x03 \x03(\tR\x02to\"6\n" +
+	"\x11CreateTaskRequest\x12!\n" +
+	"\x04task\x18\x01 \x01(\v2\r.writ.v1.TaskR\x04task\" \n" +
+	"\x0eGetTaskRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"*\n" +
+	"\x10ListTasksRequest\x12\x16\n" +
+	"\x06states\x18\x01 \x03(\tR\x06states\"8\n" +
+	"\x11ListTasksResponse\x12#\n" +
+	"\x05tasks\x18\x01 \x03(\v2\r.writ.v1.TaskR\x05tasks\"Y\n" +
+	"\x11AddMembersRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\amembers\x18\x02 \x03(\tR\amembers\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"c\n" +
+	"\x0fAddGrantRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12$\n" +
+	"\x05grant\x18\x02 \x01(\v2\x0e.writ.v1.GrantR\x05grant\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"C\n" +
+	"\x15TaskTransitionRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"q\n" +
+	"\rStandingGrant\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x18\n" +
+	"\aactions\x18\x03 \x03(\tR\aactions\x12\x1c\n" +
+	"\tresources\x18\x04 \x03(\tR\tresources\",\n" +
+	"\x1aDeleteStandingGrantRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
+	"\x19ListStandingGrantsRequest\"L\n" +
+	"\x1aListStandingGrantsResponse\x12.\n" +
+	"\x06grants\x18\x01 \x03(\v2\x16.writ.v1.StandingGrantR\x06grants\"\xb3\x01\n" +
+	"\fCheckRequest\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\x12\x1a\n" +
+	"\bresource\x18\x02 \x01(\tR\bresource\x12\x1b\n" +
+	"\tx509_svid\x18\x03 \x03(\fR\bx509Svid\x12\x19\n" +
+	"\bjwt_svid\x18\x04 \x01(\tR\ajwtSvid\x12!\n" +
+	"\fjwt_audience\x18\x05 \x01(\tR\vjwtAudience\x12\x14\n" +
+	"\x05chain\x18\x06 \x03(\tR\x05chain\"\x96\x01\n" +
+	"\bCoverage\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x17\n" +
+	"\atask_id\x18\x03 \x01(\tR\x06taskId\x12\x14\n" +
+	"\x05grant\x18\x04 \x01(\x05R\x05grant\x12*\n" +
+	"\x11standing_grant_id\x18\x05 \x01(\tR\x0fstandingGrantId\"\x9d\x01\n" +
+	"\rCheckResponse\x12\x14\n" +
+	"\x05allow\x18\x01 \x01(\bR\x05allow\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tdenied_at\x18\x03 \x01(\x05R\bdeniedAt\x12\x14\n" +
+	"\x05chain\x18\x04 \x03(\tR\x05chain\x12+\n" +
+	"\acovered\x18\x05 \x03(\v2\x11.writ.v1.CoverageR\acovered2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -3479,7 +4553,22 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x13MintWorkloadJWTSVID\x12#.writ.v1.MintWorkloadJWTSVIDRequest\x1a\x1c.writ.v1.MintJWTSVIDResponse2\x8b\x01\n" +
 	"\rPersonService\x12F\n" +
 	"\x0eGetLoginConfig\x12\x1e.writ.v1.GetLoginConfigRequest\x1a\x14.writ.v1.LoginConfig\x122\n" +
-	"\x05Login\x12\x15.writ.v1.LoginRequest\x1a\x12.writ.v1.AgentSVIDB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\x05Login\x12\x15.writ.v1.LoginRequest\x1a\x12.writ.v1.AgentSVID2\x99\x05\n" +
+	"\vTaskService\x127\n" +
+	"\n" +
+	"CreateTask\x12\x1a.writ.v1.CreateTaskRequest\x1a\r.writ.v1.Task\x121\n" +
+	"\aGetTask\x12\x17.writ.v1.GetTaskRequest\x1a\r.writ.v1.Task\x12B\n" +
+	"\tListTasks\x12\x19.writ.v1.ListTasksRequest\x1a\x1a.writ.v1.ListTasksResponse\x127\n" +
+	"\n" +
+	"AddMembers\x12\x1a.writ.v1.AddMembersRequest\x1a\r.writ.v1.Task\x123\n" +
+	"\bAddGrant\x12\x18.writ.v1.AddGrantRequest\x1a\r.writ.v1.Task\x129\n" +
+	"\bOpenTask\x12\x1e.writ.v1.TaskTransitionRequest\x1a\r.writ.v1.Task\x12:\n" +
+	"\tCloseTask\x12\x1e.writ.v1.TaskTransitionRequest\x1a\r.writ.v1.Task\x12B\n" +
+	"\x10PutStandingGrant\x12\x16.writ.v1.StandingGrant\x1a\x16.writ.v1.StandingGrant\x12R\n" +
+	"\x13DeleteStandingGrant\x12#.writ.v1.DeleteStandingGrantRequest\x1a\x16.writ.v1.StandingGrant\x12]\n" +
+	"\x12ListStandingGrants\x12\".writ.v1.ListStandingGrantsRequest\x1a#.writ.v1.ListStandingGrantsResponse2I\n" +
+	"\x0fDecisionService\x126\n" +
+	"\x05Check\x12\x15.writ.v1.CheckRequest\x1a\x16.writ.v1.CheckResponseB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -3493,7 +4582,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -3550,6 +4639,22 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*GetLoginConfigRequest)(nil),         // 52: writ.v1.GetLoginConfigRequest
 	(*LoginConfig)(nil),                   // 53: writ.v1.LoginConfig
 	(*LoginRequest)(nil),                  // 54: writ.v1.LoginRequest
+	(*Task)(nil),                          // 55: writ.v1.Task
+	(*Grant)(nil),                         // 56: writ.v1.Grant
+	(*CreateTaskRequest)(nil),             // 57: writ.v1.CreateTaskRequest
+	(*GetTaskRequest)(nil),                // 58: writ.v1.GetTaskRequest
+	(*ListTasksRequest)(nil),              // 59: writ.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),             // 60: writ.v1.ListTasksResponse
+	(*AddMembersRequest)(nil),             // 61: writ.v1.AddMembersRequest
+	(*AddGrantRequest)(nil),               // 62: writ.v1.AddGrantRequest
+	(*TaskTransitionRequest)(nil),         // 63: writ.v1.TaskTransitionRequest
+	(*StandingGrant)(nil),                 // 64: writ.v1.StandingGrant
+	(*DeleteStandingGrantRequest)(nil),    // 65: writ.v1.DeleteStandingGrantRequest
+	(*ListStandingGrantsRequest)(nil),     // 66: writ.v1.ListStandingGrantsRequest
+	(*ListStandingGrantsResponse)(nil),    // 67: writ.v1.ListStandingGrantsResponse
+	(*CheckRequest)(nil),                  // 68: writ.v1.CheckRequest
+	(*Coverage)(nil),                      // 69: writ.v1.Coverage
+	(*CheckResponse)(nil),                 // 70: writ.v1.CheckResponse
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -3572,71 +4677,99 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	14, // 17: writ.v1.SyncUpdate.bundle:type_name -> writ.v1.Bundle
 	47, // 18: writ.v1.MintWorkloadX509SVIDsRequest.csrs:type_name -> writ.v1.WorkloadCSR
 	49, // 19: writ.v1.MintWorkloadX509SVIDsResponse.svids:type_name -> writ.v1.WorkloadX509SVID
-	2,  // 20: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 21: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 22: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 23: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 24: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 25: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 26: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 27: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 28: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	20, // 29: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
-	21, // 30: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
-	22, // 31: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
-	24, // 32: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
-	27, // 33: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
-	31, // 34: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
-	33, // 35: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
-	34, // 36: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
-	36, // 37: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 38: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 39: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 40: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
-	38, // 41: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
-	40, // 42: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
-	41, // 43: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
-	43, // 44: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
-	45, // 45: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
-	48, // 46: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
-	51, // 47: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
-	52, // 48: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
-	54, // 49: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
-	3,  // 50: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 51: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 52: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 53: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 54: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 55: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 56: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 57: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 58: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 59: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 60: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 61: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 62: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 63: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 64: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 65: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 66: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 67: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 68: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 69: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 70: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 71: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 72: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 73: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 74: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 75: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 76: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 77: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	53, // 78: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
-	44, // 79: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
-	50, // [50:80] is the sub-list for method output_type
-	20, // [20:50] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	56, // 20: writ.v1.Task.grants:type_name -> writ.v1.Grant
+	55, // 21: writ.v1.CreateTaskRequest.task:type_name -> writ.v1.Task
+	55, // 22: writ.v1.ListTasksResponse.tasks:type_name -> writ.v1.Task
+	56, // 23: writ.v1.AddGrantRequest.grant:type_name -> writ.v1.Grant
+	64, // 24: writ.v1.ListStandingGrantsResponse.grants:type_name -> writ.v1.StandingGrant
+	69, // 25: writ.v1.CheckResponse.covered:type_name -> writ.v1.Coverage
+	2,  // 26: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 27: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 28: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 29: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 30: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 31: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 32: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 33: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 34: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 35: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 36: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 37: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	24, // 38: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
+	27, // 39: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
+	31, // 40: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
+	33, // 41: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
+	34, // 42: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
+	36, // 43: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 44: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 45: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 46: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
+	38, // 47: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
+	40, // 48: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
+	41, // 49: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
+	43, // 50: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
+	45, // 51: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
+	48, // 52: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
+	51, // 53: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
+	52, // 54: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
+	54, // 55: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
+	57, // 56: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
+	58, // 57: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
+	59, // 58: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
+	61, // 59: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
+	62, // 60: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
+	63, // 61: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
+	63, // 62: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
+	64, // 63: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
+	65, // 64: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
+	66, // 65: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
+	68, // 66: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
+	3,  // 67: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 68: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 69: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 70: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 71: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 72: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 73: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 74: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 75: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 76: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 77: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 78: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 79: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 80: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 81: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 82: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 83: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 84: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 85: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 86: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 87: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 88: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 89: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 90: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 91: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 92: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 93: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 94: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 95: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 96: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	55, // 97: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
+	55, // 98: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
+	60, // 99: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
+	55, // 100: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
+	55, // 101: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
+	55, // 102: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
+	55, // 103: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
+	64, // 104: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
+	64, // 105: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
+	67, // 106: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
+	70, // 107: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
+	67, // [67:108] is the sub-list for method output_type
+	26, // [26:67] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -3650,9 +4783,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   55,
+			NumMessages:   71,
 			NumExtensions: 0,
-			NumServices:   10,
+			NumServices:   12,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

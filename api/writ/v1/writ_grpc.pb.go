@@ -1894,3 +1894,565 @@ var PersonService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/writ/v1/writ.proto",
 }
+
+const (
+	TaskService_CreateTask_FullMethodName          = "/writ.v1.TaskService/CreateTask"
+	TaskService_GetTask_FullMethodName             = "/writ.v1.TaskService/GetTask"
+	TaskService_ListTasks_FullMethodName           = "/writ.v1.TaskService/ListTasks"
+	TaskService_AddMembers_FullMethodName          = "/writ.v1.TaskService/AddMembers"
+	TaskService_AddGrant_FullMethodName            = "/writ.v1.TaskService/AddGrant"
+	TaskService_OpenTask_FullMethodName            = "/writ.v1.TaskService/OpenTask"
+	TaskService_CloseTask_FullMethodName           = "/writ.v1.TaskService/CloseTask"
+	TaskService_PutStandingGrant_FullMethodName    = "/writ.v1.TaskService/PutStandingGrant"
+	TaskService_DeleteStandingGrant_FullMethodName = "/writ.v1.TaskService/DeleteStandingGrant"
+	TaskService_ListStandingGrants_FullMethodName  = "/writ.v1.TaskService/ListStandingGrants"
+)
+
+// TaskServiceClient is the client API for TaskService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// TaskService manages tasks: a task names who works on it and what each of
+// them may do; opening it makes exactly that live, closing it takes it all
+// away. Standing grants are for workloads only.
+type TaskServiceClient interface {
+	CreateTask(ctx context.Context, in *CreateTaskRequest, opts ...grpc.CallOption) (*Task, error)
+	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*Task, error)
+	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
+	AddMembers(ctx context.Context, in *AddMembersRequest, opts ...grpc.CallOption) (*Task, error)
+	AddGrant(ctx context.Context, in *AddGrantRequest, opts ...grpc.CallOption) (*Task, error)
+	OpenTask(ctx context.Context, in *TaskTransitionRequest, opts ...grpc.CallOption) (*Task, error)
+	CloseTask(ctx context.Context, in *TaskTransitionRequest, opts ...grpc.CallOption) (*Task, error)
+	PutStandingGrant(ctx context.Context, in *StandingGrant, opts ...grpc.CallOption) (*StandingGrant, error)
+	DeleteStandingGrant(ctx context.Context, in *DeleteStandingGrantRequest, opts ...grpc.CallOption) (*StandingGrant, error)
+	ListStandingGrants(ctx context.Context, in *ListStandingGrantsRequest, opts ...grpc.CallOption) (*ListStandingGrantsResponse, error)
+}
+
+type taskServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewTaskServiceClient(cc grpc.ClientConnInterface) TaskServiceClient {
+	return &taskServiceClient{cc}
+}
+
+func (c *taskServiceClient) CreateTask(ctx context.Context, in *CreateTaskRequest, opts ...grpc.CallOption) (*Task, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Task)
+	err := c.cc.Invoke(ctx, TaskService_CreateTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*Task, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Task)
+	err := c.cc.Invoke(ctx, TaskService_GetTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTasksResponse)
+	err := c.cc.Invoke(ctx, TaskService_ListTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) AddMembers(ctx context.Context, in *AddMembersRequest, opts ...grpc.CallOption) (*Task, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Task)
+	err := c.cc.Invoke(ctx, TaskService_AddMembers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) AddGrant(ctx context.Context, in *AddGrantRequest, opts ...grpc.CallOption) (*Task, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Task)
+	err := c.cc.Invoke(ctx, TaskService_AddGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) OpenTask(ctx context.Context, in *TaskTransitionRequest, opts ...grpc.CallOption) (*Task, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Task)
+	err := c.cc.Invoke(ctx, TaskService_OpenTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) CloseTask(ctx context.Context, in *TaskTransitionRequest, opts ...grpc.CallOption) (*Task, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Task)
+	err := c.cc.Invoke(ctx, TaskService_CloseTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) PutStandingGrant(ctx context.Context, in *StandingGrant, opts ...grpc.CallOption) (*StandingGrant, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StandingGrant)
+	err := c.cc.Invoke(ctx, TaskService_PutStandingGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) DeleteStandingGrant(ctx context.Context, in *DeleteStandingGrantRequest, opts ...grpc.CallOption) (*StandingGrant, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StandingGrant)
+	err := c.cc.Invoke(ctx, TaskService_DeleteStandingGrant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) ListStandingGrants(ctx context.Context, in *ListStandingGrantsRequest, opts ...grpc.CallOption) (*ListStandingGrantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListStandingGrantsResponse)
+	err := c.cc.Invoke(ctx, TaskService_ListStandingGrants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TaskServiceServer is the server API for TaskService service.
+// All implementations must embed UnimplementedTaskServiceServer
+// for forward compatibility.
+//
+// TaskService manages tasks: a task names who works on it and what each of
+// them may do; opening it makes exactly that live, closing it takes it all
+// away. Standing grants are for workloads only.
+type TaskServiceServer interface {
+	CreateTask(context.Context, *CreateTaskRequest) (*Task, error)
+	GetTask(context.Context, *GetTaskRequest) (*Task, error)
+	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
+	AddMembers(context.Context, *AddMembersRequest) (*Task, error)
+	AddGrant(context.Context, *AddGrantRequest) (*Task, error)
+	OpenTask(context.Context, *TaskTransitionRequest) (*Task, error)
+	CloseTask(context.Context, *TaskTransitionRequest) (*Task, error)
+	PutStandingGrant(context.Context, *StandingGrant) (*StandingGrant, error)
+	DeleteStandingGrant(context.Context, *DeleteStandingGrantRequest) (*StandingGrant, error)
+	ListStandingGrants(context.Context, *ListStandingGrantsRequest) (*ListStandingGrantsResponse, error)
+	mustEmbedUnimplementedTaskServiceServer()
+}
+
+// UnimplementedTaskServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedTaskServiceServer struct{}
+
+func (UnimplementedTaskServiceServer) CreateTask(context.Context, *CreateTaskRequest) (*Task, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateTask not implemented")
+}
+func (UnimplementedTaskServiceServer) GetTask(context.Context, *GetTaskRequest) (*Task, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTask not implemented")
+}
+func (UnimplementedTaskServiceServer) ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTasks not implemented")
+}
+func (UnimplementedTaskServiceServer) AddMembers(context.Context, *AddMembersRequest) (*Task, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddMembers not implemented")
+}
+func (UnimplementedTaskServiceServer) AddGrant(context.Context, *AddGrantRequest) (*Task, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddGrant not implemented")
+}
+func (UnimplementedTaskServiceServer) OpenTask(context.Context, *TaskTransitionRequest) (*Task, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenTask not implemented")
+}
+func (UnimplementedTaskServiceServer) CloseTask(context.Context, *TaskTransitionRequest) (*Task, error) {
+	return nil, status.Error(codes.Unimplemented, "method CloseTask not implemented")
+}
+func (UnimplementedTaskServiceServer) PutStandingGrant(context.Context, *StandingGrant) (*StandingGrant, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutStandingGrant not implemented")
+}
+func (UnimplementedTaskServiceServer) DeleteStandingGrant(context.Context, *DeleteStandingGrantRequest) (*StandingGrant, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteStandingGrant not implemented")
+}
+func (UnimplementedTaskServiceServer) ListStandingGrants(context.Context, *ListStandingGrantsRequest) (*ListStandingGrantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListStandingGrants not implemented")
+}
+func (UnimplementedTaskServiceServer) mustEmbedUnimplementedTaskServiceServer() {}
+func (UnimplementedTaskServiceServer) testEmbeddedByValue()                     {}
+
+// UnsafeTaskServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to TaskServiceServer will
+// result in compilation errors.
+type UnsafeTaskServiceServer interface {
+	mustEmbedUnimplementedTaskServiceServer()
+}
+
+func RegisterTaskServiceServer(s grpc.ServiceRegistrar, srv TaskServiceServer) {
+	// If the following call panics, it indicates UnimplementedTaskServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&TaskService_ServiceDesc, srv)
+}
+
+func _TaskService_CreateTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).CreateTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_CreateTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).CreateTask(ctx, req.(*CreateTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_GetTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).GetTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_GetTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).GetTask(ctx, req.(*GetTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_ListTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).ListTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_ListTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).ListTasks(ctx, req.(*ListTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_AddMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddMembersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).AddMembers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_AddMembers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).AddMembers(ctx, req.(*AddMembersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_AddGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).AddGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_AddGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).AddGrant(ctx, req.(*AddGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_OpenTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TaskTransitionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).OpenTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_OpenTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).OpenTask(ctx, req.(*TaskTransitionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_CloseTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TaskTransitionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).CloseTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_CloseTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).CloseTask(ctx, req.(*TaskTransitionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_PutStandingGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StandingGrant)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).PutStandingGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_PutStandingGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).PutStandingGrant(ctx, req.(*StandingGrant))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_DeleteStandingGrant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteStandingGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).DeleteStandingGrant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_DeleteStandingGrant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).DeleteStandingGrant(ctx, req.(*DeleteStandingGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_ListStandingGrants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListStandingGrantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).ListStandingGrants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_ListStandingGrants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).ListStandingGrants(ctx, req.(*ListStandingGrantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// TaskService_ServiceDesc is the grpc.ServiceDesc for TaskService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var TaskService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.TaskService",
+	HandlerType: (*TaskServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateTask",
+			Handler:    _TaskService_CreateTask_Handler,
+		},
+		{
+			MethodName: "GetTask",
+			Handler:    _TaskService_GetTask_Handler,
+		},
+		{
+			MethodName: "ListTasks",
+			Handler:    _TaskService_ListTasks_Handler,
+		},
+		{
+			MethodName: "AddMembers",
+			Handler:    _TaskService_AddMembers_Handler,
+		},
+		{
+			MethodName: "AddGrant",
+			Handler:    _TaskService_AddGrant_Handler,
+		},
+		{
+			MethodName: "OpenTask",
+			Handler:    _TaskService_OpenTask_Handler,
+		},
+		{
+			MethodName: "CloseTask",
+			Handler:    _TaskService_CloseTask_Handler,
+		},
+		{
+			MethodName: "PutStandingGrant",
+			Handler:    _TaskService_PutStandingGrant_Handler,
+		},
+		{
+			MethodName: "DeleteStandingGrant",
+			Handler:    _TaskService_DeleteStandingGrant_Handler,
+		},
+		{
+			MethodName: "ListStandingGrants",
+			Handler:    _TaskService_ListStandingGrants_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/writ/v1/writ.proto",
+}
+
+const (
+	DecisionService_Check_FullMethodName = "/writ.v1.DecisionService/Check"
+)
+
+// DecisionServiceClient is the client API for DecisionService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// DecisionService answers whether a request may go ahead, looking at every
+// identity behind it. It takes evidence, not names: the requester's
+// X.509-SVID or JWT-SVID as the resource server received it.
+type DecisionServiceClient interface {
+	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
+}
+
+type decisionServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewDecisionServiceClient(cc grpc.ClientConnInterface) DecisionServiceClient {
+	return &decisionServiceClient{cc}
+}
+
+func (c *decisionServiceClient) Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckResponse)
+	err := c.cc.Invoke(ctx, DecisionService_Check_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DecisionServiceServer is the server API for DecisionService service.
+// All implementations must embed UnimplementedDecisionServiceServer
+// for forward compatibility.
+//
+// DecisionService answers whether a request may go ahead, looking at every
+// identity behind it. It takes evidence, not names: the requester's
+// X.509-SVID or JWT-SVID as the resource server received it.
+type DecisionServiceServer interface {
+	Check(context.Context, *CheckRequest) (*CheckResponse, error)
+	mustEmbedUnimplementedDecisionServiceServer()
+}
+
+// UnimplementedDecisionServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedDecisionServiceServer struct{}
+
+func (UnimplementedDecisionServiceServer) Check(context.Context, *CheckRequest) (*CheckResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Check not implemented")
+}
+func (UnimplementedDecisionServiceServer) mustEmbedUnimplementedDecisionServiceServer() {}
+func (UnimplementedDecisionServiceServer) testEmbeddedByValue()                         {}
+
+// UnsafeDecisionServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to DecisionServiceServer will
+// result in compilation errors.
+type UnsafeDecisionServiceServer interface {
+	mustEmbedUnimplementedDecisionServiceServer()
+}
+
+func RegisterDecisionServiceServer(s grpc.ServiceRegistrar, srv DecisionServiceServer) {
+	// If the following call panics, it indicates UnimplementedDecisionServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&DecisionService_ServiceDesc, srv)
+}
+
+func _DecisionService_Check_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DecisionServiceServer).Check(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DecisionService_Check_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DecisionServiceServer).Check(ctx, req.(*CheckRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// DecisionService_ServiceDesc is the grpc.ServiceDesc for DecisionService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var DecisionService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.DecisionService",
+	HandlerType: (*DecisionServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Check",
+			Handler:    _DecisionService_Check_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/writ/v1/writ.proto",
+}

@@ -1,0 +1,291 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/authz"
+	"writ.dev/writ/identity"
+	"writ.dev/writ/store"
+	"writ.dev/writ/task"
+)
+
+// decisionRefreshInterval is how often the decision index looks for a new
+// store revision; changes made through this server refresh it at once.
+const decisionRefreshInterval = 200 * time.Millisecond
+
+// decisions keeps the index decisions are made over: the tasks, standing
+// grants and locks as of a store revision. It is rebuilt when the revision
+// moves, and at once after a change through this server, so closing a task
+// denies the next request.
+type decisions struct {
+	s   *Server
+	ix  atomic.Pointer[authz.Index]
+	rev atomic.Int64
+
+	refreshMu sync.Mutex
+}
+
+func newDecisions(s *Server) *decisions { return &decisions{s: s} }
+
+// refresh rebuilds the index if the store revision moved (or force).
+func (d *decisions) refresh(ctx context.Context, force bool) error {
+	d.refreshMu.Lock()
+	defer d.refreshMu.Unlock()
+	rev, err := d.s.store.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	if !force && d.ix.Load() != nil && rev == d.rev.Load() {
+		return nil
+	}
+	snap, err := d.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	d.ix.Store(authz.NewIndex(snap, d.s.now()))
+	d.rev.Store(rev)
+	return nil
+}
+
+func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
+	var snap authz.Snapshot
+	recs, err := d.s.store.ListTasks(ctx, string(task.StateOpen))
+	if err != nil {
+		return snap, err
+	}
+	for _, r := range recs {
+		t, err := taskFromRecord(r)
+		if err != nil {
+			d.s.log.Warn("skipping an unreadable task in the decision index", "task_id", r.ID, "err", err)
+			continue
+		}
+		snap.Tasks = append(snap.Tasks, t)
+	}
+	grants, err := d.s.store.ListStandingGrants(ctx)
+	if err != nil {
+		return snap, err
+	}
+	for _, r := range grants {
+		g, err := standingFromRecord(r)
+		if err != nil {
+			d.s.log.Warn("skipping an unreadable standing grant", "id", r.ID, "err", err)
+			continue
+		}
+		snap.Standing = append(snap.Standing, g)
+	}
+	locks, err := d.s.store.ListLocks(ctx, d.s.now())
+	if err != nil {
+		return snap, err
+	}
+	for _, l := range locks {
+		snap.Locks = append(snap.Locks, authz.Lock{Kind: l.Target.Kind, Value: l.Target.Value, ID: l.ID, Reason: l.Reason})
+	}
+	return snap, nil
+}
+
+func (d *decisions) run(ctx context.Context) {
+	t := time.NewTicker(decisionRefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.refresh(ctx, false); err != nil && ctx.Err() == nil {
+				d.s.log.Warn("refreshing the decision index; decisions use the last one", "err", err)
+			}
+		}
+	}
+}
+
+// refreshDecisions puts a change made through this server in force at once.
+func (s *Server) refreshDecisions(ctx context.Context) {
+	if err := s.decisions.refresh(ctx, true); err != nil {
+		s.log.Error("refreshing the decision index after a change; the refresher retries", "err", err)
+	}
+}
+
+type decisionService struct {
+	writv1.UnimplementedDecisionServiceServer
+	s *Server
+}
+
+// Check decides a request from the evidence a resource server received:
+// the requester's X.509-SVID chain or JWT-SVID. Administrators may name a
+// chain instead, for dry runs. Every decision is an audit event, recorded
+// in the background so the audit log does not set the latency.
+func (ds *decisionService) Check(ctx context.Context, req *writv1.CheckRequest) (*writv1.CheckResponse, error) {
+	s := ds.s
+	chain, err := s.requestChain(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := task.CheckAction(req.GetAction()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "action: %v", err)
+	}
+	if err := task.CheckResourceName(req.GetResource()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "resource: %v", err)
+	}
+	ix := s.decisions.ix.Load()
+	if ix == nil {
+		return nil, status.Error(codes.Unavailable, "the decision index is not loaded yet: retry shortly")
+	}
+	d := ix.Decide(authz.Request{Chain: chain, Action: req.GetAction(), Resource: req.GetResource(), Time: s.now()}, s.guardrail)
+	resp := &writv1.CheckResponse{Allow: d.Allow, Reason: d.Reason, DeniedAt: int32(d.DeniedAt)}
+	for _, id := range chain {
+		resp.Chain = append(resp.Chain, id.String())
+	}
+	for _, c := range d.Covered {
+		resp.Covered = append(resp.Covered, &writv1.Coverage{SpiffeId: c.Link.ID.String(), Kind: string(c.Link.Kind()),
+			TaskId: c.TaskID, Grant: int32(c.Grant), StandingGrantId: c.StandingID})
+	}
+	s.recordDecision(ctx, req, resp)
+	return resp, nil
+}
+
+// requestChain turns the request's evidence into the chain to decide for.
+func (s *Server) requestChain(ctx context.Context, req *writv1.CheckRequest) ([]spiffeid.ID, error) {
+	c, _ := CallerFrom(ctx)
+	given := 0
+	for _, set := range []bool{len(req.GetChain()) > 0, len(req.GetX509Svid()) > 0, req.GetJwtSvid() != ""} {
+		if set {
+			given++
+		}
+	}
+	if given != 1 {
+		return nil, status.Error(codes.InvalidArgument, "give exactly one of x509_svid, jwt_svid (the requester's evidence) or chain (administrators' dry runs)")
+	}
+	switch {
+	case len(req.GetChain()) > 0:
+		if c.Local == nil {
+			return nil, status.Error(codes.PermissionDenied, "chain: naming identities is for administrators' dry runs; resource servers give the requester's SVID")
+		}
+		var chain []spiffeid.ID
+		for i, raw := range req.GetChain() {
+			id, err := identity.ParseIDInTrustDomain(fmt.Sprintf("chain[%d]", i), raw, s.td)
+			if err != nil {
+				return nil, status.Error(codes.InvalidArgument, err.Error())
+			}
+			chain = append(chain, id)
+		}
+		return chain, nil
+	case len(req.GetX509Svid()) > 0:
+		var certs []*x509.Certificate
+		for i, der := range req.GetX509Svid() {
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "x509_svid[%d]: %v", i, err)
+			}
+			certs = append(certs, cert)
+		}
+		id, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(s.td, s.x509.Bundle()), x509svid.WithTime(s.now()))
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "x509_svid does not verify against the trust bundle: %v", err)
+		}
+		return []spiffeid.ID{id}, nil
+	default:
+		if req.GetJwtAudience() == "" {
+			return nil, status.Error(codes.InvalidArgument, "jwt_audience: is required with jwt_svid: the audience the resource server accepts")
+		}
+		jb := jwtbundle.New(s.td)
+		for _, k := range s.jwt.Keys() {
+			_ = jb.AddJWTAuthority(k.KeyID, k.PublicKey)
+		}
+		svid, err := jwtsvid.ParseAndValidate(req.GetJwtSvid(), jb, []string{req.GetJwtAudience()})
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "jwt_svid does not validate: %v", err)
+		}
+		return []spiffeid.ID{svid.ID}, nil
+	}
+}
+
+// decisionQueue bounds the decisions waiting for the audit log.
+const decisionQueue = 4096
+
+// decisionLog records decision events in batches in the background. A
+// decision is answered without waiting for its event; if the queue is full
+// the caller writes its event itself, so none is ever dropped.
+type decisionLog struct {
+	s  *Server
+	ch chan store.AuditEvent
+}
+
+func newDecisionLog(s *Server) *decisionLog {
+	return &decisionLog{s: s, ch: make(chan store.AuditEvent, decisionQueue)}
+}
+
+func (s *Server) recordDecision(ctx context.Context, req *writv1.CheckRequest, resp *writv1.CheckResponse) {
+	ev, err := s.event(ctx, "decision", req.GetResource(), map[string]any{
+		"action": req.GetAction(), "chain": resp.GetChain(), "allow": resp.GetAllow(), "reason": resp.GetReason(),
+	})
+	if err != nil {
+		s.log.Error("encoding a decision event", "err", err)
+		return
+	}
+	select {
+	case s.decisionLog.ch <- ev:
+	default:
+		if _, err := s.store.AppendAudit(ctx, ev); err != nil {
+			s.log.Error("recording a decision event", "err", err)
+		}
+	}
+}
+
+// run writes queued decision events in batches until ctx ends, then
+// writes what is left.
+func (l *decisionLog) run(ctx context.Context) {
+	var batch []store.AuditEvent
+	flush := func(ctx context.Context) {
+		if len(batch) == 0 {
+			return
+		}
+		if _, err := l.s.store.AppendAudit(ctx, batch...); err != nil {
+			l.s.log.Error("recording decision events", "err", err, "count", len(batch))
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case ev := <-l.ch:
+			batch = append(batch, ev)
+			for len(batch) < 512 {
+				select {
+				case ev := <-l.ch:
+					batch = append(batch, ev)
+					continue
+				default:
+				}
+				break
+			}
+			flush(ctx)
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			for {
+				select {
+				case ev := <-l.ch:
+					batch = append(batch, ev)
+					continue
+				default:
+				}
+				break
+			}
+			flush(final)
+			cancel()
+			return
+		}
+	}
+}

@@ -140,6 +140,7 @@ var methodRules = map[string]rule{
 	writv1.TaskService_DeleteStandingGrant_FullMethodName:    admin,
 	writv1.TaskService_ListStandingGrants_FullMethodName:     admin,
 	writv1.DecisionService_Check_FullMethodName:              adminOrMember,
+	writv1.InventoryService_GetInventory_FullMethodName:      admin,
 	writv1.AgentService_RenewAgent_FullMethodName:            agent,
 	writv1.AgentService_Sync_FullMethodName:                  agent,
 	writv1.AgentService_MintWorkloadX509SVIDs_FullMethodName: agent,

@@ -371,6 +371,7 @@ func (s *Server) newGRPC(creds grpc.ServerOption) *grpc.Server {
 	writv1.RegisterPersonServiceServer(g, &personService{s: s})
 	writv1.RegisterTaskServiceServer(g, &taskService{s: s})
 	writv1.RegisterDecisionServiceServer(g, &decisionService{s: s})
+	writv1.RegisterInventoryServiceServer(g, &inventoryService{s: s})
 	return g
 }
 

@@ -3979,9 +3979,12 @@ type CheckRequest struct {
 	JwtAudience string `protobuf:"bytes,5,opt,name=jwt_audience,json=jwtAudience,proto3" json:"jwt_audience,omitempty"`
 	// chain names identities directly, caller first: for administrators'
 	// dry runs only ('writ check'); resource servers give evidence.
-	Chain         []string `protobuf:"bytes,6,rep,name=chain,proto3" json:"chain,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Chain []string `protobuf:"bytes,6,rep,name=chain,proto3" json:"chain,omitempty"`
+	// delegation_token, with x509_svid, says whom the requester acts for: a
+	// token from writ's token endpoint bound to the requester's certificate.
+	DelegationToken string `protobuf:"bytes,7,opt,name=delegation_token,json=delegationToken,proto3" json:"delegation_token,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CheckRequest) Reset() {
@@ -4054,6 +4057,13 @@ func (x *CheckRequest) GetChain() []string {
 		return x.Chain
 	}
 	return nil
+}
+
+func (x *CheckRequest) GetDelegationToken() string {
+	if x != nil {
+		return x.DelegationToken
+	}
+	return ""
 }
 
 type Coverage struct {
@@ -4205,6 +4215,216 @@ func (x *CheckResponse) GetChain() []string {
 func (x *CheckResponse) GetCovered() []*Coverage {
 	if x != nil {
 		return x.Covered
+	}
+	return nil
+}
+
+type GetInventoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// unseen_days flags identities not seen for this many days; default 30.
+	UnseenDays    int32 `protobuf:"varint,1,opt,name=unseen_days,json=unseenDays,proto3" json:"unseen_days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInventoryRequest) Reset() {
+	*x = GetInventoryRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInventoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInventoryRequest) ProtoMessage() {}
+
+func (x *GetInventoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInventoryRequest.ProtoReflect.Descriptor instead.
+func (*GetInventoryRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *GetInventoryRequest) GetUnseenDays() int32 {
+	if x != nil {
+		return x.UnseenDays
+	}
+	return 0
+}
+
+type InventoryIdentity struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// kind is person, agent, node or workload.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// sources say where writ knows it from: agent, rule, task, standing_grant, audit.
+	Sources []string `protobuf:"bytes,3,rep,name=sources,proto3" json:"sources,omitempty"`
+	// facts are attestation facts (an agent's selectors), type:value.
+	Facts          []string `protobuf:"bytes,4,rep,name=facts,proto3" json:"facts,omitempty"`
+	LastSeen       int64    `protobuf:"varint,5,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	Tasks          []string `protobuf:"bytes,6,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	StandingGrants []string `protobuf:"bytes,7,rep,name=standing_grants,json=standingGrants,proto3" json:"standing_grants,omitempty"`
+	Flags          []string `protobuf:"bytes,8,rep,name=flags,proto3" json:"flags,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InventoryIdentity) Reset() {
+	*x = InventoryIdentity{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InventoryIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InventoryIdentity) ProtoMessage() {}
+
+func (x *InventoryIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InventoryIdentity.ProtoReflect.Descriptor instead.
+func (*InventoryIdentity) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *InventoryIdentity) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *InventoryIdentity) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *InventoryIdentity) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *InventoryIdentity) GetFacts() []string {
+	if x != nil {
+		return x.Facts
+	}
+	return nil
+}
+
+func (x *InventoryIdentity) GetLastSeen() int64 {
+	if x != nil {
+		return x.LastSeen
+	}
+	return 0
+}
+
+func (x *InventoryIdentity) GetTasks() []string {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *InventoryIdentity) GetStandingGrants() []string {
+	if x != nil {
+		return x.StandingGrants
+	}
+	return nil
+}
+
+func (x *InventoryIdentity) GetFlags() []string {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
+type Inventory struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Identities []*InventoryIdentity   `protobuf:"bytes,1,rep,name=identities,proto3" json:"identities,omitempty"`
+	OpenTasks  []*Task                `protobuf:"bytes,2,rep,name=open_tasks,json=openTasks,proto3" json:"open_tasks,omitempty"`
+	// flags are findings about grants: standing grants a non-workload could
+	// hold, grants never used, grants wider than what was used.
+	Flags         []string `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Inventory) Reset() {
+	*x = Inventory{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Inventory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Inventory) ProtoMessage() {}
+
+func (x *Inventory) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Inventory.ProtoReflect.Descriptor instead.
+func (*Inventory) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *Inventory) GetIdentities() []*InventoryIdentity {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
+func (x *Inventory) GetOpenTasks() []*Task {
+	if x != nil {
+		return x.OpenTasks
+	}
+	return nil
+}
+
+func (x *Inventory) GetFlags() []string {
+	if x != nil {
+		return x.Flags
 	}
 	return nil
 }
@@ -4489,14 +4709,15 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
 	"\x19ListStandingGrantsRequest\"L\n" +
 	"\x1aListStandingGrantsResponse\x12.\n" +
-	"\x06grants\x18\x01 \x03(\v2\x16.writ.v1.StandingGrantR\x06grants\"\xb3\x01\n" +
+	"\x06grants\x18\x01 \x03(\v2\x16.writ.v1.StandingGrantR\x06grants\"\xde\x01\n" +
 	"\fCheckRequest\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x1b\n" +
 	"\tx509_svid\x18\x03 \x03(\fR\bx509Svid\x12\x19\n" +
 	"\bjwt_svid\x18\x04 \x01(\tR\ajwtSvid\x12!\n" +
 	"\fjwt_audience\x18\x05 \x01(\tR\vjwtAudience\x12\x14\n" +
-	"\x05chain\x18\x06 \x03(\tR\x05chain\"\x96\x01\n" +
+	"\x05chain\x18\x06 \x03(\tR\x05chain\x12)\n" +
+	"\x10delegation_token\x18\a \x01(\tR\x0fdelegationToken\"\x96\x01\n" +
 	"\bCoverage\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x17\n" +
@@ -4508,7 +4729,26 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1b\n" +
 	"\tdenied_at\x18\x03 \x01(\x05R\bdeniedAt\x12\x14\n" +
 	"\x05chain\x18\x04 \x03(\tR\x05chain\x12+\n" +
-	"\acovered\x18\x05 \x03(\v2\x11.writ.v1.CoverageR\acovered2\xd6\x02\n" +
+	"\acovered\x18\x05 \x03(\v2\x11.writ.v1.CoverageR\acovered\"6\n" +
+	"\x13GetInventoryRequest\x12\x1f\n" +
+	"\vunseen_days\x18\x01 \x01(\x05R\n" +
+	"unseenDays\"\xe6\x01\n" +
+	"\x11InventoryIdentity\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
+	"\asources\x18\x03 \x03(\tR\asources\x12\x14\n" +
+	"\x05facts\x18\x04 \x03(\tR\x05facts\x12\x1b\n" +
+	"\tlast_seen\x18\x05 \x01(\x03R\blastSeen\x12\x14\n" +
+	"\x05tasks\x18\x06 \x03(\tR\x05tasks\x12'\n" +
+	"\x0fstanding_grants\x18\a \x03(\tR\x0estandingGrants\x12\x14\n" +
+	"\x05flags\x18\b \x03(\tR\x05flags\"\x8b\x01\n" +
+	"\tInventory\x12:\n" +
+	"\n" +
+	"identities\x18\x01 \x03(\v2\x1a.writ.v1.InventoryIdentityR\n" +
+	"identities\x12,\n" +
+	"\n" +
+	"open_tasks\x18\x02 \x03(\v2\r.writ.v1.TaskR\topenTasks\x12\x14\n" +
+	"\x05flags\x18\x03 \x03(\tR\x05flags2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -4568,7 +4808,9 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x13DeleteStandingGrant\x12#.writ.v1.DeleteStandingGrantRequest\x1a\x16.writ.v1.StandingGrant\x12]\n" +
 	"\x12ListStandingGrants\x12\".writ.v1.ListStandingGrantsRequest\x1a#.writ.v1.ListStandingGrantsResponse2I\n" +
 	"\x0fDecisionService\x126\n" +
-	"\x05Check\x12\x15.writ.v1.CheckRequest\x1a\x16.writ.v1.CheckResponseB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\x05Check\x12\x15.writ.v1.CheckRequest\x1a\x16.writ.v1.CheckResponse2T\n" +
+	"\x10InventoryService\x12@\n" +
+	"\fGetInventory\x12\x1c.writ.v1.GetInventoryRequest\x1a\x12.writ.v1.InventoryB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -4582,7 +4824,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -4655,6 +4897,9 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*CheckRequest)(nil),                  // 68: writ.v1.CheckRequest
 	(*Coverage)(nil),                      // 69: writ.v1.Coverage
 	(*CheckResponse)(nil),                 // 70: writ.v1.CheckResponse
+	(*GetInventoryRequest)(nil),           // 71: writ.v1.GetInventoryRequest
+	(*InventoryIdentity)(nil),             // 72: writ.v1.InventoryIdentity
+	(*Inventory)(nil),                     // 73: writ.v1.Inventory
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -4683,93 +4928,97 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	56, // 23: writ.v1.AddGrantRequest.grant:type_name -> writ.v1.Grant
 	64, // 24: writ.v1.ListStandingGrantsResponse.grants:type_name -> writ.v1.StandingGrant
 	69, // 25: writ.v1.CheckResponse.covered:type_name -> writ.v1.Coverage
-	2,  // 26: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 27: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 28: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 29: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 30: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 31: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 32: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 33: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 34: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	20, // 35: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
-	21, // 36: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
-	22, // 37: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
-	24, // 38: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
-	27, // 39: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
-	31, // 40: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
-	33, // 41: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
-	34, // 42: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
-	36, // 43: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 44: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 45: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 46: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
-	38, // 47: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
-	40, // 48: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
-	41, // 49: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
-	43, // 50: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
-	45, // 51: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
-	48, // 52: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
-	51, // 53: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
-	52, // 54: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
-	54, // 55: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
-	57, // 56: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
-	58, // 57: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
-	59, // 58: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
-	61, // 59: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
-	62, // 60: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
-	63, // 61: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
-	63, // 62: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
-	64, // 63: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
-	65, // 64: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
-	66, // 65: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
-	68, // 66: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
-	3,  // 67: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 68: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 69: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 70: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 71: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 72: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 73: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 74: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 75: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 76: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 77: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 78: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 79: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 80: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 81: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 82: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 83: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 84: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 85: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 86: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 87: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 88: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 89: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 90: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 91: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 92: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 93: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 94: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	53, // 95: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
-	44, // 96: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
-	55, // 97: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
-	55, // 98: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
-	60, // 99: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
-	55, // 100: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
-	55, // 101: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
-	55, // 102: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
-	55, // 103: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
-	64, // 104: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
-	64, // 105: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
-	67, // 106: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
-	70, // 107: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
-	67, // [67:108] is the sub-list for method output_type
-	26, // [26:67] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	72, // 26: writ.v1.Inventory.identities:type_name -> writ.v1.InventoryIdentity
+	55, // 27: writ.v1.Inventory.open_tasks:type_name -> writ.v1.Task
+	2,  // 28: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 29: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 30: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 31: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 32: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 33: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 34: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 35: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 36: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 37: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 38: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 39: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	24, // 40: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
+	27, // 41: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
+	31, // 42: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
+	33, // 43: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
+	34, // 44: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
+	36, // 45: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 46: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 47: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 48: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
+	38, // 49: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
+	40, // 50: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
+	41, // 51: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
+	43, // 52: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
+	45, // 53: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
+	48, // 54: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
+	51, // 55: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
+	52, // 56: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
+	54, // 57: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
+	57, // 58: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
+	58, // 59: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
+	59, // 60: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
+	61, // 61: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
+	62, // 62: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
+	63, // 63: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
+	63, // 64: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
+	64, // 65: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
+	65, // 66: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
+	66, // 67: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
+	68, // 68: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
+	71, // 69: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
+	3,  // 70: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 71: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 72: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 73: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 74: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 75: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 76: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 77: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 78: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 79: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 80: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 81: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 82: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 83: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 84: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 85: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 86: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 87: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 88: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 89: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 90: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 91: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 92: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 93: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 94: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 95: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 96: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 97: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 98: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 99: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	55, // 100: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
+	55, // 101: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
+	60, // 102: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
+	55, // 103: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
+	55, // 104: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
+	55, // 105: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
+	55, // 106: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
+	64, // 107: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
+	64, // 108: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
+	67, // 109: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
+	70, // 110: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
+	73, // 111: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
+	70, // [70:112] is the sub-list for method output_type
+	28, // [28:70] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -4783,9 +5032,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   71,
+			NumMessages:   74,
 			NumExtensions: 0,
-			NumServices:   12,
+			NumServices:   13,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

@@ -256,6 +256,14 @@ type StandingGrantRecord struct {
 	UpdatedAt time.Time
 }
 
+// DelegationKey is the public half of a server's delegation token key.
+type DelegationKey struct {
+	KeyID        string
+	ServerID     string
+	PublicKeyDER []byte // PKIX
+	CreatedAt    time.Time
+}
+
 // Store is writ's persistent state. Implementations are safe for concurrent use.
 type Store interface {
 	// CreateEntries stores all entries or none, under one new revision, and
@@ -379,6 +387,11 @@ type Store interface {
 	PutStandingGrant(ctx context.Context, g StandingGrantRecord, evs ...AuditEvent) (StandingGrantRecord, error)
 	DeleteStandingGrant(ctx context.Context, id string, evs ...AuditEvent) error
 	ListStandingGrants(ctx context.Context) ([]StandingGrantRecord, error)
+
+	// PutDelegationKey records a server's delegation token key (by kid,
+	// once; a different key under a recorded kid is ErrAlreadyExists).
+	PutDelegationKey(ctx context.Context, k DelegationKey, evs ...AuditEvent) error
+	ListDelegationKeys(ctx context.Context) ([]DelegationKey, error)
 
 	// Now is the database's clock, the reference servers sharing the store
 	// measure their own clocks against.

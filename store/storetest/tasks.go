@@ -14,6 +14,7 @@ var taskTests = []struct {
 }{
 	{"TaskCompareAndSet", testTaskCAS},
 	{"StandingGrants", testStandingGrants},
+	{"DelegationKeys", testDelegationKeys},
 }
 
 func testTaskCAS(t *testing.T, s store.Store) {
@@ -84,5 +85,29 @@ func testStandingGrants(t *testing.T, s store.Store) {
 	}
 	if err := s.DeleteStandingGrant(ctx, g.ID, event("again")); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("deleting twice: %v", err)
+	}
+}
+
+func testDelegationKeys(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.DelegationKey{KeyID: "k1", ServerID: "a", PublicKeyDER: []byte{1, 2}}
+	if err := s.PutDelegationKey(ctx, k, event("key")); err != nil {
+		t.Fatal(err)
+	}
+	size := auditSize(t, s)
+	if err := s.PutDelegationKey(ctx, k, event("again")); err != nil {
+		t.Fatalf("re-recording the same key: %v", err)
+	}
+	if auditSize(t, s) != size {
+		t.Fatal("re-recording the same key wrote an event")
+	}
+	other := k
+	other.PublicKeyDER = []byte{3}
+	if err := s.PutDelegationKey(ctx, other, event("swap")); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("another key under a recorded kid: %v", err)
+	}
+	keys, err := s.ListDelegationKeys(ctx)
+	if err != nil || len(keys) != 1 || keys[0].ServerID != "a" {
+		t.Fatalf("ListDelegationKeys = %v, %v", keys, err)
 	}
 }

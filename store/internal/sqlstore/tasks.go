@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -173,6 +174,72 @@ func (s *Store) ListStandingGrants(ctx context.Context) ([]store.StandingGrantRe
 		}
 		g.Doc, g.UpdatedAt = []byte(doc), time.Unix(updated, 0).UTC()
 		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+const (
+	getDelegationKeySQL   = `SELECT public_key_der FROM delegation_keys WHERE kid = $1`
+	putDelegationKeySQL   = `INSERT INTO delegation_keys (kid, server_id, public_key_der, created_at) VALUES ($1, $2, $3, $4)`
+	listDelegationKeysSQL = `SELECT kid, server_id, public_key_der, created_at FROM delegation_keys ORDER BY kid`
+)
+
+// PutDelegationKey implements store.Store.
+func (s *Store) PutDelegationKey(ctx context.Context, k store.DelegationKey, evs ...store.AuditEvent) error {
+	if k.KeyID == "" || k.ServerID == "" || len(k.PublicKeyDER) == 0 {
+		return fmt.Errorf("delegation key: kid, server id and public key are required")
+	}
+	if err := checkEvents(evs); err != nil {
+		return err
+	}
+	if k.CreatedAt.IsZero() {
+		k.CreatedAt = time.Now()
+	}
+	err := s.tx(ctx, evs, func(tx WriteTx) error {
+		rows, err := tx.Query(ctx, getDelegationKeySQL, k.KeyID)
+		if err != nil {
+			return err
+		}
+		var have []byte
+		found, err := scanOne(rows, &have)
+		if err != nil {
+			return err
+		}
+		if found {
+			if string(have) != string(k.PublicKeyDER) {
+				return fmt.Errorf("delegation key %q is recorded with another key: %w", k.KeyID, store.ErrAlreadyExists)
+			}
+			return errUnchanged
+		}
+		_, err = tx.Exec(ctx, putDelegationKeySQL, k.KeyID, k.ServerID, k.PublicKeyDER, k.CreatedAt.Unix())
+		return err
+	})
+	if errors.Is(err, errUnchanged) {
+		// Already recorded: nothing changes, so no event either.
+		return nil
+	}
+	return err
+}
+
+// errUnchanged rolls back a transaction that found nothing to change.
+var errUnchanged = errors.New("unchanged")
+
+// ListDelegationKeys implements store.Store.
+func (s *Store) ListDelegationKeys(ctx context.Context) ([]store.DelegationKey, error) {
+	rows, err := s.engine.Reader().Query(ctx, listDelegationKeysSQL)
+	if err != nil {
+		return nil, fmt.Errorf("delegation keys: %w", err)
+	}
+	defer rows.Close()
+	var out []store.DelegationKey
+	for rows.Next() {
+		var k store.DelegationKey
+		var created int64
+		if err := rows.Scan(&k.KeyID, &k.ServerID, &k.PublicKeyDER, &created); err != nil {
+			return nil, fmt.Errorf("delegation keys: %w", err)
+		}
+		k.CreatedAt = time.Unix(created, 0).UTC()
+		out = append(out, k)
 	}
 	return out, rows.Err()
 }

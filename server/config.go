@@ -73,6 +73,7 @@ type Config struct {
 	NodeAttestation NodeAttestationConfig `yaml:"node_attestation"`
 	People          PeopleConfig          `yaml:"people"`
 	Guardrails      GuardrailsConfig      `yaml:"guardrails"`
+	TokenEndpoint   TokenEndpointConfig   `yaml:"token_endpoint"`
 	CA              CAConfig              `yaml:"ca"`
 	SVID            SVIDConfig            `yaml:"svid"`
 	Bundle          BundleConfig          `yaml:"bundle"`
@@ -306,6 +307,10 @@ func (c *Config) Defaults() {
 	setDuration(&c.SVID.MaxJWTTTL, min(time.Hour, sixth))
 	setDuration(&c.SVID.JWTTTL, min(5*time.Minute, c.SVID.MaxJWTTTL.Duration))
 	setDuration(&c.MaxClockSkew, DefaultMaxClockSkew)
+	setDuration(&c.TokenEndpoint.MaxTTL, 5*time.Minute)
+	if c.TokenEndpoint.Address != "" && c.TokenEndpoint.Issuer == "" {
+		c.TokenEndpoint.Issuer = "https://" + c.TokenEndpoint.Address + "/token"
+	}
 	if c.Audit.CheckpointEvents == 0 {
 		c.Audit.CheckpointEvents = DefaultCheckpointEvents
 	}
@@ -403,6 +408,9 @@ func (c *Config) Validate() error {
 	if td, err := identity.ParseTrustDomain(c.TrustDomain); err == nil {
 		errs = append(errs, c.NodeAttestation.validate(td)...)
 		errs = append(errs, c.People.validate(td, c.SVID.MaxX509TTL.Duration)...)
+	}
+	if c.TokenEndpoint.MaxTTL.Duration > time.Hour {
+		add("token_endpoint.max_ttl", "%s is too long: delegation tokens live at most 1h", c.TokenEndpoint.MaxTTL)
 	}
 	if c.Audit.CheckpointEvents < 1 {
 		add("audit.checkpoint_events", "%d is out of range: at least 1", c.Audit.CheckpointEvents)
@@ -545,6 +553,10 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     jwks_file: ""                 # static keys instead of discovery
     allow: []                     # who may sign in: rules over email, email_domain, email_local
     svid_ttl: 8h                  # a person's SVID lifetime; at most svid.max_x509_ttl
+  token_endpoint:                 # RFC 8693 token exchange: agents acting for people (HTTPS, mTLS with SVIDs)
+    address: ""                   # host:port; "" disables
+    issuer: ""                    # "iss" of delegation tokens, the same on every server; default https://ADDRESS/token
+    max_ttl: 5m                   # delegation token lifetime; at most 1h
   guardrails:
     files: []                     # Cedar policy files (or directories of *.cedar) bounding every decision
   audit:

@@ -58,6 +58,9 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	}
 	d.ix.Store(authz.NewIndex(snap, d.s.now()))
 	d.rev.Store(rev)
+	if d.s.delegator != nil {
+		return d.s.delegator.refreshKeys(ctx)
+	}
 	return nil
 }
 
@@ -196,8 +199,22 @@ func (s *Server) requestChain(ctx context.Context, req *writv1.CheckRequest) ([]
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "x509_svid does not verify against the trust bundle: %v", err)
 		}
-		return []spiffeid.ID{id}, nil
+		if req.GetDelegationToken() == "" {
+			return []spiffeid.ID{id}, nil
+		}
+		// The token must be for the resource server asking.
+		if c.ID.IsZero() {
+			return nil, status.Error(codes.InvalidArgument, "delegation_token: only a resource server with its own SVID can check a delegation token made for it")
+		}
+		chain, err := s.delegator.verify(req.GetDelegationToken(), c.ID.String(), certs[0], id)
+		if err != nil {
+			return nil, status.Errorf(codes.PermissionDenied, "delegation_token: %v", err)
+		}
+		return chain, nil
 	default:
+		if req.GetDelegationToken() != "" {
+			return nil, status.Error(codes.InvalidArgument, "delegation_token: give it with x509_svid: it is bound to the requester's certificate")
+		}
 		if req.GetJwtAudience() == "" {
 			return nil, status.Error(codes.InvalidArgument, "jwt_audience: is required with jwt_svid: the audience the resource server accepts")
 		}

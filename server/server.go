@@ -82,6 +82,8 @@ type Server struct {
 	decisionLog *decisionLog
 	// guardrail bounds every decision; nil without policy files.
 	guardrail authz.Guardrail
+	// delegator issues and verifies delegation tokens (server/delegate.go).
+	delegator *delegator
 	// feed follows the store for every agent's sync stream (server/feed.go).
 	feed *entryFeed
 	// stopping is closed when shutdown begins, so long-lived streams end
@@ -93,13 +95,14 @@ type Server struct {
 	ops        *http.Server
 	oidc       *http.Server
 	bundleEP   *http.Server
+	tokenEP    *http.Server
 	// bundleTLS is the bundle endpoint's TLS configuration, made in New so
 	// that unusable certificate files stop the server before it starts.
 	bundleTLS *tls.Config
 
-	adminLn, remoteLn, opsLn, oidcLn, bundleLn net.Listener
-	wg                                         sync.WaitGroup
-	cancel                                     context.CancelFunc
+	adminLn, remoteLn, opsLn, oidcLn, bundleLn, tokenLn net.Listener
+	wg                                                  sync.WaitGroup
+	cancel                                              context.CancelFunc
 }
 
 // New opens the store and keys and loads (or makes) the authority. cfg must
@@ -206,6 +209,9 @@ func (s *Server) open(ctx context.Context) error {
 	if err := s.loadPeople(ctx); err != nil {
 		return err
 	}
+	if err := s.loadDelegation(ctx); err != nil {
+		return err
+	}
 	if len(s.cfg.Guardrails.Files) > 0 {
 		set, err := LoadGuardrails(s.cfg.Guardrails.Files)
 		if err != nil {
@@ -276,7 +282,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.grpcAdmin = s.newGRPC(grpc.Creds(peercred.Credentials()))
 	s.serve("admin", func() error { return s.grpcAdmin.Serve(s.adminLn) })
-	if s.remoteLn != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
+	if s.remoteLn != nil || s.tokenLn != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
 		if err := s.tlsID.rotate(); err != nil {
 			return err
 		}
@@ -299,6 +305,11 @@ func (s *Server) Start(ctx context.Context) error {
 			// are routine on a public endpoint: debug, not stderr.
 			ErrorLog: slog.NewLogLogger(s.log.With("listener", "bundle").Handler(), slog.LevelDebug)}
 		s.serve("bundle", func() error { return s.bundleEP.ServeTLS(s.bundleLn, "", "") })
+	}
+	if s.tokenLn != nil {
+		s.tokenEP = &http.Server{Handler: s.tokenHandler(), TLSConfig: s.tokenTLS(), ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog: slog.NewLogLogger(s.log.With("listener", "token").Handler(), slog.LevelDebug)}
+		s.serve("token", func() error { return s.tokenEP.ServeTLS(s.tokenLn, "", "") })
 	}
 	s.background(ctx, s.x509.Run)
 	s.background(ctx, s.jwt.Run)
@@ -347,6 +358,11 @@ func (s *Server) listen() error {
 	if s.cfg.BundleEndpoint.Address != "" {
 		if s.bundleLn, err = net.Listen("tcp", s.cfg.BundleEndpoint.Address); err != nil {
 			return fmt.Errorf("bundle_endpoint.address: %w", err)
+		}
+	}
+	if s.cfg.TokenEndpoint.Address != "" {
+		if s.tokenLn, err = net.Listen("tcp", s.cfg.TokenEndpoint.Address); err != nil {
+			return fmt.Errorf("token_endpoint.address: %w", err)
 		}
 	}
 	return nil
@@ -406,7 +422,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.GracefulStop()
 			}
 		}
-		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP} {
+		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP} {
 			if h != nil {
 				_ = h.Shutdown(ctx)
 			}
@@ -422,7 +438,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.Stop()
 			}
 		}
-		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP} {
+		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP} {
 			if h != nil {
 				_ = h.Close()
 			}
@@ -449,7 +465,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) closeListeners() {
-	for _, ln := range []net.Listener{s.adminLn, s.remoteLn, s.opsLn, s.oidcLn, s.bundleLn} {
+	for _, ln := range []net.Listener{s.adminLn, s.remoteLn, s.opsLn, s.oidcLn, s.bundleLn, s.tokenLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

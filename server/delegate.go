@@ -1,0 +1,308 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"writ.dev/writ/delegation"
+	"writ.dev/writ/identity"
+	"writ.dev/writ/keystore"
+	"writ.dev/writ/store"
+	"writ.dev/writ/task"
+)
+
+// TokenEndpointConfig serves RFC 8693 token exchange: an agent presents
+// its JWT-SVID (actor token) and a person's token (subject token) and gets
+// a short-lived delegation token bound to its certificate.
+type TokenEndpointConfig struct {
+	// Address serves POST /token over TLS with the server's SVID, requiring
+	// the caller's X.509-SVID. Empty disables it.
+	Address string `yaml:"address"`
+	// Issuer is the "iss" of delegation tokens and the audience actor and
+	// subject JWT-SVIDs must carry; the same on every server of the trust
+	// domain. Default https://ADDRESS/token.
+	Issuer string `yaml:"issuer"`
+	// MaxTTL caps delegation tokens; default 5m.
+	MaxTTL Duration `yaml:"max_ttl"`
+}
+
+// delegationKeyName is the keystore name of the server's delegation key.
+const delegationKeyName = "delegation-p256"
+
+// delegator issues and verifies delegation tokens.
+type delegator struct {
+	s      *Server
+	signer *delegation.Signer
+	keys   atomic.Pointer[map[string]crypto.PublicKey]
+}
+
+func (s *Server) loadDelegation(ctx context.Context) error {
+	c := s.cfg.TokenEndpoint
+	if c.Address == "" {
+		// Only verifying: tokens other servers issued are checked with
+		// their published keys.
+		s.delegator = &delegator{s: s}
+		return s.delegator.refreshKeys(ctx)
+	}
+	key, err := s.keys.Get(ctx, delegationKeyName)
+	if errors.Is(err, keystore.ErrNotFound) {
+		key, err = s.keys.Generate(ctx, delegationKeyName, keystore.ECP256)
+	}
+	if err != nil {
+		return fmt.Errorf("delegation key: %w", err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(der)
+	kid := hex.EncodeToString(sum[:16])
+	ev, err := s.event(ctx, "delegation.key.publish", kid, map[string]any{"server_id": s.serverID})
+	if err != nil {
+		return err
+	}
+	if err := s.store.PutDelegationKey(ctx, store.DelegationKey{KeyID: kid, ServerID: s.serverID, PublicKeyDER: der}, ev); err != nil {
+		return fmt.Errorf("publish delegation key: %w", err)
+	}
+	signer, err := delegation.NewSigner(key, kid, c.Issuer, delegation.WithClock(s.now), delegation.WithMaxTTL(c.MaxTTL.Duration))
+	if err != nil {
+		return fmt.Errorf("token_endpoint: %w", err)
+	}
+	s.delegator = &delegator{s: s, signer: signer}
+	return s.delegator.refreshKeys(ctx)
+}
+
+// refreshKeys reloads every server's delegation key from the store.
+func (d *delegator) refreshKeys(ctx context.Context) error {
+	keys, err := d.s.store.ListDelegationKeys(ctx)
+	if err != nil {
+		return err
+	}
+	m := make(map[string]crypto.PublicKey, len(keys))
+	for _, k := range keys {
+		pub, err := x509.ParsePKIXPublicKey(k.PublicKeyDER)
+		if err != nil {
+			d.s.log.Warn("skipping an unusable delegation key", "kid", k.KeyID, "err", err)
+			continue
+		}
+		m[k.KeyID] = pub
+	}
+	d.keys.Store(&m)
+	return nil
+}
+
+// verify checks a delegation token a requester presented with its
+// certificate, for the resource server audience, and returns the chain it
+// stands for: the requester, any further actors, then the person.
+func (d *delegator) verify(token, audience string, requester *x509.Certificate, requesterID spiffeid.ID) ([]spiffeid.ID, error) {
+	keys := d.keys.Load()
+	if keys == nil || len(*keys) == 0 {
+		return nil, errors.New("no delegation keys are known")
+	}
+	v, err := delegation.NewVerifier(*keys, d.s.cfg.TokenEndpoint.Issuer, delegation.WithClock(d.s.now), delegation.WithLeeway(d.s.cfg.MaxClockSkew.Duration))
+	if err != nil {
+		return nil, err
+	}
+	c, err := v.Verify(token, audience, requester)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Actors) == 0 || c.Actors[0] != requesterID.String() {
+		return nil, fmt.Errorf("the token's nearest actor is not the requester %s", requesterID)
+	}
+	var chain []spiffeid.ID
+	for _, raw := range append(append([]string{}, c.Actors...), c.Subject) {
+		id, err := spiffeid.FromString(raw)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, id)
+	}
+	return chain, nil
+}
+
+// tokenHandler serves POST /token.
+func (s *Server) tokenHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /token", s.exchange)
+	return mux
+}
+
+// tokenTLS requires the caller's X.509-SVID: the delegation token is bound
+// to that certificate.
+func (s *Server) tokenTLS() *tls.Config {
+	return tlsconfig.MTLSServerConfig(s.tlsID, s.tlsID, tlsconfig.AuthorizeMemberOf(s.td))
+}
+
+// exchange is RFC 8693 token exchange for an agent acting for a person.
+// The agent proves itself twice (its TLS certificate and its JWT-SVID as
+// actor token, which must name the same ID); the person's token is a
+// JWT-SVID or an ID token from the people issuer; the person must have
+// allowed it: both must be members of a live task (named in scope as
+// task:ID, or the only one they share).
+func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
+	fail := func(code, desc string) {
+		s.log.Warn("token exchange refused", "reason", desc, "peer", r.RemoteAddr)
+		if ev, err := s.event(r.Context(), "delegation.refused", "", map[string]any{"reason": desc}); err == nil {
+			_ = s.record(r.Context(), ev)
+		}
+		(&delegation.ExchangeError{Code: code, Description: desc}).WriteJSON(w)
+	}
+	if err := r.ParseForm(); err != nil {
+		fail(delegation.CodeInvalidRequest, "the body is not a form")
+		return
+	}
+	req, err := delegation.ParseExchangeRequest(r.PostForm)
+	if err != nil {
+		var ee *delegation.ExchangeError
+		if errors.As(err, &ee) {
+			ee.WriteJSON(w)
+			return
+		}
+		fail(delegation.CodeInvalidRequest, err.Error())
+		return
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		fail(delegation.CodeUnauthorizedClient, "present your X.509-SVID")
+		return
+	}
+	cert := r.TLS.PeerCertificates[0]
+	actor, err := x509svid.IDFromCert(cert)
+	if err != nil {
+		fail(delegation.CodeUnauthorizedClient, err.Error())
+		return
+	}
+	issuer := s.cfg.TokenEndpoint.Issuer
+	actorSVID, err := jwtsvid.ParseAndValidate(req.ActorToken, s.jwtBundle(), []string{issuer})
+	if err != nil {
+		fail(delegation.CodeInvalidRequest, "actor_token: "+err.Error())
+		return
+	}
+	if actorSVID.ID != actor {
+		fail(delegation.CodeInvalidRequest, fmt.Sprintf("actor_token names %s but the TLS client is %s", actorSVID.ID, actor))
+		return
+	}
+	person, err := s.subjectOf(r.Context(), req, issuer)
+	if err != nil {
+		fail(delegation.CodeInvalidRequest, "subject_token: "+err.Error())
+		return
+	}
+	if identity.KindOf(person) != identity.KindPerson {
+		fail(delegation.CodeInvalidRequest, fmt.Sprintf("subject_token names %s, not a person", person))
+		return
+	}
+	taskID, err := s.sharedTask(r.Context(), req.Scope, actor, person)
+	if err != nil {
+		fail(delegation.CodeInvalidTarget, err.Error())
+		return
+	}
+	audience := append(append([]string{}, req.Audience...), req.Resource...)
+	now := s.now()
+	ttl := s.cfg.TokenEndpoint.MaxTTL.Duration
+	tok, err := s.delegator.signer.Issue(delegation.Claims{
+		Subject: person.String(), Audience: audience, Actors: []string{actor.String()}, TaskID: taskID,
+		Thumbprint: delegation.Thumbprint(cert), Expiry: now.Add(ttl),
+	})
+	if err != nil {
+		fail(delegation.CodeInvalidRequest, err.Error())
+		return
+	}
+	ev, err := s.event(r.Context(), "delegation.issue", person.String(), map[string]any{"actor": actor.String(), "task": taskID, "audience": audience})
+	if err == nil {
+		err = s.record(r.Context(), ev)
+	}
+	if err != nil {
+		http.Error(w, "the audit log could not record this exchange: retry later", http.StatusServiceUnavailable)
+		return
+	}
+	_ = delegation.WriteResponse(w, tok, ttl)
+}
+
+// subjectOf verifies the person's token.
+func (s *Server) subjectOf(ctx context.Context, req delegation.ExchangeRequest, audience string) (spiffeid.ID, error) {
+	switch req.SubjectTokenType {
+	case delegation.TokenTypeJWT:
+		svid, err := jwtsvid.ParseAndValidate(req.SubjectToken, s.jwtBundle(), []string{audience})
+		if err != nil {
+			return spiffeid.ID{}, err
+		}
+		return svid.ID, nil
+	case delegation.TokenTypeIDToken:
+		if s.people == nil {
+			return spiffeid.ID{}, errors.New("ID tokens are not accepted: people sign-in is not configured")
+		}
+		res, err := s.people.Verify(ctx, req.SubjectToken)
+		if err != nil {
+			return spiffeid.ID{}, err
+		}
+		return res.AgentID, nil
+	}
+	return spiffeid.ID{}, fmt.Errorf("token type %s is not accepted: give a JWT-SVID or an ID token", req.SubjectTokenType)
+}
+
+// sharedTask finds the live task under which actor acts for person.
+func (s *Server) sharedTask(ctx context.Context, scope []string, actor, person spiffeid.ID) (string, error) {
+	want := ""
+	for _, sc := range scope {
+		if id, ok := strings.CutPrefix(sc, "task:"); ok {
+			want = id
+		}
+	}
+	recs, err := s.store.ListTasks(ctx, string(task.StateOpen))
+	if err != nil {
+		return "", err
+	}
+	now := s.now()
+	var found []string
+	for _, r := range recs {
+		t, err := taskFromRecord(r)
+		if err != nil || !t.Live(now) || want != "" && t.ID != want {
+			continue
+		}
+		if isMemberOf(t, actor) && isMemberOf(t, person) {
+			found = append(found, t.ID)
+		}
+	}
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) == 0 && want != "":
+		return "", fmt.Errorf("task %s is not open, or does not have both %s and %s as members", want, person, actor)
+	case len(found) == 0:
+		return "", fmt.Errorf("%s has not allowed %s to act for them: no open task has both as members", person, actor)
+	}
+	return "", fmt.Errorf("%s and %s share tasks %s: name one with scope=task:ID", person, actor, strings.Join(found, ", "))
+}
+
+func isMemberOf(t task.Task, id spiffeid.ID) bool {
+	for _, m := range t.Members {
+		if m.Pattern.Matches(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// jwtBundle is the trust domain's JWT bundle as JWT-SVIDs are verified.
+func (s *Server) jwtBundle() *jwtbundle.Bundle {
+	b := jwtbundle.New(s.td)
+	for _, k := range s.jwt.Keys() {
+		_ = b.AddJWTAuthority(k.KeyID, k.PublicKey)
+	}
+	return b
+}

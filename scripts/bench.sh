@@ -10,7 +10,8 @@ count=${BENCH_COUNT:-3}
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(go version) $(nproc) cores"
   go test -run '^$' -bench . -benchmem -count "$count" ./ca ./identity
-  go test -run '^$' -bench 'Mint|JWT' -benchmem -count "$count" ./server
+  go test -run '^$' -bench 'Mint|JWT|CheckGRPC' -benchmem -count "$count" ./server
+  go test -run '^$' -bench 'Decide' -benchmem -count "$count" ./authz ./authz/guardrail
   go test -run '^$' -bench 'Create' -benchtime 1x -count "$count" ./server ./store/...
   go test -run '^$' -bench 'AppendAudit' -benchtime 2s -count "$count" ./store/...
   go test -run '^$' -bench 'Verify1M' -benchtime 1x -count "$count" ./audit

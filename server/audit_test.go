@@ -34,7 +34,9 @@ func readEvents(t *testing.T, api writv1.AuditServiceClient) []audit.Event {
 		}
 		out = append(out, ev)
 	}
-	if int64(len(out)) != resp.GetSize() {
+	// Events recorded in the background (decisions) may land between the
+	// size and the read: more events than the size is fine, fewer is not.
+	if int64(len(out)) < resp.GetSize() {
 		t.Fatalf("%d events read, size %d", len(out), resp.GetSize())
 	}
 	return out

@@ -104,3 +104,41 @@ func BenchmarkCreateRules100k(b *testing.B) {
 func reportRate(b *testing.B, unit string) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), unit)
 }
+
+// BenchmarkCheckGRPC measures a decision through the admin socket: an
+// agent acting for a person, among 1,000 open tasks, with its audit event
+// recorded in the background.
+func BenchmarkCheckGRPC(b *testing.B) {
+	srv := startServer(b, testConfig(b))
+	cc := adminConn(b, srv)
+	tasks := writv1.NewTaskServiceClient(cc)
+	ctx := context.Background()
+	for i := range 1000 {
+		person := fmt.Sprintf("spiffe://%s/person/example.com/p%d", testTD, i)
+		agent := fmt.Sprintf("spiffe://%s/agent/a%d", testTD, i)
+		t, err := tasks.CreateTask(ctx, &writv1.CreateTaskRequest{Task: &writv1.Task{Title: "bench", Reason: "bench", Owner: person,
+			Members: []string{person, agent}, Deadline: time.Now().Add(time.Hour).Unix(),
+			Grants: []*writv1.Grant{{Actions: []string{"read"}, Resources: []string{fmt.Sprintf("hr/team-%d/**", i)}, To: []string{person, agent}}}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tasks.OpenTask(ctx, &writv1.TaskTransitionRequest{Id: t.GetId()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dc := writv1.NewDecisionServiceClient(cc)
+	req := &writv1.CheckRequest{Action: "read", Resource: "hr/team-500/salaries",
+		Chain: []string{fmt.Sprintf("spiffe://%s/agent/a500", testTD), fmt.Sprintf("spiffe://%s/person/example.com/p500", testTD)}}
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r, err := dc.Check(ctx, req)
+			if err != nil || !r.GetAllow() {
+				b.Errorf("check: %v %v", r, err)
+				return
+			}
+		}
+	})
+	reportRate(b, "decisions/s")
+}

@@ -40,6 +40,8 @@ var commands = map[string]command{
 	"check":   {"dry-run a decision for a chain of identities, with the explanation", runCheck},
 	"policy":  {"guardrails: validate Cedar policy files, test a request", runPolicy},
 	"version": {"print the version", runVersion},
+
+	"inventory": {"report every identity, what it holds and what deserves a look", runInventory},
 }
 
 func main() {

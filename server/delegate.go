@@ -136,10 +136,12 @@ func (d *delegator) verify(token, audience string, requester *x509.Certificate, 
 	return chain, nil
 }
 
-// tokenHandler serves POST /token.
+// tokenHandler serves POST /token, and POST /v1/check for resource servers
+// that speak HTTP rather than gRPC.
 func (s *Server) tokenHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", s.exchange)
+	mux.HandleFunc("POST /v1/check", s.checkHTTP)
 	return mux
 }
 

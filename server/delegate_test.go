@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/delegation"
@@ -101,6 +104,24 @@ func TestDelegation(t *testing.T) {
 	if !r.GetAllow() || strings.Join(r.GetChain(), " ") != bot+" "+ceo {
 		t.Fatalf("the agent acting for the CEO through a delegation token: %v", r)
 	}
+	// The same over HTTP/JSON, for resource servers that do not speak gRPC.
+	rsSVID := mintSVID(t, srv, hrService)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(rsSVID, bundle, tlsconfig.AuthorizeID(srv.tlsID.ID()))}}
+	reqJSON, err := protojson.Marshal(&writv1.CheckRequest{Action: "read", Resource: "hr/salaries", X509Svid: [][]byte{agent.Certificates[0].Raw}, DelegationToken: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr, err := hc.Post("https://"+addr+"/v1/check", "application/json", bytes.NewReader(reqJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var viaHTTP writv1.CheckResponse
+	raw, _ := io.ReadAll(hr.Body)
+	hr.Body.Close()
+	if err := protojson.Unmarshal(raw, &viaHTTP); err != nil || hr.StatusCode != http.StatusOK || !viaHTTP.GetAllow() {
+		t.Fatalf("check over HTTP: %d %s %v", hr.StatusCode, raw, err)
+	}
+
 	// Another agent replaying the token is refused: it is bound to the first agent's certificate.
 	thief := mintSVID(t, srv, "spiffe://"+testTD+"/agent/other-bot")
 	_, err = checkAs(hrService, thief, token)

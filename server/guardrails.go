@@ -4,10 +4,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"writ.dev/writ/authz"
 	"writ.dev/writ/authz/guardrail"
+	"writ.dev/writ/task"
 )
 
 // GuardrailsConfig names the Cedar policy files that bound what any request
@@ -67,4 +73,70 @@ func (g guardrails) Forbid(req authz.Request) (bool, string) {
 		}
 	}
 	return false, ""
+}
+
+// guardGrants asks the guardrails whether a task may make these grants
+// live: each action on each resource, for each recipient named by a
+// literal ID, is judged with Granting set, so a policy can say that no
+// task grants deploy on prod to a workload. A resource pattern is judged
+// by its literal prefix (the segments before its first wildcard), which a
+// policy on `resource in …` sees as that resource. Recipients given by a
+// wildcard pattern are judged by the decisions later, one identity at a
+// time.
+//
+// The chain in the context is the recipient, then the task's other members
+// named by literal IDs: at grant time the people a task involves stand for
+// the chain its uses will carry, so "no agent writes to prod without a
+// person" lets a task of an agent and a person grant the agent that write.
+func (s *Server) guardGrants(t *task.Task, grants []task.Grant) error {
+	g, ok := s.guardrail.(guardrails)
+	if !ok {
+		return nil
+	}
+	var members []spiffeid.ID
+	for _, m := range t.Members {
+		if m.Pattern.IsLiteral() {
+			if id, err := spiffeid.FromString(m.Pattern.String()); err == nil {
+				members = append(members, id)
+			}
+		}
+	}
+	for i, gr := range grants {
+		for _, to := range gr.To {
+			if !to.IsLiteral() {
+				continue
+			}
+			id, err := spiffeid.FromString(to.String())
+			if err != nil {
+				continue
+			}
+			for _, action := range gr.Actions {
+				for _, res := range gr.Resources {
+					chain := append([]spiffeid.ID{id}, slices.DeleteFunc(slices.Clone(members), func(m spiffeid.ID) bool { return m == id })...)
+					d := g.set.Decide(guardrail.Request{Principal: id, Action: action, Resource: literalResource(res.String()),
+						Context: guardrail.Context{Time: s.now(), TaskID: t.ID, Granting: true, Chain: chain}})
+					if !d.Allowed {
+						return status.Errorf(codes.PermissionDenied, "grants[%d]: a guardrail does not allow task %s to grant %s on %s to %s (%s)",
+							i, t.ID, action, res, id, strings.Join(d.Policies, ", "))
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// literalResource is a resource pattern up to its first wildcard.
+func literalResource(pattern string) string {
+	var out []string
+	for _, seg := range strings.Split(pattern, "/") {
+		if seg == "*" || seg == "**" {
+			break
+		}
+		out = append(out, seg)
+	}
+	if len(out) == 0 {
+		return pattern
+	}
+	return strings.Join(out, "/")
 }

@@ -183,6 +183,10 @@ func TestGuardrailForbids(t *testing.T) {
 	if err := os.WriteFile(policy, []byte(`@id("no-unaccompanied-agent-writes")
 forbid(principal, action == writ::Action::"write", resource in writ::Resource::"db/prod")
 when { principal.kind == "agent" && !context.person_in_chain };
+
+@id("no-prod-deploys-granted-to-workloads")
+forbid(principal, action == writ::Action::"deploy", resource in writ::Resource::"k8s/prod")
+when { principal.kind == "workload" && context.granting };
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -198,4 +202,15 @@ when { principal.kind == "agent" && !context.person_in_chain };
 	if r := check(t, decide, "write", "db/prod/payments", bot, ceo); !r.GetAllow() {
 		t.Fatalf("the agent acting for the CEO: %v", r)
 	}
+
+	// Guardrails bound what a task may grant: opening is refused.
+	tasks := writv1.NewTaskServiceClient(admin)
+	draft, err := tasks.CreateTask(t.Context(), &writv1.CreateTaskRequest{Task: &writv1.Task{
+		Title: "deploy", Reason: "release", Owner: engineer, Members: []string{engineer, runner}, Deadline: time.Now().Add(time.Hour).Unix(),
+		Grants: []*writv1.Grant{{Actions: []string{"deploy"}, Resources: []string{"k8s/prod/**"}, To: []string{runner}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tasks.OpenTask(t.Context(), &writv1.TaskTransitionRequest{Id: draft.GetId()})
+	wantCode(t, err, codes.PermissionDenied, "no-prod-deploys-granted-to-workloads")
 }

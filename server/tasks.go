@@ -364,6 +364,11 @@ func (ts *taskService) AddGrant(ctx context.Context, req *writv1.AddGrantRequest
 		if err := ts.s.validateTask(t); err != nil {
 			return nil, invalidItem(err, "grants", first, func(int) string { return "grant" })
 		}
+		if t.State == task.StateOpen {
+			if err := ts.s.guardGrants(t, t.Grants[first:]); err != nil {
+				return nil, err
+			}
+		}
 		return map[string]any{"grant": grantToDoc(g), "state": t.State}, nil
 	})
 }
@@ -402,6 +407,9 @@ func (ts *taskService) OpenTask(ctx context.Context, req *writv1.TaskTransitionR
 			if err := t.Validate(ts.s.td); err != nil {
 				return nil, status.Errorf(codes.FailedPrecondition, "cannot open task %s: %v; complete it first (AddMembers, AddGrant)", t.ID, err)
 			}
+		}
+		if err := ts.s.guardGrants(t, t.Grants); err != nil {
+			return nil, err
 		}
 		if err := t.Open(now); err != nil {
 			return nil, status.Error(codes.FailedPrecondition, err.Error())

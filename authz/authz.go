@@ -64,6 +64,12 @@ type Request struct {
 	Action, Resource string
 	// Time is when the request is made; zero means the Index's time.
 	Time time.Time
+	// SourceAddress is where the request came from, as the resource
+	// server saw it; Facts are the attested facts of identities of the
+	// chain (type:value selectors by SPIFFE ID). Decide does not use them;
+	// they are for the guardrails.
+	SourceAddress string
+	Facts         map[spiffeid.ID][]string
 }
 
 // Coverage says what allowed one identity of the chain: a grant of a task

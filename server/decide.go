@@ -35,6 +35,9 @@ type decisions struct {
 	s   *Server
 	ix  atomic.Pointer[authz.Index]
 	rev atomic.Int64
+	// agentFacts are the attested facts (selectors) of the agents, for
+	// guardrails on them; replaced with the index.
+	agentFacts atomic.Pointer[map[spiffeid.ID][]string]
 
 	refreshMu sync.Mutex
 }
@@ -56,6 +59,21 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
+	agents, err := d.s.store.ListAgents(ctx)
+	if err != nil {
+		return err
+	}
+	facts := make(map[spiffeid.ID][]string, len(agents))
+	for _, a := range agents {
+		id, err := spiffeid.FromString(a.SPIFFEID)
+		if err != nil {
+			continue
+		}
+		for _, sel := range a.Selectors {
+			facts[id] = append(facts[id], sel.Type+":"+sel.Value)
+		}
+	}
+	d.agentFacts.Store(&facts)
 	d.ix.Store(authz.NewIndex(snap, d.s.now()))
 	d.rev.Store(rev)
 	if d.s.delegator != nil {
@@ -98,6 +116,24 @@ func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 		snap.Locks = append(snap.Locks, authz.Lock{Kind: l.Target.Kind, Value: l.Target.Value, ID: l.ID, Reason: l.Reason})
 	}
 	return snap, nil
+}
+
+// facts returns the attested facts known for the chain's identities.
+func (d *decisions) facts(chain []spiffeid.ID) map[spiffeid.ID][]string {
+	all := d.agentFacts.Load()
+	if all == nil {
+		return nil
+	}
+	var out map[spiffeid.ID][]string
+	for _, id := range chain {
+		if f, ok := (*all)[id]; ok {
+			if out == nil {
+				out = map[spiffeid.ID][]string{}
+			}
+			out[id] = f
+		}
+	}
+	return out
 }
 
 func (d *decisions) run(ctx context.Context) {
@@ -147,7 +183,8 @@ func (ds *decisionService) Check(ctx context.Context, req *writv1.CheckRequest) 
 	if ix == nil {
 		return nil, status.Error(codes.Unavailable, "the decision index is not loaded yet: retry shortly")
 	}
-	d := ix.Decide(authz.Request{Chain: chain, Action: req.GetAction(), Resource: req.GetResource(), Time: s.now()}, s.guardrail)
+	d := ix.Decide(authz.Request{Chain: chain, Action: req.GetAction(), Resource: req.GetResource(), Time: s.now(),
+		SourceAddress: req.GetSourceAddress(), Facts: s.decisions.facts(chain)}, s.guardrail)
 	resp := &writv1.CheckResponse{Allow: d.Allow, Reason: d.Reason, DeniedAt: int32(d.DeniedAt)}
 	for _, id := range chain {
 		resp.Chain = append(resp.Chain, id.String())

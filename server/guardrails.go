@@ -58,7 +58,7 @@ func (g guardrails) Forbid(req authz.Request) (bool, string) {
 	for _, id := range req.Chain {
 		d := g.set.Decide(guardrail.Request{
 			Principal: id, Action: req.Action, Resource: req.Resource,
-			Context: guardrail.Context{Time: req.Time, Chain: req.Chain},
+			Context: guardrail.Context{Time: req.Time, Chain: req.Chain, SourceAddress: req.SourceAddress, Facts: factsMap(req.Facts[id])},
 		})
 		if !d.Allowed {
 			why := "no permit policy allows it"
@@ -139,4 +139,25 @@ func literalResource(pattern string) string {
 		return pattern
 	}
 	return strings.Join(out, "/")
+}
+
+// factsMap turns type:value selectors into the facts record guardrails
+// see: each type once, its values joined by commas when it has several.
+func factsMap(sels []string) map[string]string {
+	if len(sels) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(sels))
+	for _, sel := range sels {
+		typ, value, ok := strings.Cut(sel, ":")
+		if !ok {
+			continue
+		}
+		if prev, dup := out[typ]; dup {
+			out[typ] = prev + "," + value
+		} else {
+			out[typ] = value
+		}
+	}
+	return out
 }

@@ -184,6 +184,10 @@ func TestGuardrailForbids(t *testing.T) {
 forbid(principal, action == writ::Action::"write", resource in writ::Resource::"db/prod")
 when { principal.kind == "agent" && !context.person_in_chain };
 
+@id("hr-only-from-the-office")
+forbid(principal, action, resource in writ::Resource::"hr")
+when { context has source_ip && !context.source_ip.isInRange(ip("10.0.0.0/8")) };
+
 @id("no-prod-deploys-granted-to-workloads")
 forbid(principal, action == writ::Action::"deploy", resource in writ::Resource::"k8s/prod")
 when { principal.kind == "workload" && context.granting };
@@ -201,6 +205,23 @@ when { principal.kind == "workload" && context.granting };
 	}
 	if r := check(t, decide, "write", "db/prod/payments", bot, ceo); !r.GetAllow() {
 		t.Fatalf("the agent acting for the CEO: %v", r)
+	}
+
+	// A guardrail on where the request comes from, as the resource server saw it.
+	openTask(t, writv1.NewTaskServiceClient(admin), "payroll question", []string{bot, ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{bot, ceo}})
+	from := func(addr string) *writv1.CheckResponse {
+		r, err := decide.Check(t.Context(), &writv1.CheckRequest{Action: "read", Resource: "hr/salaries", Chain: []string{bot, ceo}, SourceAddress: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := from("10.1.2.3:443"); !r.GetAllow() {
+		t.Fatalf("from the office: %v", r)
+	}
+	if r := from("203.0.113.5"); r.GetAllow() || !strings.Contains(r.GetReason(), "hr-only-from-the-office") {
+		t.Fatalf("from outside: %v", r)
 	}
 
 	// Guardrails bound what a task may grant: opening is refused.

@@ -3983,8 +3983,11 @@ type CheckRequest struct {
 	// delegation_token, with x509_svid, says whom the requester acts for: a
 	// token from writ's token endpoint bound to the requester's certificate.
 	DelegationToken string `protobuf:"bytes,7,opt,name=delegation_token,json=delegationToken,proto3" json:"delegation_token,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// source_address is where the request came from, as the resource server
+	// saw it (host or host:port), for guardrails on it.
+	SourceAddress string `protobuf:"bytes,8,opt,name=source_address,json=sourceAddress,proto3" json:"source_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckRequest) Reset() {
@@ -4062,6 +4065,13 @@ func (x *CheckRequest) GetChain() []string {
 func (x *CheckRequest) GetDelegationToken() string {
 	if x != nil {
 		return x.DelegationToken
+	}
+	return ""
+}
+
+func (x *CheckRequest) GetSourceAddress() string {
+	if x != nil {
+		return x.SourceAddress
 	}
 	return ""
 }
@@ -4709,7 +4719,7 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
 	"\x19ListStandingGrantsRequest\"L\n" +
 	"\x1aListStandingGrantsResponse\x12.\n" +
-	"\x06grants\x18\x01 \x03(\v2\x16.writ.v1.StandingGrantR\x06grants\"\xde\x01\n" +
+	"\x06grants\x18\x01 \x03(\v2\x16.writ.v1.StandingGrantR\x06grants\"\x85\x02\n" +
 	"\fCheckRequest\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x1b\n" +
@@ -4717,7 +4727,8 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\bjwt_svid\x18\x04 \x01(\tR\ajwtSvid\x12!\n" +
 	"\fjwt_audience\x18\x05 \x01(\tR\vjwtAudience\x12\x14\n" +
 	"\x05chain\x18\x06 \x03(\tR\x05chain\x12)\n" +
-	"\x10delegation_token\x18\a \x01(\tR\x0fdelegationToken\"\x96\x01\n" +
+	"\x10delegation_token\x18\a \x01(\tR\x0fdelegationToken\x12%\n" +
+	"\x0esource_address\x18\b \x01(\tR\rsourceAddress\"\x96\x01\n" +
 	"\bCoverage\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x17\n" +

@@ -86,7 +86,7 @@ func exchangeErr(code, format string, args ...any) *ExchangeError {
 // RFC 8693 lets "audience" and "resource" repeat.
 var singleParams = []string{"grant_type", "subject_token", "subject_token_type", "actor_token", "actor_token_type", "requested_token_type", "scope"}
 
-var subjectTokenTypes = []string{TokenTypeJWT, TokenTypeIDToken, TokenTypeAccessToken}
+var subjectTokenTypes = []string{TokenTypeJWT, TokenTypeIDToken, TokenTypeAccessToken, TokenTypeURI}
 
 // ParseExchangeRequest checks the form of a token-exchange request: the
 // endpoint passes r.PostForm, since tokens in a query string would end up

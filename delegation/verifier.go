@@ -79,6 +79,29 @@ func (v *Verifier) Verify(token, audience string, presented *x509.Certificate) (
 	return c, nil
 }
 
+// VerifyForExchange checks a delegation token given as the subject of a
+// further exchange at the token endpoint (audience: the endpoint's
+// issuer URL), when the agent it was issued to passes the work on to
+// another. Everything Verify checks is checked except the certificate
+// binding: the new actor proves itself with its own certificate and actor
+// token, and the token it gets is bound to that certificate. The
+// binding of this token still keeps it from being used at any resource
+// server by anyone but the agent it was issued to.
+func (v *Verifier) VerifyForExchange(token, audience string) (Claims, error) {
+	if audience == "" {
+		return Claims{}, errors.New("delegation: verify for exchange: no audience to check the token against")
+	}
+	w, err := v.parse(token)
+	if err != nil {
+		return Claims{}, fmt.Errorf("delegation: verify for exchange: %w", err)
+	}
+	c := w.claims()
+	if err := v.checkClaims(c, w, audience); err != nil {
+		return Claims{}, fmt.Errorf("delegation: verify for exchange: %w", err)
+	}
+	return c, nil
+}
+
 func (v *Verifier) verify(token, audience string, presented *x509.Certificate) (Claims, error) {
 	if audience == "" {
 		return Claims{}, errors.New("no audience to check the token against: pass this resource server's audience")

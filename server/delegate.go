@@ -199,6 +199,10 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 		fail(delegation.CodeInvalidRequest, fmt.Sprintf("actor_token names %s but the TLS client is %s", actorSVID.ID, actor))
 		return
 	}
+	if req.SubjectTokenType == delegation.TokenTypeURI {
+		s.redelegate(w, r, req, cert, actor, fail)
+		return
+	}
 	person, err := s.subjectOf(r.Context(), req, issuer)
 	if err != nil {
 		fail(delegation.CodeInvalidRequest, "subject_token: "+err.Error())
@@ -225,6 +229,66 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev, err := s.event(r.Context(), "delegation.issue", person.String(), map[string]any{"actor": actor.String(), "task": taskID, "audience": audience})
+	if err == nil {
+		err = s.record(r.Context(), ev)
+	}
+	if err != nil {
+		http.Error(w, "the audit log could not record this exchange: retry later", http.StatusServiceUnavailable)
+		return
+	}
+	_ = delegation.WriteResponse(w, tok, ttl)
+}
+
+// redelegate passes work on from one agent to another: the subject token
+// is a delegation token an earlier agent obtained with this endpoint as its
+// audience. Every hop is checked here, since consumers are told to ignore
+// nested act claims: the earlier token verifies, the new actor is a member
+// of the same live task as the person, is not already in the chain, and
+// the chain stays within the depth limit.
+func (s *Server) redelegate(w http.ResponseWriter, r *http.Request, req delegation.ExchangeRequest, cert *x509.Certificate, actor spiffeid.ID, fail func(code, desc string)) {
+	issuer := s.cfg.TokenEndpoint.Issuer
+	keys := s.delegator.keys.Load()
+	if keys == nil {
+		fail(delegation.CodeInvalidRequest, "no delegation keys are known")
+		return
+	}
+	v, err := delegation.NewVerifier(*keys, issuer, delegation.WithClock(s.now), delegation.WithLeeway(s.cfg.MaxClockSkew.Duration))
+	if err != nil {
+		fail(delegation.CodeInvalidRequest, err.Error())
+		return
+	}
+	prev, err := v.VerifyForExchange(req.SubjectToken, issuer)
+	if err != nil {
+		fail(delegation.CodeInvalidRequest, "subject_token: "+err.Error())
+		return
+	}
+	for _, a := range prev.Actors {
+		if a == actor.String() {
+			fail(delegation.CodeInvalidRequest, fmt.Sprintf("%s is already in the chain of this token", actor))
+			return
+		}
+	}
+	person, err := spiffeid.FromString(prev.Subject)
+	if err != nil {
+		fail(delegation.CodeInvalidRequest, "subject_token: "+err.Error())
+		return
+	}
+	if _, err := s.sharedTask(r.Context(), []string{"task:" + prev.TaskID}, actor, person); err != nil {
+		fail(delegation.CodeInvalidTarget, err.Error())
+		return
+	}
+	audience := append(append([]string{}, req.Audience...), req.Resource...)
+	ttl := s.cfg.TokenEndpoint.MaxTTL.Duration
+	tok, err := s.delegator.signer.Issue(delegation.Claims{
+		Subject: prev.Subject, Audience: audience, Actors: append([]string{actor.String()}, prev.Actors...), TaskID: prev.TaskID,
+		Thumbprint: delegation.Thumbprint(cert), Expiry: s.now().Add(ttl),
+	})
+	if err != nil {
+		fail(delegation.CodeInvalidRequest, err.Error())
+		return
+	}
+	ev, err := s.event(r.Context(), "delegation.issue", prev.Subject, map[string]any{
+		"actors": append([]string{actor.String()}, prev.Actors...), "task": prev.TaskID, "audience": audience})
 	if err == nil {
 		err = s.record(r.Context(), ev)
 	}

@@ -39,8 +39,9 @@ func TestDelegation(t *testing.T) {
 	cfg.Defaults()
 	srv := startServer(t, cfg)
 	admin := adminConn(t, srv)
-	openTask(t, writv1.NewTaskServiceClient(admin), "answer the CEO's question about payroll", []string{ceo, bot},
-		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo, bot}})
+	research := "spiffe://" + testTD + "/agent/research-bot"
+	openTask(t, writv1.NewTaskServiceClient(admin), "answer the CEO's question about payroll", []string{ceo, bot, research},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo, bot, research}})
 	issuer := cfg.TokenEndpoint.Issuer
 	hrService := "spiffe://" + testTD + "/svc/hr"
 
@@ -53,13 +54,13 @@ func TestDelegation(t *testing.T) {
 		return tok.GetToken()
 	}
 	bundle := x509bundle.FromX509Authorities(srv.TrustDomain(), srv.x509.Bundle())
-	exchange := func(client *x509svid.SVID, subject string, audience string) (int, map[string]any) {
+	exchangeToken := func(client *x509svid.SVID, subjectToken, subjectType string, audience string) (int, map[string]any) {
 		t.Helper()
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(client, bundle, tlsconfig.AuthorizeID(srv.tlsID.ID()))}}
 		form := url.Values{
 			"grant_type":         {delegation.GrantTypeTokenExchange},
-			"subject_token":      {jwt(subject)},
-			"subject_token_type": {delegation.TokenTypeJWT},
+			"subject_token":      {subjectToken},
+			"subject_token_type": {subjectType},
 			"actor_token":        {jwt(client.ID.String())},
 			"actor_token_type":   {delegation.TokenTypeJWT},
 			"audience":           {audience},
@@ -72,6 +73,10 @@ func TestDelegation(t *testing.T) {
 		var body map[string]any
 		json.NewDecoder(resp.Body).Decode(&body)
 		return resp.StatusCode, body
+	}
+	exchange := func(client *x509svid.SVID, subject string, audience string) (int, map[string]any) {
+		t.Helper()
+		return exchangeToken(client, jwt(subject), delegation.TokenTypeJWT, audience)
 	}
 	code, body := exchange(agent, ceo, hrService)
 	if code != http.StatusOK {
@@ -132,6 +137,31 @@ func TestDelegation(t *testing.T) {
 	// Expired or garbage tokens are refused with the reason.
 	_, err = checkAs(hrService, agent, "not-a-token")
 	wantCode(t, err, codes.PermissionDenied, "delegation_token")
+
+	// The agent passes the work on to another agent of the same task: the
+	// chain grows, every hop checked at the endpoint.
+	code, body = exchange(agent, ceo, issuer)
+	if code != http.StatusOK {
+		t.Fatalf("exchange for the endpoint: %d %v", code, body)
+	}
+	forward, _ := body["access_token"].(string)
+	second := mintSVID(t, srv, research)
+	code, body = exchangeToken(second, forward, delegation.TokenTypeURI, hrService)
+	if code != http.StatusOK {
+		t.Fatalf("re-delegation: %d %v", code, body)
+	}
+	r, err = checkAs(hrService, second, body["access_token"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.GetAllow() || strings.Join(r.GetChain(), " ") != research+" "+bot+" "+ceo {
+		t.Fatalf("the second agent for the first for the CEO: %v", r)
+	}
+	// An agent outside the task cannot take the work on.
+	code, body = exchangeToken(thief, forward, delegation.TokenTypeURI, hrService)
+	if code != http.StatusBadRequest || body["error"] != "invalid_target" {
+		t.Fatalf("re-delegation to an outsider: %d %v", code, body)
+	}
 
 	// The intern shares no task with the agent: no token.
 	code, body = exchange(agent, intern, hrService)

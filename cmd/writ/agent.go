@@ -285,22 +285,14 @@ func keepWriting(ctx context.Context, a *agent.Agent, w *output.Writer, self wor
 	}
 }
 
-var tokenSubcommands = [][2]string{
-	{"create", "make a one-time join token for a new agent"},
-}
-
 // runToken runs `writ token create`.
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("a command is needed: create\nrun 'writ token --help' for what it does")
-	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ token", "Join tokens let a new agent join the trust domain, once.", tokenSubcommands)
-		return nil
-	}
-	if args[0] != "create" {
-		return fmt.Errorf("unknown command %q; use create", args[0])
-	}
+	return runGroup(ctx, "writ token", "Join tokens let a new agent join the trust domain, once.", []subcommand{
+		{"create", "make a one-time join token for a new agent", withStdout(tokenCreate)},
+	}, args, stdout, stderr)
+}
+
+func tokenCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("writ token create",
 		"Make a one-time join token. It is shown once and only its digest is stored; it expires after\n"+
 			"--ttl (at most 1h) and is burned by its first use. It also pins the trust bundle, so the\n"+
@@ -309,7 +301,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ttl := c.fs.String("ttl", "15m", "how long the token may wait to be used, a `duration` up to 1h")
 	asJSON := c.fs.Bool("json", false, "print the token as JSON")
 	socket := c.socketFlag()
-	if done, err := c.parse(args[1:], stdout); done || err != nil {
+	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
 	cl, err := dial(*socket)

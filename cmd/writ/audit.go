@@ -21,32 +21,15 @@ import (
 	"writ.dev/writ/internal/atomicfile"
 )
 
-var auditSubcommands = [][2]string{
-	{"tail", "show the newest events, and follow new ones with --follow"},
-	{"export", "write the log and its signed checkpoints as JSON lines (for a SIEM or an outside party)"},
-	{"verify", "recompute the log's tree and check it against every signed checkpoint"},
-}
-
 // runAudit runs `writ audit <tail|export|verify> [flags]`.
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const summary = "Read and check the tamper-evident audit log: every change and issuance is one event, a leaf of\n" +
 		"a Merkle tree whose checkpoints the servers sign."
-	if len(args) == 0 {
-		return errors.New("a command is needed: tail, export or verify\nrun 'writ audit --help' for what each does")
-	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ audit", summary, auditSubcommands)
-		return nil
-	}
-	switch args[0] {
-	case "tail":
-		return auditTail(ctx, args[1:], stdout)
-	case "export":
-		return auditExport(ctx, args[1:], stdout, stderr)
-	case "verify":
-		return auditVerify(ctx, args[1:], stdout)
-	}
-	return fmt.Errorf("unknown command %q; use tail, export or verify\nrun 'writ audit --help' for what each does", args[0])
+	return runGroup(ctx, "writ audit", summary, []subcommand{
+		{"tail", "show the newest events, and follow new ones with --follow", withStdout(auditTail)},
+		{"export", "write the log and its signed checkpoints as JSON lines (for a SIEM or an outside party)", auditExport},
+		{"verify", "recompute the log's tree and check it against every signed checkpoint", withStdout(auditVerify)},
+	}, args, stdout, stderr)
 }
 
 // auditPage is how many events one read asks for.

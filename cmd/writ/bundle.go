@@ -16,27 +16,15 @@ import (
 	"writ.dev/writ/server"
 )
 
-var bundleSubcommands = [][2]string{
-	{"show", "print the trust domain's authorities as PEM or as a SPIFFE bundle document"},
-}
-
 // bundleFormats are the output formats of `writ bundle show`.
 var bundleFormats = []string{"pem", "spiffe"}
 
 // runBundle runs `writ bundle show [flags]`.
 func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const summary = "Work with the trust bundle: the root certificates that verify this trust domain's SVIDs."
-	if len(args) == 0 {
-		return errors.New("a command is needed: show\nrun 'writ bundle --help' for what it does")
-	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ bundle", summary, bundleSubcommands)
-		return nil
-	}
-	if args[0] != "show" {
-		return fmt.Errorf("unknown command %q; use show\nrun 'writ bundle --help' for what it does", args[0])
-	}
-	return bundleShow(ctx, args[1:], stdout, stderr)
+	return runGroup(ctx, "writ bundle", summary, []subcommand{
+		{"show", "print the trust domain's authorities as PEM or as a SPIFFE bundle document", bundleShow},
+	}, args, stdout, stderr)
 }
 
 func bundleShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {

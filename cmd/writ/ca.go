@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -12,34 +11,24 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 )
 
-var caSubcommands = [][2]string{
-	{"show", "list this server's authorities and where each is in its rotation"},
-	{"prepare", "make and publish a successor now, ahead of schedule"},
-	{"activate", "make the prepared successor sign from now on"},
-	{"taint", "mark an authority suspect: an active one is replaced at once, its SVIDs renew early"},
-	{"revoke", "take a non-active authority out of the trust bundle"},
-}
-
 // runCA runs `writ ca <show|prepare|activate|taint|revoke> [flags]`.
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const summary = "Inspect and steer this server's authorities: the X.509 CA (--kind x509) and the JWT signing\n" +
 		"key (--kind jwt). Each rotates on its own: a successor is prepared and published at half life\n" +
 		"and activated when a sixth of the life is left; old ones stay in the bundle until they expire.\n" +
 		"These commands are for incidents and planned changes."
-	if len(args) == 0 {
-		return errors.New("a command is needed: show, prepare, activate, taint or revoke\nrun 'writ ca --help' for what each does")
+	verb := func(name string) func(context.Context, []string, io.Writer, io.Writer) error {
+		return func(ctx context.Context, args []string, stdout, _ io.Writer) error {
+			return caVerb(ctx, name, args, stdout)
+		}
 	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ ca", summary, caSubcommands)
-		return nil
-	}
-	switch args[0] {
-	case "show":
-		return caShow(ctx, args[1:], stdout)
-	case "prepare", "activate", "taint", "revoke":
-		return caVerb(ctx, args[0], args[1:], stdout)
-	}
-	return fmt.Errorf("unknown command %q; use show, prepare, activate, taint or revoke\nrun 'writ ca --help' for what each does", args[0])
+	return runGroup(ctx, "writ ca", summary, []subcommand{
+		{"show", "list this server's authorities and where each is in its rotation", withStdout(caShow)},
+		{"prepare", "make and publish a successor now, ahead of schedule", verb("prepare")},
+		{"activate", "make the prepared successor sign from now on", verb("activate")},
+		{"taint", "mark an authority suspect: an active one is replaced at once, its SVIDs renew early", verb("taint")},
+		{"revoke", "take a non-active authority out of the trust bundle", verb("revoke")},
+	}, args, stdout, stderr)
 }
 
 func caShow(ctx context.Context, args []string, stdout io.Writer) error {

@@ -71,38 +71,30 @@ func checkCommand(ctx context.Context, name string, args []string, stdout io.Wri
 // errDenied makes a denied check exit non-zero, so scripts can test it.
 var errDenied = errors.New("denied")
 
-var policySubcommands = [][2]string{
-	{"validate", "compile Cedar guardrail files and report errors with their position"},
-	{"test", "dry-run a request against the server's open tasks and guardrails (as writ check)"},
-}
-
 // runPolicy runs `writ policy validate|test`.
 func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("a command is needed: validate or test\nrun 'writ policy --help' for what each does")
-	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ policy", "Guardrails: Cedar policies that bound what any task may grant and any request may do.", policySubcommands)
-		return nil
-	}
-	switch args[0] {
-	case "validate":
-		c := newCommand("writ policy validate", "Compile Cedar guardrail files (or directories of *.cedar) as the server would.",
-			"writ policy validate FILE|DIR ...")
-		if done, err := c.parse(args[1:], stdout); done || err != nil {
-			return err
-		}
-		if c.fs.NArg() == 0 {
-			return c.usageError("name at least one policy file or directory")
-		}
-		set, err := server.LoadGuardrails(c.fs.Args())
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "%d policies OK\n", set.Len())
+	return runGroup(ctx, "writ policy", "Guardrails: Cedar policies that bound what any task may grant and any request may do.", []subcommand{
+		{"validate", "compile Cedar guardrail files and report errors with their position", withStdout(policyValidate)},
+		{"test", "dry-run a request against the server's open tasks and guardrails (as writ check)",
+			func(ctx context.Context, args []string, stdout, _ io.Writer) error {
+				return checkCommand(ctx, "writ policy test", args, stdout)
+			}},
+	}, args, stdout, stderr)
+}
+
+func policyValidate(_ context.Context, args []string, stdout io.Writer) error {
+	c := newCommand("writ policy validate", "Compile Cedar guardrail files (or directories of *.cedar) as the server would.",
+		"writ policy validate FILE|DIR ...")
+	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
-	case "test":
-		return checkCommand(ctx, "writ policy test", args[1:], stdout)
 	}
-	return fmt.Errorf("unknown command %q; use validate or test", args[0])
+	if c.fs.NArg() == 0 {
+		return c.usageError("name at least one policy file or directory")
+	}
+	set, err := server.LoadGuardrails(c.fs.Args())
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%d policies OK\n", set.Len())
+	return err
 }

@@ -23,37 +23,16 @@ import (
 // stdin is where `--file -` reads from; a variable so tests can replace it.
 var stdin io.Reader = os.Stdin
 
-var entrySubcommands = [][2]string{
-	{"create", "create one identity rule from flags, or many from a YAML or JSON file"},
-	{"update", "change the fields of an identity rule"},
-	{"delete", "delete an identity rule"},
-	{"show", "show one identity rule"},
-	{"list", "list identity rules, optionally filtered"},
-}
-
 // runEntry runs `writ entry <create|update|delete|show|list> [flags]`.
 func runEntry(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const summary = "Manage identity rules (registration entries): the workloads matching all of a rule's selectors,\non the node or agent named by its parent ID, receive its SPIFFE ID."
-	if len(args) == 0 {
-		return errors.New("a command is needed: create, update, delete, show or list\nrun 'writ entry --help' for what each does")
-	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ entry", summary, entrySubcommands)
-		return nil
-	}
-	switch args[0] {
-	case "create":
-		return entryCreate(ctx, args[1:], stdout, stderr)
-	case "update":
-		return entryUpdate(ctx, args[1:], stdout, stderr)
-	case "delete":
-		return entryDelete(ctx, args[1:], stdout, stderr)
-	case "show":
-		return entryShow(ctx, args[1:], stdout, stderr)
-	case "list":
-		return entryList(ctx, args[1:], stdout, stderr)
-	}
-	return fmt.Errorf("unknown command %q; use create, update, delete, show or list\nrun 'writ entry --help' for what each does", args[0])
+	return runGroup(ctx, "writ entry", summary, []subcommand{
+		{"create", "create one identity rule from flags, or many from a YAML or JSON file", entryCreate},
+		{"update", "change the fields of an identity rule", entryUpdate},
+		{"delete", "delete an identity rule", entryDelete},
+		{"show", "show one identity rule", entryShow},
+		{"list", "list identity rules, optionally filtered", entryList},
+	}, args, stdout, stderr)
 }
 
 // entryFlags are the flags that set an entry's fields, shared by create and

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -12,34 +11,17 @@ import (
 	"writ.dev/writ/identity"
 )
 
-var lockSubcommands = [][2]string{
-	{"create", "stop issuance for a target at once, on every server"},
-	{"list", "list the locks in force"},
-	{"delete", "lift a lock"},
-}
-
 var lockKinds = []string{"spiffe-id", "id-prefix", "node", "agent", "join-method", "task"}
 
 // runLock runs `writ lock <create|list|delete> [flags]`.
 func runLock(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const summary = "Manage locks: a lock stops issuance and renewal for its target within a second on every\n" +
 		"server sharing the store. SVIDs already issued live until they expire."
-	if len(args) == 0 {
-		return errors.New("a command is needed: create, list or delete\nrun 'writ lock --help' for what each does")
-	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ lock", summary, lockSubcommands)
-		return nil
-	}
-	switch args[0] {
-	case "create":
-		return lockCreate(ctx, args[1:], stdout)
-	case "list":
-		return lockList(ctx, args[1:], stdout)
-	case "delete":
-		return lockDelete(ctx, args[1:], stdout)
-	}
-	return fmt.Errorf("unknown command %q; use create, list or delete\nrun 'writ lock --help' for what each does", args[0])
+	return runGroup(ctx, "writ lock", summary, []subcommand{
+		{"create", "stop issuance for a target at once, on every server", withStdout(lockCreate)},
+		{"list", "list the locks in force", withStdout(lockList)},
+		{"delete", "lift a lock", withStdout(lockDelete)},
+	}, args, stdout, stderr)
 }
 
 // parseLockTarget parses KIND=VALUE. The server checks the value; here only

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -132,12 +133,53 @@ func (l *stringList) Set(s string) error {
 	return nil
 }
 
+// subcommand is one command of a group such as `writ lock`.
+type subcommand struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// withStdout adapts a subcommand that writes only to stdout.
+func withStdout(f func(context.Context, []string, io.Writer) error) func(context.Context, []string, io.Writer, io.Writer) error {
+	return func(ctx context.Context, args []string, stdout, _ io.Writer) error { return f(ctx, args, stdout) }
+}
+
+// runGroup runs `GROUP <command> [flags]`: the help index, the named
+// command, or an error listing the commands there are.
+func runGroup(ctx context.Context, group, summary string, subs []subcommand, args []string, stdout, stderr io.Writer) error {
+	names := make([]string, len(subs))
+	for i, s := range subs {
+		names[i] = s.name
+	}
+	list := names[0]
+	if n := len(names); n > 1 {
+		list = strings.Join(names[:n-1], ", ") + " or " + names[n-1]
+	}
+	hint := fmt.Sprintf("run '%s --help' for what each does", group)
+	if len(subs) == 1 {
+		hint = fmt.Sprintf("run '%s --help' for what it does", group)
+	}
+	if len(args) == 0 {
+		return fmt.Errorf("a command is needed: %s\n%s", list, hint)
+	}
+	if isHelpArg(args[0]) {
+		printHelpIndex(stdout, group, summary, subs)
+		return nil
+	}
+	for _, s := range subs {
+		if s.name == args[0] {
+			return s.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return fmt.Errorf("unknown command %q; use %s\n%s", args[0], list, hint)
+}
+
 // printHelpIndex prints the help of a command group (e.g. `writ entry`).
-func printHelpIndex(w io.Writer, group, summary string, subs [][2]string) {
+func printHelpIndex(w io.Writer, group, summary string, subs []subcommand) {
 	fmt.Fprintf(w, "Usage: %s <command> [flags]\n\n%s\n\nCommands:\n", group, summary)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, s := range subs {
-		fmt.Fprintf(tw, "  %s\t%s\n", s[0], s[1])
+		fmt.Fprintf(tw, "  %s\t%s\n", s.name, s.summary)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nRun '%s <command> --help' for the flags of a command.\n", group)

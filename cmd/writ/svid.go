@@ -28,24 +28,12 @@ import (
 	"writ.dev/writ/internal/atomicfile"
 )
 
-var svidSubcommands = [][2]string{
-	{"mint", "make a key here and have the server certify it as an X.509-SVID, written to files; or, with --jwt, mint a JWT-SVID"},
-}
-
 // runSVID runs `writ svid mint [flags]`.
 func runSVID(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const summary = "Work with SVIDs, the certificates that carry SPIFFE IDs."
-	if len(args) == 0 {
-		return errors.New("a command is needed: mint\nrun 'writ svid --help' for what it does")
-	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ svid", summary, svidSubcommands)
-		return nil
-	}
-	if args[0] != "mint" {
-		return fmt.Errorf("unknown command %q; use mint\nrun 'writ svid --help' for what it does", args[0])
-	}
-	return svidMint(ctx, args[1:], stdout, stderr)
+	return runGroup(ctx, "writ svid", summary, []subcommand{
+		{"mint", "make a key here and have the server certify it as an X.509-SVID, written to files; or, with --jwt, mint a JWT-SVID", svidMint},
+	}, args, stdout, stderr)
 }
 
 // Names of the files svid mint writes in --out.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -14,53 +13,27 @@ import (
 	"writ.dev/writ/task"
 )
 
-var taskSubcommands = [][2]string{
-	{"create", "create a draft task: what the work is, who works on it, when it ends"},
-	{"add", "add members to a draft or open task"},
-	{"grant", "give members of a task actions on resources"},
-	{"open", "open a task: its grants become live until its deadline"},
-	{"close", "close a task: its grants end at once"},
-	{"show", "show one task and its grants"},
-	{"list", "list tasks, optionally by state"},
-	{"standing", "manage standing grants for workloads: put, delete, list"},
-}
-
-var standingSubcommands = [][2]string{
-	{"put", "create or replace a standing grant for workloads"},
-	{"delete", "delete a standing grant"},
-	{"list", "list the standing grants"},
-}
-
 // runTask runs `writ task <command> [flags]`.
-func runTask(ctx context.Context, args []string, stdout, _ io.Writer) error {
+func runTask(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const summary = "Manage tasks: a task names who works on it and what each member may do. Opening it makes\n" +
 		"exactly that live until its deadline; closing it takes it all away."
-	if len(args) == 0 {
-		return errors.New("a command is needed: create, add, grant, open, close, show, list or standing\nrun 'writ task --help' for what each does")
+	transition := func(verb, done, help string) func(context.Context, []string, io.Writer, io.Writer) error {
+		return func(ctx context.Context, args []string, stdout, _ io.Writer) error {
+			return taskTransition(ctx, args, stdout, verb, done, help)
+		}
 	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ task", summary, taskSubcommands)
-		return nil
-	}
-	switch args[0] {
-	case "create":
-		return taskCreate(ctx, args[1:], stdout)
-	case "add":
-		return taskAdd(ctx, args[1:], stdout)
-	case "grant":
-		return taskGrant(ctx, args[1:], stdout)
-	case "open":
-		return taskTransition(ctx, args[1:], stdout, "open", "opened", "Open a draft task: its grants become live from now (or its not-before time) until its deadline.")
-	case "close":
-		return taskTransition(ctx, args[1:], stdout, "close", "closed", "Close an open task: its grants end at once, on every server.")
-	case "show":
-		return taskShow(ctx, args[1:], stdout)
-	case "list":
-		return taskList(ctx, args[1:], stdout)
-	case "standing":
-		return runStanding(ctx, args[1:], stdout)
-	}
-	return fmt.Errorf("unknown command %q; use create, add, grant, open, close, show, list or standing\nrun 'writ task --help' for what each does", args[0])
+	return runGroup(ctx, "writ task", summary, []subcommand{
+		{"create", "create a draft task: what the work is, who works on it, when it ends", withStdout(taskCreate)},
+		{"add", "add members to a draft or open task", withStdout(taskAdd)},
+		{"grant", "give members of a task actions on resources", withStdout(taskGrant)},
+		{"open", "open a task: its grants become live until its deadline",
+			transition("open", "opened", "Open a draft task: its grants become live from now (or its not-before time) until its deadline.")},
+		{"close", "close a task: its grants end at once",
+			transition("close", "closed", "Close an open task: its grants end at once, on every server.")},
+		{"show", "show one task and its grants", withStdout(taskShow)},
+		{"list", "list tasks, optionally by state", withStdout(taskList)},
+		{"standing", "manage standing grants for workloads: put, delete, list", runStanding},
+	}, args, stdout, stderr)
 }
 
 func taskCreate(ctx context.Context, args []string, stdout io.Writer) error {
@@ -266,25 +239,14 @@ func taskList(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // runStanding runs `writ task standing <put|delete|list> [flags]`.
-func runStanding(ctx context.Context, args []string, stdout io.Writer) error {
+func runStanding(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const summary = "Manage standing grants: actions on resources that workloads hold at all times, without a task.\n" +
 		"People, agents and nodes never hold standing privileges: give them a task."
-	if len(args) == 0 {
-		return errors.New("a command is needed: put, delete or list\nrun 'writ task standing --help' for what each does")
-	}
-	if isHelpArg(args[0]) {
-		printHelpIndex(stdout, "writ task standing", summary, standingSubcommands)
-		return nil
-	}
-	switch args[0] {
-	case "put":
-		return standingPut(ctx, args[1:], stdout)
-	case "delete":
-		return standingDelete(ctx, args[1:], stdout)
-	case "list":
-		return standingList(ctx, args[1:], stdout)
-	}
-	return fmt.Errorf("unknown command %q; use put, delete or list\nrun 'writ task standing --help' for what each does", args[0])
+	return runGroup(ctx, "writ task standing", summary, []subcommand{
+		{"put", "create or replace a standing grant for workloads", withStdout(standingPut)},
+		{"delete", "delete a standing grant", withStdout(standingDelete)},
+		{"list", "list the standing grants", withStdout(standingList)},
+	}, args, stdout, stderr)
 }
 
 func standingPut(ctx context.Context, args []string, stdout io.Writer) error {

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -255,11 +254,7 @@ func (s *Server) requestChain(ctx context.Context, req *writv1.CheckRequest) ([]
 		if req.GetJwtAudience() == "" {
 			return nil, status.Error(codes.InvalidArgument, "jwt_audience: is required with jwt_svid: the audience the resource server accepts")
 		}
-		jb := jwtbundle.New(s.td)
-		for _, k := range s.jwt.Keys() {
-			_ = jb.AddJWTAuthority(k.KeyID, k.PublicKey)
-		}
-		svid, err := jwtsvid.ParseAndValidate(req.GetJwtSvid(), jb, []string{req.GetJwtAudience()})
+		svid, err := jwtsvid.ParseAndValidate(req.GetJwtSvid(), s.jwtBundle(), []string{req.GetJwtAudience()})
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "jwt_svid does not validate: %v", err)
 		}
@@ -302,44 +297,39 @@ func (s *Server) recordDecision(ctx context.Context, req *writv1.CheckRequest, r
 // run writes queued decision events in batches until ctx ends, then
 // writes what is left.
 func (l *decisionLog) run(ctx context.Context) {
-	var batch []store.AuditEvent
-	flush := func(ctx context.Context) {
-		if len(batch) == 0 {
-			return
-		}
-		if _, err := l.s.store.AppendAudit(ctx, batch...); err != nil {
-			l.s.log.Error("recording decision events", "err", err, "count", len(batch))
-		}
-		batch = batch[:0]
-	}
 	for {
 		select {
 		case ev := <-l.ch:
-			batch = append(batch, ev)
-			for len(batch) < 512 {
-				select {
-				case ev := <-l.ch:
-					batch = append(batch, ev)
-					continue
-				default:
-				}
-				break
-			}
-			flush(ctx)
+			l.write(ctx, l.drain([]store.AuditEvent{ev}, decisionBatch))
 		case <-ctx.Done():
 			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			for {
-				select {
-				case ev := <-l.ch:
-					batch = append(batch, ev)
-					continue
-				default:
-				}
-				break
+			for batch := l.drain(nil, decisionBatch); len(batch) > 0; batch = l.drain(nil, decisionBatch) {
+				l.write(final, batch)
 			}
-			flush(final)
 			cancel()
 			return
 		}
+	}
+}
+
+// decisionBatch bounds the events one append writes.
+const decisionBatch = 512
+
+// drain adds the queued events to batch, up to max, without waiting.
+func (l *decisionLog) drain(batch []store.AuditEvent, max int) []store.AuditEvent {
+	for len(batch) < max {
+		select {
+		case ev := <-l.ch:
+			batch = append(batch, ev)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (l *decisionLog) write(ctx context.Context, batch []store.AuditEvent) {
+	if _, err := l.s.store.AppendAudit(ctx, batch...); err != nil {
+		l.s.log.Error("recording decision events", "err", err, "count", len(batch))
 	}
 }

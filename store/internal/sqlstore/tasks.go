@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"writ.dev/writ/store"
@@ -84,23 +86,18 @@ func (s *Store) GetTask(ctx context.Context, id string) (store.TaskRecord, error
 	return ts[0], nil
 }
 
-// ListTasks implements store.Store.
+// ListTasks implements store.Store. The state filter is in the query, so
+// listing the open tasks does not read every task that ever closed.
 func (s *Store) ListTasks(ctx context.Context, states ...string) ([]store.TaskRecord, error) {
-	all, err := queryTasks(ctx, s.engine.Reader(), listTasksSQL)
-	if err != nil || len(states) == 0 {
-		return all, err
+	if len(states) == 0 {
+		return queryTasks(ctx, s.engine.Reader(), listTasksSQL)
 	}
-	want := map[string]bool{}
-	for _, st := range states {
-		want[st] = true
+	ps := make([]string, len(states))
+	args := make([]any, len(states))
+	for i, st := range states {
+		ps[i], args[i] = "$"+strconv.Itoa(i+1), st
 	}
-	out := all[:0]
-	for _, t := range all {
-		if want[t.State] {
-			out = append(out, t)
-		}
-	}
-	return out, nil
+	return queryTasks(ctx, s.engine.Reader(), `SELECT `+taskColumns+` FROM tasks WHERE state IN (`+strings.Join(ps, ", ")+`) ORDER BY id`, args...)
 }
 
 func queryTasks(ctx context.Context, q Querier, query string, args ...any) ([]store.TaskRecord, error) {

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -15,6 +13,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/x509pop"
+	"writ.dev/writ/ca"
 )
 
 // joinMethodX509PoP is the server's name for the certificate join.
@@ -28,7 +27,7 @@ func (a *Agent) joinByAttestation(ctx context.Context) error {
 	if a.cfg.BundleFile == "" {
 		return fmt.Errorf("agent: joining by %s needs the trust bundle to verify the server with: pass --bundle FILE (from 'writ bundle show' on the server)", a.cfg.JoinMethod)
 	}
-	roots, err := readBundleFile(a.cfg.BundleFile)
+	roots, err := ca.ReadCertificatesPEM(a.cfg.BundleFile)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -136,7 +135,7 @@ func readCertAndKey(certFile, keyFile string) ([][]byte, crypto.Signer, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, nil, errors.New("x509pop needs --x509pop-cert and --x509pop-key")
 	}
-	certs, err := readBundleFile(certFile)
+	certs, err := ca.ReadCertificatesPEM(certFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -144,31 +143,9 @@ func readCertAndKey(certFile, keyFile string) ([][]byte, crypto.Signer, error) {
 	for _, c := range certs {
 		chain = append(chain, c.Raw)
 	}
-	data, err := os.ReadFile(keyFile)
+	key, err := ca.ReadPrivateKeyPEM(keyFile)
 	if err != nil {
 		return nil, nil, err
 	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, nil, fmt.Errorf("%s holds no PEM private key", keyFile)
-	}
-	var parsed any
-	switch block.Type {
-	case "PRIVATE KEY":
-		parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		parsed, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		parsed, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, nil, fmt.Errorf("%s: PEM block %q is not a private key", keyFile, block.Type)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", keyFile, err)
-	}
-	signer, ok := parsed.(crypto.Signer)
-	if !ok {
-		return nil, nil, fmt.Errorf("%s: a %T cannot sign", keyFile, parsed)
-	}
-	return chain, signer, nil
+	return chain, key, nil
 }

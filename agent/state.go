@@ -4,11 +4,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
+	"writ.dev/writ/ca"
 	"writ.dev/writ/internal/atomicfile"
 	"writ.dev/writ/keystore"
 )
@@ -52,11 +52,11 @@ func readState(dir string) (*agentState, error) {
 	if err := keystore.ValidateName(s.KeyName); err != nil {
 		return nil, fmt.Errorf("agent state %s: %w", stateFile, err)
 	}
-	chain, err := parsePEMCerts(s.ChainPEM)
+	chain, err := ca.ParseCertificatesPEM(stateFile, []byte(s.ChainPEM))
 	if err != nil || len(chain) == 0 {
 		return nil, fmt.Errorf("agent state %s: no certificate (%v)", stateFile, err)
 	}
-	bundle, err := parsePEMCerts(s.BundlePEM)
+	bundle, err := ca.ParseCertificatesPEM(stateFile, []byte(s.BundlePEM))
 	if err != nil || len(bundle) == 0 {
 		return nil, fmt.Errorf("agent state %s: no bundle (%v)", stateFile, err)
 	}
@@ -83,41 +83,4 @@ func encodePEMCerts(certs []*x509.Certificate) []byte {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	return out
-}
-
-func parsePEMCerts(s string) ([]*x509.Certificate, error) {
-	rest := []byte(s)
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("unexpected PEM block %q", block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no CERTIFICATE PEM block")
-	}
-	return out, nil
-}
-
-// readBundleFile reads PEM trust anchors given with --bundle.
-func readBundleFile(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := parsePEMCerts(string(data))
-	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", path, err)
-	}
-	return certs, nil
 }

@@ -42,15 +42,15 @@ const minUpstreamLife = MinCATTL
 // which must not be accessible by group or others; bundleFile the roots of
 // the upstream PKI. The result has passed Validate at the current time.
 func LoadUpstream(certFile, keyFile, bundleFile string) (*Upstream, error) {
-	certs, err := readCertsPEM(certFile)
+	certs, err := ReadCertificatesPEM(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca: upstream certificate: %w", err)
 	}
-	signer, err := readKeyPEM(keyFile)
+	signer, err := ReadPrivateKeyPEM(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca: upstream key: %w", err)
 	}
-	roots, err := readCertsPEM(bundleFile)
+	roots, err := ReadCertificatesPEM(bundleFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca: upstream bundle: %w", err)
 	}
@@ -212,19 +212,21 @@ func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
 	return false
 }
 
-// readCertsPEM reads every CERTIFICATE block of a PEM file, in order, and
+// ReadCertificatesPEM reads every CERTIFICATE block of a PEM file, in order, and
 // refuses a file without one or with other block types, which usually means
 // the wrong file was named.
-func readCertsPEM(path string) ([]*x509.Certificate, error) {
+func ReadCertificatesPEM(path string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return parseCertsPEM(path, data)
+	return ParseCertificatesPEM(path, data)
 }
 
-// parseCertsPEM is readCertsPEM's parser; path only names the source in errors.
-func parseCertsPEM(path string, data []byte) ([]*x509.Certificate, error) {
+// ParseCertificatesPEM is ReadCertificatesPEM's parser; path only names
+// the source in errors. The agent and the client read trust bundles and
+// node certificates with it too.
+func ParseCertificatesPEM(path string, data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for rest := data; ; {
 		var block *pem.Block
@@ -247,9 +249,10 @@ func parseCertsPEM(path string, data []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// readKeyPEM reads one private key from a PEM file that only its owner can
-// access: whoever reads it can mint intermediates in the upstream PKI.
-func readKeyPEM(path string) (crypto.Signer, error) {
+// ReadPrivateKeyPEM reads one private key from a PEM file that only its
+// owner can access: whoever reads it can act as its certificate (an
+// upstream CA, a node proving itself with x509pop).
+func ReadPrivateKeyPEM(path string) (crypto.Signer, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -264,11 +267,11 @@ func readKeyPEM(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return parseKeyPEM(path, data)
+	return ParsePrivateKeyPEM(path, data)
 }
 
-// parseKeyPEM is readKeyPEM's parser; path only names the source in errors.
-func parseKeyPEM(path string, data []byte) (crypto.Signer, error) {
+// ParsePrivateKeyPEM is ReadPrivateKeyPEM's parser; path only names the source in errors.
+func ParsePrivateKeyPEM(path string, data []byte) (crypto.Signer, error) {
 	for rest := data; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)

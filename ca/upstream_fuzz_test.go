@@ -28,7 +28,7 @@ func FuzzParseUpstreamPEM(f *testing.F) {
 	f.Add([]byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"))
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if certs, err := parseCertsPEM("fuzz.pem", data); err == nil {
+		if certs, err := ParseCertificatesPEM("fuzz.pem", data); err == nil {
 			if len(certs) == 0 {
 				t.Fatal("accepted a file without certificates")
 			}
@@ -38,7 +38,7 @@ func FuzzParseUpstreamPEM(f *testing.F) {
 				}
 			}
 		}
-		if signer, err := parseKeyPEM("fuzz.pem", data); err == nil && signer.Public() == nil {
+		if signer, err := ParsePrivateKeyPEM("fuzz.pem", data); err == nil && signer.Public() == nil {
 			t.Fatal("accepted a key without a public half")
 		}
 	})

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +26,7 @@ import (
 
 	"writ.dev/writ/agent/output"
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/ca"
 	"writ.dev/writ/person/login"
 )
 
@@ -135,13 +135,9 @@ func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // loadTrust reads the trust anchors and names their trust domain.
 func loadTrust(file, tdName string) (*x509bundle.Bundle, spiffeid.TrustDomain, error) {
-	data, err := os.ReadFile(file)
+	certs, err := ca.ReadCertificatesPEM(file)
 	if err != nil {
 		return nil, spiffeid.TrustDomain{}, err
-	}
-	certs, err := parsePEMCertificates(data)
-	if err != nil || len(certs) == 0 {
-		return nil, spiffeid.TrustDomain{}, fmt.Errorf("%s: %w", file, err)
 	}
 	var td spiffeid.TrustDomain
 	if tdName != "" {
@@ -160,30 +156,6 @@ func loadTrust(file, tdName string) (*x509bundle.Bundle, spiffeid.TrustDomain, e
 		return nil, td, errors.New("the bundle's authorities do not name the trust domain: pass --trust-domain")
 	}
 	return x509bundle.FromX509Authorities(td, certs), td, nil
-}
-
-// parsePEMCertificates reads every CERTIFICATE block of data.
-func parsePEMCertificates(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no CERTIFICATE PEM block")
-	}
-	return out, nil
 }
 
 // serverAuthorizer accepts only the trust domain's writ servers.

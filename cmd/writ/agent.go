@@ -149,7 +149,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return err
 	}
-	return keepWriting(runCtx, a, w, self, want, f.audiences, done)
+	return keepWriting(runCtx, a, w, self, want, f.audiences, done, log)
 }
 
 // workloadAttestors are what the agent learns of a calling process: its
@@ -262,16 +262,16 @@ func material(ctx context.Context, a *agent.Agent, self workload.Peer, want spif
 
 // keepWriting rewrites the files whenever the identity or bundle changes,
 // and at least every half minute for JWT-SVIDs, until ctx ends.
-func keepWriting(ctx context.Context, a *agent.Agent, w *output.Writer, self workload.Peer, want spiffeid.ID, audiences []string, done <-chan error) error {
+func keepWriting(ctx context.Context, a *agent.Agent, w *output.Writer, self workload.Peer, want spiffeid.ID, audiences []string, done <-chan error, log *slog.Logger) error {
 	for {
 		m, changed, err := material(ctx, a, self, want, audiences)
 		switch {
 		case err == nil:
 			if _, err := w.Write(ctx, m); err != nil {
-				fmt.Fprintf(os.Stderr, "writ agent: writing %v\n", err)
+				log.Error("writing the identity files", "dir", w.Dir(), "err", err)
 			}
 		case !errors.Is(err, errNoIdentityYet):
-			fmt.Fprintf(os.Stderr, "writ agent: %v\n", err)
+			log.Error("getting the identity to write", "err", err)
 		}
 		t := time.NewTimer(30 * time.Second)
 		select {

@@ -69,9 +69,6 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if f.serverAddr == "" {
-		return c.usageError("missing --server")
-	}
 	if f.oneshot && f.out == "" {
 		return c.usageError("--oneshot needs --out DIR")
 	}

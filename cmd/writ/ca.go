@@ -103,7 +103,8 @@ func caVerb(ctx context.Context, verb string, args []string, stdout io.Writer) e
 	socket := c.socketFlag()
 	c.required("kind")
 	if verb == "taint" || verb == "revoke" {
-		c.required("id")
+		// Checked below, where the error can say where ids come from.
+		c.showRequired("id")
 	}
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err

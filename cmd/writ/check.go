@@ -36,9 +36,6 @@ func checkCommand(ctx context.Context, name string, args []string, stdout io.Wri
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if *action == "" || *resource == "" || len(chain) == 0 {
-		return c.usageError("--action, --resource and at least one --chain are required")
-	}
 	cl, err := dial(*socket)
 	if err != nil {
 		return err

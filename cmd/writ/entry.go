@@ -216,14 +216,8 @@ func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	} else {
 		e := &writv1.Entry{Id: *id}
-		var missing []string
-		for _, name := range []string{"spiffe-id", "parent-id", "selector"} {
-			if !c.set(name) {
-				missing = append(missing, "--"+name)
-			}
-		}
-		if len(missing) > 0 {
-			return c.usageError("missing %s", strings.Join(missing, ", "))
+		if err := c.need("spiffe-id", "parent-id", "selector"); err != nil {
+			return err
 		}
 		if err := f.apply(c, e, now); err != nil {
 			return err
@@ -317,9 +311,6 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if *id == "" {
-		return c.usageError("missing --id")
-	}
 	changes := false
 	for _, name := range append(entryFieldFlags, "clear-dns", "clear-expiry") {
 		changes = changes || c.set(name)
@@ -381,9 +372,6 @@ func entryDelete(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if *id == "" {
-		return c.usageError("missing --id")
-	}
 	cl, err := dial(*socket)
 	if err != nil {
 		return err
@@ -406,9 +394,6 @@ func entryShow(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	c.required("id")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
-	}
-	if *id == "" {
-		return c.usageError("missing --id")
 	}
 	cl, err := dial(*socket)
 	if err != nil {

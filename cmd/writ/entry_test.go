@@ -237,6 +237,7 @@ func TestEntryFlagErrors(t *testing.T) {
 		{"update bad ttl", []string{"update", "--id", "x", "--jwt-ttl", "0"}, []string{"jwt-ttl:", "not positive"}},
 		{"delete no id", []string{"delete"}, []string{"missing --id", "usage: writ entry delete --id ID"}},
 		{"show no id", []string{"show", "--json"}, []string{"missing --id"}},
+		{"show empty id", []string{"show", "--id", ""}, []string{"missing --id"}},
 		{"list bad selector", []string{"list", "--selector", "nocolon"}, []string{"selector:"}},
 		{"list bad parent", []string{"list", "--parent-id", "spiffe://"}, []string{"parent-id:"}},
 		{"no subcommand", nil, []string{"a command is needed", "create, update, delete, show or list"}},

@@ -62,15 +62,6 @@ func lockCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	var missing []string
-	for _, name := range []string{"target", "reason"} {
-		if !c.set(name) {
-			missing = append(missing, "--"+name)
-		}
-	}
-	if len(missing) > 0 {
-		return c.usageError("missing %s", strings.Join(missing, ", "))
-	}
 	t, err := parseLockTarget(*target)
 	if err != nil {
 		return err
@@ -139,9 +130,6 @@ func lockDelete(ctx context.Context, args []string, stdout io.Writer) error {
 	c.required("id")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
-	}
-	if *id == "" {
-		return c.usageError("missing --id")
 	}
 	cl, err := dial(*socket)
 	if err != nil {

@@ -68,9 +68,6 @@ func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if *serverAddr == "" || *bundleFile == "" {
-		return c.usageError("--server and --bundle are required")
-	}
 	bundle, trust, err := loadTrust(*bundleFile, *td)
 	if err != nil {
 		return err

@@ -27,6 +27,9 @@ type cliCommand struct {
 	// shownDefault overrides the default printed in help for flags whose
 	// real default is computed at run time.
 	shownDefault map[string]string
+	// requiredFlags must have a value once parsed; parse refuses the
+	// command otherwise.
+	requiredFlags []string
 }
 
 func newCommand(name, summary string, synopsis ...string) *cliCommand {
@@ -38,12 +41,35 @@ func newCommand(name, summary string, synopsis ...string) *cliCommand {
 	return &cliCommand{name: name, synopsis: synopsis, summary: summary, fs: fs, shownDefault: map[string]string{}}
 }
 
-// required marks a flag that must be given; help says so instead of
-// showing an empty default.
+// required marks flags that must always be given: help says so, and parse
+// refuses the command naming every one that has no value.
 func (c *cliCommand) required(names ...string) {
+	c.requiredFlags = append(c.requiredFlags, names...)
+	c.showRequired(names...)
+}
+
+// showRequired marks flags as required in help only, for flags whose need
+// depends on other flags; the command checks them itself with need.
+func (c *cliCommand) showRequired(names ...string) {
 	for _, n := range names {
 		c.shownDefault[n] = ""
 	}
+}
+
+// need refuses the command when any of the named flags has no value,
+// naming all of them at once. A flag given an empty value counts as
+// missing: an empty --id is never what was meant.
+func (c *cliCommand) need(names ...string) error {
+	var missing []string
+	for _, n := range names {
+		if f := c.fs.Lookup(n); f == nil || f.Value.String() == "" {
+			missing = append(missing, "--"+n)
+		}
+	}
+	if len(missing) > 0 {
+		return c.usageError("missing %s", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // socketFlag adds --socket, which every client subcommand takes.
@@ -66,7 +92,7 @@ func (c *cliCommand) parse(args []string, stdout io.Writer) (done bool, err erro
 	if c.fs.NArg() > 0 {
 		return false, c.usageError("unexpected argument %q (flags go before other arguments, and every value needs its flag)", c.fs.Arg(0))
 	}
-	return false, nil
+	return false, c.need(c.requiredFlags...)
 }
 
 // usageError says what was wrong and what to type instead.

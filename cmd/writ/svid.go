@@ -83,33 +83,24 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c.fs.Var(&audience, "audience", "`name` of a party that may accept the JWT-SVID; repeatable, at least one with --jwt")
 	asJSON := c.fs.Bool("json", false, "print the result as JSON")
 	socket := c.socketFlag()
-	c.required("spiffe-id")
+	// Which flags are needed depends on --jwt: checked below, all at once.
+	c.showRequired("spiffe-id")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	var missing []string
-	if *spiffeID == "" {
-		missing = append(missing, "--spiffe-id")
-	}
+	needed := []string{"spiffe-id", "out"}
 	if *jwt {
-		if len(audience) == 0 {
-			missing = append(missing, "--audience")
-		}
+		needed[1] = "audience"
 		for _, f := range []string{"dns", "key-type"} {
 			if c.set(f) {
 				return c.usageError("--%s is for X.509-SVIDs; a JWT-SVID has no key of its own or DNS names", f)
 			}
 		}
-	} else {
-		if *out == "" {
-			missing = append(missing, "--out")
-		}
-		if c.set("audience") {
-			return c.usageError("--audience is for JWT-SVIDs: add --jwt")
-		}
+	} else if c.set("audience") {
+		return c.usageError("--audience is for JWT-SVIDs: add --jwt")
 	}
-	if len(missing) > 0 {
-		return c.usageError("missing %s", strings.Join(missing, ", "))
+	if err := c.need(needed...); err != nil {
+		return err
 	}
 	id, err := identity.ParseID("spiffe-id", *spiffeID)
 	if err != nil {

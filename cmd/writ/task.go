@@ -56,9 +56,6 @@ func taskCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if err := c.needFlags("title", "reason", "deadline"); err != nil {
-		return err
-	}
 	now := time.Now()
 	pt := &writv1.Task{Id: *id, Title: *title, Reason: *reason, Ticket: *ticket, Owner: *owner}
 	var err error
@@ -93,9 +90,6 @@ func taskAdd(ctx context.Context, args []string, stdout io.Writer) error {
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if err := c.needFlags("id", "member"); err != nil {
-		return err
-	}
 	ms, err := checkPatterns("member", members)
 	if err != nil {
 		return err
@@ -120,9 +114,6 @@ func taskGrant(ctx context.Context, args []string, stdout io.Writer) error {
 	socket := c.socketFlag()
 	c.required("id", "action", "resource", "to")
 	if done, err := c.parse(args, stdout); done || err != nil {
-		return err
-	}
-	if err := c.needFlags("id", "action", "resource", "to"); err != nil {
 		return err
 	}
 	g, err := grantFromFlags(actions, resources, to)
@@ -160,9 +151,6 @@ func taskTransition(ctx context.Context, args []string, stdout io.Writer, verb, 
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if err := c.needFlags("id"); err != nil {
-		return err
-	}
 	req := &writv1.TaskTransitionRequest{Id: *id, Revision: *revision}
 	return callTask(ctx, *socket, stdout, *asJSON, done, func(tc writv1.TaskServiceClient) (*writv1.Task, error) {
 		if verb == "open" {
@@ -179,9 +167,6 @@ func taskShow(ctx context.Context, args []string, stdout io.Writer) error {
 	socket := c.socketFlag()
 	c.required("id")
 	if done, err := c.parse(args, stdout); done || err != nil {
-		return err
-	}
-	if err := c.needFlags("id"); err != nil {
 		return err
 	}
 	cl, err := dial(*socket)
@@ -264,9 +249,6 @@ func standingPut(ctx context.Context, args []string, stdout io.Writer) error {
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if err := c.needFlags("subject", "action", "resource"); err != nil {
-		return err
-	}
 	if _, err := checkPatterns("subject", []string{*subject}); err != nil {
 		return err
 	}
@@ -293,9 +275,6 @@ func standingDelete(ctx context.Context, args []string, stdout io.Writer) error 
 	socket := c.socketFlag()
 	c.required("id")
 	if done, err := c.parse(args, stdout); done || err != nil {
-		return err
-	}
-	if err := c.needFlags("id"); err != nil {
 		return err
 	}
 	cl, err := dial(*socket)
@@ -345,21 +324,6 @@ func standingList(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.GetId(), g.GetSubject(), strings.Join(g.GetActions(), ","), strings.Join(g.GetResources(), ","))
 	}
 	return tw.Flush()
-}
-
-// needFlags refuses a command missing any of the named flags, naming all
-// of them at once.
-func (c *cliCommand) needFlags(names ...string) error {
-	var missing []string
-	for _, n := range names {
-		if !c.set(n) {
-			missing = append(missing, "--"+n)
-		}
-	}
-	if len(missing) > 0 {
-		return c.usageError("missing %s", strings.Join(missing, ", "))
-	}
-	return nil
 }
 
 // checkPatterns checks SPIFFE ID patterns before any round trip, so an

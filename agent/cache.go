@@ -344,16 +344,24 @@ func (c *cache) due(now time.Time) []*rule {
 		if c.locked(r.spiffeID, now) {
 			continue
 		}
-		if now.Before(r.retryAt) {
-			continue
-		}
-		if r.svid == nil || r.svid.revision != r.revision || !now.Before(r.svid.renewAt) ||
-			c.tainted[r.svid.caID] {
+		if !now.Before(c.dueAt(r)) {
 			out = append(out, r)
 		}
 	}
 	slices.SortFunc(out, func(a, b *rule) int { return strings.Compare(a.id, b.id) })
 	return out
+}
+
+// dueAt is when rule r next needs an SVID minted, never before its retryAt:
+// at once if it holds none, holds one minted for an older revision of the
+// rule, or holds one signed by a tainted authority; otherwise at the held
+// SVID's renewal point. Called with mu held.
+func (c *cache) dueAt(r *rule) time.Time {
+	at := r.retryAt
+	if s := r.svid; s != nil && s.revision == r.revision && !c.tainted[s.caID] && s.renewAt.After(at) {
+		at = s.renewAt
+	}
+	return at
 }
 
 // setSVID stores a minted SVID if the rule is still there at the revision
@@ -390,17 +398,14 @@ func (c *cache) refused(ids []string, retry time.Time) {
 	}
 }
 
-// nextRenewal is when the earliest held SVID is due, for the minting loop
-// to sleep until.
+// nextRenewal is when the earliest rule is due (see dueAt), for the minting
+// loop to sleep until.
 func (c *cache) nextRenewal() time.Time {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var next time.Time
 	for _, r := range c.rules {
-		at := r.retryAt
-		if r.svid != nil && r.svid.renewAt.After(at) {
-			at = r.svid.renewAt
-		}
+		at := c.dueAt(r)
 		if !at.IsZero() && (next.IsZero() || at.Before(next)) {
 			next = at
 		}

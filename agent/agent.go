@@ -36,8 +36,8 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/jointoken"
 	"writ.dev/writ/attest/workload"
-	"writ.dev/writ/ca"
 	"writ.dev/writ/identity"
+	"writ.dev/writ/internal/pemfile"
 	"writ.dev/writ/keystore"
 )
 
@@ -225,7 +225,7 @@ func (a *Agent) join(ctx context.Context) error {
 // pinned authorities are kept from it.
 func (a *Agent) trustAnchors(ctx context.Context, tok jointoken.Token) ([]*x509.Certificate, error) {
 	if a.cfg.BundleFile != "" {
-		return ca.ReadCertificatesPEM(a.cfg.BundleFile)
+		return pemfile.ReadCertificates(a.cfg.BundleFile)
 	}
 	conn, err := grpc.NewClient(a.cfg.ServerAddress, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		// Nothing from this connection is trusted but what matches a pin.

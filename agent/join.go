@@ -13,7 +13,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/x509pop"
-	"writ.dev/writ/ca"
+	"writ.dev/writ/internal/pemfile"
 )
 
 // joinMethodX509PoP is the server's name for the certificate join.
@@ -27,7 +27,7 @@ func (a *Agent) joinByAttestation(ctx context.Context) error {
 	if a.cfg.BundleFile == "" {
 		return fmt.Errorf("agent: joining by %s needs the trust bundle to verify the server with: pass --bundle FILE (from 'writ bundle show' on the server)", a.cfg.JoinMethod)
 	}
-	roots, err := ca.ReadCertificatesPEM(a.cfg.BundleFile)
+	roots, err := pemfile.ReadCertificates(a.cfg.BundleFile)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -135,7 +135,7 @@ func readCertAndKey(certFile, keyFile string) ([][]byte, crypto.Signer, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, nil, errors.New("x509pop needs --x509pop-cert and --x509pop-key")
 	}
-	certs, err := ca.ReadCertificatesPEM(certFile)
+	certs, err := pemfile.ReadCertificates(certFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -143,7 +143,7 @@ func readCertAndKey(certFile, keyFile string) ([][]byte, crypto.Signer, error) {
 	for _, c := range certs {
 		chain = append(chain, c.Raw)
 	}
-	key, err := ca.ReadPrivateKeyPEM(keyFile)
+	key, err := pemfile.ReadPrivateKey(keyFile)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -8,8 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"writ.dev/writ/ca"
 	"writ.dev/writ/internal/atomicfile"
+	"writ.dev/writ/internal/pemfile"
 	"writ.dev/writ/keystore"
 )
 
@@ -52,11 +52,11 @@ func readState(dir string) (*agentState, error) {
 	if err := keystore.ValidateName(s.KeyName); err != nil {
 		return nil, fmt.Errorf("agent state %s: %w", stateFile, err)
 	}
-	chain, err := ca.ParseCertificatesPEM(stateFile, []byte(s.ChainPEM))
+	chain, err := pemfile.ParseCertificates(stateFile, []byte(s.ChainPEM))
 	if err != nil || len(chain) == 0 {
 		return nil, fmt.Errorf("agent state %s: no certificate (%v)", stateFile, err)
 	}
-	bundle, err := ca.ParseCertificatesPEM(stateFile, []byte(s.BundlePEM))
+	bundle, err := pemfile.ParseCertificates(stateFile, []byte(s.BundlePEM))
 	if err != nil || len(bundle) == 0 {
 		return nil, fmt.Errorf("agent state %s: no bundle (%v)", stateFile, err)
 	}

@@ -6,13 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"writ.dev/writ/internal/pemfile"
 )
 
 // Upstream is a CA of a company's PKI that writ's authority sits under. The
@@ -42,15 +42,15 @@ const minUpstreamLife = MinCATTL
 // which must not be accessible by group or others; bundleFile the roots of
 // the upstream PKI. The result has passed Validate at the current time.
 func LoadUpstream(certFile, keyFile, bundleFile string) (*Upstream, error) {
-	certs, err := ReadCertificatesPEM(certFile)
+	certs, err := pemfile.ReadCertificates(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca: upstream certificate: %w", err)
 	}
-	signer, err := ReadPrivateKeyPEM(keyFile)
+	signer, err := pemfile.ReadPrivateKey(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca: upstream key: %w", err)
 	}
-	roots, err := ReadCertificatesPEM(bundleFile)
+	roots, err := pemfile.ReadCertificates(bundleFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca: upstream bundle: %w", err)
 	}
@@ -210,97 +210,4 @@ func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
 		}
 	}
 	return false
-}
-
-// ReadCertificatesPEM reads every CERTIFICATE block of a PEM file, in order, and
-// refuses a file without one or with other block types, which usually means
-// the wrong file was named.
-func ReadCertificatesPEM(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return ParseCertificatesPEM(path, data)
-}
-
-// ParseCertificatesPEM is ReadCertificatesPEM's parser; path only names
-// the source in errors. The agent and the client read trust bundles and
-// node certificates with it too.
-func ParseCertificatesPEM(path string, data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("%s: found a %q PEM block where only CERTIFICATE blocks belong", path, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", path, len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
-	}
-	return certs, nil
-}
-
-// ReadPrivateKeyPEM reads one private key from a PEM file that only its
-// owner can access: whoever reads it can act as its certificate (an
-// upstream CA, a node proving itself with x509pop).
-func ReadPrivateKeyPEM(path string) (crypto.Signer, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s is accessible by group or others (mode %v): chmod 600 it", path, perm)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return ParsePrivateKeyPEM(path, data)
-}
-
-// ParsePrivateKeyPEM is ReadPrivateKeyPEM's parser; path only names the source in errors.
-func ParsePrivateKeyPEM(path string, data []byte) (crypto.Signer, error) {
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, fmt.Errorf("%s: no PEM private key block (PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)", path)
-		}
-		var key any
-		var err error
-		switch block.Type {
-		case "EC PARAMETERS":
-			continue // written ahead of the key by some tools
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, fmt.Errorf("%s: the key is encrypted: give an unencrypted key file readable only by the server's user", path)
-		default:
-			return nil, fmt.Errorf("%s: %q is not a private key PEM block", path, block.Type)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		signer, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("%s: key of type %T cannot sign", path, key)
-		}
-		return signer, nil
-	}
 }

@@ -26,7 +26,7 @@ import (
 
 	"writ.dev/writ/agent/output"
 	writv1 "writ.dev/writ/api/writ/v1"
-	"writ.dev/writ/ca"
+	"writ.dev/writ/internal/pemfile"
 	"writ.dev/writ/person/login"
 )
 
@@ -132,7 +132,7 @@ func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // loadTrust reads the trust anchors and names their trust domain.
 func loadTrust(file, tdName string) (*x509bundle.Bundle, spiffeid.TrustDomain, error) {
-	certs, err := ca.ReadCertificatesPEM(file)
+	certs, err := pemfile.ReadCertificates(file)
 	if err != nil {
 		return nil, spiffeid.TrustDomain{}, err
 	}

@@ -13,17 +13,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"errors"
-	"sort"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"writ.dev/writ/audit"
 	"writ.dev/writ/keystore"
-	"writ.dev/writ/store"
 )
 
 var testTD = spiffeid.RequireTrustDomainFromString("example.org")
@@ -198,7 +194,7 @@ func newIntermediate(t testing.TB, parent *X509CA, now time.Time, ttl time.Durat
 		t.Fatal(err)
 	}
 	var chain []*x509.Certificate
-	if !isSelfSigned(parent.Cert) {
+	if !IsSelfSigned(parent.Cert) {
 		chain = append([]*x509.Certificate{parent.Cert}, parent.Chain...)
 	}
 	return &X509CA{Cert: cert, Signer: key, Chain: chain}
@@ -212,189 +208,3 @@ func testKeyFresh(t testing.TB) crypto.Signer {
 	}
 	return k
 }
-
-// fakeStore keeps CA certificates in memory; the rest of store.Store is not
-// needed here and panics if called.
-type fakeStore struct {
-	store.Store
-
-	mu      sync.Mutex
-	certs   []store.CACert
-	jwtKeys []store.JWTKey
-	putErr  error
-	listErr error
-	puts    int
-	events  [][]byte
-}
-
-func (s *fakeStore) PutCACert(_ context.Context, c store.CACert, evs ...store.AuditEvent) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.putErr != nil {
-		return s.putErr
-	}
-	if err := s.record(evs); err != nil {
-		return err
-	}
-	s.puts++
-	for i, have := range s.certs {
-		if string(have.CertDER) == string(c.CertDER) {
-			c.Tainted = c.Tainted || have.Tainted
-			c.Revoked = c.Revoked || have.Revoked
-			c.CertDER = have.CertDER
-			s.certs[i] = c
-			return nil
-		}
-	}
-	c.CertDER = append([]byte(nil), c.CertDER...)
-	s.certs = append(s.certs, c)
-	return nil
-}
-
-func (s *fakeStore) ListCACerts(_ context.Context, now time.Time) ([]store.CACert, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.listErr != nil {
-		return nil, s.listErr
-	}
-	var out []store.CACert
-	for _, c := range s.certs {
-		if c.NotAfter.After(now) && !c.Revoked {
-			out = append(out, c)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].NotBefore.Before(out[j].NotBefore) })
-	return out, nil
-}
-
-func (s *fakeStore) PutJWTKey(_ context.Context, k store.JWTKey, evs ...store.AuditEvent) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.putErr != nil {
-		return s.putErr
-	}
-	if err := s.record(evs); err != nil {
-		return err
-	}
-	s.puts++
-	for i, have := range s.jwtKeys {
-		if have.KeyID == k.KeyID {
-			k.Tainted = k.Tainted || have.Tainted
-			k.Revoked = k.Revoked || have.Revoked
-			s.jwtKeys[i] = k
-			return nil
-		}
-	}
-	k.PublicKeyDER = append([]byte(nil), k.PublicKeyDER...)
-	s.jwtKeys = append(s.jwtKeys, k)
-	return nil
-}
-
-func (s *fakeStore) ListJWTKeys(_ context.Context, now time.Time) ([]store.JWTKey, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.listErr != nil {
-		return nil, s.listErr
-	}
-	var out []store.JWTKey
-	for _, k := range s.jwtKeys {
-		if k.NotAfter.After(now) && !k.Revoked {
-			out = append(out, k)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].NotAfter.Before(out[j].NotAfter) })
-	return out, nil
-}
-
-// record keeps the events of a change, refusing a change without one as
-// the real stores do. Called with mu held.
-func (s *fakeStore) record(evs []store.AuditEvent) error {
-	if len(evs) == 0 {
-		return store.ErrNoAuditEvent
-	}
-	for _, ev := range evs {
-		if len(ev) == 0 {
-			return store.ErrNoAuditEvent
-		}
-		s.events = append(s.events, append([]byte(nil), ev...))
-	}
-	return nil
-}
-
-// AppendAudit records events the way changes do, failing like them while
-// puts fail.
-func (s *fakeStore) AppendAudit(_ context.Context, evs ...store.AuditEvent) (int64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.putErr != nil {
-		return 0, s.putErr
-	}
-	first := int64(len(s.events))
-	return first, s.record(evs)
-}
-
-// eventTypes decodes the recorded events from index from on, failing the
-// test on any that does not decode or whose actor is not actor.
-func (s *fakeStore) eventTypes(t *testing.T, from int, actor string) []string {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var types []string
-	for _, raw := range s.events[from:] {
-		ev, err := audit.DecodeEvent(raw)
-		if err != nil {
-			t.Fatalf("recorded event %s: %v", raw, err)
-		}
-		if ev.Actor != actor {
-			t.Errorf("event %s by %q, want %q", ev.Type, ev.Actor, actor)
-		}
-		types = append(types, ev.Type)
-	}
-	return types
-}
-
-func (s *fakeStore) eventCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.events)
-}
-
-func (s *fakeStore) setErrors(put, list error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.putErr, s.listErr = put, list
-}
-
-func (s *fakeStore) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.certs)
-}
-
-var errStoreDown = errors.New("store is down")
-
-// fakeClock is a settable Now for managers.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// testEvent is the audit event tests give changes they make to the store
-// directly.
-var testEvent = store.AuditEvent(`{"time":"2026-01-01T00:00:00Z","type":"test"}`)

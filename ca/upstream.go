@@ -123,15 +123,15 @@ func (u *Upstream) Validate(now time.Time) error {
 	return nil
 }
 
-// signs reports whether cert is an intermediate this upstream signed.
-func (u *Upstream) signs(cert *x509.Certificate) bool {
+// Signs reports whether cert is an intermediate this upstream signed.
+func (u *Upstream) Signs(cert *x509.Certificate) bool {
 	return bytes.Equal(cert.RawIssuer, u.Cert.RawSubject) && cert.CheckSignatureFrom(u.Cert) == nil
 }
 
-// verifyIntermediate checks that cert chains to the roots at now, so that
+// VerifyIntermediate checks that cert chains to the roots at now, so that
 // an upstream path length or name constraint that leaves no room for writ
 // is caught before the intermediate signs anything.
-func (u *Upstream) verifyIntermediate(cert *x509.Certificate, now time.Time) error {
+func (u *Upstream) VerifyIntermediate(cert *x509.Certificate, now time.Time) error {
 	_, err := cert.Verify(x509.VerifyOptions{
 		Roots:         certPool(u.Roots),
 		Intermediates: certPool(append([]*x509.Certificate{u.Cert}, u.Chain...)),

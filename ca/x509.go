@@ -1,4 +1,6 @@
-// Package ca holds writ's authorities. The X.509 authority issues
+// Package ca signs: X509-SVIDs, JWT-SVIDs and CA certificates, from keys it
+// is handed. It keeps no state and knows nothing of the store or the audit
+// log; package ca/rotation keeps the authorities over time. The X.509 authority issues
 // X509-SVIDs as the SPIFFE X509-SVID specification describes them: a leaf
 // with exactly one URI SAN (its SPIFFE ID) that cannot sign certificates,
 // under signing certificates that carry the trust domain's SPIFFE ID.
@@ -22,6 +24,14 @@ import (
 // ClockSkew is how far NotBefore is moved back so that a peer whose clock
 // runs a little behind ours still accepts a certificate the moment it is made.
 const ClockSkew = 30 * time.Second
+
+const (
+	// DefaultCATTL is a CA's lifetime when the configuration names none.
+	DefaultCATTL = 24 * time.Hour
+	// MinCATTL keeps a CA's half life well above ClockSkew, which is counted
+	// in its validity and would otherwise rotate it at once.
+	MinCATTL = time.Minute
+)
 
 // X509CA is one signing authority: Cert is its certificate and Signer its key.
 // Chain holds certificates between Cert and the root, excluding the root
@@ -95,7 +105,7 @@ func NewRootCert(signer crypto.Signer, td spiffeid.TrustDomain, subject pkix.Nam
 		return nil, fmt.Errorf("ca: root certificate: %w", err)
 	}
 	// RFC 5280 lets a self-signed certificate omit this; naming itself lets
-	// isSelfSigned decide without checking a signature.
+	// IsSelfSigned decide without checking a signature.
 	tmpl.AuthorityKeyId = tmpl.SubjectKeyId
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, signer)
 	if err != nil {
@@ -192,7 +202,7 @@ func (ca *X509CA) SignX509SVID(p X509SVIDParams, now time.Time) ([]*x509.Certifi
 
 	chain := make([]*x509.Certificate, 0, 2+len(ca.Chain))
 	chain = append(chain, leaf)
-	if !isSelfSigned(ca.Cert) {
+	if !IsSelfSigned(ca.Cert) {
 		chain = append(chain, ca.Cert)
 	}
 	chain = append(chain, ca.Chain...)
@@ -263,10 +273,10 @@ func (ca *X509CA) leafInputs(p X509SVIDParams, now time.Time) (*leafInputs, erro
 	return in, nil
 }
 
-// isSelfSigned decides cheaply when the names differ or both key
+// IsSelfSigned decides cheaply when the names differ or both key
 // identifiers are present (as in every root NewRootCert makes); otherwise it
 // has to check the signature, which costs about as much as signing.
-func isSelfSigned(c *x509.Certificate) bool {
+func IsSelfSigned(c *x509.Certificate) bool {
 	if !bytes.Equal(c.RawSubject, c.RawIssuer) {
 		return false
 	}

@@ -70,8 +70,8 @@ func TestNewRootCert(t *testing.T) {
 			if err := c.CheckSignatureFrom(c); err != nil {
 				t.Fatalf("not self-signed: %v", err)
 			}
-			if !isSelfSigned(c) {
-				t.Fatal("isSelfSigned says no")
+			if !IsSelfSigned(c) {
+				t.Fatal("IsSelfSigned says no")
 			}
 			if got := c.Subject.CommonName; got != "writ CA example.org" {
 				t.Fatalf("CN %q", got)
@@ -473,11 +473,11 @@ func TestIsSelfSignedWithoutKeyIDs(t *testing.T) {
 	// Same subject and issuer but no key identifiers: decided by signature.
 	c := *root.Cert
 	c.AuthorityKeyId, c.SubjectKeyId = nil, nil
-	if !isSelfSigned(&c) {
+	if !IsSelfSigned(&c) {
 		t.Fatal("self-signed root without key ids not recognised")
 	}
 	inter := newIntermediate(t, root, now, time.Hour)
-	if isSelfSigned(inter.Cert) {
+	if IsSelfSigned(inter.Cert) {
 		t.Fatal("intermediate taken as self-signed")
 	}
 }

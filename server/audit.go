@@ -18,7 +18,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
-	"writ.dev/writ/ca"
+	"writ.dev/writ/ca/rotation"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
 )
@@ -46,7 +46,7 @@ func (s *Server) event(ctx context.Context, typ, subject string, details any) (s
 }
 
 // actor names the server itself in events it causes.
-func (s *Server) actor() string { return ca.ServerActor(s.td, s.serverID) }
+func (s *Server) actor() string { return rotation.ServerActor(s.td, s.serverID) }
 
 // record appends events that change no state (issuance) and returns once
 // they are durable; the caller answers only then.

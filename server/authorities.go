@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
-	"writ.dev/writ/ca"
+	"writ.dev/writ/ca/rotation"
 )
 
 // caService exposes both authorities' rotation journals and incident verbs.
@@ -19,11 +19,11 @@ type caService struct {
 
 // authorityManager is what the X.509 and JWT managers have in common.
 type authorityManager interface {
-	Authorities() []ca.AuthorityStatus
-	Prepare(ctx context.Context, actor string) (ca.AuthorityStatus, error)
-	Activate(ctx context.Context, actor, id string) (ca.AuthorityStatus, error)
-	Taint(ctx context.Context, actor, id string) (ca.AuthorityStatus, error)
-	Revoke(ctx context.Context, actor, id string) (ca.AuthorityStatus, error)
+	Authorities() []rotation.AuthorityStatus
+	Prepare(ctx context.Context, actor string) (rotation.AuthorityStatus, error)
+	Activate(ctx context.Context, actor, id string) (rotation.AuthorityStatus, error)
+	Taint(ctx context.Context, actor, id string) (rotation.AuthorityStatus, error)
+	Revoke(ctx context.Context, actor, id string) (rotation.AuthorityStatus, error)
 }
 
 func (cs *caService) manager(kind string) (authorityManager, error) {
@@ -51,13 +51,13 @@ func (cs *caService) PrepareAuthority(ctx context.Context, req *writv1.Authority
 	if req.GetId() != "" {
 		return nil, status.Error(codes.InvalidArgument, "id: prepare makes a new authority; leave id empty")
 	}
-	return cs.do(ctx, req, "prepared", func(m authorityManager, actor string) (ca.AuthorityStatus, error) {
+	return cs.do(ctx, req, "prepared", func(m authorityManager, actor string) (rotation.AuthorityStatus, error) {
 		return m.Prepare(ctx, actor)
 	})
 }
 
 func (cs *caService) ActivateAuthority(ctx context.Context, req *writv1.AuthorityRequest) (*writv1.Authority, error) {
-	return cs.do(ctx, req, "activated", func(m authorityManager, actor string) (ca.AuthorityStatus, error) {
+	return cs.do(ctx, req, "activated", func(m authorityManager, actor string) (rotation.AuthorityStatus, error) {
 		return m.Activate(ctx, actor, req.GetId())
 	})
 }
@@ -66,7 +66,7 @@ func (cs *caService) TaintAuthority(ctx context.Context, req *writv1.AuthorityRe
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id: is required: name the authority to taint")
 	}
-	return cs.do(ctx, req, "tainted", func(m authorityManager, actor string) (ca.AuthorityStatus, error) {
+	return cs.do(ctx, req, "tainted", func(m authorityManager, actor string) (rotation.AuthorityStatus, error) {
 		return m.Taint(ctx, actor, req.GetId())
 	})
 }
@@ -75,14 +75,14 @@ func (cs *caService) RevokeAuthority(ctx context.Context, req *writv1.AuthorityR
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id: is required: name the authority to revoke")
 	}
-	return cs.do(ctx, req, "revoked", func(m authorityManager, actor string) (ca.AuthorityStatus, error) {
+	return cs.do(ctx, req, "revoked", func(m authorityManager, actor string) (rotation.AuthorityStatus, error) {
 		return m.Revoke(ctx, actor, req.GetId())
 	})
 }
 
 // do runs one verb on the named kind's manager; the manager writes the
 // verb's audit event with the caller as actor.
-func (cs *caService) do(ctx context.Context, req *writv1.AuthorityRequest, what string, verb func(authorityManager, string) (ca.AuthorityStatus, error)) (*writv1.Authority, error) {
+func (cs *caService) do(ctx context.Context, req *writv1.AuthorityRequest, what string, verb func(authorityManager, string) (rotation.AuthorityStatus, error)) (*writv1.Authority, error) {
 	m, err := cs.manager(req.GetKind())
 	if err != nil {
 		return nil, err
@@ -93,9 +93,9 @@ func (cs *caService) do(ctx context.Context, req *writv1.AuthorityRequest, what 
 	}
 	a, err := verb(m, actor)
 	switch {
-	case errors.Is(err, ca.ErrNoSuchAuthority):
+	case errors.Is(err, rotation.ErrNoSuchAuthority):
 		return nil, status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ca.ErrAuthorityState):
+	case errors.Is(err, rotation.ErrAuthorityState):
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	case err != nil:
 		return nil, status.Errorf(codes.Internal, "%v", err)
@@ -104,7 +104,7 @@ func (cs *caService) do(ctx context.Context, req *writv1.AuthorityRequest, what 
 	return cs.toProto(req.GetKind(), a), nil
 }
 
-func (cs *caService) toProto(kind string, a ca.AuthorityStatus) *writv1.Authority {
+func (cs *caService) toProto(kind string, a rotation.AuthorityStatus) *writv1.Authority {
 	out := &writv1.Authority{
 		Kind:      kind,
 		Id:        a.ID,

@@ -31,6 +31,7 @@ import (
 	"writ.dev/writ/attest/node/oidc"
 	"writ.dev/writ/authz"
 	"writ.dev/writ/ca"
+	"writ.dev/writ/ca/rotation"
 	"writ.dev/writ/internal/peercred"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
@@ -61,8 +62,8 @@ type Server struct {
 
 	store   store.Store
 	keys    keystore.KeyStore
-	x509    *ca.X509Manager
-	jwt     *ca.JWTManager
+	x509    *rotation.X509Manager
+	jwt     *rotation.JWTManager
 	metrics *metrics
 	tlsID   *serverSVID
 	dirLock *os.File
@@ -174,7 +175,7 @@ func (s *Server) open(ctx context.Context) error {
 		s.log.Info("x509 authority runs under an upstream CA", "upstream_subject", upstream.Cert.Subject.String(),
 			"upstream_not_after", upstream.Cert.NotAfter, "roots", len(upstream.Roots))
 	}
-	s.x509, err = ca.NewX509Manager(ctx, ca.X509ManagerConfig{
+	s.x509, err = rotation.NewX509Manager(ctx, rotation.X509ManagerConfig{
 		TrustDomain: s.td,
 		ServerID:    s.serverID,
 		KeyStore:    s.keys,
@@ -190,7 +191,7 @@ func (s *Server) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("x509 authority: %w", err)
 	}
-	s.jwt, err = ca.NewJWTManager(ctx, ca.JWTManagerConfig{
+	s.jwt, err = rotation.NewJWTManager(ctx, rotation.JWTManagerConfig{
 		TrustDomain: s.td,
 		ServerID:    s.serverID,
 		KeyStore:    s.keys,

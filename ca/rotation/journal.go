@@ -1,4 +1,8 @@
-package ca
+// Package rotation keeps a server's signing authorities over time: it makes
+// their keys, prepares, activates, taints and revokes them by a journal kept
+// on disk, publishes them in the store with their audit events, and hands
+// package ca the authority that signs now.
+package rotation
 
 import (
 	"context"

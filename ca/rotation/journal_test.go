@@ -1,6 +1,8 @@
-package ca
+package rotation
 
 import (
+	"writ.dev/writ/ca"
+
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -138,7 +140,7 @@ func TestRotationKeepsEveryLeafValid(t *testing.T) {
 		}
 		now := env.clock.Now()
 		w.observe(m.Authorities(), now)
-		chain, err := m.Active().SignX509SVID(X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: m.MaxSVIDTTL()}, now)
+		chain, err := m.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: m.MaxSVIDTTL()}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +184,7 @@ func TestRotationKeepsEveryTokenValid(t *testing.T) {
 		now := env.clock.Now()
 		w.observe(m.Authorities(), now)
 		a := m.Active()
-		jws, err := a.SignJWTSVID(JWTSVIDParams{SPIFFEID: spiffeid.RequireFromPath(testTD, "/w"), Audience: []string{"x"}, TTL: m.MaxSVIDTTL()}, now)
+		jws, err := a.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: spiffeid.RequireFromPath(testTD, "/w"), Audience: []string{"x"}, TTL: m.MaxSVIDTTL()}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -402,7 +404,7 @@ func TestX509Verbs(t *testing.T) {
 
 	// Taint the active CA: a successor takes over at once.
 	id := mustID(t, "spiffe://example.org/w")
-	leaf, err := m.Active().SignX509SVID(X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Minute}, env.clock.Now())
+	leaf, err := m.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Minute}, env.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +420,7 @@ func TestX509Verbs(t *testing.T) {
 		t.Fatalf("a second Taint: %v", err)
 	}
 	wantEvents(t, env, mark, operator, "ca.x509.taint", "ca.x509.prepare", "ca.x509.activate")
-	fresh, err := m.Active().SignX509SVID(X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Minute}, env.clock.Now())
+	fresh, err := m.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Minute}, env.clock.Now())
 	if err != nil || m.SignedByTainted(fresh[0]) {
 		t.Fatalf("a leaf of the new CA is reported tainted (%v)", err)
 	}
@@ -470,7 +472,7 @@ func TestX509PeerTaint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := peer.Active().SignX509SVID(X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: mustID(t, "spiffe://example.org/w"), TTL: time.Minute}, env.clock.Now())
+	leaf, err := peer.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: mustID(t, "spiffe://example.org/w"), TTL: time.Minute}, env.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,7 +528,7 @@ func TestJWTVerbs(t *testing.T) {
 	env := newManagerEnv(t)
 	m := env.openJWT(t)
 	first := activeStatus(t, m.Authorities())
-	if m.MaxSVIDTTL() != DefaultCATTL/6 {
+	if m.MaxSVIDTTL() != ca.DefaultCATTL/6 {
 		t.Fatalf("MaxSVIDTTL %s", m.MaxSVIDTTL())
 	}
 

@@ -1,6 +1,8 @@
-package ca
+package rotation
 
 import (
+	"writ.dev/writ/ca"
+
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -119,7 +121,7 @@ func TestManagerStartsAndRestarts(t *testing.T) {
 	if td, err := a1.TrustDomain(); err != nil || td != testTD {
 		t.Fatalf("trust domain %v %v", td, err)
 	}
-	if !a1.Cert.NotAfter.Equal(env.clock.Now().Add(DefaultCATTL)) {
+	if !a1.Cert.NotAfter.Equal(env.clock.Now().Add(ca.DefaultCATTL)) {
 		t.Fatalf("default TTL not applied: NotAfter %s", a1.Cert.NotAfter)
 	}
 	if _, ok := a1.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok {
@@ -161,7 +163,7 @@ func TestManagerStartsAndRestarts(t *testing.T) {
 	// The restarted CA's leaves verify against the first one's bundle.
 	now := env.clock.Now()
 	id := mustID(t, "spiffe://example.org/w")
-	chain, err := a2.SignX509SVID(X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Hour}, now)
+	chain, err := a2.SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +183,7 @@ func TestManagerRotatesPastHalfLife(t *testing.T) {
 	oldKey := env.readState(t).active(t).KeyName
 	id := mustID(t, "spiffe://example.org/w")
 	workload := testKey(t, "ec-p256").Public()
-	oldLeaf, err := old.SignX509SVID(X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: 9*time.Hour + 30*time.Minute}, env.clock.Now())
+	oldLeaf, err := old.SignX509SVID(ca.X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: 9*time.Hour + 30*time.Minute}, env.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +238,7 @@ func TestManagerRotatesPastHalfLife(t *testing.T) {
 	now := env.clock.Now()
 	bundle := m.Bundle()
 	verifyChain(t, bundle, oldLeaf, now, id)
-	newLeaf, err := cur.SignX509SVID(X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: time.Hour}, now)
+	newLeaf, err := cur.SignX509SVID(ca.X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +283,7 @@ func TestManagerStartRotatesStaleCA(t *testing.T) {
 	old := m1.Active()
 
 	// Restarted past half life, the CA is kept and a successor prepared.
-	env.clock.Advance(DefaultCATTL/2 + time.Minute)
+	env.clock.Advance(ca.DefaultCATTL/2 + time.Minute)
 	m2 := env.open(t)
 	if !m2.Active().Cert.Equal(old.Cert) {
 		t.Fatal("a CA past half life was replaced at once on start")
@@ -293,7 +295,7 @@ func TestManagerStartRotatesStaleCA(t *testing.T) {
 
 	// Long past expiry (the server was down): a new CA, and the dead roots
 	// are no longer in the bundle.
-	env.clock.Advance(3 * DefaultCATTL)
+	env.clock.Advance(3 * ca.DefaultCATTL)
 	m3 := env.open(t)
 	if b := m3.Bundle(); len(b) != 1 || !b[0].Equal(m3.Active().Cert) {
 		t.Fatalf("bundle holds %d certificates, want only the new root", len(b))
@@ -406,7 +408,7 @@ func TestManagerBundleUnion(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Records that are not CA certificates are skipped, not fatal.
-	leaf, err := peer.SignX509SVID(X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: mustID(t, "spiffe://example.org/w"), TTL: time.Hour}, now)
+	leaf, err := peer.SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: mustID(t, "spiffe://example.org/w"), TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +475,7 @@ func TestManagerPublishFailures(t *testing.T) {
 	m := env.open(t)
 	old := m.Active()
 	oldState := env.readState(t)
-	env.clock.Advance(DefaultCATTL)
+	env.clock.Advance(ca.DefaultCATTL)
 	env.store.setErrors(errStoreDown, nil)
 	rotated, err := m.Rotate(ctx)
 	if rotated || !errors.Is(err, errStoreDown) {
@@ -542,7 +544,7 @@ func TestManagerSubjectAndDefaults(t *testing.T) {
 func TestManagerRunRotatesConcurrently(t *testing.T) {
 	env := newManagerEnv(t)
 	cfg := env.config()
-	cfg.TTL = MinCATTL // checks every 3s
+	cfg.TTL = ca.MinCATTL // checks every 3s
 	m, err := NewX509Manager(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -571,7 +573,7 @@ func TestManagerRunRotatesConcurrently(t *testing.T) {
 				default:
 				}
 				a := m.Active()
-				if _, err := a.SignX509SVID(X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: 10 * time.Second}, env.clock.Now()); err != nil {
+				if _, err := a.SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: 10 * time.Second}, env.clock.Now()); err != nil {
 					t.Error(err)
 					return
 				}

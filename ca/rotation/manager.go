@@ -1,6 +1,8 @@
-package ca
+package rotation
 
 import (
+	"writ.dev/writ/ca"
+
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -27,11 +29,6 @@ import (
 )
 
 const (
-	// DefaultCATTL is a CA's lifetime when the configuration names none.
-	DefaultCATTL = 24 * time.Hour
-	// MinCATTL keeps a CA's half life well above ClockSkew, which is counted
-	// in its validity and would otherwise rotate it at once.
-	MinCATTL = time.Minute
 	// BundleRefreshInterval is how often Run picks up the CA certificates
 	// other servers of the trust domain have published.
 	BundleRefreshInterval = 5 * time.Second
@@ -58,7 +55,7 @@ type X509ManagerConfig struct {
 	// itself: each is an intermediate under it, SVID chains carry the
 	// upstream chain, and the trust bundle is the upstream roots. The CA's
 	// own key is still made and kept in KeyStore.
-	Upstream *Upstream
+	Upstream *ca.Upstream
 	// StatePath is a file (mode 0600) holding the rotation journal: each
 	// CA's certificate, state and key name; the keys stay in the keystore.
 	StatePath string
@@ -87,10 +84,10 @@ func (c X509ManagerConfig) withDefaults() (X509ManagerConfig, error) {
 		return c, fmt.Errorf("ca: X.509 CA: %w", err)
 	}
 	if c.TTL == 0 {
-		c.TTL = DefaultCATTL
+		c.TTL = ca.DefaultCATTL
 	}
-	if c.TTL < MinCATTL {
-		return c, fmt.Errorf("ca: X.509 CA: TTL %s is too short: use at least %s (default %s)", c.TTL, MinCATTL, DefaultCATTL)
+	if c.TTL < ca.MinCATTL {
+		return c, fmt.Errorf("ca: X.509 CA: TTL %s is too short: use at least %s (default %s)", c.TTL, ca.MinCATTL, ca.DefaultCATTL)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -115,7 +112,7 @@ type X509Manager struct {
 	log *slog.Logger
 	j   journal
 
-	active atomic.Pointer[X509CA]
+	active atomic.Pointer[ca.X509CA]
 	bundle atomic.Pointer[[]*x509.Certificate]
 	// peerTainted holds the IDs of the CA certificates the store marked
 	// tainted at the last refresh.
@@ -174,7 +171,7 @@ func NewX509Manager(ctx context.Context, cfg X509ManagerConfig) (*X509Manager, e
 
 // Active is the CA that signs now. It never returns nil once
 // NewX509Manager has succeeded, and it takes no lock.
-func (m *X509Manager) Active() *X509CA {
+func (m *X509Manager) Active() *ca.X509CA {
 	return m.active.Load()
 }
 
@@ -460,12 +457,12 @@ func (m *X509Manager) mint(signer crypto.Signer, now time.Time) (authority, erro
 		err  error
 	)
 	if up := m.cfg.Upstream; up != nil {
-		cert, err = NewIntermediateCert(signer, up, m.cfg.TrustDomain, m.cfg.Subject, now, m.cfg.TTL)
+		cert, err = ca.NewIntermediateCert(signer, up, m.cfg.TrustDomain, m.cfg.Subject, now, m.cfg.TTL)
 		if err == nil {
-			err = up.verifyIntermediate(cert, now)
+			err = up.VerifyIntermediate(cert, now)
 		}
 	} else {
-		cert, err = NewRootCert(signer, m.cfg.TrustDomain, m.cfg.Subject, now, m.cfg.TTL)
+		cert, err = ca.NewRootCert(signer, m.cfg.TrustDomain, m.cfg.Subject, now, m.cfg.TTL)
 	}
 	if err != nil {
 		return authority{}, err
@@ -517,7 +514,7 @@ func (m *X509Manager) clamped(active authority) bool {
 // to be of this trust domain; a prepared or active one also needs its key,
 // matching its certificate, the configured upstream (or none) and time left.
 func (m *X509Manager) check(ctx context.Context, a *authority, now time.Time) (entryCheck, string, error) {
-	td, err := (&X509CA{Cert: a.Cert}).TrustDomain()
+	td, err := (&ca.X509CA{Cert: a.Cert}).TrustDomain()
 	if err != nil || td != m.cfg.TrustDomain {
 		return entryForeign, fmt.Sprintf("recorded CA is not for trust domain %s", m.cfg.TrustDomain), nil
 	}
@@ -535,9 +532,9 @@ func (m *X509Manager) check(ctx context.Context, a *authority, now time.Time) (e
 	switch {
 	case !ok || !pub.Equal(a.Cert.PublicKey):
 		return entryAbandon, "recorded CA key does not match its certificate", nil
-	case m.cfg.Upstream != nil && !m.cfg.Upstream.signs(a.Cert):
+	case m.cfg.Upstream != nil && !m.cfg.Upstream.Signs(a.Cert):
 		return entryRetire, "recorded CA is not signed by the configured upstream CA", nil
-	case m.cfg.Upstream == nil && !isSelfSigned(a.Cert):
+	case m.cfg.Upstream == nil && !ca.IsSelfSigned(a.Cert):
 		return entryRetire, "recorded CA is an intermediate but no upstream CA is configured", nil
 	case !now.Before(a.NotAfter):
 		return entryRetire, "recorded CA expired", nil
@@ -562,7 +559,7 @@ func (m *X509Manager) show(entries []authority) {
 	}
 	a := entries[i]
 	if cur := m.active.Load(); cur == nil || !cur.Cert.Equal(a.Cert) {
-		m.active.Store(&X509CA{Cert: a.Cert, Signer: a.Signer, Chain: m.caChain()})
+		m.active.Store(&ca.X509CA{Cert: a.Cert, Signer: a.Signer, Chain: m.caChain()})
 	}
 }
 

@@ -1,6 +1,8 @@
-package ca
+package rotation
 
 import (
+	"writ.dev/writ/ca"
+
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -58,10 +60,10 @@ func (c JWTManagerConfig) withDefaults() (JWTManagerConfig, error) {
 		return c, errors.New("ca: JWT authority: state path is empty: name a file to record the active key in")
 	}
 	if c.TTL == 0 {
-		c.TTL = DefaultCATTL
+		c.TTL = ca.DefaultCATTL
 	}
-	if c.TTL < MinCATTL {
-		return c, fmt.Errorf("ca: JWT authority: TTL %s is too short: use at least %s (default %s)", c.TTL, MinCATTL, DefaultCATTL)
+	if c.TTL < ca.MinCATTL {
+		return c, fmt.Errorf("ca: JWT authority: TTL %s is too short: use at least %s (default %s)", c.TTL, ca.MinCATTL, ca.DefaultCATTL)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -82,15 +84,15 @@ type JWTManager struct {
 	log *slog.Logger
 	j   journal
 
-	active atomic.Pointer[JWTAuthority]
-	keys   atomic.Pointer[[]JWTKey]
+	active atomic.Pointer[ca.JWTAuthority]
+	keys   atomic.Pointer[[]ca.JWTKey]
 	// peerTainted holds the key IDs the store marked tainted at the last refresh.
 	peerTainted atomic.Pointer[map[string]bool]
 
 	// keysMu serialises updates of keys; parsed caches public keys by kid so
 	// a refresh parses only what is new.
 	keysMu sync.Mutex
-	parsed map[string]JWTKey
+	parsed map[string]ca.JWTKey
 }
 
 // NewJWTManager loads the journal recorded at cfg.StatePath and resumes it
@@ -106,11 +108,11 @@ func NewJWTManager(ctx context.Context, cfg JWTManagerConfig) (*JWTManager, erro
 	m := &JWTManager{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "jwt-ca", "trust_domain", cfg.TrustDomain.Name()),
-		parsed: make(map[string]JWTKey),
+		parsed: make(map[string]ca.JWTKey),
 	}
 	m.j = journal{kind: m, ks: cfg.KeyStore, store: cfg.Store, serverID: cfg.ServerID,
 		self: ServerActor(cfg.TrustDomain, cfg.ServerID), now: cfg.Now, log: m.log}
-	empty := []JWTKey{}
+	empty := []ca.JWTKey{}
 	m.keys.Store(&empty)
 	m.peerTainted.Store(&map[string]bool{})
 
@@ -135,14 +137,14 @@ func NewJWTManager(ctx context.Context, cfg JWTManagerConfig) (*JWTManager, erro
 
 // Active is the key that signs now. It never returns nil once NewJWTManager
 // has succeeded, and it takes no lock.
-func (m *JWTManager) Active() *JWTAuthority {
+func (m *JWTManager) Active() *ca.JWTAuthority {
 	return m.active.Load()
 }
 
 // Keys is the cached union of the unexpired, unrevoked JWT keys of every
 // server in the trust domain, this one's always included, oldest first.
 // The slice is shared: callers must not modify it.
-func (m *JWTManager) Keys() []JWTKey {
+func (m *JWTManager) Keys() []ca.JWTKey {
 	return *m.keys.Load()
 }
 
@@ -226,8 +228,8 @@ func (m *JWTManager) RefreshKeys(ctx context.Context) error {
 	}
 	m.keysMu.Lock()
 	defer m.keysMu.Unlock()
-	parsed := make(map[string]JWTKey, len(records)+1)
-	keys := make([]JWTKey, 0, len(records)+1)
+	parsed := make(map[string]ca.JWTKey, len(records)+1)
+	keys := make([]ca.JWTKey, 0, len(records)+1)
 	tainted := make(map[string]bool)
 	// A revocation that lands between the listing and here is already in
 	// the journal; its key must not come back with the stale list.
@@ -264,34 +266,34 @@ func (m *JWTManager) RefreshKeys(ctx context.Context) error {
 	return nil
 }
 
-func parseStoredJWTKey(r store.JWTKey) (JWTKey, error) {
+func parseStoredJWTKey(r store.JWTKey) (ca.JWTKey, error) {
 	pub, err := x509.ParsePKIXPublicKey(r.PublicKeyDER)
 	if err != nil {
-		return JWTKey{}, err
+		return ca.JWTKey{}, err
 	}
-	kid, err := KeyIDFor(pub)
+	kid, err := ca.KeyIDFor(pub)
 	if err != nil {
-		return JWTKey{}, err
+		return ca.JWTKey{}, err
 	}
 	if kid != r.KeyID {
-		return JWTKey{}, fmt.Errorf("key ID %q does not match the key's thumbprint %q", r.KeyID, kid)
+		return ca.JWTKey{}, fmt.Errorf("key ID %q does not match the key's thumbprint %q", r.KeyID, kid)
 	}
-	return JWTKey{KeyID: r.KeyID, PublicKey: pub, NotAfter: r.NotAfter.UTC()}, nil
+	return ca.JWTKey{KeyID: r.KeyID, PublicKey: pub, NotAfter: r.NotAfter.UTC()}, nil
 }
 
 // ownJWTKeys are the keys this server's journal puts in the set at now,
 // whatever the store holds, oldest first as the set is.
-func ownJWTKeys(entries []authority, now time.Time) []JWTKey {
-	var out []JWTKey
+func ownJWTKeys(entries []authority, now time.Time) []ca.JWTKey {
+	var out []ca.JWTKey
 	for _, a := range slices.Backward(entries) {
 		if !a.Revoked && a.Public != nil && now.Before(a.NotAfter) {
-			out = append(out, JWTKey{KeyID: a.ID, PublicKey: a.Public, NotAfter: a.NotAfter})
+			out = append(out, ca.JWTKey{KeyID: a.ID, PublicKey: a.Public, NotAfter: a.NotAfter})
 		}
 	}
 	return out
 }
 
-func (m *JWTManager) addKeys(add []JWTKey) {
+func (m *JWTManager) addKeys(add []ca.JWTKey) {
 	m.keysMu.Lock()
 	defer m.keysMu.Unlock()
 	old := *m.keys.Load()
@@ -337,7 +339,7 @@ func (m *JWTManager) revocable() error          { return nil }
 func (m *JWTManager) clamped(authority) bool    { return false }
 
 func (m *JWTManager) mint(signer crypto.Signer, now time.Time) (authority, error) {
-	kid, err := KeyIDFor(signer.Public())
+	kid, err := ca.KeyIDFor(signer.Public())
 	if err != nil {
 		return authority{}, err
 	}
@@ -383,7 +385,7 @@ func (m *JWTManager) check(ctx context.Context, a *authority, now time.Time) (en
 	if err != nil {
 		return 0, "", fmt.Errorf("ca: load JWT key %q: %w", a.KeyName, err)
 	}
-	if kid, err := KeyIDFor(signer.Public()); err != nil || kid != a.ID {
+	if kid, err := ca.KeyIDFor(signer.Public()); err != nil || kid != a.ID {
 		return entryAbandon, "recorded JWT key does not match its key ID", nil
 	}
 	if !now.Before(a.NotAfter) {
@@ -409,7 +411,7 @@ func (m *JWTManager) show(entries []authority) {
 	}
 	a := entries[i]
 	if cur := m.active.Load(); cur == nil || cur.KeyID != a.ID {
-		m.active.Store(&JWTAuthority{Signer: a.Signer, KeyID: a.ID, NotAfter: a.NotAfter, TrustDomain: m.cfg.TrustDomain})
+		m.active.Store(&ca.JWTAuthority{Signer: a.Signer, KeyID: a.ID, NotAfter: a.NotAfter, TrustDomain: m.cfg.TrustDomain})
 	}
 }
 
@@ -417,7 +419,7 @@ func (m *JWTManager) show(entries []authority) {
 func (m *JWTManager) hide(a authority) {
 	m.keysMu.Lock()
 	defer m.keysMu.Unlock()
-	keys := slices.DeleteFunc(slices.Clone(*m.keys.Load()), func(k JWTKey) bool { return k.KeyID == a.ID })
+	keys := slices.DeleteFunc(slices.Clone(*m.keys.Load()), func(k ca.JWTKey) bool { return k.KeyID == a.ID })
 	delete(m.parsed, a.ID)
 	m.keys.Store(&keys)
 }

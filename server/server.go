@@ -147,11 +147,19 @@ func (s *Server) open(ctx context.Context) error {
 	if s.cfg.TrustDomain == DefaultTrustDomain {
 		s.log.Warn("using the default trust domain; choose your own with --trust-domain before issuing real identities", "trust_domain", s.cfg.TrustDomain)
 	}
+	// The engines' Open return a typed nil on failure; assigned to s.store
+	// it would be a non-nil interface that closeResources then calls.
 	switch s.cfg.Store.Engine {
 	case "postgres":
-		s.store, err = postgres.Open(ctx, s.cfg.Store.DSN)
+		var st *postgres.Store
+		if st, err = postgres.Open(ctx, s.cfg.Store.DSN); err == nil {
+			s.store = st
+		}
 	default:
-		s.store, err = sqlite.Open(ctx, s.cfg.Store.DSN)
+		var st *sqlite.Store
+		if st, err = sqlite.Open(ctx, s.cfg.Store.DSN); err == nil {
+			s.store = st
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("store (%s): %w", s.cfg.Store.Engine, err)

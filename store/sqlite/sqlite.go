@@ -15,7 +15,8 @@ import (
 	"path/filepath"
 	"runtime"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"writ.dev/writ/store/internal/sqlstore"
 	"writ.dev/writ/store/migrate"
@@ -31,6 +32,24 @@ func migrations() ([]migrate.Migration, error) {
 		return nil, err
 	}
 	return migrate.Load(sub)
+}
+
+// ErrDamaged is returned by Open for a file SQLite cannot read as a
+// database: truncated, partly overwritten, or not a database at all.
+var ErrDamaged = errors.New("the database file is damaged (truncated, overwritten or not a SQLite database): " +
+	"stop every process using it, move it and its -wal and -shm files aside, and restore the latest backup (see 'writ backup')")
+
+// damaged reports whether err is SQLite finding the file unreadable.
+func damaged(err error) bool {
+	var serr *sqlite.Error
+	if !errors.As(err, &serr) {
+		return false
+	}
+	switch serr.Code() & 0xff {
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+		return true
+	}
+	return false
 }
 
 // Store is writ's state in a SQLite database file.
@@ -55,6 +74,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	if err := e.migrate(ctx, ms); err != nil {
 		e.Close()
+		if damaged(err) {
+			return nil, fmt.Errorf("sqlite %s: %w: %w", path, ErrDamaged, err)
+		}
 		return nil, fmt.Errorf("sqlite %s: migrate: %w", path, err)
 	}
 	return &Store{sqlstore.New(e)}, nil

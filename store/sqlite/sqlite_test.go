@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"writ.dev/writ/store"
@@ -136,5 +137,50 @@ func BenchmarkAppendAudit(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			storetest.BenchAppendAudit(b, openTest(b, filepath.Join(b.TempDir(), "writ.db")), writers)
 		})
+	}
+}
+
+// fillAndClose writes enough entries that the database spans many pages,
+// and closes the store so that they end up in the database file itself.
+func fillAndClose(t *testing.T, path string) {
+	t.Helper()
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		var es []store.Entry
+		for j := range 50 {
+			es = append(es, store.Entry{SPIFFEID: fmt.Sprintf("spiffe://example.org/w/%d/%d", i, j), ParentID: "spiffe://example.org/node"})
+		}
+		if _, err := s.CreateEntries(t.Context(), es, store.AuditEvent(`{"type":"test"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTruncatedFileFailsOpenWithReason(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "writ.db")
+	fillAndClose(t, path)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.Context(), path)
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of a database truncated to half its size succeeded")
+	}
+	if s != nil {
+		t.Fatalf("Open failed (%v) but returned a store", err)
+	}
+	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "restore") {
+		t.Fatalf("Open of a truncated database: %v; want ErrDamaged saying to restore a backup", err)
 	}
 }

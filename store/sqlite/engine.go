@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -17,6 +18,30 @@ import (
 type engine struct {
 	writer  *sql.DB
 	readers *sql.DB
+
+	// quit ends the checkpoint loop; stopped is closed once it has.
+	quit, stopped chan struct{}
+}
+
+// startCheckpoints runs a PASSIVE checkpoint on every tick until Close: it
+// copies what the log holds into the database file without waiting for
+// readers or blocking writers, so it never slows a request.
+func (e *engine) startCheckpoints(ticks <-chan time.Time, stop func()) {
+	e.quit, e.stopped = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(e.stopped)
+		defer stop()
+		for {
+			select {
+			case <-e.quit:
+				return
+			case <-ticks:
+				// A busy or failing checkpoint is retried at the next tick;
+				// SQLite's own automatic checkpoints go on meanwhile.
+				_, _ = e.writer.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+			}
+		}
+	}()
 }
 
 func (e *engine) Reader() sqlstore.Querier { return querier{e.readers} }
@@ -61,10 +86,21 @@ func (e *engine) migrate(ctx context.Context, ms []migrate.Migration) error {
 }
 
 func (e *engine) Close() error {
+	if e.quit != nil {
+		close(e.quit)
+		<-e.stopped
+		e.quit = nil
+	}
 	// Lets SQLite refresh the statistics its planner uses, as it advises
 	// doing before closing a connection; failure costs nothing.
 	_, _ = e.writer.Exec("PRAGMA optimize")
-	return errors.Join(e.readers.Close(), e.writer.Close())
+	readErr := e.readers.Close()
+	// With the readers gone, a TRUNCATE checkpoint leaves everything in the
+	// database file and an empty log, even when another process still has
+	// the file open (then SQLite would not checkpoint at close by itself).
+	// It fails harmlessly if that process is reading.
+	_, _ = e.writer.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	return errors.Join(readErr, e.writer.Close())
 }
 
 // querier adapts database/sql to sqlstore.Querier.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"modernc.org/sqlite" // also registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
@@ -55,7 +56,14 @@ func damaged(err error) bool {
 // Store is writ's state in a SQLite database file.
 type Store struct {
 	*sqlstore.Store
+	engine *engine
 }
+
+// checkpointInterval is how often an open store copies committed
+// transactions from its write-ahead log into the database file. Between
+// automatic checkpoints a quiet server's changes would otherwise sit only in
+// the log, and a copy of writ.db alone would miss them.
+const checkpointInterval = 30 * time.Second
 
 // busyTimeoutMillis bounds how long a statement waits for another process's
 // lock before failing with SQLITE_BUSY.
@@ -64,6 +72,17 @@ const busyTimeoutMillis = "10000"
 // Open opens the database at path, creating it (mode 0600: it holds the
 // trust domain's rules) when missing, and migrates it.
 func Open(ctx context.Context, path string) (*Store, error) {
+	ticker := time.NewTicker(checkpointInterval)
+	s, err := open(ctx, path, ticker.C, ticker.Stop)
+	if err != nil {
+		ticker.Stop()
+	}
+	return s, err
+}
+
+// open is Open with the checkpoint clock given: every value received from
+// ticks runs a checkpoint, and stop is called once the store is closed.
+func open(ctx context.Context, path string, ticks <-chan time.Time, stop func()) (*Store, error) {
 	ms, err := migrations()
 	if err != nil {
 		return nil, err
@@ -79,7 +98,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		}
 		return nil, fmt.Errorf("sqlite %s: migrate: %w", path, err)
 	}
-	return &Store{sqlstore.New(e)}, nil
+	e.startCheckpoints(ticks, stop)
+	return &Store{Store: sqlstore.New(e), engine: e}, nil
 }
 
 func openEngine(path string) (*engine, error) {
@@ -97,11 +117,15 @@ func openEngine(path string) (*engine, error) {
 		"_pragma": {
 			// Random IDs and fingerprints spread inserts over the whole of
 			// their indexes: a 64 MiB page cache keeps them in memory, and
-			// checkpointing every 64 MiB of log rather than every 4 MiB
+			// checkpointing every 16 MiB of log rather than every 4 MiB
 			// writes a page changed by many batches once instead of often.
+			// The log is kept no larger than that once checkpointed, and a
+			// timed checkpoint (checkpointInterval) moves quiet periods'
+			// changes into the database file, which is what backups and the
+			// disk usage an operator sees are made of.
 			"cache_size(-65536)",
-			"wal_autocheckpoint(16384)",
-			"journal_size_limit(67108864)",
+			"wal_autocheckpoint(4096)",
+			"journal_size_limit(16777216)",
 		},
 		"_foreign_keys": {"1"},
 		"_journal_mode": {"WAL"},

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"writ.dev/writ/store"
 	"writ.dev/writ/store/migrate"
@@ -182,5 +183,76 @@ func TestTruncatedFileFailsOpenWithReason(t *testing.T) {
 	}
 	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "restore") {
 		t.Fatalf("Open of a truncated database: %v; want ErrDamaged saying to restore a backup", err)
+	}
+}
+
+// copyAlone copies the database file without its log, as a file backup
+// that knows nothing of SQLite would.
+func copyAlone(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "copy.db")
+	if err := os.WriteFile(dst, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func entryCount(t *testing.T, path string) int {
+	t.Helper()
+	s := openTest(t, path)
+	list, err := s.ListEntries(t.Context(), store.EntryFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(list)
+}
+
+// A running store's changes reach the database file at the next timed
+// checkpoint, not only after SQLite's automatic one many megabytes later.
+func TestTimedCheckpointFillsDatabaseFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "writ.db")
+	ticks := make(chan time.Time)
+	s, err := open(t.Context(), path, ticks, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.CreateEntries(t.Context(), []store.Entry{{SPIFFEID: "spiffe://example.org/a"}, {SPIFFEID: "spiffe://example.org/b"}}, store.AuditEvent(`{"type":"test"}`)); err != nil {
+		t.Fatal(err)
+	}
+	// The loop takes one tick at a time, so the second send returns only
+	// once the first checkpoint has run.
+	ticks <- time.Now()
+	ticks <- time.Now()
+	if n := entryCount(t, copyAlone(t, path)); n != 2 {
+		t.Fatalf("a copy of the database file after a timed checkpoint holds %d entries, want 2", n)
+	}
+}
+
+// Close leaves everything in the database file even while another process
+// (here a second store) keeps the file open, when SQLite would leave it in
+// the log.
+func TestCloseCheckpointsWhileFileIsShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "writ.db")
+	other := openTest(t, path)
+	if _, err := other.Revision(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateEntries(t.Context(), []store.Entry{{SPIFFEID: "spiffe://example.org/a"}}, store.AuditEvent(`{"type":"test"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := entryCount(t, copyAlone(t, path)); n != 1 {
+		t.Fatalf("a copy of the database file after Close holds %d entries, want 1", n)
 	}
 }

@@ -145,6 +145,7 @@ var methodRules = map[string]rule{
 	writv1.AgentService_Sync_FullMethodName:                  agent,
 	writv1.AgentService_MintWorkloadX509SVIDs_FullMethodName: agent,
 	writv1.AgentService_MintWorkloadJWTSVID_FullMethodName:   agent,
+	writv1.StoreService_Backup_FullMethodName:                admin,
 }
 
 // callerFromPeer reads the caller proved by the transport.

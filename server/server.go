@@ -397,6 +397,7 @@ func (s *Server) newGRPC(creds grpc.ServerOption) *grpc.Server {
 	writv1.RegisterTaskServiceServer(g, &taskService{s: s})
 	writv1.RegisterDecisionServiceServer(g, &decisionService{s: s})
 	writv1.RegisterInventoryServiceServer(g, &inventoryService{s: s})
+	writv1.RegisterStoreServiceServer(g, &storeService{s: s})
 	return g
 }
 

@@ -33,6 +33,7 @@ var commands = map[string]command{
 	"audit":   {"read and verify the tamper-evident audit log: tail, export, verify", runAudit},
 	"ca":      {"inspect and steer the authorities' rotation: show, prepare, activate, taint, revoke", runCA},
 	"status":  {"show the server's status", runStatus},
+	"backup":  {"copy the running server's store to a file, consistently", runBackup},
 	"agent":   {"run the node agent: join, serve the SPIFFE Workload API, write identities to files", runAgent},
 	"token":   {"make one-time join tokens for new agents", runToken},
 	"fetch":   {"fetch this process's identity from the SPIFFE Workload API", runFetch},

@@ -16,6 +16,7 @@ import (
 )
 
 type engine struct {
+	path    string
 	writer  *sql.DB
 	readers *sql.DB
 

@@ -146,7 +146,7 @@ func openEngine(path string) (*engine, error) {
 		writer.Close()
 		return nil, err
 	}
-	return &engine{writer: writer, readers: readers}, nil
+	return &engine{path: abs, writer: writer, readers: readers}, nil
 }
 
 // createPrivate creates the database file with mode 0600 before SQLite
@@ -177,4 +177,36 @@ func openDB(path string, conns int, params url.Values) (*sql.DB, error) {
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
 	return db, nil
+}
+
+// Backup writes a consistent copy of the database to path, which must not
+// exist or be empty, while the store stays in use: VACUUM INTO reads one
+// snapshot, so writers carry on and the copy holds whole transactions only.
+// The copy is compact, has no log beside it, and is created with mode 0600.
+func (s *Store) Backup(ctx context.Context, path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	if err := createPrivate(abs); err != nil {
+		return fmt.Errorf("backup %s: %w", path, err)
+	}
+	if fi, err := os.Stat(abs); err != nil {
+		return fmt.Errorf("backup %s: %w", path, err)
+	} else if fi.Size() != 0 {
+		return fmt.Errorf("backup %s: the file exists and is not empty: name a new file", path)
+	}
+	// A connection of its own: the readers are query_only, which VACUUM
+	// INTO is refused under, and the writer would hold up every change for
+	// as long as the copy takes. In WAL mode this one only reads a snapshot.
+	db, err := openDB(s.engine.path, 1, url.Values{})
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", path, err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", abs); err != nil {
+		os.Remove(abs)
+		return fmt.Errorf("backup %s: %w", path, err)
+	}
+	return nil
 }

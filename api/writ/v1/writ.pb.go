@@ -4439,6 +4439,104 @@ func (x *Inventory) GetFlags() []string {
 	return nil
 }
 
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{74}
+}
+
+type BackupChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// size and sha256 describe the whole copy; they are set in the first
+	// chunk only, so the client can tell a cut-off stream from a whole one.
+	Size          int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        []byte `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupChunk) Reset() {
+	*x = BackupChunk{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupChunk) ProtoMessage() {}
+
+func (x *BackupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
+func (*BackupChunk) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *BackupChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -4759,7 +4857,12 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"identities\x12,\n" +
 	"\n" +
 	"open_tasks\x18\x02 \x03(\v2\r.writ.v1.TaskR\topenTasks\x12\x14\n" +
-	"\x05flags\x18\x03 \x03(\tR\x05flags2\xd6\x02\n" +
+	"\x05flags\x18\x03 \x03(\tR\x05flags\"\x0f\n" +
+	"\rBackupRequest\"M\n" +
+	"\vBackupChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha2562\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -4821,7 +4924,9 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x0fDecisionService\x126\n" +
 	"\x05Check\x12\x15.writ.v1.CheckRequest\x1a\x16.writ.v1.CheckResponse2T\n" +
 	"\x10InventoryService\x12@\n" +
-	"\fGetInventory\x12\x1c.writ.v1.GetInventoryRequest\x1a\x12.writ.v1.InventoryB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\fGetInventory\x12\x1c.writ.v1.GetInventoryRequest\x1a\x12.writ.v1.Inventory2H\n" +
+	"\fStoreService\x128\n" +
+	"\x06Backup\x12\x16.writ.v1.BackupRequest\x1a\x14.writ.v1.BackupChunk0\x01B\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -4835,7 +4940,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -4911,6 +5016,8 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*GetInventoryRequest)(nil),           // 71: writ.v1.GetInventoryRequest
 	(*InventoryIdentity)(nil),             // 72: writ.v1.InventoryIdentity
 	(*Inventory)(nil),                     // 73: writ.v1.Inventory
+	(*BackupRequest)(nil),                 // 74: writ.v1.BackupRequest
+	(*BackupChunk)(nil),                   // 75: writ.v1.BackupChunk
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -4983,50 +5090,52 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	66, // 67: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
 	68, // 68: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
 	71, // 69: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
-	3,  // 70: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 71: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 72: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 73: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 74: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 75: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 76: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 77: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 78: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 79: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 80: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 81: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 82: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 83: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 84: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 85: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 86: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 87: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 88: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 89: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 90: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 91: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 92: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 93: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 94: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 95: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 96: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 97: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	53, // 98: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
-	44, // 99: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
-	55, // 100: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
-	55, // 101: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
-	60, // 102: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
-	55, // 103: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
-	55, // 104: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
-	55, // 105: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
-	55, // 106: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
-	64, // 107: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
-	64, // 108: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
-	67, // 109: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
-	70, // 110: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
-	73, // 111: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
-	70, // [70:112] is the sub-list for method output_type
-	28, // [28:70] is the sub-list for method input_type
+	74, // 70: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
+	3,  // 71: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 72: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 73: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 74: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 75: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 76: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 77: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 78: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 79: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 80: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 81: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 82: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 83: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 84: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 85: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 86: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 87: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 88: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 89: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 90: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 91: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 92: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 93: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 94: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 95: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 96: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 97: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 98: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 99: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 100: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	55, // 101: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
+	55, // 102: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
+	60, // 103: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
+	55, // 104: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
+	55, // 105: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
+	55, // 106: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
+	55, // 107: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
+	64, // 108: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
+	64, // 109: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
+	67, // 110: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
+	70, // 111: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
+	73, // 112: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
+	75, // 113: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
+	71, // [71:114] is the sub-list for method output_type
+	28, // [28:71] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -5043,9 +5152,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   74,
+			NumMessages:   76,
 			NumExtensions: 0,
-			NumServices:   13,
+			NumServices:   14,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

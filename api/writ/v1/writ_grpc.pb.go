@@ -2564,3 +2564,118 @@ var InventoryService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/writ/v1/writ.proto",
 }
+
+const (
+	StoreService_Backup_FullMethodName = "/writ.v1.StoreService/Backup"
+)
+
+// StoreServiceClient is the client API for StoreService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// StoreService acts on the server's store as a whole.
+type StoreServiceClient interface {
+	// Backup streams a consistent copy of the store taken while the server
+	// runs, as a SQLite database file that a server can be started on. Only
+	// the SQLite store has one; PostgreSQL is backed up with its own tools.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
+}
+
+type storeServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewStoreServiceClient(cc grpc.ClientConnInterface) StoreServiceClient {
+	return &storeServiceClient{cc}
+}
+
+func (c *storeServiceClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &StoreService_ServiceDesc.Streams[0], StoreService_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StoreService_BackupClient = grpc.ServerStreamingClient[BackupChunk]
+
+// StoreServiceServer is the server API for StoreService service.
+// All implementations must embed UnimplementedStoreServiceServer
+// for forward compatibility.
+//
+// StoreService acts on the server's store as a whole.
+type StoreServiceServer interface {
+	// Backup streams a consistent copy of the store taken while the server
+	// runs, as a SQLite database file that a server can be started on. Only
+	// the SQLite store has one; PostgreSQL is backed up with its own tools.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
+	mustEmbedUnimplementedStoreServiceServer()
+}
+
+// UnimplementedStoreServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedStoreServiceServer struct{}
+
+func (UnimplementedStoreServiceServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedStoreServiceServer) mustEmbedUnimplementedStoreServiceServer() {}
+func (UnimplementedStoreServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeStoreServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to StoreServiceServer will
+// result in compilation errors.
+type UnsafeStoreServiceServer interface {
+	mustEmbedUnimplementedStoreServiceServer()
+}
+
+func RegisterStoreServiceServer(s grpc.ServiceRegistrar, srv StoreServiceServer) {
+	// If the following call panics, it indicates UnimplementedStoreServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&StoreService_ServiceDesc, srv)
+}
+
+func _StoreService_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StoreServiceServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StoreService_BackupServer = grpc.ServerStreamingServer[BackupChunk]
+
+// StoreService_ServiceDesc is the grpc.ServiceDesc for StoreService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var StoreService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.StoreService",
+	HandlerType: (*StoreServiceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _StoreService_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "api/writ/v1/writ.proto",
+}

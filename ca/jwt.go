@@ -4,10 +4,8 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -18,16 +16,18 @@ import (
 	"strings"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"writ.dev/writ/internal/jwssign"
 )
 
 // The JWT authority signs JWT-SVIDs as the SPIFFE JWT-SVID specification
 // describes them: a compact JWS whose header names the key (kid) and whose
 // claims name the workload (sub), who may accept it (aud) and until when
-// (exp). The JWS is built here rather than through a JOSE library because
-// signing must go through a crypto.Signer from the keystore (an HSM key
-// included) and the format is small enough to build exactly; go-jose and
-// go-spiffe check the result in the tests.
+// (exp). go-jose builds the JWS over an OpaqueSigner (internal/jwssign), so
+// signing goes through a crypto.Signer from the keystore and the private key
+// never leaves it; go-jose and go-spiffe check the result in the tests.
 
 // jwtType is the JWS "typ" of a JWT-SVID; the specification allows "JWT" or
 // "JOSE", and "JWT" is what relying parties outside SPIFFE expect.
@@ -36,12 +36,10 @@ const jwtType = "JWT"
 // jwsAlgorithm is what signing and publishing need to know about a key.
 type jwsAlgorithm struct {
 	name string // JWS "alg"
-	hash crypto.Hash
-	// coordSize is the byte length of an ECDSA coordinate, for the fixed
-	// r||s form JWS uses; zero for RSA.
+	// coordSize is the byte length of an ECDSA coordinate, the JWK's x
+	// and y; zero for RSA.
 	coordSize int
 	curve     string // JWK "crv", ECDSA only
-	sigSize   int    // bytes in the JWS signature
 }
 
 // jwtKeysAllowed lists the keys every JWT-SVID verifier must accept; Ed25519
@@ -60,11 +58,11 @@ func jwsAlgorithmFor(pub crypto.PublicKey) (jwsAlgorithm, error) {
 		}
 		switch k.Curve {
 		case elliptic.P256():
-			return jwsAlgorithm{name: "ES256", hash: crypto.SHA256, coordSize: 32, curve: "P-256", sigSize: 64}, nil
+			return jwsAlgorithm{name: "ES256", coordSize: 32, curve: "P-256"}, nil
 		case elliptic.P384():
-			return jwsAlgorithm{name: "ES384", hash: crypto.SHA384, coordSize: 48, curve: "P-384", sigSize: 96}, nil
+			return jwsAlgorithm{name: "ES384", coordSize: 48, curve: "P-384"}, nil
 		case elliptic.P521():
-			return jwsAlgorithm{name: "ES512", hash: crypto.SHA512, coordSize: 66, curve: "P-521", sigSize: 132}, nil
+			return jwsAlgorithm{name: "ES512", coordSize: 66, curve: "P-521"}, nil
 		}
 		return jwsAlgorithm{}, fmt.Errorf("ECDSA curve %s cannot sign JWTs: use %s", k.Curve.Params().Name, jwtKeysAllowed)
 	case *rsa.PublicKey:
@@ -74,7 +72,7 @@ func jwsAlgorithmFor(pub crypto.PublicKey) (jwsAlgorithm, error) {
 		if bits := k.N.BitLen(); bits < MinRSABits || bits > MaxRSABits {
 			return jwsAlgorithm{}, fmt.Errorf("RSA key of %d bits cannot sign JWTs: use %s", bits, jwtKeysAllowed)
 		}
-		return jwsAlgorithm{name: "RS256", hash: crypto.SHA256, sigSize: (k.N.BitLen() + 7) / 8}, nil
+		return jwsAlgorithm{name: "RS256"}, nil
 	case nil:
 		return jwsAlgorithm{}, fmt.Errorf("no public key: use %s", jwtKeysAllowed)
 	default:
@@ -118,12 +116,6 @@ type jwtSVIDClaims struct {
 	Issuer   string `json:"iss,omitempty"`
 }
 
-type jwsHeader struct {
-	Alg string `json:"alg"`
-	Kid string `json:"kid"`
-	Typ string `json:"typ"`
-}
-
 // SignJWTSVID issues a JWT-SVID for p.SPIFFEID, as a compact JWS.
 //
 // "iat" is now and "exp" is now+p.TTL, clamped to the authority's NotAfter;
@@ -133,15 +125,19 @@ func (a *JWTAuthority) SignJWTSVID(p JWTSVIDParams, now time.Time) (string, erro
 	if err != nil {
 		return "", err
 	}
-	header, err := json.Marshal(jwsHeader{Alg: alg.name, Kid: a.KeyID, Typ: jwtType})
+	key, err := jwssign.New(a.Signer, a.KeyID, jose.SignatureAlgorithm(alg.name))
 	if err != nil {
-		return "", fmt.Errorf("ca: sign JWT-SVID for %s: header: %w", p.SPIFFEID, err)
+		return "", fmt.Errorf("ca: sign JWT-SVID: JWT authority key: %w", err)
+	}
+	signer, err := key.Signer(jwtType)
+	if err != nil {
+		return "", fmt.Errorf("ca: sign JWT-SVID: JWT authority key: %w", err)
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return "", fmt.Errorf("ca: sign JWT-SVID for %s: claims: %w", p.SPIFFEID, err)
 	}
-	tok, err := signCompactJWS(a.Signer, alg, header, payload)
+	tok, err := jwssign.Compact(signer, payload)
 	if err != nil {
 		return "", fmt.Errorf("ca: sign JWT-SVID for %s: %w", p.SPIFFEID, err)
 	}
@@ -214,50 +210,6 @@ func (a *JWTAuthority) jwtSVIDInputs(p JWTSVIDParams, now time.Time) (jwsAlgorit
 }
 
 var b64 = base64.RawURLEncoding
-
-// signCompactJWS returns BASE64URL(header).BASE64URL(payload).BASE64URL(sig).
-func signCompactJWS(signer crypto.Signer, alg jwsAlgorithm, header, payload []byte) (string, error) {
-	buf := make([]byte, 0, b64.EncodedLen(len(header))+b64.EncodedLen(len(payload))+b64.EncodedLen(alg.sigSize)+2)
-	buf = b64.AppendEncode(buf, header)
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, payload)
-
-	h := alg.hash.New()
-	h.Write(buf)
-	sig, err := signer.Sign(rand.Reader, h.Sum(nil), alg.hash)
-	if err != nil {
-		return "", fmt.Errorf("signing key: %w", err)
-	}
-	if alg.coordSize > 0 {
-		if sig, err = ecdsaJWSSignature(sig, alg.coordSize); err != nil {
-			return "", err
-		}
-	}
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, sig)
-	return string(buf), nil
-}
-
-// ecdsaJWSSignature turns the ASN.1 DER signature a crypto.Signer returns
-// into the r||s form RFC 7518 section 3.4 requires, each integer big-endian
-// and padded to size bytes.
-func ecdsaJWSSignature(der []byte, size int) ([]byte, error) {
-	var sig struct{ R, S *big.Int }
-	rest, err := asn1.Unmarshal(der, &sig)
-	if err != nil {
-		return nil, fmt.Errorf("signing key returned a malformed ECDSA signature: %w", err)
-	}
-	if len(rest) != 0 {
-		return nil, errors.New("signing key returned an ECDSA signature with trailing data")
-	}
-	if sig.R.Sign() <= 0 || sig.S.Sign() <= 0 || sig.R.BitLen() > 8*size || sig.S.BitLen() > 8*size {
-		return nil, errors.New("signing key returned an ECDSA signature out of range for its curve")
-	}
-	out := make([]byte, 2*size)
-	sig.R.FillBytes(out[:size])
-	sig.S.FillBytes(out[size:])
-	return out, nil
-}
 
 // publicJWK is a public key as RFC 7517 writes it, members in the order
 // they are written.

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"writ.dev/writ/internal/jwssign"
 )
 
 const (
@@ -134,11 +136,16 @@ func signRaw(t testing.TB, key crypto.Signer, header, payload string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := signCompact(key, alg, []byte(header), []byte(payload))
+	opaque, err := jwssign.New(key, testKID, alg.name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tok
+	input := b64.EncodeToString([]byte(header)) + "." + b64.EncodeToString([]byte(payload))
+	sig, err := opaque.SignPayload([]byte(input), alg.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return input + "." + b64.EncodeToString(sig)
 }
 
 func wantErr(t testing.TB, err error, want string) {

@@ -6,41 +6,37 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
-// The JWS is built and checked here rather than through a JOSE library for
-// the reasons ca/jwt.go gives for JWT-SVIDs: signing goes through a
-// crypto.Signer (an HSM key included), and a verifier that knows exactly one
+// Tokens are signed by go-jose over an OpaqueSigner (internal/jwssign), so
+// the key stays in the keystore (an HSM key included). They are checked
+// here rather than by a JOSE library: a verifier that knows exactly one
 // header shape and two algorithms has no "alg" or "crit" handling to get
 // wrong. go-jose checks the result in the tests.
 
 // keysAllowed names the keys that may sign delegation tokens.
 const keysAllowed = "an ECDSA P-256 key (ES256) or an Ed25519 key (EdDSA)"
 
-// algorithm is what signing and verifying need to know about a key.
+// algorithm is a JWS "alg" a delegation key signs with.
 type algorithm struct {
-	name string // JWS "alg"
-	// hash is what the message is hashed with before signing; zero for
-	// EdDSA, which signs the message itself.
-	hash crypto.Hash
+	name jose.SignatureAlgorithm
 }
 
 var (
-	es256 = algorithm{name: "ES256", hash: crypto.SHA256}
-	edDSA = algorithm{name: "EdDSA"}
+	es256 = algorithm{name: jose.ES256}
+	edDSA = algorithm{name: jose.EdDSA}
 )
 
-// es256CoordSize is the byte length of a P-256 coordinate, for the fixed
-// r||s signature form RFC 7518 section 3.4 requires.
+// es256CoordSize is the byte length of a P-256 coordinate: an ES256
+// signature is r||s, each padded to it (RFC 7518 section 3.4).
 const es256CoordSize = 32
 
 // algorithmFor returns the one algorithm pub signs with. A key is bound to
@@ -78,56 +74,6 @@ type jwsHeader struct {
 }
 
 var b64 = base64.RawURLEncoding
-
-// signCompact returns BASE64URL(header).BASE64URL(payload).BASE64URL(sig).
-func signCompact(signer crypto.Signer, alg algorithm, header, payload []byte) (string, error) {
-	buf := b64.AppendEncode(nil, header)
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, payload)
-	sig, err := sign(signer, alg, buf)
-	if err != nil {
-		return "", err
-	}
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, sig)
-	return string(buf), nil
-}
-
-func sign(signer crypto.Signer, alg algorithm, input []byte) ([]byte, error) {
-	if alg == edDSA {
-		sig, err := signer.Sign(rand.Reader, input, crypto.Hash(0))
-		if err != nil {
-			return nil, fmt.Errorf("signing key: %w", err)
-		}
-		return sig, nil
-	}
-	sum := sha256.Sum256(input)
-	der, err := signer.Sign(rand.Reader, sum[:], alg.hash)
-	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
-	}
-	return ecdsaJWSSignature(der)
-}
-
-// ecdsaJWSSignature turns the ASN.1 DER signature a crypto.Signer returns
-// into the r||s form JWS uses.
-func ecdsaJWSSignature(der []byte) ([]byte, error) {
-	var sig struct{ R, S *big.Int }
-	rest, err := asn1.Unmarshal(der, &sig)
-	if err != nil {
-		return nil, fmt.Errorf("signing key returned a malformed ECDSA signature: %w", err)
-	}
-	if len(rest) != 0 {
-		return nil, errors.New("signing key returned an ECDSA signature with trailing data")
-	}
-	if sig.R.Sign() <= 0 || sig.S.Sign() <= 0 || sig.R.BitLen() > 8*es256CoordSize || sig.S.BitLen() > 8*es256CoordSize {
-		return nil, errors.New("signing key returned an ECDSA signature out of range for P-256")
-	}
-	out := make([]byte, 2*es256CoordSize)
-	sig.R.FillBytes(out[:es256CoordSize])
-	sig.S.FillBytes(out[es256CoordSize:])
-	return out, nil
-}
 
 // verifySignature checks sig over input with pub, whose algorithm alg is.
 func verifySignature(pub crypto.PublicKey, alg algorithm, input, sig []byte) bool {

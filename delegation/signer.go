@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"writ.dev/writ/internal/jwssign"
 )
 
 // Signer issues delegation tokens with one key.
 type Signer struct {
-	key      crypto.Signer
-	alg      algorithm
+	jws      jose.Signer
 	kid      string
 	issuer   string
 	now      func() time.Time
@@ -38,7 +41,15 @@ func NewSigner(key crypto.Signer, kid, issuer string, opts ...Option) (*Signer, 
 	if err := checkIssuerURL(issuer); err != nil {
 		return nil, fmt.Errorf("delegation: new signer: %w", err)
 	}
-	s := &Signer{key: key, alg: alg, kid: kid, issuer: issuer, now: time.Now, maxTTL: DefaultMaxTTL, maxChain: DefaultMaxChain}
+	opaque, err := jwssign.New(key, kid, alg.name)
+	if err != nil {
+		return nil, fmt.Errorf("delegation: new signer: %w", err)
+	}
+	jws, err := opaque.Signer(TokenType)
+	if err != nil {
+		return nil, fmt.Errorf("delegation: new signer: %w", err)
+	}
+	s := &Signer{jws: jws, kid: kid, issuer: issuer, now: time.Now, maxTTL: DefaultMaxTTL, maxChain: DefaultMaxChain}
 	if err := applySigner(s, opts); err != nil {
 		return nil, fmt.Errorf("delegation: new signer: %w", err)
 	}
@@ -60,15 +71,11 @@ func (s *Signer) Issue(c Claims) (string, error) {
 	}
 	// rand.Text is 128 random bits: no two tokens share a "jti".
 	c.Issuer, c.IssuedAt, c.NotBefore, c.ID = s.issuer, now, now, rand.Text()
-	header, err := json.Marshal(jwsHeader{Alg: s.alg.name, Kid: s.kid, Typ: TokenType})
-	if err != nil {
-		return "", fmt.Errorf("delegation: issue for %s: header: %w", c.Subject, err)
-	}
 	payload, err := json.Marshal(c.toWire())
 	if err != nil {
 		return "", fmt.Errorf("delegation: issue for %s: claims: %w", c.Subject, err)
 	}
-	tok, err := signCompact(s.key, s.alg, header, payload)
+	tok, err := jwssign.Compact(s.jws, payload)
 	if err != nil {
 		return "", fmt.Errorf("delegation: issue for %s: %w", c.Subject, err)
 	}

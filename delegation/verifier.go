@@ -174,7 +174,7 @@ func (v *Verifier) checkHeader(segment string) (verifyKey, error) {
 	if !ok {
 		return verifyKey{}, fmt.Errorf("token is signed with unknown key %q: refresh the delegation keys if it was rotated", truncate(h.Kid))
 	}
-	if h.Alg != key.alg.name {
+	if h.Alg != string(key.alg.name) {
 		return verifyKey{}, fmt.Errorf("token alg %q is not %s, the algorithm of key %q", truncate(h.Alg), key.alg.name, h.Kid)
 	}
 	return key, nil

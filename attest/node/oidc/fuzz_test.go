@@ -91,3 +91,23 @@ func FuzzRenderNodeID(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseJWKS(f *testing.F) {
+	f.Add(jwksJSON(f, newECKey(f, "a"), newRSAKey(f, "b")))
+	f.Add([]byte(`{"keys":[{"kty":"oct","k":"c2VjcmV0"},{"kty":"XYZ"}]}`))
+	f.Add([]byte(`{"keys":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		keys, err := parseJWKS(data)
+		if err != nil {
+			return
+		}
+		if len(keys) == 0 {
+			t.Fatal("no error and no key")
+		}
+		for _, k := range keys {
+			if !k.IsPublic() || !k.Valid() || (k.Use != "" && k.Use != "sig") {
+				t.Fatalf("kept a key that cannot verify signatures: %+v", k)
+			}
+		}
+	})
+}

@@ -2,17 +2,21 @@ package oidc
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
@@ -21,78 +25,120 @@ const (
 	// unknown kid is cheap to forge, and must not make the server hammer
 	// the issuer.
 	minRefresh = 10 * time.Second
-	// maxKeyAge is how long fetched keys are trusted before they are
-	// fetched again, so a key the issuer withdrew stops verifying.
+	// maxKeyAge is how long discovered keys are trusted before discovery
+	// runs again, so a key the issuer withdrew stops verifying.
 	maxKeyAge = time.Hour
 	// maxDocument bounds a discovery document or JWKS.
 	maxDocument  = 1 << 20
 	fetchTimeout = 10 * time.Second
+	// maxUpstreamError bounds how much of an error from fetching keys is
+	// repeated: go-oidc quotes response bodies in its errors.
+	maxUpstreamError = 512
 )
 
 // ErrKeysUnavailable wraps failures to get the issuer's keys: the token may
 // be fine, and the node can retry later.
 var ErrKeysUnavailable = errors.New("the issuer's keys are unavailable")
 
-// keySource yields the issuer's current signature keys.
+var (
+	// errUnknownKey: no key of the issuer has the token's kid and alg.
+	errUnknownKey = errors.New("unknown key")
+	// errNotVerified: no key of the issuer verifies the signature.
+	errNotVerified = errors.New("signature does not verify")
+	// errRateLimited refuses a JWKS fetch within minRefresh of the last.
+	errRateLimited = errors.New("keys were fetched less than " + minRefresh.String() + " ago")
+)
+
+// keySource checks a token's signature with the issuer's keys. h is the
+// token's protected header, already checked against the accepted
+// algorithms.
 type keySource interface {
-	fetch(ctx context.Context) ([]jose.JSONWebKey, error)
+	verify(ctx context.Context, raw string, h jose.Header) ([]byte, error)
 }
 
-// keyCache holds the keys of one issuer, fetching them when they are
-// older than maxKeyAge or when a token names a key it does not hold (the
-// issuer rotated), at most once per minRefresh.
-type keyCache struct {
-	src keySource
-	now func() time.Time
+// staticKeys is a jwks_file. It is read again when a token names a key it
+// does not hold and the file changed, so an updated file needs no restart.
+type staticKeys struct {
+	file string
 
-	mu          sync.Mutex
-	keys        []jose.JSONWebKey
-	loadedAt    time.Time
-	lastAttempt time.Time
-	lastErr     error
+	mu    sync.Mutex
+	keys  []jose.JSONWebKey
+	stamp fileStamp
 }
 
-// candidates returns the keys that may have signed a token with header h.
-// It refreshes the keys when none is found, so a rotation at the issuer is
-// picked up by the first token signed with the new key.
-func (c *keyCache) candidates(ctx context.Context, h jose.Header) ([]jose.JSONWebKey, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	if now.Sub(c.loadedAt) > maxKeyAge {
-		if err := c.refresh(ctx, now); err != nil {
-			return nil, err
-		}
-	}
-	if keys := matchKeys(c.keys, h); len(keys) > 0 {
-		return keys, nil
-	}
-	if err := c.refresh(ctx, now); err != nil {
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+func loadStaticKeys(file string) (*staticKeys, error) {
+	s := &staticKeys{file: file}
+	if err := s.load(); err != nil {
 		return nil, err
 	}
-	return matchKeys(c.keys, h), nil
+	return s, nil
 }
 
-// refresh fetches the keys unless the last attempt was under minRefresh
-// ago; then it keeps the current keys if they are still fresh.
-func (c *keyCache) refresh(ctx context.Context, now time.Time) error {
-	if !c.lastAttempt.IsZero() && now.Sub(c.lastAttempt) < minRefresh {
-		if now.Sub(c.loadedAt) <= maxKeyAge {
-			return nil
-		}
-		if c.lastErr == nil {
-			return fmt.Errorf("%w: fetched less than %s ago; try again later", ErrKeysUnavailable, minRefresh)
-		}
-		return c.lastErr
-	}
-	c.lastAttempt = now
-	keys, err := c.src.fetch(ctx)
+func (s *staticKeys) load() error {
+	f, err := os.Open(s.file)
 	if err != nil {
-		c.lastErr = fmt.Errorf("%w: %w", ErrKeysUnavailable, err)
-		return c.lastErr
+		return err
 	}
-	c.keys, c.loadedAt, c.lastErr = keys, now, nil
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	data, err := readBounded(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.file, err)
+	}
+	keys, err := parseJWKS(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.file, err)
+	}
+	s.keys, s.stamp = keys, fileStamp{fi.ModTime(), fi.Size()}
 	return nil
+}
+
+// candidates returns the keys that may have signed a token with header h,
+// reading the file again if it changed since it was read.
+func (s *staticKeys) candidates(h jose.Header) ([]jose.JSONWebKey, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if keys := matchKeys(s.keys, h); len(keys) > 0 {
+		return keys, nil
+	}
+	fi, err := os.Stat(s.file)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKeysUnavailable, err)
+	}
+	if (fileStamp{fi.ModTime(), fi.Size()}) == s.stamp {
+		return nil, nil
+	}
+	if err := s.load(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKeysUnavailable, err)
+	}
+	return matchKeys(s.keys, h), nil
+}
+
+func (s *staticKeys) verify(ctx context.Context, raw string, h jose.Header) ([]byte, error) {
+	keys, err := s.candidates(h)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		return nil, errUnknownKey
+	}
+	set := gooidc.StaticKeySet{PublicKeys: make([]crypto.PublicKey, len(keys))}
+	for i, k := range keys {
+		set.PublicKeys[i] = k.Key
+	}
+	payload, err := set.VerifySignature(ctx, raw)
+	if err != nil {
+		return nil, errNotVerified
+	}
+	return payload, nil
 }
 
 // matchKeys picks the keys that may verify a signature with header h: the
@@ -139,93 +185,205 @@ func parseJWKS(data []byte) ([]jose.JSONWebKey, error) {
 	return keys, nil
 }
 
-// jwksFile is a static key set, read again when a token names a key it
-// does not hold so that an updated file needs no restart.
-type jwksFile string
+// discoveredKeys finds the issuer's keys through OIDC discovery with
+// go-oidc, whose RemoteKeySet caches them and fetches them again when a
+// token names a key it does not hold. Discovery runs at the first token
+// rather than at startup, so an issuer outage while the server starts does
+// not keep it from serving agents that have already joined; it runs again
+// after maxKeyAge, so a withdrawn key stops verifying.
+type discoveredKeys struct {
+	issuer string
+	client *http.Client // bounded: see boundedClient
+	now    func() time.Time
 
-func (f jwksFile) fetch(context.Context) ([]jose.JSONWebKey, error) {
-	file, err := os.Open(string(f))
+	mu          sync.Mutex
+	set         *gooidc.RemoteKeySet
+	algs        []string // what the issuer says it signs ID tokens with
+	discovered  time.Time
+	lastAttempt time.Time
+	lastErr     error
+}
+
+func newDiscoveredKeys(issuer string, base *http.Client, now func() time.Time) *discoveredKeys {
+	d := &discoveredKeys{issuer: issuer, now: now}
+	d.client = boundedClient(base, d.wellKnown(), now)
+	return d
+}
+
+func (d *discoveredKeys) wellKnown() string {
+	return strings.TrimSuffix(d.issuer, "/") + "/.well-known/openid-configuration"
+}
+
+func (d *discoveredKeys) verify(ctx context.Context, raw string, h jose.Header) ([]byte, error) {
+	set, algs, err := d.current(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer file.Close()
-	data, err := readBounded(file)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f, err)
+	// What go-oidc's IDTokenVerifier does by default: an algorithm the
+	// issuer does not sign with is not tried against its keys.
+	if len(algs) > 0 && !slices.Contains(algs, h.Algorithm) {
+		return nil, fmt.Errorf("the token is signed with %s, which the issuer does not list in id_token_signing_alg_values_supported %v", h.Algorithm, algs)
 	}
-	keys, err := parseJWKS(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", f, err)
+	payload, err := set.VerifySignature(ctx, raw)
+	switch {
+	case err == nil:
+		return payload, nil
+	case errors.Is(err, errRateLimited):
+		// The cached keys were tried and none verified.
+		return nil, errNotVerified
+	case err.Error() == "failed to verify id token signature":
+		return nil, errNotVerified
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("%w: %w", ErrKeysUnavailable, ctx.Err())
 	}
-	return keys, nil
+	return nil, fmt.Errorf("%w: %s", ErrKeysUnavailable, clip(err.Error()))
 }
 
-// discovery finds the keys through OIDC discovery at the issuer.
-type discovery struct {
-	issuer string
-	client *http.Client
+// current returns the key set, running discovery when there is none yet or
+// it is older than maxKeyAge, at most once per minRefresh.
+func (d *discoveredKeys) current(ctx context.Context) (*gooidc.RemoteKeySet, []string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	if d.set != nil && now.Sub(d.discovered) <= maxKeyAge {
+		return d.set, d.algs, nil
+	}
+	if !d.lastAttempt.IsZero() && now.Sub(d.lastAttempt) < minRefresh && d.lastErr != nil {
+		return nil, nil, d.lastErr
+	}
+	d.lastAttempt = now
+	set, algs, err := d.discover(ctx)
+	if err != nil {
+		d.lastErr = fmt.Errorf("%w: %w", ErrKeysUnavailable, err)
+		return nil, nil, d.lastErr
+	}
+	d.set, d.algs, d.discovered, d.lastErr = set, algs, now, nil
+	return set, algs, nil
 }
 
-func (d discovery) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
+func (d *discoveredKeys) discover(ctx context.Context) (*gooidc.RemoteKeySet, []string, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
+	p, err := gooidc.NewProvider(gooidc.ClientContext(ctx, d.client), d.issuer)
+	var mismatch *gooidc.IssuerMismatchError
+	switch {
+	case errors.As(err, &mismatch):
+		// A mismatch means the URL serves another issuer's keys.
+		return nil, nil, fmt.Errorf("%s names issuer %s, not %s", d.wellKnown(), quote(mismatch.Discovered), quote(d.issuer))
+	case err != nil:
+		return nil, nil, fmt.Errorf("%s: %s", d.wellKnown(), clip(err.Error()))
+	}
 	var doc struct {
-		Issuer  string `json:"issuer"`
-		JWKSURI string `json:"jwks_uri"`
+		JWKSURI string   `json:"jwks_uri"`
+		Algs    []string `json:"id_token_signing_alg_values_supported"`
 	}
-	wellKnown := strings.TrimSuffix(d.issuer, "/") + "/.well-known/openid-configuration"
-	data, err := d.get(ctx, wellKnown)
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: not a discovery document: %v", wellKnown, err)
-	}
-	// OIDC discovery requires the document to name its own issuer; a
-	// mismatch means the URL serves another issuer's keys.
-	if doc.Issuer != d.issuer {
-		return nil, fmt.Errorf("%s names issuer %s, not %s", wellKnown, quote(doc.Issuer), quote(d.issuer))
+	if err := p.Claims(&doc); err != nil {
+		return nil, nil, fmt.Errorf("%s: not a discovery document: %v", d.wellKnown(), err)
 	}
 	if problem := checkDiscoveryURL(doc.JWKSURI); problem != "" {
-		return nil, fmt.Errorf("%s: jwks_uri %s %s", wellKnown, quote(doc.JWKSURI), problem)
+		return nil, nil, fmt.Errorf("%s: jwks_uri %s %s", d.wellKnown(), quote(doc.JWKSURI), problem)
 	}
-	if data, err = d.get(ctx, doc.JWKSURI); err != nil {
-		return nil, err
-	}
-	keys, err := parseJWKS(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", doc.JWKSURI, err)
-	}
-	return keys, nil
+	// The set fetches keys in the background with this context's client;
+	// go-oidc ignores its cancellation, so the client's timeout bounds it.
+	set := gooidc.NewRemoteKeySet(gooidc.ClientContext(context.Background(), d.client), doc.JWKSURI)
+	return set, doc.Algs, nil
 }
 
-func (d discovery) get(ctx context.Context, u string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
+// boundedClient returns a copy of base that bounds what the issuer can make
+// the server do: each request within fetchTimeout, each response within
+// maxDocument bytes, no redirect off https (whoever is on the path of a
+// plain http request could hand over a key set), and key set fetches at
+// most once per minRefresh. go-oidc reads whole responses, so the bounds
+// live in the client it is given.
+func boundedClient(base *http.Client, wellKnown string, now func() time.Time) *http.Client {
+	c := *base
+	if c.Timeout <= 0 || c.Timeout > fetchTimeout {
+		c.Timeout = fetchTimeout
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := d.client.Do(req)
-	if err != nil {
-		return nil, err
+	next := c.Transport
+	if next == nil {
+		next = http.DefaultTransport
 	}
-	defer resp.Body.Close()
-	// A redirect to plain http would hand the key set to anyone on the path.
-	if resp.Request.URL.Scheme != "https" {
-		return nil, fmt.Errorf("GET %s was redirected to %s, which is not https", u, redact(resp.Request.URL))
+	c.Transport = &boundedTransport{next: next, wellKnown: wellKnown, now: now}
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.Scheme != "https" {
+			return fmt.Errorf("redirected to %s, which is not https", req.URL.Scheme+"://"+req.URL.Host+req.URL.Path)
+		}
+		if len(via) >= 5 {
+			return errors.New("more than 5 redirects")
+		}
+		return nil
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	data, err := readBounded(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
-	}
-	return data, nil
+	return &c
 }
 
-func redact(u *url.URL) string {
-	return u.Scheme + "://" + u.Host + u.Path
+type boundedTransport struct {
+	next      http.RoundTripper
+	wellKnown string
+	now       func() time.Time
+
+	mu        sync.Mutex
+	lastFetch time.Time
+}
+
+func (t *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.String() != t.wellKnown {
+		if err := t.admitKeyFetch(); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &boundedBody{ReadCloser: resp.Body, left: maxDocument}
+	return resp, nil
+}
+
+func (t *boundedTransport) admitKeyFetch() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if !t.lastFetch.IsZero() && now.Sub(t.lastFetch) < minRefresh {
+		return errRateLimited
+	}
+	t.lastFetch = now
+	return nil
+}
+
+// boundedBody fails a read past left bytes instead of truncating, so a
+// cut-off key set is never mistaken for the whole one.
+type boundedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	// One byte past the bound is read to tell a body of exactly
+	// maxDocument bytes from a longer one.
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return 0, fmt.Errorf("response larger than %d bytes", maxDocument)
+	}
+	return n, err
+}
+
+// clip bounds an upstream error repeated to the caller and escapes it, so
+// a response body quoted in it can neither flood nor forge log lines.
+func clip(s string) string {
+	cut, suffix := len(s), ""
+	if cut > maxUpstreamError {
+		cut, suffix = maxUpstreamError, "…"
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+	}
+	q := strconv.Quote(s[:cut])
+	return q[1:len(q)-1] + suffix
 }
 
 func readBounded(r io.Reader) ([]byte, error) {

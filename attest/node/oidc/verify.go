@@ -88,7 +88,7 @@ type Verifier struct {
 	facts    []factSpec
 	check    func(map[string]any, map[string]string) error
 	template nodeTemplate
-	keys     *keyCache
+	keys     keySource
 	now      func() time.Time
 	leeway   time.Duration
 }
@@ -114,12 +114,13 @@ func NewVerifier(ctx context.Context, c IssuerConfig, td spiffeid.TrustDomain, o
 	tmpl, _ := parseTemplate(c.NodeID, factNames(facts))
 	v := &Verifier{cfg: c, td: td, facts: facts, check: spec.check, template: tmpl, now: o.now, leeway: o.leeway}
 	if c.JWKSFile != "" {
-		v.keys = &keyCache{src: jwksFile(c.JWKSFile), now: o.now}
-		if err := v.keys.refresh(ctx, o.now()); err != nil {
+		keys, err := loadStaticKeys(c.JWKSFile)
+		if err != nil {
 			return nil, fmt.Errorf("oidc %s: jwks_file: %w", c.Name, err)
 		}
+		v.keys = keys
 	} else {
-		v.keys = &keyCache{src: discovery{issuer: c.Issuer, client: o.client}, now: o.now}
+		v.keys = newDiscoveredKeys(c.Issuer, o.client, o.now)
 	}
 	return v, nil
 }
@@ -181,19 +182,20 @@ func (v *Verifier) verifySignature(ctx context.Context, raw string) ([]byte, err
 			return nil, fmt.Errorf("the token has header parameter %q, which an ID token does not use", name)
 		}
 	}
-	keys, err := v.keys.candidates(ctx, h)
-	if err != nil {
+	payload, err := v.keys.verify(ctx, raw, h)
+	switch {
+	case errors.Is(err, errUnknownKey):
+		return nil, v.unknownKey(jws, h)
+	case errors.Is(err, errNotVerified) && v.cfg.JWKSFile != "":
+		return nil, fmt.Errorf("the signature does not verify with the issuer's key %s: the token was altered or forged", quote(h.KeyID))
+	case errors.Is(err, errNotVerified):
+		// A remote key set does not tell a kid it lacks from a key that
+		// does not verify: either way the issuer's keys refuse the token.
+		return nil, v.explainIssuer(fmt.Sprintf("the signature does not verify with any key the issuer publishes (kid %s, %s): the token was altered or forged, or signed by another issuer", quote(h.KeyID), h.Algorithm), jws)
+	case err != nil:
 		return nil, err
 	}
-	if len(keys) == 0 {
-		return nil, v.unknownKey(jws, h)
-	}
-	for _, k := range keys {
-		if payload, err := jws.Verify(k.Key); err == nil {
-			return payload, nil
-		}
-	}
-	return nil, fmt.Errorf("the signature does not verify with the issuer's key %s: the token was altered or forged", quote(h.KeyID))
+	return payload, nil
 }
 
 // checkEncoding refuses a token that is not three canonical base64url
@@ -211,19 +213,24 @@ func checkEncoding(raw string) error {
 	return nil
 }
 
-// unknownKey explains a token none of the issuer's keys may have signed,
-// naming the issuer the token claims when it is another one, since that is
-// the usual cause.
+// unknownKey explains a token none of the keys in jwks_file may have
+// signed.
 func (v *Verifier) unknownKey(jws *jose.JSONWebSignature, h jose.Header) error {
 	msg := fmt.Sprintf("signed by an unknown key (kid %s, %s)", quote(h.KeyID), h.Algorithm)
+	if err := v.explainIssuer(msg, jws); err.Error() != msg {
+		return err
+	}
+	return fmt.Errorf("%s; if the issuer rotated its keys, update jwks_file %s", msg, v.cfg.JWKSFile)
+}
+
+// explainIssuer adds to msg the issuer the token claims when it is another
+// one, since that is the usual cause of a signature no key verifies.
+func (v *Verifier) explainIssuer(msg string, jws *jose.JSONWebSignature) error {
 	var claimed struct {
 		Issuer string `json:"iss"`
 	}
 	if json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claimed) == nil && claimed.Issuer != v.cfg.Issuer {
 		return fmt.Errorf("%s; the token claims issuer %s, not %s", msg, quote(claimed.Issuer), quote(v.cfg.Issuer))
-	}
-	if v.cfg.JWKSFile != "" {
-		return fmt.Errorf("%s; if the issuer rotated its keys, update jwks_file %s", msg, v.cfg.JWKSFile)
 	}
 	return errors.New(msg)
 }

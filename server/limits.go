@@ -114,8 +114,12 @@ const (
 	tokenMessage = 32 << 10
 	// evidenceMessage carries certificate chains and tokens.
 	evidenceMessage = 64 << 10
-	// workloadBatchMessage is maxWorkloadBatch CSRs with their entry ids.
-	workloadBatchMessage = 2 << 20
+	// workloadBatchMessage is maxWorkloadBatch EC CSRs (about 300 bytes
+	// each; writ's agent makes P-256 keys and sends at most 500 per call)
+	// with their entry ids. It sets the transport limit below, which is
+	// what a caller without a certificate can make one stream buffer, so
+	// it is kept this tight: an agent with RSA keys sends smaller batches.
+	workloadBatchMessage = 512 << 10
 )
 
 // methodMaxBytes is the largest request each RPC takes on the network

@@ -30,8 +30,8 @@ const (
 
 // Bounds on a request. They are far above anything legitimate (an ID token
 // is a few KiB) and keep one request from costing much more than another;
-// the endpoint still bounds the body itself (http.MaxBytesReader) before
-// parsing the form.
+// the token endpoint bounds the body itself (http.MaxBytesReader, see
+// server.maxTokenForm) before parsing the form.
 const (
 	maxInputTokenSize = 16 << 10
 	maxTargets        = 16

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 
@@ -13,8 +14,9 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 )
 
-// maxCheckBody bounds a JSON check request: a certificate chain and a token.
-const maxCheckBody = 256 << 10
+// maxCheckBody bounds a JSON check request: the gRPC limit of Check
+// (evidenceMessage) with room for base64, which makes DER a third larger.
+const maxCheckBody = 128 << 10
 
 // checkHTTP serves POST /v1/check: DecisionService.Check as JSON (the
 // protobuf JSON mapping of CheckRequest and CheckResponse), for resource
@@ -30,9 +32,14 @@ func (s *Server) checkHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxCheckBody+1))
-	if err != nil || len(body) > maxCheckBody {
-		writeJSONError(w, http.StatusBadRequest, "the body is unreadable or larger than 256 KiB")
+	// The body is capped by limitBody (tokenHandler).
+	body, err := io.ReadAll(r.Body)
+	if limit, ok := bodyTooLarge(err); ok {
+		writeJSONError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes: send one CheckRequest", limit))
+		return
+	}
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "the body could not be read: send one CheckRequest in JSON")
 		return
 	}
 	var req writv1.CheckRequest

@@ -79,6 +79,7 @@ type Config struct {
 	Bundle          BundleConfig          `yaml:"bundle"`
 	BundleEndpoint  BundleEndpointConfig  `yaml:"bundle_endpoint"`
 	Log             LogConfig             `yaml:"log"`
+	Limits          LimitsConfig          `yaml:"limits"`
 }
 
 // AuditConfig sets how often the server signs a checkpoint of the audit
@@ -319,6 +320,7 @@ func (c *Config) Defaults() {
 	if c.BundleEndpoint.Profile == "" {
 		c.BundleEndpoint.Profile = ProfileHTTPSSPIFFE
 	}
+	c.Limits.defaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -428,6 +430,7 @@ func (c *Config) Validate() error {
 		add("bundle.refresh_hint", "%s is too long for ca.ttl %s: at most a sixth of it, so federated trust domains see a successor authority before it signs", c.Bundle.RefreshHint, c.CA.TTL)
 	}
 	errs = append(errs, c.BundleEndpoint.validate()...)
+	errs = append(errs, c.Limits.validate()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -573,4 +576,13 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
   log:
     level: info                   # debug, info, warn, error
     format: text                  # text, json
+  limits:                         # what one caller can make a listener hold (README: "Limits")
+    conns_per_source: 64          # connections at once from one IP to listen_address, token and bundle
+                                  #   endpoints; raise it when many agents share one NAT address
+    streams_per_conn: 100         # gRPC calls at once on one connection
+    handshake_timeout: 10s        # TLS handshake on every listener; HTTP request headers
+    read_timeout: 30s             # HTTP: a whole request, body included
+    write_timeout: 30s            # HTTP: from the request headers to the end of the response
+    idle_timeout: 2m              # closes a keep-alive HTTP connection, or a gRPC one without calls
+    max_header_bytes: 16384       # HTTP request headers and gRPC metadata
 `

@@ -140,10 +140,15 @@ func (d *delegator) verify(token, audience string, requester *x509.Certificate, 
 // that speak HTTP rather than gRPC.
 func (s *Server) tokenHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /token", s.exchange)
-	mux.HandleFunc("POST /v1/check", s.checkHTTP)
+	mux.HandleFunc("POST /token", limitBody(maxTokenForm, s.exchange))
+	mux.HandleFunc("POST /v1/check", limitBody(maxCheckBody, s.checkHTTP))
 	return mux
 }
+
+// maxTokenForm bounds a token-exchange form: two tokens of at most 16 KiB
+// (delegation's own bounds) and a few targets. Without it ParseForm reads
+// up to 10 MiB.
+const maxTokenForm = 64 << 10
 
 // tokenTLS requires the caller's X.509-SVID: the delegation token is bound
 // to that certificate.
@@ -166,6 +171,10 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 		(&delegation.ExchangeError{Code: code, Description: desc}).WriteJSON(w)
 	}
 	if err := r.ParseForm(); err != nil {
+		if limit, ok := bodyTooLarge(err); ok {
+			writeFormTooLarge(w, limit)
+			return
+		}
 		fail(delegation.CodeInvalidRequest, "the body is not a form")
 		return
 	}

@@ -39,10 +39,6 @@ import (
 	"writ.dev/writ/store/sqlite"
 )
 
-// maxMessageBytes bounds a request: large enough for a batch of 100,000
-// identity rules, small enough that a confused client cannot exhaust memory.
-const maxMessageBytes = 64 << 20
-
 // Options are the parts of a server that are not configuration.
 type Options struct {
 	Logger  *slog.Logger
@@ -289,7 +285,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.closeListeners()
 		return err
 	}
-	s.grpcAdmin = s.newGRPC(grpc.Creds(peercred.Credentials()))
+	s.grpcAdmin = s.newGRPC(grpc.Creds(peercred.Credentials()), grpc.MaxRecvMsgSize(adminMaxMessage))
 	s.serve("admin", func() error { return s.grpcAdmin.Serve(s.adminLn) })
 	if s.remoteLn != nil || s.tokenLn != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
 		if err := s.tlsID.rotate(); err != nil {
@@ -297,27 +293,25 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	if s.remoteLn != nil {
-		s.grpcRemote = s.newGRPC(grpc.Creds(credentials.NewTLS(s.tlsID.tlsConfig())))
+		s.grpcRemote = s.newGRPC(append(s.networkGRPCOptions(), grpc.Creds(credentials.NewTLS(s.tlsID.tlsConfig())))...)
 		s.serve("remote", func() error { return s.grpcRemote.Serve(s.remoteLn) })
 	}
 	if s.opsLn != nil {
-		s.ops = &http.Server{Handler: s.opsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		s.ops = s.newHTTPServer("ops", s.opsHandler())
 		s.serve("ops", func() error { return s.ops.Serve(s.opsLn) })
 	}
 	if s.oidcLn != nil {
-		s.oidc = &http.Server{Handler: s.oidcHandler(), ReadHeaderTimeout: 5 * time.Second}
+		s.oidc = s.newHTTPServer("oidc", s.oidcHandler())
 		s.serve("oidc", func() error { return s.oidc.Serve(s.oidcLn) })
 	}
 	if s.bundleLn != nil {
-		s.bundleEP = &http.Server{Handler: s.bundleEndpointHandler(), TLSConfig: s.bundleTLS, ReadHeaderTimeout: 5 * time.Second,
-			// Failed handshakes from scanners and misconfigured fetchers
-			// are routine on a public endpoint: debug, not stderr.
-			ErrorLog: slog.NewLogLogger(s.log.With("listener", "bundle").Handler(), slog.LevelDebug)}
+		s.bundleEP = s.newHTTPServer("bundle", s.bundleEndpointHandler())
+		s.bundleEP.TLSConfig = s.bundleTLS
 		s.serve("bundle", func() error { return s.bundleEP.ServeTLS(s.bundleLn, "", "") })
 	}
 	if s.tokenLn != nil {
-		s.tokenEP = &http.Server{Handler: s.tokenHandler(), TLSConfig: s.tokenTLS(), ReadHeaderTimeout: 5 * time.Second,
-			ErrorLog: slog.NewLogLogger(s.log.With("listener", "token").Handler(), slog.LevelDebug)}
+		s.tokenEP = s.newHTTPServer("token", s.tokenHandler())
+		s.tokenEP.TLSConfig = s.tokenTLS()
 		s.serve("token", func() error { return s.tokenEP.ServeTLS(s.tokenLn, "", "") })
 	}
 	s.background(ctx, s.x509.Run)
@@ -374,16 +368,25 @@ func (s *Server) listen() error {
 			return fmt.Errorf("token_endpoint.address: %w", err)
 		}
 	}
+	// The listeners callers reach directly get a cap per source address;
+	// ops is local and OIDC sits behind a proxy, whose one address would
+	// hit the cap.
+	for _, ln := range []*net.Listener{&s.remoteLn, &s.bundleLn, &s.tokenLn} {
+		if *ln != nil {
+			*ln = limitPerSource(*ln, s.cfg.Limits.ConnsPerSource, s.log)
+		}
+	}
 	return nil
 }
 
-func (s *Server) newGRPC(creds grpc.ServerOption) *grpc.Server {
-	g := grpc.NewServer(creds,
-		grpc.MaxRecvMsgSize(maxMessageBytes),
-		grpc.MaxSendMsgSize(maxMessageBytes),
+// newGRPC makes a gRPC server; opts come first so that their interceptors
+// (the size limits) run before metrics and authorization.
+func (s *Server) newGRPC(opts ...grpc.ServerOption) *grpc.Server {
+	g := grpc.NewServer(append(opts,
+		grpc.MaxSendMsgSize(maxResponseBytes),
 		grpc.ChainUnaryInterceptor(s.metrics.unary, s.unaryAuthz),
 		grpc.ChainStreamInterceptor(s.streamAuthz),
-	)
+	)...)
 	writv1.RegisterEntryServiceServer(g, &entryService{s: s})
 	writv1.RegisterSVIDServiceServer(g, &svidService{s: s})
 	writv1.RegisterBundleServiceServer(g, &bundleService{s: s})

@@ -72,7 +72,7 @@ func adminConn(t testing.TB, srv *Server) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient("unix://"+srv.AdminSocket(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMessageBytes), grpc.MaxCallRecvMsgSize(maxMessageBytes)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(adminMaxMessage), grpc.MaxCallRecvMsgSize(maxResponseBytes)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,6 +78,7 @@ type Config struct {
 	SVID            SVIDConfig            `yaml:"svid"`
 	Bundle          BundleConfig          `yaml:"bundle"`
 	BundleEndpoint  BundleEndpointConfig  `yaml:"bundle_endpoint"`
+	Limits          LimitsConfig          `yaml:"limits"`
 	Log             LogConfig             `yaml:"log"`
 }
 
@@ -200,6 +201,57 @@ type SVIDConfig struct {
 	MaxJWTTTL  Duration `yaml:"max_jwt_ttl"`
 }
 
+// LimitsConfig bounds how fast callers may make the server sign and write
+// audit events (server/issuer.go).
+type LimitsConfig struct {
+	// IssuancePerIdentity limits SVIDs issued to one SPIFFE ID (workload
+	// minting, agent renewal); local administrators are not limited.
+	IssuancePerIdentity RateLimit `yaml:"issuance_per_identity"`
+	// UnauthenticatedPerSource limits join and sign-in attempts from one
+	// source address (an IPv6 /64 counts as one), checked before any
+	// token is verified.
+	UnauthenticatedPerSource RateLimit `yaml:"unauthenticated_per_source"`
+	// RefusalSummaryInterval is how long refusals of unauthenticated
+	// callers are counted per source before one summary event records them.
+	RefusalSummaryInterval Duration `yaml:"refusal_summary_interval"`
+}
+
+// RateLimit is a token bucket: Burst at once, then Rate per second.
+type RateLimit struct {
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
+}
+
+// Defaults of the limits.
+var (
+	DefaultIssuancePerIdentity      = RateLimit{Rate: 50, Burst: 100}
+	DefaultUnauthenticatedPerSource = RateLimit{Rate: 20, Burst: 50}
+)
+
+// DefaultRefusalSummaryInterval is how long unauthenticated refusals from
+// one source are counted into one summary event.
+const DefaultRefusalSummaryInterval = 10 * time.Second
+
+func (l *RateLimit) defaults(d RateLimit) {
+	if l.Rate == 0 {
+		l.Rate = d.Rate
+	}
+	if l.Burst == 0 {
+		l.Burst = max(d.Burst, int(l.Rate))
+	}
+}
+
+func (l RateLimit) validate(field string) []error {
+	var errs []error
+	if !(l.Rate > 0 && l.Rate <= 1e6) {
+		errs = append(errs, fmt.Errorf("%s.rate: %g is out of range: more than 0 and at most 1000000 per second", field, l.Rate))
+	}
+	if l.Burst < 1 || l.Burst > 1_000_000 {
+		errs = append(errs, fmt.Errorf("%s.burst: %d is out of range: 1 to 1000000", field, l.Burst))
+	}
+	return errs
+}
+
 // LogConfig sets up slog.
 type LogConfig struct {
 	// Level is debug, info, warn or error.
@@ -316,6 +368,9 @@ func (c *Config) Defaults() {
 	}
 	setDuration(&c.Audit.CheckpointInterval, DefaultCheckpointInterval)
 	setDuration(&c.Bundle.RefreshHint, DefaultBundleRefreshHint)
+	c.Limits.IssuancePerIdentity.defaults(DefaultIssuancePerIdentity)
+	c.Limits.UnauthenticatedPerSource.defaults(DefaultUnauthenticatedPerSource)
+	setDuration(&c.Limits.RefusalSummaryInterval, DefaultRefusalSummaryInterval)
 	if c.BundleEndpoint.Profile == "" {
 		c.BundleEndpoint.Profile = ProfileHTTPSSPIFFE
 	}
@@ -428,6 +483,11 @@ func (c *Config) Validate() error {
 		add("bundle.refresh_hint", "%s is too long for ca.ttl %s: at most a sixth of it, so federated trust domains see a successor authority before it signs", c.Bundle.RefreshHint, c.CA.TTL)
 	}
 	errs = append(errs, c.BundleEndpoint.validate()...)
+	errs = append(errs, c.Limits.IssuancePerIdentity.validate("limits.issuance_per_identity")...)
+	errs = append(errs, c.Limits.UnauthenticatedPerSource.validate("limits.unauthenticated_per_source")...)
+	if d := c.Limits.RefusalSummaryInterval.Duration; d < time.Second || d > time.Hour {
+		add("limits.refusal_summary_interval", "%s is out of range: 1s to 1h", c.Limits.RefusalSummaryInterval)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -119,19 +119,24 @@ func (e refusalSummaryEvent) details(interval time.Duration) map[string]any {
 	}
 }
 
-// due takes the windows whose interval has ended at now (all of them when
-// final, which also closes the summary), leaving out those with nothing
-// beyond what was recorded on its own. Sources come out in order.
-func (r *refusalSummary) due(now time.Time, final bool) []refusalSummaryEvent {
+// close makes every later refusal one to record on its own: at shutdown,
+// after the last flush, nothing is left to summarise it.
+func (r *refusalSummary) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if final {
-		r.closed = true
-	}
+	r.closed = true
+}
+
+// due takes the windows whose interval has ended at now (all of them when
+// all is set), leaving out those with nothing beyond what was recorded on
+// its own. Sources come out in order.
+func (r *refusalSummary) due(now time.Time, all bool) []refusalSummaryEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	var out []refusalSummaryEvent
 	for _, src := range slices.Sorted(maps.Keys(r.windows)) {
 		w := r.windows[src]
-		if !final && now.Sub(w.start) < r.interval {
+		if !all && now.Sub(w.start) < r.interval {
 			continue
 		}
 		delete(r.windows, src)
@@ -142,14 +147,27 @@ func (r *refusalSummary) due(now time.Time, final bool) []refusalSummaryEvent {
 	return out
 }
 
-// reopen undoes the close of a final flush that could not be recorded, so
-// a later flush tries again with the counts put back.
+// reopen puts back windows a flush could not record, so the next flush
+// tries again. A window the source opened meanwhile is merged in.
 func (r *refusalSummary) reopen(evs []refusalSummaryEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.closed = false
 	for _, e := range evs {
 		w := e.Window
+		if cur, ok := r.windows[e.Source]; ok {
+			w.count += cur.count
+			w.recorded += cur.recorded
+			w.rateLimited += cur.rateLimited
+			w.last = cur.last
+			for t, n := range cur.byType {
+				w.byType[t] += n
+			}
+			for _, reason := range cur.reasons {
+				if !slices.Contains(w.reasons, reason) && len(w.reasons) < maxSummaryReasons {
+					w.reasons = append(w.reasons, reason)
+				}
+			}
+		}
 		r.windows[e.Source] = &w
 	}
 }

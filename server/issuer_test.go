@@ -419,7 +419,9 @@ func TestRefusalSummaryIntervals(t *testing.T) {
 	is, _ := testIssuer(t, clock, rec)
 	refused := func(src string) {
 		r := &issueRequest{Kind: kindX509, Anonymous: true, Event: "agent.join", RefusedEvent: "agent.join.refused",
-			Attest: func(context.Context, *issueRequest) error { return status.Error(codes.PermissionDenied, "bad evidence") }}
+			Attest: func(context.Context, *issueRequest) error {
+				return status.Error(codes.PermissionDenied, "bad evidence")
+			}}
 		_, err := is.issue(fromSource(t.Context(), src), r)
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("from %s: %v", src, err)

@@ -630,6 +630,14 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
                                   # https_web: TLS with cert_file and key_file (Web PKI)
     cert_file: ""                 # https_web: PEM certificate chain, leaf first
     key_file: ""                  # https_web: PEM private key, mode 0600 or stricter
+  limits:
+    issuance_per_identity:        # SVIDs issued to one SPIFFE ID (workload mints, agent renewal);
+      rate: 50                    #   per second, after ...
+      burst: 100                  #   ... this many at once; local administrators are not limited
+    unauthenticated_per_source:   # join and sign-in attempts from one address (an IPv6 /64 is one),
+      rate: 20                    #   checked before any token is verified
+      burst: 50
+    refusal_summary_interval: 10s # failed joins and sign-ins are counted per source this long
   log:
     level: info                   # debug, info, warn, error
     format: text                  # text, json

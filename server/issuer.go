@@ -375,10 +375,12 @@ func (is *issuer) refuse(ctx context.Context, r *issueRequest, err error) (store
 	}
 	if r.Anonymous {
 		src := sourceOf(ctx)
-		is.log.Warn("refused", "event", r.RefusedEvent, "spiffe_id", subject, "reason", reason, "source", src)
+		// Logged like it is audited: the first of an interval, not a flood.
 		if !is.refusals.note(src, r.RefusedEvent, reason, false, is.now()) {
+			is.log.Debug("refused", "event", r.RefusedEvent, "spiffe_id", subject, "reason", reason, "source", src)
 			return nil, err
 		}
+		is.log.Warn("refused", "event", r.RefusedEvent, "spiffe_id", subject, "reason", reason, "source", src)
 		details["source"] = src
 	} else {
 		is.log.Warn("issuance refused", "spiffe_id", subject, "reason", reason, "caller", callerString(ctx))

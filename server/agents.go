@@ -15,7 +15,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/jointoken"
-	"writ.dev/writ/ca"
+
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 )
@@ -120,56 +120,47 @@ func (as *agentService) Join(ctx context.Context, req *writv1.JoinRequest) (*wri
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	refuse := func(code codes.Code, reason string) error {
-		if ev, evErr := s.event(ctx, "agent.join.refused", agentID.String(), map[string]any{"token_id": tok.ID, "reason": reason}); evErr == nil {
-			if err := s.record(ctx, ev); err != nil {
-				return err
-			}
-		}
-		s.log.Warn("agent join refused", "token_id", tok.ID, "reason", reason, "peer", peerAddr(ctx))
-		return status.Error(code, reason)
-	}
-	if err := s.locks.checkJoin(JoinMethodToken); err != nil {
-		return nil, refuse(codes.PermissionDenied, status.Convert(err).Message())
-	}
-	if err := s.checkIssue(ctx, agentID, "x509"); err != nil {
-		return nil, err
-	}
-	pub, err := ca.ParseCSR(req.GetCsr())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	chain, err := s.signAgent(pub, agentID)
-	if err != nil {
-		return nil, err
-	}
-	now := s.now()
-	ev, err := s.event(ctx, "agent.join", agentID.String(), map[string]any{
-		"token_id": tok.ID, "join_method": JoinMethodToken, "serial": serialHex(chain[0]), "not_after": chain[0].NotAfter.UTC(),
+	out, err := s.issuer.issue(ctx, &issueRequest{
+		Kind: kindX509, ID: agentID, Anonymous: true, JoinMethod: JoinMethodToken, CSR: req.GetCsr(),
+		Event: "agent.join", RefusedEvent: "agent.join.refused", LogMsg: "agent joined",
+		Details:        map[string]any{"token_id": tok.ID, "join_method": JoinMethodToken},
+		RefusalDetails: map[string]any{"token_id": tok.ID},
+		// Checked before signing, so a spent token costs no signature;
+		// redeeming decides between two calls racing with one token.
+		Claim: func(ctx context.Context) error {
+			return joinTokenRefusal(tok.ID, s.store.CheckJoinToken(ctx, tok.ID, tok.SecretDigest(), s.now()))
+		},
+		Commit: func(ctx context.Context, ev store.AuditEvent, leaf *x509.Certificate) error {
+			_, err := s.store.RedeemJoinToken(ctx, tok.ID, tok.SecretDigest(), s.now(), store.Agent{
+				SPIFFEID:     agentID.String(),
+				JoinMethod:   JoinMethodToken,
+				Selectors:    []store.Selector{{Type: JoinMethodToken, Value: tok.ID}},
+				Serial:       serialHex(leaf),
+				Generation:   1,
+				CertNotAfter: leaf.NotAfter,
+			}, ev)
+			return joinTokenRefusal(tok.ID, err)
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	_, err = s.store.RedeemJoinToken(ctx, tok.ID, tok.SecretDigest(), now, store.Agent{
-		SPIFFEID:     agentID.String(),
-		JoinMethod:   JoinMethodToken,
-		Selectors:    []store.Selector{{Type: JoinMethodToken, Value: tok.ID}},
-		Serial:       serialHex(chain[0]),
-		Generation:   1,
-		CertNotAfter: chain[0].NotAfter,
-	}, ev)
+	return s.agentSVID(agentID, out.Chain), nil
+}
+
+// joinTokenRefusal says why a join token is refused, or is nil.
+func joinTokenRefusal(id string, err error) error {
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, store.ErrTokenUsed):
-		return nil, refuse(codes.PermissionDenied, fmt.Sprintf("join token %s was already used: a token joins one agent once; make a new one with 'writ token create'", tok.ID))
+		return status.Errorf(codes.PermissionDenied, "join token %s was already used: a token joins one agent once; make a new one with 'writ token create'", id)
 	case errors.Is(err, store.ErrTokenExpired):
-		return nil, refuse(codes.PermissionDenied, fmt.Sprintf("join token %s expired: make a new one with 'writ token create'", tok.ID))
+		return status.Errorf(codes.PermissionDenied, "join token %s expired: make a new one with 'writ token create'", id)
 	case errors.Is(err, store.ErrNotFound):
-		return nil, refuse(codes.PermissionDenied, fmt.Sprintf("join token %s is not known here or its secret is wrong", tok.ID))
-	case err != nil:
-		return nil, storeStatus(err)
+		return status.Errorf(codes.PermissionDenied, "join token %s is not known here or its secret is wrong", id)
 	}
-	s.log.Info("agent joined", "agent_id", agentID.String(), "token_id", tok.ID, "peer", peerAddr(ctx))
-	return s.agentSVID(agentID, chain), nil
+	return storeStatus(err)
 }
 
 // RenewAgent issues the calling agent its next certificate. The new one is
@@ -181,34 +172,28 @@ func (as *agentService) RenewAgent(ctx context.Context, req *writv1.RenewAgentRe
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkIssue(ctx, id, "x509"); err != nil {
-		return nil, err
-	}
-	pub, err := ca.ParseCSR(req.GetCsr())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	chain, err := s.signAgent(pub, id)
-	if err != nil {
-		return nil, err
-	}
-	next := a
-	next.PendingSerial = serialHex(chain[0])
-	next.Generation = a.Generation + 1
-	next.LastSeen = s.now()
-	ev, err := s.event(ctx, "agent.renew", id.String(), map[string]any{
-		"serial": next.PendingSerial, "generation": next.Generation, "not_after": chain[0].NotAfter.UTC(),
+	out, err := s.issuer.issue(ctx, &issueRequest{
+		Kind: kindX509, ID: id, CSR: req.GetCsr(),
+		Event: "agent.renew", RefusedEvent: "svid.x509.refused",
+		Details: map[string]any{"generation": a.Generation + 1},
+		Commit: func(ctx context.Context, ev store.AuditEvent, leaf *x509.Certificate) error {
+			next := a
+			next.PendingSerial = serialHex(leaf)
+			next.Generation = a.Generation + 1
+			next.LastSeen = s.now()
+			if err := s.store.UpdateAgent(ctx, a, next, ev); err != nil {
+				if errors.Is(err, store.ErrConflict) {
+					return status.Error(codes.Aborted, "the agent's certificate state changed meanwhile (a concurrent renewal): retry")
+				}
+				return storeStatus(err)
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.UpdateAgent(ctx, a, next, ev); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return nil, status.Error(codes.Aborted, "the agent's certificate state changed meanwhile (a concurrent renewal): retry")
-		}
-		return nil, storeStatus(err)
-	}
-	return s.agentSVID(id, chain), nil
+	return s.agentSVID(id, out.Chain), nil
 }
 
 // authenticateAgent checks that the caller is a known agent presenting its
@@ -279,16 +264,6 @@ func (s *Server) cloneDetected(ctx context.Context, a store.Agent, id spiffeid.I
 	return status.Error(codes.PermissionDenied, reason+"; the agent is locked: investigate, delete the lock and re-join the real agent")
 }
 
-// signAgent signs an agent's X.509-SVID.
-func (s *Server) signAgent(pub any, id spiffeid.ID) ([]*x509.Certificate, error) {
-	chain, err := s.x509.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: s.cfg.SVID.X509TTL.Duration}, s.now())
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "signing: %v", err)
-	}
-	s.metrics.issued.WithLabelValues("x509").Inc()
-	return chain, nil
-}
-
 func (s *Server) agentSVID(id spiffeid.ID, chain []*x509.Certificate) *writv1.AgentSVID {
 	out := &writv1.AgentSVID{SpiffeId: id.String(), ExpiresAt: chain[0].NotAfter.Unix()}
 	for _, c := range chain {
@@ -310,9 +285,6 @@ func (as *agentService) MintWorkloadX509SVIDs(ctx context.Context, req *writv1.M
 	if err != nil {
 		return nil, err
 	}
-	if err := s.clock.checkIssue(); err != nil {
-		return nil, err
-	}
 	csrs := req.GetCsrs()
 	if len(csrs) > maxWorkloadBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "csrs: %d in one call, at most %d", len(csrs), maxWorkloadBatch)
@@ -330,8 +302,8 @@ func (as *agentService) MintWorkloadX509SVIDs(ctx context.Context, req *writv1.M
 		byID[e.ID] = e
 	}
 	resp := &writv1.MintWorkloadX509SVIDsResponse{}
-	var evs []store.AuditEvent
-	now := s.now()
+	var reqs []*issueRequest
+	var slots []*writv1.WorkloadX509SVID
 	for _, c := range csrs {
 		out := &writv1.WorkloadX509SVID{EntryId: c.GetEntryId()}
 		resp.Svids = append(resp.Svids, out)
@@ -346,41 +318,27 @@ func (as *agentService) MintWorkloadX509SVIDs(ctx context.Context, req *writv1.M
 			continue
 		}
 		out.SpiffeId = id.String()
-		if err := s.locks.checkIssue(id); err != nil {
-			out.Error = status.Convert(err).Message()
-			continue
-		}
-		pub, err := ca.ParseCSR(c.GetCsr())
-		if err != nil {
-			out.Error = err.Error()
-			continue
-		}
-		ttl := e.X509TTL
-		if ttl == 0 {
-			ttl = s.cfg.SVID.X509TTL.Duration
-		}
-		chain, err := s.x509.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, DNSNames: e.DNSNames, TTL: ttl}, now)
-		if err != nil {
-			out.Error = fmt.Sprintf("signing: %v", err)
-			continue
-		}
-		ev, err := s.event(ctx, "svid.x509.mint", id.String(), map[string]any{
-			"entry_id": e.ID, "serial": serialHex(chain[0]), "not_after": chain[0].NotAfter.UTC(), "ca": fmt.Sprintf("%x", chain[0].AuthorityKeyId),
+		reqs = append(reqs, &issueRequest{
+			Kind: kindX509, ID: id, CSR: c.GetCsr(), DNSNames: e.DNSNames, TTL: e.X509TTL,
+			Event: "svid.x509.mint", RefusedEvent: "svid.x509.refused",
+			Details: map[string]any{"entry_id": e.ID}, RefusalDetails: map[string]any{"entry_id": e.ID},
 		})
-		if err != nil {
-			return nil, err
+		slots = append(slots, out)
+	}
+	results, err := s.issuer.issueBatch(ctx, reqs)
+	if err != nil {
+		return nil, err
+	}
+	for i, res := range results {
+		out := slots[i]
+		if res.Err != nil {
+			out.Error = status.Convert(res.Err).Message()
+			continue
 		}
-		evs = append(evs, ev)
-		for _, cert := range chain {
+		for _, cert := range res.SVID.Chain {
 			out.CertChain = append(out.CertChain, cert.Raw)
 		}
-		out.ExpiresAt = chain[0].NotAfter.Unix()
-	}
-	if len(evs) > 0 {
-		if err := s.record(ctx, evs...); err != nil {
-			return nil, err
-		}
-		s.metrics.issued.WithLabelValues("x509").Add(float64(len(evs)))
+		out.ExpiresAt = res.SVID.Expiry.Unix()
 	}
 	return resp, nil
 }
@@ -403,11 +361,19 @@ func (as *agentService) MintWorkloadJWTSVID(ctx context.Context, req *writv1.Min
 		return nil, status.Errorf(codes.PermissionDenied, "entry %q is not a rule of agent %s", req.GetEntryId(), agentID)
 	}
 	e := entries[0]
-	ttl := e.JWTTTL
-	if ttl == 0 {
-		ttl = s.cfg.SVID.JWTTTL.Duration
+	id, err := spiffeid.FromString(e.SPIFFEID)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "entry %s: %v", e.ID, err)
 	}
-	return s.mintJWT(ctx, e.SPIFFEID, req.GetAudience(), ttl, map[string]any{"entry_id": e.ID})
+	out, err := s.issuer.issue(ctx, &issueRequest{
+		Kind: kindJWT, ID: id, Audience: req.GetAudience(), TTL: e.JWTTTL,
+		Event: "svid.jwt.mint", RefusedEvent: "svid.jwt.refused",
+		Details: map[string]any{"entry_id": e.ID}, RefusalDetails: map[string]any{"entry_id": e.ID},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &writv1.MintJWTSVIDResponse{Token: out.Token, ExpiresAt: out.Expiry.Unix()}, nil
 }
 
 // serialHex is how certificate serials are recorded.

@@ -78,8 +78,8 @@ type Config struct {
 	SVID            SVIDConfig            `yaml:"svid"`
 	Bundle          BundleConfig          `yaml:"bundle"`
 	BundleEndpoint  BundleEndpointConfig  `yaml:"bundle_endpoint"`
-	Log             LogConfig             `yaml:"log"`
 	Limits          LimitsConfig          `yaml:"limits"`
+	Log             LogConfig             `yaml:"log"`
 }
 
 // AuditConfig sets how often the server signs a checkpoint of the audit
@@ -199,6 +199,42 @@ type SVIDConfig struct {
 	MaxX509TTL Duration `yaml:"max_x509_ttl"`
 	JWTTTL     Duration `yaml:"jwt_ttl"`
 	MaxJWTTTL  Duration `yaml:"max_jwt_ttl"`
+}
+
+// RateLimit is a token bucket: Burst at once, then Rate per second.
+type RateLimit struct {
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
+}
+
+// Defaults of the limits.
+var (
+	DefaultIssuancePerIdentity      = RateLimit{Rate: 50, Burst: 100}
+	DefaultUnauthenticatedPerSource = RateLimit{Rate: 20, Burst: 50}
+)
+
+// DefaultRefusalSummaryInterval is how long unauthenticated refusals from
+// one source are counted into one summary event.
+const DefaultRefusalSummaryInterval = 10 * time.Second
+
+func (l *RateLimit) defaults(d RateLimit) {
+	if l.Rate == 0 {
+		l.Rate = d.Rate
+	}
+	if l.Burst == 0 {
+		l.Burst = max(d.Burst, int(l.Rate))
+	}
+}
+
+func (l RateLimit) validate(field string) []error {
+	var errs []error
+	if !(l.Rate > 0 && l.Rate <= 1e6) {
+		errs = append(errs, fmt.Errorf("%s.rate: %g is out of range: more than 0 and at most 1000000 per second", field, l.Rate))
+	}
+	if l.Burst < 1 || l.Burst > 1_000_000 {
+		errs = append(errs, fmt.Errorf("%s.burst: %d is out of range: 1 to 1000000", field, l.Burst))
+	}
+	return errs
 }
 
 // LogConfig sets up slog.
@@ -585,4 +621,11 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     write_timeout: 30s            # HTTP: from the request headers to the end of the response
     idle_timeout: 2m              # closes a keep-alive HTTP connection, or a gRPC one without calls
     max_header_bytes: 16384       # HTTP request headers and gRPC metadata
+    issuance_per_identity:        # SVIDs issued to one SPIFFE ID (workload mints, agent renewal);
+      rate: 50                    #   per second, after ...
+      burst: 100                  #   ... this many at once; local administrators are not limited
+    unauthenticated_per_source:   # join and sign-in attempts from one address (an IPv6 /64 is one),
+      rate: 20                    #   checked before any token is verified
+      burst: 50
+    refusal_summary_interval: 10s # failed joins and sign-ins are counted per source this long
 `

@@ -39,6 +39,9 @@ log:
 	if c.SVID.X509TTL.Duration != 30*time.Minute || c.CA.TTL.Duration != 48*time.Hour {
 		t.Errorf("durations: %v %v", c.SVID.X509TTL, c.CA.TTL)
 	}
+	if c.Limits.IssuancePerIdentity != DefaultIssuancePerIdentity || c.Limits.RefusalSummaryInterval.Duration != DefaultRefusalSummaryInterval {
+		t.Errorf("limits defaults: %+v", c.Limits)
+	}
 	if c.AdminSocket != "/srv/writ/admin.sock" {
 		t.Errorf("admin socket %q", c.AdminSocket)
 	}
@@ -46,17 +49,21 @@ log:
 
 func TestConfigErrorsNameTheField(t *testing.T) {
 	cases := map[string]string{
-		"trust_domain: Prod.Example":         "trust_domain",
-		"trust_domain: spiffe://example.org": "trust_domain",
-		"store: {engine: mysql}":             "store.engine",
-		"store: {engine: postgres}":          "store.dsn",
-		"ca: {key_type: dsa}":                "ca.key_type",
-		"ca: {ttl: 10m}":                     "ca.ttl",
-		"svid: {x509_ttl: 48h}":              "svid.x509_ttl",
-		"log: {level: loud}":                 "log.level",
-		"listen_address: nowhere":            "listen_address",
-		"server_id: Has Spaces":              "server_id",
-		"admin_uids: [-1]":                   "admin_uids[0]",
+		"trust_domain: Prod.Example":                         "trust_domain",
+		"trust_domain: spiffe://example.org":                 "trust_domain",
+		"store: {engine: mysql}":                             "store.engine",
+		"store: {engine: postgres}":                          "store.dsn",
+		"ca: {key_type: dsa}":                                "ca.key_type",
+		"ca: {ttl: 10m}":                                     "ca.ttl",
+		"svid: {x509_ttl: 48h}":                              "svid.x509_ttl",
+		"log: {level: loud}":                                 "log.level",
+		"listen_address: nowhere":                            "listen_address",
+		"server_id: Has Spaces":                              "server_id",
+		"admin_uids: [-1]":                                   "admin_uids[0]",
+		"limits: {issuance_per_identity: {rate: -1}}":        "limits.issuance_per_identity.rate",
+		"limits: {issuance_per_identity: {burst: -5}}":       "limits.issuance_per_identity.burst",
+		"limits: {unauthenticated_per_source: {rate: .nan}}": "limits.unauthenticated_per_source.rate",
+		"limits: {refusal_summary_interval: 2h}":             "limits.refusal_summary_interval",
 	}
 	for in, field := range cases {
 		c, err := ParseConfig(strings.NewReader("data_dir: /srv/writ\n" + in))

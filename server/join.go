@@ -2,11 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -16,7 +16,7 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/oidc"
 	"writ.dev/writ/attest/node/x509pop"
-	"writ.dev/writ/ca"
+
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 )
@@ -83,17 +83,6 @@ func (s *Server) loadNodeAttestors(ctx context.Context) error {
 	return nil
 }
 
-// refuseJoin records a refused join and returns the error for the caller.
-func (s *Server) refuseJoin(ctx context.Context, method, subject, reason string) error {
-	if ev, err := s.event(ctx, "agent.join.refused", subject, map[string]any{"method": method, "reason": reason}); err == nil {
-		if err := s.record(ctx, ev); err != nil {
-			return err
-		}
-	}
-	s.log.Warn("agent join refused", "method", method, "reason", reason, "peer", peerAddr(ctx))
-	return status.Error(codes.PermissionDenied, reason)
-}
-
 // joinByJWT admits an agent whose token an issuer the server trusts signed:
 // the token is verified (signature, issuer, audience naming this trust
 // domain, expiry, the issuer's rules), used once, and the agent's ID and
@@ -104,63 +93,56 @@ func (s *Server) joinByJWT(ctx context.Context, req *writv1.JoinRequest) (*writv
 	if !ok {
 		return nil, status.Errorf(codes.InvalidArgument, "method: %q is not a join method of this server (configured: %v)", method, s.joinMethods())
 	}
-	if err := s.locks.checkJoin(method); err != nil {
-		return nil, s.refuseJoin(ctx, method, "", status.Convert(err).Message())
-	}
-	res, err := v.Verify(ctx, req.GetJwt())
-	if errors.Is(err, oidc.ErrKeysUnavailable) {
-		s.log.Warn("join refused: the issuer's keys are unavailable", "method", method, "err", err)
-		return nil, status.Errorf(codes.Unavailable, "%v; retry later", err)
-	}
+	out, err := s.issuer.issue(ctx, &issueRequest{
+		Kind: kindX509, Anonymous: true, JoinMethod: method, CSR: req.GetCsr(),
+		Event: "agent.join", RefusedEvent: "agent.join.refused", LogMsg: "agent joined",
+		RefusalDetails: map[string]any{"method": method},
+		Attest: func(ctx context.Context, r *issueRequest) error {
+			res, err := v.Verify(ctx, req.GetJwt())
+			if errors.Is(err, oidc.ErrKeysUnavailable) {
+				s.log.Warn("join refused: the issuer's keys are unavailable", "method", method, "err", err)
+				return status.Errorf(codes.Unavailable, "%v; retry later", err)
+			}
+			if err != nil {
+				return status.Error(codes.PermissionDenied, err.Error())
+			}
+			r.ID = res.AgentID
+			r.Details = map[string]any{"method": method, "issuer": res.Issuer, "facts": res.Facts}
+			r.Claim = func(ctx context.Context) error {
+				return joinReplayRefusal(s.store.CheckToken(ctx, res.Issuer, res.JTI, s.now()))
+			}
+			r.Commit = s.commitJoin(method, res.AgentID, res.Selectors, &store.JoinReplay{Issuer: res.Issuer, JTI: res.JTI, ExpiresAt: res.Expiry})
+			return nil
+		},
+	})
 	if err != nil {
-		return nil, s.refuseJoin(ctx, method, "", err.Error())
+		return nil, err
 	}
-	facts := map[string]any{"method": method, "issuer": res.Issuer, "facts": res.Facts}
-	return s.admitAgent(ctx, method, res.AgentID, res.Selectors, time.Time{}, req.GetCsr(),
-		&store.JoinReplay{Issuer: res.Issuer, JTI: res.JTI, ExpiresAt: res.Expiry}, facts)
+	return s.agentSVID(out.ID, out.Chain), nil
 }
 
-// admitAgent signs the agent's first certificate and records the agent.
-// notAfter, when set, caps the certificate (x509pop: never past the
-// certificate the node proved).
-func (s *Server) admitAgent(ctx context.Context, method string, id spiffeid.ID, sels []identity.Selector, notAfter time.Time, csr []byte, replay *store.JoinReplay, details map[string]any) (*writv1.AgentSVID, error) {
-	if err := s.checkIssue(ctx, id, "x509"); err != nil {
-		return nil, err
-	}
-	pub, err := ca.ParseCSR(csr)
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	ttl := s.cfg.SVID.X509TTL.Duration
-	if !notAfter.IsZero() {
-		left := notAfter.Sub(s.now())
-		if left <= 0 {
-			return nil, s.refuseJoin(ctx, method, id.String(), "the certificate proved expires now")
+// commitJoin records an agent that joined by attestation with its event
+// and, when replay is set, spends its token.
+func (s *Server) commitJoin(method string, id spiffeid.ID, sels []identity.Selector, replay *store.JoinReplay) func(context.Context, store.AuditEvent, *x509.Certificate) error {
+	return func(ctx context.Context, ev store.AuditEvent, leaf *x509.Certificate) error {
+		agent := store.Agent{SPIFFEID: id.String(), JoinMethod: method, Serial: serialHex(leaf), CertNotAfter: leaf.NotAfter}
+		for _, sel := range sels {
+			agent.Selectors = append(agent.Selectors, store.Selector{Type: sel.Type, Value: sel.Value})
 		}
-		ttl = min(ttl, left)
+		_, err := s.store.JoinAgent(ctx, agent, replay, ev)
+		return joinReplayRefusal(err)
 	}
-	chain, err := s.x509.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: ttl}, s.now())
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "signing: %v", err)
+}
+
+// joinReplayRefusal says why a join's token is refused, or is nil.
+func joinReplayRefusal(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrTokenUsed):
+		return status.Error(codes.PermissionDenied, "this token was already used to join: each token joins once; ask the issuer for a new one")
 	}
-	s.metrics.issued.WithLabelValues("x509").Inc()
-	details["serial"], details["not_after"] = serialHex(chain[0]), chain[0].NotAfter.UTC()
-	ev, err := s.event(ctx, "agent.join", id.String(), details)
-	if err != nil {
-		return nil, err
-	}
-	agent := store.Agent{SPIFFEID: id.String(), JoinMethod: method, Serial: serialHex(chain[0]), CertNotAfter: chain[0].NotAfter}
-	for _, sel := range sels {
-		agent.Selectors = append(agent.Selectors, store.Selector{Type: sel.Type, Value: sel.Value})
-	}
-	if _, err := s.store.JoinAgent(ctx, agent, replay, ev); err != nil {
-		if errors.Is(err, store.ErrTokenUsed) {
-			return nil, s.refuseJoin(ctx, method, id.String(), "this token was already used to join: each token joins once; ask the issuer for a new one")
-		}
-		return nil, storeStatus(err)
-	}
-	s.log.Info("agent joined", "agent_id", id.String(), "method", method, "peer", peerAddr(ctx))
-	return s.agentSVID(id, chain), nil
+	return storeStatus(err)
 }
 
 func (s *Server) joinMethods() []string {
@@ -183,29 +165,36 @@ func (as *agentService) JoinWithCertificate(stream grpc.BidiStreamingServer[writ
 	if v == nil {
 		return status.Error(codes.FailedPrecondition, "this server does not accept x509pop joins: configure node_attestation.x509pop.bundle_file")
 	}
-	if err := s.locks.checkJoin(JoinMethodX509PoP); err != nil {
-		return s.refuseJoin(ctx, JoinMethodX509PoP, "", status.Convert(err).Message())
-	}
-	first, err := stream.Recv()
+	out, err := s.issuer.issue(ctx, &issueRequest{
+		Kind: kindX509, Anonymous: true, JoinMethod: JoinMethodX509PoP,
+		Event: "agent.join", RefusedEvent: "agent.join.refused", LogMsg: "agent joined",
+		RefusalDetails: map[string]any{"method": JoinMethodX509PoP},
+		Attest: func(ctx context.Context, r *issueRequest) error {
+			first, err := stream.Recv()
+			if err != nil {
+				return err
+			}
+			ch := v.NewChallenge()
+			if err := stream.Send(&writv1.CertificateJoinResponse{Nonce: ch.Nonce}); err != nil {
+				return err
+			}
+			second, err := stream.Recv()
+			if err != nil {
+				return err
+			}
+			res, err := v.Verify(ch, x509pop.Response{Chain: first.GetChain(), Signature: second.GetSignature()})
+			if err != nil {
+				return status.Error(codes.PermissionDenied, err.Error())
+			}
+			// Never past the certificate the node proved.
+			r.ID, r.NotAfter, r.CSR = res.AgentID, res.NotAfter, first.GetCsr()
+			r.Details = map[string]any{"method": JoinMethodX509PoP, "facts": res.Facts}
+			r.Commit = s.commitJoin(JoinMethodX509PoP, res.AgentID, res.Selectors, nil)
+			return nil
+		},
+	})
 	if err != nil {
 		return err
 	}
-	ch := v.NewChallenge()
-	if err := stream.Send(&writv1.CertificateJoinResponse{Nonce: ch.Nonce}); err != nil {
-		return err
-	}
-	second, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	res, err := v.Verify(ch, x509pop.Response{Chain: first.GetChain(), Signature: second.GetSignature()})
-	if err != nil {
-		return s.refuseJoin(ctx, JoinMethodX509PoP, "", err.Error())
-	}
-	details := map[string]any{"method": JoinMethodX509PoP, "facts": res.Facts}
-	svid, err := s.admitAgent(ctx, JoinMethodX509PoP, res.AgentID, res.Selectors, res.NotAfter, first.GetCsr(), nil, details)
-	if err != nil {
-		return err
-	}
-	return stream.Send(&writv1.CertificateJoinResponse{Svid: svid})
+	return stream.Send(&writv1.CertificateJoinResponse{Svid: s.agentSVID(out.ID, out.Chain)})
 }

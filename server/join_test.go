@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,14 +131,28 @@ func TestJoinByOIDC(t *testing.T) {
 	_, err = api.Join(ctx, &writv1.JoinRequest{Method: "gitlab", Jwt: tok, Csr: csr})
 	wantCode(t, err, codes.InvalidArgument, "not a join method")
 
+	// The first refusal from this source is an event at once; all three
+	// are counted in the source's summary.
+	if err := srv.issuer.flushRefusals(t.Context(), true); err != nil {
+		t.Fatal(err)
+	}
 	refused := 0
+	var sum refusalSummaryDetails
 	for _, e := range readEvents(t, writv1.NewAuditServiceClient(adminConn(t, srv))) {
-		if e.Type == "agent.join.refused" {
+		switch e.Type {
+		case "agent.join.refused":
 			refused++
+		case EventRefusalSummary:
+			if err := json.Unmarshal(e.Details, &sum); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	if refused != 3 {
-		t.Fatalf("%d refusals audited, want 3", refused)
+	if refused != 1 || sum.Count != 3 || sum.ByType["agent.join.refused"] != 3 || sum.Recorded != 1 {
+		t.Fatalf("%d refusals audited on their own and a summary of %+v; want 1 and a summary of 3", refused, sum)
+	}
+	if !slices.ContainsFunc(sum.Reasons, func(r string) bool { return strings.Contains(r, "already used") }) {
+		t.Fatalf("summary reasons %q do not say a token was replayed", sum.Reasons)
 	}
 
 	// A join-method lock stops joins by it.

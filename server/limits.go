@@ -44,6 +44,17 @@ type LimitsConfig struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes caps HTTP request headers and gRPC metadata.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+
+	// IssuancePerIdentity limits SVIDs issued to one SPIFFE ID (workload
+	// minting, agent renewal); local administrators are not limited.
+	IssuancePerIdentity RateLimit `yaml:"issuance_per_identity"`
+	// UnauthenticatedPerSource limits join and sign-in attempts from one
+	// source address (an IPv6 /64 counts as one), checked before any
+	// token is verified.
+	UnauthenticatedPerSource RateLimit `yaml:"unauthenticated_per_source"`
+	// RefusalSummaryInterval is how long refusals of unauthenticated
+	// callers are counted per source before one summary event records them.
+	RefusalSummaryInterval Duration `yaml:"refusal_summary_interval"`
 }
 
 // Defaults of the limits section.
@@ -71,6 +82,9 @@ func (l *LimitsConfig) defaults() {
 	if l.MaxHeaderBytes == 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	l.IssuancePerIdentity.defaults(DefaultIssuancePerIdentity)
+	l.UnauthenticatedPerSource.defaults(DefaultUnauthenticatedPerSource)
+	setDuration(&l.RefusalSummaryInterval, DefaultRefusalSummaryInterval)
 }
 
 func (l *LimitsConfig) validate() []error {
@@ -97,6 +111,11 @@ func (l *LimitsConfig) validate() []error {
 	}
 	if l.MaxHeaderBytes < 4<<10 || l.MaxHeaderBytes > 1<<20 {
 		add("max_header_bytes", "%d is out of range: 4096 to 1048576", l.MaxHeaderBytes)
+	}
+	errs = append(errs, l.IssuancePerIdentity.validate("limits.issuance_per_identity")...)
+	errs = append(errs, l.UnauthenticatedPerSource.validate("limits.unauthenticated_per_source")...)
+	if d := l.RefusalSummaryInterval.Duration; d < time.Second || d > time.Hour {
+		add("refusal_summary_interval", "%s is out of range: 1s to 1h", l.RefusalSummaryInterval)
 	}
 	return errs
 }
@@ -285,7 +304,7 @@ func (l *perSourceListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src := sourceOf(c.RemoteAddr())
+		src := addrHost(c.RemoteAddr())
 		l.mu.Lock()
 		n := l.conns[src]
 		if n < l.max {
@@ -311,7 +330,7 @@ func (l *perSourceListener) release(src string) {
 	l.conns[src]--
 }
 
-func sourceOf(a net.Addr) string {
+func addrHost(a net.Addr) string {
 	if t, ok := a.(*net.TCPAddr); ok {
 		return t.IP.String()
 	}

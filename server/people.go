@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -12,7 +13,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/oidc"
-	"writ.dev/writ/ca"
+
 	"writ.dev/writ/store"
 )
 
@@ -98,58 +99,42 @@ func (ps *personService) Login(ctx context.Context, req *writv1.LoginRequest) (*
 	if s.people == nil {
 		return nil, status.Error(codes.FailedPrecondition, "sign-in is not configured on this server: set people.issuer and people.client_id")
 	}
-	res, err := s.people.Verify(ctx, req.GetIdToken())
-	if errors.Is(err, oidc.ErrKeysUnavailable) {
-		return nil, status.Errorf(codes.Unavailable, "%v; retry later", err)
-	}
-	if err != nil {
-		return nil, s.refuseLogin(ctx, err.Error())
-	}
-	id := res.AgentID
-	if err := s.checkIssue(ctx, id, "x509"); err != nil {
-		return nil, err
-	}
-	pub, err := ca.ParseCSR(req.GetCsr())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	chain, err := s.x509.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: s.cfg.People.SVIDTTL.Duration}, s.now())
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "signing: %v", err)
-	}
-	ev, err := s.event(ctx, "person.login", id.String(), map[string]any{
-		"email": res.Facts["email"], "issuer": res.Issuer, "serial": serialHex(chain[0]), "not_after": chain[0].NotAfter.UTC(),
+	out, err := s.issuer.issue(ctx, &issueRequest{
+		Kind: kindX509, Anonymous: true, CSR: req.GetCsr(),
+		Event: "person.login", RefusedEvent: "person.login.refused", LogMsg: "person signed in",
+		Attest: func(ctx context.Context, r *issueRequest) error {
+			res, err := s.people.Verify(ctx, req.GetIdToken())
+			if errors.Is(err, oidc.ErrKeysUnavailable) {
+				return status.Errorf(codes.Unavailable, "%v; retry later", err)
+			}
+			if err != nil {
+				return status.Error(codes.PermissionDenied, err.Error())
+			}
+			r.ID, r.TTL = res.AgentID, s.cfg.People.SVIDTTL.Duration
+			r.Details = map[string]any{"email": res.Facts["email"], "issuer": res.Issuer}
+			r.Claim = func(ctx context.Context) error {
+				return loginReplayRefusal(s.store.CheckToken(ctx, res.Issuer, res.JTI, s.now()))
+			}
+			// The event is recorded with the token, which is accepted once.
+			r.Commit = func(ctx context.Context, ev store.AuditEvent, _ *x509.Certificate) error {
+				return loginReplayRefusal(s.store.UseToken(ctx, res.Issuer, res.JTI, res.Expiry, ev))
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := s.recordOnce(ctx, res, ev); err != nil {
-		return nil, err
-	}
-	s.metrics.issued.WithLabelValues("x509").Inc()
-	s.log.Info("person signed in", "spiffe_id", id.String(), "expires", chain[0].NotAfter.UTC().Format(time.RFC3339))
-	return s.agentSVID(id, chain), nil
+	return s.agentSVID(out.ID, out.Chain), nil
 }
 
-// recordOnce records the login's event together with its token, which is
-// accepted once.
-func (s *Server) recordOnce(ctx context.Context, res oidc.Result, ev []byte) error {
-	err := s.store.UseToken(ctx, res.Issuer, res.JTI, res.Expiry, ev)
-	if errors.Is(err, store.ErrTokenUsed) {
-		return s.refuseLogin(ctx, "this ID token was already used to sign in: sign in again")
+// loginReplayRefusal says why a sign-in's ID token is refused, or is nil.
+func loginReplayRefusal(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrTokenUsed):
+		return status.Error(codes.PermissionDenied, "this ID token was already used to sign in: sign in again")
 	}
-	if err != nil {
-		return storeStatus(err)
-	}
-	return nil
-}
-
-func (s *Server) refuseLogin(ctx context.Context, reason string) error {
-	if ev, err := s.event(ctx, "person.login.refused", "", map[string]any{"reason": reason}); err == nil {
-		if err := s.record(ctx, ev); err != nil {
-			return err
-		}
-	}
-	s.log.Warn("sign-in refused", "reason", reason, "peer", peerAddr(ctx))
-	return status.Error(codes.PermissionDenied, reason)
+	return storeStatus(err)
 }

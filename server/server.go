@@ -69,6 +69,8 @@ type Server struct {
 	audit *auditLog
 	// clock watches this server's offset from the store's clock.
 	clock *clockWatch
+	// issuer is the pipeline every SVID goes through (server/issuer.go).
+	issuer *issuer
 	// nodes verifies the join methods that need no secret (server/join.go).
 	nodes *nodeAttestors
 	// people verifies ID tokens of people signing in (server/people.go).
@@ -273,6 +275,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.stopping = ctx.Done()
 	// Locks are loaded before anything can issue, and kept fresh below.
 	s.loadLocks(ctx)
+	s.startIssuer(ctx)
 	s.feed = newEntryFeed(s)
 	if err := s.feed.start(ctx); err != nil {
 		return fmt.Errorf("agent feed: %w", err)

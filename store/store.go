@@ -351,6 +351,10 @@ type Store interface {
 	// used or expired token fails with ErrTokenUsed or ErrTokenExpired.
 	// Nothing is written on failure.
 	RedeemJoinToken(ctx context.Context, id string, secretSHA256 []byte, now time.Time, a Agent, evs ...AuditEvent) (Agent, error)
+	// CheckJoinToken fails as RedeemJoinToken would for this token at now,
+	// writing nothing. Servers call it before signing, so a replayed token
+	// costs no signature; RedeemJoinToken still decides races.
+	CheckJoinToken(ctx context.Context, id string, secretSHA256 []byte, now time.Time) error
 	// JoinAgent records an agent that joined by attestation (not by join
 	// token), with evs, in one transaction: a new agent is created; one
 	// that joined before under the same SPIFFE ID starts a new generation
@@ -362,6 +366,11 @@ type Store interface {
 	// expires, with evs; a token already used fails with ErrTokenUsed and
 	// writes nothing. Sign-ins use it; joins record theirs with JoinAgent.
 	UseToken(ctx context.Context, issuer, jti string, expires time.Time, evs ...AuditEvent) error
+	// CheckToken fails with ErrTokenUsed, writing nothing, when the token
+	// jti of issuer was recorded by UseToken or JoinAgent and is remembered
+	// at now. Servers call it before signing; UseToken and JoinAgent still
+	// decide races.
+	CheckToken(ctx context.Context, issuer, jti string, now time.Time) error
 	// GetAgent returns the agent with this SPIFFE ID, or ErrNotFound.
 	GetAgent(ctx context.Context, spiffeID string) (Agent, error)
 	// UpdateAgent replaces the certificate state of agent next.ID if its

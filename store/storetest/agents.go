@@ -22,6 +22,7 @@ var agentTests = []struct {
 	{"GetEntries", testGetEntries},
 	{"JoinAgentByAttestation", testJoinAgent},
 	{"UseTokenOnce", testUseToken},
+	{"CheckTokensWriteNothing", testCheckTokens},
 }
 
 func newToken(t *testing.T, s store.Store, id, secret string, expires time.Time) {
@@ -236,5 +237,52 @@ func testUseToken(t *testing.T, s store.Store) {
 	}
 	if err := s.UseToken(ctx, "https://idp", "t2", exp); !errors.Is(err, store.ErrNoAuditEvent) {
 		t.Fatalf("without an event: %v", err)
+	}
+}
+
+// testCheckTokens: the read-only checks agree with what redeeming and
+// using would say, and change nothing.
+func testCheckTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := time.Now()
+	newToken(t, s, "tokc", "right", now.Add(time.Minute))
+	size := auditSize(t, s)
+	for name, try := range map[string]struct {
+		id, secret string
+		at         time.Time
+		want       error
+	}{
+		"good":         {"tokc", "right", now, nil},
+		"wrong secret": {"tokc", "wrong", now, store.ErrNotFound},
+		"unknown id":   {"nope", "right", now, store.ErrNotFound},
+		"bad id":       {"../x", "right", now, store.ErrNotFound},
+		"expired":      {"tokc", "right", now.Add(2 * time.Minute), store.ErrTokenExpired},
+	} {
+		if err := s.CheckJoinToken(ctx, try.id, digest(try.secret), try.at); !errors.Is(err, try.want) {
+			t.Errorf("%s: err = %v, want %v", name, err, try.want)
+		}
+	}
+	if _, err := s.RedeemJoinToken(ctx, "tokc", digest("right"), now, agent("tokc"), event("join")); err != nil {
+		t.Fatalf("checking spent the token: %v", err)
+	}
+	if err := s.CheckJoinToken(ctx, "tokc", digest("right"), now); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("check after redeeming: err = %v, want ErrTokenUsed", err)
+	}
+
+	const iss = "https://idp.example"
+	if err := s.CheckToken(ctx, iss, "jti-c", now); err != nil {
+		t.Fatalf("unused token: %v", err)
+	}
+	if err := s.UseToken(ctx, iss, "jti-c", now.Add(time.Minute), event("login")); err != nil {
+		t.Fatalf("checking spent the token: %v", err)
+	}
+	if err := s.CheckToken(ctx, iss, "jti-c", now); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("check after use: err = %v, want ErrTokenUsed", err)
+	}
+	if err := s.CheckToken(ctx, iss, "jti-other", now); err != nil {
+		t.Fatalf("another token: %v", err)
+	}
+	if n := auditSize(t, s); n != size+2 {
+		t.Fatalf("checks wrote %d events", n-size-2)
 	}
 }

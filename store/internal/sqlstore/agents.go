@@ -64,22 +64,8 @@ func (s *Store) RedeemJoinToken(ctx context.Context, id string, secretSHA256 []b
 	}
 	a.LastSeen = a.CreatedAt
 	err := s.tx(ctx, evs, func(tx WriteTx) error {
-		rows, err := tx.Query(ctx, getTokenSQL, id)
-		if err != nil {
+		if err := checkToken(ctx, tx, id, secretSHA256, now); err != nil {
 			return err
-		}
-		var digest []byte
-		var expires, used int64
-		found, err := scanOne(rows, &digest, &expires, &used)
-		switch {
-		case err != nil:
-			return err
-		case !found || subtle.ConstantTimeCompare(digest, secretSHA256) != 1:
-			return unknown
-		case used != 0:
-			return fmt.Errorf("join token %q was used at %s: %w", id, time.Unix(used, 0).UTC().Format(time.RFC3339), store.ErrTokenUsed)
-		case now.Unix() >= expires:
-			return fmt.Errorf("join token %q expired at %s: %w", id, time.Unix(expires, 0).UTC().Format(time.RFC3339), store.ErrTokenExpired)
 		}
 		n, err := tx.Exec(ctx, burnTokenSQL, id, now.Unix(), a.SPIFFEID)
 		if err != nil {
@@ -94,6 +80,36 @@ func (s *Store) RedeemJoinToken(ctx context.Context, id string, secretSHA256 []b
 		return store.Agent{}, err
 	}
 	return a, nil
+}
+
+// CheckJoinToken implements store.Store.
+func (s *Store) CheckJoinToken(ctx context.Context, id string, secretSHA256 []byte, now time.Time) error {
+	if !validID(id) {
+		return fmt.Errorf("join token %q: %w", id, store.ErrNotFound)
+	}
+	return checkToken(ctx, s.engine.Reader(), id, secretSHA256, now)
+}
+
+// checkToken is the test RedeemJoinToken makes before burning a token.
+func checkToken(ctx context.Context, q Querier, id string, secretSHA256 []byte, now time.Time) error {
+	rows, err := q.Query(ctx, getTokenSQL, id)
+	if err != nil {
+		return err
+	}
+	var digest []byte
+	var expires, used int64
+	found, err := scanOne(rows, &digest, &expires, &used)
+	switch {
+	case err != nil:
+		return err
+	case !found || subtle.ConstantTimeCompare(digest, secretSHA256) != 1:
+		return fmt.Errorf("join token %q: %w", id, store.ErrNotFound)
+	case used != 0:
+		return fmt.Errorf("join token %q was used at %s: %w", id, time.Unix(used, 0).UTC().Format(time.RFC3339), store.ErrTokenUsed)
+	case now.Unix() >= expires:
+		return fmt.Errorf("join token %q expired at %s: %w", id, time.Unix(expires, 0).UTC().Format(time.RFC3339), store.ErrTokenExpired)
+	}
+	return nil
 }
 
 func insertAgent(ctx context.Context, tx WriteTx, a *store.Agent, s *Store) error {
@@ -157,6 +173,28 @@ func (s *Store) UseToken(ctx context.Context, issuer, jti string, expires time.T
 	return s.tx(ctx, evs, func(tx WriteTx) error {
 		return recordReplay(ctx, tx, &store.JoinReplay{Issuer: issuer, JTI: jti, ExpiresAt: expires})
 	})
+}
+
+const getReplaySQL = `SELECT expires_at FROM join_replay WHERE issuer = $1 AND jti = $2`
+
+// CheckToken implements store.Store.
+func (s *Store) CheckToken(ctx context.Context, issuer, jti string, now time.Time) error {
+	if issuer == "" || jti == "" {
+		return fmt.Errorf("token: issuer and id are required")
+	}
+	rows, err := s.engine.Reader().Query(ctx, getReplaySQL, issuer, jti)
+	if err != nil {
+		return err
+	}
+	var expires int64
+	found, err := scanOne(rows, &expires)
+	switch {
+	case err != nil:
+		return err
+	case found && now.Unix() <= expires:
+		return fmt.Errorf("token %q of %s was already used: %w", jti, issuer, store.ErrTokenUsed)
+	}
+	return nil
 }
 
 // recordReplay remembers a token until it expires, refusing one already

@@ -112,7 +112,7 @@ func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 		return snap, err
 	}
 	for _, l := range locks {
-		snap.Locks = append(snap.Locks, authz.Lock{Kind: l.Target.Kind, Value: l.Target.Value, ID: l.ID, Reason: l.Reason})
+		snap.Locks = append(snap.Locks, authz.Lock{Kind: identity.LockKind(l.Target.Kind), Value: l.Target.Value, ID: l.ID, Reason: l.Reason})
 	}
 	return snap, nil
 }

@@ -141,7 +141,7 @@ func (ls *lockSet) checkIssue(id spiffeid.ID) error {
 		if lockExpired(l, now) {
 			continue
 		}
-		if identity.LockCoversID(l.Target.Kind, l.Target.Value, id) {
+		if identity.LockCoversID(identity.LockKind(l.Target.Kind), l.Target.Value, id) {
 			return status.Errorf(codes.PermissionDenied, "%s is locked by lock %s (%s %s): %s", id, l.ID, l.Target.Kind, l.Target.Value, l.Reason)
 		}
 	}
@@ -157,7 +157,7 @@ func (ls *lockSet) checkJoin(method string) error {
 	}
 	now := ls.s.now()
 	for _, l := range ls.locks {
-		if !lockExpired(l, now) && l.Target.Kind == store.LockJoinMethod && l.Target.Value == method {
+		if !lockExpired(l, now) && identity.LockKind(l.Target.Kind) == identity.LockJoinMethod && l.Target.Value == method {
 			return status.Errorf(codes.PermissionDenied, "joining by %s is locked by lock %s: %s", method, l.ID, l.Reason)
 		}
 	}
@@ -173,28 +173,33 @@ func lockExpired(l store.Lock, now time.Time) bool {
 
 // lockTargetFromProto validates a lock target; errors name the field.
 func (s *Server) lockTargetFromProto(pt *writv1.LockTarget) (store.LockTarget, error) {
-	kind, value := pt.GetKind(), pt.GetValue()
-	switch kind {
-	case store.LockSPIFFEID, store.LockIDPrefix, store.LockNode, store.LockAgent:
+	kind, err := identity.ParseLockKind("target.kind", pt.GetKind())
+	if err != nil {
+		return store.LockTarget{}, err
+	}
+	value := pt.GetValue()
+	switch {
+	case kind.NamesID():
 		id, err := identity.ParseIDInTrustDomain("target.value", value, s.td)
 		if err != nil {
 			return store.LockTarget{}, err
 		}
+		// A lock on spiffe://TD/person/example.com/Erin would name nobody
+		// (people's IDs are lowercase) and leave erin free.
+		if err := identity.CheckPersonCase("target.value", id); err != nil {
+			return store.LockTarget{}, err
+		}
 		value = id.String()
-	case store.LockJoinMethod:
+	case kind == identity.LockJoinMethod:
 		if len(value) > maxJoinMethodLen || !joinMethodName.MatchString(value) {
-			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%q is not a join method name: use 1 to %d of a-z, 0-9, '_' and '-', e.g. join_token", value, maxJoinMethodLen)}
+			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%s is not a join method name: use 1 to %d of a-z, 0-9, '_' and '-', e.g. join_token", identity.Quote(value), maxJoinMethodLen)}
 		}
-	case store.LockTask:
+	case kind == identity.LockTask:
 		if len(value) > 128 || !taskIDChars.MatchString(value) {
-			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%q is not a task id: use 1 to 128 of letters, digits, '.', '_' and '-'", value)}
+			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%s is not a task id: use 1 to 128 of letters, digits, '.', '_' and '-'", identity.Quote(value))}
 		}
-	case "":
-		return store.LockTarget{}, &identity.FieldError{Field: "target.kind", Msg: "is required: one of spiffe-id, id-prefix, node, agent, join-method, task"}
-	default:
-		return store.LockTarget{}, &identity.FieldError{Field: "target.kind", Msg: fmt.Sprintf("%q is not a lock target: use one of spiffe-id, id-prefix, node, agent, join-method, task", kind)}
 	}
-	return store.LockTarget{Kind: kind, Value: value}, nil
+	return store.LockTarget{Kind: string(kind), Value: value}, nil
 }
 
 func checkLockReason(r string) error {

@@ -26,8 +26,8 @@ import (
 	"writ.dev/writ/agent/output"
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/ca"
-	"writ.dev/writ/person/login"
 	"writ.dev/writ/identity"
+	"writ.dev/writ/person/login"
 )
 
 const (

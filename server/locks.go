@@ -122,6 +122,47 @@ func (ls *lockSet) fail(err error) {
 	ls.mu.Unlock()
 }
 
+// fresh refuses, with Unavailable, when the lock set is not loaded or older
+// than lockStaleAfter: what would be done (issuance, delegation) is refused
+// rather than done past a lock this server has not seen. Called with mu held.
+func (ls *lockSet) fresh(what string) error {
+	if !ls.loaded || time.Since(ls.loadedAt) > lockStaleAfter {
+		return status.Errorf(codes.Unavailable, "locks could not be read from the store for more than %s (%v): %s is refused until they can", lockStaleAfter, ls.lastErr, what)
+	}
+	return nil
+}
+
+// checkDelegation refuses a delegation token while a lock names anyone in
+// chain (every actor and the person) or the task it would be made under:
+// a locked identity gets no token to act with, as it gets no SVID, and a
+// locked task lends nobody its members.
+func (ls *lockSet) checkDelegation(chain []spiffeid.ID, taskID string) error {
+	if ls == nil {
+		return status.Error(codes.Unavailable, "locks are not loaded yet: delegation is refused until they are")
+	}
+	ls.mu.RLock()
+	defer ls.mu.RUnlock()
+	if err := ls.fresh("delegation"); err != nil {
+		return err
+	}
+	now := ls.s.now()
+	for _, l := range ls.locks {
+		if lockExpired(l, now) {
+			continue
+		}
+		kind := identity.LockKind(l.Target.Kind)
+		if kind == identity.LockTask && l.Target.Value == taskID {
+			return status.Errorf(codes.PermissionDenied, "task %s is locked by lock %s: %s", taskID, l.ID, l.Reason)
+		}
+		for _, id := range chain {
+			if identity.LockCoversID(kind, l.Target.Value, id) {
+				return status.Errorf(codes.PermissionDenied, "%s is locked by lock %s (%s %s): %s", id, l.ID, l.Target.Kind, l.Target.Value, l.Reason)
+			}
+		}
+	}
+	return nil
+}
+
 // checkIssue refuses issuance of an SVID for id when a lock in force names
 // it. spiffe-id locks match the ID exactly; id-prefix locks match the ID and
 // everything below it by whole path segments; node and agent locks match
@@ -133,8 +174,8 @@ func (ls *lockSet) checkIssue(id spiffeid.ID) error {
 	}
 	ls.mu.RLock()
 	defer ls.mu.RUnlock()
-	if !ls.loaded || time.Since(ls.loadedAt) > lockStaleAfter {
-		return status.Errorf(codes.Unavailable, "locks could not be read from the store for more than %s (%v): issuance is refused until they can", lockStaleAfter, ls.lastErr)
+	if err := ls.fresh("issuance"); err != nil {
+		return err
 	}
 	now := ls.s.now()
 	for _, l := range ls.locks {
@@ -152,8 +193,8 @@ func (ls *lockSet) checkIssue(id spiffeid.ID) error {
 func (ls *lockSet) checkJoin(method string) error {
 	ls.mu.RLock()
 	defer ls.mu.RUnlock()
-	if !ls.loaded || time.Since(ls.loadedAt) > lockStaleAfter {
-		return status.Errorf(codes.Unavailable, "locks could not be read from the store for more than %s (%v): joins are refused until they can", lockStaleAfter, ls.lastErr)
+	if err := ls.fresh("joining"); err != nil {
+		return err
 	}
 	now := ls.s.now()
 	for _, l := range ls.locks {

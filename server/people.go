@@ -13,12 +13,13 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/oidc"
 	"writ.dev/writ/ca"
+	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 )
 
 // PeopleConfig lets people sign in with `writ login` against the company's
 // identity provider. Their SVIDs are spiffe://TD/person/DOMAIN/LOCAL for a
-// verified email LOCAL@DOMAIN.
+// verified email LOCAL@DOMAIN, both lowercased (identity.PersonID).
 type PeopleConfig struct {
 	// Issuer is the identity provider; empty disables sign-in.
 	Issuer string `yaml:"issuer"`
@@ -105,7 +106,10 @@ func (ps *personService) Login(ctx context.Context, req *writv1.LoginRequest) (*
 	if err != nil {
 		return nil, s.refuseLogin(ctx, err.Error())
 	}
-	id := res.AgentID
+	id, err := identity.PersonID("email", s.td, res.Facts["email"])
+	if err != nil {
+		return nil, s.refuseLogin(ctx, err.Error())
+	}
 	if err := s.checkIssue(ctx, id, "x509"); err != nil {
 		return nil, err
 	}

@@ -82,16 +82,26 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	return nil
 }
 
+// endedTaskMemory is how long a closed or expired task stays in the
+// decision index after it ended. It grants nothing there; it lets a denial
+// say "task T-1 is closed" to whoever still tries to use it, instead of
+// only that no open task allows the request.
+const endedTaskMemory = 24 * time.Hour
+
 func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 	var snap authz.Snapshot
-	recs, err := d.s.store.ListTasks(ctx, string(task.StateOpen))
+	recs, err := d.s.store.ListTasks(ctx, string(task.StateOpen), string(task.StateClosed), string(task.StateExpired))
 	if err != nil {
 		return snap, err
 	}
+	since := d.s.now().Add(-endedTaskMemory)
 	for _, r := range recs {
 		t, err := taskFromRecord(r)
 		if err != nil {
 			d.s.log.Warn("skipping an unreadable task in the decision index", "task_id", r.ID, "err", err)
+			continue
+		}
+		if t.State != task.StateOpen && t.ClosedAt.Before(since) {
 			continue
 		}
 		snap.Tasks = append(snap.Tasks, t)

@@ -98,6 +98,8 @@ func TestPayrollScenario(t *testing.T) {
 	}
 	if r := check(t, decide, "read", "hr/salaries", bot, ceo); r.GetAllow() {
 		t.Fatalf("allowed after the task closed: %v", r)
+	} else if want := "task " + payroll.GetId() + " is closed"; !strings.Contains(r.GetReason(), want) {
+		t.Fatalf("the denial after the task closed does not say %q: %q", want, r.GetReason())
 	}
 	// A locked task grants nothing.
 	createLock(t, admin, "task", deploy.GetId(), "INC-12 change freeze", "")

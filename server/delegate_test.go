@@ -283,6 +283,15 @@ func TestDelegationRefusedUnderLocks(t *testing.T) {
 		t.Fatalf("re-exchange once the lock is gone: %d %v", code, body)
 	}
 
+	// A task the caller names is repeated in the error only cut short.
+	form := exchangeForm(agentJWT(), ceoJWT, delegation.TokenTypeJWT, hrService)
+	long := strings.Repeat("T", 1000)
+	form.Set("scope", "task:"+long)
+	code, body = exchangeAt(t, srv, addr, agent, form)
+	if desc, _ := body["error_description"].(string); code != http.StatusBadRequest || len(desc) > 400 || strings.Contains(desc, long) || !strings.Contains(desc, "(1000 bytes)") {
+		t.Fatalf("a long task name in scope: %d %d bytes %q", code, len(desc), desc)
+	}
+
 	// Every refusal above names the agent that asked and its address.
 	var refused []audit.Event
 	for _, ev := range readEvents(t, writv1.NewAuditServiceClient(admin)) {
@@ -290,8 +299,8 @@ func TestDelegationRefusedUnderLocks(t *testing.T) {
 			refused = append(refused, ev)
 		}
 	}
-	if len(refused) != 5 {
-		t.Fatalf("%d delegation.refused events, want 5", len(refused))
+	if len(refused) != 6 {
+		t.Fatalf("%d delegation.refused events, want 6", len(refused))
 	}
 	for _, ev := range refused {
 		var d struct{ Caller, Source, Reason string }

@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -297,7 +296,7 @@ func pinnedTLS(roots []*x509.Certificate, serverID *spiffeid.ID) *tls.Config {
 	}
 }
 
-func isServerID(id spiffeid.ID) bool { return strings.HasPrefix(id.Path(), "/writ/server/") }
+func isServerID(id spiffeid.ID) bool { return identity.IsServerID(id) }
 
 func stateFromSVID(resp *writv1.AgentSVID, keyName string) (*agentState, spiffeid.ID, error) {
 	st := &agentState{keyName: keyName}

@@ -221,7 +221,7 @@ func (c *cache) locked(id spiffeid.ID, now time.Time) bool {
 		if l.GetExpiresAt() != 0 && !now.Before(time.Unix(l.GetExpiresAt(), 0)) {
 			continue
 		}
-		if identity.LockCoversID(l.GetTarget().GetKind(), l.GetTarget().GetValue(), id) {
+		if identity.LockCoversID(identity.LockKind(l.GetTarget().GetKind()), l.GetTarget().GetValue(), id) {
 			return true
 		}
 	}

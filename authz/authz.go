@@ -42,9 +42,6 @@ import (
 // refused rather than judged.
 const DefaultMaxChain = 3
 
-// LockKindTask is the Lock kind that stops a task: Value is the task ID.
-const LockKindTask = "task"
-
 // Link is one identity of a request's chain; its kind is derived from the
 // ID with identity.KindOf, never claimed.
 type Link struct {
@@ -100,12 +97,12 @@ type Decision struct {
 }
 
 // Lock stops identities or a task. Kind and Value are as in
-// identity.LockCoversID ("spiffe-id", "node", "agent", "id-prefix"), or
-// LockKindTask with a task ID as Value.
+// identity.LockCoversID, or identity.LockTask with a task ID as Value.
 type Lock struct {
-	Kind, Value string
-	ID          string
-	Reason      string
+	Kind   identity.LockKind
+	Value  string
+	ID     string
+	Reason string
 }
 
 // Snapshot is what decisions are made over. Tasks in any state may be
@@ -119,7 +116,9 @@ type Snapshot struct {
 
 // Guardrail may forbid a request the grants allow, e.g. a policy that no
 // agent ever writes to production databases on a weekend. It is consulted
-// only for requests that would otherwise be allowed.
+// only for requests that would otherwise be allowed. Its reason says which
+// policy forbade what, without a prefix: Decide adds "guardrail: " itself,
+// so the denial names the guardrail once.
 type Guardrail interface {
 	Forbid(req Request) (forbidden bool, reason string)
 }

@@ -37,7 +37,7 @@ func (ix *Index) Decide(req Request, g Guardrail) Decision {
 	}
 	if d.Allow && g != nil {
 		if forbidden, why := g.Forbid(req); forbidden {
-			return deny(-1, "forbidden by guardrail: %s", why)
+			return deny(-1, "guardrail: %s", why)
 		}
 	}
 	return d

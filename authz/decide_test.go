@@ -7,6 +7,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"writ.dev/writ/identity"
 	"writ.dev/writ/task"
 )
 
@@ -157,19 +158,19 @@ func TestDecide(t *testing.T) {
 		{name: "deadline passes after the index is built", chain: []string{bot, ceo}, action: "read", resource: "hr/salaries", deniedAt: 0,
 			want: "task T-payroll passed its deadline"},
 		{name: "locked task", snap: func(t *testing.T, s *Snapshot) {
-			s.Locks = append(s.Locks, Lock{Kind: LockKindTask, Value: "T-payroll", ID: "L-7", Reason: "incident 42"})
+			s.Locks = append(s.Locks, Lock{Kind: identity.LockTask, Value: "T-payroll", ID: "L-7", Reason: "incident 42"})
 		}, chain: []string{bot, ceo}, action: "read", resource: "hr/salaries", deniedAt: 0, want: "task T-payroll is locked by lock L-7: incident 42"},
 		{name: "locked identity", snap: func(t *testing.T, s *Snapshot) {
-			s.Locks = append(s.Locks, Lock{Kind: "spiffe-id", Value: ceo, ID: "L-1", Reason: "laptop stolen"})
+			s.Locks = append(s.Locks, Lock{Kind: identity.LockSPIFFEID, Value: ceo, ID: "L-1", Reason: "laptop stolen"})
 		}, chain: []string{bot, ceo}, action: "read", resource: "hr/salaries", deniedAt: 1, want: "person " + ceo + " is locked by lock L-1: laptop stolen"},
 		{name: "id-prefix lock by whole segments", snap: func(t *testing.T, s *Snapshot) {
-			s.Locks = append(s.Locks, Lock{Kind: "id-prefix", Value: "spiffe://td/agent/payroll-bot", ID: "L-2", Reason: "prompt injection"})
+			s.Locks = append(s.Locks, Lock{Kind: identity.LockIDPrefix, Value: "spiffe://td/agent/payroll-bot", ID: "L-2", Reason: "prompt injection"})
 		}, chain: []string{bot, ceo}, action: "read", resource: "hr/salaries", deniedAt: 0, want: "is locked by lock L-2: prompt injection"},
 		{name: "id-prefix lock does not cover a sibling", snap: func(t *testing.T, s *Snapshot) {
-			s.Locks = append(s.Locks, Lock{Kind: "id-prefix", Value: "spiffe://td/agent/payroll", ID: "L-3", Reason: "x"})
+			s.Locks = append(s.Locks, Lock{Kind: identity.LockIDPrefix, Value: "spiffe://td/agent/payroll", ID: "L-3", Reason: "x"})
 		}, chain: []string{bot, ceo}, action: "read", resource: "hr/salaries", allow: true, deniedAt: -1, want: "T-payroll"},
 		{name: "guardrail forbids", chain: []string{bot, ceo}, action: "read", resource: "hr/salaries", guard: guard{"no agents on payroll on Sundays"},
-			deniedAt: -1, want: "forbidden by guardrail: no agents on payroll on Sundays"},
+			deniedAt: -1, want: "guardrail: no agents on payroll on Sundays"},
 		{name: "guardrail allows", chain: []string{bot, ceo}, action: "read", resource: "hr/salaries", guard: guard{},
 			allow: true, deniedAt: -1, want: "T-payroll"},
 		{name: "chain too long", chain: []string{bot, bot, bot, ceo}, action: "read", resource: "hr/salaries",

@@ -163,13 +163,13 @@ func (ix *Index) indexLocks() map[string]int32 {
 	taskLocks := map[string]int32{}
 	for i, l := range ix.locks {
 		switch l.Kind {
-		case LockKindTask:
+		case identity.LockTask:
 			if _, ok := taskLocks[l.Value]; !ok {
 				taskLocks[l.Value] = int32(i)
 			}
-		case "id-prefix":
+		case identity.LockIDPrefix:
 			ix.prefixLocks[l.Value] = append(ix.prefixLocks[l.Value], int32(i))
-		default:
+		case identity.LockSPIFFEID, identity.LockNode, identity.LockAgent:
 			ix.exactLocks[l.Value] = append(ix.exactLocks[l.Value], int32(i))
 		}
 	}

@@ -22,7 +22,10 @@ const (
 
 // The RFC 6749 and RFC 8693 error codes of a token exchange.
 const (
-	CodeInvalidRequest       = "invalid_request"
+	CodeInvalidRequest = "invalid_request"
+	// CodeInvalidGrant refuses a subject or actor that may not delegate
+	// now, e.g. one a lock names.
+	CodeInvalidGrant         = "invalid_grant"
 	CodeInvalidTarget        = "invalid_target"
 	CodeUnauthorizedClient   = "unauthorized_client"
 	CodeUnsupportedGrantType = "unsupported_grant_type"

@@ -10,8 +10,8 @@ const (
 	// otherwise: long enough for one step of an agent's task, short
 	// enough that a token outliving its purpose soon expires.
 	DefaultMaxTTL = 5 * time.Minute
-	// DefaultLeeway is the clock skew a Verifier tolerates unless
-	// WithLeeway says otherwise.
+	// DefaultLeeway is the clock skew a Verifier tolerates on "nbf" and
+	// "iat" unless WithLeeway says otherwise; "exp" gets none.
 	DefaultLeeway = 30 * time.Second
 	// DefaultMaxChain is the longest actor chain unless WithMaxChain says
 	// otherwise. Every hop is an agent acting for an agent; a long chain
@@ -60,8 +60,9 @@ func WithMaxTTL(d time.Duration) Option {
 	}
 }
 
-// WithLeeway sets the clock skew a Verifier tolerates on "exp", "nbf" and
-// "iat" (DefaultLeeway unless set).
+// WithLeeway sets the clock skew a Verifier tolerates on "nbf" and "iat"
+// (DefaultLeeway unless set). It never extends "exp": a token is refused
+// from its expiry on.
 func WithLeeway(d time.Duration) Option {
 	return Option{
 		name: "WithLeeway",

@@ -200,8 +200,10 @@ func (v *Verifier) checkClaims(c Claims, w wireClaims, audience string) error {
 	return checkThumbprint(c.Thumbprint)
 }
 
-// checkTimes requires "exp", "nbf" and "iat", and now within them give or
-// take the leeway.
+// checkTimes requires "exp", "nbf" and "iat", now before "exp" and not
+// before "nbf" and "iat" less the leeway. The leeway covers an issuer whose
+// clock runs ahead of this one; it never extends "exp": a token is dead
+// from its expiry on, so a stolen one gains no time from clock tolerance.
 func (v *Verifier) checkTimes(w wireClaims) error {
 	if w.Expiry <= 0 || w.NotBefore <= 0 || w.IssuedAt <= 0 {
 		return errors.New(`token lacks "exp", "nbf" or "iat"`)
@@ -212,7 +214,7 @@ func (v *Verifier) checkTimes(w wireClaims) error {
 	now := v.now()
 	exp, nbf, iat := time.Unix(w.Expiry, 0), time.Unix(w.NotBefore, 0), time.Unix(w.IssuedAt, 0)
 	switch {
-	case now.After(exp.Add(v.leeway)):
+	case !now.Before(exp):
 		return fmt.Errorf("token expired at %s: ask the token endpoint for a new one", exp.UTC().Format(time.RFC3339))
 	case now.Add(v.leeway).Before(nbf):
 		return fmt.Errorf("token is not valid until %s: check the clocks of the token endpoint and this server", nbf.UTC().Format(time.RFC3339))

@@ -40,6 +40,12 @@ func fieldErr(field, msg string) *FieldError {
 // recognise it, not so much that a 2 KiB ID floods a terminal or a log line.
 const maxQuoted = 96
 
+// Quote renders outside input for an error message or a log line: quoted,
+// control and invalid bytes escaped (so the message cannot carry terminal
+// escapes or forge log lines), and cut after 96 bytes with the full length
+// noted. Every message that repeats what a caller sent goes through it.
+func Quote(s string) string { return quote(s) }
+
 // quote renders operator input for an error message. It escapes control and
 // invalid bytes so the message itself cannot carry terminal escapes or forge
 // log lines.

@@ -20,11 +20,6 @@ const (
 	KindNode     Kind = "node"
 )
 
-// agentPathPrefix is where writ's node agents get their own identities.
-// They are named under "writ" rather than "node" so that an operator's
-// /node/... rules and writ's own agent IDs cannot collide.
-const agentPathPrefix = "/writ/agent"
-
 // KindOf returns the kind of id from its first path segment:
 // /person/... is a person, /agent/... an AI agent, /node/... and writ's own
 // node agents (/writ/agent/...) are nodes, and everything else is a
@@ -43,7 +38,7 @@ func KindOf(id spiffeid.ID) Kind {
 		first = first[:i]
 	}
 	switch first {
-	case "person":
+	case string(NamespacePerson):
 		return KindPerson
 	case "agent":
 		return KindAgent

@@ -22,12 +22,6 @@ const (
 	MaxRuleIDLen        = 128
 )
 
-// reservedFirstSegment is the path writ's own servers and agents get their
-// identities under. A rule may name one of them as its parent, but may not
-// hand one out: a workload holding an agent's identity could join as that
-// agent and obtain every identity the agent may hand out.
-const reservedFirstSegment = "writ"
-
 // Rule is an identity rule (a registration entry): the agent ParentID may
 // hand SPIFFEID to any workload it has attested with all of Selectors.
 type Rule struct {
@@ -127,9 +121,12 @@ func (r *Rule) checkIDs(td spiffeid.TrustDomain) error {
 	if err := checkRuleSPIFFEID("spiffe_id", r.SPIFFEID, td, true); err != nil {
 		return err
 	}
-	if first, _, _ := strings.Cut(strings.TrimPrefix(r.SPIFFEID.Path(), "/"), "/"); first == reservedFirstSegment {
-		return fieldErr("spiffe_id", fmt.Sprintf("%s is under /%s/, which is reserved for writ's own servers and agents; choose another path",
-			quote(r.SPIFFEID.String()), reservedFirstSegment))
+	// A rule may name one of writ's agents as its parent, but may not hand
+	// out an ID in a reserved namespace: a workload holding an agent's
+	// identity could join as that agent, one holding a person's would act
+	// in that person's tasks.
+	if err := CheckNotReserved("spiffe_id", r.SPIFFEID); err != nil {
+		return err
 	}
 	if err := checkRuleSPIFFEID("parent_id", r.ParentID, td, false); err != nil {
 		return err

@@ -58,7 +58,7 @@ func TestValidateNormalizes(t *testing.T) {
 
 func TestValidateMinimalRule(t *testing.T) {
 	r := Rule{
-		SPIFFEID:  spiffeid.RequireFromString("spiffe://example.org/person/alice"),
+		SPIFFEID:  spiffeid.RequireFromString("spiffe://example.org/desktop/alice"),
 		ParentID:  spiffeid.RequireFromString("spiffe://example.org/node/laptop-7"),
 		Selectors: []Selector{{"unix", "uid:1000"}},
 	}
@@ -128,6 +128,12 @@ func TestValidateErrors(t *testing.T) {
 		{"spiffe_id reserved", func(r *Rule) {
 			r.SPIFFEID = spiffeid.RequireFromString("spiffe://example.org/writ/agent/x")
 		}, "spiffe_id", []string{"reserved"}},
+		{"spiffe_id of a person", func(r *Rule) {
+			r.SPIFFEID = spiffeid.RequireFromString("spiffe://example.org/person/example.com/erin")
+		}, "spiffe_id", []string{"reserved", "/person/", "sign"}},
+		{"spiffe_id of a server", func(r *Rule) {
+			r.SPIFFEID = spiffeid.RequireFromString("spiffe://example.org/writ/server/s1")
+		}, "spiffe_id", []string{"reserved", "/writ/"}},
 		{"spiffe_id reserved root", func(r *Rule) {
 			r.SPIFFEID = spiffeid.RequireFromString("spiffe://example.org/writ")
 		}, "spiffe_id", []string{"reserved"}},

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
 	"writ.dev/writ/ca/rotation"
+	"writ.dev/writ/identity"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
 )
@@ -29,7 +31,7 @@ const auditKeyName = "audit-ed25519"
 // AuditOrigin is the checkpoint origin line of a trust domain's audit log.
 // Every server sharing a store appends to the same log, so they share it.
 func AuditOrigin(trustDomain string) string {
-	return trustDomain + "/writ/audit"
+	return identity.AuditOrigin(trustDomain)
 }
 
 // event encodes the audit event of something the caller in ctx did.
@@ -98,7 +100,11 @@ func newAuditLog(ctx context.Context, s *Server, ks keystore.KeyStore) (*auditLo
 	// and makes a new one records it under a new name and its old
 	// checkpoints stay verifiable under the old.
 	sum := sha256.Sum256(pub)
-	name := fmt.Sprintf("%s/writ/server/%s/audit-%s", s.td.Name(), s.serverID, hex.EncodeToString(sum[:4]))
+	serverID, err := identity.ServerID(s.td, s.serverID)
+	if err != nil {
+		return nil, fmt.Errorf("server id: %w", err)
+	}
+	name := fmt.Sprintf("%s/audit-%s", strings.TrimPrefix(serverID.String(), "spiffe://"), hex.EncodeToString(sum[:4]))
 	signer, err := audit.NewSigner(name, key)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,16 +82,26 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	return nil
 }
 
+// endedTaskMemory is how long a closed or expired task stays in the
+// decision index after it ended. It grants nothing there; it lets a denial
+// say "task T-1 is closed" to whoever still tries to use it, instead of
+// only that no open task allows the request.
+const endedTaskMemory = 24 * time.Hour
+
 func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 	var snap authz.Snapshot
-	recs, err := d.s.store.ListTasks(ctx, string(task.StateOpen))
+	recs, err := d.s.store.ListTasks(ctx, string(task.StateOpen), string(task.StateClosed), string(task.StateExpired))
 	if err != nil {
 		return snap, err
 	}
+	since := d.s.now().Add(-endedTaskMemory)
 	for _, r := range recs {
 		t, err := taskFromRecord(r)
 		if err != nil {
 			d.s.log.Warn("skipping an unreadable task in the decision index", "task_id", r.ID, "err", err)
+			continue
+		}
+		if t.State != task.StateOpen && t.ClosedAt.Before(since) {
 			continue
 		}
 		snap.Tasks = append(snap.Tasks, t)
@@ -112,7 +123,7 @@ func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 		return snap, err
 	}
 	for _, l := range locks {
-		snap.Locks = append(snap.Locks, authz.Lock{Kind: l.Target.Kind, Value: l.Target.Value, ID: l.ID, Reason: l.Reason})
+		snap.Locks = append(snap.Locks, authz.Lock{Kind: identity.LockKind(l.Target.Kind), Value: l.Target.Value, ID: l.ID, Reason: l.Reason})
 	}
 	return snap, nil
 }
@@ -233,7 +244,7 @@ func (s *Server) requestChain(ctx context.Context, req *writv1.CheckRequest) ([]
 		}
 		id, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(s.td, s.x509.Bundle()), x509svid.WithTime(s.now()))
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "x509_svid does not verify against the trust bundle: %v", err)
+			return nil, status.Errorf(codes.InvalidArgument, "x509_svid does not verify against the trust bundle: %s", identity.Quote(err.Error()))
 		}
 		if req.GetDelegationToken() == "" {
 			return []spiffeid.ID{id}, nil
@@ -254,12 +265,34 @@ func (s *Server) requestChain(ctx context.Context, req *writv1.CheckRequest) ([]
 		if req.GetJwtAudience() == "" {
 			return nil, status.Error(codes.InvalidArgument, "jwt_audience: is required with jwt_svid: the audience the resource server accepts")
 		}
-		svid, err := jwtsvid.ParseAndValidate(req.GetJwtSvid(), s.jwtBundle(), []string{req.GetJwtAudience()})
+		svid, err := s.validateJWTSVID(req.GetJwtSvid(), req.GetJwtAudience())
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "jwt_svid does not validate: %v", err)
+			return nil, status.Errorf(codes.InvalidArgument, "jwt_svid: %v", err)
 		}
 		return []spiffeid.ID{svid.ID}, nil
 	}
+}
+
+// validateJWTSVID validates a JWT-SVID for audience at the server's time.
+//
+// go-spiffe verifies the signature, the audience and the form, but checks
+// "exp" with a minute's leeway, so a token would still be taken for up to a
+// minute after it expired. writ takes none on expiry: a token is refused
+// from its "exp" on, by this server's clock. Servers sharing a trust domain
+// keep their clocks within max_clock_skew of each other, so the most a
+// token can lose is that much of a life of minutes, and nobody gains time.
+//
+// Errors quote what go-spiffe said of the token only bounded and escaped:
+// it may repeat claims (the audience) a workload chose.
+func (s *Server) validateJWTSVID(token, audience string) (*jwtsvid.SVID, error) {
+	svid, err := jwtsvid.ParseAndValidate(token, s.jwtBundle(), []string{audience})
+	if err != nil {
+		return nil, fmt.Errorf("does not validate: %s", identity.Quote(strings.TrimPrefix(err.Error(), "jwtsvid: ")))
+	}
+	if now := s.now(); !now.Before(svid.Expiry) {
+		return nil, fmt.Errorf("expired at %s: fetch a new JWT-SVID", svid.Expiry.UTC().Format(time.RFC3339))
+	}
+	return svid, nil
 }
 
 // decisionQueue bounds the decisions waiting for the audit log.

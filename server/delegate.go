@@ -10,14 +10,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/status"
 
 	"writ.dev/writ/delegation"
 	"writ.dev/writ/identity"
@@ -161,15 +163,39 @@ func (s *Server) tokenTLS() *tls.Config {
 // actor token, which must name the same ID); the person's token is a
 // JWT-SVID or an ID token from the people issuer; the person must have
 // allowed it: both must be members of a live task (named in scope as
-// task:ID, or the only one they share).
+// task:ID, or the only one they share). No token is issued while a lock
+// names the agent, the person or the task.
+//
+// Every refusal is an audit event naming the authenticated caller (the TLS
+// client's SPIFFE ID, when it gave one) and the source address, and its
+// description repeats what the caller sent only escaped and cut short.
 func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var caller spiffeid.ID
 	fail := func(code, desc string) {
-		s.log.Warn("token exchange refused", "reason", desc, "peer", r.RemoteAddr)
-		if ev, err := s.event(r.Context(), "delegation.refused", "", map[string]any{"reason": desc}); err == nil {
-			_ = s.record(r.Context(), ev)
+		who := "unauthenticated"
+		if !caller.IsZero() {
+			who = caller.String()
+		}
+		s.log.Warn("token exchange refused", "reason", desc, "caller", who, "source", r.RemoteAddr)
+		if ev, err := s.event(ctx, "delegation.refused", who, map[string]any{"reason": desc, "caller": who, "source": r.RemoteAddr}); err == nil {
+			_ = s.record(ctx, ev)
 		}
 		(&delegation.ExchangeError{Code: code, Description: desc}).WriteJSON(w)
 	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		fail(delegation.CodeUnauthorizedClient, "present your X.509-SVID")
+		return
+	}
+	cert := r.TLS.PeerCertificates[0]
+	caller, err := x509svid.IDFromCert(cert)
+	if err != nil {
+		fail(delegation.CodeUnauthorizedClient, "the client certificate is not an X.509-SVID: "+outsideError(err))
+		return
+	}
+	// Events name the agent as their actor, as gRPC calls name theirs.
+	ctx = context.WithValue(ctx, callerKey{}, Caller{ID: caller})
+	// The body is already capped by limitBody (maxTokenForm).
 	if err := r.ParseForm(); err != nil {
 		if limit, ok := bodyTooLarge(err); ok {
 			writeFormTooLarge(w, limit)
@@ -182,37 +208,27 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var ee *delegation.ExchangeError
 		if errors.As(err, &ee) {
-			ee.WriteJSON(w)
+			fail(ee.Code, ee.Description)
 			return
 		}
-		fail(delegation.CodeInvalidRequest, err.Error())
-		return
-	}
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		fail(delegation.CodeUnauthorizedClient, "present your X.509-SVID")
-		return
-	}
-	cert := r.TLS.PeerCertificates[0]
-	actor, err := x509svid.IDFromCert(cert)
-	if err != nil {
-		fail(delegation.CodeUnauthorizedClient, err.Error())
+		fail(delegation.CodeInvalidRequest, outsideError(err))
 		return
 	}
 	issuer := s.cfg.TokenEndpoint.Issuer
-	actorSVID, err := jwtsvid.ParseAndValidate(req.ActorToken, s.jwtBundle(), []string{issuer})
+	actorSVID, err := s.validateJWTSVID(req.ActorToken, issuer)
 	if err != nil {
 		fail(delegation.CodeInvalidRequest, "actor_token: "+err.Error())
 		return
 	}
-	if actorSVID.ID != actor {
-		fail(delegation.CodeInvalidRequest, fmt.Sprintf("actor_token names %s but the TLS client is %s", actorSVID.ID, actor))
+	if actorSVID.ID != caller {
+		fail(delegation.CodeInvalidRequest, fmt.Sprintf("actor_token names %s but the TLS client is %s", actorSVID.ID, caller))
 		return
 	}
 	if req.SubjectTokenType == delegation.TokenTypeURI {
-		s.redelegate(w, r, req, cert, actor, fail)
+		s.redelegate(ctx, w, req, cert, caller, fail)
 		return
 	}
-	person, err := s.subjectOf(r.Context(), req, issuer)
+	person, err := s.subjectOf(ctx, req, issuer)
 	if err != nil {
 		fail(delegation.CodeInvalidRequest, "subject_token: "+err.Error())
 		return
@@ -221,25 +237,44 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 		fail(delegation.CodeInvalidRequest, fmt.Sprintf("subject_token names %s, not a person", person))
 		return
 	}
-	taskID, err := s.sharedTask(r.Context(), req.Scope, actor, person)
+	chain := []spiffeid.ID{caller, person}
+	taskID, err := s.sharedTask(ctx, taskInScope(req.Scope), chain)
 	if err != nil {
 		fail(delegation.CodeInvalidTarget, err.Error())
 		return
 	}
-	audience := append(append([]string{}, req.Audience...), req.Resource...)
-	now := s.now()
-	ttl := s.cfg.TokenEndpoint.MaxTTL.Duration
-	tok, err := s.delegator.signer.Issue(delegation.Claims{
-		Subject: person.String(), Audience: audience, Actors: []string{actor.String()}, TaskID: taskID,
-		Thumbprint: delegation.Thumbprint(cert), Expiry: now.Add(ttl),
-	})
-	if err != nil {
-		fail(delegation.CodeInvalidRequest, err.Error())
+	if err := s.locks.checkDelegation(chain, taskID); err != nil {
+		fail(delegation.CodeInvalidGrant, status.Convert(err).Message())
 		return
 	}
-	ev, err := s.event(r.Context(), "delegation.issue", person.String(), map[string]any{"actor": actor.String(), "task": taskID, "audience": audience})
+	s.issueDelegation(ctx, w, req, cert, chain, taskID, fail)
+}
+
+// issueDelegation signs and records the delegation token for chain (the
+// new actor first, the person last) under task taskID.
+func (s *Server) issueDelegation(ctx context.Context, w http.ResponseWriter, req delegation.ExchangeRequest, cert *x509.Certificate, chain []spiffeid.ID, taskID string, fail func(code, desc string)) {
+	audience := append(append([]string{}, req.Audience...), req.Resource...)
+	actors := make([]string, 0, len(chain)-1)
+	for _, id := range chain[:len(chain)-1] {
+		actors = append(actors, id.String())
+	}
+	person := chain[len(chain)-1].String()
+	ttl := s.cfg.TokenEndpoint.MaxTTL.Duration
+	tok, err := s.delegator.signer.Issue(delegation.Claims{
+		Subject: person, Audience: audience, Actors: actors, TaskID: taskID,
+		Thumbprint: delegation.Thumbprint(cert), Expiry: s.now().Add(ttl),
+	})
+	if err != nil {
+		fail(delegation.CodeInvalidRequest, outsideError(err))
+		return
+	}
+	details := map[string]any{"actor": actors[0], "task": taskID, "audience": audience}
+	if len(actors) > 1 {
+		details["actors"] = actors
+	}
+	ev, err := s.event(ctx, "delegation.issue", person, details)
 	if err == nil {
-		err = s.record(r.Context(), ev)
+		err = s.record(ctx, ev)
 	}
 	if err != nil {
 		http.Error(w, "the audit log could not record this exchange: retry later", http.StatusServiceUnavailable)
@@ -251,10 +286,11 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 // redelegate passes work on from one agent to another: the subject token
 // is a delegation token an earlier agent obtained with this endpoint as its
 // audience. Every hop is checked here, since consumers are told to ignore
-// nested act claims: the earlier token verifies, the new actor is a member
-// of the same live task as the person, is not already in the chain, and
+// nested act claims: the earlier token verifies, the new actor is not
+// already in the chain, every actor and the person are members of the
+// token's task and it is live, no lock names any of them or the task, and
 // the chain stays within the depth limit.
-func (s *Server) redelegate(w http.ResponseWriter, r *http.Request, req delegation.ExchangeRequest, cert *x509.Certificate, actor spiffeid.ID, fail func(code, desc string)) {
+func (s *Server) redelegate(ctx context.Context, w http.ResponseWriter, req delegation.ExchangeRequest, cert *x509.Certificate, actor spiffeid.ID, fail func(code, desc string)) {
 	issuer := s.cfg.TokenEndpoint.Issuer
 	keys := s.delegator.keys.Load()
 	if keys == nil {
@@ -263,56 +299,45 @@ func (s *Server) redelegate(w http.ResponseWriter, r *http.Request, req delegati
 	}
 	v, err := delegation.NewVerifier(*keys, issuer, delegation.WithClock(s.now), delegation.WithLeeway(s.cfg.MaxClockSkew.Duration))
 	if err != nil {
-		fail(delegation.CodeInvalidRequest, err.Error())
+		fail(delegation.CodeInvalidRequest, outsideError(err))
 		return
 	}
 	prev, err := v.VerifyForExchange(req.SubjectToken, issuer)
 	if err != nil {
-		fail(delegation.CodeInvalidRequest, "subject_token: "+err.Error())
+		fail(delegation.CodeInvalidRequest, "subject_token: "+outsideError(err))
 		return
 	}
-	for _, a := range prev.Actors {
-		if a == actor.String() {
+	chain := []spiffeid.ID{actor}
+	for _, raw := range append(append([]string{}, prev.Actors...), prev.Subject) {
+		id, err := spiffeid.FromString(raw)
+		if err != nil {
+			fail(delegation.CodeInvalidRequest, "subject_token: "+outsideError(err))
+			return
+		}
+		if id == actor {
 			fail(delegation.CodeInvalidRequest, fmt.Sprintf("%s is already in the chain of this token", actor))
 			return
 		}
+		chain = append(chain, id)
 	}
-	person, err := spiffeid.FromString(prev.Subject)
-	if err != nil {
-		fail(delegation.CodeInvalidRequest, "subject_token: "+err.Error())
-		return
-	}
-	if _, err := s.sharedTask(r.Context(), []string{"task:" + prev.TaskID}, actor, person); err != nil {
+	if _, err := s.sharedTask(ctx, prev.TaskID, chain); err != nil {
 		fail(delegation.CodeInvalidTarget, err.Error())
 		return
 	}
-	audience := append(append([]string{}, req.Audience...), req.Resource...)
-	ttl := s.cfg.TokenEndpoint.MaxTTL.Duration
-	tok, err := s.delegator.signer.Issue(delegation.Claims{
-		Subject: prev.Subject, Audience: audience, Actors: append([]string{actor.String()}, prev.Actors...), TaskID: prev.TaskID,
-		Thumbprint: delegation.Thumbprint(cert), Expiry: s.now().Add(ttl),
-	})
-	if err != nil {
-		fail(delegation.CodeInvalidRequest, err.Error())
+	if err := s.locks.checkDelegation(chain, prev.TaskID); err != nil {
+		fail(delegation.CodeInvalidGrant, status.Convert(err).Message())
 		return
 	}
-	ev, err := s.event(r.Context(), "delegation.issue", prev.Subject, map[string]any{
-		"actors": append([]string{actor.String()}, prev.Actors...), "task": prev.TaskID, "audience": audience})
-	if err == nil {
-		err = s.record(r.Context(), ev)
-	}
-	if err != nil {
-		http.Error(w, "the audit log could not record this exchange: retry later", http.StatusServiceUnavailable)
-		return
-	}
-	_ = delegation.WriteResponse(w, tok, ttl)
+	s.issueDelegation(ctx, w, req, cert, chain, prev.TaskID, fail)
 }
 
-// subjectOf verifies the person's token.
+// subjectOf verifies the person's token. A person named by an ID token
+// gets the ID sign-in gives them (identity.PersonID), so a token endpoint
+// and a login never disagree on who someone is.
 func (s *Server) subjectOf(ctx context.Context, req delegation.ExchangeRequest, audience string) (spiffeid.ID, error) {
 	switch req.SubjectTokenType {
 	case delegation.TokenTypeJWT:
-		svid, err := jwtsvid.ParseAndValidate(req.SubjectToken, s.jwtBundle(), []string{audience})
+		svid, err := s.validateJWTSVID(req.SubjectToken, audience)
 		if err != nil {
 			return spiffeid.ID{}, err
 		}
@@ -323,21 +348,28 @@ func (s *Server) subjectOf(ctx context.Context, req delegation.ExchangeRequest, 
 		}
 		res, err := s.people.Verify(ctx, req.SubjectToken)
 		if err != nil {
-			return spiffeid.ID{}, err
+			return spiffeid.ID{}, errors.New(outsideError(err))
 		}
-		return res.AgentID, nil
+		return identity.PersonID("email", s.td, res.Facts["email"])
 	}
 	return spiffeid.ID{}, fmt.Errorf("token type %s is not accepted: give a JWT-SVID or an ID token", req.SubjectTokenType)
 }
 
-// sharedTask finds the live task under which actor acts for person.
-func (s *Server) sharedTask(ctx context.Context, scope []string, actor, person spiffeid.ID) (string, error) {
+// taskInScope returns the task named by the last "task:ID" scope token, or "".
+func taskInScope(scope []string) string {
 	want := ""
 	for _, sc := range scope {
 		if id, ok := strings.CutPrefix(sc, "task:"); ok {
 			want = id
 		}
 	}
+	return want
+}
+
+// sharedTask finds the live task under which chain[0] acts for the rest of
+// the chain (the person last): the one named want, or the only one all of
+// them are members of.
+func (s *Server) sharedTask(ctx context.Context, want string, chain []spiffeid.ID) (string, error) {
 	recs, err := s.store.ListTasks(ctx, string(task.StateOpen))
 	if err != nil {
 		return "", err
@@ -349,19 +381,49 @@ func (s *Server) sharedTask(ctx context.Context, scope []string, actor, person s
 		if err != nil || !t.Live(now) || want != "" && t.ID != want {
 			continue
 		}
-		if isMemberOf(t, actor) && isMemberOf(t, person) {
+		all := true
+		for _, id := range chain {
+			all = all && isMemberOf(t, id)
+		}
+		if all {
 			found = append(found, t.ID)
 		}
 	}
+	actor, person := chain[0], chain[len(chain)-1]
 	switch {
 	case len(found) == 1:
 		return found[0], nil
 	case len(found) == 0 && want != "":
-		return "", fmt.Errorf("task %s is not open, or does not have both %s and %s as members", want, person, actor)
+		return "", fmt.Errorf("task %s is not open, or does not have %s as members", identity.Quote(want), joinIDs(chain))
 	case len(found) == 0:
 		return "", fmt.Errorf("%s has not allowed %s to act for them: no open task has both as members", person, actor)
 	}
 	return "", fmt.Errorf("%s and %s share tasks %s: name one with scope=task:ID", person, actor, strings.Join(found, ", "))
+}
+
+func joinIDs(ids []spiffeid.ID) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = id.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// outsideError renders an error that may repeat what a caller sent:
+// control bytes escaped and cut at maxEcho bytes, so a response or a log
+// line never carries a caller's text unbounded.
+func outsideError(err error) string {
+	const maxEcho = 200
+	q := strconv.Quote(err.Error())
+	q = q[1 : len(q)-1]
+	if len(q) <= maxEcho {
+		return q
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(q[cut]) {
+		cut--
+	}
+	return q[:cut] + "…"
 }
 
 func isMemberOf(t task.Task, id spiffeid.ID) bool {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 	"writ.dev/writ/delegation"
 )
 
@@ -47,6 +48,9 @@ func TestDelegation(t *testing.T) {
 
 	agent := mintSVID(t, srv, bot)
 	jwt := func(id string) string {
+		if strings.Contains(id, "/person/") {
+			return personJWT(t, srv, id, issuer)
+		}
 		tok, err := mintJWT(t, srv, &writv1.MintJWTSVIDRequest{SpiffeId: id, Audience: []string{issuer}})
 		if err != nil {
 			t.Fatal(err)
@@ -167,5 +171,144 @@ func TestDelegation(t *testing.T) {
 	code, body = exchange(agent, intern, hrService)
 	if code != http.StatusBadRequest || body["error"] != "invalid_target" {
 		t.Fatalf("exchange for the intern: %d %v", code, body)
+	}
+}
+
+// exchangeAt posts one token exchange to the endpoint at addr as client.
+func exchangeAt(t *testing.T, srv *Server, addr string, client *x509svid.SVID, form url.Values) (int, map[string]any) {
+	t.Helper()
+	bundle := x509bundle.FromX509Authorities(srv.TrustDomain(), srv.x509.Bundle())
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(client, bundle, tlsconfig.AuthorizeID(srv.tlsID.ID()))}}
+	resp, err := hc.PostForm("https://"+addr+"/token", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}
+
+func exchangeForm(actorToken, subjectToken, subjectType, audience string) url.Values {
+	return url.Values{
+		"grant_type":         {delegation.GrantTypeTokenExchange},
+		"subject_token":      {subjectToken},
+		"subject_token_type": {subjectType},
+		"actor_token":        {actorToken},
+		"actor_token_type":   {delegation.TokenTypeJWT},
+		"audience":           {audience},
+	}
+}
+
+func startTokenEndpoint(t *testing.T, opts ...func(*Config)) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := testConfig(t)
+	cfg.TokenEndpoint.Address = addr
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg.Defaults()
+	return startServer(t, cfg), addr
+}
+
+// TestDelegationRefusedUnderLocks: no delegation token is issued while a
+// lock names the agent, the person or the task, and a re-exchange is
+// refused while a lock names any actor already in the chain. Each refusal
+// is an audit event naming the agent that asked and where from.
+func TestDelegationRefusedUnderLocks(t *testing.T) {
+	srv, addr := startTokenEndpoint(t)
+	admin := adminConn(t, srv)
+	research := "spiffe://" + testTD + "/agent/research-bot"
+	hrService := "spiffe://" + testTD + "/svc/hr"
+	payroll := openTask(t, writv1.NewTaskServiceClient(admin), "answer the CEO's question about payroll", []string{ceo, bot, research},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo, bot, research}})
+	issuer := srv.cfg.TokenEndpoint.Issuer
+	agent, second := mintSVID(t, srv, bot), mintSVID(t, srv, research)
+	// Tokens are fetched before any lock: a lock must stop the exchange
+	// itself, not only the minting of the tokens it takes.
+	agentJWT := func() string {
+		tok, err := mintJWT(t, srv, &writv1.MintJWTSVIDRequest{SpiffeId: bot, Audience: []string{issuer}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.GetToken()
+	}
+	secondJWT, err := mintJWT(t, srv, &writv1.MintJWTSVIDRequest{SpiffeId: research, Audience: []string{issuer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ceoJWT := personJWT(t, srv, ceo, issuer)
+	actorJWT := agentJWT()
+	code, body := exchangeAt(t, srv, addr, agent, exchangeForm(actorJWT, ceoJWT, delegation.TokenTypeJWT, issuer))
+	if code != http.StatusOK {
+		t.Fatalf("exchange before any lock: %d %v", code, body)
+	}
+	forward, _ := body["access_token"].(string)
+
+	lc := writv1.NewLockServiceClient(admin)
+	for _, tc := range []struct{ name, kind, value string }{
+		{"the person", "spiffe-id", ceo},
+		{"the agent", "spiffe-id", bot},
+		{"the agent by prefix", "id-prefix", "spiffe://" + testTD + "/agent"},
+		{"the task", "task", payroll.GetId()},
+	} {
+		l := createLock(t, admin, tc.kind, tc.value, "INC-77 "+tc.name, "")
+		code, body := exchangeAt(t, srv, addr, agent, exchangeForm(actorJWT, ceoJWT, delegation.TokenTypeJWT, hrService))
+		desc, _ := body["error_description"].(string)
+		if code != http.StatusBadRequest || body["error"] != delegation.CodeInvalidGrant || !strings.Contains(desc, l.GetId()) || !strings.Contains(desc, "INC-77") {
+			t.Errorf("exchange while a lock names %s: %d %v", tc.name, code, body)
+		}
+		if _, err := lc.DeleteLock(t.Context(), &writv1.DeleteLockRequest{Id: l.GetId()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Re-exchange: the first agent, already in the chain, is locked.
+	l := createLock(t, admin, "spiffe-id", bot, "INC-78 first agent", "")
+	code, body = exchangeAt(t, srv, addr, second, exchangeForm(secondJWT.GetToken(), forward, delegation.TokenTypeURI, hrService))
+	if desc, _ := body["error_description"].(string); code != http.StatusBadRequest || !strings.Contains(desc, bot) || !strings.Contains(desc, l.GetId()) {
+		t.Fatalf("re-exchange while an earlier actor is locked: %d %v", code, body)
+	}
+	if _, err := lc.DeleteLock(t.Context(), &writv1.DeleteLockRequest{Id: l.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	code, body = exchangeAt(t, srv, addr, second, exchangeForm(secondJWT.GetToken(), forward, delegation.TokenTypeURI, hrService))
+	if code != http.StatusOK {
+		t.Fatalf("re-exchange once the lock is gone: %d %v", code, body)
+	}
+
+	// A task the caller names is repeated in the error only cut short.
+	form := exchangeForm(agentJWT(), ceoJWT, delegation.TokenTypeJWT, hrService)
+	long := strings.Repeat("T", 1000)
+	form.Set("scope", "task:"+long)
+	code, body = exchangeAt(t, srv, addr, agent, form)
+	if desc, _ := body["error_description"].(string); code != http.StatusBadRequest || len(desc) > 400 || strings.Contains(desc, long) || !strings.Contains(desc, "(1000 bytes)") {
+		t.Fatalf("a long task name in scope: %d %d bytes %q", code, len(desc), desc)
+	}
+
+	// Every refusal above names the agent that asked and its address.
+	var refused []audit.Event
+	for _, ev := range readEvents(t, writv1.NewAuditServiceClient(admin)) {
+		if ev.Type == "delegation.refused" {
+			refused = append(refused, ev)
+		}
+	}
+	if len(refused) != 6 {
+		t.Fatalf("%d delegation.refused events, want 6", len(refused))
+	}
+	for _, ev := range refused {
+		var d struct{ Caller, Source, Reason string }
+		if err := json.Unmarshal(ev.Details, &d); err != nil {
+			t.Fatal(err)
+		}
+		if (d.Caller != bot && d.Caller != research) || ev.Actor != d.Caller || ev.Subject != d.Caller || !strings.HasPrefix(d.Source, "127.0.0.1:") || d.Reason == "" {
+			t.Errorf("refusal event does not name the caller and source: actor %q subject %q details %s", ev.Actor, ev.Subject, ev.Details)
+		}
 	}
 }

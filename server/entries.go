@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -221,17 +220,11 @@ func (s *Server) ruleFromProto(pe *writv1.Entry) (identity.Rule, error) {
 	return r, nil
 }
 
-// reservedPath is where writ names its own servers and join-token agents.
-// Agents trust a server by an ID under it, so no rule and no minted SVID
-// may carry one: a workload holding spiffe://TD/writ/server/x could
-// impersonate the server to every agent.
-const reservedPath = "/writ/"
-
+// checkNotReserved refuses IDs no rule and no minted SVID may carry: a
+// workload holding spiffe://TD/writ/server/x could impersonate the server
+// to every agent, and one holding a person's ID would act in their tasks.
 func checkNotReserved(field string, id spiffeid.ID) error {
-	if strings.HasPrefix(id.Path()+"/", reservedPath) {
-		return &identity.FieldError{Field: field, Msg: fmt.Sprintf("%s is reserved: IDs under %s name writ's own servers and agents", id, reservedPath)}
-	}
-	return nil
+	return identity.CheckNotReserved(field, id)
 }
 
 // parseOptionalID leaves a missing ID zero so Validate reports it as

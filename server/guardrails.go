@@ -61,11 +61,12 @@ func (g guardrails) Forbid(req authz.Request) (bool, string) {
 			Context: guardrail.Context{Time: req.Time, Chain: req.Chain, SourceAddress: req.SourceAddress, Facts: factsMap(req.Facts[id])},
 		})
 		if !d.Allowed {
-			why := "no permit policy allows it"
+			// authz prefixes "guardrail: ", so the reason does not.
+			why := "no permit policy allows"
 			if d.Forbidden {
-				why = "forbidden by " + strings.Join(d.Policies, ", ")
+				why = "policy " + strings.Join(d.Policies, ", ") + " forbids"
 			}
-			msg := fmt.Sprintf("guardrail: %s for %s %s on %s", why, id, req.Action, req.Resource)
+			msg := fmt.Sprintf("%s %s to %s %s", why, authz.Link{ID: id}, req.Action, req.Resource)
 			if len(d.Errors) > 0 {
 				msg += " (policies that failed to evaluate: " + strings.Join(d.Errors, "; ") + ")"
 			}

@@ -32,7 +32,7 @@ func TestInventory(t *testing.T) {
 	)
 
 	mintSVID(t, srv, web)
-	mintSVID(t, srv, ceo)
+	signIn(t, srv, ceo)
 	if _, err := writv1.NewEntryServiceClient(admin).CreateEntries(ctx, &writv1.CreateEntriesRequest{Entries: []*writv1.Entry{
 		entry("/svc/batch", "/node/n1", "unix:uid:1000"),
 	}}); err != nil {

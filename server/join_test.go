@@ -300,7 +300,7 @@ func TestJoinByKubernetesToken(t *testing.T) {
 
 // TestReservedIDsAreRefused: no rule and no minted SVID may carry an ID
 // under /writ/, where servers and join-token agents are named, or a
-// workload could pass for a server to every agent.
+// workload could pass for a server to every agent; nor one under /person/.
 func TestReservedIDsAreRefused(t *testing.T) {
 	srv := startServer(t, testConfig(t))
 	cc := adminConn(t, srv)
@@ -312,6 +312,15 @@ func TestReservedIDsAreRefused(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "reserved")
 	_, err = writv1.NewSVIDServiceClient(cc).MintJWTSVID(t.Context(), &writv1.MintJWTSVIDRequest{SpiffeId: "spiffe://" + testTD + "/writ", Audience: []string{"a"}})
 	wantCode(t, err, codes.InvalidArgument, "reserved")
+	// People's IDs come from sign-in only: a rule handing a service a
+	// person's ID, or a mint of one, would let it act in their tasks.
+	_, err = writv1.NewEntryServiceClient(cc).CreateEntries(t.Context(), &writv1.CreateEntriesRequest{Entries: []*writv1.Entry{
+		entry("/person/example.com/ceo", "/node", "unix:uid:1")}})
+	wantCode(t, err, codes.InvalidArgument, "/person/, which is reserved")
+	_, err = writv1.NewSVIDServiceClient(cc).MintX509SVID(t.Context(), &writv1.MintX509SVIDRequest{SpiffeId: ceo, Csr: csr})
+	wantCode(t, err, codes.InvalidArgument, "/person/, which is reserved")
+	_, err = writv1.NewSVIDServiceClient(cc).MintJWTSVID(t.Context(), &writv1.MintJWTSVIDRequest{SpiffeId: ceo, Audience: []string{"a"}})
+	wantCode(t, err, codes.InvalidArgument, "/person/, which is reserved")
 	// Merely similar paths are fine.
 	if _, err := writv1.NewEntryServiceClient(cc).CreateEntries(t.Context(), &writv1.CreateEntriesRequest{Entries: []*writv1.Entry{
 		entry("/writer/app", "/node", "unix:uid:1")}}); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,4 +208,39 @@ func TestOIDCConfig(t *testing.T) {
 			t.Errorf("oidc_address %q oidc_issuer %q: %v, want an error naming %s", tc.addr, tc.issuer, err, tc.want)
 		}
 	}
+}
+
+// TestCheckRefusesExpiredJWTSVID: Check takes a JWT-SVID until its "exp"
+// and not a moment after, by the server's clock; go-spiffe alone would
+// accept it for another minute.
+func TestCheckRefusesExpiredJWTSVID(t *testing.T) {
+	var offset atomic.Int64
+	cfg := testConfig(t)
+	ctx := context.Background()
+	srv, err := New(ctx, cfg, Options{Logger: quietLogger(), Version: "test", Now: func() time.Time {
+		return time.Now().Add(time.Duration(offset.Load()))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	admin := adminConn(t, srv)
+	id := "spiffe://" + testTD + "/svc/batch"
+	resp, err := mintJWT(t, srv, &writv1.MintJWTSVIDRequest{SpiffeId: id, Audience: []string{"db"}, TtlSeconds: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decide := writv1.NewDecisionServiceClient(admin)
+	req := &writv1.CheckRequest{Action: "read", Resource: "db/orders", JwtSvid: resp.GetToken(), JwtAudience: "db"}
+	if r, err := decide.Check(ctx, req); err != nil || strings.Join(r.GetChain(), " ") != id {
+		t.Fatalf("Check with a live JWT-SVID: %v %v", r, err)
+	}
+	// The server's clock reaches "exp": well within go-spiffe's minute.
+	exp := time.Unix(resp.GetExpiresAt(), 0)
+	offset.Store(int64(exp.Sub(time.Now())))
+	_, err = decide.Check(ctx, req)
+	wantCode(t, err, codes.InvalidArgument, "expired at "+exp.UTC().Format(time.RFC3339))
 }

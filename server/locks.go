@@ -122,6 +122,47 @@ func (ls *lockSet) fail(err error) {
 	ls.mu.Unlock()
 }
 
+// fresh refuses, with Unavailable, when the lock set is not loaded or older
+// than lockStaleAfter: what would be done (issuance, delegation) is refused
+// rather than done past a lock this server has not seen. Called with mu held.
+func (ls *lockSet) fresh(what string) error {
+	if !ls.loaded || time.Since(ls.loadedAt) > lockStaleAfter {
+		return status.Errorf(codes.Unavailable, "locks could not be read from the store for more than %s (%v): %s is refused until they can", lockStaleAfter, ls.lastErr, what)
+	}
+	return nil
+}
+
+// checkDelegation refuses a delegation token while a lock names anyone in
+// chain (every actor and the person) or the task it would be made under:
+// a locked identity gets no token to act with, as it gets no SVID, and a
+// locked task lends nobody its members.
+func (ls *lockSet) checkDelegation(chain []spiffeid.ID, taskID string) error {
+	if ls == nil {
+		return status.Error(codes.Unavailable, "locks are not loaded yet: delegation is refused until they are")
+	}
+	ls.mu.RLock()
+	defer ls.mu.RUnlock()
+	if err := ls.fresh("delegation"); err != nil {
+		return err
+	}
+	now := ls.s.now()
+	for _, l := range ls.locks {
+		if lockExpired(l, now) {
+			continue
+		}
+		kind := identity.LockKind(l.Target.Kind)
+		if kind == identity.LockTask && l.Target.Value == taskID {
+			return status.Errorf(codes.PermissionDenied, "task %s is locked by lock %s: %s", taskID, l.ID, l.Reason)
+		}
+		for _, id := range chain {
+			if identity.LockCoversID(kind, l.Target.Value, id) {
+				return status.Errorf(codes.PermissionDenied, "%s is locked by lock %s (%s %s): %s", id, l.ID, l.Target.Kind, l.Target.Value, l.Reason)
+			}
+		}
+	}
+	return nil
+}
+
 // checkIssue refuses issuance of an SVID for id when a lock in force names
 // it. spiffe-id locks match the ID exactly; id-prefix locks match the ID and
 // everything below it by whole path segments; node and agent locks match
@@ -133,15 +174,15 @@ func (ls *lockSet) checkIssue(id spiffeid.ID) error {
 	}
 	ls.mu.RLock()
 	defer ls.mu.RUnlock()
-	if !ls.loaded || time.Since(ls.loadedAt) > lockStaleAfter {
-		return status.Errorf(codes.Unavailable, "locks could not be read from the store for more than %s (%v): issuance is refused until they can", lockStaleAfter, ls.lastErr)
+	if err := ls.fresh("issuance"); err != nil {
+		return err
 	}
 	now := ls.s.now()
 	for _, l := range ls.locks {
 		if lockExpired(l, now) {
 			continue
 		}
-		if identity.LockCoversID(l.Target.Kind, l.Target.Value, id) {
+		if identity.LockCoversID(identity.LockKind(l.Target.Kind), l.Target.Value, id) {
 			return status.Errorf(codes.PermissionDenied, "%s is locked by lock %s (%s %s): %s", id, l.ID, l.Target.Kind, l.Target.Value, l.Reason)
 		}
 	}
@@ -152,12 +193,12 @@ func (ls *lockSet) checkIssue(id spiffeid.ID) error {
 func (ls *lockSet) checkJoin(method string) error {
 	ls.mu.RLock()
 	defer ls.mu.RUnlock()
-	if !ls.loaded || time.Since(ls.loadedAt) > lockStaleAfter {
-		return status.Errorf(codes.Unavailable, "locks could not be read from the store for more than %s (%v): joins are refused until they can", lockStaleAfter, ls.lastErr)
+	if err := ls.fresh("joining"); err != nil {
+		return err
 	}
 	now := ls.s.now()
 	for _, l := range ls.locks {
-		if !lockExpired(l, now) && l.Target.Kind == store.LockJoinMethod && l.Target.Value == method {
+		if !lockExpired(l, now) && identity.LockKind(l.Target.Kind) == identity.LockJoinMethod && l.Target.Value == method {
 			return status.Errorf(codes.PermissionDenied, "joining by %s is locked by lock %s: %s", method, l.ID, l.Reason)
 		}
 	}
@@ -173,28 +214,33 @@ func lockExpired(l store.Lock, now time.Time) bool {
 
 // lockTargetFromProto validates a lock target; errors name the field.
 func (s *Server) lockTargetFromProto(pt *writv1.LockTarget) (store.LockTarget, error) {
-	kind, value := pt.GetKind(), pt.GetValue()
-	switch kind {
-	case store.LockSPIFFEID, store.LockIDPrefix, store.LockNode, store.LockAgent:
+	kind, err := identity.ParseLockKind("target.kind", pt.GetKind())
+	if err != nil {
+		return store.LockTarget{}, err
+	}
+	value := pt.GetValue()
+	switch {
+	case kind.NamesID():
 		id, err := identity.ParseIDInTrustDomain("target.value", value, s.td)
 		if err != nil {
 			return store.LockTarget{}, err
 		}
+		// A lock on spiffe://TD/person/example.com/Erin would name nobody
+		// (people's IDs are lowercase) and leave erin free.
+		if err := identity.CheckPersonCase("target.value", id); err != nil {
+			return store.LockTarget{}, err
+		}
 		value = id.String()
-	case store.LockJoinMethod:
+	case kind == identity.LockJoinMethod:
 		if len(value) > maxJoinMethodLen || !joinMethodName.MatchString(value) {
-			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%q is not a join method name: use 1 to %d of a-z, 0-9, '_' and '-', e.g. join_token", value, maxJoinMethodLen)}
+			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%s is not a join method name: use 1 to %d of a-z, 0-9, '_' and '-', e.g. join_token", identity.Quote(value), maxJoinMethodLen)}
 		}
-	case store.LockTask:
+	case kind == identity.LockTask:
 		if len(value) > 128 || !taskIDChars.MatchString(value) {
-			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%q is not a task id: use 1 to 128 of letters, digits, '.', '_' and '-'", value)}
+			return store.LockTarget{}, &identity.FieldError{Field: "target.value", Msg: fmt.Sprintf("%s is not a task id: use 1 to 128 of letters, digits, '.', '_' and '-'", identity.Quote(value))}
 		}
-	case "":
-		return store.LockTarget{}, &identity.FieldError{Field: "target.kind", Msg: "is required: one of spiffe-id, id-prefix, node, agent, join-method, task"}
-	default:
-		return store.LockTarget{}, &identity.FieldError{Field: "target.kind", Msg: fmt.Sprintf("%q is not a lock target: use one of spiffe-id, id-prefix, node, agent, join-method, task", kind)}
 	}
-	return store.LockTarget{Kind: kind, Value: value}, nil
+	return store.LockTarget{Kind: string(kind), Value: value}, nil
 }
 
 func checkLockReason(r string) error {

@@ -98,6 +98,8 @@ func TestPayrollScenario(t *testing.T) {
 	}
 	if r := check(t, decide, "read", "hr/salaries", bot, ceo); r.GetAllow() {
 		t.Fatalf("allowed after the task closed: %v", r)
+	} else if want := "task " + payroll.GetId() + " is closed"; !strings.Contains(r.GetReason(), want) {
+		t.Fatalf("the denial after the task closed does not say %q: %q", want, r.GetReason())
 	}
 	// A locked task grants nothing.
 	createLock(t, admin, "task", deploy.GetId(), "INC-12 change freeze", "")
@@ -202,6 +204,8 @@ when { principal.kind == "workload" && context.granting };
 	decide := writv1.NewDecisionServiceClient(admin)
 	if r := check(t, decide, "write", "db/prod/payments", bot); r.GetAllow() || !strings.Contains(r.GetReason(), "no-unaccompanied-agent-writes") {
 		t.Fatalf("the agent alone: %v", r)
+	} else if n := strings.Count(r.GetReason(), "guardrail"); n != 1 || strings.Count(r.GetReason(), "forbid") != 1 {
+		t.Fatalf("the reason names the guardrail %d times, want once: %q", n, r.GetReason())
 	}
 	if r := check(t, decide, "write", "db/prod/payments", bot, ceo); !r.GetAllow() {
 		t.Fatalf("the agent acting for the CEO: %v", r)

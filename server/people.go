@@ -13,13 +13,13 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/oidc"
-
+	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 )
 
 // PeopleConfig lets people sign in with `writ login` against the company's
 // identity provider. Their SVIDs are spiffe://TD/person/DOMAIN/LOCAL for a
-// verified email LOCAL@DOMAIN.
+// verified email LOCAL@DOMAIN, both lowercased (identity.PersonID).
 type PeopleConfig struct {
 	// Issuer is the identity provider; empty disables sign-in.
 	Issuer string `yaml:"issuer"`
@@ -110,7 +110,11 @@ func (ps *personService) Login(ctx context.Context, req *writv1.LoginRequest) (*
 			if err != nil {
 				return status.Error(codes.PermissionDenied, err.Error())
 			}
-			r.ID, r.TTL = res.AgentID, s.cfg.People.SVIDTTL.Duration
+			id, err := identity.PersonID("email", s.td, res.Facts["email"])
+			if err != nil {
+				return status.Error(codes.PermissionDenied, err.Error())
+			}
+			r.ID, r.TTL = id, s.cfg.People.SVIDTTL.Duration
 			r.Details = map[string]any{"email": res.Facts["email"], "issuer": res.Issuer}
 			r.Claim = func(ctx context.Context) error {
 				return loginReplayRefusal(s.store.CheckToken(ctx, res.Issuer, res.JTI, s.now()))

@@ -159,12 +159,16 @@ func (s *Server) newTaskFromProto(ctx context.Context, pt *writv1.Task) (*task.T
 // ID, so they must name the owner.
 func (s *Server) taskOwner(ctx context.Context, owner string) (spiffeid.ID, error) {
 	if owner != "" {
-		return identity.ParseID("owner", owner)
+		id, err := identity.ParseID("owner", owner)
+		if err == nil {
+			err = identity.CheckPersonCase("owner", id)
+		}
+		return id, err
 	}
 	if c, _ := CallerFrom(ctx); !c.ID.IsZero() {
 		return c.ID, nil
 	}
-	return spiffeid.ID{}, &identity.FieldError{Field: "owner", Msg: fmt.Sprintf("is required when a local administrator creates a task: give the SPIFFE ID of the person responsible, e.g. %s", s.td.IDString()+"/person/example.com/alice")}
+	return spiffeid.ID{}, &identity.FieldError{Field: "owner", Msg: fmt.Sprintf("is required when a local administrator creates a task: give the SPIFFE ID of the person responsible, e.g. %s", s.td.IDString()+identity.NamespacePerson.Path()+"/example.com/alice")}
 }
 
 // taskDeadline checks a requested deadline: every task ends, and within

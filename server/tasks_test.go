@@ -149,6 +149,10 @@ func TestTaskRefusals(t *testing.T) {
 			pt.Grants = []*writv1.Grant{{Actions: []string{"read"}, Resources: []string{"/db/prod"}, To: []string{alice}}}
 		}), "task.grants[0].resources[0]", "starts with '/'"},
 		{"state set", with(func(pt *writv1.Task) { pt.State = "open" }), "task.state", "draft"},
+		{"person member not lowercase", with(func(pt *writv1.Task) {
+			pt.Members = append(pt.Members, "spiffe://"+testTD+"/person/example.com/ERIN")
+		}), "task.members[1]", "person IDs are lowercase"},
+		{"person owner not lowercase", with(func(pt *writv1.Task) { pt.Owner = "spiffe://" + testTD + "/person/example.com/Alice" }), "task.owner", "person IDs are lowercase"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

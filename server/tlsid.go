@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"writ.dev/writ/ca"
+	"writ.dev/writ/identity"
 )
 
 // serverSVIDTTL is the lifetime of the certificate the server presents to
@@ -35,7 +36,7 @@ type serverSVID struct {
 }
 
 func newServerSVID(s *Server) *serverSVID {
-	id, _ := spiffeid.FromSegments(s.td, "writ", "server", s.serverID)
+	id, _ := identity.ServerID(s.td, s.serverID)
 	return &serverSVID{s: s, id: id}
 }
 

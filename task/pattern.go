@@ -53,7 +53,24 @@ func ParsePattern(s string) (Pattern, error) {
 			return Pattern{}, fmt.Errorf("%s: path segment %d %s", quote(s), i+1, problem)
 		}
 	}
+	if problem := personCase(td, segs); problem != "" {
+		return Pattern{}, fmt.Errorf("%s: %s", quote(s), problem)
+	}
 	return Pattern{td: td, segs: segs, text: s}, nil
+}
+
+// personCase refuses a pattern under /person/ with an uppercase letter:
+// people's IDs are lowercase (identity.PersonID), so such a member would
+// name nobody, and a task meant for erin would silently leave her out.
+func personCase(td spiffeid.TrustDomain, segs []string) string {
+	if segs[0] != string(identity.NamespacePerson) {
+		return ""
+	}
+	path := strings.Join(segs, "/")
+	if lower := strings.ToLower(path); lower != path {
+		return fmt.Sprintf("person IDs are lowercase (sign-in lowercases the email); use %s", quote(td.IDString()+"/"+lower))
+	}
+	return ""
 }
 
 // splitPattern checks the scheme and trust domain of s and returns the path

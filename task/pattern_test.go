@@ -66,6 +66,8 @@ func TestParsePatternErrors(t *testing.T) {
 		{"spiffe://td/c%20i", "character '%'"},
 		{"spiffe://*/ci", "trust domain"},
 		{"spiffe://td/" + strings.Repeat("a/", 40) + "a", "at most 32"},
+		{"spiffe://td/person/example.com/Erin", `person IDs are lowercase (sign-in lowercases the email); use "spiffe://td/person/example.com/erin"`},
+		{"spiffe://td/person/Example.com/*", `use "spiffe://td/person/example.com/*"`},
 	}
 	for _, tt := range tests {
 		_, err := ParsePattern(tt.in)

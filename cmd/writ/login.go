@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -27,6 +26,7 @@ import (
 	"writ.dev/writ/agent/output"
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/internal/pemfile"
+	"writ.dev/writ/identity"
 	"writ.dev/writ/person/login"
 )
 
@@ -158,7 +158,7 @@ func loadTrust(file, tdName string) (*x509bundle.Bundle, spiffeid.TrustDomain, e
 // serverAuthorizer accepts only the trust domain's writ servers.
 func serverAuthorizer(td spiffeid.TrustDomain) tlsconfig.Authorizer {
 	return tlsconfig.AdaptMatcher(func(id spiffeid.ID) error {
-		if !id.MemberOf(td) || !strings.HasPrefix(id.Path(), "/writ/server/") {
+		if !id.MemberOf(td) || !identity.IsServerID(id) {
 			return fmt.Errorf("%s is not a writ server of %s", id, td)
 		}
 		return nil

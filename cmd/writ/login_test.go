@@ -34,7 +34,7 @@ func TestLogin(t *testing.T) {
 	}
 	t.Setenv(identityDirEnv, filepath.Join(dir, "identity"))
 
-	idp.SetUser("alice@Example.com", true)
+	idp.SetUser("Alice@Example.com", true)
 	idp.ApproveDevice()
 	out := writ(t, "login", "--server", addr, "--bundle", bundle, "--device")
 	if !strings.Contains(out, "signed in as spiffe://people.test/person/example.com/alice") {

@@ -107,7 +107,7 @@ func newAuditLog(ctx context.Context, s *Server, ks keystore.KeyStore) (*auditLo
 	if err != nil {
 		return nil, err
 	}
-	ev, err := audit.Make(s.now(), "audit.key.publish", s.actor(), name, map[string]any{"server_id": s.serverID})
+	ev, err := audit.Make(s.now(), audit.EventAuditKeyPublish, s.actor(), name, map[string]any{"server_id": s.serverID})
 	if err != nil {
 		return nil, err
 	}

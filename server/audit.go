@@ -255,7 +255,8 @@ func (a *auditLog) resume(ctx context.Context) error {
 			return fmt.Errorf("REFUSING TO START: the audit log's unsigned tail (events %d to %d) does not match its stored hashes: %v; keep the database as evidence", a.last.Size, size-1, err)
 		}
 	}
-	a.keptSize, a.keptAt = a.last.Size, a.now()
+	// The first seal of a run is kept for good, so restarts leave a trail.
+	a.keptSize, a.keptAt = a.last.Size, time.Time{}
 	return nil
 }
 
@@ -285,7 +286,7 @@ func (a *auditLog) sealLocked(size int64, root store.AuditHash, hashes tlog.Hash
 		Checkpoint: store.AuditCheckpoint{ServerID: a.serverID, Size: size, Note: msg, CreatedAt: now},
 		Drop:       a.dropNext,
 	}
-	if size-a.keptSize >= a.every || now.Sub(a.keptAt) >= a.interval {
+	if a.keptAt.IsZero() || size-a.keptSize >= a.every || now.Sub(a.keptAt) >= a.interval {
 		a.keptSize, a.keptAt, a.dropNext = size, now, nil
 	} else {
 		a.dropNext = []int64{size}

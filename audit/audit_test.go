@@ -262,13 +262,48 @@ func TestVerifyGoodLog(t *testing.T) {
 	if rep.Leaves != 100 || rep.Verified != 100 || !rep.OK() || rep.Origin != testOrigin {
 		t.Fatalf("report %+v", rep)
 	}
-	// Events appended after the last checkpoint are fine, only not yet covered.
-	more := append(clone(leaves), testEvent(t, 100))
-	rep = mustVerify(t, more, cps, k.verifier)
-	if rep.Verified != 100 {
-		t.Errorf("Verified = %d", rep.Verified)
-	}
 	mustVerify(t, nil, nil, k.verifier)
+}
+
+// TestVerifyUncoveredTailFails: an event no trusted checkpoint covers could
+// have been changed at will, so the log is not OK, and the report says which
+// events are unprotected.
+func TestVerifyUncoveredTailFails(t *testing.T) {
+	k := newTestKeys(t, 1)
+	leaves := makeLeaves(t, 100)
+	cps := buildLog(t, k, leaves, 10)
+	more := append(clone(leaves), testEvent(t, 100), testEvent(t, 101))
+	rep := mustFail(t, more, cps, k.verifier)
+	if rep.Verified != 100 || !rep.Uncovered() || rep.FirstBad >= 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	if s := rep.Summary(); !strings.Contains(s, "events 100 to 101 are not covered") {
+		t.Fatalf("summary %q does not name the uncovered events", s)
+	}
+	// Signed by a key the verifier was not given: not covered either.
+	other := newTestKeys(t, 2)
+	rep = mustFail(t, leaves, cps, other.verifier)
+	if rep.Verified != 0 || !strings.Contains(rep.Summary(), "none of the 100 events is covered") {
+		t.Fatalf("with a foreign key: %+v: %s", rep, rep.Summary())
+	}
+}
+
+func TestAssemblyGaps(t *testing.T) {
+	var a Assembly
+	a.Head(6)
+	for _, i := range []int64{0, 1, 3, 4} {
+		a.Add(i, []byte{byte(i)})
+	}
+	gaps := a.Gaps()
+	if len(gaps) != 2 || !strings.Contains(gaps[0], "no event 2") || !strings.Contains(gaps[1], "head counts 6 events but the last stored one is 4") {
+		t.Fatalf("gaps %q", gaps)
+	}
+	k := newTestKeys(t, 1)
+	_, err := Verify(context.Background(), &a, nil, k.verifier)
+	var ve *VerifyError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "no event 2") {
+		t.Fatalf("Verify of a gapped log: %v", err)
+	}
 }
 
 // tamperCase damages a copy of the log; want is the first bad index (or -1)
@@ -449,5 +484,34 @@ func TestReadExportRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ReadExport(%q) = %v, want error containing %q", in, err, want)
 		}
+	}
+}
+
+func TestProveExtendsAndStoredLeaves(t *testing.T) {
+	leaves := makeLeaves(t, 40)
+	var h Hashes
+	for _, l := range leaves {
+		h.Append(l)
+	}
+	root20, _ := h.RootAt(20)
+	head := Checkpoint{Origin: testOrigin, Size: 20, Root: root20}
+	if err := ProveExtends(40, head, &h); err != nil {
+		t.Fatalf("an intact log: %v", err)
+	}
+	if err := ProveExtends(19, head, &h); err == nil || !strings.Contains(err.Error(), "fewer than the 20") {
+		t.Fatalf("a short log: %v", err)
+	}
+	bad := head
+	bad.Root[0] ^= 1
+	if err := ProveExtends(40, bad, &h); err == nil || !strings.Contains(err.Error(), "at size 20") {
+		t.Fatalf("another root: %v", err)
+	}
+	if err := CheckStoredLeaves(20, leaves[20:], &h); err != nil {
+		t.Fatalf("the stored tail: %v", err)
+	}
+	changed := clone(leaves[20:])
+	changed[5][3] ^= 1
+	if err := CheckStoredLeaves(20, changed, &h); err == nil || !strings.Contains(err.Error(), "event 25") {
+		t.Fatalf("a changed tail event: %v", err)
 	}
 }

@@ -103,3 +103,110 @@ func (h *Hashes) RootAt(n int64) (tlog.Hash, error) {
 func (h *Hashes) node(level int, k int64) tlog.Hash {
 	return h.stored[tlog.StoredHashIndex(level, k)]
 }
+
+// ProveExtends proves that the tree of n leaves whose stored hashes r holds
+// extends the signed tree head: its first head.Size leaves hash to
+// head.Root, and a consistency proof from head.Size to n checks. The error
+// names both sizes and both roots, for an operator to act on.
+func ProveExtends(n int64, head Checkpoint, r tlog.HashReader) error {
+	if n < head.Size {
+		return fmt.Errorf("the log has %d events, fewer than the %d of the signed tree head (root %s): events were removed", n, head.Size, head.Root)
+	}
+	if head.Size == 0 {
+		return nil
+	}
+	got, err := tlog.TreeHash(head.Size, r)
+	if err != nil {
+		return fmt.Errorf("the log's tree of size %d cannot be computed from the stored hashes (%v): the hash table was damaged or cut", head.Size, err)
+	}
+	if got != head.Root {
+		return fmt.Errorf("at size %d the log's root is %s, but the signed tree head says %s: events at or before index %d were changed, removed or reordered", head.Size, got, head.Root, head.Size-1)
+	}
+	if n == head.Size {
+		return nil
+	}
+	root, err := tlog.TreeHash(n, r)
+	if err == nil {
+		var proof tlog.TreeProof
+		if proof, err = tlog.ProveTree(n, head.Size, r); err == nil {
+			err = tlog.CheckTree(proof, n, root, head.Size, head.Root)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("the log of %d events does not extend the signed tree head of size %d (root %s): %v", n, head.Size, head.Root, err)
+	}
+	return nil
+}
+
+// CheckStoredLeaves checks that the stored hashes r holds for the leaves
+// from index first on are exactly what appending those leaves produces. It
+// is how a writer takes over a tail of the log nobody has signed yet: the
+// prefix is vouched for by a signed root, the tail only by its bytes.
+func CheckStoredLeaves(first int64, leaves [][]byte, r tlog.HashReader) error {
+	base := tlog.StoredHashIndex(0, first)
+	overlay := &overlayReader{r: r, base: base}
+	for i, leaf := range leaves {
+		hs, err := tlog.StoredHashes(first+int64(i), leaf, overlay)
+		if err != nil {
+			return fmt.Errorf("hashing event %d: %w", first+int64(i), err)
+		}
+		overlay.fresh = append(overlay.fresh, hs...)
+	}
+	const batch = 1024
+	for off := 0; off < len(overlay.fresh); off += batch {
+		end := min(off+batch, len(overlay.fresh))
+		idx := make([]int64, end-off)
+		for i := range idx {
+			idx[i] = base + int64(off+i)
+		}
+		stored, err := r.ReadHashes(idx)
+		if err != nil {
+			return fmt.Errorf("reading stored hashes: %w", err)
+		}
+		for i, h := range stored {
+			if h != overlay.fresh[off+i] {
+				ev := first
+				for ev+1 < first+int64(len(leaves)) && tlog.StoredHashIndex(0, ev+1) <= idx[i] {
+					ev++
+				}
+				return fmt.Errorf("the stored hashes do not match event %d: it was changed without its hash, or the hashes were rewritten", ev)
+			}
+		}
+	}
+	return nil
+}
+
+// overlayReader reads hashes from base on from memory, older ones from r.
+type overlayReader struct {
+	r     tlog.HashReader
+	base  int64
+	fresh []tlog.Hash
+}
+
+func (o *overlayReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	var old []int64
+	for _, x := range indexes {
+		if x < o.base {
+			old = append(old, x)
+		}
+	}
+	var got []tlog.Hash
+	if len(old) > 0 {
+		var err error
+		if got, err = o.r.ReadHashes(old); err != nil {
+			return nil, err
+		}
+	}
+	for i, x := range indexes {
+		switch {
+		case x < o.base:
+			out[i], got = got[0], got[1:]
+		case x-o.base < int64(len(o.fresh)):
+			out[i] = o.fresh[x-o.base]
+		default:
+			return nil, fmt.Errorf("audit: stored hash %d not computed yet", x)
+		}
+	}
+	return out, nil
+}

@@ -17,6 +17,59 @@ type LeafSource interface {
 	Leaf(i int64) ([]byte, error)
 }
 
+// gapped is a LeafSource that knows of events missing from it (Assembly);
+// Verify fails on any.
+type gapped interface {
+	Gaps() []string
+}
+
+// Assembly collects a log read page by page from a store that numbers its
+// events, noting every index the store skips and a tail shorter than the
+// store's own count. The leaves are kept in the order read, so a missing
+// event also shows in the tree; the gaps say where, in the store's terms.
+type Assembly struct {
+	leaves Leaves
+	next   int64
+	head   int64
+	gaps   []string
+}
+
+// Add takes the next stored event, which the store numbered index.
+func (a *Assembly) Add(index int64, leaf []byte) {
+	if index != a.next {
+		a.gaps = append(a.gaps, fmt.Sprintf("the store has no event %d: the log jumps from %d to %d (events were deleted)", a.next, a.next-1, index))
+	}
+	a.leaves = append(a.leaves, leaf)
+	a.next = index + 1
+}
+
+// Head records the size the store's head claims.
+func (a *Assembly) Head(size int64) { a.head = max(a.head, size) }
+
+// Next is the index to read from next.
+func (a *Assembly) Next() int64 { return a.next }
+
+// HeadSize is the largest size the store's head claimed.
+func (a *Assembly) HeadSize() int64 { return a.head }
+
+// Len implements LeafSource.
+func (a *Assembly) Len() int64 { return a.leaves.Len() }
+
+// Leaf implements LeafSource.
+func (a *Assembly) Leaf(i int64) ([]byte, error) { return a.leaves.Leaf(i) }
+
+// Leaves are the events in the order read.
+func (a *Assembly) Leaves() Leaves { return a.leaves }
+
+// Gaps says where the stored events skip indexes or stop short of the head.
+func (a *Assembly) Gaps() []string {
+	gaps := a.gaps
+	if a.next < a.head {
+		gaps = append(gaps[:len(gaps):len(gaps)], fmt.Sprintf("the store's head counts %d events but the last stored one is %d (the tail was cut)", a.head, a.next-1))
+	}
+	return gaps
+}
+
 // Leaves is an in-memory LeafSource.
 type Leaves [][]byte
 
@@ -89,11 +142,19 @@ type Report struct {
 	// Forks lists pairs of validly signed checkpoints that cannot both be
 	// true: the same key signed two different histories.
 	Forks []string
+	// Gaps lists events the store skipped (see Assembly).
+	Gaps []string
 }
 
-// OK reports whether nothing is wrong.
+// Uncovered reports whether some events lie beyond every checkpoint that
+// verified with a trusted key: nothing vouches for them, so they could
+// have been changed without a trace.
+func (r *Report) Uncovered() bool { return r.Verified < r.Leaves }
+
+// OK reports whether nothing is wrong and every event is covered by a
+// checkpoint signed by a trusted key.
 func (r *Report) OK() bool {
-	if r.Truncated || r.FirstBad >= 0 || len(r.Forks) > 0 {
+	if r.Truncated || r.FirstBad >= 0 || len(r.Forks) > 0 || len(r.Gaps) > 0 || r.Uncovered() {
 		return false
 	}
 	for _, c := range r.Checkpoints {
@@ -107,7 +168,7 @@ func (r *Report) OK() bool {
 // Summary is one paragraph saying what is wrong, naming the first bad
 // index first.
 func (r *Report) Summary() string {
-	var parts []string
+	parts := append([]string(nil), r.Gaps...)
 	switch {
 	case r.FirstBad >= 0 && r.FirstBadEnd == r.FirstBad+1 && r.Kind != "":
 		parts = append(parts, fmt.Sprintf("event %d was %s", r.FirstBad, r.Kind))
@@ -123,6 +184,13 @@ func (r *Report) Summary() string {
 	for _, c := range r.Checkpoints {
 		if c.Err != nil && !errors.Is(c.Err, errMismatch) && !errors.Is(c.Err, errBeyond) {
 			parts = append(parts, c.Err.Error())
+		}
+	}
+	if r.Uncovered() && r.FirstBad < 0 {
+		if r.Verified == 0 {
+			parts = append(parts, fmt.Sprintf("none of the %d events is covered by a checkpoint signed with a trusted key, so nothing vouches for them", r.Leaves))
+		} else {
+			parts = append(parts, fmt.Sprintf("events %d to %d are not covered by any checkpoint signed with a trusted key, so nothing vouches for them (they could have been changed without a trace)", r.Verified, r.Leaves-1))
 		}
 	}
 	if len(parts) == 0 {
@@ -178,6 +246,9 @@ func Verify(ctx context.Context, leaves LeafSource, checkpoints []SignedCheckpoi
 		return rep, errors.New("audit: no verifier key given for checkpoints")
 	}
 
+	if g, ok := leaves.(gapped); ok {
+		rep.Gaps = g.Gaps()
+	}
 	tree, err := hashLeaves(ctx, leaves)
 	if err != nil {
 		return rep, err

@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -233,4 +236,72 @@ func TestClockSkewStopsIssuance(t *testing.T) {
 	if err := mint(); err != nil {
 		t.Fatalf("after the clock recovered: %v", err)
 	}
+}
+
+// TestEveryCommitIsSealed: without anyone asking for a checkpoint, the
+// log's last event is always covered by a checkpoint this server signed in
+// the same transaction, verifiable with the key the server names from its
+// own keystore; superseded checkpoints do not pile up; and the last head is
+// kept in the data dir, private to the server.
+func TestEveryCommitIsSealed(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Audit.CheckpointInterval = Duration{time.Hour}
+	cfg.Audit.CheckpointEvents = 1000
+	srv := startServer(t, cfg)
+	cc := adminConn(t, srv)
+	api := writv1.NewAuditServiceClient(cc)
+	entries := writv1.NewEntryServiceClient(cc)
+	ctx := t.Context()
+	for i := range 5 {
+		if _, err := entries.CreateEntries(ctx, &writv1.CreateEntriesRequest{Entries: []*writv1.Entry{{
+			SpiffeId: fmt.Sprintf("spiffe://%s/w%d", testTD, i), ParentId: "spiffe://" + testTD + "/node",
+			Selectors: []*writv1.Selector{{Type: "unix", Value: fmt.Sprintf("uid:%d", i)}}}}}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := api.GetCheckpoints(ctx, &writv1.GetAuditCheckpointsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := readSize(t, api)
+		v, err := note.NewVerifier(got.GetServerKey().GetVerifierKey())
+		if err != nil {
+			t.Fatalf("server key %v: %v", got.GetServerKey(), err)
+		}
+		var covered int64
+		for _, c := range got.GetCheckpoints() {
+			cp, err := audit.ParseCheckpoint(c.GetNote(), note.VerifierList(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			covered = max(covered, cp.Size)
+		}
+		if covered != size {
+			t.Fatalf("after change %d the log has %d events but checkpoints cover %d", i, size, covered)
+		}
+		if n := len(got.GetCheckpoints()); n > 2 {
+			t.Fatalf("%d checkpoints kept for a log of %d events with checkpoint_events 1000: superseded ones are not dropped", n, size)
+		}
+	}
+	size := readSize(t, api)
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdown)
+	head := filepath.Join(cfg.DataDir, auditHeadFile)
+	fi, err := os.Stat(head)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("head file: %v, %v; want mode 0600", fi, err)
+	}
+	data, _ := os.ReadFile(head)
+	if c, err := audit.ParseCheckpoint(data, srv.audit.verifier); err != nil || c.Size != size {
+		t.Fatalf("head file holds %+v (%v), want size %d", c, err, size)
+	}
+}
+
+func readSize(t *testing.T, api writv1.AuditServiceClient) int64 {
+	t.Helper()
+	resp, err := api.ReadEvents(t.Context(), &writv1.ReadAuditEventsRequest{Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetSize()
 }

@@ -82,9 +82,11 @@ type Config struct {
 	Log             LogConfig             `yaml:"log"`
 }
 
-// AuditConfig sets how often the server signs a checkpoint of the audit
-// log: after CheckpointEvents new events or CheckpointInterval, whichever
-// comes first, and only when the log has grown.
+// AuditConfig sets how sparse the trail of old checkpoints is. Every
+// commit that appends audit events carries its own signed checkpoint, which
+// the next commit's supersedes; one after CheckpointEvents new events or
+// CheckpointInterval, whichever comes first, is kept for good, so an
+// outside verifier can bracket damage between kept checkpoints.
 type AuditConfig struct {
 	CheckpointEvents   int64    `yaml:"checkpoint_events"`
 	CheckpointInterval Duration `yaml:"checkpoint_interval"`
@@ -599,8 +601,8 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
   guardrails:
     files: []                     # Cedar policy files (or directories of *.cedar) bounding every decision
   audit:
-    checkpoint_events: 1000       # sign a checkpoint after this many new events ...
-    checkpoint_interval: 10s      # ... or this long after the last one, if the log grew
+    checkpoint_events: 1000       # every commit is signed; keep one checkpoint for good per this many events ...
+    checkpoint_interval: 10s      # ... or per this long, whichever comes first
   bundle:
     refresh_hint: 5m              # spiffe_refresh_hint: how often federated domains refetch; <= ca.ttl/6
   bundle_endpoint:                # SPIFFE bundle document at GET / for federated trust domains

@@ -50,7 +50,7 @@ var inventorySources = []string{sourceAgent, sourceRule, sourceTask, sourceStand
 
 // issuanceEvents are the audit event types whose subject is the SPIFFE ID
 // that was given an identity: having one issued is being seen.
-var issuanceEvents = []string{"svid.x509.mint", "svid.jwt.mint", "person.login", "agent.join"}
+var issuanceEvents = []string{audit.EventSVIDX509Mint, audit.EventSVIDJWTMint, audit.EventPersonLogin, audit.EventAgentJoin}
 
 // inventoryService reports identities and what they hold.
 //
@@ -285,7 +285,7 @@ func (b *inventoryBuilder) observe(raw []byte, uses []*grantUse) bool {
 	switch {
 	case slices.Contains(issuanceEvents, ev.Type):
 		b.add(ev.Subject, sourceAudit, ev.Time)
-	case ev.Type == "decision":
+	case ev.Type == audit.EventDecision:
 		var d decisionDetails
 		if err := json.Unmarshal(ev.Details, &d); err != nil {
 			return false

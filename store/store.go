@@ -184,6 +184,31 @@ type AuditCheckpoint struct {
 	CreatedAt time.Time
 }
 
+// AuditSealer signs a checkpoint of the audit log inside each transaction
+// that appends to it (see Store.SetAuditSealer). Calls are serialized by the
+// audit log's head lock, but AuditCommitted may arrive after the next
+// SealAudit has begun.
+type AuditSealer interface {
+	// SealAudit returns the checkpoint to store for the log's first size
+	// events, whose tree hash is root; hashes reads stored hashes as the
+	// transaction sees them. An error aborts the transaction: the change
+	// and its events do not happen.
+	SealAudit(ctx context.Context, size int64, root AuditHash, hashes AuditHashReader) (AuditSeal, error)
+	// AuditCommitted reports that the transaction holding seal committed.
+	AuditCommitted(seal AuditSeal)
+}
+
+// AuditSeal is what a sealer hands back for one transaction.
+type AuditSeal struct {
+	Checkpoint AuditCheckpoint
+	// Drop lists sizes of earlier checkpoints of the same server that this
+	// one supersedes; the store deletes them in the same transaction.
+	Drop []int64
+}
+
+// AuditHashReader reads stored tree hashes by tlog's stored-hash index.
+type AuditHashReader func(indexes []int64) ([]AuditHash, error)
+
 // AuditKey is the public half of the Ed25519 key a server signs audit
 // checkpoints with; the private half stays in that server's keystore.
 type AuditKey struct {
@@ -341,6 +366,11 @@ type Store interface {
 	// ListAuditKeys returns every audit key ever recorded, oldest first: old
 	// checkpoints stay verifiable after a key changes.
 	ListAuditKeys(ctx context.Context) ([]AuditKey, error)
+	// SetAuditSealer makes every later transaction that appends audit
+	// events also store the checkpoint s signs over the log it leaves
+	// behind, so no committed event is ever without a signed checkpoint
+	// covering it. Set it before the first write; nil turns sealing off.
+	SetAuditSealer(s AuditSealer)
 
 	// CreateJoinToken stores a new join token with its event.
 	CreateJoinToken(ctx context.Context, t JoinToken, evs ...AuditEvent) error

@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -28,7 +28,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return runGroup(ctx, "writ audit", summary, []subcommand{
 		{"tail", "show the newest events, and follow new ones with --follow", withStdout(auditTail)},
 		{"export", "write the log and its signed checkpoints as JSON lines (for a SIEM or an outside party)", auditExport},
-		{"verify", "recompute the log's tree and check it against every signed checkpoint", withStdout(auditVerify)},
+		{"keys", "export this server's audit public key into a key bundle to keep outside the servers", auditKeys},
+		{"verify", "recompute the log's tree and check it against checkpoints signed by keys you trust", withStdout(auditVerify)},
 	}, args, stdout, stderr)
 }
 
@@ -138,7 +139,7 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return cl.explain(err)
 	}
-	for _, gap := range log.gaps {
+	for _, gap := range log.events.Gaps() {
 		fmt.Fprintf(stderr, "warning: %s\n", gap)
 	}
 	var buf bytes.Buffer
@@ -146,7 +147,7 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *out != "" {
 		w = &buf
 	}
-	if err := audit.WriteExport(w, audit.Leaves(log.leaves), log.checkpoints); err != nil {
+	if err := audit.WriteExport(w, log.events.Leaves(), log.checkpoints); err != nil {
 		return err
 	}
 	if *out == "" {
@@ -158,19 +159,17 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := atomicfile.Write(*out, buf.Bytes(), 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "exported %d events and %d checkpoints to %s\n", len(log.leaves), len(log.checkpoints), *out)
+	fmt.Fprintf(stderr, "exported %d events and %d checkpoints to %s\n", log.events.Len(), len(log.checkpoints), *out)
 	return nil
 }
 
 // fetchedLog is the log as the server handed it out.
 type fetchedLog struct {
-	leaves      [][]byte
+	events      audit.Assembly
 	checkpoints []audit.SignedCheckpoint
-	keys        []*writv1.AuditKey
-	// size is the log size the store's head records; gaps says where the
-	// stored events skip indexes or stop short of it.
-	size int64
-	gaps []string
+	// keys are the keys the store lists: shown, never trusted.
+	keys      []*writv1.AuditKey
+	serverKey *writv1.AuditKey
 }
 
 func fetchAuditLog(ctx context.Context, api writv1.AuditServiceClient) (*fetchedLog, error) {
@@ -178,48 +177,157 @@ func fetchAuditLog(ctx context.Context, api writv1.AuditServiceClient) (*fetched
 	if err != nil {
 		return nil, err
 	}
-	log := &fetchedLog{keys: cps.GetKeys()}
+	log := &fetchedLog{keys: cps.GetKeys(), serverKey: cps.GetServerKey()}
 	for _, c := range cps.GetCheckpoints() {
 		log.checkpoints = append(log.checkpoints, audit.SignedCheckpoint{
 			Note:   c.GetNote(),
 			Source: fmt.Sprintf("checkpoint of size %d by server %s", c.GetSize(), c.GetServerId()),
 		})
 	}
-	var next int64
 	for {
-		resp, err := api.ReadEvents(ctx, &writv1.ReadAuditEventsRequest{Start: next, Limit: auditPage})
+		resp, err := api.ReadEvents(ctx, &writv1.ReadAuditEventsRequest{Start: log.events.Next(), Limit: auditPage})
 		if err != nil {
 			return nil, err
 		}
-		log.size = max(log.size, resp.GetSize())
+		log.events.Head(resp.GetSize())
 		for _, e := range resp.GetEvents() {
-			if e.GetIndex() != next {
-				log.gaps = append(log.gaps, fmt.Sprintf("the store has no event %d: the log jumps from %d to %d (events were deleted)", next, next-1, e.GetIndex()))
-			}
-			log.leaves = append(log.leaves, e.GetEvent())
-			next = e.GetIndex() + 1
+			log.events.Add(e.GetIndex(), e.GetEvent())
 		}
 		if len(resp.GetEvents()) < auditPage {
 			break
 		}
 	}
-	if next < log.size {
-		log.gaps = append(log.gaps, fmt.Sprintf("the store's head counts %d events but the last stored one is %d (the tail was cut)", log.size, next-1))
-	}
 	return log, nil
+}
+
+func auditKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newCommand("writ audit keys",
+		"Export the audit public key of the server behind the socket, taken from its own keystore (not\n"+
+			"from the database, which anyone who can write it could change), as a key bundle. Run it on\n"+
+			"each server host with the same --out file to collect them all, and keep the bundle where the\n"+
+			"servers cannot write: 'writ audit verify --keys FILE' trusts only the keys in it.",
+		"writ audit keys [--out FILE]")
+	out := c.fs.String("out", "", "add the key to the bundle in `file` (made if missing, mode 0600, written atomically) instead of printing a bundle")
+	socket := c.socketFlag()
+	if done, err := c.parse(args, stdout); done || err != nil {
+		return err
+	}
+	bundle := &audit.KeyBundle{}
+	if *out != "" {
+		data, err := os.ReadFile(*out)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return err
+		default:
+			if bundle, err = audit.ParseKeys(data, *out); err != nil {
+				return fmt.Errorf("%w; move it aside to start a new bundle", err)
+			}
+		}
+	}
+	cl, err := dial(*socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := writv1.NewAuditServiceClient(cl.conn).GetCheckpoints(ctx, &writv1.GetAuditCheckpointsRequest{MinSize: math.MaxInt64})
+	if err != nil {
+		return cl.explain(err)
+	}
+	k := resp.GetServerKey()
+	if k == nil {
+		return errors.New("the server did not name its audit key: it runs an older version of writ; upgrade it first")
+	}
+	vk, err := audit.VerifierKey(k.GetName(), ed25519.PublicKey(k.GetPublicKey()))
+	if err != nil {
+		return fmt.Errorf("the server's audit key: %w", err)
+	}
+	if vk != k.GetVerifierKey() {
+		return fmt.Errorf("the server's audit key %q does not match its verifier key: refusing to export it", k.GetName())
+	}
+	if err := bundle.Add(audit.BundleKey{ServerID: k.GetServerId(), VerifierKey: vk}); err != nil {
+		return err
+	}
+	data, err := bundle.Marshal()
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		_, err := stdout.Write(data)
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(*out), 0o700); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(*out, data, 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "key %s of server %s is in %s (%d keys)\n", k.GetName(), k.GetServerId(), *out, len(bundle.Keys))
+	return nil
+}
+
+// readTrustedKeys reads the key files given to verify into one bundle.
+func readTrustedKeys(keyFiles []string, bundleFile string) (*audit.KeyBundle, error) {
+	files := append([]string(nil), keyFiles...)
+	if bundleFile != "" {
+		files = append(files, bundleFile)
+	}
+	all := &audit.KeyBundle{}
+	for _, name := range files {
+		data, err := readBounded(name, audit.MaxKeyBundleSize)
+		if err != nil {
+			return nil, err
+		}
+		b, err := audit.ParseKeys(data, name)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range b.Keys {
+			if err := all.Add(k); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
+	return all, nil
+}
+
+// readBounded reads a file of at most limit bytes.
+func readBounded(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than the %d bytes allowed", name, limit)
+	}
+	return data, nil
 }
 
 func auditVerify(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("writ audit verify",
-		"Recompute the audit log's Merkle tree from the stored events and check it against every signed\n"+
-			"checkpoint: each signature, each root, and that each checkpoint extends the ones before it. With\n"+
-			"--checkpoints, also against an earlier export: a log that was cut short, or rebuilt and re-signed\n"+
-			"on the server, no longer extends what the export recorded. Names the first event that was changed,\n"+
-			"removed or reordered, and exits non-zero when anything is wrong.",
-		"writ audit verify [--checkpoints FILE]")
+		"Recompute the audit log's Merkle tree from the stored events and check it against the signed\n"+
+			"checkpoints, trusting only the audit keys you give: each signature, each root, that each\n"+
+			"checkpoint extends the ones before, and that every event is covered by one. Keys the servers\n"+
+			"publish in the database are never trusted, since anyone who can write the database can add\n"+
+			"their own. With --checkpoints, also against an earlier export: a log that was cut short, or\n"+
+			"rebuilt and re-signed, no longer extends what the export recorded. Names the first event that\n"+
+			"was changed, removed or reordered, and exits non-zero unless everything verified.",
+		"writ audit verify --keys BUNDLE [--key FILE]... [--checkpoints FILE]")
+	var keyFiles stringList
+	c.fs.Var(&keyFiles, "key", "a `file` of trusted audit verifier keys, one a line, or a key bundle; repeatable")
+	bundleFile := c.fs.String("keys", "", "the key `bundle` written by 'writ audit keys' and kept outside the servers")
 	cpFile := c.fs.String("checkpoints", "", "an earlier `export` (from 'writ audit export') to check the log against")
 	socket := c.socketFlag()
 	if done, err := c.parse(args, stdout); done || err != nil {
+		return err
+	}
+	trusted, err := readTrustedKeys(keyFiles, *bundleFile)
+	if err != nil {
 		return err
 	}
 	var ref *audit.Export
@@ -244,43 +352,48 @@ func auditVerify(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return cl.explain(err)
 	}
-	var verifiers []note.Verifier
-	for _, k := range log.keys {
-		v, err := audit.NewVerifier(k.GetName(), ed25519.PublicKey(k.GetPublicKey()))
-		if err != nil {
-			return fmt.Errorf("audit key %q from the server: %w", k.GetName(), err)
+	keys := trusted
+	if len(trusted.Keys) == 0 {
+		// Check what can be checked with the keys the store lists, to
+		// report damage, but never call the result verified.
+		keys = &audit.KeyBundle{}
+		for _, k := range log.keys {
+			if vk, err := audit.VerifierKey(k.GetName(), ed25519.PublicKey(k.GetPublicKey())); err == nil {
+				_ = keys.Add(audit.BundleKey{ServerID: k.GetServerId(), VerifierKey: vk})
+			}
 		}
-		verifiers = append(verifiers, v)
 	}
-	if len(verifiers) == 0 {
-		return errors.New("the server has published no audit key: nothing can be verified")
+	verifiers, err := keys.Verifiers()
+	if err != nil {
+		return fmt.Errorf("audit log NOT VERIFIED: %v; pass the key bundle from 'writ audit keys' with --keys FILE", err)
 	}
 	checkpoints := log.checkpoints
-	opts := []audit.Option{audit.WithStoredHashes(serverHashes{ctx: ctx, api: api}, log.size)}
+	opts := []audit.Option{audit.WithStoredHashes(serverHashes{ctx: ctx, api: api}, log.events.HeadSize())}
 	if ref != nil {
 		checkpoints = append(checkpoints, ref.Checkpoints...)
 		if ref.Start == 0 && len(ref.Leaves) > 0 {
 			opts = append(opts, audit.WithReference(ref))
 		}
 	}
-	rep, err := audit.Verify(ctx, audit.Leaves(log.leaves), checkpoints, note.VerifierList(verifiers...), opts...)
+	rep, err := audit.Verify(ctx, &log.events, checkpoints, verifiers, opts...)
 	var verr *audit.VerifyError
 	if err != nil && !errors.As(err, &verr) {
 		return err
 	}
-	problems := append([]string(nil), log.gaps...)
+	if len(trusted.Keys) == 0 {
+		found := "checked against the keys the database lists, nothing is wrong"
+		if verr != nil {
+			found = "checked against the keys the database lists: " + rep.Summary()
+		}
+		return fmt.Errorf("audit log NOT VERIFIED: no trusted audit keys were given. The keys the database lists (%s) "+
+			"can be replaced by anyone who can write it, so they prove nothing; %s. Pass the bundle from 'writ audit keys', "+
+			"kept outside the servers, with --keys FILE (or --key FILE)", strings.Join(keys.Names(), ", "), found)
+	}
 	if verr != nil {
-		problems = append(problems, rep.Summary())
+		return fmt.Errorf("audit log verification FAILED: %s", rep.Summary())
 	}
-	if len(problems) > 0 {
-		return fmt.Errorf("audit log verification FAILED: %s", strings.Join(problems, "; "))
-	}
-	covered := fmt.Sprintf("all %d events are covered by a signed checkpoint", rep.Leaves)
-	if rep.Verified < rep.Leaves {
-		covered = fmt.Sprintf("events %d to %d are newer than the last checkpoint and not yet covered by a signature", rep.Verified, rep.Leaves-1)
-	}
-	_, err = fmt.Fprintf(stdout, "audit log OK: %d events, root %s, %d checkpoints verified with %d keys; %s\n",
-		rep.Leaves, rep.Root, len(rep.Checkpoints), len(verifiers), covered)
+	_, err = fmt.Fprintf(stdout, "audit log OK: %d events, root %s, every event covered by checkpoints signed with the %d trusted keys (%d checkpoints checked)\n",
+		rep.Leaves, rep.Root, len(trusted.Keys), len(rep.Checkpoints))
 	return err
 }
 

@@ -64,11 +64,15 @@ func BenchmarkAuditVerify1M(b *testing.B) {
 		b.Fatalf("export: %s", stderr.String())
 	}
 	exportTime := time.Since(start)
+	keys := filepath.Join(dir, "keys.json")
+	if code := run(ctx, []string{"audit", "keys", "--socket", socket, "--out", keys}, &stdout, &stderr); code != 0 {
+		b.Fatalf("keys: %s", stderr.String())
+	}
 	b.ResetTimer()
 	for b.Loop() {
 		stdout.Reset()
 		stderr.Reset()
-		if code := run(ctx, []string{"audit", "verify", "--socket", socket}, &stdout, &stderr); code != 0 {
+		if code := run(ctx, []string{"audit", "verify", "--socket", socket, "--keys", keys}, &stdout, &stderr); code != 0 {
 			b.Fatalf("verify: %s", stderr.String())
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"fmt"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"writ.dev/writ/audit"
 )
 
 // startStoppable runs `writ server` like startCommand but returns a stop
@@ -93,41 +96,83 @@ func wantIn(t *testing.T, what, got string, parts ...string) {
 	}
 }
 
+// serverRefuses runs `writ server` expecting it to refuse to start, and
+// returns what it said.
+func serverRefuses(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	if code := run(ctx, args, &stdout, &stderr); code == 0 {
+		t.Fatalf("writ %v started (or ran until stopped) over a rewritten audit log: %s", args, stderr.String())
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("writ %v ran until the test stopped it instead of refusing: %s", args, stderr.String())
+	}
+	t.Logf("server refused: %s", stderr.String())
+	return stderr.String()
+}
+
+// auditServer starts a server for audit tests, makes a dozen events and
+// exports the trusted key bundle.
+type auditServer struct {
+	dir, data, socket, keys string
+	args                    []string
+	stop                    func()
+}
+
+func newAuditServer(t *testing.T) *auditServer {
+	t.Helper()
+	dir := shortTempDir(t)
+	a := &auditServer{dir: dir, data: filepath.Join(dir, "data"), keys: filepath.Join(dir, "keys.json")}
+	a.socket = filepath.Join(a.data, "admin.sock")
+	cfg := filepath.Join(dir, "writ.yaml")
+	if err := os.WriteFile(cfg, []byte("listen_address: \"\"\nops_address: \"\"\naudit:\n  checkpoint_interval: 1h\n  checkpoint_events: 1000000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.args = []string{"server", "--data-dir", a.data, "--trust-domain", "audit.test", "--config", cfg}
+	a.stop = startStoppable(t, a.socket, a.args...)
+	for i := range 6 {
+		writ(t, "entry", "create", "--socket", a.socket, "--spiffe-id", fmt.Sprintf("spiffe://audit.test/w%d", i),
+			"--parent-id", "spiffe://audit.test/node", "--selector", fmt.Sprintf("unix:uid:%d", i))
+		writ(t, "svid", "mint", "--socket", a.socket, "--jwt", "--spiffe-id", fmt.Sprintf("spiffe://audit.test/w%d", i), "--audience", "x")
+	}
+	writ(t, "audit", "keys", "--socket", a.socket, "--out", a.keys)
+	if fi, err := os.Stat(a.keys); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key bundle: %v, %v", fi, err)
+	}
+	return a
+}
+
+func logSize(t *testing.T, db *sql.DB) int64 {
+	t.Helper()
+	var size int64
+	if err := db.QueryRow(`SELECT size FROM audit_head`).Scan(&size); err != nil {
+		t.Fatal(err)
+	}
+	return size
+}
+
 // TestAuditVerifyCatchesTampering changes the stored log behind the
 // server's back in each way an intruder could and checks that
 // `writ audit verify` fails and names the spot, and passes again once the
 // log is restored.
 func TestAuditVerifyCatchesTampering(t *testing.T) {
-	dir := shortTempDir(t)
-	data := filepath.Join(dir, "data")
-	socket := filepath.Join(data, "admin.sock")
-	cfg := filepath.Join(dir, "writ.yaml")
-	// Checkpoints only when asked, so the test decides what is signed.
-	if err := os.WriteFile(cfg, []byte("listen_address: \"\"\nops_address: \"\"\naudit:\n  checkpoint_interval: 1h\n  checkpoint_events: 1000000\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	serverArgs := []string{"server", "--data-dir", data, "--trust-domain", "audit.test", "--config", cfg}
-	stop := startStoppable(t, socket, serverArgs...)
-	for i := range 6 {
-		writ(t, "entry", "create", "--socket", socket, "--spiffe-id", fmt.Sprintf("spiffe://audit.test/w%d", i),
-			"--parent-id", "spiffe://audit.test/node", "--selector", fmt.Sprintf("unix:uid:%d", i))
-		writ(t, "svid", "mint", "--socket", socket, "--jwt", "--spiffe-id", fmt.Sprintf("spiffe://audit.test/w%d", i), "--audience", "x")
-	}
+	a := newAuditServer(t)
+	dir, data, socket := a.dir, a.data, a.socket
 	ref := filepath.Join(dir, "kept.jsonl")
 	writ(t, "audit", "export", "--socket", socket, "--out", ref)
 	if fi, err := os.Stat(ref); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("export file: %v, %v", fi, err)
 	}
-	ok := writ(t, "audit", "verify", "--socket", socket, "--checkpoints", ref)
+	ok := writ(t, "audit", "verify", "--socket", socket, "--keys", a.keys, "--checkpoints", ref)
 	wantIn(t, "verify of an intact log", ok, "audit log OK")
 	tail := writ(t, "audit", "tail", "--socket", socket, "-n", "3")
 	wantIn(t, "tail", tail, "svid.jwt.mint", "spiffe://audit.test/w5")
+	wantIn(t, "verify without trusted keys", verifyFails(t, "--socket", socket), "NOT VERIFIED", "no trusted audit keys", "--keys")
 
 	db := openDB(t, filepath.Join(data, "writ.db"))
-	var size int64
-	if err := db.QueryRow(`SELECT size FROM audit_head`).Scan(&size); err != nil {
-		t.Fatal(err)
-	}
+	size := logSize(t, db)
 	const k = 7 // an event in the middle
 	var original []byte
 	if err := db.QueryRow(`SELECT event FROM audit_events WHERE idx = ?`, k).Scan(&original); err != nil {
@@ -139,13 +184,63 @@ func TestAuditVerifyCatchesTampering(t *testing.T) {
 		changed[len(changed)/2] ^= 0x01
 		exec1(t, db, `UPDATE audit_events SET event = ? WHERE idx = ?`, changed, k)
 		defer exec1(t, db, `UPDATE audit_events SET event = ? WHERE idx = ?`, original, k)
-		wantIn(t, "verify", verifyFails(t, "--socket", socket), fmt.Sprintf("event %d", k))
-		wantIn(t, "verify against the export", verifyFails(t, "--socket", socket, "--checkpoints", ref), fmt.Sprintf("event %d was changed", k))
+		wantIn(t, "verify", verifyFails(t, "--socket", socket, "--keys", a.keys), fmt.Sprintf("event %d", k))
+		wantIn(t, "verify against the export", verifyFails(t, "--socket", socket, "--keys", a.keys, "--checkpoints", ref), fmt.Sprintf("event %d was changed", k))
+	})
+	t.Run("newest event changed", func(t *testing.T) {
+		// The newest event is covered only by the checkpoint of its own
+		// commit; that is enough.
+		var last []byte
+		if err := db.QueryRow(`SELECT event FROM audit_events WHERE idx = ?`, size-1).Scan(&last); err != nil {
+			t.Fatal(err)
+		}
+		changed := bytes.Clone(last)
+		changed[len(changed)/2] ^= 0x01
+		exec1(t, db, `UPDATE audit_events SET event = ? WHERE idx = ?`, changed, size-1)
+		defer exec1(t, db, `UPDATE audit_events SET event = ? WHERE idx = ?`, last, size-1)
+		wantIn(t, "verify", verifyFails(t, "--socket", socket, "--keys", a.keys), fmt.Sprintf("event %d", size-1))
+	})
+	t.Run("newest event changed and its checkpoint deleted", func(t *testing.T) {
+		var last []byte
+		if err := db.QueryRow(`SELECT event FROM audit_events WHERE idx = ?`, size-1).Scan(&last); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.Query(`SELECT server_id, size, note, created_at FROM audit_checkpoints WHERE size >= ?`, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type cp struct {
+			server    string
+			size      int64
+			note      []byte
+			createdAt int64
+		}
+		var saved []cp
+		for rows.Next() {
+			var c cp
+			if err := rows.Scan(&c.server, &c.size, &c.note, &c.createdAt); err != nil {
+				t.Fatal(err)
+			}
+			saved = append(saved, c)
+		}
+		rows.Close()
+		changed := bytes.Clone(last)
+		changed[len(changed)/2] ^= 0x01
+		exec1(t, db, `UPDATE audit_events SET event = ? WHERE idx = ?`, changed, size-1)
+		exec1(t, db, `DELETE FROM audit_checkpoints WHERE size >= ?`, size)
+		defer func() {
+			exec1(t, db, `UPDATE audit_events SET event = ? WHERE idx = ?`, last, size-1)
+			for _, c := range saved {
+				exec1(t, db, `INSERT INTO audit_checkpoints (server_id, size, note, created_at) VALUES (?, ?, ?, ?)`, c.server, c.size, c.note, c.createdAt)
+			}
+		}()
+		got := verifyFails(t, "--socket", socket, "--keys", a.keys)
+		wantIn(t, "verify", got, fmt.Sprintf("%d", size-1), "not covered")
 	})
 	t.Run("one event deleted", func(t *testing.T) {
 		exec1(t, db, `DELETE FROM audit_events WHERE idx = ?`, k)
 		defer exec1(t, db, `INSERT INTO audit_events (idx, event) VALUES (?, ?)`, k, original)
-		wantIn(t, "verify", verifyFails(t, "--socket", socket), fmt.Sprintf("no event %d", k), fmt.Sprintf("event %d", k))
+		wantIn(t, "verify", verifyFails(t, "--socket", socket, "--keys", a.keys), fmt.Sprintf("no event %d", k), fmt.Sprintf("event %d", k))
 	})
 	t.Run("tail cut", func(t *testing.T) {
 		var last []byte
@@ -159,27 +254,102 @@ func TestAuditVerifyCatchesTampering(t *testing.T) {
 			exec1(t, db, `INSERT INTO audit_events (idx, event) VALUES (?, ?)`, size-1, last)
 			exec1(t, db, `UPDATE audit_head SET size = ?`, size)
 		}()
-		wantIn(t, "verify", verifyFails(t, "--socket", socket), "shorter than signed", fmt.Sprintf("covers %d events", size))
+		wantIn(t, "verify", verifyFails(t, "--socket", socket, "--keys", a.keys), "shorter than signed", fmt.Sprintf("covers %d events", size))
 	})
 	t.Run("restored", func(t *testing.T) {
-		wantIn(t, "verify after restoring", writ(t, "audit", "verify", "--socket", socket, "--checkpoints", ref), "audit log OK")
+		wantIn(t, "verify after restoring", writ(t, "audit", "verify", "--socket", socket, "--keys", a.keys, "--checkpoints", ref), "audit log OK")
 	})
 
-	// The thorough intruder: cut the tail, remove every checkpoint that
-	// covered it and let the server carry on, signing the rewritten
-	// history. The log is consistent with its own new checkpoints; only the
-	// export kept outside shows it was rewritten.
-	stop()
+	// The thorough intruder: cut the tail and remove every checkpoint that
+	// covered it. The checkpoints of an export kept outside witness the
+	// truncation; and the server's own tree head in its data dir says how
+	// far the log went, so it refuses to start again over it.
 	cut := size - 3
 	exec1(t, db, `DELETE FROM audit_events WHERE idx >= ?`, cut)
 	exec1(t, db, `DELETE FROM audit_hashes WHERE idx >= ?`, tlog.StoredHashIndex(0, cut))
 	exec1(t, db, `UPDATE audit_head SET size = ?`, cut)
+	exec1(t, db, `DELETE FROM audit_checkpoints WHERE size > ?`, cut)
+	wantIn(t, "verify of the cut log against the kept export", verifyFails(t, "--socket", socket, "--keys", a.keys, "--checkpoints", ref),
+		"shorter than signed", fmt.Sprintf("covers %d events but the log has %d", size, cut))
+	a.stop()
+	wantIn(t, "restart over a cut log", serverRefuses(t, a.args...), "REFUSING TO START", fmt.Sprintf("fewer than the %d", size))
+}
+
+// TestAuditRewrittenWithAttackerKey: with write access to the database
+// alone, an intruder rewrites an event, rehashes the tree, deletes the
+// checkpoints, adds an audit key of their own and signs the new history
+// with it, under the running server. Verify with the real keys fails;
+// verify with no keys does not say OK; an export kept earlier names the
+// change; the running server refuses further changes rather than sign over
+// the rewritten log, and refuses to start again over it.
+func TestAuditRewrittenWithAttackerKey(t *testing.T) {
+	a := newAuditServer(t)
+	ref := filepath.Join(a.dir, "kept.jsonl")
+	writ(t, "audit", "export", "--socket", a.socket, "--out", ref)
+
+	db := openDB(t, filepath.Join(a.data, "writ.db"))
+	var serverID string
+	if err := db.QueryRow(`SELECT server_id FROM audit_keys LIMIT 1`).Scan(&serverID); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Query(`SELECT event FROM audit_events ORDER BY idx`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaves [][]byte
+	for rows.Next() {
+		var ev []byte
+		if err := rows.Scan(&ev); err != nil {
+			t.Fatal(err)
+		}
+		leaves = append(leaves, ev)
+	}
+	rows.Close()
+	const k = 5
+	leaves[k] = bytes.Replace(leaves[k], []byte("audit.test/w"), []byte("audit.test/x"), 1)
+	exec1(t, db, `UPDATE audit_events SET event = ? WHERE idx = ?`, leaves[k], k)
+	var tree audit.Hashes
+	for _, l := range leaves {
+		if _, err := tree.Append(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec1(t, db, `DELETE FROM audit_hashes`)
+	for i, h := range tree.Stored() {
+		exec1(t, db, `INSERT INTO audit_hashes (idx, hash) VALUES (?, ?)`, i, h[:])
+	}
+	root, err := tree.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "audit.test/writ/server/" + serverID + "/audit-0badc0de"
+	signer, err := audit.NewSigner(name, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := audit.SignCheckpoint(audit.Checkpoint{Origin: "audit.test/writ/audit", Size: tree.Size(), Root: root}, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
 	exec1(t, db, `DELETE FROM audit_checkpoints`)
-	startStoppable(t, socket, serverArgs...)
-	writ(t, "entry", "create", "--socket", socket, "--spiffe-id", "spiffe://audit.test/innocent",
-		"--parent-id", "spiffe://audit.test/node", "--selector", "unix:uid:99")
-	writ(t, "audit", "export", "--socket", socket, "--out", filepath.Join(dir, "new.jsonl"))
-	wantIn(t, "verify of the rewritten log on its own", writ(t, "audit", "verify", "--socket", socket), "audit log OK")
-	wantIn(t, "verify of the rewritten log against the kept export", verifyFails(t, "--socket", socket, "--checkpoints", ref),
-		fmt.Sprintf("event %d", cut))
+	exec1(t, db, `INSERT INTO audit_keys (name, server_id, public_key, created_at) VALUES (?, ?, ?, ?)`, name, serverID, []byte(priv.Public().(ed25519.PublicKey)), time.Now().Unix())
+	exec1(t, db, `INSERT INTO audit_checkpoints (server_id, size, note, created_at) VALUES (?, ?, ?, ?)`, serverID, tree.Size(), msg, time.Now().Unix())
+
+	socket := a.socket
+	got := verifyFails(t, "--socket", socket, "--keys", a.keys)
+	wantIn(t, "verify with the real keys", got, "FAILED", "not trusted here", "none of the 17 events is covered")
+	wantIn(t, "verify with no keys", verifyFails(t, "--socket", socket), "NOT VERIFIED")
+	wantIn(t, "verify against the kept export", verifyFails(t, "--socket", socket, "--keys", a.keys, "--checkpoints", ref), fmt.Sprintf("event %d was changed", k))
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"entry", "create", "--socket", socket, "--spiffe-id", "spiffe://audit.test/after",
+		"--parent-id", "spiffe://audit.test/node", "--selector", "unix:uid:77"}, &stdout, &stderr); code == 0 {
+		t.Fatal("the server accepted a change over a rewritten audit log")
+	}
+	t.Logf("change over the rewritten log: %s", stderr.String())
+	a.stop()
+	wantIn(t, "restart over the rewritten log", serverRefuses(t, a.args...), "REFUSING TO START", "does not extend the tree head", fmt.Sprintf("size %d", tree.Size()))
 }

@@ -148,5 +148,8 @@ func BenchmarkAppendAudit(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			storetest.BenchAppendAudit(b, openDSN(b, newSchema(b)), writers)
 		})
+		b.Run(fmt.Sprintf("sealed/writers=%d", writers), func(b *testing.B) {
+			storetest.BenchAppendAuditSealed(b, openDSN(b, newSchema(b)), writers)
+		})
 	}
 }

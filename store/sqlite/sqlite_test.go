@@ -138,6 +138,9 @@ func BenchmarkAppendAudit(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			storetest.BenchAppendAudit(b, openTest(b, filepath.Join(b.TempDir(), "writ.db")), writers)
 		})
+		b.Run(fmt.Sprintf("sealed/writers=%d", writers), func(b *testing.B) {
+			storetest.BenchAppendAuditSealed(b, openTest(b, filepath.Join(b.TempDir(), "writ.db")), writers)
+		})
 	}
 }
 

@@ -25,6 +25,7 @@ var auditTests = []struct {
 	{"AuditFailedChangeLeavesNoEvent", testFailedChangeLeavesNoEvent},
 	{"AuditConcurrentAppends", testConcurrentAppends},
 	{"AuditCheckpointsAndKeys", testCheckpointsAndKeys},
+	{"AuditSealEveryCommit", testSealEveryCommit},
 	{"AuthorityFlagsSticky", testAuthorityFlags},
 	{"DatabaseClock", testDatabaseClock},
 }
@@ -398,4 +399,101 @@ func testDatabaseClock(t *testing.T, s store.Store) {
 	if d := time.Since(got); d > time.Minute || d < -time.Minute {
 		t.Fatalf("database clock %s is %s away from this host's", got, d)
 	}
+}
+
+// testSealer signs nothing: its "note" is the size and root in text, which
+// is enough to check the store handed it the right tree in each commit.
+type testSealer struct {
+	mu        sync.Mutex
+	fail      error
+	drop      []int64
+	committed []int64
+}
+
+func (ts *testSealer) SealAudit(ctx context.Context, size int64, root store.AuditHash, hashes store.AuditHashReader) (store.AuditSeal, error) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.fail != nil {
+		return store.AuditSeal{}, ts.fail
+	}
+	// The reader must see this transaction's own hashes.
+	if _, err := hashes([]int64{tlog.StoredHashIndex(0, size-1)}); err != nil {
+		return store.AuditSeal{}, err
+	}
+	return store.AuditSeal{
+		Checkpoint: store.AuditCheckpoint{ServerID: "sealer", Size: size, Note: fmt.Appendf(nil, "%d %x", size, root[:])},
+		Drop:       ts.drop,
+	}, nil
+}
+
+func (ts *testSealer) AuditCommitted(seal store.AuditSeal) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.committed = append(ts.committed, seal.Checkpoint.Size)
+}
+
+// testSealEveryCommit checks that with a sealer every transaction that
+// appends events stores a checkpoint of exactly the tree it leaves, that a
+// sealer's refusal undoes the change, and that superseded checkpoints go.
+func testSealEveryCommit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ts := &testSealer{}
+	s.SetAuditSealer(ts)
+	defer s.SetAuditSealer(nil)
+	if _, err := s.CreateEntries(ctx, []store.Entry{rule(1)}, event("create")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendAudit(ctx, event("mint 1"), event("mint 2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutAuditKey(ctx, store.AuditKey{ServerID: "a", Name: "k", PublicKey: []byte{1}}, event("key")); err != nil {
+		t.Fatal(err)
+	}
+	want := func(sizes ...int64) {
+		t.Helper()
+		cps, err := s.ListAuditCheckpoints(ctx, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for _, c := range cps {
+			root, err := tlog.TreeHash(c.Size, storeHashes{ctx, s})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(c.Note) != fmt.Sprintf("%d %x", c.Size, root[:]) {
+				t.Fatalf("checkpoint of size %d holds %q, not that size's root %x", c.Size, c.Note, root[:])
+			}
+			got = append(got, c.Size)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(sizes) {
+			t.Fatalf("checkpoints at sizes %v, want %v", got, sizes)
+		}
+	}
+	want(1, 3, 4)
+	ts.mu.Lock()
+	if fmt.Sprint(ts.committed) != "[1 3 4]" {
+		t.Errorf("AuditCommitted saw %v, want [1 3 4]", ts.committed)
+	}
+	ts.fail = errors.New("refused")
+	ts.mu.Unlock()
+	if _, err := s.AppendAudit(ctx, event("mint 3")); err == nil {
+		t.Fatal("AppendAudit succeeded though the sealer refused")
+	}
+	if _, err := s.CreateLock(ctx, store.Lock{Target: store.LockTarget{Kind: store.LockSPIFFEID, Value: "spiffe://example.org/x"}, Reason: "r"}, event("lock")); err == nil {
+		t.Fatal("CreateLock succeeded though the sealer refused")
+	}
+	if n := auditSize(t, s); n != 4 {
+		t.Fatalf("after refused seals the log has %d events, want 4", n)
+	}
+	if locks, err := s.ListLocks(ctx, time.Now()); err != nil || len(locks) != 0 {
+		t.Fatalf("a refused seal left locks %v (%v)", locks, err)
+	}
+	ts.mu.Lock()
+	ts.fail, ts.drop = nil, []int64{3, 4}
+	ts.mu.Unlock()
+	if _, err := s.AppendAudit(ctx, event("mint 4")); err != nil {
+		t.Fatal(err)
+	}
+	want(1, 5)
 }

@@ -1,9 +1,16 @@
 package storetest
 
 import (
+	"crypto/ed25519"
+	"sync"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
 	"context"
 	"runtime"
 	"testing"
+	"writ.dev/writ/audit"
 
 	"writ.dev/writ/store"
 )
@@ -132,4 +139,60 @@ func BenchAppendAudit(b *testing.B, s store.Store, writers int) {
 		})
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// benchSealer does what a server's sealer does in each commit: prove the
+// new tree extends the last head, and sign a checkpoint of it with Ed25519.
+type benchSealer struct {
+	mu     sync.Mutex
+	signer note.Signer
+	last   audit.Checkpoint
+}
+
+func (bs *benchSealer) SealAudit(ctx context.Context, size int64, root store.AuditHash, hashes store.AuditHashReader) (store.AuditSeal, error) {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if err := audit.ProveExtends(size, bs.last, benchHashes(hashes)); err != nil {
+		return store.AuditSeal{}, err
+	}
+	c := audit.Checkpoint{Origin: "example.org/writ/audit", Size: size, Root: tlog.Hash(root)}
+	msg, err := audit.SignCheckpoint(c, bs.signer)
+	if err != nil {
+		return store.AuditSeal{}, err
+	}
+	seal := store.AuditSeal{Checkpoint: store.AuditCheckpoint{ServerID: "bench", Size: size, Note: msg}}
+	if bs.last.Size > 0 {
+		seal.Drop = []int64{bs.last.Size}
+	}
+	bs.last = c
+	return seal, nil
+}
+
+func (bs *benchSealer) AuditCommitted(store.AuditSeal) {}
+
+type benchHashes store.AuditHashReader
+
+func (r benchHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	hs, err := r(indexes)
+	out := make([]tlog.Hash, len(hs))
+	for i := range hs {
+		out[i] = tlog.Hash(hs[i])
+	}
+	return out, err
+}
+
+// BenchAppendAuditSealed is BenchAppendAudit with every commit sealed by a
+// signed checkpoint, as a server runs it.
+func BenchAppendAuditSealed(b *testing.B, s store.Store, writers int) {
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	signer, err := audit.NewSigner("example.org/writ/server/bench/audit-0", priv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.SetAuditSealer(&benchSealer{signer: signer})
+	defer s.SetAuditSealer(nil)
+	BenchAppendAudit(b, s, writers)
 }

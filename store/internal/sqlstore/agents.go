@@ -347,10 +347,11 @@ func (s *Store) tx(ctx context.Context, evs []store.AuditEvent, fn func(tx Write
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if _, err := appendEvents(ctx, tx, evs); err != nil {
+	sealed, err := s.appendEvents(ctx, tx, evs)
+	if err != nil {
 		return err
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := s.commit(ctx, tx, sealed); err != nil {
 		return fmt.Errorf("commit: %w", s.mapErr(err))
 	}
 	return nil

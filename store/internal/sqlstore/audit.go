@@ -29,6 +29,7 @@ const (
 
 	putCheckpointSQL = `INSERT INTO audit_checkpoints (server_id, size, note, created_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (size, server_id) DO UPDATE SET note = excluded.note, created_at = excluded.created_at`
+	dropCheckpointSQL       = `DELETE FROM audit_checkpoints WHERE server_id = $1 AND size = $2`
 	listCheckpointsSQL      = `SELECT server_id, size, note, created_at FROM audit_checkpoints WHERE size >= $1 ORDER BY size, server_id`
 	listCheckpointsLimitSQL = listCheckpointsSQL + ` LIMIT $2`
 
@@ -58,13 +59,22 @@ func checkEvents(evs []store.AuditEvent) error {
 	return nil
 }
 
-// appendEvents appends evs to the log inside tx and returns the index of
-// the first. It computes the tree's new stored hashes from the ones already
-// stored, so the tree grows with the log and never needs rebuilding.
-func appendEvents(ctx context.Context, tx WriteTx, evs []store.AuditEvent) (int64, error) {
+// appended is what appendEvents did inside a transaction: where the events
+// went and, with a sealer, the checkpoint stored beside them.
+type appended struct {
+	first int64
+	seal  *store.AuditSeal
+}
+
+// appendEvents appends evs to the log inside tx. It computes the tree's new
+// stored hashes from the ones already stored, so the tree grows with the log
+// and never needs rebuilding; with a sealer it then signs the new tree head
+// and stores that checkpoint in the same transaction, so the events never
+// commit without a signature over them.
+func (s *Store) appendEvents(ctx context.Context, tx WriteTx, evs []store.AuditEvent) (appended, error) {
 	size, err := queryInt(ctx, tx, bumpAuditHeadSQL, int64(len(evs)))
 	if err != nil {
-		return 0, fmt.Errorf("audit: bump head: %w", err)
+		return appended{}, fmt.Errorf("audit: bump head: %w", err)
 	}
 	first := size - int64(len(evs))
 	firstHash := tlog.StoredHashIndex(0, first)
@@ -72,7 +82,7 @@ func appendEvents(ctx context.Context, tx WriteTx, evs []store.AuditEvent) (int6
 	for i, ev := range evs {
 		hs, err := tlog.StoredHashes(first+int64(i), ev, r)
 		if err != nil {
-			return 0, fmt.Errorf("audit: hash event %d: %w", first+int64(i), err)
+			return appended{}, fmt.Errorf("audit: hash event %d: %w", first+int64(i), err)
 		}
 		r.fresh = append(r.fresh, hs...)
 	}
@@ -85,9 +95,78 @@ func appendEvents(ctx context.Context, tx WriteTx, evs []store.AuditEvent) (int6
 		hashes[i] = r.fresh[i][:]
 	}
 	if err := tx.InsertAudit(ctx, first, events, firstHash, hashes); err != nil {
-		return 0, fmt.Errorf("audit: insert: %w", err)
+		return appended{}, fmt.Errorf("audit: insert: %w", err)
 	}
-	return first, nil
+	a := appended{first: first}
+	sealer := s.auditSealer()
+	if sealer == nil {
+		return a, nil
+	}
+	root, err := tlog.TreeHash(size, r)
+	if err != nil {
+		return appended{}, fmt.Errorf("audit: tree hash of size %d: %w", size, err)
+	}
+	read := func(indexes []int64) ([]store.AuditHash, error) {
+		hs, err := r.ReadHashes(indexes)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]store.AuditHash, len(hs))
+		for i := range hs {
+			out[i] = store.AuditHash(hs[i])
+		}
+		return out, nil
+	}
+	seal, err := sealer.SealAudit(ctx, size, store.AuditHash(root), read)
+	if err != nil {
+		return appended{}, fmt.Errorf("audit: sealing the log at size %d: %w", size, err)
+	}
+	c := seal.Checkpoint
+	if c.ServerID == "" || len(c.Note) == 0 || c.Size != size {
+		return appended{}, fmt.Errorf("audit: the sealer returned an unusable checkpoint (size %d for a log of %d)", c.Size, size)
+	}
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = time.Now()
+	}
+	for _, drop := range seal.Drop {
+		if drop >= size {
+			continue
+		}
+		if _, err := tx.Exec(ctx, dropCheckpointSQL, c.ServerID, drop); err != nil {
+			return appended{}, fmt.Errorf("audit: drop superseded checkpoint: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, putCheckpointSQL, c.ServerID, c.Size, c.Note, c.CreatedAt.Unix()); err != nil {
+		return appended{}, fmt.Errorf("audit: store checkpoint: %w", err)
+	}
+	a.seal = &seal
+	return a, nil
+}
+
+// commit commits tx and then tells the sealer its checkpoint is durable.
+func (s *Store) commit(ctx context.Context, tx WriteTx, a appended) error {
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	if a.seal != nil {
+		if sealer := s.auditSealer(); sealer != nil {
+			sealer.AuditCommitted(*a.seal)
+		}
+	}
+	return nil
+}
+
+// SetAuditSealer implements store.Store.
+func (s *Store) SetAuditSealer(sealer store.AuditSealer) {
+	s.sealerMu.Lock()
+	defer s.sealerMu.Unlock()
+	s.sealer = sealer
+}
+
+func (s *Store) auditSealer() store.AuditSealer {
+	s.sealerMu.Lock()
+	defer s.sealerMu.Unlock()
+	return s.sealer
 }
 
 // txHashReader reads stored hashes inside a write transaction: those this
@@ -234,14 +313,14 @@ func (s *Store) commitAudit(batch []*auditAppend) {
 			return 0, fmt.Errorf("begin transaction: %w", err)
 		}
 		defer tx.Rollback()
-		first, err := appendEvents(ctx, tx, all)
+		sealed, err := s.appendEvents(ctx, tx, all)
 		if err != nil {
 			return 0, err
 		}
-		if err := tx.Commit(ctx); err != nil {
+		if err := s.commit(ctx, tx, sealed); err != nil {
 			return 0, fmt.Errorf("commit: %w", err)
 		}
-		return first, nil
+		return sealed.first, nil
 	}()
 	for _, r := range batch {
 		r.first, r.err = first, err
@@ -394,10 +473,11 @@ func (s *Store) PutAuditKey(ctx context.Context, k store.AuditKey, evs ...store.
 	if _, err := tx.Exec(ctx, putAuditKeySQL, k.Name, k.ServerID, k.PublicKey, k.CreatedAt.Unix()); err != nil {
 		return fmt.Errorf("put audit key: %w", err)
 	}
-	if _, err := appendEvents(ctx, tx, evs); err != nil {
+	sealed, err := s.appendEvents(ctx, tx, evs)
+	if err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	return s.commit(ctx, tx, sealed)
 }
 
 // ListAuditKeys implements store.Store.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"writ.dev/writ/store"
@@ -16,6 +17,9 @@ import (
 type Store struct {
 	engine Engine
 	group  groupCommit
+
+	sealerMu sync.Mutex
+	sealer   store.AuditSealer
 }
 
 var _ store.Store = (*Store)(nil)
@@ -46,10 +50,11 @@ func (s *Store) write(ctx context.Context, evs []store.AuditEvent, fn func(tx Wr
 	if err := fn(tx, rev); err != nil {
 		return err
 	}
-	if _, err := appendEvents(ctx, tx, evs); err != nil {
+	sealed, err := s.appendEvents(ctx, tx, evs)
+	if err != nil {
 		return err
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := s.commit(ctx, tx, sealed); err != nil {
 		return fmt.Errorf("commit: %w", s.mapErr(err))
 	}
 	return nil
@@ -319,10 +324,11 @@ func (s *Store) PutCACert(ctx context.Context, c store.CACert, evs ...store.Audi
 	if _, err := tx.Exec(ctx, putCACertSQL, hex.EncodeToString(sum[:]), c.ServerID, c.CertDER, c.NotBefore.Unix(), c.NotAfter.Unix(), flag(c.Tainted), flag(c.Revoked)); err != nil {
 		return fmt.Errorf("put CA certificate: %w", err)
 	}
-	if _, err := appendEvents(ctx, tx, evs); err != nil {
+	sealed, err := s.appendEvents(ctx, tx, evs)
+	if err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	return s.commit(ctx, tx, sealed)
 }
 
 // ListCACerts implements store.Store.
@@ -369,10 +375,11 @@ func (s *Store) PutJWTKey(ctx context.Context, k store.JWTKey, evs ...store.Audi
 	if _, err := tx.Exec(ctx, putJWTKeySQL, k.KeyID, k.ServerID, k.PublicKeyDER, k.NotAfter.Unix(), flag(k.Tainted), flag(k.Revoked)); err != nil {
 		return fmt.Errorf("put JWT key: %w", err)
 	}
-	if _, err := appendEvents(ctx, tx, evs); err != nil {
+	sealed, err := s.appendEvents(ctx, tx, evs)
+	if err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	return s.commit(ctx, tx, sealed)
 }
 
 // ListJWTKeys implements store.Store.

@@ -188,7 +188,7 @@ func TestJWTSVIDMint(t *testing.T) {
 	}
 	startCommand(t, socket, "server", "--data-dir", data, "--trust-domain", "jwt.test", "--config", cfg)
 
-	cl, err := dial(socket)
+	cl, err := dial(target{socket: socket})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestJWTSVIDMint(t *testing.T) {
 	tokDir := filepath.Join(dir, "tok")
 	out = writ(t, "svid", "mint", "--socket", socket, "--jwt", "--spiffe-id", "spiffe://jwt.test/me",
 		"--audience", "aud-a", "--out", tokDir)
-	path := filepath.Join(tokDir, "jwt-svid.token")
+	path := filepath.Join(tokDir, "jwt-aud-a.token")
 	if !strings.Contains(out, path) || strings.Contains(out, "eyJ") {
 		t.Fatalf("output with --out: %s", out)
 	}

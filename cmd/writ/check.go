@@ -82,6 +82,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func policyValidate(_ context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("writ policy validate", "Compile Cedar guardrail files (or directories of *.cedar) as the server would.",
 		"writ policy validate FILE|DIR ...")
+	c.operands = true
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}

@@ -31,6 +31,9 @@ type cliCommand struct {
 	// requiredFlags must have a value once parsed; parse refuses the
 	// command otherwise.
 	requiredFlags []string
+	// operands is set by commands that take arguments after their flags
+	// (writ policy validate FILE...); the others refuse any.
+	operands bool
 }
 
 func newCommand(name, summary string, synopsis ...string) *cliCommand {
@@ -99,7 +102,7 @@ func (c *cliCommand) parse(args []string, stdout io.Writer) (done bool, err erro
 		}
 		return false, c.usageError("%v", err)
 	}
-	if c.fs.NArg() > 0 {
+	if c.fs.NArg() > 0 && !c.operands {
 		return false, c.usageError("unexpected argument %q (flags go before other arguments, and every value needs its flag)", c.fs.Arg(0))
 	}
 	return false, c.need(c.requiredFlags...)

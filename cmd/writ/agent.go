@@ -16,6 +16,7 @@ import (
 	"writ.dev/writ/agent"
 	"writ.dev/writ/agent/output"
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/attest/node/oidc"
 	"writ.dev/writ/attest/workload"
 	"writ.dev/writ/attest/workload/container"
 	"writ.dev/writ/attest/workload/systemd"
@@ -177,8 +178,8 @@ func joinJWT(file string) func(ctx context.Context, audience string) (string, er
 			return strings.TrimSpace(string(data)), nil
 		case os.Getenv(joinJWTEnv) != "":
 			return os.Getenv(joinJWTEnv), nil
-		case os.Getenv(githubTokenURLEnv) != "":
-			return githubActionsToken(ctx, audience)
+		case oidc.InGitHubActions():
+			return oidc.GitHubActionsToken(ctx, nil, audience)
 		}
 		return "", errors.New("no token to join with: pass --jwt-file, set " + joinJWTEnv + ", or run in GitHub Actions with 'permissions: id-token: write'")
 	}

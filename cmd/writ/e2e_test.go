@@ -167,6 +167,12 @@ func TestDev(t *testing.T) {
 	if !strings.Contains(out, "spiffe://example.org/user/") || !strings.Contains(out, "JWT-SVID for demo") {
 		t.Fatalf("writ fetch: %s", out)
 	}
+	// --out writes the layout writ agent --out writes, the JWT-SVID included.
+	for _, name := range []string{"svid.pem", "svid.key", "bundle.pem", "jwt-demo.token"} {
+		if _, err := os.Stat(filepath.Join(idDir, name)); err != nil {
+			t.Errorf("fetch --out: %v", err)
+		}
+	}
 	if openssl, err := exec.LookPath("openssl"); err == nil {
 		cmd := exec.Command(openssl, "verify", "-CAfile", filepath.Join(idDir, "bundle.pem"),
 			"-untrusted", filepath.Join(idDir, "svid.pem"), filepath.Join(idDir, "svid.pem"))

@@ -283,13 +283,6 @@ func keepWriting(ctx context.Context, a *agent.Agent, w *output.Writer, self wor
 	}
 }
 
-// runToken runs `writ token create`.
-func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runGroup(ctx, "writ token", "Join tokens let a new agent join the trust domain, once.", []subcommand{
-		{"create", "make a one-time join token for a new agent", withStdout(tokenCreate)},
-	}, args, stdout, stderr)
-}
-
 func tokenCreate(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("writ token create",
 		"Make a one-time join token. It is shown once and only its digest is stored; it expires after\n"+

@@ -123,6 +123,8 @@ func resolveSocket(flagValue string) (string, error) {
 type client struct {
 	socket  string // what was dialled, for messages: the socket path or host:port
 	remote  bool   // over mTLS with an identity rather than on the admin socket
+	// identity is who the client is on the remote API; nil on the socket.
+	identity *remoteIdentity
 	conn    *grpc.ClientConn
 	entries writv1.EntryServiceClient
 	svids   writv1.SVIDServiceClient
@@ -297,7 +299,7 @@ func dialRemote(addr, kind string) (*client, error) {
 		return nil, fmt.Errorf("cannot connect to writ server at %s: %v", addr, err)
 	}
 	c := newClient(addr, conn)
-	c.remote = true
+	c.remote, c.identity = true, id
 	return c, nil
 }
 

@@ -38,9 +38,9 @@ var subjectTokenTypes = map[string]string{
 	"delegation": delegation.TokenTypeURI,
 }
 
-// maxSubjectTokenFile bounds what --subject-token reads: tokens are a few
+// maxTokenFile bounds what a token flag reads: tokens are a few
 // KiB; a wrong file (a binary, /dev/zero) stops here.
-const maxSubjectTokenFile = 64 << 10
+const maxTokenFile = 64 << 10
 
 func tokenExchange(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("writ token exchange",
@@ -81,7 +81,7 @@ func tokenExchange(ctx context.Context, args []string, stdout io.Writer) error {
 	if *scope != "" {
 		scopes = strings.Fields(*scope)
 	}
-	subject, err := readSubjectToken(*subjectFile)
+	subject, err := readTokenFile("subject-token", *subjectFile)
 	if err != nil {
 		return err
 	}
@@ -119,27 +119,27 @@ func tokenExchange(ctx context.Context, args []string, stdout io.Writer) error {
 	return err
 }
 
-// readSubjectToken reads the person's token from a file or standard input.
-func readSubjectToken(name string) (string, error) {
+// readTokenFile reads one token from a file or standard input, for flag.
+func readTokenFile(flag, name string) (string, error) {
 	r, display := stdin, "standard input"
 	if name != "-" {
 		f, err := os.Open(name)
 		if err != nil {
-			return "", fmt.Errorf("subject-token: %w", err)
+			return "", fmt.Errorf("%s: %w", flag, err)
 		}
 		defer f.Close()
 		r, display = f, name
 	}
-	data, err := io.ReadAll(io.LimitReader(r, maxSubjectTokenFile+1))
+	data, err := io.ReadAll(io.LimitReader(r, maxTokenFile+1))
 	if err != nil {
-		return "", fmt.Errorf("subject-token: reading %s: %w", display, err)
+		return "", fmt.Errorf("%s: reading %s: %w", flag, display, err)
 	}
-	if len(data) > maxSubjectTokenFile {
-		return "", fmt.Errorf("subject-token: %s is larger than %d KiB, more than any token; name the file holding only the token", display, maxSubjectTokenFile>>10)
+	if len(data) > maxTokenFile {
+		return "", fmt.Errorf("%s: %s is larger than %d KiB, more than any token; name the file holding only the token", flag, display, maxTokenFile>>10)
 	}
 	tok := strings.TrimSpace(string(data))
 	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("subject-token: %s does not hold one token (empty, or several words); put the compact token alone in it", display)
+		return "", fmt.Errorf("%s: %s does not hold one token (empty, or several words); put the compact token alone in it", flag, display)
 	}
 	return tok, nil
 }

@@ -121,16 +121,16 @@ func resolveSocket(flagValue string) (string, error) {
 
 // client holds one connection to the server.
 type client struct {
-	socket  string // what was dialled, for messages: the socket path or host:port
-	remote  bool   // over mTLS with an identity rather than on the admin socket
+	socket string // what was dialled, for messages: the socket path or host:port
+	remote bool   // over mTLS with an identity rather than on the admin socket
 	// identity is who the client is on the remote API; nil on the socket.
 	identity *remoteIdentity
-	conn    *grpc.ClientConn
-	entries writv1.EntryServiceClient
-	svids   writv1.SVIDServiceClient
-	bundles writv1.BundleServiceClient
-	status  writv1.StatusServiceClient
-	closers []func() error
+	conn     *grpc.ClientConn
+	entries  writv1.EntryServiceClient
+	svids    writv1.SVIDServiceClient
+	bundles  writv1.BundleServiceClient
+	status   writv1.StatusServiceClient
+	closers  []func() error
 }
 
 // dial connects to the server t names: the admin socket (authorized by the

@@ -55,8 +55,8 @@ func tokenExchange(ctx context.Context, args []string, stdout io.Writer) error {
 	subjectType := c.fs.String("subject-token-type", "jwt", "what the subject token is: `type` jwt (a JWT-SVID), id_token (from the people issuer) or delegation (passed on by another agent)")
 	var audience stringList
 	c.fs.Var(&audience, "audience", "`name` of a resource server the token is for; repeatable")
-	scope := c.fs.String("scope", "", "`task:ID`: which task the delegation is under, when the two share several")
-	endpoint := c.fs.String("endpoint", os.Getenv(tokenEndpointEnv), "the token endpoint's `URL`, https://HOST:PORT/token")
+	scope := c.fs.String("scope", "", "which `task:ID` the delegation is under, when the two share several")
+	endpoint := c.fs.String("endpoint", os.Getenv(tokenEndpointEnv), "the token endpoint's `URL`, https://HOST:PORT/token, or $"+tokenEndpointEnv)
 	c.shownDefault["endpoint"] = "$" + tokenEndpointEnv
 	issuer := c.fs.String("issuer", "", "the endpoint's issuer `URL`, the audience of the actor token (the server's token_endpoint.issuer)")
 	c.shownDefault["issuer"] = "the --endpoint URL"

@@ -130,7 +130,6 @@ type client struct {
 	svids    writv1.SVIDServiceClient
 	bundles  writv1.BundleServiceClient
 	status   writv1.StatusServiceClient
-	closers  []func() error
 }
 
 // dial connects to the server t names: the admin socket (authorized by the
@@ -305,13 +304,7 @@ func dialRemote(addr, kind string) (*client, error) {
 
 const startHint = "start the server (`writ server`, or `writ dev` for a local trial) or point --socket or " + socketEnv + " at its admin socket"
 
-func (c *client) Close() error {
-	err := c.conn.Close()
-	for _, f := range c.closers {
-		err = errors.Join(err, f())
-	}
-	return err
-}
+func (c *client) Close() error { return c.conn.Close() }
 
 // explain turns a gRPC error into a sentence for a person: the server's own
 // message, prefixed with what kind of failure it was when the message alone

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestCheckSocketOwner(t *testing.T) {
@@ -81,5 +85,75 @@ func TestForeignAdminSocketRefused(t *testing.T) {
 	var out bytes.Buffer
 	if err := runStatus(context.Background(), []string{"--socket-owner", "4242"}, &out, &bytes.Buffer{}); err != nil || !strings.Contains(out.String(), "example.org") {
 		t.Errorf("with --socket-owner 4242: %v %q", err, out.String())
+	}
+}
+
+// listenHelperEnv makes the test binary a process that only listens on a
+// unix socket, run as another uid by TestAdminSocketServedByAnotherUID.
+const listenHelperEnv = "WRIT_TEST_LISTEN_HELPER"
+
+func listenHelper(path string) {
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		os.Exit(3)
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			os.Exit(0)
+		}
+		defer c.Close()
+	}
+}
+
+// TestAdminSocketServedByAnotherUID: a socket file that looks right (owned
+// by root) but is served by a process of another uid is refused, by the
+// kernel's account of the process that accepted the connection.
+func TestAdminSocketServedByAnotherUID(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running a process as another uid needs root; TestCheckSocketOwner covers the rule")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := shortTempDir(t)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	// The test binary's own directory may be closed to other uids.
+	helper := filepath.Join(dir, "helper")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(helper, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const other = 4243
+	sock := filepath.Join(dir, "admin.sock")
+	cmd := exec.Command(helper)
+	cmd.Env = append(os.Environ(), listenHelperEnv+"="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: other, Gid: other}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the helper never listened")
+		}
+	}
+	// The file now passes the owner check; only the peer check is left.
+	if err := os.Lchown(sock, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	err = runStatus(context.Background(), []string{"--socket", sock}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "served by a process of uid 4243") {
+		t.Fatalf("socket served by uid %d: err = %v", other, err)
 	}
 }

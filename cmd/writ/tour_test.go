@@ -24,6 +24,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(listenHelperEnv); path != "" {
+		listenHelper(path)
+		return
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

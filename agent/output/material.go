@@ -11,11 +11,14 @@ import (
 	"strings"
 )
 
-// Names of the X.509 files, the same as `writ svid mint --out` writes.
+// The file layout of an identity on disk, the one every writer of SVID
+// files uses (`writ agent --out`, `writ fetch --out`, `writ svid mint
+// --out`, `writ login`), so users see the same files whichever way they
+// got them.
 const (
-	svidFile   = "svid.pem"
-	keyFile    = "svid.key"
-	bundleFile = "bundle.pem"
+	SVIDFile   = "svid.pem" // the certificate, then intermediates
+	KeyFile    = "svid.key" // PKCS#8 private key, mode 0600
+	BundleFile = "bundle.pem"
 )
 
 // Material is what gets written: the identity (one X.509-SVID), the trust
@@ -68,11 +71,11 @@ func (m Material) encode() ([]file, error) {
 	if err != nil {
 		return nil, fmt.Errorf("output: nothing was written: %w", err)
 	}
-	files := []file{{bundleFile, pemCerts(m.Bundle), 0o644}}
+	files := []file{{BundleFile, pemCerts(m.Bundle), 0o644}}
 	files = append(files, jwts...)
 	return append(files,
-		file{keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600},
-		file{svidFile, pemCerts(m.Chain), 0o644},
+		file{KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600},
+		file{SVIDFile, pemCerts(m.Chain), 0o644},
 	), nil
 }
 

@@ -2,9 +2,10 @@
 // cannot speak the SPIFFE Workload API: CI jobs, legacy servers, anything
 // that reads a certificate and key from disk.
 //
-// The layout is the one `writ svid mint --out DIR` writes, so users see the
-// same files whichever way they got them: svid.pem, svid.key, bundle.pem,
-// plus one jwt-<audience>.token per JWT-SVID.
+// The layout is defined here once (SVIDFile, KeyFile, BundleFile and
+// jwt-<audience>.token per JWT-SVID) and every command that writes SVID
+// files writes through this package, so users see the same files whichever
+// way they got them.
 package output
 
 import (

@@ -16,6 +16,7 @@ import (
 	"writ.dev/writ/agent"
 	"writ.dev/writ/agent/output"
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/attest/node/oidc"
 	"writ.dev/writ/attest/workload"
 	"writ.dev/writ/attest/workload/container"
 	"writ.dev/writ/attest/workload/systemd"
@@ -177,8 +178,8 @@ func joinJWT(file string) func(ctx context.Context, audience string) (string, er
 			return strings.TrimSpace(string(data)), nil
 		case os.Getenv(joinJWTEnv) != "":
 			return os.Getenv(joinJWTEnv), nil
-		case os.Getenv(githubTokenURLEnv) != "":
-			return githubActionsToken(ctx, audience)
+		case oidc.InGitHubActions():
+			return oidc.GitHubActionsToken(ctx, nil, audience)
 		}
 		return "", errors.New("no token to join with: pass --jwt-file, set " + joinJWTEnv + ", or run in GitHub Actions with 'permissions: id-token: write'")
 	}
@@ -280,13 +281,6 @@ func keepWriting(ctx context.Context, a *agent.Agent, w *output.Writer, self wor
 		}
 		t.Stop()
 	}
-}
-
-// runToken runs `writ token create`.
-func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runGroup(ctx, "writ token", "Join tokens let a new agent join the trust domain, once.", []subcommand{
-		{"create", "make a one-time join token for a new agent", withStdout(tokenCreate)},
-	}, args, stdout, stderr)
 }
 
 func tokenCreate(ctx context.Context, args []string, stdout io.Writer) error {

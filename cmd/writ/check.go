@@ -24,24 +24,51 @@ func checkCommand(ctx context.Context, name string, args []string, stdout io.Wri
 			"then whom it acts for): allowed only if every identity is covered by an open task's grant\n"+
 			"to it (workloads also by standing grants), no lock applies and no guardrail forbids. Prints\n"+
 			"which task and grant covered each identity, or which identity failed and why. Resource\n"+
-			"servers ask with the requester's SVID instead (DecisionService.Check).",
-		name+" --action ACTION --resource NAME --chain ID [--chain ID ...] [--json]")
+			"servers ask with the requester's SVID instead (DecisionService.Check).\n\n"+
+			"Naming the chain is for administrators on the admin socket. Over --server, without --chain,\n"+
+			"the request is decided for the identity the command presents (with --delegation-token: acting\n"+
+			"for the person the token names), as a resource server would decide it.",
+		name+" --action ACTION --resource NAME --chain ID [--chain ID ...] [--json]",
+		name+" --server HOST:PORT --identity workload --action ACTION --resource NAME [--delegation-token FILE] [--json]")
 	action := c.fs.String("action", "", "the `action`, e.g. read")
 	resource := c.fs.String("resource", "", "the resource `name`, e.g. hr/salaries")
 	var chain stringList
 	c.fs.Var(&chain, "chain", "a SPIFFE `ID` of the chain, caller first (repeat for each)")
+	delegationToken := c.fs.String("delegation-token", "", "with --server and no --chain: `file` of a delegation token bound to the presented identity; - reads standard input")
 	asJSON := c.fs.Bool("json", false, "print the decision as JSON")
 	socket := c.socketFlag()
-	c.required("action", "resource", "chain")
+	c.required("action", "resource")
+	c.showRequired("chain")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
+	}
+	if len(chain) > 0 && c.set("delegation-token") {
+		return c.usageError("--delegation-token goes with the presented identity, not with --chain")
+	}
+	req := &writv1.CheckRequest{Action: *action, Resource: *resource, Chain: chain}
+	if c.set("delegation-token") {
+		tok, err := readTokenFile("delegation-token", *delegationToken)
+		if err != nil {
+			return err
+		}
+		req.DelegationToken = tok
 	}
 	cl, err := dial(*socket)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	d, err := writv1.NewDecisionServiceClient(cl.conn).Check(ctx, &writv1.CheckRequest{Action: *action, Resource: *resource, Chain: chain})
+	if len(chain) == 0 {
+		if cl.identity == nil {
+			return c.usageError("missing --chain: on the admin socket name the chain to decide (or use --server to be decided as yourself)")
+		}
+		// Decided as a resource server would decide this caller: by the
+		// certificate chain it presents.
+		for _, cert := range cl.identity.svid.Certificates {
+			req.X509Svid = append(req.X509Svid, cert.Raw)
+		}
+	}
+	d, err := writv1.NewDecisionServiceClient(cl.conn).Check(ctx, req)
 	if err != nil {
 		return cl.explain(err)
 	}
@@ -82,6 +109,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func policyValidate(_ context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("writ policy validate", "Compile Cedar guardrail files (or directories of *.cedar) as the server would.",
 		"writ policy validate FILE|DIR ...")
+	c.operands = true
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}

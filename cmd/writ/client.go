@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -15,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/internal/peercred"
 )
 
 const (
@@ -32,12 +39,63 @@ const (
 	maxMessageSize = 64 << 20
 )
 
+// socketOwnerEnv names further uids the client may accept as owners of
+// the admin socket, like --socket-owner.
+const socketOwnerEnv = "WRIT_SOCKET_OWNER"
+
+// identityEnv picks the identity for the remote API, like --identity.
+const identityEnv = "WRIT_IDENTITY"
+
+// Identities a client command can present to a server's remote API.
+const (
+	identityLogin    = "login"    // what `writ login` saved
+	identityWorkload = "workload" // this process's, from the SPIFFE Workload API
+)
+
 // socketHelp is the flag description shared by every client subcommand.
 const socketHelp = "path of the server's admin `socket`"
 
 // socketDefaultText is what help shows as the --socket default, because the
 // real default depends on the environment and the working directory.
 const socketDefaultText = "$" + socketEnv + ", else ./" + devSocket + " if it exists, else " + systemSocket
+
+// target says which server a client command reaches and as whom: the
+// admin socket as the local user, or a server's remote API over mTLS with
+// an identity. Every client command takes the same flags for it.
+type target struct {
+	socket       string
+	server       string
+	identity     string
+	socketOwners string
+}
+
+// resolve picks the admin socket or the remote server: the flags, then
+// $WRIT_SOCKET, then $WRIT_SERVER, then the admin socket found by search.
+func (t target) resolve() (socket, server string, err error) {
+	switch {
+	case t.socket != "" && t.server != "":
+		return "", "", errors.New("give --socket (the admin socket) or --server (the remote API), not both")
+	case t.server != "":
+		return "", t.server, nil
+	case t.socket == "" && os.Getenv(socketEnv) == "" && os.Getenv(serverEnv) != "":
+		return "", os.Getenv(serverEnv), nil
+	}
+	if t.identity != "" {
+		return "", "", errors.New("--identity is for the remote API: add --server HOST:PORT (or set " + serverEnv + ")")
+	}
+	socket, err = resolveSocket(t.socket)
+	return socket, "", err
+}
+
+func (t target) identityKind() string {
+	if t.identity != "" {
+		return t.identity
+	}
+	if v := os.Getenv(identityEnv); v != "" {
+		return v
+	}
+	return identityLogin
+}
 
 // resolveSocket picks the admin socket: the flag, then the environment, then
 // the socket of a `writ dev` started in this directory, then the system path.
@@ -61,41 +119,90 @@ func resolveSocket(flagValue string) (string, error) {
 	return abs, nil
 }
 
-// client holds one connection to the server's admin API.
+// client holds one connection to the server.
 type client struct {
-	socket  string
-	conn    *grpc.ClientConn
-	entries writv1.EntryServiceClient
-	svids   writv1.SVIDServiceClient
-	bundles writv1.BundleServiceClient
-	status  writv1.StatusServiceClient
+	socket string // what was dialled, for messages: the socket path or host:port
+	remote bool   // over mTLS with an identity rather than on the admin socket
+	// identity is who the client is on the remote API; nil on the socket.
+	identity *remoteIdentity
+	conn     *grpc.ClientConn
+	entries  writv1.EntryServiceClient
+	svids    writv1.SVIDServiceClient
+	bundles  writv1.BundleServiceClient
+	status   writv1.StatusServiceClient
 }
 
-// dial connects to the admin socket named by the --socket flag value (or the
-// fallbacks of resolveSocket). The admin socket is authorized by the peer
-// credentials of the connecting process, so the channel carries no TLS and no
-// tokens; it never leaves the machine.
-//
-// With no socket named and $WRIT_SERVER set, it reaches that server's remote
-// API instead, over mTLS with the identity `writ login` saved: a person
-// reaches the server the way agents and workloads do.
-func dial(socketFlag string) (*client, error) {
-	if addr := os.Getenv(serverEnv); addr != "" && socketFlag == "" && os.Getenv(socketEnv) == "" {
-		return dialRemote(addr)
+// dial connects to the server t names: the admin socket (authorized by the
+// peer credentials of this process; no TLS, no tokens, never off the
+// machine), or a server's remote API over mTLS with an identity, the way
+// agents and workloads reach it.
+func dial(t target) (*client, error) {
+	socket, server, err := t.resolve()
+	if err != nil {
+		return nil, err
 	}
-	socket, err := resolveSocket(socketFlag)
+	if server != "" {
+		return dialRemote(server, t.identityKind())
+	}
+	return dialSocket(socket, t.socketOwners)
+}
+
+func dialSocket(socket, extraOwners string) (*client, error) {
+	owners, err := parseOwners(extraOwners)
 	if err != nil {
 		return nil, err
 	}
 	// grpc.NewClient connects lazily; checking the path first turns the most
 	// common mistake (server not running) into a plain message.
-	if _, err := os.Stat(socket); err != nil {
+	fi, err := os.Stat(socket)
+	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("no writ server socket at %s; %s", socket, startHint)
 		}
 		return nil, fmt.Errorf("cannot use socket %s: %v; %s", socket, err, startHint)
 	}
-	conn, err := grpc.NewClient("unix://"+socket,
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := checkSocketOwner(socket, "owned by", st.Uid, os.Geteuid(), owners); err != nil {
+			return nil, err
+		}
+	}
+	// The file's owner can change between the check and the connection; the
+	// kernel's account of the process that accepted it cannot, so every
+	// connection is checked again by who serves it.
+	dialer := func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "unix", socket)
+		if err != nil {
+			return nil, err
+		}
+		uc, ok := conn.(*net.UnixConn)
+		if !ok {
+			conn.Close()
+			return nil, fmt.Errorf("%s is not a unix socket", socket)
+		}
+		cred, err := peercred.Read(uc)
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("cannot tell who serves %s: %w", socket, err)
+		}
+		if err := checkSocketOwner(socket, "served by a process of", uint32(cred.UID), os.Geteuid(), owners); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
+	// An eager first connection reports a foreign server in plain words
+	// rather than as gRPC's "connection error".
+	if c, err := dialer(context.Background(), ""); err != nil {
+		var foreign *foreignSocketError
+		if errors.As(err, &foreign) {
+			return nil, err
+		}
+	} else {
+		c.Close()
+	}
+	conn, err := grpc.NewClient("passthrough:///localhost",
+		grpc.WithContextDialer(dialer),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallSendMsgSize(maxMessageSize),
@@ -106,6 +213,66 @@ func dial(socketFlag string) (*client, error) {
 		return nil, fmt.Errorf("cannot connect to writ server at %s: %v; %s", socket, err, startHint)
 	}
 	return newClient(socket, conn), nil
+}
+
+// foreignSocketError is an admin socket that belongs to someone the
+// invoking user has not said to trust.
+type foreignSocketError struct {
+	socket, how string
+	uid         uint32
+	self        int
+}
+
+func (e *foreignSocketError) Error() string {
+	return fmt.Sprintf("refusing the admin socket %s: it is %s uid %d, neither root nor you (uid %d), so it may be another user's server "+
+		"that would see and answer what you send; if it is the server you mean, pass --socket-owner %d (or set %s=%d)",
+		e.socket, e.how, e.uid, e.self, e.uid, socketOwnerEnv, e.uid)
+}
+
+// checkSocketOwner admits an admin socket whose owner (or serving process)
+// is root, the invoking user, or a uid the user named. A socket found by
+// search in the working directory may belong to anyone who could write
+// there; root talking to it would hand that user its commands.
+func checkSocketOwner(socket, how string, owner uint32, self int, extra []uint32) error {
+	if owner == 0 || int64(owner) == int64(self) || slices.Contains(extra, owner) {
+		return nil
+	}
+	return &foreignSocketError{socket: socket, how: how, uid: owner, self: self}
+}
+
+// parseOwners reads --socket-owner: uids or user names, comma-separated.
+func parseOwners(s string) ([]uint32, error) {
+	var out []uint32
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if n, err := strconv.ParseUint(f, 10, 32); err == nil {
+			out = append(out, uint32(n))
+			continue
+		}
+		u, err := user.Lookup(f)
+		if err != nil {
+			return nil, fmt.Errorf("socket-owner: %s is neither a uid nor a known user name: give a number or a user of this machine", boundQuote(f))
+		}
+		n, err := strconv.ParseUint(u.Uid, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("socket-owner: user %s has the uid %q, not a number", u.Username, u.Uid)
+		}
+		out = append(out, uint32(n))
+	}
+	return out, nil
+}
+
+// boundQuote quotes s for an error message, cut short: it may be anything
+// a caller typed.
+func boundQuote(s string) string {
+	const max = 64
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "…"
+	}
+	return strconv.Quote(s)
 }
 
 func newClient(target string, conn *grpc.ClientConn) *client {
@@ -119,18 +286,20 @@ func newClient(target string, conn *grpc.ClientConn) *client {
 	}
 }
 
-// dialRemote connects to a server's remote API with the saved identity.
-func dialRemote(addr string) (*client, error) {
-	tlsCfg, err := remoteTLS()
+// dialRemote connects to a server's remote API over mTLS with an identity.
+func dialRemote(addr, kind string) (*client, error) {
+	id, err := loadIdentity(kind)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(id.clientTLS())),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMessageSize), grpc.MaxCallRecvMsgSize(maxMessageSize)))
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to writ server at %s: %v", addr, err)
 	}
-	return newClient(addr, conn), nil
+	c := newClient(addr, conn)
+	c.remote, c.identity = true, id
+	return c, nil
 }
 
 const startHint = "start the server (`writ server`, or `writ dev` for a local trial) or point --socket or " + socketEnv + " at its admin socket"
@@ -158,6 +327,11 @@ func (c *client) explain(err error) error {
 		}
 		return fmt.Errorf("cannot reach the writ server at %s: %s; %s", c.socket, msg, startHint)
 	case codes.PermissionDenied:
+		if c.remote {
+			// The server's per-RPC table keeps administration on the admin
+			// socket; say where else to go.
+			return fmt.Errorf("permission denied: %s; the server does not let remote identities do this: run it on the server's machine with --socket (its admin socket)", msg)
+		}
 		return fmt.Errorf("permission denied: %s", msg)
 	case codes.Unauthenticated:
 		return fmt.Errorf("not authenticated: %s", msg)

@@ -167,6 +167,12 @@ func TestDev(t *testing.T) {
 	if !strings.Contains(out, "spiffe://example.org/user/") || !strings.Contains(out, "JWT-SVID for demo") {
 		t.Fatalf("writ fetch: %s", out)
 	}
+	// --out writes the layout writ agent --out writes, the JWT-SVID included.
+	for _, name := range []string{"svid.pem", "svid.key", "bundle.pem", "jwt-demo.token"} {
+		if _, err := os.Stat(filepath.Join(idDir, name)); err != nil {
+			t.Errorf("fetch --out: %v", err)
+		}
+	}
 	if openssl, err := exec.LookPath("openssl"); err == nil {
 		cmd := exec.Command(openssl, "verify", "-CAfile", filepath.Join(idDir, "bundle.pem"),
 			"-untrusted", filepath.Join(idDir, "svid.pem"), filepath.Join(idDir, "svid.pem"))
@@ -188,7 +194,7 @@ func TestJWTSVIDMint(t *testing.T) {
 	}
 	startCommand(t, socket, "server", "--data-dir", data, "--trust-domain", "jwt.test", "--config", cfg)
 
-	cl, err := dial(socket)
+	cl, err := dial(target{socket: socket})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +234,7 @@ func TestJWTSVIDMint(t *testing.T) {
 	tokDir := filepath.Join(dir, "tok")
 	out = writ(t, "svid", "mint", "--socket", socket, "--jwt", "--spiffe-id", "spiffe://jwt.test/me",
 		"--audience", "aud-a", "--out", tokDir)
-	path := filepath.Join(tokDir, "jwt-svid.token")
+	path := filepath.Join(tokDir, "jwt-aud-a.token")
 	if !strings.Contains(out, path) || strings.Contains(out, "eyJ") {
 		t.Fatalf("output with --out: %s", out)
 	}

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -167,15 +164,12 @@ func parseTTLSeconds(field, s string) (int64, error) {
 	return int64(d / time.Second), nil
 }
 
-// parseExpiresAt parses an RFC 3339 time that must lie in the future: a rule
-// that has already expired would be stored and never apply.
+// parseExpiresAt parses an RFC 3339 time that must lie in the future, as
+// Unix seconds.
 func parseExpiresAt(field, s string, now time.Time) (int64, error) {
-	t, err := time.Parse(time.RFC3339, s)
+	t, err := identity.ParseExpiresAt(field, s, now)
 	if err != nil {
-		return 0, &identity.FieldError{Field: field, Msg: fmt.Sprintf("%q is not an RFC 3339 time; give e.g. 2030-01-02T15:04:05Z or 2030-01-02T16:04:05+01:00", s)}
-	}
-	if !t.After(now) {
-		return 0, &identity.FieldError{Field: field, Msg: fmt.Sprintf("%s is in the past; give a later time, or leave it out for a rule that never expires", t.UTC().Format(time.RFC3339))}
+		return 0, err
 	}
 	return t.Unix(), nil
 }
@@ -494,315 +488,35 @@ func entryList(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // maxBatchEntries is the most entries the server stores in one call.
 const maxBatchEntries = 100_000
 
-// batchEntryFields are the keys an entry in a batch file may have, in the
-// order help and errors list them. They are the Entry field names of the API,
-// with TTLs as durations and the expiry as an RFC 3339 time.
-var batchEntryFields = []string{"id", "spiffe_id", "parent_id", "selectors", "x509_ttl", "jwt_ttl", "dns_names", "hint", "expires_at"}
-
-// batchError is a problem at a place in a batch file.
-type batchError struct {
-	line int
-	path string // e.g. entries[3].selectors[0]; empty for the document itself
-	msg  string
-}
-
-func (e *batchError) Error() string {
-	loc := fmt.Sprintf("line %d: ", e.line)
-	if e.path == "" {
-		return loc + e.msg
-	}
-	return loc + e.path + ": " + e.msg
-}
-
-// parseBatch parses a batch file: a YAML (or JSON, which YAML contains)
-// document {entries: [...]}. Keys are checked against the known fields by
-// hand rather than by the YAML decoder's strict mode, because the decoder's
-// errors do not say which entry they are about, and in a file of thousands
-// of entries the index is what the user needs. Every entry is checked before
-// anything is returned.
+// parseBatch parses a batch file (identity.ParseRuleFile) into the
+// entries of one CreateEntries call.
 func parseBatch(data []byte, now time.Time) ([]*writv1.Entry, error) {
 	return parseBatchLimit(data, now, maxBatchEntries)
 }
 
 func parseBatchLimit(data []byte, now time.Time, limit int) ([]*writv1.Entry, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("the file is empty; it should hold a document like {entries: [{spiffe_id: ..., parent_id: ..., selectors: [...]}]}")
-		}
-		return nil, err
-	}
-	var more yaml.Node
-	switch err := dec.Decode(&more); {
-	case err == nil:
-		return nil, &batchError{line: more.Line, msg: "a second YAML document starts here; put all entries in one document's entries list"}
-	case !errors.Is(err, io.EOF):
-		return nil, err
-	}
-
-	root := deref(&doc)
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		root = deref(root.Content[0])
-	}
-	if root.Kind != yaml.MappingNode {
-		return nil, &batchError{line: root.Line, msg: fmt.Sprintf("the document is %s; it should be a mapping with the key entries", describeNode(root))}
-	}
-	var list *yaml.Node
-	err := eachField(root, "", []string{"entries"}, func(key string, value *yaml.Node) error {
-		list = value
-		return nil
-	})
+	rules, err := identity.ParseRuleFile(data, now, limit)
 	if err != nil {
 		return nil, err
 	}
-	if list == nil || isNull(list) {
-		return nil, &batchError{line: root.Line, msg: "there is no entries list; nothing to create"}
-	}
-	if list.Kind != yaml.SequenceNode {
-		return nil, &batchError{line: list.Line, path: "entries", msg: fmt.Sprintf("is %s; it should be a list of entries", describeNode(list))}
-	}
-	if len(list.Content) == 0 {
-		return nil, &batchError{line: list.Line, path: "entries", msg: "is empty; nothing to create"}
-	}
-	if n := len(list.Content); n > limit {
-		return nil, fmt.Errorf("the file has %d entries, more than the %d the server stores in one call; split it into files of at most %d entries (each file is stored all or nothing)", n, limit, limit)
-	}
-	entries := make([]*writv1.Entry, len(list.Content))
-	for i, item := range list.Content {
-		e, err := parseBatchEntry(fmt.Sprintf("entries[%d]", i), deref(item), now)
-		if err != nil {
-			return nil, err
+	entries := make([]*writv1.Entry, len(rules))
+	for i, r := range rules {
+		e := &writv1.Entry{
+			Id:             r.ID,
+			SpiffeId:       r.SPIFFEID.String(),
+			ParentId:       r.ParentID.String(),
+			X509TtlSeconds: int64(r.X509TTL / time.Second),
+			JwtTtlSeconds:  int64(r.JWTTTL / time.Second),
+			DnsNames:       r.DNSNames,
+			Hint:           r.Hint,
+		}
+		for _, sel := range r.Selectors {
+			e.Selectors = append(e.Selectors, &writv1.Selector{Type: sel.Type, Value: sel.Value})
+		}
+		if !r.ExpiresAt.IsZero() {
+			e.ExpiresAt = r.ExpiresAt.Unix()
 		}
 		entries[i] = e
 	}
 	return entries, nil
-}
-
-func parseBatchEntry(path string, n *yaml.Node, now time.Time) (*writv1.Entry, error) {
-	if n.Kind != yaml.MappingNode {
-		return nil, &batchError{line: n.Line, path: path, msg: fmt.Sprintf("is %s; an entry is a mapping with the keys %s", describeNode(n), strings.Join(batchEntryFields, ", "))}
-	}
-	e := &writv1.Entry{}
-	var spiffeIDSeen, parentIDSeen bool
-	var selectorsLine int
-	err := eachField(n, path, batchEntryFields, func(key string, v *yaml.Node) error {
-		field := path + "." + key
-		// fail wraps a problem reported for field (or a part of it).
-		fail := func(line int, err error) error {
-			var fe *identity.FieldError
-			if errors.As(err, &fe) {
-				return &batchError{line: line, path: fe.Field, msg: fe.Msg}
-			}
-			return &batchError{line: line, path: field, msg: err.Error()}
-		}
-		switch key {
-		case "selectors", "dns_names":
-			items, lines, err := stringSeq(field, v)
-			if err != nil {
-				return err
-			}
-			if key == "dns_names" {
-				e.DnsNames = items
-				return nil
-			}
-			selectorsLine = v.Line
-			sels, err := parseSelectors(items, func(i int) string { return fmt.Sprintf("%s[%d]", field, i) })
-			if err != nil {
-				var fe *identity.FieldError
-				line := v.Line
-				if errors.As(err, &fe) {
-					for i := range items {
-						if fe.Field == fmt.Sprintf("%s[%d]", field, i) {
-							line = lines[i]
-						}
-					}
-				}
-				return fail(line, err)
-			}
-			e.Selectors = sels
-			return nil
-		}
-		s, err := scalarString(field, v)
-		if err != nil {
-			return err
-		}
-		switch key {
-		case "id":
-			e.Id = s
-		case "spiffe_id":
-			spiffeIDSeen = true
-			if _, err := identity.ParseID(field, s); err != nil {
-				return fail(v.Line, err)
-			}
-			e.SpiffeId = s
-		case "parent_id":
-			parentIDSeen = true
-			if _, err := identity.ParseID(field, s); err != nil {
-				return fail(v.Line, err)
-			}
-			e.ParentId = s
-		case "x509_ttl", "jwt_ttl":
-			if s == "" {
-				return nil // unset: the server default
-			}
-			secs, err := parseTTLSeconds(field, s)
-			if err != nil {
-				return fail(v.Line, err)
-			}
-			if key == "x509_ttl" {
-				e.X509TtlSeconds = secs
-			} else {
-				e.JwtTtlSeconds = secs
-			}
-		case "hint":
-			e.Hint = s
-		case "expires_at":
-			if s == "" {
-				return nil // unset: never expires
-			}
-			at, err := parseExpiresAt(field, s, now)
-			if err != nil {
-				return fail(v.Line, err)
-			}
-			e.ExpiresAt = at
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case !spiffeIDSeen:
-		return nil, &batchError{line: n.Line, path: path, msg: "has no spiffe_id; give the SPIFFE ID the rule hands out"}
-	case !parentIDSeen:
-		return nil, &batchError{line: n.Line, path: path, msg: "has no parent_id; give the SPIFFE ID of the node or agent that may hand it out"}
-	case len(e.Selectors) == 0:
-		line := n.Line
-		if selectorsLine != 0 {
-			line = selectorsLine
-		}
-		return nil, &batchError{line: line, path: path + ".selectors", msg: `is missing or empty; give at least one selector, e.g. ["unix:uid:1000"]`}
-	}
-	return e, nil
-}
-
-// eachField calls fn for every key of mapping n in order, refusing keys not
-// in known and keys given twice.
-func eachField(n *yaml.Node, path string, known []string, fn func(key string, value *yaml.Node) error) error {
-	seen := make(map[string]int, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := deref(n.Content[i]), deref(n.Content[i+1])
-		where := func(key string) string {
-			if path == "" {
-				return key
-			}
-			return path + "." + key
-		}
-		if k.Kind != yaml.ScalarNode {
-			return &batchError{line: k.Line, path: path, msg: fmt.Sprintf("has %s as a key; keys are field names: %s", describeNode(k), strings.Join(known, ", "))}
-		}
-		key := k.Value
-		if !slices.Contains(known, key) {
-			msg := "unknown field; the fields are " + strings.Join(known, ", ")
-			if guess := closeField(key, known); guess != "" {
-				msg = fmt.Sprintf("unknown field, did you mean %s? The fields are %s", guess, strings.Join(known, ", "))
-			}
-			return &batchError{line: k.Line, path: where(strconvQuoteIfOdd(key)), msg: msg}
-		}
-		if first, dup := seen[key]; dup {
-			return &batchError{line: k.Line, path: where(key), msg: fmt.Sprintf("is given twice (first on line %d); keep one", first)}
-		}
-		seen[key] = k.Line
-		if err := fn(key, v); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// closeField guesses the known field meant by key: same letters ignoring
-// case and the -/_ difference between flags and file keys.
-func closeField(key string, known []string) string {
-	norm := func(s string) string {
-		return strings.ReplaceAll(strings.ToLower(s), "-", "_")
-	}
-	for _, k := range known {
-		if norm(key) == k || norm(key) == strings.TrimSuffix(k, "s") || norm(key)+"s" == k {
-			return k
-		}
-	}
-	return ""
-}
-
-// strconvQuoteIfOdd quotes a key that would be confusing in a field path
-// (empty, or with spaces, dots or control characters).
-func strconvQuoteIfOdd(key string) string {
-	if key == "" || strings.ContainsAny(key, " .[]\"\t\r\n") || strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return fmt.Sprintf("%q", key)
-	}
-	return key
-}
-
-// scalarString reads a scalar as the text that was written, so that a TTL
-// of 3600 or an unquoted timestamp reach the parsers unchanged. null reads
-// as "".
-func scalarString(field string, n *yaml.Node) (string, error) {
-	if n.Kind != yaml.ScalarNode {
-		return "", &batchError{line: n.Line, path: field, msg: fmt.Sprintf("is %s; it should be a single value", describeNode(n))}
-	}
-	if isNull(n) {
-		return "", nil
-	}
-	return n.Value, nil
-}
-
-// stringSeq reads a list of scalars and the line of each.
-func stringSeq(field string, n *yaml.Node) ([]string, []int, error) {
-	if isNull(n) {
-		return nil, nil, nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		return nil, nil, &batchError{line: n.Line, path: field, msg: fmt.Sprintf(`is %s; it should be a list, e.g. ["a", "b"]`, describeNode(n))}
-	}
-	out := make([]string, len(n.Content))
-	lines := make([]int, len(n.Content))
-	for i, item := range n.Content {
-		item = deref(item)
-		s, err := scalarString(fmt.Sprintf("%s[%d]", field, i), item)
-		if err != nil {
-			return nil, nil, err
-		}
-		out[i], lines[i] = s, item.Line
-	}
-	return out, lines, nil
-}
-
-func deref(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
-}
-
-func describeNode(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if isNull(n) {
-			return "empty"
-		}
-		return fmt.Sprintf("the value %q", n.Value)
-	case yaml.DocumentNode:
-		return "a document"
-	}
-	return "something else"
 }

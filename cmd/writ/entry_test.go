@@ -179,25 +179,6 @@ func TestParseBatchLimitBoundary(t *testing.T) {
 	}
 }
 
-// FuzzParseBatch checks that no input makes the parser panic, and that what
-// it accepts is complete enough to send.
-func FuzzParseBatch(f *testing.F) {
-	f.Add([]byte(goodBatchYAML))
-	f.Add([]byte("entries: [{spiffe_id: spiffe://a/b, parent_id: spiffe://a/c, selectors: [x:y]}]"))
-	f.Add([]byte("entries: &a [*a]"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		entries, err := parseBatch(data, batchNow)
-		if err != nil {
-			return
-		}
-		for i, e := range entries {
-			if e.GetSpiffeId() == "" || e.GetParentId() == "" || len(e.GetSelectors()) == 0 {
-				t.Fatalf("entry %d accepted incomplete: %v", i, e)
-			}
-		}
-	})
-}
-
 // runNoServer runs a command that must fail or finish before contacting a
 // server; the socket it is given does not exist.
 func runNoServer(t *testing.T, run func(context.Context, []string, io.Writer, io.Writer) error, args ...string) (stdout, stderr string, err error) {

@@ -23,8 +23,8 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"process gets from the kernel's account of it (uid, gid, executable ...).",
 		"writ fetch [--endpoint unix:///path/agent.sock] [--out DIR] [--jwt-audience AUD]")
 	endpoint := c.fs.String("endpoint", "", "Workload API `address` (default $SPIFFE_ENDPOINT_SOCKET)")
-	out := c.fs.String("out", "", "write the first SVID, its key and the bundle to `directory`")
-	aud := c.fs.String("jwt-audience", "", "also fetch a JWT-SVID for this `audience` and print it")
+	out := c.fs.String("out", "", "write the first SVID, its key and the bundle to `directory` (svid.pem, svid.key, bundle.pem, and jwt-AUDIENCE.token with --jwt-audience), the files 'writ agent --out' writes")
+	aud := c.fs.String("jwt-audience", "", "also fetch a JWT-SVID for this `audience`: printed, and written with --out")
 	timeout := c.fs.Duration("timeout", 10*time.Second, "how long to wait for the agent")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
@@ -48,12 +48,14 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.ID, s.Certificates[0].NotAfter.UTC().Format(time.RFC3339), s.Hint)
 	}
 	tw.Flush()
+	var jwts []output.JWT
 	if *aud != "" {
 		j, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: *aud}, opts...)
 		if err != nil {
 			return fmt.Errorf("fetching a JWT-SVID: %w", err)
 		}
 		fmt.Fprintf(stdout, "\nJWT-SVID for %s (expires %s):\n%s\n", *aud, j.Expiry.UTC().Format(time.RFC3339), j.Marshal())
+		jwts = append(jwts, output.JWT{Audience: *aud, Token: j.Marshal()})
 	}
 	if *out == "" || len(x.SVIDs) == 0 {
 		return nil
@@ -67,9 +69,9 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if _, err := w.Write(ctx, output.Material{Chain: svid.Certificates, Key: svid.PrivateKey, Bundle: b.X509Authorities()}); err != nil {
+	if _, err := w.Write(ctx, output.Material{Chain: svid.Certificates, Key: svid.PrivateKey, Bundle: b.X509Authorities(), JWTs: jwts}); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s to %s (svid.pem, svid.key, bundle.pem)\n", svid.ID, *out)
+	fmt.Fprintf(stdout, "wrote %s to %s\n", svid.ID, w.Dir())
 	return nil
 }

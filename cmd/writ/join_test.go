@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"writ.dev/writ/attest/node/oidc"
 )
 
 // fakeGitHub is GitHub Actions' OIDC token endpoint as a job sees it: it
@@ -86,8 +88,8 @@ func TestAgentJoinsFromGitHubActions(t *testing.T) {
 
 	var audience atomic.Value
 	gh := fakeGitHub(t, key, "acme/payments", "9001", &audience)
-	t.Setenv(githubTokenURLEnv, gh.URL+"/token?api-version=2.0")
-	t.Setenv(githubTokenTokenEnv, "job-request-token")
+	t.Setenv(oidc.GitHubTokenURLEnv, gh.URL+"/token?api-version=2.0")
+	t.Setenv(oidc.GitHubTokenTokenEnv, "job-request-token")
 	out := filepath.Join(dir, "id")
 	got := writ(t, "agent", "--server", addr, "--data-dir", filepath.Join(dir, "agent"), "--bundle", bundle,
 		"--join-method", "github", "--oneshot", "--out", out)

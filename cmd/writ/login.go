@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -19,7 +18,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -163,28 +161,6 @@ func serverAuthorizer(td spiffeid.TrustDomain) tlsconfig.Authorizer {
 		}
 		return nil
 	})
-}
-
-// remoteTLS is the client side of mTLS with the identity `writ login`
-// saved.
-func remoteTLS() (*tls.Config, error) {
-	dir, err := identityDir()
-	if err != nil {
-		return nil, err
-	}
-	svid, err := x509svid.Load(filepath.Join(dir, "svid.pem"), filepath.Join(dir, "svid.key"))
-	if err != nil {
-		return nil, fmt.Errorf("no saved identity in %s (%v): run 'writ login'", dir, err)
-	}
-	if !time.Now().Before(svid.Certificates[0].NotAfter) {
-		return nil, fmt.Errorf("the saved identity %s expired at %s: run 'writ login' again", svid.ID, svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
-	}
-	td := svid.ID.TrustDomain()
-	bundle, err := x509bundle.Load(td, filepath.Join(dir, "bundle.pem"))
-	if err != nil {
-		return nil, err
-	}
-	return tlsconfig.MTLSClientConfig(svid, bundle, serverAuthorizer(td)), nil
 }
 
 func parseDERs(ders [][]byte) ([]*x509.Certificate, error) {

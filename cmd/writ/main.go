@@ -35,7 +35,7 @@ var commands = map[string]command{
 	"status":  {"show the server's status", runStatus},
 	"backup":  {"copy the running server's store to a file, consistently", runBackup},
 	"agent":   {"run the node agent: join, serve the SPIFFE Workload API, write identities to files", runAgent},
-	"token":   {"make one-time join tokens for new agents", runToken},
+	"token":   {"join tokens for new agents; token exchange for an agent acting for a person", runToken},
 	"fetch":   {"fetch this process's identity from the SPIFFE Workload API", runFetch},
 	"login":   {"sign in as a person and get a short-lived SVID", runLogin},
 	"check":   {"dry-run a decision for a chain of identities, with the explanation", runCheck},
@@ -90,7 +90,10 @@ Commands:
 	}
 	fmt.Fprint(w, `
 The client commands reach the server's admin socket: --socket, else $WRIT_SOCKET,
-else ./.writ/admin.sock (writ dev), else /var/lib/writ/admin.sock.
+else ./.writ/admin.sock (writ dev), else /var/lib/writ/admin.sock; a socket owned by
+anyone but root or you is refused unless named with --socket-owner. With --server
+HOST:PORT (or $WRIT_SERVER) they reach the remote API over mTLS instead, as the identity
+'writ login' saved or, with --identity workload, this process's from the Workload API.
 `)
 }
 

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -30,6 +31,9 @@ type cliCommand struct {
 	// requiredFlags must have a value once parsed; parse refuses the
 	// command otherwise.
 	requiredFlags []string
+	// operands is set by commands that take arguments after their flags
+	// (writ policy validate FILE...); the others refuse any.
+	operands bool
 }
 
 func newCommand(name, summary string, synopsis ...string) *cliCommand {
@@ -72,11 +76,20 @@ func (c *cliCommand) need(names ...string) error {
 	return nil
 }
 
-// socketFlag adds --socket, which every client subcommand takes.
-func (c *cliCommand) socketFlag() *string {
-	p := c.fs.String("socket", "", socketHelp)
+// socketFlag adds the flags that say which server a client command reaches
+// and as whom: --socket (the admin socket) or --server with --identity (the
+// remote API over mTLS).
+func (c *cliCommand) socketFlag() *target {
+	t := &target{}
+	c.fs.StringVar(&t.socket, "socket", "", socketHelp)
 	c.shownDefault["socket"] = socketDefaultText
-	return p
+	c.fs.StringVar(&t.server, "server", "", "reach this server's remote API (`host:port`) over mTLS instead of the admin socket")
+	c.shownDefault["server"] = "$" + serverEnv + " when no socket is named"
+	c.fs.StringVar(&t.identity, "identity", "", "with --server, who to be: `login` (what 'writ login' saved) or workload (from the Workload API at $SPIFFE_ENDPOINT_SOCKET)")
+	c.shownDefault["identity"] = "$" + identityEnv + ", else login"
+	c.fs.StringVar(&t.socketOwners, "socket-owner", os.Getenv(socketOwnerEnv), "also accept an admin socket owned by these `users` (uids or names, comma-separated); root and you always are")
+	c.shownDefault["socket-owner"] = "$" + socketOwnerEnv
+	return t
 }
 
 // parse parses args. It returns done=true when help was printed and the
@@ -89,7 +102,7 @@ func (c *cliCommand) parse(args []string, stdout io.Writer) (done bool, err erro
 		}
 		return false, c.usageError("%v", err)
 	}
-	if c.fs.NArg() > 0 {
+	if c.fs.NArg() > 0 && !c.operands {
 		return false, c.usageError("unexpected argument %q (flags go before other arguments, and every value needs its flag)", c.fs.Arg(0))
 	}
 	return false, c.need(c.requiredFlags...)

@@ -22,10 +22,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"writ.dev/writ/agent/output"
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/identity"
-
-	"writ.dev/writ/internal/atomicfile"
 )
 
 // runSVID runs `writ svid mint [flags]`.
@@ -35,15 +34,6 @@ func runSVID(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		{"mint", "make a key here and have the server certify it as an X.509-SVID, written to files; or, with --jwt, mint a JWT-SVID", svidMint},
 	}, args, stdout, stderr)
 }
-
-// Names of the files svid mint writes in --out.
-const (
-	svidFile   = "svid.pem"
-	keyFile    = "svid.key"
-	bundleFile = "bundle.pem"
-	// jwtFile is what svid mint --jwt writes in --out.
-	jwtFile = "jwt-svid.token"
-)
 
 var keyTypes = []string{"ec-p256", "ec-p384", "rsa-2048", "rsa-3072"}
 
@@ -65,11 +55,12 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c := newCommand("writ svid mint",
 		"Mint an X.509-SVID. The private key is generated on this machine and never sent: the server\n"+
 			"receives a certificate request and certifies its public key. Written to the --out directory\n"+
-			"(created with mode 0700 if missing): "+svidFile+" (the certificate, then intermediates),\n"+
-			keyFile+" (PKCS#8 private key, mode 0600) and "+bundleFile+" (the trust domain's roots).\n"+
-			"Each file is replaced atomically, so a reader never sees half a file.\n\n"+
+			"(created with mode 0700 if missing): "+output.SVIDFile+" (the certificate, then intermediates),\n"+
+			output.KeyFile+" (PKCS#8 private key, mode 0600) and "+output.BundleFile+" (the trust domain's roots),\n"+
+			"the same files 'writ agent --out' and 'writ fetch --out' write. Each file is replaced\n"+
+			"atomically, so a reader never sees half a file.\n\n"+
 			"With --jwt, mint a JWT-SVID for the given audiences instead and print the token, or write it\n"+
-			"to DIR/"+jwtFile+" (mode 0600, replaced atomically) when --out is given.",
+			"to DIR/jwt-AUDIENCE.token (the first audience; mode 0600, replaced atomically) with --out.",
 		"writ svid mint --spiffe-id ID --out DIR [--ttl DURATION] [--dns NAME...] [--key-type TYPE] [--json]",
 		"writ svid mint --jwt --spiffe-id ID --audience A [--audience B...] [--ttl DURATION] [--out DIR] [--json]")
 	spiffeID := c.fs.String("spiffe-id", "", "SPIFFE `ID` to certify")
@@ -161,29 +152,24 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("the server's answer is unusable, nothing was written: %w", err)
 	}
 
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	chain, err := parseDERs(resp.GetCertChain())
 	if err != nil {
-		return fmt.Errorf("cannot encode the private key: %w", err)
+		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("out: %w", err)
+	roots, err := parseDERs(resp.GetBundle())
+	if err != nil {
+		return err
+	}
+	w, err := output.New(output.Options{Dir: dir})
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(ctx, output.Material{Chain: chain, Key: key, Bundle: roots}); err != nil {
+		return err
 	}
 	paths := map[string]string{}
-	for _, f := range []struct {
-		name string
-		data []byte
-		perm os.FileMode
-	}{
-		// Roots first, so the new chain is never on disk before what verifies it.
-		{bundleFile, pemCerts(resp.GetBundle()), 0o644},
-		{keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600},
-		{svidFile, pemCerts(resp.GetCertChain()), 0o644},
-	} {
-		p := filepath.Join(dir, f.name)
-		if err := atomicfile.Write(p, f.data, f.perm); err != nil {
-			return err
-		}
-		paths[f.name] = p
+	for _, name := range []string{output.SVIDFile, output.KeyFile, output.BundleFile} {
+		paths[name] = filepath.Join(w.Dir(), name)
 	}
 
 	expires := leaf.NotAfter
@@ -197,7 +183,7 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			SVID      string `json:"svid"`
 			Key       string `json:"key"`
 			Bundle    string `json:"bundle"`
-		}{id.String(), expires.UTC().Format(time.RFC3339), paths[svidFile], paths[keyFile], paths[bundleFile]})
+		}{id.String(), expires.UTC().Format(time.RFC3339), paths[output.SVIDFile], paths[output.KeyFile], paths[output.BundleFile]})
 		if err != nil {
 			return err
 		}
@@ -207,25 +193,19 @@ func svidMint(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "SPIFFE ID:\t%s\n", id)
 	fmt.Fprintf(tw, "Expires at:\t%s\n", expires.UTC().Format(time.RFC3339))
-	fmt.Fprintf(tw, "Certificate:\t%s\n", paths[svidFile])
-	fmt.Fprintf(tw, "Private key:\t%s\n", paths[keyFile])
-	fmt.Fprintf(tw, "Bundle:\t%s\n", paths[bundleFile])
+	fmt.Fprintf(tw, "Certificate:\t%s\n", paths[output.SVIDFile])
+	fmt.Fprintf(tw, "Private key:\t%s\n", paths[output.KeyFile])
+	fmt.Fprintf(tw, "Bundle:\t%s\n", paths[output.BundleFile])
 	return tw.Flush()
 }
 
 // svidMintJWT has the server sign a JWT-SVID and prints it, or writes it to
 // dir. The token is checked to be a JWT-SVID for id before anything is written.
-func svidMintJWT(ctx context.Context, socket, id string, audience []string, ttlSeconds int64, out string, asJSON bool, stdout io.Writer) error {
-	var path string
+func svidMintJWT(ctx context.Context, socket target, id string, audience []string, ttlSeconds int64, out string, asJSON bool, stdout io.Writer) error {
 	if out != "" {
-		dir, err := filepath.Abs(out)
-		if err != nil {
-			return fmt.Errorf("out: %w", err)
+		if fi, err := os.Stat(out); err == nil && !fi.IsDir() {
+			return fmt.Errorf("out: %s exists and is not a directory", out)
 		}
-		if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-			return fmt.Errorf("out: %s exists and is not a directory", dir)
-		}
-		path = filepath.Join(dir, jwtFile)
 	}
 	cl, err := dial(socket)
 	if err != nil {
@@ -244,11 +224,9 @@ func svidMintJWT(ctx context.Context, socket, id string, audience []string, ttlS
 		return fmt.Errorf("the server's answer is unusable, nothing was written: %w", err)
 	}
 	expires := time.Unix(resp.GetExpiresAt(), 0).UTC().Format(time.RFC3339)
-	if path != "" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return fmt.Errorf("out: %w", err)
-		}
-		if err := atomicfile.Write(path, []byte(resp.GetToken()+"\n"), 0o600); err != nil {
+	var path string
+	if out != "" {
+		if path, err = output.WriteJWT(out, audience[0], resp.GetToken()); err != nil {
 			return err
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"writ.dev/writ/agent/output"
 )
 
 func TestSVIDMintAgainstServer(t *testing.T) {
@@ -33,7 +35,7 @@ func TestSVIDMintAgainstServer(t *testing.T) {
 				"--spiffe-id", "spiffe://example.org/service/web",
 				"--ttl", "30m", "--dns", "web.example.org",
 				"--key-type", tc.keyType, "--out", out)
-			for _, want := range []string{"spiffe://example.org/service/web", "Expires at:", filepath.Join(out, svidFile), filepath.Join(out, keyFile), filepath.Join(out, bundleFile)} {
+			for _, want := range []string{"spiffe://example.org/service/web", "Expires at:", filepath.Join(out, output.SVIDFile), filepath.Join(out, output.KeyFile), filepath.Join(out, output.BundleFile)} {
 				if !strings.Contains(stdout, want) {
 					t.Errorf("output lacks %q:\n%s", want, stdout)
 				}
@@ -47,15 +49,15 @@ func TestSVIDMintAgainstServer(t *testing.T) {
 			}
 
 			assertMode(t, out, 0o700)
-			assertMode(t, filepath.Join(out, keyFile), 0o600)
-			assertMode(t, filepath.Join(out, svidFile), 0o644)
-			assertMode(t, filepath.Join(out, bundleFile), 0o644)
+			assertMode(t, filepath.Join(out, output.KeyFile), 0o600)
+			assertMode(t, filepath.Join(out, output.SVIDFile), 0o644)
+			assertMode(t, filepath.Join(out, output.BundleFile), 0o644)
 			entries, _ := os.ReadDir(out)
 			if len(entries) != 3 {
 				t.Errorf("out holds %d files, want 3 (no temporary files left)", len(entries))
 			}
 
-			chain := readPEMCerts(t, filepath.Join(out, svidFile))
+			chain := readPEMCerts(t, filepath.Join(out, output.SVIDFile))
 			if len(chain) != 2 {
 				t.Fatalf("svid.pem holds %d certificates, want leaf and intermediate", len(chain))
 			}
@@ -65,12 +67,12 @@ func TestSVIDMintAgainstServer(t *testing.T) {
 			if d := time.Until(chain[0].NotAfter); d < 25*time.Minute || d > 31*time.Minute {
 				t.Errorf("leaf expires in %v, want 30m", d)
 			}
-			roots := readPEMCerts(t, filepath.Join(out, bundleFile))
+			roots := readPEMCerts(t, filepath.Join(out, output.BundleFile))
 			if len(roots) != 1 || !roots[0].Equal(f.root) {
 				t.Errorf("bundle.pem is not the root")
 			}
 
-			keyPEM, err := os.ReadFile(filepath.Join(out, keyFile))
+			keyPEM, err := os.ReadFile(filepath.Join(out, output.KeyFile))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +93,7 @@ func TestSVIDMintAgainstServer(t *testing.T) {
 			}
 
 			if openssl, err := exec.LookPath("openssl"); err == nil {
-				cmd := exec.Command(openssl, "verify", "-CAfile", filepath.Join(out, bundleFile), "-untrusted", filepath.Join(out, svidFile), filepath.Join(out, svidFile))
+				cmd := exec.Command(openssl, "verify", "-CAfile", filepath.Join(out, output.BundleFile), "-untrusted", filepath.Join(out, output.SVIDFile), filepath.Join(out, output.SVIDFile))
 				b, err := cmd.CombinedOutput()
 				if err != nil {
 					t.Errorf("openssl verify: %v\n%s", err, b)
@@ -111,7 +113,7 @@ func TestSVIDMintJSONAndReplace(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An older key left readable by others must come back 0600.
-	if err := os.WriteFile(filepath.Join(out, keyFile), []byte("old"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(out, output.KeyFile), []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	stdout := mustRunCmd(t, runSVID, sock, "mint", "--spiffe-id", "spiffe://example.org/a", "--out", out, "--json")
@@ -119,13 +121,13 @@ func TestSVIDMintJSONAndReplace(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 		t.Fatalf("--json output %q: %v", stdout, err)
 	}
-	if res["spiffe_id"] != "spiffe://example.org/a" || res["key"] != filepath.Join(out, keyFile) {
+	if res["spiffe_id"] != "spiffe://example.org/a" || res["key"] != filepath.Join(out, output.KeyFile) {
 		t.Errorf("--json = %v", res)
 	}
 	if _, err := time.Parse(time.RFC3339, res["expires_at"]); err != nil {
 		t.Errorf("expires_at: %v", err)
 	}
-	assertMode(t, filepath.Join(out, keyFile), 0o600)
+	assertMode(t, filepath.Join(out, output.KeyFile), 0o600)
 	assertMode(t, out, 0o750) // an existing directory keeps its mode
 }
 

@@ -352,7 +352,7 @@ func parseWhen(field, s string, now time.Time) (int64, error) {
 
 // callTask dials, makes one task call and prints the task it returns: as
 // JSON, or as one line saying what was done.
-func callTask(ctx context.Context, socket string, stdout io.Writer, asJSON bool, done string, call func(writv1.TaskServiceClient) (*writv1.Task, error)) error {
+func callTask(ctx context.Context, socket target, stdout io.Writer, asJSON bool, done string, call func(writv1.TaskServiceClient) (*writv1.Task, error)) error {
 	cl, err := dial(socket)
 	if err != nil {
 		return err

@@ -31,6 +31,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"writ.dev/writ/agent/workloadapi"
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -126,7 +127,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := a.loadOrJoin(ctx); err != nil {
 		return nil, err
 	}
-	a.cache = newCache(a.td, cfg.Now)
+	a.cache = newCache(a.id, cfg.Now)
 	a.cache.mintJWT = a.mintJWT
 	a.cache.setBundle(a.state.bundle, nil)
 	return a, nil
@@ -452,6 +453,7 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		a.disownedBy(err)
 		d := b.next()
 		a.log.Warn("sync with the server interrupted; serving cached SVIDs meanwhile", "err", err, "retry_in", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
@@ -478,6 +480,16 @@ func (a *Agent) syncOnce(ctx context.Context, conn *grpc.ClientConn, b *backoff)
 		if u.GetBundle() != nil {
 			a.saveBundle()
 		}
+	}
+}
+
+// disownedBy withdraws every identity the agent serves when err is the
+// server refusing the agent itself (PermissionDenied from Sync or
+// RenewAgent: locked as a clone, removed, not of this trust domain).
+// Other errors, such as an outage, leave the cache serving.
+func (a *Agent) disownedBy(err error) {
+	if a.cache.disownedByServer(err) {
+		a.log.Error("the server refuses this agent; it serves no identities until the server accepts it again (after the lock is lifted) or it joins again", "reason", status.Convert(err).Message())
 	}
 }
 
@@ -649,6 +661,7 @@ func (a *Agent) renewLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			a.disownedBy(err)
 			d := b.next()
 			a.log.Warn("renewing the agent's SVID failed; retrying", "err", err, "retry_in", d.Round(time.Millisecond))
 			if !sleep(ctx, d) {

@@ -13,6 +13,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"writ.dev/writ/agent/workloadapi"
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -52,6 +54,9 @@ type heldSVID struct {
 // server outage changes nothing for workloads until SVIDs expire.
 type cache struct {
 	now func() time.Time
+	// self is the agent's own ID: a lock on it (a clone was detected)
+	// withdraws every identity the agent holds.
+	self spiffeid.ID
 
 	mu       sync.RWMutex
 	td       spiffeid.TrustDomain
@@ -64,7 +69,12 @@ type cache struct {
 	// SVIDs they signed are renewed at once.
 	tainted map[string]bool
 	synced  bool // a full snapshot has arrived
-	changed chan struct{}
+	// disowned says why the server refused this agent itself (locked as
+	// a clone, removed); while set the agent serves and mints nothing. A
+	// full snapshot, which the server sends only to an agent it accepts,
+	// clears it.
+	disowned string
+	changed  chan struct{}
 
 	// mintWanted is signalled when rules need SVIDs.
 	mintWanted chan struct{}
@@ -81,10 +91,11 @@ type cachedJWT struct {
 	expires time.Time
 }
 
-func newCache(td spiffeid.TrustDomain, now func() time.Time) *cache {
+func newCache(self spiffeid.ID, now func() time.Time) *cache {
 	return &cache{
 		now:        now,
-		td:         td,
+		self:       self,
+		td:         self.TrustDomain(),
 		rules:      map[string]*rule{},
 		jwtKeys:    map[string]crypto.PublicKey{},
 		changed:    make(chan struct{}),
@@ -150,6 +161,7 @@ func (c *cache) apply(u *writv1.SyncUpdate) error {
 			c.rules[r.id] = r
 		}
 		c.synced = true
+		c.disowned = ""
 	} else {
 		for _, r := range incoming {
 			if prev, ok := c.rules[r.id]; ok && prev.svid != nil && prev.svid.revision == r.revision {
@@ -163,6 +175,9 @@ func (c *cache) apply(u *writv1.SyncUpdate) error {
 	}
 	if u.GetLocksChanged() {
 		c.locks = u.GetLocks()
+		if c.locked(c.self, c.now()) {
+			c.dropSVIDs()
+		}
 	}
 	if certs != nil {
 		c.x509, c.jwtKeys = certs, keys
@@ -228,12 +243,49 @@ func (c *cache) locked(id spiffeid.ID, now time.Time) bool {
 	return false
 }
 
+// withdrawn reports whether the agent may serve nothing at all: the
+// server refused it, or a lock covers the agent itself. Called with mu held.
+func (c *cache) withdrawn(now time.Time) bool {
+	return c.disowned != "" || c.locked(c.self, now)
+}
+
+// dropSVIDs forgets every workload SVID and key the agent holds, and the
+// JWT-SVIDs it reuses. Called with mu held for writing.
+func (c *cache) dropSVIDs() {
+	for _, r := range c.rules {
+		r.svid = nil
+	}
+	c.jwtMu.Lock()
+	clear(c.jwt)
+	c.jwtMu.Unlock()
+}
+
+// disownedByServer withdraws everything the agent serves when err is the
+// server refusing the agent itself (PermissionDenied): a copy of an agent
+// locked as a clone must not go on handing out the identities it cached.
+// Other errors, an outage among them, change nothing. It reports whether
+// the agent was disowned.
+func (c *cache) disownedByServer(err error) bool {
+	if status.Code(err) != codes.PermissionDenied {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.disowned = status.Convert(err).Message()
+	c.dropSVIDs()
+	c.notify()
+	return true
+}
+
 // matching returns the rules a workload with sels holds now, by rule ID:
 // all of a rule's selectors among the workload's, not expired, not locked.
 // Called with mu held.
 func (c *cache) matching(sels []identity.Selector) []*rule {
 	set := identity.NewSelectorSet(sels)
 	now := c.now()
+	if c.withdrawn(now) {
+		return nil
+	}
 	var out []*rule
 	for _, r := range c.rules {
 		if len(r.selectors) == 0 || !set.ContainsAll(r.selectors) {
@@ -339,6 +391,9 @@ func (c *cache) jwtFor(ctx context.Context, ruleID string, audience []string) (s
 func (c *cache) due(now time.Time) []*rule {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if c.withdrawn(now) {
+		return nil
+	}
 	var out []*rule
 	for _, r := range c.rules {
 		if c.locked(r.spiffeID, now) {

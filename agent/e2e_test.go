@@ -24,7 +24,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"writ.dev/writ/agent"
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -405,7 +407,6 @@ func TestReplayedTokenAndClonedAgentAreRefused(t *testing.T) {
 	})
 
 	c := startAgent(t, e, clone, "")
-	_ = c
 	waitFor(t, "the clone is detected and the agent locked", func() bool {
 		return e.hasEvent("agent.clone", tok.GetAgentId())
 	})
@@ -415,6 +416,18 @@ func TestReplayedTokenAndClonedAgentAreRefused(t *testing.T) {
 	}
 	if len(locks.GetLocks()) != 1 || locks.GetLocks()[0].GetTarget().GetKind() != "agent" || locks.GetLocks()[0].GetTarget().GetValue() != tok.GetAgentId() {
 		t.Fatalf("locks after the clone: %v", locks.GetLocks())
+	}
+	// Neither copy may go on serving the SVIDs it cached: the server
+	// cannot tell which is the real agent.
+	waitFor(t, "the locked agent withdraws its cached SVIDs", func() bool {
+		_, err := workloadapi.FetchX509Context(ctx, a.addr())
+		return status.Code(err) == codes.PermissionDenied
+	})
+	if _, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "x"}, a.addr()); err == nil {
+		t.Error("the locked agent still serves JWT-SVIDs")
+	}
+	if _, err := workloadapi.FetchX509Context(ctx, c.addr()); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the clone serves: %v", err)
 	}
 }
 

@@ -41,6 +41,7 @@ func runEntry(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type entryFlags struct {
 	spiffeID  string
 	parentID  string
+	parentSel stringList
 	selectors stringList
 	x509TTL   string
 	jwtTTL    string
@@ -51,12 +52,17 @@ type entryFlags struct {
 }
 
 // entryFieldFlags lists the flags registered by entryFlags.register.
-var entryFieldFlags = []string{"spiffe-id", "parent-id", "selector", "x509-ttl", "jwt-ttl", "dns", "hint", "expires-at", "expires-in"}
+var entryFieldFlags = []string{"spiffe-id", "parent-id", "parent-selector", "selector", "x509-ttl", "jwt-ttl", "dns", "hint", "expires-at", "expires-in"}
 
 func (f *entryFlags) register(c *cliCommand, update bool) {
 	fs := c.fs
 	fs.StringVar(&f.spiffeID, "spiffe-id", "", "SPIFFE `ID` the rule hands out, e.g. spiffe://example.org/service/web")
 	fs.StringVar(&f.parentID, "parent-id", "", "SPIFFE `ID` of the node or agent allowed to hand it out")
+	parentHelp := "node selector `type:value` every agent allowed to hand it out was attested with at join, e.g. github:repository:acme/api; repeatable, instead of or besides --parent-id"
+	if update {
+		parentHelp += "; replaces all the rule's parent selectors"
+	}
+	fs.Var(&f.parentSel, "parent-selector", parentHelp)
 	selHelp := "selector `type:value` a workload must have, e.g. unix:uid:1000; repeatable"
 	dnsHelp := "DNS `name` to put in the X.509-SVID; repeatable"
 	if update {
@@ -89,6 +95,13 @@ func (f *entryFlags) apply(c *cliCommand, e *writv1.Entry, now time.Time) error 
 			return err
 		}
 		e.ParentId = f.parentID
+	}
+	if c.set("parent-selector") {
+		sels, err := parseSelectors(f.parentSel, func(i int) string { return "parent-selector" })
+		if err != nil {
+			return err
+		}
+		e.ParentSelectors = sels
 	}
 	if c.set("selector") {
 		sels, err := parseSelectors(f.selectors, func(i int) string { return "selector" })
@@ -189,7 +202,7 @@ func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			"      selectors: [\"unix:uid:1000\"]\n"+
 			"      x509_ttl: 1h        # optional, like jwt_ttl, dns_names, hint, expires_at (RFC 3339), id\n"+
 			fmt.Sprintf("A file may hold at most %d entries.", maxBatchEntries),
-		"writ entry create --spiffe-id ID --parent-id ID --selector TYPE:VALUE... [flags]",
+		"writ entry create --spiffe-id ID (--parent-id ID | --parent-selector TYPE:VALUE...) --selector TYPE:VALUE... [flags]",
 		"writ entry create --file FILE [--json]")
 	var f entryFlags
 	f.register(c, false)
@@ -216,8 +229,11 @@ func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	} else {
 		e := &writv1.Entry{Id: *id}
-		if err := c.need("spiffe-id", "parent-id", "selector"); err != nil {
+		if err := c.need("spiffe-id", "selector"); err != nil {
 			return err
+		}
+		if !c.set("parent-id") && !c.set("parent-selector") {
+			return c.usageError("missing --parent-id or --parent-selector: name the agent that hands the identity out, or node selectors all its agents were attested with")
 		}
 		if err := f.apply(c, e, now); err != nil {
 			return err

@@ -240,7 +240,7 @@ func writeOnce(ctx context.Context, a *agent.Agent, w *output.Writer, self workl
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no identity for this process (uid %d) within the timeout: is there a rule with parent %s and selector unix:uid:%d?", self.UID, a.ID(), self.UID)
+			return fmt.Errorf("no identity for this process (uid %d) within the timeout: is there a rule with parent %s (or parent selectors this agent was attested with) and selector unix:uid:%d?", self.UID, a.ID(), self.UID)
 		case <-changed:
 		}
 	}

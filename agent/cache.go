@@ -34,6 +34,47 @@ type rule struct {
 	svid *heldSVID
 	// retryAt holds off minting after the server refused this rule.
 	retryAt time.Time
+	// key is the selector the rule is indexed under (see ruleIndex).
+	key identity.Selector
+}
+
+// ruleIndex finds the rules a workload may hold without looking at the
+// others: each rule with selectors is filed under one of them, its key, so
+// only rules whose key the workload holds are candidates, and each is
+// visited once. The key is the rule's selector shared by the fewest rules
+// filed so far, so a selector common to many rules (a shared uid) is not a
+// key while the rule has a rarer one. A fetch therefore costs the
+// candidates filed under the workload's selectors, not the agent's rules.
+type ruleIndex map[identity.Selector]map[string]*rule
+
+func (ix ruleIndex) add(r *rule) {
+	if len(r.selectors) == 0 {
+		return // matches no workload
+	}
+	best := r.selectors[0]
+	for _, sel := range r.selectors[1:] {
+		if len(ix[sel]) < len(ix[best]) {
+			best = sel
+		}
+	}
+	r.key = best
+	bucket := ix[best]
+	if bucket == nil {
+		bucket = map[string]*rule{}
+		ix[best] = bucket
+	}
+	bucket[r.id] = r
+}
+
+func (ix ruleIndex) remove(r *rule) {
+	if len(r.selectors) == 0 {
+		return
+	}
+	bucket := ix[r.key]
+	delete(bucket, r.id)
+	if len(bucket) == 0 {
+		delete(ix, r.key)
+	}
 }
 
 // heldSVID is an X.509-SVID the agent minted for a rule; its key never left
@@ -61,6 +102,7 @@ type cache struct {
 	mu       sync.RWMutex
 	td       spiffeid.TrustDomain
 	rules    map[string]*rule
+	index    ruleIndex
 	revision int64
 	locks    []*writv1.Lock
 	x509     []*x509.Certificate
@@ -97,6 +139,7 @@ func newCache(self spiffeid.ID, now func() time.Time) *cache {
 		self:       self,
 		td:         self.TrustDomain(),
 		rules:      map[string]*rule{},
+		index:      ruleIndex{},
 		jwtKeys:    map[string]crypto.PublicKey{},
 		changed:    make(chan struct{}),
 		mintWanted: make(chan struct{}, 1),
@@ -154,23 +197,32 @@ func (c *cache) apply(u *writv1.SyncUpdate) error {
 		// Keep SVIDs of rules that survive the snapshot unchanged.
 		old := c.rules
 		c.rules = make(map[string]*rule, len(incoming))
+		c.index = ruleIndex{}
 		for _, r := range incoming {
 			if prev, ok := old[r.id]; ok && prev.svid != nil && prev.svid.revision == r.revision {
 				r.svid = prev.svid
 			}
 			c.rules[r.id] = r
+			c.index.add(r)
 		}
 		c.synced = true
 		c.disowned = ""
 	} else {
 		for _, r := range incoming {
-			if prev, ok := c.rules[r.id]; ok && prev.svid != nil && prev.svid.revision == r.revision {
-				r.svid = prev.svid
+			if prev, ok := c.rules[r.id]; ok {
+				if prev.svid != nil && prev.svid.revision == r.revision {
+					r.svid = prev.svid
+				}
+				c.index.remove(prev)
 			}
 			c.rules[r.id] = r
+			c.index.add(r)
 		}
 		for _, id := range u.GetDeletedIds() {
-			delete(c.rules, id)
+			if prev, ok := c.rules[id]; ok {
+				c.index.remove(prev)
+				delete(c.rules, id)
+			}
 		}
 	}
 	if u.GetLocksChanged() {
@@ -279,25 +331,28 @@ func (c *cache) disownedByServer(err error) bool {
 
 // matching returns the rules a workload with sels holds now, by rule ID:
 // all of a rule's selectors among the workload's, not expired, not locked.
-// Called with mu held.
+// Only the rules filed under the workload's selectors are looked at (see
+// ruleIndex). Called with mu held.
 func (c *cache) matching(sels []identity.Selector) []*rule {
-	set := identity.NewSelectorSet(sels)
 	now := c.now()
 	if c.withdrawn(now) {
 		return nil
 	}
+	set := identity.NewSelectorSet(sels)
 	var out []*rule
-	for _, r := range c.rules {
-		if len(r.selectors) == 0 || !set.ContainsAll(r.selectors) {
-			continue
+	for sel := range set {
+		for _, r := range c.index[sel] {
+			if !set.ContainsAll(r.selectors) {
+				continue
+			}
+			if !r.expiresAt.IsZero() && !now.Before(r.expiresAt) {
+				continue
+			}
+			if c.locked(r.spiffeID, now) {
+				continue
+			}
+			out = append(out, r)
 		}
-		if !r.expiresAt.IsZero() && !now.Before(r.expiresAt) {
-			continue
-		}
-		if c.locked(r.spiffeID, now) {
-			continue
-		}
-		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b *rule) int { return strings.Compare(a.id, b.id) })
 	return out

@@ -72,8 +72,8 @@ type Config struct {
 	// Attestors attest workloads; at least one.
 	Attestors []workload.Attestor
 	Logger    *slog.Logger
-	// Now defaults to time.Now.
-	Now func() time.Time
+	// Clock defaults to the system's.
+	Clock Clock
 }
 
 // Agent is a running node agent.
@@ -113,8 +113,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: data dir: %w", err)
@@ -127,7 +127,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := a.loadOrJoin(ctx); err != nil {
 		return nil, err
 	}
-	a.cache = newCache(a.id, cfg.Now)
+	a.cache = newCache(a.id, cfg.Clock.Now)
 	a.cache.mintJWT = a.mintJWT
 	a.cache.setBundle(a.state.bundle, nil)
 	return a, nil
@@ -143,7 +143,7 @@ func (a *Agent) loadOrJoin(ctx context.Context) error {
 	case err == nil:
 		key, kerr := a.keys.Get(ctx, st.keyName)
 		leaf := st.chain[0]
-		now := a.cfg.Now()
+		now := a.cfg.Clock.Now()
 		switch {
 		case kerr != nil:
 			a.log.Warn("the agent's saved key is unusable; joining again", "err", kerr)
@@ -198,7 +198,7 @@ func (a *Agent) join(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer conn.Close()
-	keyName := fmt.Sprintf("agent-%d", a.cfg.Now().UnixNano())
+	keyName := fmt.Sprintf("agent-%d", a.cfg.Clock.Now().UnixNano())
 	key, csr, err := a.newKey(ctx, keyName)
 	if err != nil {
 		return err
@@ -516,7 +516,7 @@ const refusedRetry = 5 * time.Second
 func (a *Agent) mintLoop(ctx context.Context) {
 	var b backoff
 	for {
-		due := a.cache.due(a.cfg.Now())
+		due := a.cache.due(a.cfg.Clock.Now())
 		if len(due) > 0 {
 			if err := a.mint(ctx, due); err != nil {
 				if ctx.Err() != nil {
@@ -533,17 +533,14 @@ func (a *Agent) mintLoop(ctx context.Context) {
 		}
 		wait := time.Minute
 		if next := a.cache.nextRenewal(); !next.IsZero() {
-			wait = min(wait, max(time.Until(next), 10*time.Millisecond))
+			wait = min(wait, max(next.Sub(a.cfg.Clock.Now()), 10*time.Millisecond))
 		}
-		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
 		case <-a.cache.mintWanted:
-		case <-t.C:
+		case <-a.cfg.Clock.After(wait):
 		}
-		t.Stop()
 	}
 }
 
@@ -601,7 +598,7 @@ func (a *Agent) mint(ctx context.Context, rules []*rule) error {
 			minted[s.GetEntryId()] = held
 		}
 		a.cache.setSVIDs(minted)
-		a.cache.refused(refused, a.cfg.Now().Add(refusedRetry))
+		a.cache.refused(refused, a.cfg.Clock.Now().Add(refusedRetry))
 	}
 	return nil
 }
@@ -654,8 +651,10 @@ func (a *Agent) renewLoop(ctx context.Context) {
 		a.mu.Lock()
 		at := renewalPointFixed(a.state.chain[0])
 		a.mu.Unlock()
-		if !sleep(ctx, max(time.Until(at), 0)) {
+		select {
+		case <-ctx.Done():
 			return
+		case <-a.cfg.Clock.After(max(at.Sub(a.cfg.Clock.Now()), 0)):
 		}
 		if err := a.renew(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -684,7 +683,7 @@ func (a *Agent) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	keyName := fmt.Sprintf("agent-%d", a.cfg.Now().UnixNano())
+	keyName := fmt.Sprintf("agent-%d", a.cfg.Clock.Now().UnixNano())
 	key, csr, err := a.newKey(ctx, keyName)
 	if err != nil {
 		return err

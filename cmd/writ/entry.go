@@ -229,11 +229,20 @@ func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	} else {
 		e := &writv1.Entry{Id: *id}
-		if err := c.need("spiffe-id", "selector"); err != nil {
-			return err
+		var missing []string
+		if f.spiffeID == "" {
+			missing = append(missing, "--spiffe-id")
 		}
-		if !c.set("parent-id") && !c.set("parent-selector") {
-			return c.usageError("missing --parent-id or --parent-selector: name the agent that hands the identity out, or node selectors all its agents were attested with")
+		if f.parentID == "" && len(f.parentSel) == 0 {
+			// Either names the parents: the agent, or node selectors all
+			// of its agents were attested with.
+			missing = append(missing, "--parent-id (or --parent-selector)")
+		}
+		if len(f.selectors) == 0 {
+			missing = append(missing, "--selector")
+		}
+		if len(missing) > 0 {
+			return c.usageError("missing %s", strings.Join(missing, ", "))
 		}
 		if err := f.apply(c, e, now); err != nil {
 			return err
@@ -321,6 +330,8 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	id := c.fs.String("id", "", "`id` of the rule to change")
 	clearDNS := c.fs.Bool("clear-dns", false, "remove all DNS names")
 	clearExpiry := c.fs.Bool("clear-expiry", false, "make the rule never expire")
+	clearParentID := c.fs.Bool("clear-parent-id", false, "remove the parent ID, leaving the parent selectors to name the parents")
+	clearParentSels := c.fs.Bool("clear-parent-selectors", false, "remove the parent selectors, leaving the parent ID")
 	asJSON := c.fs.Bool("json", false, "print the updated entry as JSON")
 	socket := c.socketFlag()
 	c.required("id")
@@ -328,11 +339,17 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	changes := false
-	for _, name := range append(entryFieldFlags, "clear-dns", "clear-expiry") {
+	for _, name := range append(entryFieldFlags, "clear-dns", "clear-expiry", "clear-parent-id", "clear-parent-selectors") {
 		changes = changes || c.set(name)
 	}
 	if !changes {
-		return c.usageError("nothing to change; give at least one of --%s, --clear-dns or --clear-expiry", strings.Join(entryFieldFlags, ", --"))
+		return c.usageError("nothing to change; give at least one of --%s, --clear-dns, --clear-expiry, --clear-parent-id or --clear-parent-selectors", strings.Join(entryFieldFlags, ", --"))
+	}
+	if *clearParentID && c.set("parent-id") {
+		return c.usageError("give --parent-id or --clear-parent-id, not both")
+	}
+	if *clearParentSels && c.set("parent-selector") {
+		return c.usageError("give --parent-selector or --clear-parent-selectors, not both")
 	}
 	if *clearDNS && c.set("dns") {
 		return c.usageError("give --dns or --clear-dns, not both")
@@ -363,6 +380,12 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if *clearExpiry {
 		e.ExpiresAt = 0
+	}
+	if *clearParentID {
+		e.ParentId = ""
+	}
+	if *clearParentSels {
+		e.ParentSelectors = nil
 	}
 	// e.Revision is the revision just read: the server refuses the update if
 	// the rule changed in between, instead of silently undoing that change.

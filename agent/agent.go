@@ -30,6 +30,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"writ.dev/writ/agent/workloadapi"
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -70,8 +71,8 @@ type Config struct {
 	// Attestors attest workloads; at least one.
 	Attestors []workload.Attestor
 	Logger    *slog.Logger
-	// Now defaults to time.Now.
-	Now func() time.Time
+	// Clock defaults to the system's.
+	Clock Clock
 }
 
 // Agent is a running node agent.
@@ -111,8 +112,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: data dir: %w", err)
@@ -125,7 +126,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := a.loadOrJoin(ctx); err != nil {
 		return nil, err
 	}
-	a.cache = newCache(a.td, cfg.Now)
+	a.cache = newCache(a.id, cfg.Clock.Now)
 	a.cache.mintJWT = a.mintJWT
 	a.cache.setBundle(a.state.bundle, nil)
 	return a, nil
@@ -141,7 +142,7 @@ func (a *Agent) loadOrJoin(ctx context.Context) error {
 	case err == nil:
 		key, kerr := a.keys.Get(ctx, st.keyName)
 		leaf := st.chain[0]
-		now := a.cfg.Now()
+		now := a.cfg.Clock.Now()
 		switch {
 		case kerr != nil:
 			a.log.Warn("the agent's saved key is unusable; joining again", "err", kerr)
@@ -196,7 +197,7 @@ func (a *Agent) join(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer conn.Close()
-	keyName := fmt.Sprintf("agent-%d", a.cfg.Now().UnixNano())
+	keyName := fmt.Sprintf("agent-%d", a.cfg.Clock.Now().UnixNano())
 	key, csr, err := a.newKey(ctx, keyName)
 	if err != nil {
 		return err
@@ -451,6 +452,7 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		a.disownedBy(err)
 		d := b.next()
 		a.log.Warn("sync with the server interrupted; serving cached SVIDs meanwhile", "err", err, "retry_in", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
@@ -480,6 +482,16 @@ func (a *Agent) syncOnce(ctx context.Context, conn *grpc.ClientConn, b *backoff)
 	}
 }
 
+// disownedBy withdraws every identity the agent serves when err is the
+// server refusing the agent itself (PermissionDenied from Sync or
+// RenewAgent: locked as a clone, removed, not of this trust domain).
+// Other errors, such as an outage, leave the cache serving.
+func (a *Agent) disownedBy(err error) {
+	if a.cache.disownedByServer(err) {
+		a.log.Error("the server refuses this agent; it serves no identities until the server accepts it again (after the lock is lifted) or it joins again", "reason", status.Convert(err).Message())
+	}
+}
+
 // saveBundle keeps the latest bundle in the state file, so a restart can
 // verify the server even after rotations.
 func (a *Agent) saveBundle() {
@@ -503,7 +515,7 @@ const refusedRetry = 5 * time.Second
 func (a *Agent) mintLoop(ctx context.Context) {
 	var b backoff
 	for {
-		due := a.cache.due(a.cfg.Now())
+		due := a.cache.due(a.cfg.Clock.Now())
 		if len(due) > 0 {
 			if err := a.mint(ctx, due); err != nil {
 				if ctx.Err() != nil {
@@ -520,17 +532,14 @@ func (a *Agent) mintLoop(ctx context.Context) {
 		}
 		wait := time.Minute
 		if next := a.cache.nextRenewal(); !next.IsZero() {
-			wait = min(wait, max(time.Until(next), 10*time.Millisecond))
+			wait = min(wait, max(next.Sub(a.cfg.Clock.Now()), 10*time.Millisecond))
 		}
-		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
 		case <-a.cache.mintWanted:
-		case <-t.C:
+		case <-a.cfg.Clock.After(wait):
 		}
-		t.Stop()
 	}
 }
 
@@ -588,7 +597,7 @@ func (a *Agent) mint(ctx context.Context, rules []*rule) error {
 			minted[s.GetEntryId()] = held
 		}
 		a.cache.setSVIDs(minted)
-		a.cache.refused(refused, a.cfg.Now().Add(refusedRetry))
+		a.cache.refused(refused, a.cfg.Clock.Now().Add(refusedRetry))
 	}
 	return nil
 }
@@ -641,13 +650,16 @@ func (a *Agent) renewLoop(ctx context.Context) {
 		a.mu.Lock()
 		at := renewalPointFixed(a.state.chain[0])
 		a.mu.Unlock()
-		if !sleep(ctx, max(time.Until(at), 0)) {
+		select {
+		case <-ctx.Done():
 			return
+		case <-a.cfg.Clock.After(max(at.Sub(a.cfg.Clock.Now()), 0)):
 		}
 		if err := a.renew(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
+			a.disownedBy(err)
 			d := b.next()
 			a.log.Warn("renewing the agent's SVID failed; retrying", "err", err, "retry_in", d.Round(time.Millisecond))
 			if !sleep(ctx, d) {
@@ -670,7 +682,7 @@ func (a *Agent) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	keyName := fmt.Sprintf("agent-%d", a.cfg.Now().UnixNano())
+	keyName := fmt.Sprintf("agent-%d", a.cfg.Clock.Now().UnixNano())
 	key, csr, err := a.newKey(ctx, keyName)
 	if err != nil {
 		return err

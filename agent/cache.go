@@ -13,6 +13,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"writ.dev/writ/agent/workloadapi"
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -32,6 +34,47 @@ type rule struct {
 	svid *heldSVID
 	// retryAt holds off minting after the server refused this rule.
 	retryAt time.Time
+	// key is the selector the rule is indexed under (see ruleIndex).
+	key identity.Selector
+}
+
+// ruleIndex finds the rules a workload may hold without looking at the
+// others: each rule with selectors is filed under one of them, its key, so
+// only rules whose key the workload holds are candidates, and each is
+// visited once. The key is the rule's selector shared by the fewest rules
+// filed so far, so a selector common to many rules (a shared uid) is not a
+// key while the rule has a rarer one. A fetch therefore costs the
+// candidates filed under the workload's selectors, not the agent's rules.
+type ruleIndex map[identity.Selector]map[string]*rule
+
+func (ix ruleIndex) add(r *rule) {
+	if len(r.selectors) == 0 {
+		return // matches no workload
+	}
+	best := r.selectors[0]
+	for _, sel := range r.selectors[1:] {
+		if len(ix[sel]) < len(ix[best]) {
+			best = sel
+		}
+	}
+	r.key = best
+	bucket := ix[best]
+	if bucket == nil {
+		bucket = map[string]*rule{}
+		ix[best] = bucket
+	}
+	bucket[r.id] = r
+}
+
+func (ix ruleIndex) remove(r *rule) {
+	if len(r.selectors) == 0 {
+		return
+	}
+	bucket := ix[r.key]
+	delete(bucket, r.id)
+	if len(bucket) == 0 {
+		delete(ix, r.key)
+	}
 }
 
 // heldSVID is an X.509-SVID the agent minted for a rule; its key never left
@@ -52,10 +95,14 @@ type heldSVID struct {
 // server outage changes nothing for workloads until SVIDs expire.
 type cache struct {
 	now func() time.Time
+	// self is the agent's own ID: a lock on it (a clone was detected)
+	// withdraws every identity the agent holds.
+	self spiffeid.ID
 
 	mu       sync.RWMutex
 	td       spiffeid.TrustDomain
 	rules    map[string]*rule
+	index    ruleIndex
 	revision int64
 	locks    []*writv1.Lock
 	x509     []*x509.Certificate
@@ -64,7 +111,12 @@ type cache struct {
 	// SVIDs they signed are renewed at once.
 	tainted map[string]bool
 	synced  bool // a full snapshot has arrived
-	changed chan struct{}
+	// disowned says why the server refused this agent itself (locked as
+	// a clone, removed); while set the agent serves and mints nothing. A
+	// full snapshot, which the server sends only to an agent it accepts,
+	// clears it.
+	disowned string
+	changed  chan struct{}
 
 	// mintWanted is signalled when rules need SVIDs.
 	mintWanted chan struct{}
@@ -81,11 +133,13 @@ type cachedJWT struct {
 	expires time.Time
 }
 
-func newCache(td spiffeid.TrustDomain, now func() time.Time) *cache {
+func newCache(self spiffeid.ID, now func() time.Time) *cache {
 	return &cache{
 		now:        now,
-		td:         td,
+		self:       self,
+		td:         self.TrustDomain(),
 		rules:      map[string]*rule{},
+		index:      ruleIndex{},
 		jwtKeys:    map[string]crypto.PublicKey{},
 		changed:    make(chan struct{}),
 		mintWanted: make(chan struct{}, 1),
@@ -143,26 +197,39 @@ func (c *cache) apply(u *writv1.SyncUpdate) error {
 		// Keep SVIDs of rules that survive the snapshot unchanged.
 		old := c.rules
 		c.rules = make(map[string]*rule, len(incoming))
+		c.index = ruleIndex{}
 		for _, r := range incoming {
 			if prev, ok := old[r.id]; ok && prev.svid != nil && prev.svid.revision == r.revision {
 				r.svid = prev.svid
 			}
 			c.rules[r.id] = r
+			c.index.add(r)
 		}
 		c.synced = true
+		c.disowned = ""
 	} else {
 		for _, r := range incoming {
-			if prev, ok := c.rules[r.id]; ok && prev.svid != nil && prev.svid.revision == r.revision {
-				r.svid = prev.svid
+			if prev, ok := c.rules[r.id]; ok {
+				if prev.svid != nil && prev.svid.revision == r.revision {
+					r.svid = prev.svid
+				}
+				c.index.remove(prev)
 			}
 			c.rules[r.id] = r
+			c.index.add(r)
 		}
 		for _, id := range u.GetDeletedIds() {
-			delete(c.rules, id)
+			if prev, ok := c.rules[id]; ok {
+				c.index.remove(prev)
+				delete(c.rules, id)
+			}
 		}
 	}
 	if u.GetLocksChanged() {
 		c.locks = u.GetLocks()
+		if c.locked(c.self, c.now()) {
+			c.dropSVIDs()
+		}
 	}
 	if certs != nil {
 		c.x509, c.jwtKeys = certs, keys
@@ -228,24 +295,64 @@ func (c *cache) locked(id spiffeid.ID, now time.Time) bool {
 	return false
 }
 
+// withdrawn reports whether the agent may serve nothing at all: the
+// server refused it, or a lock covers the agent itself. Called with mu held.
+func (c *cache) withdrawn(now time.Time) bool {
+	return c.disowned != "" || c.locked(c.self, now)
+}
+
+// dropSVIDs forgets every workload SVID and key the agent holds, and the
+// JWT-SVIDs it reuses. Called with mu held for writing.
+func (c *cache) dropSVIDs() {
+	for _, r := range c.rules {
+		r.svid = nil
+	}
+	c.jwtMu.Lock()
+	clear(c.jwt)
+	c.jwtMu.Unlock()
+}
+
+// disownedByServer withdraws everything the agent serves when err is the
+// server refusing the agent itself (PermissionDenied): a copy of an agent
+// locked as a clone must not go on handing out the identities it cached.
+// Other errors, an outage among them, change nothing. It reports whether
+// the agent was disowned.
+func (c *cache) disownedByServer(err error) bool {
+	if status.Code(err) != codes.PermissionDenied {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.disowned = status.Convert(err).Message()
+	c.dropSVIDs()
+	c.notify()
+	return true
+}
+
 // matching returns the rules a workload with sels holds now, by rule ID:
 // all of a rule's selectors among the workload's, not expired, not locked.
-// Called with mu held.
+// Only the rules filed under the workload's selectors are looked at (see
+// ruleIndex). Called with mu held.
 func (c *cache) matching(sels []identity.Selector) []*rule {
-	set := identity.NewSelectorSet(sels)
 	now := c.now()
+	if c.withdrawn(now) {
+		return nil
+	}
+	set := identity.NewSelectorSet(sels)
 	var out []*rule
-	for _, r := range c.rules {
-		if len(r.selectors) == 0 || !set.ContainsAll(r.selectors) {
-			continue
+	for sel := range set {
+		for _, r := range c.index[sel] {
+			if !set.ContainsAll(r.selectors) {
+				continue
+			}
+			if !r.expiresAt.IsZero() && !now.Before(r.expiresAt) {
+				continue
+			}
+			if c.locked(r.spiffeID, now) {
+				continue
+			}
+			out = append(out, r)
 		}
-		if !r.expiresAt.IsZero() && !now.Before(r.expiresAt) {
-			continue
-		}
-		if c.locked(r.spiffeID, now) {
-			continue
-		}
-		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b *rule) int { return strings.Compare(a.id, b.id) })
 	return out
@@ -339,6 +446,9 @@ func (c *cache) jwtFor(ctx context.Context, ruleID string, audience []string) (s
 func (c *cache) due(now time.Time) []*rule {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if c.withdrawn(now) {
+		return nil
+	}
 	var out []*rule
 	for _, r := range c.rules {
 		if c.locked(r.spiffeID, now) {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +25,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"writ.dev/writ/agent"
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -68,8 +71,13 @@ func newServerConfig(t testing.TB, dir string) server.Config {
 
 func startServer(t testing.TB, cfg server.Config) *env {
 	t.Helper()
+	return startServerWith(t, cfg, server.Options{Logger: quiet()})
+}
+
+func startServerWith(t testing.TB, cfg server.Config, opts server.Options) *env {
+	t.Helper()
 	ctx := context.Background()
-	srv, err := server.New(ctx, cfg, server.Options{Logger: quiet()})
+	srv, err := server.New(ctx, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +168,11 @@ type runningAgent struct {
 
 func startAgent(t testing.TB, e *env, dataDir, token string) *runningAgent {
 	t.Helper()
+	return startAgentWith(t, e, dataDir, token, nil)
+}
+
+func startAgentWith(t testing.TB, e *env, dataDir, token string, clock agent.Clock) *runningAgent {
+	t.Helper()
 	socket := filepath.Join(dataDir, "agent.sock")
 	a, err := agent.New(context.Background(), agent.Config{
 		ServerAddress: e.listen,
@@ -168,6 +181,7 @@ func startAgent(t testing.TB, e *env, dataDir, token string) *runningAgent {
 		SocketPath:    socket,
 		Attestors:     []workload.Attestor{unix.New(unix.Options{})},
 		Logger:        quiet(),
+		Clock:         clock,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -323,13 +337,20 @@ func testAgentServesGoSPIFFE(t *testing.T, dir string, cfg server.Config) {
 }
 
 // TestRotationReachesWatchers gives a rule a short TTL and watches the
-// workload receive a new SVID before the old one expires.
+// workload receive a new SVID before the old one expires. The server and
+// the agent share a clock that the test moves past the renewal point, so
+// the test does not wait for it.
 func TestRotationReachesWatchers(t *testing.T) {
 	dir := shortDir(t)
-	e := startServer(t, newServerConfig(t, dir))
+	clk := &jumpClock{jumped: make(chan struct{})}
+	e := startServerWith(t, newServerConfig(t, dir), server.Options{Logger: quiet(), Now: clk.Now})
 	tok := e.token()
-	e.rule("spiffe://"+td+"/short", tok.GetAgentId(), 40, uidSelector())
-	a := startAgent(t, e, filepath.Join(dir, "agent"), tok.GetToken())
+	// A TTL short enough that the jump stays within the server's allowed
+	// skew from the store's clock (which the test does not move), and long
+	// enough that the renewed SVID, backdated like all, is not due at once.
+	const ttl = 40
+	e.rule("spiffe://"+td+"/short", tok.GetAgentId(), ttl, uidSelector())
+	a := startAgentWith(t, e, filepath.Join(dir, "agent"), tok.GetToken(), clk)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	first, err := firstSVID(t, ctx, a)
@@ -339,16 +360,69 @@ func TestRotationReachesWatchers(t *testing.T) {
 	w := &serialWatcher{updates: make(chan *x509.Certificate, 16)}
 	go workloadapi.WatchX509Context(ctx, w, a.addr())
 	old := first.Certificates[0]
+	if latest := <-w.updates; latest.SerialNumber.Cmp(old.SerialNumber) != 0 {
+		t.Fatal("the SVID changed before its renewal point")
+	}
+	// Renewal is due between half and six tenths of the SVID's life; move
+	// just past that, well before it expires.
+	life := old.NotAfter.Sub(old.NotBefore)
+	clk.jump(old.NotBefore.Add(life*6/10 + time.Second).Sub(clk.Now()))
 	for {
 		select {
 		case <-ctx.Done():
 			t.Fatal("no rotated SVID reached the watcher")
 		case latest := <-w.updates:
-			if latest.SerialNumber.Cmp(old.SerialNumber) != 0 && time.Now().Before(old.NotAfter) {
+			if latest.SerialNumber.Cmp(old.SerialNumber) != 0 {
+				if !clk.Now().Before(old.NotAfter) {
+					t.Fatalf("the SVID was rotated only at %v, after it expired at %v", clk.Now(), old.NotAfter)
+				}
 				return
 			}
 		}
 	}
+}
+
+// jumpClock is the system clock moved forward by the test. Its timers
+// fire by its own time, so a jump wakes those it passes.
+type jumpClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+	jumped chan struct{} // closed and replaced at each jump
+}
+
+func (c *jumpClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *jumpClock) jump(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+	close(c.jumped)
+	c.jumped = make(chan struct{})
+}
+
+func (c *jumpClock) After(d time.Duration) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	deadline := c.Now().Add(d)
+	go func() {
+		for {
+			c.mu.Lock()
+			now, jumped := time.Now().Add(c.offset), c.jumped
+			c.mu.Unlock()
+			if !now.Before(deadline) {
+				ch <- now
+				return
+			}
+			select {
+			case <-time.After(deadline.Sub(now)):
+			case <-jumped:
+			}
+		}
+	}()
+	return ch
 }
 
 // serialWatcher hands each update's first SVID to the test.
@@ -405,7 +479,6 @@ func TestReplayedTokenAndClonedAgentAreRefused(t *testing.T) {
 	})
 
 	c := startAgent(t, e, clone, "")
-	_ = c
 	waitFor(t, "the clone is detected and the agent locked", func() bool {
 		return e.hasEvent("agent.clone", tok.GetAgentId())
 	})
@@ -415,6 +488,18 @@ func TestReplayedTokenAndClonedAgentAreRefused(t *testing.T) {
 	}
 	if len(locks.GetLocks()) != 1 || locks.GetLocks()[0].GetTarget().GetKind() != "agent" || locks.GetLocks()[0].GetTarget().GetValue() != tok.GetAgentId() {
 		t.Fatalf("locks after the clone: %v", locks.GetLocks())
+	}
+	// Neither copy may go on serving the SVIDs it cached: the server
+	// cannot tell which is the real agent.
+	waitFor(t, "the locked agent withdraws its cached SVIDs", func() bool {
+		_, err := workloadapi.FetchX509Context(ctx, a.addr())
+		return status.Code(err) == codes.PermissionDenied
+	})
+	if _, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "x"}, a.addr()); err == nil {
+		t.Error("the locked agent still serves JWT-SVIDs")
+	}
+	if _, err := workloadapi.FetchX509Context(ctx, c.addr()); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the clone serves: %v", err)
 	}
 }
 

@@ -41,7 +41,7 @@ func (a *Agent) joinByAttestation(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer conn.Close()
-	keyName := fmt.Sprintf("agent-%d", a.cfg.Now().UnixNano())
+	keyName := fmt.Sprintf("agent-%d", a.cfg.Clock.Now().UnixNano())
 	key, csr, err := a.newKey(ctx, keyName)
 	if err != nil {
 		return err

@@ -34,7 +34,7 @@ func BenchmarkAppliesTo(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		if !rule.AppliesTo(testAgent, workload, now) {
+		if !rule.AppliesTo(testAgent, nil, workload, now) {
 			b.Fatal("rule should apply")
 		}
 	}
@@ -56,7 +56,7 @@ func BenchmarkAppliesToManyRules(b *testing.B) {
 	for b.Loop() {
 		n := 0
 		for i := range rules {
-			if rules[i].AppliesTo(testAgent, workload, now) {
+			if rules[i].AppliesTo(testAgent, nil, workload, now) {
 				n++
 			}
 		}

@@ -22,15 +22,24 @@ const (
 	MaxRuleIDLen        = 128
 )
 
-// Rule is an identity rule (a registration entry): the agent ParentID may
-// hand SPIFFEID to any workload it has attested with all of Selectors.
+// Rule is an identity rule (a registration entry): its parent agent may
+// hand SPIFFEID to any workload it has attested with all of Selectors. The
+// parent is the agent ParentID, or every agent that was attested at join
+// with all of ParentSelectors (node selectors such as
+// "github:repository:acme/api"), or both: then either kind of agent is a
+// parent.
 type Rule struct {
 	// ID names the rule in the API and the store; empty until assigned.
 	ID       string
 	SPIFFEID spiffeid.ID
-	// ParentID is the node or agent allowed to hand this identity out.
-	ParentID  spiffeid.ID
-	Selectors []Selector
+	// ParentID is the node or agent allowed to hand this identity out;
+	// zero when ParentSelectors name the parents instead.
+	ParentID spiffeid.ID
+	// ParentSelectors let one rule serve every agent whose node selectors
+	// include them all, such as every GitHub Actions run of a repository,
+	// whose agent IDs differ from run to run.
+	ParentSelectors []Selector
+	Selectors       []Selector
 	// X509TTL and JWTTTL are the SVID lifetimes; zero means the server's
 	// default.
 	X509TTL time.Duration
@@ -70,6 +79,10 @@ func (r *Rule) Validate(td spiffeid.TrustDomain, lim Limits) error {
 	if err := r.checkIDs(td); err != nil {
 		return err
 	}
+	parentSels, err := canonicalParentSelectors(r.ParentSelectors)
+	if err != nil {
+		return err
+	}
 	sels, err := canonicalSelectors(r.Selectors)
 	if err != nil {
 		return err
@@ -92,6 +105,7 @@ func (r *Rule) Validate(td spiffeid.TrustDomain, lim Limits) error {
 	}
 	// Fresh slices, so the rule never shares (and later reorders) an array
 	// its caller still holds.
+	r.ParentSelectors = parentSels
 	r.Selectors = sels
 	r.DNSNames = names
 	return nil
@@ -128,7 +142,14 @@ func (r *Rule) checkIDs(td spiffeid.TrustDomain) error {
 	if err := CheckNotReserved("spiffe_id", r.SPIFFEID); err != nil {
 		return err
 	}
+	if r.ParentID.IsZero() && len(r.ParentSelectors) > 0 {
+		return nil // the parents are named by their node selectors
+	}
 	if err := checkRuleSPIFFEID("parent_id", r.ParentID, td, false); err != nil {
+		if r.ParentID.IsZero() {
+			return fieldErr("parent_id", "is required unless parent_selectors are given; give the SPIFFE ID of the agent that hands the identity out, "+idExample+
+				`, or node selectors every such agent was attested with, e.g. "github:repository:acme/api"`)
+		}
 		return err
 	}
 	if r.ParentID == r.SPIFFEID {
@@ -168,6 +189,27 @@ func canonicalSelectors(in []Selector) ([]Selector, error) {
 	}
 	out := slices.Clone(in)
 	if err := SortSelectors(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// canonicalParentSelectors checks and sorts a rule's node selectors; none
+// is allowed (the rule then names its parent by ID).
+func canonicalParentSelectors(in []Selector) ([]Selector, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	if len(in) > MaxSelectorsPerRule {
+		return nil, fieldErr("parent_selectors", fmt.Sprintf("has %d selectors; at most %d are allowed", len(in), MaxSelectorsPerRule))
+	}
+	for i, sel := range in {
+		if problem := checkSelector(sel); problem != "" {
+			return nil, fieldErr(fmt.Sprintf("parent_selectors[%d]", i), problem)
+		}
+	}
+	out := slices.Clone(in)
+	if err := sortSelectors("parent_selectors", out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -314,15 +356,27 @@ func (r *Rule) checkExpiry() error {
 	return nil
 }
 
-// AppliesTo reports whether r lets agent hand r.SPIFFEID to a workload with
-// the given selectors at time now: agent must be r's parent, every one of
-// r's selectors must be among the workload's (the workload may have more),
-// and r must not have expired.
+// ParentIs reports whether the agent with ID agent, attested at join with
+// node selectors node, is a parent of a rule with parentID and parentSels:
+// it is parentID, or parentSels is not empty and all of it is among node.
+// A rule naming neither has no parent.
+func ParentIs(parentID spiffeid.ID, parentSels []Selector, agent spiffeid.ID, node SelectorSet) bool {
+	if !parentID.IsZero() && parentID == agent {
+		return true
+	}
+	return len(parentSels) > 0 && node.ContainsAll(parentSels)
+}
+
+// AppliesTo reports whether r lets agent, attested at join with node
+// selectors node, hand r.SPIFFEID to a workload with the given selectors
+// at time now: agent must be r's parent (see ParentIs), every one of r's
+// selectors must be among the workload's (the workload may have more), and
+// r must not have expired.
 //
 // It fails closed on a rule that Validate would refuse for lacking a parent
 // or selectors, since such a rule would otherwise match any workload.
-func (r *Rule) AppliesTo(agent spiffeid.ID, workload SelectorSet, now time.Time) bool {
-	if len(r.Selectors) == 0 || r.ParentID.IsZero() || r.ParentID != agent {
+func (r *Rule) AppliesTo(agent spiffeid.ID, node, workload SelectorSet, now time.Time) bool {
+	if len(r.Selectors) == 0 || !ParentIs(r.ParentID, r.ParentSelectors, agent, node) {
 		return false
 	}
 	if !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt) {

@@ -142,6 +142,14 @@ func TestValidateErrors(t *testing.T) {
 		{"parent_id other td", func(r *Rule) { r.ParentID = other }, "parent_id", []string{`"other.org"`}},
 		{"parent_id too long", func(r *Rule) { r.ParentID = longID() }, "parent_id", []string{"at most 2048"}},
 		{"parent is self", func(r *Rule) { r.ParentID = r.SPIFFEID }, "parent_id", []string{"spiffe_id"}},
+		{"neither parent_id nor parent_selectors", func(r *Rule) { r.ParentID, r.ParentSelectors = spiffeid.ID{}, nil }, "parent_id", []string{"required unless parent_selectors"}},
+		{"bad parent selector", func(r *Rule) {
+			r.ParentSelectors = []Selector{{"github", "repository:acme/api"}, {"GitHub", "ref:x"}}
+		}, "parent_selectors[1]", []string{"lowercase"}},
+		{"duplicate parent selector", func(r *Rule) {
+			r.ParentSelectors = []Selector{{"github", "repository:acme/api"}, {"github", "repository:acme/api"}}
+		}, "parent_selectors[1]", []string{"parent_selectors[0]"}},
+		{"too many parent selectors", func(r *Rule) { r.ParentSelectors = manySelectors(MaxSelectorsPerRule + 1) }, "parent_selectors", []string{"at most 64"}},
 
 		{"no selectors", func(r *Rule) { r.Selectors = nil }, "selectors", []string{"at least one"}},
 		{"too many selectors", func(r *Rule) { r.Selectors = manySelectors(MaxSelectorsPerRule + 1) }, "selectors", []string{"65 selectors", "at most 64"}},
@@ -197,6 +205,7 @@ func TestValidateErrors(t *testing.T) {
 			before := r
 			before.Selectors = slices.Clone(r.Selectors)
 			before.DNSNames = slices.Clone(r.DNSNames)
+			before.ParentSelectors = slices.Clone(r.ParentSelectors)
 			err := r.Validate(testTD, testLimits)
 			if err == nil {
 				t.Fatalf("Validate accepted %+v", r)
@@ -232,31 +241,49 @@ func TestAppliesTo(t *testing.T) {
 	noParent.ParentID = spiffeid.ID{}
 	neverExpires := rule
 	neverExpires.ExpiresAt = time.Time{}
+	bySelectors := rule
+	bySelectors.ParentID = spiffeid.ID{}
+	bySelectors.ParentSelectors = []Selector{{"github", "repository:acme/api"}, {"github", "ref:refs/heads/main"}}
+	if err := bySelectors.Validate(testTD, testLimits); err != nil {
+		t.Fatal(err)
+	}
+	run := NewSelectorSet([]Selector{{"github", "repository:acme/api"}, {"github", "ref:refs/heads/main"}, {"github", "run_id:7"}})
+	otherRepo := NewSelectorSet([]Selector{{"github", "repository:acme/web"}, {"github", "ref:refs/heads/main"}})
+	both := bySelectors
+	both.ParentID = testAgent
 
 	for _, tc := range []struct {
 		name     string
 		rule     Rule
 		agent    spiffeid.ID
+		node     SelectorSet
 		workload SelectorSet
 		now      time.Time
 		want     bool
 	}{
-		{"exact selectors", rule, testAgent, workload, now, true},
-		{"extra workload selectors", rule, testAgent, withExtra, now, true},
-		{"missing one selector", rule, testAgent, missingOne, now, false},
-		{"no workload selectors", rule, testAgent, NewSelectorSet(nil), now, false},
-		{"nil workload set", rule, testAgent, nil, now, false},
-		{"other parent", rule, otherAgent, workload, now, false},
-		{"parent path in other trust domain", rule, sameNameOtherTD, workload, now, false},
-		{"zero agent", rule, spiffeid.ID{}, workload, now, false},
-		{"just before expiry", rule, testAgent, workload, rule.ExpiresAt.Add(-time.Nanosecond), true},
-		{"at expiry", rule, testAgent, workload, rule.ExpiresAt, false},
-		{"expired", rule, testAgent, workload, rule.ExpiresAt.Add(time.Hour), false},
-		{"never expires", neverExpires, testAgent, workload, time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC), true},
-		{"rule without selectors fails closed", noSelectors, testAgent, workload, now, false},
-		{"rule without parent fails closed", noParent, spiffeid.ID{}, workload, now, false},
+		{"exact selectors", rule, testAgent, nil, workload, now, true},
+		{"extra workload selectors", rule, testAgent, nil, withExtra, now, true},
+		{"missing one selector", rule, testAgent, nil, missingOne, now, false},
+		{"no workload selectors", rule, testAgent, nil, NewSelectorSet(nil), now, false},
+		{"nil workload set", rule, testAgent, nil, nil, now, false},
+		{"other parent", rule, otherAgent, nil, workload, now, false},
+		{"parent path in other trust domain", rule, sameNameOtherTD, nil, workload, now, false},
+		{"zero agent", rule, spiffeid.ID{}, nil, workload, now, false},
+		{"just before expiry", rule, testAgent, nil, workload, rule.ExpiresAt.Add(-time.Nanosecond), true},
+		{"at expiry", rule, testAgent, nil, workload, rule.ExpiresAt, false},
+		{"expired", rule, testAgent, nil, workload, rule.ExpiresAt.Add(time.Hour), false},
+		{"never expires", neverExpires, testAgent, nil, workload, time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC), true},
+		{"rule without selectors fails closed", noSelectors, testAgent, nil, workload, now, false},
+		{"rule without parent fails closed", noParent, spiffeid.ID{}, nil, workload, now, false},
+		{"rule without parent, agent without node selectors", noParent, testAgent, NewSelectorSet(nil), workload, now, false},
+		{"parent selectors all among the node's", bySelectors, otherAgent, run, workload, now, true},
+		{"parent selectors, node lacks one", bySelectors, otherAgent, otherRepo, workload, now, false},
+		{"parent selectors, node has none", bySelectors, otherAgent, nil, workload, now, false},
+		{"parent selectors match, workload does not", bySelectors, otherAgent, run, missingOne, now, false},
+		{"both: by ID", both, testAgent, nil, workload, now, true},
+		{"both: by selectors", both, otherAgent, run, workload, now, true},
 	} {
-		if got := tc.rule.AppliesTo(tc.agent, tc.workload, tc.now); got != tc.want {
+		if got := tc.rule.AppliesTo(tc.agent, tc.node, tc.workload, tc.now); got != tc.want {
 			t.Errorf("%s: AppliesTo = %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -316,4 +343,23 @@ func TestValidateDNSNames(t *testing.T) {
 	wantFieldError(t, err, "san[1]", "san[0]")
 	_, err = ValidateDNSNames("san", manyNames(MaxDNSNamesPerRule+1))
 	wantFieldError(t, err, "san", "at most 32")
+}
+
+// TestValidateParentSelectors: a rule may name its parents by node
+// selectors instead of an ID; they are put in canonical order.
+func TestValidateParentSelectors(t *testing.T) {
+	r := validRule()
+	r.ParentID = spiffeid.ID{}
+	r.ParentSelectors = []Selector{{"github", "ref:refs/heads/main"}, {"github", "repository:acme/api"}}
+	if err := r.Validate(testTD, testLimits); err != nil {
+		t.Fatalf("a rule with parent selectors and no parent ID: %v", err)
+	}
+	want := []Selector{{"github", "ref:refs/heads/main"}, {"github", "repository:acme/api"}}
+	if !slices.Equal(r.ParentSelectors, want) {
+		t.Errorf("parent selectors %v, want sorted %v", r.ParentSelectors, want)
+	}
+	r.ParentSelectors = []Selector{{"github", "repository:acme/api"}, {"github", "ref:refs/heads/main"}}
+	if err := r.Validate(testTD, testLimits); err != nil || !slices.Equal(r.ParentSelectors, want) {
+		t.Errorf("reordered: %v, %v; want %v", r.ParentSelectors, err, want)
+	}
 }

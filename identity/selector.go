@@ -137,12 +137,15 @@ func compareSelectors(a, b Selector) int {
 // A selector listed twice is an error naming both positions
 // ("selectors[3]"), and then sels is left as it was: a duplicate is usually a
 // typo for a different selector, and the operator should see their own order.
-func SortSelectors(sels []Selector) error {
+func SortSelectors(sels []Selector) error { return sortSelectors("selectors", sels) }
+
+// sortSelectors is SortSelectors for a list named field in errors.
+func sortSelectors(field string, sels []Selector) error {
 	seen := make(map[Selector]int, len(sels))
 	for i, sel := range sels {
 		if j, dup := seen[sel]; dup {
-			return fieldErr(fmt.Sprintf("selectors[%d]", i),
-				fmt.Sprintf("%s repeats selectors[%d]; list each selector once", quote(sel.String()), j))
+			return fieldErr(fmt.Sprintf("%s[%d]", field, i),
+				fmt.Sprintf("%s repeats %s[%d]; list each selector once", quote(sel.String()), field, j))
 		}
 		seen[sel] = i
 	}

@@ -281,10 +281,11 @@ func (s *Server) agentSVID(id spiffeid.ID, chain []*x509.Certificate) *writv1.Ag
 // All issuance events go to the audit log together before any is returned.
 func (as *agentService) MintWorkloadX509SVIDs(ctx context.Context, req *writv1.MintWorkloadX509SVIDsRequest) (*writv1.MintWorkloadX509SVIDsResponse, error) {
 	s := as.s
-	_, agentID, err := s.authenticateAgent(ctx)
+	agent, agentID, err := s.authenticateAgent(ctx)
 	if err != nil {
 		return nil, err
 	}
+	parent := newParentOf(agent, agentID)
 	csrs := req.GetCsrs()
 	if len(csrs) > maxWorkloadBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "csrs: %d in one call, at most %d", len(csrs), maxWorkloadBatch)
@@ -308,7 +309,7 @@ func (as *agentService) MintWorkloadX509SVIDs(ctx context.Context, req *writv1.M
 		out := &writv1.WorkloadX509SVID{EntryId: c.GetEntryId()}
 		resp.Svids = append(resp.Svids, out)
 		e, ok := byID[c.GetEntryId()]
-		if !ok || e.ParentID != agentID.String() {
+		if !ok || !parent.rule(e) {
 			out.Error = fmt.Sprintf("entry %q is not a rule of agent %s", c.GetEntryId(), agentID)
 			continue
 		}
@@ -349,7 +350,7 @@ const maxWorkloadBatch = 1000
 // MintWorkloadJWTSVID signs a JWT-SVID for a rule of the calling agent.
 func (as *agentService) MintWorkloadJWTSVID(ctx context.Context, req *writv1.MintWorkloadJWTSVIDRequest) (*writv1.MintJWTSVIDResponse, error) {
 	s := as.s
-	_, agentID, err := s.authenticateAgent(ctx)
+	agent, agentID, err := s.authenticateAgent(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +358,7 @@ func (as *agentService) MintWorkloadJWTSVID(ctx context.Context, req *writv1.Min
 	if err != nil {
 		return nil, storeStatus(err)
 	}
-	if len(entries) == 0 || entries[0].ParentID != agentID.String() {
+	if len(entries) == 0 || !newParentOf(agent, agentID).rule(entries[0]) {
 		return nil, status.Errorf(codes.PermissionDenied, "entry %q is not a rule of agent %s", req.GetEntryId(), agentID)
 	}
 	e := entries[0]

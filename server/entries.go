@@ -187,6 +187,13 @@ func (s *Server) ruleFromProto(pe *writv1.Entry) (identity.Rule, error) {
 	if r.ParentID, err = parseOptionalID("parent_id", pe.GetParentId()); err != nil {
 		return r, err
 	}
+	for i, ps := range pe.GetParentSelectors() {
+		sel := identity.Selector{Type: ps.GetType(), Value: ps.GetValue()}
+		if err := identity.ValidateSelector(fmt.Sprintf("parent_selectors[%d]", i), sel); err != nil {
+			return r, err
+		}
+		r.ParentSelectors = append(r.ParentSelectors, sel)
+	}
 	for i, ps := range pe.GetSelectors() {
 		sel := identity.Selector{Type: ps.GetType(), Value: ps.GetValue()}
 		if err := identity.ValidateSelector(fmt.Sprintf("selectors[%d]", i), sel); err != nil {
@@ -247,7 +254,7 @@ func entryFromRule(r identity.Rule) store.Entry {
 	e := store.Entry{
 		ID:        r.ID,
 		SPIFFEID:  r.SPIFFEID.String(),
-		ParentID:  r.ParentID.String(),
+		ParentID:  idString(r.ParentID),
 		X509TTL:   r.X509TTL,
 		JWTTTL:    r.JWTTTL,
 		DNSNames:  r.DNSNames,
@@ -257,7 +264,51 @@ func entryFromRule(r identity.Rule) store.Entry {
 	for _, sel := range r.Selectors {
 		e.Selectors = append(e.Selectors, store.Selector{Type: sel.Type, Value: sel.Value})
 	}
+	for _, sel := range r.ParentSelectors {
+		e.ParentSelectors = append(e.ParentSelectors, store.Selector{Type: sel.Type, Value: sel.Value})
+	}
 	return e
+}
+
+// idString is id's text, empty for the zero ID (a rule whose parents are
+// named by selectors has none).
+func idString(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}
+
+// parentOf is an agent as a rule's parent: its ID and the node selectors
+// it was attested with at join.
+type parentOf struct {
+	id   spiffeid.ID
+	node identity.SelectorSet
+}
+
+func newParentOf(a store.Agent, id spiffeid.ID) parentOf {
+	sels := make([]identity.Selector, len(a.Selectors))
+	for i, s := range a.Selectors {
+		sels[i] = identity.Selector{Type: s.Type, Value: s.Value}
+	}
+	return parentOf{id: id, node: identity.NewSelectorSet(sels)}
+}
+
+// rule reports whether the agent is a parent of e (identity.ParentIs).
+func (p parentOf) rule(e store.Entry) bool {
+	var parentID spiffeid.ID
+	if e.ParentID != "" {
+		id, err := spiffeid.FromString(e.ParentID)
+		if err != nil {
+			return false
+		}
+		parentID = id
+	}
+	sels := make([]identity.Selector, len(e.ParentSelectors))
+	for i, s := range e.ParentSelectors {
+		sels[i] = identity.Selector{Type: s.Type, Value: s.Value}
+	}
+	return identity.ParentIs(parentID, sels, p.id, p.node)
 }
 
 // entryDetails is what an entry's audit event records of it: the rule as
@@ -269,6 +320,13 @@ func entryDetails(e store.Entry) map[string]any {
 		sels[i] = sel.Type + ":" + sel.Value
 	}
 	d["selectors"] = sels
+	if len(e.ParentSelectors) > 0 {
+		parents := make([]string, len(e.ParentSelectors))
+		for i, sel := range e.ParentSelectors {
+			parents[i] = sel.Type + ":" + sel.Value
+		}
+		d["parent_selectors"] = parents
+	}
 	if e.X509TTL != 0 {
 		d["x509_ttl"] = e.X509TTL.String()
 	}
@@ -308,6 +366,9 @@ func entryToProto(e store.Entry) *writv1.Entry {
 	}
 	for _, sel := range e.Selectors {
 		pe.Selectors = append(pe.Selectors, &writv1.Selector{Type: sel.Type, Value: sel.Value})
+	}
+	for _, sel := range e.ParentSelectors {
+		pe.ParentSelectors = append(pe.ParentSelectors, &writv1.Selector{Type: sel.Type, Value: sel.Value})
 	}
 	return pe
 }

@@ -231,11 +231,11 @@ func (f *entryFeed) publish(c feedChange) {
 func (as *agentService) Sync(_ *writv1.SyncRequest, stream grpc.ServerStreamingServer[writv1.SyncUpdate]) error {
 	s := as.s
 	ctx := stream.Context()
-	_, agentID, err := s.authenticateAgent(ctx)
+	agent, agentID, err := s.authenticateAgent(ctx)
 	if err != nil {
 		return err
 	}
-	parent := agentID.String()
+	parent := newParentOf(agent, agentID)
 	for {
 		sub, rev, locks, bundle := s.feed.subscribe()
 		known, err := s.sendSnapshot(ctx, stream, parent, rev, locks, bundle)
@@ -248,37 +248,42 @@ func (as *agentService) Sync(_ *writv1.SyncRequest, stream grpc.ServerStreamingS
 		if err != errLagged {
 			return err
 		}
-		s.log.Info("agent fell behind the feed; sending a new snapshot", "agent_id", parent)
+		s.log.Info("agent fell behind the feed; sending a new snapshot", "agent_id", agentID.String())
 	}
 }
 
 var errLagged = status.Error(codes.Aborted, "lagged")
 
 // sendSnapshot sends every rule of parent as of (at least) rev, with locks
-// and bundle, and returns the IDs it sent.
-func (s *Server) sendSnapshot(ctx context.Context, stream grpc.ServerStreamingServer[writv1.SyncUpdate], parent string, rev int64, locks []*writv1.Lock, bundle *writv1.Bundle) (map[string]bool, error) {
+// and bundle, and returns the IDs it sent: the rules naming it by ID, then
+// those naming their parents by node selectors that it holds all of.
+func (s *Server) sendSnapshot(ctx context.Context, stream grpc.ServerStreamingServer[writv1.SyncUpdate], parent parentOf, rev int64, locks []*writv1.Lock, bundle *writv1.Bundle) (map[string]bool, error) {
 	known := map[string]bool{}
 	upd := &writv1.SyncUpdate{Revision: rev, Full: true, LocksChanged: true, Locks: locks, Bundle: bundle}
-	after := ""
-	for {
-		page, err := s.store.ListEntries(ctx, store.EntryFilter{ParentID: parent, AfterID: after, Limit: maxPageSize})
-		if err != nil {
-			return nil, storeStatus(err)
+	for _, f := range []store.EntryFilter{{ParentID: parent.id.String()}, {WithParentSelectors: true}} {
+		f.Limit = maxPageSize
+		for {
+			page, err := s.store.ListEntries(ctx, f)
+			if err != nil {
+				return nil, storeStatus(err)
+			}
+			for _, e := range page {
+				if !known[e.ID] && parent.rule(e) {
+					upd.Entries = append(upd.Entries, entryToProto(e))
+					known[e.ID] = true
+				}
+			}
+			if len(page) < maxPageSize {
+				break
+			}
+			f.AfterID = page[len(page)-1].ID
 		}
-		for _, e := range page {
-			upd.Entries = append(upd.Entries, entryToProto(e))
-			known[e.ID] = true
-		}
-		if len(page) < maxPageSize {
-			break
-		}
-		after = page[len(page)-1].ID
 	}
 	return known, stream.Send(upd)
 }
 
 // followFeed forwards changes that concern parent until the stream ends.
-func (s *Server) followFeed(ctx context.Context, stream grpc.ServerStreamingServer[writv1.SyncUpdate], sub *feedSub, parent string, known map[string]bool) error {
+func (s *Server) followFeed(ctx context.Context, stream grpc.ServerStreamingServer[writv1.SyncUpdate], sub *feedSub, parent parentOf, known map[string]bool) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -294,10 +299,10 @@ func (s *Server) followFeed(ctx context.Context, stream grpc.ServerStreamingServ
 			}
 			for _, e := range c.puts {
 				switch {
-				case e.ParentID == parent:
+				case parent.rule(e):
 					upd.Entries = append(upd.Entries, entryToProto(e))
 					known[e.ID] = true
-				case known[e.ID]: // moved to another parent
+				case known[e.ID]: // no longer a rule of this agent
 					upd.DeletedIds = append(upd.DeletedIds, e.ID)
 					delete(known, e.ID)
 				}

@@ -49,10 +49,14 @@ type Selector struct {
 // Entry is an identity rule (registration entry) as stored.
 type Entry struct {
 	// ID is assigned by the store when empty on create.
-	ID        string
-	SPIFFEID  string
-	ParentID  string
-	Selectors []Selector
+	ID       string
+	SPIFFEID string
+	// ParentID is empty when ParentSelectors name the parents.
+	ParentID string
+	// ParentSelectors, when set, make every agent attested at join with
+	// all of them a parent; a sorted set, nil when none.
+	ParentSelectors []Selector
+	Selectors       []Selector
 	// X509TTL and JWTTTL are whole seconds; zero means the server default.
 	X509TTL  time.Duration
 	JWTTTL   time.Duration
@@ -74,6 +78,9 @@ type EntryFilter struct {
 	// (an entry may hold more).
 	Selectors []Selector
 	Hint      string
+	// WithParentSelectors keeps only entries whose parents are (also)
+	// named by node selectors.
+	WithParentSelectors bool
 	// AfterID and Limit page through results ordered by ID.
 	AfterID string
 	Limit   int
@@ -293,7 +300,7 @@ type DelegationKey struct {
 type Store interface {
 	// CreateEntries stores all entries or none, under one new revision, and
 	// returns them with ID, Revision and timestamps set. An entry with the same
-	// SPIFFE ID, parent ID and selector set as an existing one (or another in
+	// SPIFFE ID, parent ID, parent selector set and selector set as an existing one (or another in
 	// the batch) fails the whole batch with ErrAlreadyExists; the error names
 	// the index of the offending entry.
 	CreateEntries(ctx context.Context, entries []Entry, evs ...AuditEvent) ([]Entry, error)

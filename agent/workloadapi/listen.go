@@ -18,12 +18,21 @@ import (
 // attestation decides what it gets. A missing directory is created 0755
 // (less the umask) for the same reason, but an existing one keeps the mode
 // its owner chose, since narrowing access there is an operator's decision.
+//
+// The directory must be writable only by this process's user (or root):
+// whoever else could write there could swap the socket for their own and
+// hand workloads false identities. That matters for shared places such as
+// the temporary directory.
 func Listen(path string) (net.Listener, error) {
-	if err := removeStaleSocket(path); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("workload API socket: creating its directory: %w; choose another path with --socket", err)
+	}
+	if err := checkSocketDir(dir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("workload API socket: creating its directory: %w", err)
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {

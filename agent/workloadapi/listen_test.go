@@ -85,3 +85,38 @@ func TestListenRefusesRegularFile(t *testing.T) {
 		t.Errorf("the regular file was disturbed: %q, %v", data, err)
 	}
 }
+
+// TestListenRefusesDirectoryOthersCanWrite: in a directory every user may
+// write (the temporary directory without a sticky owner check, a careless
+// mkdir), another user could replace the socket with their own and hand
+// workloads identities of their choosing.
+func TestListenRefusesDirectoryOthersCanWrite(t *testing.T) {
+	dir := filepath.Dir(tempSocketPath(t))
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen(filepath.Join(open, "agent.sock"))
+	if err == nil {
+		ln.Close()
+		t.Fatal("Listen in a world-writable directory succeeded, want a refusal")
+	}
+	if !strings.Contains(err.Error(), "writable by other users") || !strings.Contains(err.Error(), "--socket") {
+		t.Errorf("error %q does not say what is wrong and what to do", err)
+	}
+	if _, err := os.Lstat(filepath.Join(open, "agent.sock")); err == nil {
+		t.Error("a socket was left behind")
+	}
+
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(open, link); err != nil {
+		t.Fatal(err)
+	}
+	if ln, err := Listen(filepath.Join(link, "agent.sock")); err == nil {
+		ln.Close()
+		t.Error("Listen in a directory reached through a symbolic link succeeded, want a refusal")
+	}
+}

@@ -50,7 +50,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var f agentFlags
 	c.fs.StringVar(&f.serverAddr, "server", "", "the server's gRPC `address` (its listen_address)")
 	c.fs.StringVar(&f.dataDir, "data-dir", "/var/lib/writ-agent", "`directory` for the agent's key and state")
-	c.fs.StringVar(&f.socket, "socket", "", "Workload API socket `path` (default DATA_DIR/agent.sock; \"none\" serves none)")
+	c.fs.StringVar(&f.socket, "socket", "", "Workload API socket `path` (default "+defaultAgentSocket+"; \"none\" serves none)")
 	c.fs.StringVar(&f.tokenFile, "join-token-file", "", "`file` holding the join token (or set $"+joinTokenEnv+")")
 	c.fs.StringVar(&f.token, "join-token", "", "the join `token` itself; visible to other users in the process list, prefer the file or variable")
 	c.fs.StringVar(&f.bundle, "bundle", "", "PEM `file` of trust anchors to verify the server with at join, instead of the token's pins")
@@ -92,33 +92,12 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	dataDir, err := filepath.Abs(f.dataDir)
-	if err != nil {
-		return err
-	}
-	socket := f.socket
-	switch {
-	case socket == "" && !f.oneshot:
-		socket = filepath.Join(dataDir, "agent.sock")
-	case socket == "none" || f.oneshot:
-		socket = ""
-	}
 	if f.joinMethod != "" && token != "" {
 		return c.usageError("a join token and --join-method exclude each other")
 	}
-	cfg := agent.Config{
-		ServerAddress:   f.serverAddr,
-		DataDir:         dataDir,
-		JoinToken:       token,
-		BundleFile:      f.bundle,
-		TrustDomain:     f.trustDomain,
-		JoinMethod:      f.joinMethod,
-		JoinJWT:         joinJWT(f.jwtFile),
-		X509PoPCertFile: f.popCert,
-		X509PoPKeyFile:  f.popKey,
-		SocketPath:      socket,
-		Attestors:       []workload.Attestor{unix.New(unix.Options{Logger: log})},
-		Logger:          log,
+	cfg, err := agentConfig(f, token, log)
+	if err != nil {
+		return err
 	}
 	a, err := agent.New(ctx, cfg)
 	if err != nil {
@@ -148,6 +127,41 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return keepWriting(runCtx, a, w, self, want, f.audiences, done, log)
+}
+
+// defaultAgentSocket is where `writ agent` serves the Workload API: outside
+// its data directory, which is 0700 because it holds the agent's key, so
+// that workloads of every user can reach it (attestation, not the file
+// mode, decides what they get).
+const defaultAgentSocket = "/run/writ/agent.sock"
+
+// agentConfig turns the flags into the agent's configuration.
+func agentConfig(f agentFlags, token string, log *slog.Logger) (agent.Config, error) {
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	socket := f.socket
+	switch {
+	case f.oneshot || socket == "none":
+		socket = ""
+	case socket == "":
+		socket = defaultAgentSocket
+	}
+	return agent.Config{
+		ServerAddress:   f.serverAddr,
+		DataDir:         dataDir,
+		JoinToken:       token,
+		BundleFile:      f.bundle,
+		TrustDomain:     f.trustDomain,
+		JoinMethod:      f.joinMethod,
+		JoinJWT:         joinJWT(f.jwtFile),
+		X509PoPCertFile: f.popCert,
+		X509PoPKeyFile:  f.popKey,
+		SocketPath:      socket,
+		Attestors:       workloadAttestors(log),
+		Logger:          log,
+	}, nil
 }
 
 // workloadAttestors are what the agent learns of a calling process: its
@@ -227,7 +241,7 @@ func writeOnce(ctx context.Context, a *agent.Agent, w *output.Writer, self workl
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no identity for this process (uid %d) within the timeout: is there a rule with parent %s and selector unix:uid:%d?", self.UID, a.ID(), self.UID)
+			return fmt.Errorf("no identity for this process (uid %d) within the timeout: is there a rule with parent %s (or parent selectors this agent was attested with) and selector unix:uid:%d?", self.UID, a.ID(), self.UID)
 		case <-changed:
 		}
 	}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -76,5 +78,39 @@ func TestAgentOneshot(t *testing.T) {
 	msg = runFails(t, "agent", "--server", addr, "--join-token", tok.Token, "--oneshot", "--out", filepath.Join(dir, "y"))
 	if !strings.Contains(msg, "more than once") {
 		t.Fatalf("token given twice: %s", msg)
+	}
+}
+
+// TestAgentConfigDefaults: by default `writ agent` serves the Workload API
+// where every user's workloads can reach it (not inside its 0700 data
+// directory), and attests callers with the same attestors as `writ dev`.
+func TestAgentConfigDefaults(t *testing.T) {
+	dataDir := t.TempDir()
+	cfg, err := agentConfig(agentFlags{serverAddr: "127.0.0.1:1", dataDir: dataDir}, "", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel, err := filepath.Rel(dataDir, cfg.SocketPath); err == nil && !strings.HasPrefix(rel, "..") {
+		t.Errorf("default socket %s is inside the data dir %s, which only the agent's user may enter", cfg.SocketPath, dataDir)
+	}
+	if cfg.SocketPath != defaultAgentSocket {
+		t.Errorf("default socket %s, want %s", cfg.SocketPath, defaultAgentSocket)
+	}
+	var got, want []string
+	for _, a := range cfg.Attestors {
+		got = append(got, a.Type())
+	}
+	for _, a := range workloadAttestors(slog.New(slog.DiscardHandler)) {
+		want = append(want, a.Type())
+	}
+	if !slices.Equal(got, want) || len(got) < 3 {
+		t.Errorf("writ agent attests with %v, want what writ dev uses: %v", got, want)
+	}
+
+	for _, f := range []agentFlags{{socket: "none"}, {oneshot: true, out: "x"}} {
+		f.dataDir = dataDir
+		if cfg, _ := agentConfig(f, "", slog.New(slog.DiscardHandler)); cfg.SocketPath != "" {
+			t.Errorf("%+v: socket %q, want none", f, cfg.SocketPath)
+		}
 	}
 }

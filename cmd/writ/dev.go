@@ -28,11 +28,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"one process, the agent joined, and a rule that gives your processes an identity over the\n"+
 			"SPIFFE Workload API. Every process of the invoking user can administer it. State is kept in\n"+
 			"--data-dir between runs.",
-		"writ dev [--data-dir DIR] [--trust-domain NAME] [--listen ADDR] [--ops-address ADDR]")
+		"writ dev [--data-dir DIR] [--trust-domain NAME] [--listen ADDR] [--ops-address ADDR] [--socket PATH]")
 	dataDir := c.fs.String("data-dir", ".writ", "`directory` for the local trust domain's state")
 	td := c.fs.String("trust-domain", server.DefaultTrustDomain, "SPIFFE trust `domain`")
 	listen := c.fs.String("listen", "127.0.0.1:8081", "`address` of the mTLS gRPC API (agents connect here)")
 	ops := c.fs.String("ops-address", "127.0.0.1:8082", "`address` of /healthz, /readyz and /metrics")
+	socket := c.fs.String("socket", "", "Workload API socket `path` (default TMPDIR/writ-dev-UID/agent.sock, which every user can reach)")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
@@ -69,7 +70,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	agentCfg := agent.Config{
 		ServerAddress: srv.ListenAddr().String(),
 		DataDir:       filepath.Join(abs, "agent"),
-		SocketPath:    filepath.Join(abs, "agent.sock"),
+		SocketPath:    devWorkloadSocket(*socket),
 		Attestors:     workloadAttestors(log),
 		Logger:        log,
 	}
@@ -92,6 +93,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	printDevHints(stdout, srv, agentCfg.SocketPath, a.ID().String(), workloadID)
 	<-ctx.Done()
 	return <-agentDone
+}
+
+// devWorkloadSocket is the dev agent's Workload API socket. It is not in the data
+// directory, which is 0700 because it holds keys: the README's rules for
+// other uids must reach it. The directory is the invoking user's own, and
+// the Workload API refuses one another user could write to.
+func devWorkloadSocket(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("writ-dev-%d", os.Getuid()), "agent.sock")
 }
 
 // devAgent loads the dev agent, or joins it with a token made in process

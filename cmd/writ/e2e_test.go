@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -138,6 +139,12 @@ func TestServerFirstRun(t *testing.T) {
 // TestDev runs `writ dev` as a user would and follows its printed hints.
 func TestDev(t *testing.T) {
 	dir := shortTempDir(t)
+	// dev puts the Workload API socket under TMPDIR; the test's stands
+	// in for /tmp, which every user may search.
+	t.Setenv("TMPDIR", dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	data := filepath.Join(dir, ".writ")
 	socket := filepath.Join(data, "admin.sock")
 	stdout := startCommand(t, socket, "dev", "--data-dir", data, "--listen", "127.0.0.1:0", "--ops-address", "127.0.0.1:0")
@@ -158,9 +165,17 @@ func TestDev(t *testing.T) {
 		t.Fatalf("bundle show: %s", out)
 	}
 	// The invoking user's processes have an identity over the Workload API.
-	endpoint := "unix://" + filepath.Join(data, "agent.sock")
+	workloadSocket := filepath.Join(dir, fmt.Sprintf("writ-dev-%d", os.Getuid()), "agent.sock")
+	endpoint := "unix://" + workloadSocket
 	if !strings.Contains(hints, endpoint) {
 		t.Errorf("dev output lacks the Workload API address %s:\n%s", endpoint, hints)
+	}
+	// Workloads of other users (the README's rules for another uid) must
+	// reach the socket, while the data directory, which holds keys, stays
+	// closed.
+	assertReachableByAll(t, workloadSocket)
+	if fi, err := os.Stat(data); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir %s: %v, %v; want mode 700", data, fi, err)
 	}
 	idDir := filepath.Join(dir, "id")
 	out := writ(t, "fetch", "--endpoint", endpoint, "--out", idDir, "--jwt-audience", "demo")
@@ -178,6 +193,32 @@ func TestDev(t *testing.T) {
 			"-untrusted", filepath.Join(idDir, "svid.pem"), filepath.Join(idDir, "svid.pem"))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("openssl verify of the fetched SVID: %v: %s", err, out)
+		}
+	}
+}
+
+// assertReachableByAll fails unless every user may connect to the socket
+// at path: search permission on each directory above it and write
+// permission on the socket itself.
+func assertReachableByAll(t *testing.T, path string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm()&0o002 == 0 {
+		t.Errorf("socket %s is mode %o; other users cannot connect", path, fi.Mode().Perm())
+	}
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			t.Errorf("directory %s above the socket is mode %o; other users cannot reach the socket", dir, fi.Mode().Perm())
+		}
+		if dir == filepath.Dir(dir) {
+			return
 		}
 	}
 }

@@ -38,6 +38,7 @@ func runEntry(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type entryFlags struct {
 	spiffeID  string
 	parentID  string
+	parentSel stringList
 	selectors stringList
 	x509TTL   string
 	jwtTTL    string
@@ -48,12 +49,17 @@ type entryFlags struct {
 }
 
 // entryFieldFlags lists the flags registered by entryFlags.register.
-var entryFieldFlags = []string{"spiffe-id", "parent-id", "selector", "x509-ttl", "jwt-ttl", "dns", "hint", "expires-at", "expires-in"}
+var entryFieldFlags = []string{"spiffe-id", "parent-id", "parent-selector", "selector", "x509-ttl", "jwt-ttl", "dns", "hint", "expires-at", "expires-in"}
 
 func (f *entryFlags) register(c *cliCommand, update bool) {
 	fs := c.fs
 	fs.StringVar(&f.spiffeID, "spiffe-id", "", "SPIFFE `ID` the rule hands out, e.g. spiffe://example.org/service/web")
 	fs.StringVar(&f.parentID, "parent-id", "", "SPIFFE `ID` of the node or agent allowed to hand it out")
+	parentHelp := "node selector `type:value` every agent allowed to hand it out was attested with at join, e.g. github:repository:acme/api; repeatable, instead of or besides --parent-id"
+	if update {
+		parentHelp += "; replaces all the rule's parent selectors"
+	}
+	fs.Var(&f.parentSel, "parent-selector", parentHelp)
 	selHelp := "selector `type:value` a workload must have, e.g. unix:uid:1000; repeatable"
 	dnsHelp := "DNS `name` to put in the X.509-SVID; repeatable"
 	if update {
@@ -86,6 +92,13 @@ func (f *entryFlags) apply(c *cliCommand, e *writv1.Entry, now time.Time) error 
 			return err
 		}
 		e.ParentId = f.parentID
+	}
+	if c.set("parent-selector") {
+		sels, err := parseSelectors(f.parentSel, func(i int) string { return "parent-selector" })
+		if err != nil {
+			return err
+		}
+		e.ParentSelectors = sels
 	}
 	if c.set("selector") {
 		sels, err := parseSelectors(f.selectors, func(i int) string { return "selector" })
@@ -183,7 +196,7 @@ func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			"      selectors: [\"unix:uid:1000\"]\n"+
 			"      x509_ttl: 1h        # optional, like jwt_ttl, dns_names, hint, expires_at (RFC 3339), id\n"+
 			fmt.Sprintf("A file may hold at most %d entries.", maxBatchEntries),
-		"writ entry create --spiffe-id ID --parent-id ID --selector TYPE:VALUE... [flags]",
+		"writ entry create --spiffe-id ID (--parent-id ID | --parent-selector TYPE:VALUE...) --selector TYPE:VALUE... [flags]",
 		"writ entry create --file FILE [--json]")
 	var f entryFlags
 	f.register(c, false)
@@ -210,8 +223,20 @@ func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	} else {
 		e := &writv1.Entry{Id: *id}
-		if err := c.need("spiffe-id", "parent-id", "selector"); err != nil {
-			return err
+		var missing []string
+		if f.spiffeID == "" {
+			missing = append(missing, "--spiffe-id")
+		}
+		if f.parentID == "" && len(f.parentSel) == 0 {
+			// Either names the parents: the agent, or node selectors all
+			// of its agents were attested with.
+			missing = append(missing, "--parent-id (or --parent-selector)")
+		}
+		if len(f.selectors) == 0 {
+			missing = append(missing, "--selector")
+		}
+		if len(missing) > 0 {
+			return c.usageError("missing %s", strings.Join(missing, ", "))
 		}
 		if err := f.apply(c, e, now); err != nil {
 			return err
@@ -299,6 +324,8 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	id := c.fs.String("id", "", "`id` of the rule to change")
 	clearDNS := c.fs.Bool("clear-dns", false, "remove all DNS names")
 	clearExpiry := c.fs.Bool("clear-expiry", false, "make the rule never expire")
+	clearParentID := c.fs.Bool("clear-parent-id", false, "remove the parent ID, leaving the parent selectors to name the parents")
+	clearParentSels := c.fs.Bool("clear-parent-selectors", false, "remove the parent selectors, leaving the parent ID")
 	asJSON := c.fs.Bool("json", false, "print the updated entry as JSON")
 	socket := c.socketFlag()
 	c.required("id")
@@ -306,11 +333,17 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	changes := false
-	for _, name := range append(entryFieldFlags, "clear-dns", "clear-expiry") {
+	for _, name := range append(entryFieldFlags, "clear-dns", "clear-expiry", "clear-parent-id", "clear-parent-selectors") {
 		changes = changes || c.set(name)
 	}
 	if !changes {
-		return c.usageError("nothing to change; give at least one of --%s, --clear-dns or --clear-expiry", strings.Join(entryFieldFlags, ", --"))
+		return c.usageError("nothing to change; give at least one of --%s, --clear-dns, --clear-expiry, --clear-parent-id or --clear-parent-selectors", strings.Join(entryFieldFlags, ", --"))
+	}
+	if *clearParentID && c.set("parent-id") {
+		return c.usageError("give --parent-id or --clear-parent-id, not both")
+	}
+	if *clearParentSels && c.set("parent-selector") {
+		return c.usageError("give --parent-selector or --clear-parent-selectors, not both")
 	}
 	if *clearDNS && c.set("dns") {
 		return c.usageError("give --dns or --clear-dns, not both")
@@ -341,6 +374,12 @@ func entryUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if *clearExpiry {
 		e.ExpiresAt = 0
+	}
+	if *clearParentID {
+		e.ParentId = ""
+	}
+	if *clearParentSels {
+		e.ParentSelectors = nil
 	}
 	// e.Revision is the revision just read: the server refuses the update if
 	// the rule changed in between, instead of silently undoing that change.

@@ -200,7 +200,10 @@ func TestEntryFlagErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"create missing all", []string{"create"}, []string{"missing --spiffe-id, --parent-id, --selector", "usage: writ entry create", "--help"}},
+		{"create missing all", []string{"create"}, []string{"missing --spiffe-id, --parent-id (or --parent-selector), --selector", "usage: writ entry create", "--help"}},
+		{"create bad parent selector", []string{"create", "--spiffe-id", "spiffe://example.org/w", "--parent-selector", "GitHub:repository:a/b", "--selector", "unix:uid:1"}, []string{"parent-selector:", "lowercase"}},
+		{"update parent selector and clear", []string{"update", "--id", "x", "--parent-selector", "github:ref:main", "--clear-parent-selectors"}, []string{"--clear-parent-selectors, not both"}},
+		{"update parent id and clear", []string{"update", "--id", "x", "--parent-id", "spiffe://example.org/n", "--clear-parent-id"}, []string{"--clear-parent-id, not both"}},
 		{"create missing selector", []string{"create", "--spiffe-id", "spiffe://example.org/w", "--parent-id", "spiffe://example.org/n"}, []string{"missing --selector"}},
 		{"create bad spiffe id", []string{"create", "--spiffe-id", "example.org/w", "--parent-id", "spiffe://example.org/n", "--selector", "unix:uid:1"}, []string{"spiffe-id:"}},
 		{"create bad selector", []string{"create", "--spiffe-id", "spiffe://example.org/w", "--parent-id", "spiffe://example.org/n", "--selector", "Unix:uid:1"}, []string{"selector:", "lowercase"}},

@@ -4,7 +4,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -107,5 +109,82 @@ func TestAgentJoinsFromGitHubActions(t *testing.T) {
 	msg := runFails(t, "agent", "--server", addr, "--data-dir", filepath.Join(dir, "agent2"), "--join-method", "github", "--oneshot", "--out", filepath.Join(dir, "x"))
 	if !strings.Contains(msg, "--bundle") {
 		t.Fatalf("join without a bundle: %s", msg)
+	}
+}
+
+// TestGitHubActionsRuleServesEveryRun is the README's GitHub Actions
+// recipe with a rule that names its parents by node selectors: each run
+// joins as its own agent (the run id is in the agent's ID), and one rule
+// for the repository gives every run its identity, while a rule for
+// another repository gives it none.
+func TestGitHubActionsRuleServesEveryRun(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := shortTempDir(t)
+	data := filepath.Join(dir, "data")
+	socket := filepath.Join(data, "admin.sock")
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "gh", Algorithm: "ES256", Use: "sig"}}})
+	jwksFile := filepath.Join(dir, "github-jwks.json")
+	if err := os.WriteFile(jwksFile, jwks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	cfg := filepath.Join(dir, "writ.yaml")
+	conf := "listen_address: " + addr + "\nops_address: \"\"\nnode_attestation:\n  oidc:\n    - name: github\n      profile: github\n" +
+		"      jwks_file: " + jwksFile + "\n      allow:\n        - repository: acme/payments\n          ref: refs/heads/main\n" +
+		"      node_id: /node/github/{{repository...}}/{{run_id}}/{{run_attempt}}\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startCommand(t, socket, "server", "--data-dir", data, "--trust-domain", "ci.test", "--config", cfg)
+	bundle := filepath.Join(dir, "bundle.pem")
+	if err := os.WriteFile(bundle, []byte(writ(t, "bundle", "show", "--socket", socket)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	uid := "unix:uid:" + strconv.Itoa(os.Geteuid())
+	writ(t, "entry", "create", "--socket", socket, "--spiffe-id", "spiffe://ci.test/deployer",
+		"--parent-selector", "github:repository:acme/payments", "--parent-selector", "github:ref:refs/heads/main", "--selector", uid)
+	// A rule for another repository must not reach these runs: --spiffe-id
+	// below would otherwise find it.
+	writ(t, "entry", "create", "--socket", socket, "--spiffe-id", "spiffe://ci.test/web-deployer",
+		"--parent-selector", "github:repository:acme/web", "--selector", uid)
+	if got := writ(t, "entry", "list", "--socket", socket); !strings.Contains(got, "github:ref:refs/heads/main+github:repository:acme/payments") {
+		t.Errorf("entry list does not show the parent selectors:\n%s", got)
+	}
+
+	t.Setenv(githubTokenTokenEnv, "job-request-token")
+	for _, run := range []string{"9001", "9002"} {
+		var audience atomic.Value
+		gh := fakeGitHub(t, key, "acme/payments", run, &audience)
+		t.Setenv(githubTokenURLEnv, gh.URL+"/token?api-version=2.0")
+		out := filepath.Join(dir, "id-"+run)
+		got := writ(t, "agent", "--server", addr, "--data-dir", filepath.Join(dir, "agent-"+run), "--bundle", bundle,
+			"--join-method", "github", "--oneshot", "--out", out, "--spiffe-id", "spiffe://ci.test/deployer")
+		if agentID := "spiffe://ci.test/node/github/acme/payments/" + run + "/1"; !strings.Contains(got, agentID) {
+			t.Fatalf("run %s: agent: %s", run, got)
+		}
+		pemData, err := os.ReadFile(filepath.Join(out, "svid.pem"))
+		if err != nil {
+			t.Fatalf("run %s: %v", run, err)
+		}
+		block, _ := pem.Decode(pemData)
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cert.URIs) != 1 || cert.URIs[0].String() != "spiffe://ci.test/deployer" {
+			t.Errorf("run %s got %v, want spiffe://ci.test/deployer", run, cert.URIs)
+		}
+	}
+
+	var audience atomic.Value
+	gh := fakeGitHub(t, key, "acme/payments", "9003", &audience)
+	t.Setenv(githubTokenURLEnv, gh.URL+"/token?api-version=2.0")
+	msg := runFails(t, "agent", "--server", addr, "--data-dir", filepath.Join(dir, "agent-9003"), "--bundle", bundle,
+		"--join-method", "github", "--oneshot", "--out", filepath.Join(dir, "id-9003"), "--spiffe-id", "spiffe://ci.test/web-deployer", "--timeout", "1s")
+	if !strings.Contains(msg, "no identity") {
+		t.Errorf("a run of acme/payments asking for acme/web's identity: %s", msg)
 	}
 }

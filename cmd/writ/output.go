@@ -298,7 +298,18 @@ func writeEntry(w io.Writer, e *writv1.Entry) error {
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("ID:", e.GetId())
 	row("SPIFFE ID:", e.GetSpiffeId())
-	row("Parent ID:", e.GetParentId())
+	parentID := e.GetParentId()
+	if parentID == "" {
+		parentID = "-"
+	}
+	row("Parent ID:", parentID)
+	for i, s := range formatSelectors(e.GetParentSelectors()) {
+		if i == 0 {
+			row("Parent selectors:", s)
+		} else {
+			row("", s)
+		}
+	}
 	sels := formatSelectors(e.GetSelectors())
 	if len(sels) == 0 {
 		row("Selectors:", "-")
@@ -351,7 +362,16 @@ func (t *entryTable) add(e *writv1.Entry) {
 	}
 	// TTL shows the X.509 and JWT TTLs; "default" means the server's.
 	ttl := formatTTL(e.GetX509TtlSeconds()) + "/" + formatTTL(e.GetJwtTtlSeconds())
-	fmt.Fprintf(t.tw, "%s\t%s\t%s\t%s\t%s\t%d\n", e.GetId(), e.GetSpiffeId(), e.GetParentId(), sels, ttl, e.GetRevision())
+	// A rule whose parents are named by node selectors shows them in the
+	// parent column, joined by "+" to read as "all of".
+	parent := e.GetParentId()
+	if ps := formatSelectors(e.GetParentSelectors()); len(ps) > 0 {
+		if parent != "" {
+			parent += "|"
+		}
+		parent += strings.Join(ps, "+")
+	}
+	fmt.Fprintf(t.tw, "%s\t%s\t%s\t%s\t%s\t%d\n", e.GetId(), e.GetSpiffeId(), parent, sels, ttl, e.GetRevision())
 }
 
 func (t *entryTable) flush() error { return t.tw.Flush() }

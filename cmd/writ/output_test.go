@@ -79,7 +79,7 @@ func TestProtoJSONIsStable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = `{"id":"a","spiffe_id":"spiffe://example.org/a","parent_id":"","selectors":[{"type":"unix","value":"uid:1"}],"x509_ttl_seconds":"60","jwt_ttl_seconds":"0","dns_names":[],"hint":"","expires_at":"0","revision":"0","created_at":"0","updated_at":"0"}`
+	const want = `{"id":"a","spiffe_id":"spiffe://example.org/a","parent_id":"","selectors":[{"type":"unix","value":"uid:1"}],"x509_ttl_seconds":"60","jwt_ttl_seconds":"0","dns_names":[],"hint":"","expires_at":"0","revision":"0","created_at":"0","updated_at":"0","parent_selectors":[]}`
 	if string(first) != want {
 		t.Errorf("protoJSON =\n%s\nwant\n%s", first, want)
 	}

@@ -11,8 +11,8 @@ import (
 // A batch goes to the server as one array per column, so inserting 1,000
 // entries costs three statements rather than thousands of round trips.
 const (
-	insertEntriesSQL = `INSERT INTO entries (id, spiffe_id, parent_id, x509_ttl_seconds, jwt_ttl_seconds, hint, expires_at, revision, created_at, updated_at, dns_names, fingerprint)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[])
+	insertEntriesSQL = `INSERT INTO entries (id, spiffe_id, parent_id, x509_ttl_seconds, jwt_ttl_seconds, hint, expires_at, revision, created_at, updated_at, dns_names, fingerprint, parent_selectors)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[])
 ON CONFLICT DO NOTHING
 RETURNING id`
 	insertSelectorsSQL = `INSERT INTO entry_selectors (entry_id, type, value) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])`
@@ -86,7 +86,7 @@ type entryColumns struct {
 	x509TTLs, jwtTTLs                          []int64
 	hints                                      []string
 	expiresAt, revisions, createdAt, updatedAt []int64
-	dnsNames, fingerprints                     []string
+	dnsNames, fingerprints, parentSelectors    []string
 }
 
 func (c *entryColumns) add(r *sqlstore.Row) {
@@ -102,11 +102,12 @@ func (c *entryColumns) add(r *sqlstore.Row) {
 	c.updatedAt = append(c.updatedAt, r.UpdatedAt)
 	c.dnsNames = append(c.dnsNames, r.DNSNames)
 	c.fingerprints = append(c.fingerprints, r.Fingerprint)
+	c.parentSelectors = append(c.parentSelectors, r.ParentSelectors)
 }
 
 // args are in the column order of insertEntriesSQL.
 func (c *entryColumns) args() []any {
-	return []any{c.ids, c.spiffeIDs, c.parentIDs, c.x509TTLs, c.jwtTTLs, c.hints, c.expiresAt, c.revisions, c.createdAt, c.updatedAt, c.dnsNames, c.fingerprints}
+	return []any{c.ids, c.spiffeIDs, c.parentIDs, c.x509TTLs, c.jwtTTLs, c.hints, c.expiresAt, c.revisions, c.createdAt, c.updatedAt, c.dnsNames, c.fingerprints, c.parentSelectors}
 }
 
 // Audit rows go as one array per column too: a group commit of thousands

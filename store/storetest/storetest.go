@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Delete", testDelete},
 		{"GetUnknown", testGetUnknown},
 		{"ListFilters", testListFilters},
+		{"ParentSelectors", testParentSelectors},
 		{"ListPaging", testListPaging},
 		{"Changes", testChanges},
 		{"ChangesSinceLimit", testChangesSinceLimit},
@@ -436,6 +437,70 @@ func testListFilters(t *testing.T, s store.Store) {
 	// Listed entries carry all their selectors, not only the filtered ones.
 	got := list(t, s, store.EntryFilter{Selectors: sels("c=3")})
 	equal(t, "selectors of a listed entry", got[0].Selectors, sels("a=1", "b=2", "c=3"))
+}
+
+// testParentSelectors: a rule whose parents are named by node selectors
+// keeps them as a sorted set through create, update and list; they take
+// part in what makes a rule unique; and the feed can list exactly the
+// rules that have them.
+func testParentSelectors(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	repo, ref := sel("github", "repository:acme/api"), sel("github", "ref:refs/heads/main")
+	in := store.Entry{
+		SPIFFEID:        "spiffe://example.org/ci/api",
+		ParentSelectors: []store.Selector{repo, ref, repo},
+		Selectors:       []store.Selector{sel("unix", "uid:1001")},
+	}
+	created := create(t, s, in)[0]
+	want := in
+	want.ID, want.Revision = created.ID, 1
+	want.CreatedAt, want.UpdatedAt = created.CreatedAt, created.UpdatedAt
+	want.ParentSelectors = []store.Selector{ref, repo}
+	equal(t, "created", created, want)
+	equal(t, "GetEntry", get(t, s, created.ID), want)
+
+	// The same rule with its parent selectors in another order is a
+	// duplicate; with other parent selectors, or with none and a parent
+	// ID, or a workload selector moved into them, it is another rule.
+	same := in
+	same.ParentSelectors = []store.Selector{ref, repo}
+	_, err := s.CreateEntries(ctx, []store.Entry{same}, testEvent)
+	wantErr(t, "CreateEntries of the same parent selectors reordered", err, store.ErrAlreadyExists, "entries[0]")
+	other := in
+	other.ParentSelectors = []store.Selector{repo}
+	byID := in
+	byID.ParentID, byID.ParentSelectors = "spiffe://example.org/node/1", nil
+	moved := in
+	moved.ParentSelectors = []store.Selector{repo, ref, sel("unix", "uid:1001")}
+	moved.Selectors = nil
+	created2 := create(t, s, other, byID, moved)
+
+	got := list(t, s, store.EntryFilter{WithParentSelectors: true})
+	equal(t, "ListEntries with parent selectors", ids(got), sortedIDs(created.ID, created2[0].ID, created2[2].ID))
+
+	// An update replaces them, and can clear them.
+	upd := get(t, s, created.ID)
+	upd.ParentSelectors = []store.Selector{sel("github", "repository:acme/web")}
+	updated, err := s.UpdateEntry(ctx, upd, testEvent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "updated parent selectors", get(t, s, created.ID).ParentSelectors, updated.ParentSelectors)
+	equal(t, "updated parent selectors", updated.ParentSelectors, []store.Selector{sel("github", "repository:acme/web")})
+	upd = updated
+	upd.ParentSelectors, upd.ParentID = nil, "spiffe://example.org/node/2"
+	if _, err := s.UpdateEntry(ctx, upd, testEvent); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, s, created.ID); got.ParentSelectors != nil {
+		t.Errorf("cleared parent selectors read back as %v, want nil", got.ParentSelectors)
+	}
+	equal(t, "ListEntries with parent selectors after clearing one", ids(list(t, s, store.EntryFilter{WithParentSelectors: true})), sortedIDs(created2[0].ID, created2[2].ID))
+}
+
+func sortedIDs(ids ...string) []string {
+	slices.Sort(ids)
+	return ids
 }
 
 func testListPaging(t *testing.T, s store.Store) {

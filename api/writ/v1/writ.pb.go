@@ -96,11 +96,15 @@ type Entry struct {
 	ExpiresAt int64 `protobuf:"varint,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Store revision of the entry's last change. On update, a non-zero value
 	// must equal the current revision (optimistic concurrency).
-	Revision      int64 `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`
-	CreatedAt     int64 `protobuf:"varint,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	UpdatedAt     int64 `protobuf:"varint,12,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Revision  int64 `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`
+	CreatedAt int64 `protobuf:"varint,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt int64 `protobuf:"varint,12,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Node selectors naming the rule's parents instead of (or besides)
+	// parent_id: every agent attested at join with all of them is a parent,
+	// e.g. github:repository:acme/api for every run of that repository.
+	ParentSelectors []*Selector `protobuf:"bytes,13,rep,name=parent_selectors,json=parentSelectors,proto3" json:"parent_selectors,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -215,6 +219,13 @@ func (x *Entry) GetUpdatedAt() int64 {
 		return x.UpdatedAt
 	}
 	return 0
+}
+
+func (x *Entry) GetParentSelectors() []*Selector {
+	if x != nil {
+		return x.ParentSelectors
+	}
+	return nil
 }
 
 type CreateEntriesRequest struct {
@@ -4556,7 +4567,7 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x16api/writ/v1/writ.proto\x12\awrit.v1\"4\n" +
 	"\bSelector\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xfe\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xbc\x03\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -4573,7 +4584,8 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\v \x01(\x03R\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"updated_at\x18\f \x01(\x03R\tupdatedAt\"@\n" +
+	"updated_at\x18\f \x01(\x03R\tupdatedAt\x12<\n" +
+	"\x10parent_selectors\x18\r \x03(\v2\x11.writ.v1.SelectorR\x0fparentSelectors\"@\n" +
 	"\x14CreateEntriesRequest\x12(\n" +
 	"\aentries\x18\x01 \x03(\v2\x0e.writ.v1.EntryR\aentries\"A\n" +
 	"\x15CreateEntriesResponse\x12(\n" +
@@ -5035,125 +5047,126 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
-	1,  // 1: writ.v1.CreateEntriesRequest.entries:type_name -> writ.v1.Entry
-	1,  // 2: writ.v1.CreateEntriesResponse.entries:type_name -> writ.v1.Entry
-	1,  // 3: writ.v1.UpdateEntryRequest.entry:type_name -> writ.v1.Entry
-	0,  // 4: writ.v1.ListEntriesRequest.selectors:type_name -> writ.v1.Selector
-	1,  // 5: writ.v1.ListEntriesResponse.entries:type_name -> writ.v1.Entry
-	15, // 6: writ.v1.Bundle.jwt_authorities:type_name -> writ.v1.JWTKey
-	18, // 7: writ.v1.Lock.target:type_name -> writ.v1.LockTarget
-	18, // 8: writ.v1.CreateLockRequest.target:type_name -> writ.v1.LockTarget
-	19, // 9: writ.v1.ListLocksResponse.locks:type_name -> writ.v1.Lock
-	25, // 10: writ.v1.ReadAuditEventsResponse.events:type_name -> writ.v1.AuditEvent
-	28, // 11: writ.v1.GetAuditCheckpointsResponse.checkpoints:type_name -> writ.v1.AuditCheckpoint
-	29, // 12: writ.v1.GetAuditCheckpointsResponse.keys:type_name -> writ.v1.AuditKey
-	29, // 13: writ.v1.GetAuditCheckpointsResponse.server_key:type_name -> writ.v1.AuditKey
-	37, // 14: writ.v1.ListAuthoritiesResponse.authorities:type_name -> writ.v1.Authority
-	44, // 15: writ.v1.CertificateJoinResponse.svid:type_name -> writ.v1.AgentSVID
-	1,  // 16: writ.v1.SyncUpdate.entries:type_name -> writ.v1.Entry
-	19, // 17: writ.v1.SyncUpdate.locks:type_name -> writ.v1.Lock
-	14, // 18: writ.v1.SyncUpdate.bundle:type_name -> writ.v1.Bundle
-	47, // 19: writ.v1.MintWorkloadX509SVIDsRequest.csrs:type_name -> writ.v1.WorkloadCSR
-	49, // 20: writ.v1.MintWorkloadX509SVIDsResponse.svids:type_name -> writ.v1.WorkloadX509SVID
-	56, // 21: writ.v1.Task.grants:type_name -> writ.v1.Grant
-	55, // 22: writ.v1.CreateTaskRequest.task:type_name -> writ.v1.Task
-	55, // 23: writ.v1.ListTasksResponse.tasks:type_name -> writ.v1.Task
-	56, // 24: writ.v1.AddGrantRequest.grant:type_name -> writ.v1.Grant
-	64, // 25: writ.v1.ListStandingGrantsResponse.grants:type_name -> writ.v1.StandingGrant
-	69, // 26: writ.v1.CheckResponse.covered:type_name -> writ.v1.Coverage
-	72, // 27: writ.v1.Inventory.identities:type_name -> writ.v1.InventoryIdentity
-	55, // 28: writ.v1.Inventory.open_tasks:type_name -> writ.v1.Task
-	2,  // 29: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 30: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 31: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 32: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 33: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 34: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 35: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 36: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 37: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	20, // 38: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
-	21, // 39: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
-	22, // 40: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
-	24, // 41: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
-	27, // 42: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
-	31, // 43: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
-	33, // 44: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
-	34, // 45: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
-	36, // 46: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 47: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 48: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 49: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
-	38, // 50: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
-	40, // 51: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
-	41, // 52: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
-	43, // 53: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
-	45, // 54: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
-	48, // 55: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
-	51, // 56: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
-	52, // 57: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
-	54, // 58: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
-	57, // 59: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
-	58, // 60: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
-	59, // 61: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
-	61, // 62: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
-	62, // 63: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
-	63, // 64: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
-	63, // 65: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
-	64, // 66: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
-	65, // 67: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
-	66, // 68: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
-	68, // 69: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
-	71, // 70: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
-	74, // 71: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
-	3,  // 72: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 73: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 74: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 75: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 76: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 77: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 78: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 79: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 80: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 81: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 82: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 83: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 84: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 85: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 86: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 87: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 88: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 89: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 90: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 91: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 92: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 93: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 94: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 95: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 96: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 97: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 98: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 99: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	53, // 100: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
-	44, // 101: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
-	55, // 102: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
-	55, // 103: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
-	60, // 104: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
-	55, // 105: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
-	55, // 106: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
-	55, // 107: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
-	55, // 108: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
-	64, // 109: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
-	64, // 110: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
-	67, // 111: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
-	70, // 112: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
-	73, // 113: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
-	75, // 114: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
-	72, // [72:115] is the sub-list for method output_type
-	29, // [29:72] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	0,  // 1: writ.v1.Entry.parent_selectors:type_name -> writ.v1.Selector
+	1,  // 2: writ.v1.CreateEntriesRequest.entries:type_name -> writ.v1.Entry
+	1,  // 3: writ.v1.CreateEntriesResponse.entries:type_name -> writ.v1.Entry
+	1,  // 4: writ.v1.UpdateEntryRequest.entry:type_name -> writ.v1.Entry
+	0,  // 5: writ.v1.ListEntriesRequest.selectors:type_name -> writ.v1.Selector
+	1,  // 6: writ.v1.ListEntriesResponse.entries:type_name -> writ.v1.Entry
+	15, // 7: writ.v1.Bundle.jwt_authorities:type_name -> writ.v1.JWTKey
+	18, // 8: writ.v1.Lock.target:type_name -> writ.v1.LockTarget
+	18, // 9: writ.v1.CreateLockRequest.target:type_name -> writ.v1.LockTarget
+	19, // 10: writ.v1.ListLocksResponse.locks:type_name -> writ.v1.Lock
+	25, // 11: writ.v1.ReadAuditEventsResponse.events:type_name -> writ.v1.AuditEvent
+	28, // 12: writ.v1.GetAuditCheckpointsResponse.checkpoints:type_name -> writ.v1.AuditCheckpoint
+	29, // 13: writ.v1.GetAuditCheckpointsResponse.keys:type_name -> writ.v1.AuditKey
+	29, // 14: writ.v1.GetAuditCheckpointsResponse.server_key:type_name -> writ.v1.AuditKey
+	37, // 15: writ.v1.ListAuthoritiesResponse.authorities:type_name -> writ.v1.Authority
+	44, // 16: writ.v1.CertificateJoinResponse.svid:type_name -> writ.v1.AgentSVID
+	1,  // 17: writ.v1.SyncUpdate.entries:type_name -> writ.v1.Entry
+	19, // 18: writ.v1.SyncUpdate.locks:type_name -> writ.v1.Lock
+	14, // 19: writ.v1.SyncUpdate.bundle:type_name -> writ.v1.Bundle
+	47, // 20: writ.v1.MintWorkloadX509SVIDsRequest.csrs:type_name -> writ.v1.WorkloadCSR
+	49, // 21: writ.v1.MintWorkloadX509SVIDsResponse.svids:type_name -> writ.v1.WorkloadX509SVID
+	56, // 22: writ.v1.Task.grants:type_name -> writ.v1.Grant
+	55, // 23: writ.v1.CreateTaskRequest.task:type_name -> writ.v1.Task
+	55, // 24: writ.v1.ListTasksResponse.tasks:type_name -> writ.v1.Task
+	56, // 25: writ.v1.AddGrantRequest.grant:type_name -> writ.v1.Grant
+	64, // 26: writ.v1.ListStandingGrantsResponse.grants:type_name -> writ.v1.StandingGrant
+	69, // 27: writ.v1.CheckResponse.covered:type_name -> writ.v1.Coverage
+	72, // 28: writ.v1.Inventory.identities:type_name -> writ.v1.InventoryIdentity
+	55, // 29: writ.v1.Inventory.open_tasks:type_name -> writ.v1.Task
+	2,  // 30: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 31: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 32: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 33: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 34: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 35: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 36: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 37: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 38: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 39: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 40: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 41: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	24, // 42: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
+	27, // 43: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
+	31, // 44: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
+	33, // 45: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
+	34, // 46: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
+	36, // 47: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 48: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 49: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 50: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
+	38, // 51: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
+	40, // 52: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
+	41, // 53: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
+	43, // 54: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
+	45, // 55: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
+	48, // 56: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
+	51, // 57: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
+	52, // 58: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
+	54, // 59: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
+	57, // 60: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
+	58, // 61: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
+	59, // 62: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
+	61, // 63: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
+	62, // 64: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
+	63, // 65: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
+	63, // 66: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
+	64, // 67: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
+	65, // 68: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
+	66, // 69: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
+	68, // 70: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
+	71, // 71: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
+	74, // 72: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
+	3,  // 73: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 74: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 75: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 76: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 77: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 78: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 79: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 80: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 81: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 82: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 83: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 84: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 85: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 86: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 87: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 88: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 89: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 90: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 91: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 92: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 93: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 94: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 95: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 96: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 97: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 98: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 99: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 100: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 101: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 102: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	55, // 103: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
+	55, // 104: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
+	60, // 105: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
+	55, // 106: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
+	55, // 107: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
+	55, // 108: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
+	55, // 109: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
+	64, // 110: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
+	64, // 111: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
+	67, // 112: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
+	70, // 113: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
+	73, // 114: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
+	75, // 115: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
+	73, // [73:116] is the sub-list for method output_type
+	30, // [30:73] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }

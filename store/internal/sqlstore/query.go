@@ -10,7 +10,7 @@ import (
 
 // Statements an engine may prepare for its bulk insert.
 const (
-	InsertEntrySQL    = `INSERT INTO entries (id, spiffe_id, parent_id, x509_ttl_seconds, jwt_ttl_seconds, hint, expires_at, revision, created_at, updated_at, dns_names, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+	InsertEntrySQL    = `INSERT INTO entries (id, spiffe_id, parent_id, x509_ttl_seconds, jwt_ttl_seconds, hint, expires_at, revision, created_at, updated_at, dns_names, fingerprint, parent_selectors) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
 	InsertSelectorSQL = `INSERT INTO entry_selectors (entry_id, type, value) VALUES ($1, $2, $3)`
 	InsertChangeSQL   = `INSERT INTO entry_changes (revision, entry_id, op) VALUES ($1, $2, $3)`
 )
@@ -22,7 +22,7 @@ const (
 	entryRevisionSQL   = `SELECT revision, created_at FROM entries WHERE id = $1`
 	takenSQL           = `SELECT id FROM entries WHERE id = $1 OR fingerprint = $2 ORDER BY id <> $1 LIMIT 1`
 	sameRuleSQL        = `SELECT id FROM entries WHERE fingerprint = $1 AND id <> $2`
-	updateEntrySQL     = `UPDATE entries SET spiffe_id = $2, parent_id = $3, x509_ttl_seconds = $4, jwt_ttl_seconds = $5, hint = $6, expires_at = $7, revision = $8, updated_at = $9, dns_names = $10, fingerprint = $11 WHERE id = $1`
+	updateEntrySQL     = `UPDATE entries SET spiffe_id = $2, parent_id = $3, x509_ttl_seconds = $4, jwt_ttl_seconds = $5, hint = $6, expires_at = $7, revision = $8, updated_at = $9, dns_names = $10, fingerprint = $11, parent_selectors = $12 WHERE id = $1`
 	deleteEntrySQL     = `DELETE FROM entries WHERE id = $1`
 	deleteSelectorsSQL = `DELETE FROM entry_selectors WHERE entry_id = $1`
 
@@ -83,6 +83,9 @@ func (q entryQuery) sql() (string, []any) {
 	equal("spiffe_id", q.SPIFFEID)
 	equal("parent_id", q.ParentID)
 	equal("hint", q.Hint)
+	if q.WithParentSelectors {
+		where = append(where, "parent_selectors <> '"+noParentSelectors+"'")
+	}
 	for _, s := range selectorSet(q.Selectors) {
 		where = append(where, "id IN (SELECT entry_id FROM entry_selectors WHERE type = "+param(s.Type)+" AND value = "+param(s.Value)+")")
 	}

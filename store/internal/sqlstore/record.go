@@ -29,18 +29,57 @@ type Row struct {
 	DNSNames    string
 	Fingerprint string
 	Selectors   []store.Selector
+	// ParentSelectors is a JSON array of {"type", "value"}, "[]" for none.
+	ParentSelectors string
+}
+
+// parentSelector is how a parent selector is written in the JSON column.
+type parentSelector struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
 }
 
 // entryColumns is the column order of Row.dest; Row.Args adds the fingerprint.
-var entryColumns = []string{"id", "spiffe_id", "parent_id", "x509_ttl_seconds", "jwt_ttl_seconds", "hint", "expires_at", "revision", "created_at", "updated_at", "dns_names"}
+var entryColumns = []string{"id", "spiffe_id", "parent_id", "x509_ttl_seconds", "jwt_ttl_seconds", "hint", "expires_at", "revision", "created_at", "updated_at", "dns_names", "parent_selectors"}
 
 func (r *Row) dest() []any {
-	return []any{&r.ID, &r.SPIFFEID, &r.ParentID, &r.X509TTL, &r.JWTTTL, &r.Hint, &r.ExpiresAt, &r.Revision, &r.CreatedAt, &r.UpdatedAt, &r.DNSNames}
+	return []any{&r.ID, &r.SPIFFEID, &r.ParentID, &r.X509TTL, &r.JWTTTL, &r.Hint, &r.ExpiresAt, &r.Revision, &r.CreatedAt, &r.UpdatedAt, &r.DNSNames, &r.ParentSelectors}
 }
 
 // Args are the parameters of InsertEntrySQL.
 func (r *Row) Args() []any {
-	return []any{r.ID, r.SPIFFEID, r.ParentID, r.X509TTL, r.JWTTTL, r.Hint, r.ExpiresAt, r.Revision, r.CreatedAt, r.UpdatedAt, r.DNSNames, r.Fingerprint}
+	return []any{r.ID, r.SPIFFEID, r.ParentID, r.X509TTL, r.JWTTTL, r.Hint, r.ExpiresAt, r.Revision, r.CreatedAt, r.UpdatedAt, r.DNSNames, r.Fingerprint, r.ParentSelectors}
+}
+
+// noParentSelectors is the column's value for an entry without any.
+const noParentSelectors = "[]"
+
+func encodeParentSelectors(sels []store.Selector) string {
+	if len(sels) == 0 {
+		return noParentSelectors
+	}
+	out := make([]parentSelector, len(sels))
+	for i, s := range sels {
+		out[i] = parentSelector{Type: s.Type, Value: s.Value}
+	}
+	// Marshalling strings cannot fail.
+	data, _ := json.Marshal(out)
+	return string(data)
+}
+
+func decodeParentSelectors(id, col string) ([]store.Selector, error) {
+	if col == noParentSelectors || col == "" {
+		return nil, nil
+	}
+	var in []parentSelector
+	if err := json.Unmarshal([]byte(col), &in); err != nil {
+		return nil, fmt.Errorf("entry %q: parent_selectors: %w", id, err)
+	}
+	out := make([]store.Selector, len(in))
+	for i, s := range in {
+		out[i] = store.Selector{Type: s.Type, Value: s.Value}
+	}
+	return out, nil
 }
 
 // newRow converts an entry for storage. The ID is taken as given.
@@ -58,7 +97,9 @@ func newRow(e store.Entry) Row {
 		DNSNames:  string(dns),
 		Selectors: selectorSet(e.Selectors),
 	}
-	r.Fingerprint = fingerprint(r.SPIFFEID, r.ParentID, r.Selectors)
+	parents := selectorSet(e.ParentSelectors)
+	r.ParentSelectors = encodeParentSelectors(parents)
+	r.Fingerprint = fingerprint(r.SPIFFEID, r.ParentID, parents, r.Selectors)
 	return r
 }
 
@@ -68,17 +109,23 @@ func (r *Row) Entry() (store.Entry, error) {
 	if err := json.Unmarshal([]byte(r.DNSNames), &dns); err != nil {
 		return store.Entry{}, fmt.Errorf("entry %q: dns_names: %w", r.ID, err)
 	}
+	parents, err := decodeParentSelectors(r.ID, r.ParentSelectors)
+	if err != nil {
+		return store.Entry{}, err
+	}
 	e := store.Entry{
 		ID:        r.ID,
 		SPIFFEID:  r.SPIFFEID,
 		ParentID:  r.ParentID,
 		Selectors: r.Selectors,
-		X509TTL:   time.Duration(r.X509TTL) * time.Second,
-		JWTTTL:    time.Duration(r.JWTTTL) * time.Second,
-		Hint:      r.Hint,
-		Revision:  r.Revision,
-		CreatedAt: time.Unix(r.CreatedAt, 0).UTC(),
-		UpdatedAt: time.Unix(r.UpdatedAt, 0).UTC(),
+		// A fresh decode, so entries never share the slice.
+		ParentSelectors: parents,
+		X509TTL:         time.Duration(r.X509TTL) * time.Second,
+		JWTTTL:          time.Duration(r.JWTTTL) * time.Second,
+		Hint:            r.Hint,
+		Revision:        r.Revision,
+		CreatedAt:       time.Unix(r.CreatedAt, 0).UTC(),
+		UpdatedAt:       time.Unix(r.UpdatedAt, 0).UTC(),
 	}
 	if len(dns) > 0 {
 		e.DNSNames = dns
@@ -120,7 +167,10 @@ func compareSelectors(a, b store.Selector) int {
 
 // fingerprint identifies a rule by what makes it unique. Every field is
 // length-prefixed so that no two different rules encode to the same bytes.
-func fingerprint(spiffeID, parentID string, sels []store.Selector) string {
+// Parent selectors come last behind a marker no selector type can hold,
+// and only when there are some, so rules stored before parent selectors
+// existed keep their fingerprints.
+func fingerprint(spiffeID, parentID string, parents, sels []store.Selector) string {
 	h := sha256.New()
 	field := func(s string) {
 		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(s))))
@@ -131,6 +181,13 @@ func fingerprint(spiffeID, parentID string, sels []store.Selector) string {
 	for _, s := range sels {
 		field(s.Type)
 		field(s.Value)
+	}
+	if len(parents) > 0 {
+		field("\x00parent_selectors")
+		for _, s := range parents {
+			field(s.Type)
+			field(s.Value)
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -172,7 +229,7 @@ func prepareBatch(entries []store.Entry, now int64) ([]Row, error) {
 			return nil, fmt.Errorf("entries[%d]: id %q is also used by entries[%d]: %w", i, r.ID, j, store.ErrAlreadyExists)
 		}
 		if j, dup := byFingerprint[r.Fingerprint]; dup {
-			return nil, fmt.Errorf("entries[%d]: same SPIFFE ID, parent ID and selectors as entries[%d]: %w", i, j, store.ErrAlreadyExists)
+			return nil, fmt.Errorf("entries[%d]: same SPIFFE ID, parent and selectors as entries[%d]: %w", i, j, store.ErrAlreadyExists)
 		}
 		byID[r.ID], byFingerprint[r.Fingerprint] = i, i
 		r.CreatedAt, r.UpdatedAt = now, now

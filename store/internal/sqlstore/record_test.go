@@ -18,18 +18,21 @@ func TestFingerprint(t *testing.T) {
 		}
 		return out
 	}
-	base := fingerprint("spiffe://td/a", "spiffe://td/p", selectorSet(sels("a", "1", "b", "2")))
-	if got := fingerprint("spiffe://td/a", "spiffe://td/p", selectorSet(sels("b", "2", "a", "1", "a", "1"))); got != base {
+	base := fingerprint("spiffe://td/a", "spiffe://td/p", nil, selectorSet(sels("a", "1", "b", "2")))
+	if got := fingerprint("spiffe://td/a", "spiffe://td/p", nil, selectorSet(sels("b", "2", "a", "1", "a", "1"))); got != base {
 		t.Error("selector order or repeats change the fingerprint")
 	}
 	// Field boundaries must not be ambiguous.
 	for name, fp := range map[string]string{
-		"ids shifted":       fingerprint("spiffe://td/ap", "spiffe://td/", selectorSet(sels("a", "1", "b", "2"))),
-		"selector shifted":  fingerprint("spiffe://td/a", "spiffe://td/p", selectorSet(sels("a1", "", "b", "2"))),
-		"selector moved":    fingerprint("spiffe://td/a", "spiffe://td/p", selectorSet(sels("a", "1b", "", "2"))),
-		"selector dropped":  fingerprint("spiffe://td/a", "spiffe://td/p", selectorSet(sels("a", "1"))),
-		"parent is spiffe":  fingerprint("spiffe://td/p", "spiffe://td/a", selectorSet(sels("a", "1", "b", "2"))),
-		"selector as empty": fingerprint("spiffe://td/a", "spiffe://td/p", selectorSet(sels("a", "1", "b", "2", "", ""))),
+		"ids shifted":       fingerprint("spiffe://td/ap", "spiffe://td/", nil, selectorSet(sels("a", "1", "b", "2"))),
+		"selector shifted":  fingerprint("spiffe://td/a", "spiffe://td/p", nil, selectorSet(sels("a1", "", "b", "2"))),
+		"selector moved":    fingerprint("spiffe://td/a", "spiffe://td/p", nil, selectorSet(sels("a", "1b", "", "2"))),
+		"selector dropped":  fingerprint("spiffe://td/a", "spiffe://td/p", nil, selectorSet(sels("a", "1"))),
+		"parent is spiffe":  fingerprint("spiffe://td/p", "spiffe://td/a", nil, selectorSet(sels("a", "1", "b", "2"))),
+		"selector as empty": fingerprint("spiffe://td/a", "spiffe://td/p", nil, selectorSet(sels("a", "1", "b", "2", "", ""))),
+		// A parent selector is not a workload selector.
+		"selector as parent": fingerprint("spiffe://td/a", "spiffe://td/p", selectorSet(sels("b", "2")), selectorSet(sels("a", "1"))),
+		"parent selector":    fingerprint("spiffe://td/a", "spiffe://td/p", selectorSet(sels("c", "3")), selectorSet(sels("a", "1", "b", "2"))),
 	} {
 		if fp == base {
 			t.Errorf("%s: same fingerprint as the base rule", name)

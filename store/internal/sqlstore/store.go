@@ -118,7 +118,7 @@ func explainTaken(ctx context.Context, q Querier, subject string, r *Row) error 
 }
 
 func sameRule(subject, other string) error {
-	return fmt.Errorf("%s: entry %q has the same SPIFFE ID, parent ID and selectors: %w", subject, other, store.ErrAlreadyExists)
+	return fmt.Errorf("%s: entry %q has the same SPIFFE ID, parent and selectors: %w", subject, other, store.ErrAlreadyExists)
 }
 
 func notFound(id string) error {
@@ -175,7 +175,7 @@ func checkUpdate(ctx context.Context, tx WriteTx, r *Row, wantRevision int64) er
 
 // replace writes r over the stored entry, its selectors included.
 func (s *Store) replace(ctx context.Context, tx WriteTx, r *Row) error {
-	if _, err := tx.Exec(ctx, updateEntrySQL, r.ID, r.SPIFFEID, r.ParentID, r.X509TTL, r.JWTTTL, r.Hint, r.ExpiresAt, r.Revision, r.UpdatedAt, r.DNSNames, r.Fingerprint); err != nil {
+	if _, err := tx.Exec(ctx, updateEntrySQL, r.ID, r.SPIFFEID, r.ParentID, r.X509TTL, r.JWTTTL, r.Hint, r.ExpiresAt, r.Revision, r.UpdatedAt, r.DNSNames, r.Fingerprint, r.ParentSelectors); err != nil {
 		return fmt.Errorf("entry %q: %w", r.ID, s.mapErr(err))
 	}
 	if _, err := tx.Exec(ctx, deleteSelectorsSQL, r.ID); err != nil {

@@ -154,11 +154,11 @@ func TestGitHubActionsRuleServesEveryRun(t *testing.T) {
 		t.Errorf("entry list does not show the parent selectors:\n%s", got)
 	}
 
-	t.Setenv(githubTokenTokenEnv, "job-request-token")
+	t.Setenv(oidc.GitHubTokenTokenEnv, "job-request-token")
 	for _, run := range []string{"9001", "9002"} {
 		var audience atomic.Value
 		gh := fakeGitHub(t, key, "acme/payments", run, &audience)
-		t.Setenv(githubTokenURLEnv, gh.URL+"/token?api-version=2.0")
+		t.Setenv(oidc.GitHubTokenURLEnv, gh.URL+"/token?api-version=2.0")
 		out := filepath.Join(dir, "id-"+run)
 		got := writ(t, "agent", "--server", addr, "--data-dir", filepath.Join(dir, "agent-"+run), "--bundle", bundle,
 			"--join-method", "github", "--oneshot", "--out", out, "--spiffe-id", "spiffe://ci.test/deployer")
@@ -181,7 +181,7 @@ func TestGitHubActionsRuleServesEveryRun(t *testing.T) {
 
 	var audience atomic.Value
 	gh := fakeGitHub(t, key, "acme/payments", "9003", &audience)
-	t.Setenv(githubTokenURLEnv, gh.URL+"/token?api-version=2.0")
+	t.Setenv(oidc.GitHubTokenURLEnv, gh.URL+"/token?api-version=2.0")
 	msg := runFails(t, "agent", "--server", addr, "--data-dir", filepath.Join(dir, "agent-9003"), "--bundle", bundle,
 		"--join-method", "github", "--oneshot", "--out", filepath.Join(dir, "id-9003"), "--spiffe-id", "spiffe://ci.test/web-deployer", "--timeout", "1s")
 	if !strings.Contains(msg, "no identity") {

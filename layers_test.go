@@ -32,7 +32,11 @@ var layers = []struct {
 
 // selfContained packages import nothing of writ's but what is under their
 // own path: they are what everything else is built on.
-var selfContained = []string{"identity", "store"}
+var selfContained = []string{"identity", "store", "internal"}
+
+// stdlibOnly packages import only the standard library, however
+// indirectly: the agent and the CLI use them, and they stay leaves.
+var stdlibOnly = []string{"internal/pemfile"}
 
 // clientSide packages run on every node: whatever they pull in, however
 // indirectly, ships and runs there, so the server's state and its log stay out.
@@ -69,6 +73,17 @@ func TestClientSidePullsNoServerPackage(t *testing.T) {
 	}
 }
 
+func TestStdlibOnly(t *testing.T) {
+	for _, pkg := range stdlibOnly {
+		out := goList(t, "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "./"+pkg)
+		for _, dep := range strings.Fields(out) {
+			if dep != module+"/"+pkg {
+				t.Errorf("%s pulls in %s: it must import the standard library only", pkg, dep)
+			}
+		}
+	}
+}
+
 // TestRulesCatchViolations feeds the rules a graph that breaks each of them,
 // so a rule that stopped matching anything would be noticed.
 func TestRulesCatchViolations(t *testing.T) {
@@ -83,6 +98,8 @@ func TestRulesCatchViolations(t *testing.T) {
 		"cmd/writ":            {"server", "agent"},
 		"newthing":            nil,
 		"attest/node/x509pop": {"identity"},
+		"internal/pemfile":    {"ca"},
+		"keystore":            {"internal/atomicfile"},
 	}
 	got := layerViolations(graph)
 	for _, want := range []string{
@@ -92,13 +109,14 @@ func TestRulesCatchViolations(t *testing.T) {
 		"ca (domain) imports api/writ/v1 (transport)",
 		"server imports agent",
 		"newthing has no layer",
+		"internal/pemfile imports ca",
 	} {
 		if !slices.ContainsFunc(got, func(v string) bool { return strings.HasPrefix(v, want) }) {
 			t.Errorf("no violation reported for %q; got:\n%s", want, strings.Join(got, "\n"))
 		}
 	}
-	if len(got) != 6 {
-		t.Errorf("got %d violations, want 6:\n%s", len(got), strings.Join(got, "\n"))
+	if len(got) != 7 {
+		t.Errorf("got %d violations, want 7:\n%s", len(got), strings.Join(got, "\n"))
 	}
 	deps := map[string][]string{"agent": {"identity", "ca", "store", "internal/pemfile"}}
 	if v := clientSideViolations(deps); len(v) != 1 || !strings.HasPrefix(v[0], "agent pulls in store") {
@@ -110,19 +128,9 @@ func TestRulesCatchViolations(t *testing.T) {
 // module (path below the module), the packages of the module it names.
 func listImports(t *testing.T, format string, patterns ...string) map[string][]string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.Command(goTool, append([]string{"list", "-f", format}, patterns...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
-	}
+	out := goList(t, append([]string{"-f", format}, patterns...)...)
 	graph := map[string][]string{}
-	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -144,6 +152,22 @@ func listImports(t *testing.T, format string, patterns ...string) map[string][]s
 		t.Fatal(err)
 	}
 	return graph
+}
+
+func goList(t *testing.T, args ...string) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goTool, append([]string{"list"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return string(out)
 }
 
 func local(path string) (string, bool) {

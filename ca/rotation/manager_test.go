@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -541,64 +542,69 @@ func TestManagerSubjectAndDefaults(t *testing.T) {
 }
 
 // Active and Bundle are read on the hot path while Run rotates.
+// Run's tickers and the signers' pauses run on testing/synctest's fake
+// clock: the rotation Run makes by itself comes at once, while the signers
+// still run on real threads beside it.
 func TestManagerRunRotatesConcurrently(t *testing.T) {
-	env := newManagerEnv(t)
-	cfg := env.config()
-	cfg.TTL = ca.MinCATTL // checks every 3s
-	m, err := NewX509Manager(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := m.Active()
-	env.clock.Advance(45 * time.Second)
+	synctest.Test(t, func(t *testing.T) {
+		env := newManagerEnv(t)
+		cfg := env.config()
+		cfg.TTL = ca.MinCATTL // Run checks every 3s, on the bubble's clock
+		m, err := NewX509Manager(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := m.Active()
+		env.clock.Advance(45 * time.Second)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		m.Run(ctx)
-		close(done)
-	}()
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	id := mustID(t, "spiffe://example.org/w")
-	pub := testKey(t, "ec-p256").Public()
-	for range 4 {
-		wg.Add(1)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
 		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				a := m.Active()
-				if _, err := a.SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: 10 * time.Second}, env.clock.Now()); err != nil {
-					t.Error(err)
-					return
-				}
-				if !inBundle(m.Bundle(), a.Cert) {
-					// The bundle gains a new root before the root becomes
-					// active... or right after: allow a moment.
-					time.Sleep(time.Millisecond)
-					if !inBundle(m.Bundle(), m.Active().Cert) {
-						t.Error("active root missing from the bundle")
+			m.Run(ctx)
+			close(done)
+		}()
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		id := mustID(t, "spiffe://example.org/w")
+		pub := testKey(t, "ec-p256").Public()
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					a := m.Active()
+					if _, err := a.SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: 10 * time.Second}, env.clock.Now()); err != nil {
+						t.Error(err)
 						return
 					}
+					if !inBundle(m.Bundle(), a.Cert) {
+						// The bundle gains a new root before the root becomes
+						// active... or right after: allow a moment.
+						time.Sleep(time.Millisecond)
+						if !inBundle(m.Bundle(), m.Active().Cert) {
+							t.Error("active root missing from the bundle")
+							return
+						}
+					}
+					time.Sleep(10 * time.Millisecond) // some 300 signatures each before the rotation
 				}
-				time.Sleep(time.Millisecond)
-			}
-		}()
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for m.Active() == first && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	close(stop)
-	wg.Wait()
-	cancel()
-	<-done
-	if m.Active() == first {
-		t.Fatal("Run did not rotate a CA past half life")
-	}
+			}()
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for m.Active() == first && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		close(stop)
+		wg.Wait()
+		cancel()
+		<-done
+		if m.Active() == first {
+			t.Fatal("Run did not rotate a CA past half life")
+		}
+	})
 }

@@ -73,21 +73,30 @@ const busyTimeoutMillis = "10000"
 // trust domain's rules) when missing, and migrates it.
 func Open(ctx context.Context, path string) (*Store, error) {
 	ticker := time.NewTicker(checkpointInterval)
-	s, err := open(ctx, path, ticker.C, ticker.Stop)
+	s, err := open(ctx, path, options{ticks: ticker.C, stop: ticker.Stop, synchronous: "FULL"})
 	if err != nil {
 		ticker.Stop()
 	}
 	return s, err
 }
 
-// open is Open with the checkpoint clock given: every value received from
-// ticks runs a checkpoint, and stop is called once the store is closed.
-func open(ctx context.Context, path string, ticks <-chan time.Time, stop func()) (*Store, error) {
+// options are what tests may change about a store.
+type options struct {
+	// Every value received from ticks runs a checkpoint; stop is called
+	// once the store is closed.
+	ticks <-chan time.Time
+	stop  func()
+	// synchronous is SQLite's synchronous setting. Open uses FULL; tests of
+	// concurrency, which crash nothing, may skip the syncs with NORMAL.
+	synchronous string
+}
+
+func open(ctx context.Context, path string, o options) (*Store, error) {
 	ms, err := migrations()
 	if err != nil {
 		return nil, err
 	}
-	e, err := openEngine(path)
+	e, err := openEngine(path, o.synchronous)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
@@ -98,11 +107,11 @@ func open(ctx context.Context, path string, ticks <-chan time.Time, stop func())
 		}
 		return nil, fmt.Errorf("sqlite %s: migrate: %w", path, err)
 	}
-	e.startCheckpoints(ticks, stop)
+	e.startCheckpoints(o.ticks, o.stop)
 	return &Store{Store: sqlstore.New(e), engine: e}, nil
 }
 
-func openEngine(path string) (*engine, error) {
+func openEngine(path, synchronous string) (*engine, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -132,7 +141,7 @@ func openEngine(path string) (*engine, error) {
 		// FULL syncs the log at every commit: a change or issuance is
 		// acknowledged only once its audit event would survive power loss.
 		// Group commit of audit events keeps that to one sync per batch.
-		"_synchronous": {"FULL"},
+		"_synchronous": {synchronous},
 		"_txlock":      {"immediate"},
 	})
 	if err != nil {

@@ -31,10 +31,11 @@ type Provider struct {
 	// URL is the issuer; discovery is at URL/.well-known/openid-configuration.
 	URL string
 
-	opts   options
-	key    *ecdsa.PrivateKey
-	kid    string
-	signer jose.Signer
+	opts    options
+	handler http.Handler
+	key     *ecdsa.PrivateKey
+	kid     string
+	signer  jose.Signer
 
 	mu        sync.Mutex
 	user      user
@@ -106,7 +107,8 @@ func New(t testing.TB, opts ...Option) *Provider {
 		o(&p.opts)
 	}
 	p.newKey(t)
-	srv := httptest.NewServer(p.routes())
+	p.handler = p.routes()
+	srv := httptest.NewServer(p.handler)
 	t.Cleanup(srv.Close)
 	p.URL = srv.URL
 	return p
@@ -227,4 +229,23 @@ func randomString() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// InProcessClient returns an HTTP client that serves each request by
+// calling the provider's handler in the calling goroutine, without the
+// network. Under testing/synctest the provider then reads the same fake
+// clock as the client, so polling intervals and code lifetimes pass at
+// once instead of in real seconds; requests to any host reach the provider.
+func (p *Provider) InProcessClient() *http.Client {
+	return &http.Client{Transport: handlerTransport{p.handler}}
+}
+
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	resp := rec.Result()
+	resp.Request = r
+	return resp, nil
 }

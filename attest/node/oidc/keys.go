@@ -47,6 +47,9 @@ var (
 	errNotVerified = errors.New("signature does not verify")
 	// errRateLimited refuses a JWKS fetch within minRefresh of the last.
 	errRateLimited = errors.New("keys were fetched less than " + minRefresh.String() + " ago")
+	// errFetchFailed refuses one within minRefresh of a failed fetch: the
+	// keys held may be none, so a refusal says nothing about the token.
+	errFetchFailed = errors.New("fetching the keys failed less than " + minRefresh.String() + " ago; try again later")
 )
 
 // keySource checks a token's signature with the issuer's keys. h is the
@@ -192,9 +195,10 @@ func parseJWKS(data []byte) ([]jose.JSONWebKey, error) {
 // not keep it from serving agents that have already joined; it runs again
 // after maxKeyAge, so a withdrawn key stops verifying.
 type discoveredKeys struct {
-	issuer string
-	client *http.Client // bounded: see boundedClient
-	now    func() time.Time
+	issuer    string
+	client    *http.Client // bounded: see boundedClient
+	transport *boundedTransport
+	now       func() time.Time
 
 	mu          sync.Mutex
 	set         *gooidc.RemoteKeySet
@@ -207,6 +211,7 @@ type discoveredKeys struct {
 func newDiscoveredKeys(issuer string, base *http.Client, now func() time.Time) *discoveredKeys {
 	d := &discoveredKeys{issuer: issuer, now: now}
 	d.client = boundedClient(base, d.wellKnown(), now)
+	d.transport = d.client.Transport.(*boundedTransport)
 	return d
 }
 
@@ -228,6 +233,8 @@ func (d *discoveredKeys) verify(ctx context.Context, raw string, h jose.Header) 
 	switch {
 	case err == nil:
 		return payload, nil
+	case errors.Is(err, errFetchFailed):
+		return nil, fmt.Errorf("%w: %w", ErrKeysUnavailable, errFetchFailed)
 	case errors.Is(err, errRateLimited):
 		// The cached keys were tried and none verified.
 		return nil, errNotVerified
@@ -258,6 +265,9 @@ func (d *discoveredKeys) current(ctx context.Context) (*gooidc.RemoteKeySet, []s
 		return nil, nil, d.lastErr
 	}
 	d.set, d.algs, d.discovered, d.lastErr = set, algs, now, nil
+	// A new set holds no keys: its first fetch must not be refused for
+	// one the old set made.
+	d.transport.forgetKeyFetch()
 	return set, algs, nil
 }
 
@@ -324,10 +334,15 @@ type boundedTransport struct {
 
 	mu        sync.Mutex
 	lastFetch time.Time
+	// lastFailed: the last key fetch got no complete 200 response.
+	lastFailed bool
 }
 
 func (t *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.String() != t.wellKnown {
+	keyFetch := origin(req).URL.String() != t.wellKnown
+	// A redirect hop (req.Response set) is part of a fetch already
+	// admitted.
+	if keyFetch && req.Response == nil {
 		if err := t.admitKeyFetch(); err != nil {
 			return nil, err
 		}
@@ -336,8 +351,28 @@ func (t *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if err != nil {
 		return nil, err
 	}
-	resp.Body = &boundedBody{ReadCloser: resp.Body, left: maxDocument}
+	body := &boundedBody{ReadCloser: resp.Body, left: maxDocument}
+	if keyFetch {
+		// A redirect counts as failed until its last hop answers 200.
+		t.setFailed(resp.StatusCode != http.StatusOK)
+		body.overflow = func() { t.setFailed(true) }
+	}
+	resp.Body = body
 	return resp, nil
+}
+
+// origin returns the request a chain of redirects started from.
+func origin(req *http.Request) *http.Request {
+	for req.Response != nil && req.Response.Request != nil {
+		req = req.Response.Request
+	}
+	return req
+}
+
+func (t *boundedTransport) setFailed(failed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lastFailed = failed
 }
 
 func (t *boundedTransport) admitKeyFetch() error {
@@ -345,17 +380,29 @@ func (t *boundedTransport) admitKeyFetch() error {
 	defer t.mu.Unlock()
 	now := t.now()
 	if !t.lastFetch.IsZero() && now.Sub(t.lastFetch) < minRefresh {
+		if t.lastFailed {
+			return errFetchFailed
+		}
 		return errRateLimited
 	}
-	t.lastFetch = now
+	// Failed until a response says otherwise, so a fetch that never got
+	// one counts as failed.
+	t.lastFetch, t.lastFailed = now, true
 	return nil
+}
+
+func (t *boundedTransport) forgetKeyFetch() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lastFetch, t.lastFailed = time.Time{}, false
 }
 
 // boundedBody fails a read past left bytes instead of truncating, so a
 // cut-off key set is never mistaken for the whole one.
 type boundedBody struct {
 	io.ReadCloser
-	left int64
+	left     int64
+	overflow func() // called when the bound is passed, if set
 }
 
 func (b *boundedBody) Read(p []byte) (int, error) {
@@ -367,6 +414,9 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.left -= int64(n)
 	if b.left < 0 {
+		if b.overflow != nil {
+			b.overflow()
+		}
 		return 0, fmt.Errorf("response larger than %d bytes", maxDocument)
 	}
 	return n, err

@@ -52,6 +52,11 @@ var (
 	errFetchFailed = errors.New("fetching the keys failed less than " + minRefresh.String() + " ago; try again later")
 )
 
+// goOIDCNotVerified is the error RemoteKeySet returns when it holds keys
+// and none verifies, as opposed to failing to fetch them. go-oidc exports
+// no sentinel for it; TestWrongKey fails if the text changes.
+const goOIDCNotVerified = "failed to verify id token signature"
+
 // keySource checks a token's signature with the issuer's keys. h is the
 // token's protected header, already checked against the accepted
 // algorithms.
@@ -227,7 +232,7 @@ func (d *discoveredKeys) verify(ctx context.Context, raw string, h jose.Header) 
 	// What go-oidc's IDTokenVerifier does by default: an algorithm the
 	// issuer does not sign with is not tried against its keys.
 	if len(algs) > 0 && !slices.Contains(algs, h.Algorithm) {
-		return nil, fmt.Errorf("the token is signed with %s, which the issuer does not list in id_token_signing_alg_values_supported %v", h.Algorithm, algs)
+		return nil, fmt.Errorf("the token is signed with %s, which the issuer does not list in id_token_signing_alg_values_supported %s", h.Algorithm, clip(fmt.Sprint(algs)))
 	}
 	payload, err := set.VerifySignature(ctx, raw)
 	switch {
@@ -238,7 +243,7 @@ func (d *discoveredKeys) verify(ctx context.Context, raw string, h jose.Header) 
 	case errors.Is(err, errRateLimited):
 		// The cached keys were tried and none verified.
 		return nil, errNotVerified
-	case err.Error() == "failed to verify id token signature":
+	case err.Error() == goOIDCNotVerified:
 		return nil, errNotVerified
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("%w: %w", ErrKeysUnavailable, ctx.Err())

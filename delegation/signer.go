@@ -16,7 +16,6 @@ import (
 // Signer issues delegation tokens with one key.
 type Signer struct {
 	jws      jose.Signer
-	kid      string
 	issuer   string
 	now      func() time.Time
 	maxTTL   time.Duration
@@ -49,7 +48,7 @@ func NewSigner(key crypto.Signer, kid, issuer string, opts ...Option) (*Signer, 
 	if err != nil {
 		return nil, fmt.Errorf("delegation: new signer: %w", err)
 	}
-	s := &Signer{jws: jws, kid: kid, issuer: issuer, now: time.Now, maxTTL: DefaultMaxTTL, maxChain: DefaultMaxChain}
+	s := &Signer{jws: jws, issuer: issuer, now: time.Now, maxTTL: DefaultMaxTTL, maxChain: DefaultMaxChain}
 	if err := applySigner(s, opts); err != nil {
 		return nil, fmt.Errorf("delegation: new signer: %w", err)
 	}

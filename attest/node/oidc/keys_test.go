@@ -211,3 +211,67 @@ func TestJWKSFileReloaded(t *testing.T) {
 		t.Fatalf("a key added to jwks_file is not used: %v", err)
 	}
 }
+
+// A jwks_uri that redirects (within https) is followed: the hop is part of
+// one admitted fetch, not a second one within the rate limit.
+func TestJWKSRedirectFollowed(t *testing.T) {
+	key := newRSAKey(t, "rsa-1")
+	iss := newRawIssuer(t, &rawIssuer{jwks: func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("moved") == "" {
+			http.Redirect(w, r, "/keys?moved=1", http.StatusFound)
+			return
+		}
+		w.Write(jwksJSON(t, key))
+	}})
+	v := iss.verifier(t, &fakeClock{now: testNow})
+	if _, err := v.Verify(context.Background(), key.sign(t, githubClaims(iss.srv.URL, testNow))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Discovery that runs again after maxKeyAge starts an empty key set, whose
+// first fetch goes ahead even right after the old set fetched.
+func TestRediscoveryFetchesKeys(t *testing.T) {
+	s := newGitHubSetup(t, nil)
+	ctx := context.Background()
+	if _, err := s.v.Verify(ctx, s.key.sign(t, s.claims())); err != nil {
+		t.Fatal(err)
+	}
+	s.clock.Advance(maxKeyAge - time.Second)
+	wantRefused(t, s.v, newECKey(t, "ec-unknown").sign(t, s.claims()), "does not verify")
+	s.clock.Advance(2 * time.Second)
+	if _, err := s.v.Verify(ctx, s.key.sign(t, s.claims())); err != nil {
+		t.Fatalf("first token after rediscovery: %v", err)
+	}
+	if n := s.iss.jwksHits.Load(); n != 3 {
+		t.Fatalf("%d JWKS fetches, want 3", n)
+	}
+}
+
+// Right after a failed key fetch, a token is not refused as forged: the
+// server holds no keys to tell, and says to try again.
+func TestFailedFetchIsNotForgery(t *testing.T) {
+	key := newRSAKey(t, "rsa-1")
+	var broken atomic.Bool
+	broken.Store(true)
+	iss := newRawIssuer(t, &rawIssuer{jwks: func(w http.ResponseWriter, _ *http.Request) {
+		if broken.Load() {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write(jwksJSON(t, key))
+	}})
+	clock := &fakeClock{now: testNow}
+	v := iss.verifier(t, clock)
+	wantUnavailable(t, v, key.sign(t, githubClaims(iss.srv.URL, clock.Now())), "503")
+	broken.Store(false)
+	clock.Advance(time.Second)
+	wantUnavailable(t, v, key.sign(t, githubClaims(iss.srv.URL, clock.Now())), "try again later")
+	if n := iss.jwksHits.Load(); n != 1 {
+		t.Fatalf("%d JWKS fetches within the rate limit, want 1", n)
+	}
+	clock.Advance(minRefresh)
+	if _, err := v.Verify(context.Background(), key.sign(t, githubClaims(iss.srv.URL, clock.Now()))); err != nil {
+		t.Fatalf("after the issuer recovered: %v", err)
+	}
+}

@@ -71,7 +71,9 @@ type options struct {
 	leeway time.Duration
 }
 
-// WithHTTPClient sets the client for discovery and JWKS requests.
+// WithHTTPClient sets the client for discovery and JWKS requests. The
+// Verifier uses a copy bounded as the issuer's responses must be: 10 s per
+// request at most, 1 MiB per response, no redirect off https.
 func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
 
 // WithClock sets the clock tokens are checked against.

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
 
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -44,6 +45,10 @@ type LimitsConfig struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes caps HTTP request headers and gRPC metadata.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// AnonymousCalls caps calls in progress at once on listen_address from
+	// callers without a certificate (joins, logins, bundle reads), each of
+	// which may make the transport buffer up to networkMaxMessage.
+	AnonymousCalls int `yaml:"anonymous_calls"`
 }
 
 // Defaults of the limits section.
@@ -55,6 +60,7 @@ const (
 	DefaultWriteTimeout     = 30 * time.Second
 	DefaultIdleTimeout      = 2 * time.Minute
 	DefaultMaxHeaderBytes   = 16 << 10
+	DefaultAnonymousCalls   = 128
 )
 
 func (l *LimitsConfig) defaults() {
@@ -70,6 +76,9 @@ func (l *LimitsConfig) defaults() {
 	setDuration(&l.IdleTimeout, DefaultIdleTimeout)
 	if l.MaxHeaderBytes == 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.AnonymousCalls == 0 {
+		l.AnonymousCalls = DefaultAnonymousCalls
 	}
 }
 
@@ -97,6 +106,9 @@ func (l *LimitsConfig) validate() []error {
 	}
 	if l.MaxHeaderBytes < 4<<10 || l.MaxHeaderBytes > 1<<20 {
 		add("max_header_bytes", "%d is out of range: 4096 to 1048576", l.MaxHeaderBytes)
+	}
+	if l.AnonymousCalls < 1 || l.AnonymousCalls > 100_000 {
+		add("anonymous_calls", "%d is out of range: 1 to 100000", l.AnonymousCalls)
 	}
 	return errs
 }
@@ -197,6 +209,29 @@ func (s *sizedStream) RecvMsg(m any) error {
 	return checkSize(s.method, m)
 }
 
+// tapNetwork runs when a call's headers arrive on the network listener,
+// before its request is read: a caller is refused what it may not call
+// without the server buffering a byte of it, and callers without a
+// certificate share a fixed number of slots, so together they can make the
+// transport hold at most AnonymousCalls × networkMaxMessage.
+func (s *Server) tapNetwork(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if _, err := s.authorize(ctx, info.FullMethodName); err != nil {
+		return nil, err
+	}
+	if c, _ := callerFromPeer(ctx); !c.ID.IsZero() || c.Local != nil {
+		return ctx, nil
+	}
+	select {
+	case s.anonymousSlots <- struct{}{}:
+	default:
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"the server is busy with %d calls from callers without a certificate: retry in a moment", cap(s.anonymousSlots))
+	}
+	// The stream's context ends with the call, however it ends.
+	context.AfterFunc(ctx, func() { <-s.anonymousSlots })
+	return ctx, nil
+}
+
 // networkGRPCOptions bound what callers of the network listener, most of
 // them holding no certificate yet, can make the server hold.
 func (s *Server) networkGRPCOptions() []grpc.ServerOption {
@@ -210,6 +245,7 @@ func (s *Server) networkGRPCOptions() []grpc.ServerOption {
 		// Agents hold a Sync stream open; pings more often than this from
 		// a client are abuse and end its connection.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second}),
+		grpc.InTapHandle(s.tapNetwork),
 		grpc.ChainUnaryInterceptor(unarySizeLimit),
 		grpc.ChainStreamInterceptor(streamSizeLimit),
 	}

@@ -187,6 +187,7 @@ func checkSize(method string, msg any) error {
 }
 
 func unarySizeLimit(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	defer releaseAnonymousSlot(ctx)
 	if err := checkSize(info.FullMethod, req); err != nil {
 		return nil, err
 	}
@@ -194,6 +195,7 @@ func unarySizeLimit(ctx context.Context, req any, info *grpc.UnaryServerInfo, ha
 }
 
 func streamSizeLimit(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	defer releaseAnonymousSlot(ss.Context())
 	return handler(srv, &sizedStream{ServerStream: ss, method: info.FullMethod})
 }
 
@@ -227,9 +229,20 @@ func (s *Server) tapNetwork(ctx context.Context, info *tap.Info) (context.Contex
 		return nil, status.Errorf(codes.ResourceExhausted,
 			"the server is busy with %d calls from callers without a certificate: retry in a moment", cap(s.anonymousSlots))
 	}
-	// The stream's context ends with the call, however it ends.
-	context.AfterFunc(ctx, func() { <-s.anonymousSlots })
-	return ctx, nil
+	// The interceptors give the slot back when the handler returns, before
+	// the caller sees the response; the stream's context ending covers
+	// calls that never reach them (a request over the transport limit).
+	release := sync.OnceFunc(func() { <-s.anonymousSlots })
+	context.AfterFunc(ctx, release)
+	return context.WithValue(ctx, anonymousSlotKey{}, release), nil
+}
+
+type anonymousSlotKey struct{}
+
+func releaseAnonymousSlot(ctx context.Context) {
+	if release, ok := ctx.Value(anonymousSlotKey{}).(func()); ok {
+		release()
+	}
 }
 
 // networkGRPCOptions bound what callers of the network listener, most of

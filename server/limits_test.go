@@ -124,6 +124,8 @@ type recvStream struct {
 	chain int
 }
 
+func (r recvStream) Context() context.Context { return context.Background() }
+
 func (r recvStream) RecvMsg(m any) error {
 	m.(*writv1.CertificateJoinRequest).Chain = [][]byte{make([]byte, r.chain)}
 	return nil

@@ -623,6 +623,7 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     write_timeout: 30s            # HTTP: from the request headers to the end of the response
     idle_timeout: 2m              # closes a keep-alive HTTP connection, or a gRPC one without calls
     max_header_bytes: 16384       # HTTP request headers and gRPC metadata
+    anonymous_calls: 128          # gRPC calls at once from callers without a certificate (joins, logins)
     issuance_per_identity:        # SVIDs issued to one SPIFFE ID (workload mints, agent renewal);
       rate: 50                    #   per second, after ...
       burst: 100                  #   ... this many at once; local administrators are not limited

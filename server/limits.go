@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
 
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -44,6 +45,10 @@ type LimitsConfig struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes caps HTTP request headers and gRPC metadata.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// AnonymousCalls caps calls in progress at once on listen_address from
+	// callers without a certificate (joins, logins, bundle reads), each of
+	// which may make the transport buffer up to networkMaxMessage.
+	AnonymousCalls int `yaml:"anonymous_calls"`
 
 	// IssuancePerIdentity limits SVIDs issued to one SPIFFE ID (workload
 	// minting, agent renewal); local administrators are not limited.
@@ -66,6 +71,7 @@ const (
 	DefaultWriteTimeout     = 30 * time.Second
 	DefaultIdleTimeout      = 2 * time.Minute
 	DefaultMaxHeaderBytes   = 16 << 10
+	DefaultAnonymousCalls   = 128
 )
 
 func (l *LimitsConfig) defaults() {
@@ -81,6 +87,9 @@ func (l *LimitsConfig) defaults() {
 	setDuration(&l.IdleTimeout, DefaultIdleTimeout)
 	if l.MaxHeaderBytes == 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.AnonymousCalls == 0 {
+		l.AnonymousCalls = DefaultAnonymousCalls
 	}
 	l.IssuancePerIdentity.defaults(DefaultIssuancePerIdentity)
 	l.UnauthenticatedPerSource.defaults(DefaultUnauthenticatedPerSource)
@@ -116,6 +125,9 @@ func (l *LimitsConfig) validate() []error {
 	errs = append(errs, l.UnauthenticatedPerSource.validate("limits.unauthenticated_per_source")...)
 	if d := l.RefusalSummaryInterval.Duration; d < time.Second || d > time.Hour {
 		add("refusal_summary_interval", "%s is out of range: 1s to 1h", l.RefusalSummaryInterval)
+	}
+	if l.AnonymousCalls < 1 || l.AnonymousCalls > 100_000 {
+		add("anonymous_calls", "%d is out of range: 1 to 100000", l.AnonymousCalls)
 	}
 	return errs
 }
@@ -194,6 +206,7 @@ func checkSize(method string, msg any) error {
 }
 
 func unarySizeLimit(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	defer releaseAnonymousSlot(ctx)
 	if err := checkSize(info.FullMethod, req); err != nil {
 		return nil, err
 	}
@@ -201,6 +214,7 @@ func unarySizeLimit(ctx context.Context, req any, info *grpc.UnaryServerInfo, ha
 }
 
 func streamSizeLimit(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	defer releaseAnonymousSlot(ss.Context())
 	return handler(srv, &sizedStream{ServerStream: ss, method: info.FullMethod})
 }
 
@@ -216,6 +230,40 @@ func (s *sizedStream) RecvMsg(m any) error {
 	return checkSize(s.method, m)
 }
 
+// tapNetwork runs when a call's headers arrive on the network listener,
+// before its request is read: a caller is refused what it may not call
+// without the server buffering a byte of it, and callers without a
+// certificate share a fixed number of slots, so together they can make the
+// transport hold at most AnonymousCalls × networkMaxMessage.
+func (s *Server) tapNetwork(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if _, err := s.authorize(ctx, info.FullMethodName); err != nil {
+		return nil, err
+	}
+	if c, _ := callerFromPeer(ctx); !c.ID.IsZero() || c.Local != nil {
+		return ctx, nil
+	}
+	select {
+	case s.anonymousSlots <- struct{}{}:
+	default:
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"the server is busy with %d calls from callers without a certificate: retry in a moment", cap(s.anonymousSlots))
+	}
+	// The interceptors give the slot back when the handler returns, before
+	// the caller sees the response; the stream's context ending covers
+	// calls that never reach them (a request over the transport limit).
+	release := sync.OnceFunc(func() { <-s.anonymousSlots })
+	context.AfterFunc(ctx, release)
+	return context.WithValue(ctx, anonymousSlotKey{}, release), nil
+}
+
+type anonymousSlotKey struct{}
+
+func releaseAnonymousSlot(ctx context.Context) {
+	if release, ok := ctx.Value(anonymousSlotKey{}).(func()); ok {
+		release()
+	}
+}
+
 // networkGRPCOptions bound what callers of the network listener, most of
 // them holding no certificate yet, can make the server hold.
 func (s *Server) networkGRPCOptions() []grpc.ServerOption {
@@ -229,6 +277,7 @@ func (s *Server) networkGRPCOptions() []grpc.ServerOption {
 		// Agents hold a Sync stream open; pings more often than this from
 		// a client are abuse and end its connection.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second}),
+		grpc.InTapHandle(s.tapNetwork),
 		grpc.ChainUnaryInterceptor(unarySizeLimit),
 		grpc.ChainStreamInterceptor(streamSizeLimit),
 	}

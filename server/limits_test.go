@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -18,7 +19,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	writv1 "writ.dev/writ/api/writ/v1"
 )
@@ -88,11 +91,24 @@ func TestNetworkRequestSizeLimits(t *testing.T) {
 		t.Errorf("a 20 KiB login was refused for its size: %v", err)
 	}
 
-	// A method without its own limit gets the smallest, checked before
-	// who may call it.
+	// A method without its own limit gets the smallest. GetLoginConfig
+	// takes an empty request; this one carries an unknown field.
+	err = cc.Invoke(ctx, writv1.PersonService_GetLoginConfig_FullMethodName,
+		&writv1.LoginRequest{IdToken: strings.Repeat("A", 8<<10)}, &writv1.LoginConfig{})
+	wantExhausted(t, "8 KiB GetLoginConfig", err, "at most 4096 bytes")
+	// What a caller may not call is refused before its size matters.
 	_, err = writv1.NewEntryServiceClient(cc).ListEntries(ctx, &writv1.ListEntriesRequest{Hint: strings.Repeat("A", 8<<10)})
-	wantExhausted(t, "8 KiB ListEntries", err, "at most 4096 bytes")
-	_, err = writv1.NewAgentServiceClient(cc).RenewAgent(ctx, &writv1.RenewAgentRequest{Csr: make([]byte, 20<<10)})
+	wantCode(t, err, codes.PermissionDenied, "local administrators")
+
+	member := mintSVID(t, srv, "spiffe://"+testTD+"/workload")
+	bundle := x509bundle.FromX509Authorities(srv.TrustDomain(), srv.x509.Bundle())
+	mcc, err := grpc.NewClient(srv.ListenAddr().String(),
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(member, bundle, tlsconfig.AuthorizeID(srv.tlsID.ID())))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mcc.Close()
+	_, err = writv1.NewAgentServiceClient(mcc).RenewAgent(ctx, &writv1.RenewAgentRequest{Csr: make([]byte, 20<<10)})
 	wantExhausted(t, "20 KiB RenewAgent", err, "at most 16384 bytes")
 
 	// The admin socket keeps room for batches of rules.
@@ -107,6 +123,8 @@ type recvStream struct {
 	grpc.ServerStream
 	chain int
 }
+
+func (r recvStream) Context() context.Context { return context.Background() }
 
 func (r recvStream) RecvMsg(m any) error {
 	m.(*writv1.CertificateJoinRequest).Chain = [][]byte{make([]byte, r.chain)}
@@ -291,6 +309,45 @@ func TestConnectionsPerSourceAreCapped(t *testing.T) {
 	}
 }
 
+func TestAnonymousCallsShareSlots(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Limits.AnonymousCalls = 1
+	srv := startServer(t, cfg)
+	// Each call gives its slot back when it ends.
+	cc := unsizedAnonymousConn(t, srv)
+	for range 5 {
+		if _, err := writv1.NewBundleServiceClient(cc).GetBundle(t.Context(), &writv1.GetBundleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	anonymous := peer.NewContext(t.Context(), &peer.Peer{AuthInfo: credentials.TLSInfo{}})
+	first, endFirst := context.WithCancel(anonymous)
+	info := &tap.Info{FullMethodName: writv1.PersonService_Login_FullMethodName}
+	if _, err := srv.tapNetwork(first, info); err != nil {
+		t.Fatal(err)
+	}
+	_, err := srv.tapNetwork(anonymous, info)
+	wantExhausted(t, "a second anonymous call with one slot", err, "busy with 1 calls")
+	// Callers with a certificate do not take anonymous slots.
+	svid := mintSVID(t, srv, "spiffe://"+testTD+"/workload")
+	withCert := peer.NewContext(t.Context(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: svid.Certificates}}})
+	if _, err := srv.tapNetwork(withCert, &tap.Info{FullMethodName: writv1.DecisionService_Check_FullMethodName}); err != nil {
+		t.Errorf("a caller with a certificate: %v", err)
+	}
+	endFirst()
+	deadline := time.Now().Add(closeBound)
+	for {
+		if _, err = srv.tapNetwork(anonymous, info); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot of an ended call was not given back: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestLimitsConfig(t *testing.T) {
 	c, err := ParseConfig(strings.NewReader("limits:\n  conns_per_source: 8\n  idle_timeout: 45s\n"))
 	if err != nil {
@@ -309,6 +366,7 @@ func TestLimitsConfig(t *testing.T) {
 		{LimitsConfig{StreamsPerConn: -3}, "limits.streams_per_conn: -3 is out of range"},
 		{LimitsConfig{IdleTimeout: Duration{2 * time.Hour}}, "limits.idle_timeout: 2h0m0s is out of range"},
 		{LimitsConfig{MaxHeaderBytes: 100}, "limits.max_header_bytes: 100 is out of range"},
+		{LimitsConfig{AnonymousCalls: -1}, "limits.anonymous_calls: -1 is out of range"},
 	} {
 		c := testConfig(t)
 		c.Limits = tc.limits

@@ -85,6 +85,9 @@ type Server struct {
 	delegator *delegator
 	// feed follows the store for every agent's sync stream (server/feed.go).
 	feed *entryFeed
+	// anonymousSlots holds one token per call in progress on the network
+	// listener from a caller without a certificate (server/limits.go).
+	anonymousSlots chan struct{}
 	// stopping is closed when shutdown begins, so long-lived streams end
 	// and a graceful stop does not wait on them.
 	stopping <-chan struct{}
@@ -296,6 +299,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	if s.remoteLn != nil {
+		s.anonymousSlots = make(chan struct{}, s.cfg.Limits.AnonymousCalls)
 		s.grpcRemote = s.newGRPC(append(s.networkGRPCOptions(), grpc.Creds(credentials.NewTLS(s.tlsID.tlsConfig())))...)
 		s.serve("remote", func() error { return s.grpcRemote.Serve(s.remoteLn) })
 	}

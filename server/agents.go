@@ -105,8 +105,9 @@ type agentService struct {
 }
 
 // Join redeems a join token. The agent's key was made on its node; only
-// its CSR comes here. A used, expired or unknown token is refused and the
-// refusal is an audit event.
+// its CSR comes here. A used, expired or unknown token is refused before
+// anything is signed, and the refusal is audited as the issuer audits
+// those of unauthenticated callers (counted per source).
 func (as *agentService) Join(ctx context.Context, req *writv1.JoinRequest) (*writv1.AgentSVID, error) {
 	s := as.s
 	if m := req.GetMethod(); m != "" && m != JoinMethodToken {

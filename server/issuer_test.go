@@ -237,6 +237,24 @@ func TestWorkloadJWTMintIsRateLimited(t *testing.T) {
 	if _, err := as.MintWorkloadJWTSVID(ctx, req); err != nil {
 		t.Fatalf("a second later: %v", err)
 	}
+
+	// A lock's refusals are one event each, as many as the limit lets by.
+	createLock(t, adminConn(t, srv), "spiffe-id", "spiffe://"+testTD+"/chatty", "INC-9", "")
+	clock.Add(2 * time.Second)
+	denied := 0
+	for range 20 {
+		_, err := as.MintWorkloadJWTSVID(ctx, req)
+		switch status.Code(err) {
+		case codes.PermissionDenied:
+			denied++
+		case codes.ResourceExhausted:
+		default:
+			t.Fatalf("locked mint: %v", err)
+		}
+	}
+	if refusals := eventsOf(t, srv, "svid.jwt.refused"); denied != 2 || len(refusals) != 2 {
+		t.Fatalf("%d lock refusals, %d audited; want the 2 the limit let by, each audited", denied, len(refusals))
+	}
 }
 
 // TestJoinTokenReplaySignsNothing: a replayed join token is refused before

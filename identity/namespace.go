@@ -94,10 +94,10 @@ func IsServerID(id spiffeid.ID) bool {
 	return strings.HasPrefix(id.Path(), ServerPathPrefix()) && len(id.Path()) > len(ServerPathPrefix())
 }
 
-// AgentPath returns the path of a node agent's ID below /writ/agent, e.g.
-// AgentPath("join-token", id) is "/writ/agent/join-token/ID".
-func AgentPath(segments ...string) string {
-	return NamespaceWrit.Path() + "/" + agentSegment + "/" + strings.Join(segments, "/")
+// AgentID returns the ID of a node agent of td below /writ/agent, e.g.
+// AgentID(td, "join-token", id) is spiffe://TD/writ/agent/join-token/ID.
+func AgentID(td spiffeid.TrustDomain, segments ...string) (spiffeid.ID, error) {
+	return spiffeid.FromSegments(td, append([]string{string(NamespaceWrit), agentSegment}, segments...)...)
 }
 
 // agentPathPrefix is where writ's node agents get their own identities.

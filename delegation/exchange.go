@@ -59,8 +59,9 @@ type ExchangeRequest struct {
 }
 
 // ExchangeError is a token-exchange error as RFC 6749 section 5.2 reports
-// it. Its Description never repeats what the client sent, so that no
-// token ends up in a response or a log.
+// it. Its Description never repeats a token the client sent, so that none
+// ends up in a response or a log, and repeats other input only escaped and
+// cut short.
 type ExchangeError struct {
 	Code        string
 	Description string

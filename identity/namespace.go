@@ -94,10 +94,10 @@ func IsServerID(id spiffeid.ID) bool {
 	return strings.HasPrefix(id.Path(), ServerPathPrefix()) && len(id.Path()) > len(ServerPathPrefix())
 }
 
-// AgentPath returns the path of a node agent's ID below /writ/agent, e.g.
-// AgentPath("join-token", id) is "/writ/agent/join-token/ID".
-func AgentPath(segments ...string) string {
-	return NamespaceWrit.Path() + "/" + agentSegment + "/" + strings.Join(segments, "/")
+// AgentID returns the ID of a node agent of td below /writ/agent, e.g.
+// AgentID(td, "join-token", id) is spiffe://TD/writ/agent/join-token/ID.
+func AgentID(td spiffeid.TrustDomain, segments ...string) (spiffeid.ID, error) {
+	return spiffeid.FromSegments(td, append([]string{string(NamespaceWrit), agentSegment}, segments...)...)
 }
 
 // agentPathPrefix is where writ's node agents get their own identities.
@@ -125,30 +125,42 @@ func AuditOrigin(trustDomain string) string {
 // ".."); an address with other characters is refused, not rewritten, since
 // rewriting could map two addresses to one person. field names the input.
 func PersonID(field string, td spiffeid.TrustDomain, email string) (spiffeid.ID, error) {
-	const allowed = "a person's email local part and domain allow letters, digits, '.', '-' and '_'"
-	at := strings.LastIndexByte(email, '@')
-	if at <= 0 || at == len(email)-1 {
-		return spiffeid.ID{}, fieldErr(field, quote(email)+" is not an email address (local@domain)")
-	}
-	if len(email) > MaxIDLen/2 {
-		return spiffeid.ID{}, fieldErr(field, fmt.Sprintf("%s is %d bytes; an email address is at most %d", quote(email), len(email), MaxIDLen/2))
-	}
-	local, domain := strings.ToLower(email[:at]), strings.ToLower(email[at+1:])
-	for _, part := range []string{local, domain} {
-		if part == "." || part == ".." {
-			return spiffeid.ID{}, fieldErr(field, quote(email)+": "+allowed)
-		}
-		for i := 0; i < len(part); i++ {
-			if !isPathChar(part[i]) {
-				return spiffeid.ID{}, fieldErr(field, fmt.Sprintf("%s: character %s is not allowed; %s", quote(email), quoteRuneAt(part, i), allowed))
-			}
-		}
+	local, domain, err := PersonEmailParts(field, email)
+	if err != nil {
+		return spiffeid.ID{}, err
 	}
 	id, err := spiffeid.FromSegments(td, string(NamespacePerson), domain, local)
 	if err != nil {
 		return spiffeid.ID{}, fieldErr(field, fmt.Sprintf("%s: %v", quote(email), err))
 	}
 	return id, nil
+}
+
+// PersonEmailParts splits email as PersonID does and returns its local
+// part and domain in the form a person's ID holds them (lowercase), or a
+// *FieldError for field. Sign-in's facts (email_local, email_domain) come
+// from it, so rules over them see what the ID says.
+func PersonEmailParts(field, email string) (local, domain string, err error) {
+	const allowed = "a person's email local part and domain allow letters, digits, '.', '-' and '_'"
+	at := strings.LastIndexByte(email, '@')
+	if at <= 0 || at == len(email)-1 {
+		return "", "", fieldErr(field, quote(email)+" is not an email address (local@domain)")
+	}
+	if len(email) > MaxIDLen/2 {
+		return "", "", fieldErr(field, fmt.Sprintf("%s is %d bytes; an email address is at most %d", quote(email), len(email), MaxIDLen/2))
+	}
+	local, domain = strings.ToLower(email[:at]), strings.ToLower(email[at+1:])
+	for _, part := range []string{local, domain} {
+		if part == "." || part == ".." {
+			return "", "", fieldErr(field, quote(email)+": "+allowed)
+		}
+		for i := 0; i < len(part); i++ {
+			if !isPathChar(part[i]) {
+				return "", "", fieldErr(field, fmt.Sprintf("%s: character %s is not allowed; %s", quote(email), quoteRuneAt(part, i), allowed))
+			}
+		}
+	}
+	return local, domain, nil
 }
 
 // CheckPersonCase refuses an ID in the person namespace that is not

@@ -94,8 +94,8 @@ func TestServerID(t *testing.T) {
 			t.Errorf("IsServerID(%s)", s)
 		}
 	}
-	if got := AgentPath("join-token", "n1"); got != "/writ/agent/join-token/n1" {
-		t.Errorf("AgentPath = %s", got)
+	if got, err := AgentID(testTD, "join-token", "n1"); err != nil || got.String() != "spiffe://example.org/writ/agent/join-token/n1" || KindOf(got) != KindNode {
+		t.Errorf("AgentID = %s, %v", got, err)
 	}
 	if got := AuditOrigin("example.org"); got != "example.org/writ/audit" {
 		t.Errorf("AuditOrigin = %s", got)

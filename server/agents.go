@@ -32,7 +32,7 @@ const (
 
 // AgentID is the SPIFFE ID of the agent that redeems the join token tokenID.
 func AgentID(td spiffeid.TrustDomain, tokenID string) (spiffeid.ID, error) {
-	return spiffeid.FromSegments(td, "writ", "agent", "join-token", tokenID)
+	return identity.AgentID(td, "join-token", tokenID)
 }
 
 // isMember reports whether id is of td. Which members are agents is the

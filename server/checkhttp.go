@@ -29,7 +29,7 @@ func (s *Server) checkHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0])
 	if err != nil {
-		writeJSONError(w, http.StatusUnauthorized, err.Error())
+		writeJSONError(w, http.StatusUnauthorized, "the client certificate is not an X.509-SVID: "+outsideError(err))
 		return
 	}
 	// The body is capped by limitBody (tokenHandler).
@@ -44,7 +44,7 @@ func (s *Server) checkHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var req writv1.CheckRequest
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(body, &req); err != nil {
-		writeJSONError(w, http.StatusBadRequest, "the body is not a CheckRequest in JSON: "+err.Error())
+		writeJSONError(w, http.StatusBadRequest, "the body is not a CheckRequest in JSON: "+outsideError(err))
 		return
 	}
 	ctx := context.WithValue(r.Context(), callerKey{}, Caller{ID: id})

@@ -228,7 +228,7 @@ func (p Pattern) LiteralPrefix() string {
 
 // nonWorkloadPrefixes are the path prefixes identity.KindOf gives a kind
 // other than workload to.
-var nonWorkloadPrefixes = [][]string{{"person"}, {"agent"}, {"node"}, {"writ", "agent"}}
+var nonWorkloadPrefixes = [][]string{{string(identity.NamespacePerson)}, {"agent"}, {"node"}, {string(identity.NamespaceWrit), "agent"}}
 
 // nonWorkloadMatch returns an ID p could match that identity.KindOf would
 // not call a workload, or "" if every ID p matches is a workload. The

@@ -6,13 +6,14 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"writ.dev/writ/audit"
+	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 )
 
 // ServerActor is how a server's own actions (rotations, publications) are
 // named in the audit log: its SPIFFE ID, spiffe://TD/writ/server/ID.
 func ServerActor(td spiffeid.TrustDomain, serverID string) string {
-	id, err := spiffeid.FromSegments(td, "writ", "server", serverID)
+	id, err := identity.ServerID(td, serverID)
 	if err != nil {
 		return "writ-server:" + serverID
 	}

@@ -11,7 +11,14 @@ import (
 	"writ.dev/writ/identity"
 )
 
-var lockKinds = []string{"spiffe-id", "id-prefix", "node", "agent", "join-method", "task"}
+// lockKinds are identity's lock kinds, as the flag's help lists them.
+var lockKinds = func() []string {
+	var out []string
+	for _, k := range identity.LockKinds() {
+		out = append(out, string(k))
+	}
+	return out
+}()
 
 // runLock runs `writ lock <create|list|delete> [flags]`.
 func runLock(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -75,19 +75,17 @@ var profiles = map[Profile]profileSpec{
 }
 
 // checkPersonEmail admits only a verified address, and splits it: a SPIFFE
-// path segment cannot hold "@", so a person is /person/DOMAIN/LOCAL. The
-// domain is lower-cased (domains are case-insensitive); the local part is
-// kept as the issuer wrote it.
+// path segment cannot hold "@", so a person is /person/DOMAIN/LOCAL, both
+// lowercased by identity's one rule for people's IDs.
 func checkPersonEmail(_ map[string]any, facts map[string]string) error {
 	if facts["email_verified"] != "true" {
 		return fmt.Errorf("email %s is not verified by the issuer", quote(facts["email"]))
 	}
-	email := facts["email"]
-	at := strings.LastIndexByte(email, '@')
-	if at <= 0 || at == len(email)-1 {
-		return fmt.Errorf("email %s is not an address", quote(email))
+	local, domain, err := identity.PersonEmailParts("email", facts["email"])
+	if err != nil {
+		return err
 	}
-	facts["email_local"], facts["email_domain"] = email[:at], strings.ToLower(email[at+1:])
+	facts["email_local"], facts["email_domain"] = local, domain
 	return nil
 }
 

@@ -272,7 +272,7 @@ func (a *auditLog) sealLocked(size int64, root store.AuditHash, hashes tlog.Hash
 	if a.broken != nil {
 		return store.AuditSeal{}, a.broken
 	}
-	if err := audit.ProveExtends(size, a.last, hashes); err != nil {
+	if err := audit.CheckExtends(size, tlog.Hash(root), a.last, hashes); err != nil {
 		a.broken = fmt.Errorf("the audit log no longer extends the head this server signed at size %d: %v; it was changed behind the server's back. No change is accepted until the server restarts, which refuses while the log is rewritten: run 'writ audit verify' and investigate", a.last.Size, err)
 		a.log.Error("AUDIT LOG REWRITTEN under a running server: refusing every change", "head_size", a.last.Size, "head_root", a.last.Root.String(), "store_size", size, "err", err)
 		return store.AuditSeal{}, a.broken

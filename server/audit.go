@@ -377,6 +377,9 @@ func (a *auditLog) checkpoint(ctx context.Context) (*store.AuditCheckpoint, erro
 		return &cp, nil
 	}
 	seal, err := a.sealLocked(size, store.AuditHash(root), hashes)
+	// Nothing is dropped outside a transaction that appends; the next
+	// seal drops what this one superseded.
+	a.dropNext = append(a.dropNext, seal.Drop...)
 	a.mu.Unlock()
 	if err != nil {
 		return nil, err

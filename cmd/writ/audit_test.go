@@ -167,6 +167,19 @@ func TestAuditVerifyCatchesTampering(t *testing.T) {
 	}
 	ok := writ(t, "audit", "verify", "--socket", socket, "--keys", a.keys, "--checkpoints", ref)
 	wantIn(t, "verify of an intact log", ok, "audit log OK")
+	bundle, err := os.ReadFile(a.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := audit.ParseKeys(bundle, a.keys)
+	if err != nil || len(kb.Keys) != 1 {
+		t.Fatalf("the exported bundle: %+v, %v", kb, err)
+	}
+	vkey := filepath.Join(dir, "server.vkey")
+	if err := os.WriteFile(vkey, []byte(kb.Keys[0].VerifierKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantIn(t, "verify with a bare --key file", writ(t, "audit", "verify", "--socket", socket, "--key", vkey), "audit log OK")
 	tail := writ(t, "audit", "tail", "--socket", socket, "-n", "3")
 	wantIn(t, "tail", tail, "svid.jwt.mint", "spiffe://audit.test/w5")
 	wantIn(t, "verify without trusted keys", verifyFails(t, "--socket", socket), "NOT VERIFIED", "no trusted audit keys", "--keys")

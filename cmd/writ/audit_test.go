@@ -380,7 +380,9 @@ func TestAuditExportFollow(t *testing.T) {
 	defer cancel()
 	var feed, stderr syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"audit", "export", "--follow", "--socket", a.socket}, &feed, &stderr) }()
+	go func() {
+		done <- run(ctx, []string{"audit", "export", "--follow", "--socket", a.socket}, &feed, &stderr)
+	}()
 	// Wait for the initial export before making news.
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(feed.String(), `"checkpoint"`) && time.Now().Before(deadline) {

@@ -273,6 +273,11 @@ func (a *auditLog) sealLocked(size int64, root store.AuditHash, hashes tlog.Hash
 		return store.AuditSeal{}, a.broken
 	}
 	if err := audit.CheckExtends(size, tlog.Hash(root), a.last, hashes); err != nil {
+		if !errors.Is(err, audit.ErrNotExtended) {
+			// A failed read (a canceled caller, a busy database) refuses
+			// this change only.
+			return store.AuditSeal{}, err
+		}
 		a.broken = fmt.Errorf("the audit log no longer extends the head this server signed at size %d: %v; it was changed behind the server's back. No change is accepted until the server restarts, which refuses while the log is rewritten: run 'writ audit verify' and investigate", a.last.Size, err)
 		a.log.Error("AUDIT LOG REWRITTEN under a running server: refusing every change", "head_size", a.last.Size, "head_root", a.last.Root.String(), "store_size", size, "err", err)
 		return store.AuditSeal{}, a.broken

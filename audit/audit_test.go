@@ -506,6 +506,21 @@ func TestProveExtendsAndStoredLeaves(t *testing.T) {
 	if err := ProveExtends(40, bad, &h); err == nil || !strings.Contains(err.Error(), "at size 20") {
 		t.Fatalf("another root: %v", err)
 	}
+	root40, _ := h.RootAt(40)
+	if err := CheckExtends(40, root40, head, &h); err != nil {
+		t.Fatalf("CheckExtends of an intact log: %v", err)
+	}
+	if err := CheckExtends(40, root40, bad, &h); !errors.Is(err, ErrNotExtended) {
+		t.Fatalf("CheckExtends of a head with another root: %v, want ErrNotExtended", err)
+	}
+	if err := CheckExtends(40, root40, head, failingReader{}); err == nil || errors.Is(err, ErrNotExtended) {
+		t.Fatalf("CheckExtends with unreadable hashes: %v, want a read error that is not evidence of tampering", err)
+	}
+	other := root40
+	other[0] ^= 1
+	if err := CheckExtends(40, other, head, &h); err == nil {
+		t.Fatal("CheckExtends accepted a new root that is not the tree's")
+	}
 	if err := CheckStoredLeaves(20, leaves[20:], &h); err != nil {
 		t.Fatalf("the stored tail: %v", err)
 	}
@@ -515,3 +530,7 @@ func TestProveExtendsAndStoredLeaves(t *testing.T) {
 		t.Fatalf("a changed tail event: %v", err)
 	}
 }
+
+type failingReader struct{}
+
+func (failingReader) ReadHashes([]int64) ([]tlog.Hash, error) { return nil, errors.New("database is busy") }

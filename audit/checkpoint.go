@@ -142,6 +142,13 @@ func peekCheckpoint(msg []byte) (Checkpoint, error) {
 	return parseCheckpointText(string(msg[:i+1]))
 }
 
+// PeekSize is the size a checkpoint note claims, without checking its
+// signature: for ordering output, never for trusting it.
+func PeekSize(msg []byte) (int64, bool) {
+	c, err := peekCheckpoint(msg)
+	return c.Size, err == nil
+}
+
 // ed25519Signer signs notes with an Ed25519 key held behind crypto.Signer,
 // so the private key can stay in writ's keystore.
 type ed25519Signer struct {

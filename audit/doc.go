@@ -13,4 +13,8 @@
 // log through [LeafSource], which the store and an export file
 // ([ReadExport]) both provide, and [Verify] checks it against signed
 // checkpoints, including ones an outside party kept from earlier exports.
+// Verify trusts only the keys it is given, normally a [KeyBundle] kept
+// outside the servers ([ParseKeys]); a log is OK only when checkpoints
+// signed with those keys cover every event. A writer proves each new tree
+// extends the last head it signed with [CheckExtends] or [ProveExtends].
 package audit

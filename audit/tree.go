@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -209,4 +210,35 @@ func (o *overlayReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 		}
 	}
 	return out, nil
+}
+
+// ErrNotExtended marks a log that provably does not extend a signed tree
+// head, as opposed to one whose hashes could not be read.
+var ErrNotExtended = errors.New("the log does not extend the signed tree head")
+
+// CheckExtends proves, with a consistency proof read from r, that the tree
+// of size leaves whose root is root extends the signed tree head. It is
+// ProveExtends for a writer that computed root itself: the proof alone
+// binds both roots, so neither is recomputed. An error that wraps
+// ErrNotExtended is evidence of tampering; any other is a failed read.
+func CheckExtends(size int64, root tlog.Hash, head Checkpoint, r tlog.HashReader) error {
+	switch {
+	case size < head.Size:
+		return fmt.Errorf("%w: the log has %d events, fewer than the %d of the signed tree head (root %s): events were removed", ErrNotExtended, size, head.Size, head.Root)
+	case head.Size == 0:
+		return nil
+	case size == head.Size:
+		if root != head.Root {
+			return fmt.Errorf("%w: at size %d the log's root is %s, but the signed tree head says %s: events were changed", ErrNotExtended, size, root, head.Root)
+		}
+		return nil
+	}
+	proof, err := tlog.ProveTree(size, head.Size, r)
+	if err != nil {
+		return fmt.Errorf("reading the consistency proof from size %d to %d: %w", head.Size, size, err)
+	}
+	if err := tlog.CheckTree(proof, size, root, head.Size, head.Root); err != nil {
+		return fmt.Errorf("%w: the log of %d events (root %s) does not extend the signed tree head of size %d (root %s): %v", ErrNotExtended, size, root, head.Size, head.Root, err)
+	}
+	return nil
 }

@@ -278,7 +278,12 @@ func (a *auditLog) sealLocked(size int64, root store.AuditHash, hashes tlog.Hash
 	if a.broken != nil {
 		return store.AuditSeal{}, a.broken
 	}
-	if err := audit.ProveExtends(size, a.last, hashes); err != nil {
+	if err := audit.CheckExtends(size, tlog.Hash(root), a.last, hashes); err != nil {
+		if !errors.Is(err, audit.ErrNotExtended) {
+			// A failed read (a canceled caller, a busy database) refuses
+			// this change only.
+			return store.AuditSeal{}, err
+		}
 		a.broken = fmt.Errorf("the audit log no longer extends the head this server signed at size %d: %v; it was changed behind the server's back. No change is accepted until the server restarts, which refuses while the log is rewritten: run 'writ audit verify' and investigate", a.last.Size, err)
 		a.log.Error("AUDIT LOG REWRITTEN under a running server: refusing every change", "head_size", a.last.Size, "head_root", a.last.Root.String(), "store_size", size, "err", err)
 		return store.AuditSeal{}, a.broken
@@ -383,6 +388,9 @@ func (a *auditLog) checkpoint(ctx context.Context) (*store.AuditCheckpoint, erro
 		return &cp, nil
 	}
 	seal, err := a.sealLocked(size, store.AuditHash(root), hashes)
+	// Nothing is dropped outside a transaction that appends; the next
+	// seal drops what this one superseded.
+	a.dropNext = append(a.dropNext, seal.Drop...)
 	a.mu.Unlock()
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc/codes"
 
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -149,15 +151,17 @@ func TestAuditCheckpointsVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.GetKeys()) != 1 || len(got.GetCheckpoints()) != 1 {
-		t.Fatalf("keys %d, checkpoints %d; want 1 and 1", len(got.GetKeys()), len(got.GetCheckpoints()))
+	// The first seal of a run is kept beside the newest.
+	if len(got.GetKeys()) != 1 || len(got.GetCheckpoints()) != 2 {
+		t.Fatalf("keys %d, checkpoints %d; want 1 and 2", len(got.GetKeys()), len(got.GetCheckpoints()))
 	}
+	newest := got.GetCheckpoints()[len(got.GetCheckpoints())-1]
 	k := got.GetKeys()[0]
 	v, err := note.NewVerifier(k.GetVerifierKey())
 	if err != nil {
 		t.Fatalf("verifier key %q: %v", k.GetVerifierKey(), err)
 	}
-	c, err := audit.ParseCheckpoint(got.GetCheckpoints()[0].GetNote(), note.VerifierList(v))
+	c, err := audit.ParseCheckpoint(newest.GetNote(), note.VerifierList(v))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +181,7 @@ func TestAuditCheckpointsVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := audit.Verify(ctx, leaves, []audit.SignedCheckpoint{{Note: got.GetCheckpoints()[0].GetNote()}}, note.VerifierList(pv))
+	rep, err := audit.Verify(ctx, leaves, []audit.SignedCheckpoint{{Note: newest.GetNote()}}, note.VerifierList(pv))
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
@@ -304,4 +308,91 @@ func readSize(t *testing.T, api writv1.AuditServiceClient) int64 {
 		t.Fatal(err)
 	}
 	return resp.GetSize()
+}
+
+// TestAuditUnsignedTailChecked: when the head file trails the log (a crash
+// between a commit and the file's save) and the checkpoints in the store
+// that covered the tail are gone, the server vouches for the tail only after
+// rehashing it; an event changed there without its hash stops the start.
+func TestAuditUnsignedTailChecked(t *testing.T) {
+	cfg := testConfig(t)
+	srv := startServer(t, cfg)
+	entries := writv1.NewEntryServiceClient(adminConn(t, srv))
+	ctx := t.Context()
+	for i := range 3 {
+		if _, err := entries.CreateEntries(ctx, &writv1.CreateEntriesRequest{Entries: []*writv1.Entry{
+			entry(fmt.Sprintf("/t%d", i), "/node", fmt.Sprintf("unix:uid:%d", i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size, err := srv.Store().AuditSize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdown)
+
+	// An older head, as a crash would have left it.
+	older := size - 2
+	db, err := sql.Open("sqlite", cfg.Store.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var stored []tlog.Hash
+	rows, err := db.Query(`SELECT hash FROM audit_hashes ORDER BY idx`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var h []byte
+		if err := rows.Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, tlog.Hash(h))
+	}
+	rows.Close()
+	hs, err := audit.LoadHashes(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := hs.RootAt(older)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := audit.SignCheckpoint(audit.Checkpoint{Origin: AuditOrigin(testTD), Size: older, Root: root}, srv.audit.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, auditHeadFile), msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM audit_checkpoints WHERE size > ?`, older); err != nil {
+		t.Fatal(err)
+	}
+	var ev []byte
+	if err := db.QueryRow(`SELECT event FROM audit_events WHERE idx = ?`, size-1).Scan(&ev); err != nil {
+		t.Fatal(err)
+	}
+	changed := slices.Clone(ev)
+	changed[len(changed)/2] ^= 1
+	if _, err := db.Exec(`UPDATE audit_events SET event = ? WHERE idx = ?`, changed, size-1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(context.Background(), cfg, Options{Logger: quietLogger()})
+	if err == nil || !strings.Contains(err.Error(), "REFUSING TO START") || !strings.Contains(err.Error(), fmt.Sprintf("event %d", size-1)) {
+		t.Fatalf("start over a changed unsigned tail: %v", err)
+	}
+	// Put back, the same start succeeds and vouches for the tail.
+	if _, err := db.Exec(`UPDATE audit_events SET event = ? WHERE idx = ?`, ev, size-1); err != nil {
+		t.Fatal(err)
+	}
+	srv2 := startServer(t, cfg)
+	srv2.audit.mu.Lock()
+	got := srv2.audit.last.Size
+	srv2.audit.mu.Unlock()
+	if got < size {
+		t.Fatalf("after the restart the server vouches for %d events, want at least %d", got, size)
+	}
 }

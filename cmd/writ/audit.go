@@ -117,12 +117,16 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			"A fresh checkpoint is signed first, so the export ends with one covering all of it. Keep the\n"+
 			"export (or just its checkpoint lines) outside the servers' reach: 'writ audit verify\n"+
 			"--checkpoints FILE' then proves the log still extends what you kept.",
-		"writ audit export [--out FILE] [--no-checkpoint]")
+		"writ audit export [--out FILE] [--no-checkpoint] [--follow]")
 	out := c.fs.String("out", "", "write to `file` (mode 0600, atomically) instead of standard output")
 	noSign := c.fs.Bool("no-checkpoint", false, "do not ask the server to sign a fresh checkpoint first")
+	follow := c.fs.Bool("follow", false, "then keep writing new events, each followed by the checkpoints that cover it, to standard output: a feed for a SIEM")
 	socket := c.socketFlag()
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
+	}
+	if *follow && *out != "" {
+		return c.usageError("--follow writes to standard output; it cannot be used with --out")
 	}
 	cl, err := dial(*socket)
 	if err != nil {
@@ -150,6 +154,18 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := audit.WriteExport(w, log.events.Leaves(), log.checkpoints); err != nil {
 		return err
 	}
+	if *follow {
+		var covered int64
+		for _, sc := range log.checkpoints {
+			if n, ok := audit.PeekSize(sc.Note); ok {
+				covered = max(covered, n)
+			}
+		}
+		if err := followExport(ctx, api, stdout, log.events.Next(), covered); err != nil {
+			return cl.explain(err)
+		}
+		return nil
+	}
 	if *out == "" {
 		return nil
 	}
@@ -161,6 +177,71 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintf(stderr, "exported %d events and %d checkpoints to %s\n", log.events.Len(), len(log.checkpoints), *out)
 	return nil
+}
+
+// followExport writes events from next on as they are stored, and after
+// them every checkpoint larger than covered that they complete, until ctx
+// ends. Checkpoints are read before events, so the events read always reach
+// the newest checkpoint even while later commits supersede it.
+func followExport(ctx context.Context, api writv1.AuditServiceClient, stdout io.Writer, next, covered int64) error {
+	x := audit.NewExportWriter(stdout)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+		cps, err := api.GetCheckpoints(ctx, &writv1.GetAuditCheckpointsRequest{MinSize: covered + 1})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		want := next
+		for _, c := range cps.GetCheckpoints() {
+			want = max(want, c.GetSize())
+			// Signed later for events already written.
+			if c.GetSize() <= next {
+				if err := x.WriteCheckpoint(c.GetNote()); err != nil {
+					return err
+				}
+			}
+		}
+		for {
+			resp, err := api.ReadEvents(ctx, &writv1.ReadAuditEventsRequest{Start: next, Limit: auditPage})
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			for _, e := range resp.GetEvents() {
+				if err := x.WriteLeaf(e.GetIndex(), e.GetEvent()); err != nil {
+					return fmt.Errorf("the store skipped events: %w", err)
+				}
+				next = e.GetIndex() + 1
+				for _, c := range cps.GetCheckpoints() {
+					if c.GetSize() == next && c.GetSize() > covered {
+						if err := x.WriteCheckpoint(c.GetNote()); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			if len(resp.GetEvents()) < auditPage || next >= want {
+				break
+			}
+		}
+		for _, c := range cps.GetCheckpoints() {
+			if c.GetSize() <= next {
+				covered = max(covered, c.GetSize())
+			}
+		}
+		if err := x.Flush(); err != nil {
+			return err
+		}
+	}
 }
 
 // fetchedLog is the log as the server handed it out.

@@ -167,6 +167,19 @@ func TestAuditVerifyCatchesTampering(t *testing.T) {
 	}
 	ok := writ(t, "audit", "verify", "--socket", socket, "--keys", a.keys, "--checkpoints", ref)
 	wantIn(t, "verify of an intact log", ok, "audit log OK")
+	bundle, err := os.ReadFile(a.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := audit.ParseKeys(bundle, a.keys)
+	if err != nil || len(kb.Keys) != 1 {
+		t.Fatalf("the exported bundle: %+v, %v", kb, err)
+	}
+	vkey := filepath.Join(dir, "server.vkey")
+	if err := os.WriteFile(vkey, []byte(kb.Keys[0].VerifierKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantIn(t, "verify with a bare --key file", writ(t, "audit", "verify", "--socket", socket, "--key", vkey), "audit log OK")
 	tail := writ(t, "audit", "tail", "--socket", socket, "-n", "3")
 	wantIn(t, "tail", tail, "svid.jwt.mint", "spiffe://audit.test/w5")
 	wantIn(t, "verify without trusted keys", verifyFails(t, "--socket", socket), "NOT VERIFIED", "no trusted audit keys", "--keys")
@@ -352,4 +365,64 @@ func TestAuditRewrittenWithAttackerKey(t *testing.T) {
 	t.Logf("change over the rewritten log: %s", stderr.String())
 	a.stop()
 	wantIn(t, "restart over the rewritten log", serverRefuses(t, a.args...), "REFUSING TO START", "does not extend the tree head", fmt.Sprintf("size %d", tree.Size()))
+}
+
+// TestAuditExportFollow: the feed a SIEM keeps carries each new event and
+// the signed checkpoint of its commit, so the copy alone verifies with the
+// key bundle and can later witness a truncation.
+func TestAuditExportFollow(t *testing.T) {
+	a := newAuditServer(t)
+	var o, e bytes.Buffer
+	if code := run(context.Background(), []string{"audit", "export", "--follow", "--out", filepath.Join(a.dir, "x"), "--socket", a.socket}, &o, &e); code == 0 {
+		t.Fatal("export accepted --follow with --out")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var feed, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"audit", "export", "--follow", "--socket", a.socket}, &feed, &stderr)
+	}()
+	// Wait for the initial export before making news.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(feed.String(), `"checkpoint"`) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	writ(t, "entry", "create", "--socket", a.socket, "--spiffe-id", "spiffe://audit.test/later",
+		"--parent-id", "spiffe://audit.test/node", "--selector", "unix:uid:4242")
+	db := openDB(t, filepath.Join(a.data, "writ.db"))
+	size := logSize(t, db)
+	var exp *audit.Export
+	for time.Now().Before(deadline) {
+		e, err := audit.ReadExport(strings.NewReader(feed.String()), "feed")
+		if err == nil && e.Len() == size && len(e.Checkpoints) > 0 {
+			if n, _ := audit.PeekSize(e.Checkpoints[len(e.Checkpoints)-1].Note); n == size {
+				exp = e
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("export --follow exited %d: %s", code, stderr.String())
+	}
+	if exp == nil {
+		t.Fatalf("the feed never carried event %d and its checkpoint: %s", size-1, feed.String())
+	}
+	data, err := os.ReadFile(a.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := audit.ParseKeys(data, a.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := kb.Verifiers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.Verify(context.Background(), exp, exp.Checkpoints, vs); err != nil {
+		t.Fatalf("the feed does not verify on its own: %v", err)
+	}
 }

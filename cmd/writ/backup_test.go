@@ -20,9 +20,11 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 	server := []string{"server", "--data-dir", data, "--trust-domain", "backup.test", "--config", cfg}
 	backup := filepath.Join(dir, "writ-backup.db")
+	keys := filepath.Join(dir, "audit-keys.json")
 	t.Run("backup", func(t *testing.T) {
 		startCommand(t, socket, server...)
 		writ(t, "entry", "create", "--socket", socket, "--spiffe-id", "spiffe://backup.test/before", "--parent-id", "spiffe://backup.test/node", "--selector", "unix:uid:1")
+		writ(t, "audit", "keys", "--socket", socket, "--out", keys)
 		if out := writ(t, "backup", "--socket", socket, "--out", backup); !strings.Contains(out, backup) {
 			t.Fatalf("backup output: %s", out)
 		}
@@ -48,12 +50,22 @@ func TestBackupAndRestore(t *testing.T) {
 		if err := os.Rename(backup, db); err != nil {
 			t.Fatal(err)
 		}
+		// The restored log is shorter than what this server last signed:
+		// it must refuse to start until the operator sets the head aside,
+		// as it would if someone had cut the log behind its back.
+		if msg := runFails(t, server...); !strings.Contains(msg, "REFUSING TO START") {
+			t.Fatalf("server started on a log shorter than its signed head: %s", msg)
+		}
+		head := filepath.Join(data, "audit-head")
+		if err := os.Rename(head, head+".before-restore"); err != nil {
+			t.Fatal(err)
+		}
 		startCommand(t, socket, server...)
 		out := writ(t, "entry", "list", "--socket", socket)
 		if !strings.Contains(out, "spiffe://backup.test/before") || strings.Contains(out, "spiffe://backup.test/after") {
 			t.Fatalf("entries after restoring the backup:\n%s", out)
 		}
-		if out := writ(t, "audit", "verify", "--socket", socket); !strings.Contains(out, "audit log OK") {
+		if out := writ(t, "audit", "verify", "--socket", socket, "--keys", keys); !strings.Contains(out, "audit log OK") {
 			t.Fatalf("audit verify after restore:\n%s", out)
 		}
 	})

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"writ.dev/writ/person/login/logintest"
 )
 
 var taskIDWord = regexp.MustCompile(`task (\S+):`)
@@ -23,7 +25,14 @@ func TestTokenExchangeAndRemoteIdentity(t *testing.T) {
 	dir := shortTempDir(t)
 	sh := newShell(t, dir)
 	listen, tokenAddr := freePort(t), freePort(t)
-	conf := fmt.Sprintf("listen_address: %s\nops_address: \"\"\ntoken_endpoint:\n  address: %s\n", listen, tokenAddr)
+	// People's tokens come from their identity provider: the subject of
+	// an exchange is an ID token from the people issuer.
+	idp := logintest.New(t)
+	jwks := filepath.Join(dir, "idp-jwks.json")
+	idp.WriteJWKS(t, jwks)
+	conf := fmt.Sprintf("listen_address: %s\nops_address: \"\"\ntoken_endpoint:\n  address: %s\n"+
+		"people:\n  issuer: %s\n  client_id: %s\n  jwks_file: %s\n  allow:\n    - email_domain: example.com\n",
+		listen, tokenAddr, idp.URL, idp.ClientID(), jwks)
 	if err := os.WriteFile(filepath.Join(dir, "writ.yaml"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -57,9 +66,17 @@ func TestTokenExchangeAndRemoteIdentity(t *testing.T) {
 	sh.run("writ task grant --id " + taskID + " --action read --resource hr/salaries --to " + ceo + " --to " + bot)
 	sh.run("writ task open --id " + taskID)
 
-	// The person's token: a JWT-SVID for the endpoint's issuer.
+	// The person's tokens: ID tokens from the people issuer, each used once.
 	endpoint := "https://" + tokenAddr + "/token"
-	sh.run("writ svid mint --jwt --spiffe-id " + ceo + " --audience " + endpoint + " > ceo.jwt")
+	idToken := func(name, email string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(idp.IDToken(t, email)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idToken("ceo.jwt", "ceo@example.com")
+	idToken("ceo2.jwt", "CEO@Example.com") // the same person, however spelled
+	idToken("ceo3.jwt", "ceo@example.com")
+	idToken("intern.jwt", "intern@example.com")
 
 	sh.run("export SPIFFE_ENDPOINT_SOCKET=unix://" + agentSock)
 	// The rule reaches the agent within moments of its joining.
@@ -73,7 +90,7 @@ func TestTokenExchangeAndRemoteIdentity(t *testing.T) {
 	}
 
 	// As the README's delegation section writes it.
-	token := strings.TrimSpace(sh.run("writ token exchange --subject-token ceo.jwt --audience payroll --scope task:" + taskID + " --endpoint " + endpoint))
+	token := strings.TrimSpace(sh.run("writ token exchange --subject-token ceo.jwt --subject-token-type id_token --audience payroll --scope task:" + taskID + " --endpoint " + endpoint))
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
 		t.Fatalf("token exchange printed %q, not a compact JWS", token)
@@ -91,13 +108,12 @@ func TestTokenExchangeAndRemoteIdentity(t *testing.T) {
 	if err := json.Unmarshal(payload, &claims); err != nil || claims.Sub != ceo || claims.Act.Sub != bot {
 		t.Fatalf("delegation token claims %s (%v): want sub %s acted on by %s", payload, err, ceo, bot)
 	}
-	full := sh.run("writ token exchange --subject-token - --audience payroll --endpoint " + endpoint + " --json < ceo.jwt")
+	full := sh.run("writ token exchange --subject-token - --subject-token-type id_token --audience payroll --endpoint " + endpoint + " --json < ceo2.jwt")
 	if !strings.Contains(full, `"issued_token_type":"urn:writ:params:oauth:token-type:delegation"`) {
 		t.Fatalf("--json: %s", full)
 	}
 	// A refusal says why: the bot does not share a task with an unrelated person.
-	sh.run("writ svid mint --jwt --spiffe-id spiffe://example.org/person/example.com/intern --audience " + endpoint + " > intern.jwt")
-	if msg := sh.fails("writ token exchange --subject-token intern.jwt --audience payroll --endpoint " + endpoint); !strings.Contains(msg, "invalid_target") {
+	if msg := sh.fails("writ token exchange --subject-token intern.jwt --subject-token-type id_token --audience payroll --endpoint " + endpoint); !strings.Contains(msg, "invalid_target") {
 		t.Errorf("exchange for a person outside the task: %s", msg)
 	}
 
@@ -108,7 +124,7 @@ func TestTokenExchangeAndRemoteIdentity(t *testing.T) {
 	// Decided as a resource server would decide the bot: by the certificate
 	// it presents, acting for the person its delegation token names (a
 	// token for this "resource server", the bot itself).
-	sh.run("writ token exchange --subject-token ceo.jwt --audience " + bot + " --endpoint " + endpoint + " > deleg.jwt")
+	sh.run("writ token exchange --subject-token ceo3.jwt --subject-token-type id_token --audience " + bot + " --endpoint " + endpoint + " > deleg.jwt")
 	out = sh.run("writ check " + remote + " --action read --resource hr/salaries --delegation-token deleg.jwt")
 	if !strings.HasPrefix(out, "ALLOW") || !strings.Contains(out, bot) || !strings.Contains(out, ceo) {
 		t.Errorf("check over mTLS with a delegation token: %s", out)

@@ -543,11 +543,16 @@ func parseBatchLimit(data []byte, now time.Time, limit int) ([]*writv1.Entry, er
 		e := &writv1.Entry{
 			Id:             r.ID,
 			SpiffeId:       r.SPIFFEID.String(),
-			ParentId:       r.ParentID.String(),
 			X509TtlSeconds: int64(r.X509TTL / time.Second),
 			JwtTtlSeconds:  int64(r.JWTTTL / time.Second),
 			DnsNames:       r.DNSNames,
 			Hint:           r.Hint,
+		}
+		if !r.ParentID.IsZero() {
+			e.ParentId = r.ParentID.String()
+		}
+		for _, sel := range r.ParentSelectors {
+			e.ParentSelectors = append(e.ParentSelectors, &writv1.Selector{Type: sel.Type, Value: sel.Value})
 		}
 		for _, sel := range r.Selectors {
 			e.Selectors = append(e.Selectors, &writv1.Selector{Type: sel.Type, Value: sel.Value})

@@ -192,7 +192,7 @@ func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		"Create an identity rule from flags, or many from a YAML or JSON file in one all-or-nothing call:\n"+
 			"  entries:\n"+
 			"    - spiffe_id: spiffe://example.org/service/web\n"+
-			"      parent_id: spiffe://example.org/writ/agent/node-1\n"+
+			"      parent_id: spiffe://example.org/writ/agent/node-1   # or parent_selectors: [\"TYPE:VALUE\", ...]\n"+
 			"      selectors: [\"unix:uid:1000\"]\n"+
 			"      x509_ttl: 1h        # optional, like jwt_ttl, dns_names, hint, expires_at (RFC 3339), id\n"+
 			fmt.Sprintf("A file may hold at most %d entries.", maxBatchEntries),

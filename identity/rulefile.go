@@ -15,7 +15,7 @@ import (
 // RuleFileFields are the keys a rule in a rule file may have, in the order
 // help and errors list them: the API's entry field names, with TTLs as
 // durations and the expiry as an RFC 3339 time.
-var RuleFileFields = []string{"id", "spiffe_id", "parent_id", "selectors", "x509_ttl", "jwt_ttl", "dns_names", "hint", "expires_at"}
+var RuleFileFields = []string{"id", "spiffe_id", "parent_id", "parent_selectors", "selectors", "x509_ttl", "jwt_ttl", "dns_names", "hint", "expires_at"}
 
 // RuleFileError is a problem at a place in a rule file.
 type RuleFileError struct {
@@ -48,7 +48,7 @@ func ParseRuleFile(data []byte, now time.Time, limit int) ([]Rule, error) {
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, errors.New("the file is empty; it should hold a document like {entries: [{spiffe_id: ..., parent_id: ..., selectors: [...]}]}")
+			return nil, errors.New("the file is empty; it should hold a document like {entries: [{spiffe_id: ..., parent_id: ..., selectors: [...]}]} (or parent_selectors: [...] in place of parent_id)")
 		}
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func parseRuleFileEntry(path string, n *yaml.Node, now time.Time) (Rule, error) 
 		return r, &RuleFileError{Line: n.Line, Path: path, Msg: fmt.Sprintf("is %s; an entry is a mapping with the keys %s", describeNode(n), strings.Join(RuleFileFields, ", "))}
 	}
 	var spiffeIDSeen, parentIDSeen bool
-	var selectorsLine int
+	var selectorsLine, parentSelectorsLine int
 	err := eachField(n, path, RuleFileFields, func(key string, v *yaml.Node) error {
 		field := path + "." + key
 		// fail places a problem reported for field (or a part of it).
@@ -129,7 +129,7 @@ func parseRuleFileEntry(path string, n *yaml.Node, now time.Time) (Rule, error) 
 			return &RuleFileError{Line: line, Path: field, Msg: err.Error()}
 		}
 		switch key {
-		case "selectors", "dns_names":
+		case "selectors", "parent_selectors", "dns_names":
 			items, lines, err := stringSeq(field, v)
 			if err != nil {
 				return err
@@ -138,7 +138,6 @@ func parseRuleFileEntry(path string, n *yaml.Node, now time.Time) (Rule, error) 
 				r.DNSNames = items
 				return nil
 			}
-			selectorsLine = v.Line
 			sels := make([]Selector, len(items))
 			for i, s := range items {
 				sel, err := ParseSelector(s)
@@ -152,6 +151,12 @@ func parseRuleFileEntry(path string, n *yaml.Node, now time.Time) (Rule, error) 
 				}
 				sels[i] = sel
 			}
+			if key == "parent_selectors" {
+				parentSelectorsLine = v.Line
+				r.ParentSelectors = sels
+				return nil
+			}
+			selectorsLine = v.Line
 			r.Selectors = sels
 			return nil
 		}
@@ -204,8 +209,12 @@ func parseRuleFileEntry(path string, n *yaml.Node, now time.Time) (Rule, error) 
 	switch {
 	case !spiffeIDSeen:
 		return Rule{}, &RuleFileError{Line: n.Line, Path: path, Msg: "has no spiffe_id; give the SPIFFE ID the rule hands out"}
-	case !parentIDSeen:
-		return Rule{}, &RuleFileError{Line: n.Line, Path: path, Msg: "has no parent_id; give the SPIFFE ID of the node or agent that may hand it out"}
+	case !parentIDSeen && len(r.ParentSelectors) == 0:
+		line := n.Line
+		if parentSelectorsLine != 0 {
+			line = parentSelectorsLine
+		}
+		return Rule{}, &RuleFileError{Line: line, Path: path, Msg: `has no parent_id or parent_selectors; give the SPIFFE ID of the node or agent that may hand it out, or node selectors all its agents have, e.g. parent_selectors: ["github:repository:acme/api"]`}
 	case len(r.Selectors) == 0:
 		line := n.Line
 		if selectorsLine != 0 {

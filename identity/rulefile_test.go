@@ -29,6 +29,63 @@ func TestParseRuleFile(t *testing.T) {
 	}
 }
 
+// TestParseRuleFileParentSelectors: a rule may name its parents by node
+// selectors alone, and a bad one is placed at its index.
+func TestParseRuleFileParentSelectors(t *testing.T) {
+	rules, err := ParseRuleFile([]byte(`entries:
+  - spiffe_id: spiffe://example.org/deployer
+    parent_selectors: ["github:repository:acme/payments", "github:ref:refs/heads/main"]
+    selectors: ["unix:uid:1001"]
+`), ruleFileNow, 10)
+	if err != nil || len(rules) != 1 {
+		t.Fatalf("ParseRuleFile: %v %v", rules, err)
+	}
+	r := rules[0]
+	want := []Selector{{"github", "repository:acme/payments"}, {"github", "ref:refs/heads/main"}}
+	if !r.ParentID.IsZero() || len(r.ParentSelectors) != 2 || r.ParentSelectors[0] != want[0] || r.ParentSelectors[1] != want[1] {
+		t.Fatalf("rule = %+v", r)
+	}
+	if err := r.Validate(testTD, testLimits); err != nil {
+		t.Fatalf("the parsed rule does not validate: %v", err)
+	}
+
+	for _, tt := range []struct{ name, doc, want string }{
+		{"bad parent selector", `entries:
+  - spiffe_id: spiffe://example.org/deployer
+    parent_selectors:
+      - github:repository:acme/payments
+      - github
+    selectors: ["unix:uid:1001"]
+`, "line 5: entries[0].parent_selectors[1]: "},
+		{"not a list", `entries:
+  - spiffe_id: spiffe://example.org/deployer
+    parent_selectors: github:ref:main
+    selectors: ["unix:uid:1001"]
+`, "line 3: entries[0].parent_selectors: is the value"},
+		{"empty and no parent_id", `entries:
+  - spiffe_id: spiffe://example.org/deployer
+    parent_selectors: []
+    selectors: ["unix:uid:1001"]
+`, "line 3: entries[0]: has no parent_id or parent_selectors"},
+		{"neither", `entries:
+  - spiffe_id: spiffe://example.org/deployer
+    selectors: ["unix:uid:1001"]
+`, "line 2: entries[0]: has no parent_id or parent_selectors"},
+		{"misspelled", `entries:
+  - spiffe_id: spiffe://example.org/deployer
+    parent-selectors: [github:ref:main]
+    selectors: ["unix:uid:1001"]
+`, "did you mean parent_selectors?"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rules, err := ParseRuleFile([]byte(tt.doc), ruleFileNow, 10)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ParseRuleFile = %v, %v; want an error containing %q", rules, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestParseRuleFileErrorsBounded(t *testing.T) {
 	long := strings.Repeat("x", 10000)
 	for _, doc := range []string{
@@ -51,6 +108,7 @@ func TestParseRuleFileErrorsBounded(t *testing.T) {
 // it accepts is complete enough to send, and that errors stay short.
 func FuzzParseRuleFile(f *testing.F) {
 	f.Add([]byte("entries: [{spiffe_id: spiffe://a/b, parent_id: spiffe://a/c, selectors: [x:y], x509_ttl: 1h, expires_at: 2030-01-02T15:04:05Z}]"))
+	f.Add([]byte("entries: [{spiffe_id: spiffe://a/b, parent_selectors: [github:repository:a/b, github:ref:main], selectors: [x:y]}]"))
 	f.Add([]byte("entries: &a [*a]"))
 	f.Add([]byte("entries:\n  - {spiffe_id: spiffe://a/b, parent_id: spiffe://a/c, selectors: [], dns_names: [a.b]}\n---\n"))
 	f.Add([]byte(`{"entries": [{"id": "r1", "spiffe_id": "spiffe://a/b", "parent_id": "spiffe://a/c", "selectors": ["unix:uid:1"], "jwt_ttl": 300}]}`))
@@ -63,7 +121,7 @@ func FuzzParseRuleFile(f *testing.F) {
 			return
 		}
 		for i, r := range rules {
-			if r.SPIFFEID.IsZero() || r.ParentID.IsZero() || len(r.Selectors) == 0 {
+			if r.SPIFFEID.IsZero() || (r.ParentID.IsZero() && len(r.ParentSelectors) == 0) || len(r.Selectors) == 0 {
 				t.Fatalf("rule %d accepted incomplete: %+v", i, r)
 			}
 			if !r.ExpiresAt.IsZero() && !r.ExpiresAt.After(ruleFileNow) {

@@ -55,6 +55,9 @@ func (s *Server) checkHTTP(w http.ResponseWriter, r *http.Request) {
 	resp, err := (&decisionService{s: s}).Check(ctx, &req)
 	if err != nil {
 		st := status.Convert(err)
+		if st.Code() == codes.ResourceExhausted {
+			w.Header().Set("Retry-After", s.requests.retryAfter())
+		}
 		writeJSONError(w, httpStatus(st.Code()), st.Message())
 		return
 	}
@@ -78,6 +81,8 @@ func httpStatus(c codes.Code) int {
 		return http.StatusUnauthorized
 	case codes.Unavailable:
 		return http.StatusServiceUnavailable
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }

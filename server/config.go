@@ -213,6 +213,7 @@ type RateLimit struct {
 var (
 	DefaultIssuancePerIdentity      = RateLimit{Rate: 50, Burst: 100}
 	DefaultUnauthenticatedPerSource = RateLimit{Rate: 20, Burst: 50}
+	DefaultRequestsPerIdentity      = RateLimit{Rate: 200, Burst: 400}
 )
 
 // DefaultRefusalSummaryInterval is how long unauthenticated refusals from
@@ -630,5 +631,9 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     unauthenticated_per_source:   # join and sign-in attempts from one address (an IPv6 /64 is one),
       rate: 20                    #   checked before any token is verified
       burst: 50
-    refusal_summary_interval: 10s # failed joins and sign-ins are counted per source this long
+    requests_per_identity:        # token exchanges, and separately decisions (Check, POST /v1/check),
+      rate: 200                   #   of one SPIFFE ID: each is an audit event, so past this the call is
+      burst: 400                  #   refused (429, ResourceExhausted) and only counted in a summary
+    refusal_summary_interval: 10s # failed joins and sign-ins are counted per source (and calls past
+                                  #   requests_per_identity per SPIFFE ID) this long
 `

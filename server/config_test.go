@@ -64,6 +64,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		"limits: {issuance_per_identity: {burst: -5}}":       "limits.issuance_per_identity.burst",
 		"limits: {unauthenticated_per_source: {rate: .nan}}": "limits.unauthenticated_per_source.rate",
 		"limits: {refusal_summary_interval: 2h}":             "limits.refusal_summary_interval",
+		"limits: {requests_per_identity: {burst: -1}}":       "limits.requests_per_identity.burst",
 	}
 	for in, field := range cases {
 		c, err := ParseConfig(strings.NewReader("data_dir: /srv/writ\n" + in))

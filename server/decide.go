@@ -176,9 +176,15 @@ type decisionService struct {
 // Check decides a request from the evidence a resource server received:
 // the requester's X.509-SVID chain or JWT-SVID. Administrators may name a
 // chain instead, for dry runs. Every decision is an audit event, recorded
-// in the background so the audit log does not set the latency.
+// in the background so the audit log does not set the latency; so a
+// caller past limits.requests_per_identity is refused before anything is
+// decided, and only counted.
 func (ds *decisionService) Check(ctx context.Context, req *writv1.CheckRequest) (*writv1.CheckResponse, error) {
 	s := ds.s
+	c, _ := CallerFrom(ctx)
+	if err := s.requests.allow(c, requestCheck); err != nil {
+		return nil, err
+	}
 	chain, err := s.requestChain(ctx, req)
 	if err != nil {
 		return nil, err

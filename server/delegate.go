@@ -169,6 +169,8 @@ func (s *Server) tokenTLS() *tls.Config {
 // Every refusal is an audit event naming the authenticated caller (the TLS
 // client's SPIFFE ID, when it gave one) and the source address, and its
 // description repeats what the caller sent only escaped and cut short.
+// Exchanges past limits.requests_per_identity are answered 429 and only
+// counted into a summary.
 func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	var caller spiffeid.ID
@@ -191,6 +193,12 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 	caller, err := x509svid.IDFromCert(cert)
 	if err != nil {
 		fail(delegation.CodeUnauthorizedClient, "the client certificate is not an X.509-SVID: "+outsideError(err))
+		return
+	}
+	// Every exchange writes an event, refused or not: past the caller's
+	// limit it writes none and is only counted.
+	if err := s.requests.allow(Caller{ID: caller}, requestExchange); err != nil {
+		s.requests.writeExchangeLimited(w, err)
 		return
 	}
 	// Events name the agent as their actor, as gRPC calls name theirs.

@@ -459,49 +459,13 @@ func leafOf(s issuedSVID) *x509.Certificate {
 // run writes refusal summaries as their intervals end, and all that are
 // left when ctx ends; refusals after that are recorded one by one.
 func (is *issuer) run(ctx context.Context) {
-	t := time.NewTicker(min(is.refusals.interval/4, time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			is.refusals.close()
-			if err := is.flushRefusals(final, true); err != nil {
-				is.log.Error("final refusal summaries could not be recorded", "err", err)
-			}
-			cancel()
-			return
-		case <-t.C:
-			if err := is.flushRefusals(ctx, false); err != nil && ctx.Err() == nil {
-				is.log.Error("refusal summaries could not be recorded; retrying", "err", err)
-			}
-		}
-	}
+	runSummaries(ctx, is.refusals, is.audit, is.now, is.log)
 }
 
 // flushRefusals records the summaries due now (all when all is set).
 // Summaries that cannot be recorded are kept for the next try.
 func (is *issuer) flushRefusals(ctx context.Context, all bool) error {
-	due := is.refusals.due(is.now(), all)
-	if len(due) == 0 {
-		return nil
-	}
-	// The server is the actor: the callers are who the events count.
-	ctx = context.WithValue(ctx, callerKey{}, nil)
-	evs := make([]store.AuditEvent, 0, len(due))
-	for _, d := range due {
-		ev, err := is.audit.event(ctx, EventRefusalSummary, d.Source, d.details(is.refusals.interval))
-		if err != nil {
-			is.refusals.reopen(due)
-			return err
-		}
-		evs = append(evs, ev)
-	}
-	if err := is.audit.record(ctx, evs...); err != nil {
-		is.refusals.reopen(due)
-		return err
-	}
-	return nil
+	return flushSummaries(ctx, is.refusals, is.audit, is.now(), all)
 }
 
 // Adapters from the server's parts to the issuer's interfaces.

@@ -57,6 +57,11 @@ type LimitsConfig struct {
 	// source address (an IPv6 /64 counts as one), checked before any
 	// token is verified.
 	UnauthenticatedPerSource RateLimit `yaml:"unauthenticated_per_source"`
+	// RequestsPerIdentity limits the token exchanges, and separately the
+	// decisions (Check, POST /v1/check), of one SPIFFE ID: each writes an
+	// audit event whatever its outcome. Local administrators are not
+	// limited.
+	RequestsPerIdentity RateLimit `yaml:"requests_per_identity"`
 	// RefusalSummaryInterval is how long refusals of unauthenticated
 	// callers are counted per source before one summary event records them.
 	RefusalSummaryInterval Duration `yaml:"refusal_summary_interval"`
@@ -93,6 +98,7 @@ func (l *LimitsConfig) defaults() {
 	}
 	l.IssuancePerIdentity.defaults(DefaultIssuancePerIdentity)
 	l.UnauthenticatedPerSource.defaults(DefaultUnauthenticatedPerSource)
+	l.RequestsPerIdentity.defaults(DefaultRequestsPerIdentity)
 	setDuration(&l.RefusalSummaryInterval, DefaultRefusalSummaryInterval)
 }
 
@@ -123,6 +129,7 @@ func (l *LimitsConfig) validate() []error {
 	}
 	errs = append(errs, l.IssuancePerIdentity.validate("limits.issuance_per_identity")...)
 	errs = append(errs, l.UnauthenticatedPerSource.validate("limits.unauthenticated_per_source")...)
+	errs = append(errs, l.RequestsPerIdentity.validate("limits.requests_per_identity")...)
 	if d := l.RefusalSummaryInterval.Duration; d < time.Second || d > time.Hour {
 		add("refusal_summary_interval", "%s is out of range: 1s to 1h", l.RefusalSummaryInterval)
 	}

@@ -1,17 +1,24 @@
 package server
 
 import (
+	"context"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"writ.dev/writ/store"
 )
 
 // EventRefusalSummary is the audit event that counts the refusals of
 // unauthenticated callers (failed joins and sign-ins) from one source over
 // one interval. The first refusal of an interval is also recorded on its
-// own, at once; the rest appear only here.
+// own, at once; the rest appear only here. The same event counts the
+// requests of one authenticated caller (its SPIFFE ID is the source)
+// turned away by limits.requests_per_identity, none of which is recorded
+// on its own.
 const EventRefusalSummary = "refusal.summary"
 
 const (
@@ -181,4 +188,52 @@ func truncateReason(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s + "…"
+}
+
+// runSummaries writes sum's summaries as their intervals end, and all that
+// are left when ctx ends; refusals after that are recorded one by one.
+func runSummaries(ctx context.Context, sum *refusalSummary, rec auditRecorder, now func() time.Time, log *slog.Logger) {
+	t := time.NewTicker(min(sum.interval/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			sum.close()
+			if err := flushSummaries(final, sum, rec, now(), true); err != nil {
+				log.Error("final refusal summaries could not be recorded", "err", err)
+			}
+			cancel()
+			return
+		case <-t.C:
+			if err := flushSummaries(ctx, sum, rec, now(), false); err != nil && ctx.Err() == nil {
+				log.Error("refusal summaries could not be recorded; retrying", "err", err)
+			}
+		}
+	}
+}
+
+// flushSummaries records sum's summaries due at now (all when all is set).
+// Summaries that cannot be recorded are kept for the next try.
+func flushSummaries(ctx context.Context, sum *refusalSummary, rec auditRecorder, now time.Time, all bool) error {
+	due := sum.due(now, all)
+	if len(due) == 0 {
+		return nil
+	}
+	// The server is the actor: the callers are who the events count.
+	ctx = context.WithValue(ctx, callerKey{}, nil)
+	evs := make([]store.AuditEvent, 0, len(due))
+	for _, d := range due {
+		ev, err := rec.event(ctx, EventRefusalSummary, d.Source, d.details(sum.interval))
+		if err != nil {
+			sum.reopen(due)
+			return err
+		}
+		evs = append(evs, ev)
+	}
+	if err := rec.record(ctx, evs...); err != nil {
+		sum.reopen(due)
+		return err
+	}
+	return nil
 }

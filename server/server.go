@@ -71,6 +71,9 @@ type Server struct {
 	clock *clockWatch
 	// issuer is the pipeline every SVID goes through (server/issuer.go).
 	issuer *issuer
+	// requests rate limits token exchanges and decisions per identity
+	// (server/requestlimit.go).
+	requests *requestLimits
 	// nodes verifies the join methods that need no secret (server/join.go).
 	nodes *nodeAttestors
 	// people verifies ID tokens of people signing in (server/people.go).
@@ -279,6 +282,7 @@ func (s *Server) Start(ctx context.Context) error {
 	// Locks are loaded before anything can issue, and kept fresh below.
 	s.loadLocks(ctx)
 	s.startIssuer(ctx)
+	s.startRequestLimits(ctx)
 	s.feed = newEntryFeed(s)
 	if err := s.feed.start(ctx); err != nil {
 		return fmt.Errorf("agent feed: %w", err)

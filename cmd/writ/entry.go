@@ -192,7 +192,7 @@ func entryCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		"Create an identity rule from flags, or many from a YAML or JSON file in one all-or-nothing call:\n"+
 			"  entries:\n"+
 			"    - spiffe_id: spiffe://example.org/service/web\n"+
-			"      parent_id: spiffe://example.org/writ/agent/node-1\n"+
+			"      parent_id: spiffe://example.org/writ/agent/node-1   # or parent_selectors: [\"TYPE:VALUE\", ...]\n"+
 			"      selectors: [\"unix:uid:1000\"]\n"+
 			"      x509_ttl: 1h        # optional, like jwt_ttl, dns_names, hint, expires_at (RFC 3339), id\n"+
 			fmt.Sprintf("A file may hold at most %d entries.", maxBatchEntries),
@@ -543,11 +543,16 @@ func parseBatchLimit(data []byte, now time.Time, limit int) ([]*writv1.Entry, er
 		e := &writv1.Entry{
 			Id:             r.ID,
 			SpiffeId:       r.SPIFFEID.String(),
-			ParentId:       r.ParentID.String(),
 			X509TtlSeconds: int64(r.X509TTL / time.Second),
 			JwtTtlSeconds:  int64(r.JWTTTL / time.Second),
 			DnsNames:       r.DNSNames,
 			Hint:           r.Hint,
+		}
+		if !r.ParentID.IsZero() {
+			e.ParentId = r.ParentID.String()
+		}
+		for _, sel := range r.ParentSelectors {
+			e.ParentSelectors = append(e.ParentSelectors, &writv1.Selector{Type: sel.Type, Value: sel.Value})
 		}
 		for _, sel := range r.Selectors {
 			e.Selectors = append(e.Selectors, &writv1.Selector{Type: sel.Type, Value: sel.Value})

@@ -63,6 +63,27 @@ func TestParseBatchGoodYAML(t *testing.T) {
 	}
 }
 
+// TestParseBatchParentSelectors: a rule naming its parents by node
+// selectors is sent with them and without a parent_id.
+func TestParseBatchParentSelectors(t *testing.T) {
+	entries, err := parseBatch([]byte(batchDoc(2, func(i int) string {
+		if i == 1 {
+			return "  - spiffe_id: spiffe://example.org/deployer\n    parent_selectors: [\"github:repository:acme/api\"]\n    selectors: [\"unix:uid:1\"]\n"
+		}
+		return ""
+	})), batchNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := entries[1]
+	if e.GetParentId() != "" || strings.Join(formatSelectors(e.GetParentSelectors()), ",") != "github:repository:acme/api" {
+		t.Errorf("entry = %v", e)
+	}
+	if entries[0].GetParentId() != "spiffe://example.org/n" || len(entries[0].GetParentSelectors()) != 0 {
+		t.Errorf("entry with parent_id = %v", entries[0])
+	}
+}
+
 func TestParseBatchGoodJSON(t *testing.T) {
 	// JSON is read by the same decoder; tabs as indentation must work.
 	const doc = "{\n\t\"entries\": [\n\t\t{\"spiffe_id\": \"spiffe://example.org/a\", \"parent_id\": \"spiffe://example.org/n\",\n" +
@@ -118,7 +139,7 @@ func TestParseBatchErrors(t *testing.T) {
 		{"bad SPIFFE ID", batchDoc(2, at(1, "  - spiffe_id: http://example.org/w\n    parent_id: spiffe://example.org/n\n    selectors: [\"unix:uid:1\"]\n")),
 			[]string{"entries[1].spiffe_id"}},
 		{"missing parent", batchDoc(2, at(1, "  - spiffe_id: spiffe://example.org/w\n    selectors: [\"unix:uid:1\"]\n")),
-			[]string{"entries[1]", "no parent_id"}},
+			[]string{"entries[1]", "no parent_id or parent_selectors"}},
 		{"no selectors", batchDoc(2, at(1, "  - spiffe_id: spiffe://example.org/w\n    parent_id: spiffe://example.org/n\n    selectors: []\n")),
 			[]string{"entries[1].selectors", "at least one"}},
 		{"selectors not a list", batchDoc(1, at(0, "  - spiffe_id: spiffe://example.org/w\n    parent_id: spiffe://example.org/n\n    selectors: unix:uid:1\n")),

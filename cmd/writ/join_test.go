@@ -150,18 +150,29 @@ func TestGitHubActionsRuleServesEveryRun(t *testing.T) {
 	// below would otherwise find it.
 	writ(t, "entry", "create", "--socket", socket, "--spiffe-id", "spiffe://ci.test/web-deployer",
 		"--parent-selector", "github:repository:acme/web", "--selector", uid)
+	// The same kind of rule from a rule file, which names no parent_id.
+	rules := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rules, []byte("entries:\n  - spiffe_id: spiffe://ci.test/migrator\n"+
+		"    parent_selectors: [\"github:repository:acme/payments\", \"github:ref:refs/heads/main\"]\n"+
+		"    selectors: [\""+uid+"\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := writ(t, "entry", "create", "--socket", socket, "--file", rules); !strings.Contains(got, "created 1 entr") {
+		t.Errorf("entry create --file: %s", got)
+	}
 	if got := writ(t, "entry", "list", "--socket", socket); !strings.Contains(got, "github:ref:refs/heads/main+github:repository:acme/payments") {
 		t.Errorf("entry list does not show the parent selectors:\n%s", got)
 	}
 
 	t.Setenv(oidc.GitHubTokenTokenEnv, "job-request-token")
-	for _, run := range []string{"9001", "9002"} {
+	// Run 9002 asks for the rule from the file.
+	for run, want := range map[string]string{"9001": "spiffe://ci.test/deployer", "9002": "spiffe://ci.test/migrator"} {
 		var audience atomic.Value
 		gh := fakeGitHub(t, key, "acme/payments", run, &audience)
 		t.Setenv(oidc.GitHubTokenURLEnv, gh.URL+"/token?api-version=2.0")
 		out := filepath.Join(dir, "id-"+run)
 		got := writ(t, "agent", "--server", addr, "--data-dir", filepath.Join(dir, "agent-"+run), "--bundle", bundle,
-			"--join-method", "github", "--oneshot", "--out", out, "--spiffe-id", "spiffe://ci.test/deployer")
+			"--join-method", "github", "--oneshot", "--out", out, "--spiffe-id", want)
 		if agentID := "spiffe://ci.test/node/github/acme/payments/" + run + "/1"; !strings.Contains(got, agentID) {
 			t.Fatalf("run %s: agent: %s", run, got)
 		}
@@ -174,8 +185,8 @@ func TestGitHubActionsRuleServesEveryRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(cert.URIs) != 1 || cert.URIs[0].String() != "spiffe://ci.test/deployer" {
-			t.Errorf("run %s got %v, want spiffe://ci.test/deployer", run, cert.URIs)
+		if len(cert.URIs) != 1 || cert.URIs[0].String() != want {
+			t.Errorf("run %s got %v, want %s", run, cert.URIs, want)
 		}
 	}
 

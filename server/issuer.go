@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/ca"
 	"writ.dev/writ/ca/rotation"
 	"writ.dev/writ/identity"
@@ -114,8 +115,8 @@ type issueMetrics interface {
 type svidKind string
 
 const (
-	kindX509 svidKind = "x509"
-	kindJWT  svidKind = "jwt"
+	kindX509 svidKind = audit.KindX509
+	kindJWT  svidKind = audit.KindJWT
 )
 
 func newIssuer(c issuerConfig) *issuer {
@@ -146,7 +147,8 @@ type issueRequest struct {
 	Attest func(ctx context.Context, r *issueRequest) error
 
 	// Event is the type of the event recorded on issuance; RefusedEvent
-	// that of a refusal.
+	// that of a refusal. Either, when empty, is the kind's own
+	// (audit.SVIDEvents).
 	Event, RefusedEvent string
 	// Details go into the issuance event; RefusalDetails into a refusal's.
 	Details, RefusalDetails map[string]any
@@ -264,6 +266,13 @@ func (is *issuer) sign(ctx context.Context, r *issueRequest) (_ issuedSVID, ev, 
 	fail := func(err error) (issuedSVID, store.AuditEvent, store.AuditEvent, error) {
 		refusal, err := is.refuse(ctx, r, err)
 		return issuedSVID{}, nil, refusal, err
+	}
+	mint, refused := audit.SVIDEvents(string(r.Kind))
+	if r.Event == "" {
+		r.Event = mint
+	}
+	if r.RefusedEvent == "" {
+		r.RefusedEvent = refused
 	}
 	if err := is.limit(ctx, r); err != nil {
 		return issuedSVID{}, nil, nil, err
@@ -518,7 +527,7 @@ func (is *issuer) flushRefusals(ctx context.Context, all bool) error {
 	ctx = context.WithValue(ctx, callerKey{}, nil)
 	evs := make([]store.AuditEvent, 0, len(due))
 	for _, d := range due {
-		ev, err := is.audit.event(ctx, EventRefusalSummary, d.Source, d.details(is.refusals.interval))
+		ev, err := is.audit.event(ctx, audit.EventRefusalSummary, d.Source, d.details(is.refusals.interval))
 		if err != nil {
 			is.refusals.reopen(due)
 			return err

@@ -8,12 +8,6 @@ import (
 	"unicode/utf8"
 )
 
-// EventRefusalSummary is the audit event that counts the refusals of
-// unauthenticated callers (failed joins and sign-ins) from one source over
-// one interval. The first refusal of an interval is also recorded on its
-// own, at once; the rest appear only here.
-const EventRefusalSummary = "refusal.summary"
-
 const (
 	// maxSummaryReasons bounds the distinct reasons one summary keeps.
 	maxSummaryReasons = 8

@@ -5,7 +5,8 @@ import "fmt"
 // Event types: the contract between the code that writes events and every
 // reader of the log (the inventory, a SIEM's rules). Writers and readers
 // name these constants rather than spelling the strings again, so a type
-// cannot drift on one side only.
+// cannot drift on one side only. README.md lists each with what it records;
+// TestEventTypesAreTheContract keeps the list and the constants in step.
 const (
 	EventEntryCreate = "entry.create"
 	EventEntryUpdate = "entry.update"
@@ -60,7 +61,7 @@ const (
 	EventRefusalSummary = "refusal.summary"
 
 	// EventStoreBackup records that an administrator took a backup of the
-	// store: a copy of every secret-free record leaving the server.
+	// store: a copy of the whole store left the server.
 	EventStoreBackup = "store.backup"
 )
 

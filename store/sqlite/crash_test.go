@@ -50,7 +50,7 @@ func crashWriter(path string) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		if _, err := s.AppendAudit(ctx, store.AuditEvent(`{"time":"2026-01-01T00:00:00Z","type":"svid.x509.mint"}`)); err != nil {
+		if _, err := s.AppendAudit(ctx, store.AuditEvent(fmt.Sprintf(`{"time":"2026-01-01T00:00:00Z","type":%q}`, audit.EventSVIDX509Mint))); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

@@ -364,7 +364,7 @@ func isEmptyDetail(v any) bool {
 	switch rv.Kind() {
 	case reflect.String, reflect.Slice, reflect.Map, reflect.Array:
 		return rv.Len() == 0
-	case reflect.Pointer, reflect.Interface:
+	case reflect.Pointer:
 		return rv.IsNil()
 	}
 	return false

@@ -2,6 +2,8 @@ package server
 
 import (
 	"bytes"
+	"maps"
+	"slices"
 	"testing"
 
 	writv1 "writ.dev/writ/api/writ/v1"
@@ -40,5 +42,20 @@ func TestIssuanceEventsOmitEmptyDetails(t *testing.T) {
 		if bytes.Contains(raw, []byte(empty)) {
 			t.Errorf("event %s holds an empty detail (%s)", raw, empty)
 		}
+	}
+}
+
+// TestOmitEmptyKeepsValues checks only details that say nothing go: a zero
+// count or a false flag is an answer, not an absence.
+func TestOmitEmptyKeepsValues(t *testing.T) {
+	var nilSlice []string
+	var nilPtr *int
+	got := omitEmpty(map[string]any{
+		"nil": nil, "empty": "", "nil_slice": nilSlice, "empty_slice": []string{}, "empty_map": map[string]string{}, "nil_ptr": nilPtr,
+		"zero": 0, "false": false, "name": "x", "list": []string{"a"}, "facts": map[string]string{"k": "v"},
+	})
+	want := []string{"facts", "false", "list", "name", "zero"}
+	if keys := slices.Sorted(maps.Keys(got)); !slices.Equal(keys, want) {
+		t.Errorf("kept %v, want %v", keys, want)
 	}
 }

@@ -33,6 +33,7 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/workload"
 	"writ.dev/writ/attest/workload/unix"
+	"writ.dev/writ/audit"
 	"writ.dev/writ/server"
 )
 
@@ -452,7 +453,7 @@ func TestReplayedTokenAndClonedAgentAreRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("replayed token: err = %v, want a refusal saying the token was already used", err)
 	}
-	if !e.hasEvent("agent.join.refused", "already used") {
+	if !e.hasEvent(audit.EventAgentJoinRefused, "already used") {
 		t.Fatal("the replay left no audit event")
 	}
 
@@ -480,7 +481,7 @@ func TestReplayedTokenAndClonedAgentAreRefused(t *testing.T) {
 
 	c := startAgent(t, e, clone, "")
 	waitFor(t, "the clone is detected and the agent locked", func() bool {
-		return e.hasEvent("agent.clone", tok.GetAgentId())
+		return e.hasEvent(audit.EventAgentClone, tok.GetAgentId())
 	})
 	locks, err := writv1.NewLockServiceClient(e.admin).ListLocks(ctx, &writv1.ListLocksRequest{})
 	if err != nil {

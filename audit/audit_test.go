@@ -40,7 +40,7 @@ func testEvent(t testing.TB, i int) []byte {
 	t.Helper()
 	b, err := Encode(Event{
 		Time:    time.Date(2026, 1, 2, 3, 4, 5, i, time.UTC),
-		Type:    "svid.x509.mint",
+		Type:    EventSVIDX509Mint,
 		Actor:   "spiffe://example.org/agent/a1",
 		Subject: fmt.Sprintf("spiffe://example.org/workload/%d", i),
 		Details: json.RawMessage(fmt.Sprintf(`{"serial": %d}`, i)),
@@ -95,7 +95,7 @@ func clone(l [][]byte) [][]byte {
 func TestEventRoundTrip(t *testing.T) {
 	e := Event{
 		Time:    time.Date(2026, 3, 4, 5, 6, 7, 89, time.FixedZone("x", 3600)),
-		Type:    "entry.create",
+		Type:    EventEntryCreate,
 		Actor:   "uid:0",
 		Subject: "spiffe://example.org/db",
 		Details: json.RawMessage(`{ "selectors" : ["unix:uid:1000", "<&>"] }`),
@@ -533,4 +533,6 @@ func TestProveExtendsAndStoredLeaves(t *testing.T) {
 
 type failingReader struct{}
 
-func (failingReader) ReadHashes([]int64) ([]tlog.Hash, error) { return nil, errors.New("database is busy") }
+func (failingReader) ReadHashes([]int64) ([]tlog.Hash, error) {
+	return nil, errors.New("database is busy")
+}

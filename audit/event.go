@@ -20,7 +20,7 @@ type Event struct {
 	// Time is when the change was made; encoded as RFC 3339 with
 	// nanoseconds in UTC.
 	Time time.Time
-	// Type names what happened, such as "entry.create" or "svid.x509.mint".
+	// Type names what happened, such as EventEntryCreate or EventSVIDX509Mint.
 	Type string
 	// Actor is who did it: "uid:N" for a local administrator on the unix
 	// socket, or a SPIFFE ID.

@@ -15,6 +15,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/jointoken"
+	"writ.dev/writ/audit"
 
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
@@ -79,7 +80,7 @@ func (s *Server) NewJoinToken(ctx context.Context, ttl time.Duration) (*writv1.J
 	}
 	now := s.now()
 	expires := now.Add(ttl).Truncate(time.Second)
-	ev, err := s.event(ctx, "agent.token.create", tok.ID, map[string]any{"agent_id": agentID.String(), "expires_at": expires.UTC()})
+	ev, err := s.event(ctx, audit.EventAgentTokenCreate, tok.ID, map[string]any{"agent_id": agentID.String(), "expires_at": expires.UTC()})
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +124,7 @@ func (as *agentService) Join(ctx context.Context, req *writv1.JoinRequest) (*wri
 	}
 	out, err := s.issuer.issue(ctx, &issueRequest{
 		Kind: kindX509, ID: agentID, Anonymous: true, JoinMethod: JoinMethodToken, CSR: req.GetCsr(),
-		Event: "agent.join", RefusedEvent: "agent.join.refused", LogMsg: "agent joined",
+		Event: audit.EventAgentJoin, RefusedEvent: audit.EventAgentJoinRefused, LogMsg: "agent joined",
 		Details:        map[string]any{"token_id": tok.ID, "join_method": JoinMethodToken},
 		RefusalDetails: map[string]any{"token_id": tok.ID},
 		// Checked before signing, so a spent token costs no signature;
@@ -175,7 +176,7 @@ func (as *agentService) RenewAgent(ctx context.Context, req *writv1.RenewAgentRe
 	}
 	out, err := s.issuer.issue(ctx, &issueRequest{
 		Kind: kindX509, ID: id, CSR: req.GetCsr(),
-		Event: "agent.renew", RefusedEvent: "svid.x509.refused",
+		Event:   audit.EventAgentRenew,
 		Details: map[string]any{"generation": a.Generation + 1},
 		Commit: func(ctx context.Context, ev store.AuditEvent, leaf *x509.Certificate) error {
 			next := a
@@ -228,7 +229,7 @@ func (s *Server) authenticateAgent(ctx context.Context) (store.Agent, spiffeid.I
 	case a.PendingSerial:
 		next := a
 		next.Serial, next.PendingSerial, next.LastSeen = serial, "", s.now()
-		ev, err := s.event(ctx, "agent.certificate.use", c.ID.String(), map[string]any{"serial": serial, "generation": a.Generation})
+		ev, err := s.event(ctx, audit.EventAgentCertificateUse, c.ID.String(), map[string]any{"serial": serial, "generation": a.Generation})
 		if err != nil {
 			return store.Agent{}, spiffeid.ID{}, err
 		}
@@ -248,11 +249,11 @@ func (s *Server) authenticateAgent(ctx context.Context) (store.Agent, spiffeid.I
 func (s *Server) cloneDetected(ctx context.Context, a store.Agent, id spiffeid.ID, serial string) error {
 	reason := fmt.Sprintf("clone detected: certificate %s of agent %s was superseded (current %s), so a copy of the agent exists", serial, id, a.Serial)
 	l := store.Lock{ID: store.NewID(), Target: store.LockTarget{Kind: store.LockAgent, Value: id.String()}, Reason: reason, CreatedBy: s.actor(), CreatedAt: s.now()}
-	evLock, err := s.event(ctx, "lock.create", l.ID, lockDetails(l))
+	evLock, err := s.event(ctx, audit.EventLockCreate, l.ID, lockDetails(l))
 	if err != nil {
 		return err
 	}
-	evClone, err := s.event(ctx, "agent.clone", id.String(), map[string]any{"presented_serial": serial, "current_serial": a.Serial, "peer": peerAddr(ctx)})
+	evClone, err := s.event(ctx, audit.EventAgentClone, id.String(), map[string]any{"presented_serial": serial, "current_serial": a.Serial, "peer": peerAddr(ctx)})
 	if err != nil {
 		return err
 	}
@@ -322,7 +323,6 @@ func (as *agentService) MintWorkloadX509SVIDs(ctx context.Context, req *writv1.M
 		out.SpiffeId = id.String()
 		reqs = append(reqs, &issueRequest{
 			Kind: kindX509, ID: id, CSR: c.GetCsr(), DNSNames: e.DNSNames, TTL: e.X509TTL,
-			Event: "svid.x509.mint", RefusedEvent: "svid.x509.refused",
 			Details: map[string]any{"entry_id": e.ID}, RefusalDetails: map[string]any{"entry_id": e.ID},
 		})
 		slots = append(slots, out)
@@ -369,7 +369,6 @@ func (as *agentService) MintWorkloadJWTSVID(ctx context.Context, req *writv1.Min
 	}
 	out, err := s.issuer.issue(ctx, &issueRequest{
 		Kind: kindJWT, ID: id, Audience: req.GetAudience(), TTL: e.JWTTTL,
-		Event: "svid.jwt.mint", RefusedEvent: "svid.jwt.refused",
 		Details: map[string]any{"entry_id": e.ID}, RefusalDetails: map[string]any{"entry_id": e.ID},
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 )
 
 func authorities(t *testing.T, api writv1.CAServiceClient, kind string) []*writv1.Authority {
@@ -153,7 +154,7 @@ func TestAuthorityVerbs(t *testing.T) {
 			types = append(types, e.Type)
 		}
 	}
-	for _, want := range []string{"ca.x509.prepare", "ca.x509.activate", "ca.x509.taint", "ca.x509.revoke", "ca.jwt.taint", "ca.jwt.revoke"} {
+	for _, want := range []string{audit.EventCAX509Prepare, audit.EventCAX509Activate, audit.EventCAX509Taint, audit.EventCAX509Revoke, audit.EventCAJWTTaint, audit.EventCAJWTRevoke} {
 		if !slices.Contains(types, want) {
 			t.Errorf("no %s event by the operator among %v", want, types)
 		}

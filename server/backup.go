@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 )
 
 // backupChunkBytes keeps each message well under the gRPC message limit.
@@ -38,7 +39,7 @@ func (v *storeService) Backup(_ *writv1.BackupRequest, stream writv1.StoreServic
 	}
 	// A copy of the whole store leaves the server: that is recorded first,
 	// and the copy holds its own record.
-	ev, err := s.event(ctx, "store.backup", s.cfg.Store.Engine, nil)
+	ev, err := s.event(ctx, audit.EventStoreBackup, s.cfg.Store.Engine, nil)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 	"writ.dev/writ/authz"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
@@ -317,7 +318,7 @@ func newDecisionLog(s *Server) *decisionLog {
 }
 
 func (s *Server) recordDecision(ctx context.Context, req *writv1.CheckRequest, resp *writv1.CheckResponse) {
-	ev, err := s.event(ctx, "decision", req.GetResource(), map[string]any{
+	ev, err := s.event(ctx, audit.EventDecision, req.GetResource(), map[string]any{
 		"action": req.GetAction(), "chain": resp.GetChain(), "allow": resp.GetAllow(), "reason": resp.GetReason(),
 	})
 	if err != nil {

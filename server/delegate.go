@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/status"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/delegation"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/keystore"
@@ -74,7 +75,7 @@ func (s *Server) loadDelegation(ctx context.Context) error {
 	}
 	sum := sha256.Sum256(der)
 	kid := hex.EncodeToString(sum[:16])
-	ev, err := s.event(ctx, "delegation.key.publish", kid, map[string]any{"server_id": s.serverID})
+	ev, err := s.event(ctx, audit.EventDelegationKeyPublish, kid, map[string]any{"server_id": s.serverID})
 	if err != nil {
 		return err
 	}
@@ -180,7 +181,7 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 			who = caller.String()
 		}
 		s.log.Warn("token exchange refused", "reason", desc, "caller", who, "source", r.RemoteAddr)
-		if ev, err := s.event(ctx, "delegation.refused", who, map[string]any{"reason": desc, "caller": who, "source": r.RemoteAddr}); err == nil {
+		if ev, err := s.event(ctx, audit.EventDelegationRefused, who, map[string]any{"reason": desc, "caller": who, "source": r.RemoteAddr}); err == nil {
 			_ = s.record(ctx, ev)
 		}
 		(&delegation.ExchangeError{Code: code, Description: desc}).WriteJSON(w)
@@ -280,7 +281,7 @@ func (s *Server) issueDelegation(ctx context.Context, w http.ResponseWriter, req
 	if len(actors) > 1 {
 		details["actors"] = actors
 	}
-	ev, err := s.event(ctx, "delegation.issue", person, details)
+	ev, err := s.event(ctx, audit.EventDelegationIssue, person, details)
 	if err == nil {
 		err = s.record(ctx, ev)
 	}

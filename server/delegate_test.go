@@ -295,7 +295,7 @@ func TestDelegationRefusedUnderLocks(t *testing.T) {
 	// Every refusal above names the agent that asked and its address.
 	var refused []audit.Event
 	for _, ev := range readEvents(t, writv1.NewAuditServiceClient(admin)) {
-		if ev.Type == "delegation.refused" {
+		if ev.Type == audit.EventDelegationRefused {
 			refused = append(refused, ev)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 )
@@ -57,7 +58,7 @@ func (e *entryService) CreateEntries(ctx context.Context, req *writv1.CreateEntr
 		if recs[i].ID == "" {
 			recs[i].ID = store.NewID()
 		}
-		ev, err := e.s.event(ctx, "entry.create", recs[i].ID, entryDetails(recs[i]))
+		ev, err := e.s.event(ctx, audit.EventEntryCreate, recs[i].ID, entryDetails(recs[i]))
 		if err != nil {
 			return nil, err
 		}
@@ -86,7 +87,7 @@ func (e *entryService) UpdateEntry(ctx context.Context, req *writv1.UpdateEntryR
 	}
 	rec := entryFromRule(r)
 	rec.Revision = pe.GetRevision()
-	ev, err := e.s.event(ctx, "entry.update", rec.ID, entryDetails(rec))
+	ev, err := e.s.event(ctx, audit.EventEntryUpdate, rec.ID, entryDetails(rec))
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +103,7 @@ func (e *entryService) DeleteEntry(ctx context.Context, req *writv1.DeleteEntryR
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id: is required")
 	}
-	ev, err := e.s.event(ctx, "entry.delete", req.GetId(), nil)
+	ev, err := e.s.event(ctx, audit.EventEntryDelete, req.GetId(), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -126,7 +126,7 @@ func decisionEvents(t *testing.T, srv *Server) int {
 		if err != nil {
 			t.Fatalf("audit event %d: %v", r.Index, err)
 		}
-		if ev.Type == "decision" {
+		if ev.Type == audit.EventDecision {
 			n++
 		}
 	}
@@ -141,7 +141,7 @@ func putRawStandingGrant(t *testing.T, srv *Server, id, subject string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := srv.event(context.Background(), "grant.standing.put", id, json.RawMessage(doc))
+	ev, err := srv.event(context.Background(), audit.EventStandingGrantPut, id, json.RawMessage(doc))
 	if err != nil {
 		t.Fatal(err)
 	}

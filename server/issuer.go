@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/ca"
 	"writ.dev/writ/ca/rotation"
 	"writ.dev/writ/identity"
@@ -113,8 +115,8 @@ type issueMetrics interface {
 type svidKind string
 
 const (
-	kindX509 svidKind = "x509"
-	kindJWT  svidKind = "jwt"
+	kindX509 svidKind = audit.KindX509
+	kindJWT  svidKind = audit.KindJWT
 )
 
 func newIssuer(c issuerConfig) *issuer {
@@ -145,7 +147,8 @@ type issueRequest struct {
 	Attest func(ctx context.Context, r *issueRequest) error
 
 	// Event is the type of the event recorded on issuance; RefusedEvent
-	// that of a refusal.
+	// that of a refusal. Either, when empty, is the kind's own
+	// (audit.SVIDEvents).
 	Event, RefusedEvent string
 	// Details go into the issuance event; RefusalDetails into a refusal's.
 	Details, RefusalDetails map[string]any
@@ -264,6 +267,13 @@ func (is *issuer) sign(ctx context.Context, r *issueRequest) (_ issuedSVID, ev, 
 		refusal, err := is.refuse(ctx, r, err)
 		return issuedSVID{}, nil, refusal, err
 	}
+	mint, refused := audit.SVIDEvents(string(r.Kind))
+	if r.Event == "" {
+		r.Event = mint
+	}
+	if r.RefusedEvent == "" {
+		r.RefusedEvent = refused
+	}
 	if err := is.limit(ctx, r); err != nil {
 		return issuedSVID{}, nil, nil, err
 	}
@@ -326,11 +336,38 @@ func (is *issuer) sign(ctx context.Context, r *issueRequest) (_ issuedSVID, ev, 
 		out.Token, out.KeyID, out.Expiry = tok, kid, exp
 		details["kid"], details["audience"], details["exp"] = kid, r.Audience, exp.Unix()
 	}
-	ev, err = is.audit.event(ctx, r.Event, r.ID.String(), details)
+	ev, err = is.audit.event(ctx, r.Event, r.ID.String(), omitEmpty(details))
 	if err != nil {
 		return issuedSVID{}, nil, nil, err
 	}
 	return out, ev, nil, nil
+}
+
+// omitEmpty drops the details that say nothing (null, "", [], {}): every
+// SVID issued is an event, so their bytes add up in the log, and a reader
+// learns as much from an absent field. Zero numbers and false stay, as
+// they are values.
+func omitEmpty(details map[string]any) map[string]any {
+	for k, v := range details {
+		if isEmptyDetail(v) {
+			delete(details, k)
+		}
+	}
+	return details
+}
+
+func isEmptyDetail(v any) bool {
+	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.String, reflect.Slice, reflect.Map, reflect.Array:
+		return rv.Len() == 0
+	case reflect.Pointer:
+		return rv.IsNil()
+	}
+	return false
 }
 
 // limit applies the rate limit of the caller: per source address for an
@@ -386,7 +423,7 @@ func (is *issuer) refuse(ctx context.Context, r *issueRequest, err error) (store
 	} else {
 		is.log.Warn("issuance refused", "spiffe_id", subject, "reason", reason, "caller", callerString(ctx))
 	}
-	ev, evErr := is.audit.event(ctx, r.RefusedEvent, subject, details)
+	ev, evErr := is.audit.event(ctx, r.RefusedEvent, subject, omitEmpty(details))
 	if evErr != nil {
 		return nil, evErr
 	}

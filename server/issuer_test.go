@@ -192,7 +192,7 @@ func TestWorkloadMintUnderLockIsAudited(t *testing.T) {
 	}
 	_, err = as.MintWorkloadJWTSVID(ctx, &writv1.MintWorkloadJWTSVIDRequest{EntryId: "wl", Audience: []string{"a"}})
 	wantCode(t, err, codes.PermissionDenied, "INC-7")
-	for _, typ := range []string{"svid.x509.refused", "svid.jwt.refused"} {
+	for _, typ := range []string{audit.EventSVIDX509Refused, audit.EventSVIDJWTRefused} {
 		evs := eventsOf(t, srv, typ)
 		if len(evs) != 1 || evs[0].Subject != id {
 			t.Fatalf("%s events: %+v, want one for %s", typ, evs, id)
@@ -252,7 +252,7 @@ func TestWorkloadJWTMintIsRateLimited(t *testing.T) {
 			t.Fatalf("locked mint: %v", err)
 		}
 	}
-	if refusals := eventsOf(t, srv, "svid.jwt.refused"); denied != 2 || len(refusals) != 2 {
+	if refusals := eventsOf(t, srv, audit.EventSVIDJWTRefused); denied != 2 || len(refusals) != 2 {
 		t.Fatalf("%d lock refusals, %d audited; want the 2 the limit let by, each audited", denied, len(refusals))
 	}
 }
@@ -282,7 +282,7 @@ func TestJoinTokenReplaySignsNothing(t *testing.T) {
 	if n := issuedTotal(srv, kindX509); n != issued {
 		t.Fatalf("the replay was counted: writ_svids_issued_total{kind=x509} %v, want %v", n, issued)
 	}
-	if evs := eventsOf(t, srv, "agent.join.refused"); len(evs) != 1 {
+	if evs := eventsOf(t, srv, audit.EventAgentJoinRefused); len(evs) != 1 {
 		t.Fatalf("%d refusal events, want 1", len(evs))
 	}
 }
@@ -338,7 +338,7 @@ func TestFailedLoginsAreSummarised(t *testing.T) {
 	if limited == 0 {
 		t.Fatal("no attempt was rate limited")
 	}
-	if evs := eventsOf(t, srv, EventRefusalSummary); len(evs) != 0 {
+	if evs := eventsOf(t, srv, audit.EventRefusalSummary); len(evs) != 0 {
 		t.Fatalf("a summary was written before its interval ended: %+v", evs)
 	}
 	clock.Add(cfg.Limits.RefusalSummaryInterval.Duration)
@@ -346,11 +346,11 @@ func TestFailedLoginsAreSummarised(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The background flush may have taken the window first; wait for it.
-	eventually(t, 10*time.Second, "the summary", func() bool { return len(eventsOf(t, srv, EventRefusalSummary)) > 0 })
-	if evs := eventsOf(t, srv, "person.login.refused"); len(evs) != 1 {
+	eventually(t, 10*time.Second, "the summary", func() bool { return len(eventsOf(t, srv, audit.EventRefusalSummary)) > 0 })
+	if evs := eventsOf(t, srv, audit.EventPersonLoginRefused); len(evs) != 1 {
 		t.Fatalf("%d sign-in refusals recorded on their own, want 1", len(evs))
 	}
-	sums := eventsOf(t, srv, EventRefusalSummary)
+	sums := eventsOf(t, srv, audit.EventRefusalSummary)
 	if len(sums) != 1 {
 		t.Fatalf("%d summaries, want 1", len(sums))
 	}
@@ -358,7 +358,7 @@ func TestFailedLoginsAreSummarised(t *testing.T) {
 	if err := json.Unmarshal(sums[0].Details, &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Source != "198.51.100.7" || d.Count != 1000 || d.RateLimited != limited || d.Recorded != 1 || d.ByType["person.login.refused"] != 1000 {
+	if d.Source != "198.51.100.7" || d.Count != 1000 || d.RateLimited != limited || d.Recorded != 1 || d.ByType[audit.EventPersonLoginRefused] != 1000 {
 		t.Fatalf("summary %+v, want 1000 refusals from 198.51.100.7, %d rate limited, 1 recorded", d, limited)
 	}
 	if len(d.Reasons) > maxSummaryReasons || len(d.Reasons) == 0 {
@@ -436,7 +436,7 @@ func TestRefusalSummaryIntervals(t *testing.T) {
 	rec := &fakeAudit{}
 	is, _ := testIssuer(t, clock, rec)
 	refused := func(src string) {
-		r := &issueRequest{Kind: kindX509, Anonymous: true, Event: "agent.join", RefusedEvent: "agent.join.refused",
+		r := &issueRequest{Kind: kindX509, Anonymous: true, Event: audit.EventAgentJoin, RefusedEvent: audit.EventAgentJoinRefused,
 			Attest: func(context.Context, *issueRequest) error {
 				return status.Error(codes.PermissionDenied, "bad evidence")
 			}}
@@ -467,7 +467,7 @@ func TestRefusalSummaryIntervals(t *testing.T) {
 	counts := map[string]int{}
 	for _, e := range rec.evs[2:] {
 		var d refusalSummaryDetails
-		if err := json.Unmarshal(e.Details, &d); err != nil || e.Type != EventRefusalSummary {
+		if err := json.Unmarshal(e.Details, &d); err != nil || e.Type != audit.EventRefusalSummary {
 			t.Fatalf("event %s %s: %v", e.Type, e.Details, err)
 		}
 		counts[d.Source] = d.Count
@@ -496,18 +496,18 @@ func TestRefusalsAreFlushedAtShutdown(t *testing.T) {
 	go func() { is.run(ctx); close(done) }()
 	cancel()
 	<-done
-	if got := rec.types(); len(got) != 2 || got[1] != EventRefusalSummary {
+	if got := rec.types(); len(got) != 2 || got[1] != audit.EventRefusalSummary {
 		t.Fatalf("events after shutdown: %v, want the first refusal and a summary", got)
 	}
 	is.noteAnonymousRefusalForTest(t, "192.0.2.5:1")
-	if got := rec.types(); len(got) != 3 || got[2] != "agent.join.refused" {
+	if got := rec.types(); len(got) != 3 || got[2] != audit.EventAgentJoinRefused {
 		t.Fatalf("a refusal after the final flush: %v, want it recorded on its own", got)
 	}
 }
 
 func (is *issuer) noteAnonymousRefusalForTest(t *testing.T, src string) {
 	t.Helper()
-	r := &issueRequest{Kind: kindX509, Anonymous: true, RefusedEvent: "agent.join.refused",
+	r := &issueRequest{Kind: kindX509, Anonymous: true, RefusedEvent: audit.EventAgentJoinRefused,
 		Attest: func(context.Context, *issueRequest) error { return status.Error(codes.PermissionDenied, "no") }}
 	if _, err := is.issue(fromSource(t.Context(), src), r); status.Code(err) != codes.PermissionDenied {
 		t.Fatal(err)

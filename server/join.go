@@ -16,6 +16,7 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/oidc"
 	"writ.dev/writ/attest/node/x509pop"
+	"writ.dev/writ/audit"
 
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
@@ -95,7 +96,7 @@ func (s *Server) joinByJWT(ctx context.Context, req *writv1.JoinRequest) (*writv
 	}
 	out, err := s.issuer.issue(ctx, &issueRequest{
 		Kind: kindX509, Anonymous: true, JoinMethod: method, CSR: req.GetCsr(),
-		Event: "agent.join", RefusedEvent: "agent.join.refused", LogMsg: "agent joined",
+		Event: audit.EventAgentJoin, RefusedEvent: audit.EventAgentJoinRefused, LogMsg: "agent joined",
 		RefusalDetails: map[string]any{"method": method},
 		Attest: func(ctx context.Context, r *issueRequest) error {
 			res, err := v.Verify(ctx, req.GetJwt())
@@ -167,7 +168,7 @@ func (as *agentService) JoinWithCertificate(stream grpc.BidiStreamingServer[writ
 	}
 	out, err := s.issuer.issue(ctx, &issueRequest{
 		Kind: kindX509, Anonymous: true, JoinMethod: JoinMethodX509PoP,
-		Event: "agent.join", RefusedEvent: "agent.join.refused", LogMsg: "agent joined",
+		Event: audit.EventAgentJoin, RefusedEvent: audit.EventAgentJoinRefused, LogMsg: "agent joined",
 		RefusalDetails: map[string]any{"method": JoinMethodX509PoP},
 		Attest: func(ctx context.Context, r *issueRequest) error {
 			first, err := stream.Recv()

@@ -26,6 +26,7 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/oidc"
 	"writ.dev/writ/attest/node/x509pop"
+	"writ.dev/writ/audit"
 )
 
 const githubIssuer = "https://token.actions.githubusercontent.com"
@@ -140,15 +141,15 @@ func TestJoinByOIDC(t *testing.T) {
 	var sum refusalSummaryDetails
 	for _, e := range readEvents(t, writv1.NewAuditServiceClient(adminConn(t, srv))) {
 		switch e.Type {
-		case "agent.join.refused":
+		case audit.EventAgentJoinRefused:
 			refused++
-		case EventRefusalSummary:
+		case audit.EventRefusalSummary:
 			if err := json.Unmarshal(e.Details, &sum); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if refused != 1 || sum.Count != 3 || sum.ByType["agent.join.refused"] != 3 || sum.Recorded != 1 {
+	if refused != 1 || sum.Count != 3 || sum.ByType[audit.EventAgentJoinRefused] != 3 || sum.Recorded != 1 {
 		t.Fatalf("%d refusals audited on their own and a summary of %+v; want 1 and a summary of 3", refused, sum)
 	}
 	if !slices.ContainsFunc(sum.Reasons, func(r string) bool { return strings.Contains(r, "already used") }) {
@@ -291,7 +292,7 @@ func TestJoinByKubernetesToken(t *testing.T) {
 	wantCode(t, err, codes.PermissionDenied, "")
 	found := false
 	for _, e := range readEvents(t, writv1.NewAuditServiceClient(adminConn(t, srv))) {
-		found = found || e.Type == "agent.join.refused" && strings.Contains(string(e.Details), "k8s-prod")
+		found = found || e.Type == audit.EventAgentJoinRefused && strings.Contains(string(e.Details), "k8s-prod")
 	}
 	if !found {
 		t.Fatal("the refused join left no audit event")

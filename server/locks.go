@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 )
@@ -286,7 +287,7 @@ func (ls *lockService) CreateLock(ctx context.Context, req *writv1.CreateLockReq
 		l.ExpiresAt = now.Add(d + time.Second - 1).Truncate(time.Second)
 	}
 	l.ID = store.NewID()
-	ev, err := s.event(ctx, "lock.create", l.ID, lockDetails(l))
+	ev, err := s.event(ctx, audit.EventLockCreate, l.ID, lockDetails(l))
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +303,7 @@ func (ls *lockService) DeleteLock(ctx context.Context, req *writv1.DeleteLockReq
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id: is required")
 	}
-	ev, err := ls.s.event(ctx, "lock.delete", req.GetId(), nil)
+	ev, err := ls.s.event(ctx, audit.EventLockDelete, req.GetId(), nil)
 	if err != nil {
 		return nil, err
 	}

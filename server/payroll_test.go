@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 )
 
 const (
@@ -151,7 +152,7 @@ func TestPayrollScenario(t *testing.T) {
 	eventually(t, 5*time.Second, "decision events in the audit log", func() bool {
 		n := 0
 		for _, e := range readEvents(t, writv1.NewAuditServiceClient(admin)) {
-			if e.Type == "decision" {
+			if e.Type == audit.EventDecision {
 				n++
 			}
 		}

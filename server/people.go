@@ -13,6 +13,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/oidc"
+	"writ.dev/writ/audit"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 )
@@ -101,7 +102,7 @@ func (ps *personService) Login(ctx context.Context, req *writv1.LoginRequest) (*
 	}
 	out, err := s.issuer.issue(ctx, &issueRequest{
 		Kind: kindX509, Anonymous: true, CSR: req.GetCsr(),
-		Event: "person.login", RefusedEvent: "person.login.refused", LogMsg: "person signed in",
+		Event: audit.EventPersonLogin, RefusedEvent: audit.EventPersonLoginRefused, LogMsg: "person signed in",
 		Attest: func(ctx context.Context, r *issueRequest) error {
 			res, err := s.people.Verify(ctx, req.GetIdToken())
 			if errors.Is(err, oidc.ErrKeysUnavailable) {

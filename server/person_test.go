@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/ca"
 )
 
@@ -29,7 +30,7 @@ func signIn(t testing.TB, srv *Server, id string) *x509svid.SVID {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := srv.event(context.Background(), "person.login", id, map[string]any{"serial": serialHex(chain[0])})
+	ev, err := srv.event(context.Background(), audit.EventPersonLogin, id, map[string]any{"serial": serialHex(chain[0])})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func personJWT(t testing.TB, srv *Server, id string, audience ...string) string 
 	t.Helper()
 	out, err := srv.issuer.issue(context.Background(), &issueRequest{
 		Kind: kindJWT, ID: spiffeid.RequireFromString(id), Admin: true, Audience: audience,
-		Event: "svid.jwt.mint", RefusedEvent: "svid.jwt.refused",
+		Event: audit.EventSVIDJWTMint, RefusedEvent: audit.EventSVIDJWTRefused,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -254,7 +254,7 @@ func TestServersShareOneAuditLog(t *testing.T) {
 	evs := readEvents(t, apiA)
 	mints := 0
 	for _, e := range evs {
-		if e.Type == "svid.jwt.mint" {
+		if e.Type == audit.EventSVIDJWTMint {
 			mints++
 		}
 	}

@@ -9,17 +9,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/store"
 )
-
-// EventRefusalSummary is the audit event that counts the refusals of
-// unauthenticated callers (failed joins and sign-ins) from one source over
-// one interval. The first refusal of an interval is also recorded on its
-// own, at once; the rest appear only here. The same event counts the
-// requests of one authenticated caller (its SPIFFE ID is the source)
-// turned away by limits.requests_per_identity, none of which is recorded
-// on its own.
-const EventRefusalSummary = "refusal.summary"
 
 const (
 	// maxSummaryReasons bounds the distinct reasons one summary keeps.
@@ -224,7 +216,7 @@ func flushSummaries(ctx context.Context, sum *refusalSummary, rec auditRecorder,
 	ctx = context.WithValue(ctx, callerKey{}, nil)
 	evs := make([]store.AuditEvent, 0, len(due))
 	for _, d := range due {
-		ev, err := rec.event(ctx, EventRefusalSummary, d.Source, d.details(sum.interval))
+		ev, err := rec.event(ctx, audit.EventRefusalSummary, d.Source, d.details(sum.interval))
 		if err != nil {
 			sum.reopen(due)
 			return err

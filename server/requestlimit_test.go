@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 	"writ.dev/writ/delegation"
 )
 
@@ -47,7 +48,7 @@ func summaryFor(t *testing.T, srv *Server, clock *manualClock, source string) re
 	var found []refusalSummaryDetails
 	eventually(t, 10*time.Second, "the summary", func() bool {
 		found = nil
-		for _, e := range eventsOf(t, srv, EventRefusalSummary) {
+		for _, e := range eventsOf(t, srv, audit.EventRefusalSummary) {
 			var d refusalSummaryDetails
 			if err := json.Unmarshal(e.Details, &d); err != nil {
 				t.Fatal(err)

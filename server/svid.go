@@ -34,8 +34,8 @@ func (v *svidService) MintX509SVID(ctx context.Context, req *writv1.MintX509SVID
 	}
 	out, err := s.issuer.issue(ctx, &issueRequest{
 		Kind: kindX509, ID: id, Admin: true, CSR: req.GetCsr(), DNSNames: dns, RequestedSeconds: req.GetTtlSeconds(),
-		Event: "svid.x509.mint", RefusedEvent: "svid.x509.refused", Details: map[string]any{"dns_names": dns},
-		LogMsg: "x509-svid minted",
+		Details: map[string]any{"dns_names": dns},
+		LogMsg:  "x509-svid minted",
 	})
 	if err != nil {
 		return nil, err
@@ -60,7 +60,7 @@ func (v *svidService) MintJWTSVID(ctx context.Context, req *writv1.MintJWTSVIDRe
 	}
 	out, err := s.issuer.issue(ctx, &issueRequest{
 		Kind: kindJWT, ID: id, Admin: true, Audience: req.GetAudience(), RequestedSeconds: req.GetTtlSeconds(),
-		Event: "svid.jwt.mint", RefusedEvent: "svid.jwt.refused", LogMsg: "jwt-svid minted",
+		LogMsg: "jwt-svid minted",
 	})
 	if err != nil {
 		return nil, err

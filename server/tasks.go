@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 	"writ.dev/writ/task"
@@ -104,7 +105,7 @@ func (ts *taskService) CreateTask(ctx context.Context, req *writv1.CreateTaskReq
 	if t.ID == "" {
 		t.ID = "T-" + rand.Text()[:generatedIDChars]
 	}
-	ev, err := s.event(ctx, "task.create", t.ID, taskSummary(t))
+	ev, err := s.event(ctx, audit.EventTaskCreate, t.ID, taskSummary(t))
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +342,7 @@ func (ts *taskService) AddMembers(ctx context.Context, req *writv1.AddMembersReq
 	if len(added) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "members: at least one member pattern is required")
 	}
-	return ts.update(ctx, req.GetId(), req.GetRevision(), "task.member.add", func(t *task.Task, _ time.Time) (any, error) {
+	return ts.update(ctx, req.GetId(), req.GetRevision(), audit.EventTaskMemberAdd, func(t *task.Task, _ time.Time) (any, error) {
 		if err := changeable(t, "add members to"); err != nil {
 			return nil, err
 		}
@@ -359,7 +360,7 @@ func (ts *taskService) AddGrant(ctx context.Context, req *writv1.AddGrantRequest
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return ts.update(ctx, req.GetId(), req.GetRevision(), "task.grant.add", func(t *task.Task, _ time.Time) (any, error) {
+	return ts.update(ctx, req.GetId(), req.GetRevision(), audit.EventTaskGrantAdd, func(t *task.Task, _ time.Time) (any, error) {
 		if err := changeable(t, "add a grant to"); err != nil {
 			return nil, err
 		}
@@ -405,7 +406,7 @@ func invalidItem(err error, list string, first int, name func(i int) string) err
 }
 
 func (ts *taskService) OpenTask(ctx context.Context, req *writv1.TaskTransitionRequest) (*writv1.Task, error) {
-	return ts.update(ctx, req.GetId(), req.GetRevision(), "task.open", func(t *task.Task, now time.Time) (any, error) {
+	return ts.update(ctx, req.GetId(), req.GetRevision(), audit.EventTaskOpen, func(t *task.Task, now time.Time) (any, error) {
 		if t.State == task.StateDraft {
 			// Now the real lists are checked: a draft may lack grants.
 			if err := t.Validate(ts.s.td); err != nil {
@@ -423,7 +424,7 @@ func (ts *taskService) OpenTask(ctx context.Context, req *writv1.TaskTransitionR
 }
 
 func (ts *taskService) CloseTask(ctx context.Context, req *writv1.TaskTransitionRequest) (*writv1.Task, error) {
-	return ts.update(ctx, req.GetId(), req.GetRevision(), "task.close", func(t *task.Task, now time.Time) (any, error) {
+	return ts.update(ctx, req.GetId(), req.GetRevision(), audit.EventTaskClose, func(t *task.Task, now time.Time) (any, error) {
 		if err := t.Close(now); err != nil {
 			return nil, status.Error(codes.FailedPrecondition, err.Error())
 		}
@@ -626,7 +627,7 @@ func (ts *taskService) PutStandingGrant(ctx context.Context, req *writv1.Standin
 		g.ID = "S-" + rand.Text()[:generatedIDChars]
 	}
 	doc := standingToDoc(g)
-	ev, err := s.event(ctx, "grant.standing.put", g.ID, doc)
+	ev, err := s.event(ctx, audit.EventStandingGrantPut, g.ID, doc)
 	if err != nil {
 		return nil, err
 	}
@@ -677,7 +678,7 @@ func (ts *taskService) DeleteStandingGrant(ctx context.Context, req *writv1.Dele
 	if i < 0 {
 		return nil, status.Errorf(codes.NotFound, "standing grant %q: not found; list them with ListStandingGrants", req.GetId())
 	}
-	ev, err := s.event(ctx, "grant.standing.delete", req.GetId(), standingToDoc(all[i]))
+	ev, err := s.event(ctx, audit.EventStandingGrantDelete, req.GetId(), standingToDoc(all[i]))
 	if err != nil {
 		return nil, err
 	}

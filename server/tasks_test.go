@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
 )
 
 const (
@@ -116,7 +117,7 @@ func TestTaskLifecycle(t *testing.T) {
 	_, err = tc.GetTask(ctx, &writv1.GetTaskRequest{Id: "T-none"})
 	wantCode(t, err, codes.NotFound, "T-none")
 
-	want := []string{"task.create", "task.member.add", "task.grant.add", "task.open", "task.grant.add", "task.close"}
+	want := []string{audit.EventTaskCreate, audit.EventTaskMemberAdd, audit.EventTaskGrantAdd, audit.EventTaskOpen, audit.EventTaskGrantAdd, audit.EventTaskClose}
 	if got := taskEvents(t, writv1.NewAuditServiceClient(cc)); !slices.Equal(got, want) {
 		t.Fatalf("events = %v, want %v", got, want)
 	}
@@ -231,7 +232,7 @@ func TestTaskStandingGrants(t *testing.T) {
 	if list, err := tc.ListStandingGrants(ctx, &writv1.ListStandingGrantsRequest{}); err != nil || len(list.Grants) != 0 {
 		t.Fatalf("after delete: %v, %v", list.GetGrants(), err)
 	}
-	want := []string{"grant.standing.put", "grant.standing.delete"}
+	want := []string{audit.EventStandingGrantPut, audit.EventStandingGrantDelete}
 	if got := taskEvents(t, writv1.NewAuditServiceClient(cc)); !slices.Equal(got, want) {
 		t.Fatalf("events = %v, want %v", got, want)
 	}

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
 )
@@ -101,10 +102,10 @@ const (
 // authorityKind is what differs between the X.509 CA and the JWT key; the
 // journal's steps are the same for both.
 type authorityKind interface {
-	// kindName names the authority in logs and errors; eventPrefix starts
-	// its audit event types.
+	// kindName names the authority in logs and errors; eventKind is its
+	// kind in audit event types (audit.KindX509, audit.KindJWT).
 	kindName() string
-	eventPrefix() string
+	eventKind() string
 	keyPrefix() string
 	keyType() keystore.KeyType
 	// mint makes the public part of a new authority for signer, valid from now.
@@ -184,14 +185,14 @@ func (j *journal) statuses() []AuthorityStatus {
 	return out
 }
 
-func (j *journal) event(typ, actor string, a authority, reason string) (store.AuditEvent, error) {
+func (j *journal) event(step audit.CAStep, actor string, a authority, reason string) (store.AuditEvent, error) {
 	details := map[string]any{"id": a.ID, "server_id": j.serverID, "not_after": a.NotAfter}
 	if reason != "" {
 		details["reason"] = reason
 	}
-	ev, err := authorityEvent(j.now(), j.kind.eventPrefix()+"."+typ, actor, a.ID, details)
+	ev, err := authorityEvent(j.now(), audit.CAEvent(j.kind.eventKind(), step), actor, a.ID, details)
 	if err != nil {
-		return nil, fmt.Errorf("ca: %s %s %s: %w", typ, j.kind.kindName(), a.ID, err)
+		return nil, fmt.Errorf("ca: %s %s %s: %w", step, j.kind.kindName(), a.ID, err)
 	}
 	return ev, nil
 }
@@ -315,7 +316,7 @@ func (j *journal) prepare(ctx context.Context, actor, reason string) (authority,
 		return abandon(err)
 	}
 	a.KeyName, a.State, a.Signer = name, StatePrepared, signer
-	ev, err := j.event("prepare", actor, a, reason)
+	ev, err := j.event(audit.CAPrepare, actor, a, reason)
 	if err != nil {
 		return abandon(err)
 	}
@@ -334,7 +335,7 @@ func (j *journal) prepare(ctx context.Context, actor, reason string) (authority,
 // deleted: they never sign again.
 func (j *journal) activate(ctx context.Context, actor, reason string, i int) (authority, error) {
 	entries := slices.Clone(j.snapshot())
-	ev, err := j.event("activate", actor, entries[i], reason)
+	ev, err := j.event(audit.CAActivate, actor, entries[i], reason)
 	if err != nil {
 		return authority{}, err
 	}
@@ -416,7 +417,7 @@ func (j *journal) taintVerb(ctx context.Context, actor, id string) (AuthoritySta
 		return AuthorityStatus{}, fmt.Errorf("ca: taint %s authority %q: it is already %s: %w", j.kind.kindName(), id, taintWord(a), ErrAuthorityState)
 	}
 	a.Tainted = true
-	ev, err := j.event("taint", actor, a, "")
+	ev, err := j.event(audit.CATaint, actor, a, "")
 	if err != nil {
 		return AuthorityStatus{}, err
 	}
@@ -465,7 +466,7 @@ func (j *journal) revokeVerb(ctx context.Context, actor, id string) (AuthoritySt
 		return AuthorityStatus{}, fmt.Errorf("ca: revoke %s authority %q: it is already revoked: %w", j.kind.kindName(), id, ErrAuthorityState)
 	}
 	a.Revoked = true
-	ev, err := j.event("revoke", actor, a, "")
+	ev, err := j.event(audit.CARevoke, actor, a, "")
 	if err != nil {
 		return AuthorityStatus{}, err
 	}

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"writ.dev/writ/audit"
 	"writ.dev/writ/ca"
 
 	"context"
@@ -367,7 +368,7 @@ func TestX509Verbs(t *testing.T) {
 	if _, err := m.Prepare(ctx, operator); !errors.Is(err, ErrAuthorityState) {
 		t.Fatalf("second Prepare: %v", err)
 	}
-	wantEvents(t, env, mark, operator, "ca.x509.prepare")
+	wantEvents(t, env, mark, operator, audit.EventCAX509Prepare)
 
 	// Activate it by ID; the old key goes.
 	mark = env.store.eventCount()
@@ -378,7 +379,7 @@ func TestX509Verbs(t *testing.T) {
 	if _, err := env.ks.Get(ctx, first.KeyName); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("the previous CA's key is still held: %v", err)
 	}
-	wantEvents(t, env, mark, operator, "ca.x509.activate")
+	wantEvents(t, env, mark, operator, audit.EventCAX509Activate)
 
 	// Revoke the old CA: out of the bundle at once, and after a refresh.
 	mark = env.store.eventCount()
@@ -400,7 +401,7 @@ func TestX509Verbs(t *testing.T) {
 			t.Fatalf("a second change to a revoked CA: %v", err)
 		}
 	}
-	wantEvents(t, env, mark, operator, "ca.x509.revoke")
+	wantEvents(t, env, mark, operator, audit.EventCAX509Revoke)
 
 	// Taint the active CA: a successor takes over at once.
 	id := mustID(t, "spiffe://example.org/w")
@@ -419,7 +420,7 @@ func TestX509Verbs(t *testing.T) {
 	if _, err := m.Taint(ctx, operator, next.ID); !errors.Is(err, ErrAuthorityState) {
 		t.Fatalf("a second Taint: %v", err)
 	}
-	wantEvents(t, env, mark, operator, "ca.x509.taint", "ca.x509.prepare", "ca.x509.activate")
+	wantEvents(t, env, mark, operator, audit.EventCAX509Taint, audit.EventCAX509Prepare, audit.EventCAX509Activate)
 	fresh, err := m.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Minute}, env.clock.Now())
 	if err != nil || m.SignedByTainted(fresh[0]) {
 		t.Fatalf("a leaf of the new CA is reported tainted (%v)", err)
@@ -514,7 +515,7 @@ func TestX509VerbsUnderUpstream(t *testing.T) {
 	if _, err := m.Taint(ctx, operator, cur.ID); err != nil {
 		t.Fatal(err)
 	}
-	wantEvents(t, env, mark, operator, "ca.x509.taint", "ca.x509.prepare", "ca.x509.activate")
+	wantEvents(t, env, mark, operator, audit.EventCAX509Taint, audit.EventCAX509Prepare, audit.EventCAX509Activate)
 	if activeStatus(t, m.Authorities()).ID == cur.ID {
 		t.Fatal("the tainted intermediate still signs")
 	}
@@ -552,7 +553,7 @@ func TestJWTVerbs(t *testing.T) {
 	if _, err := env.ks.Get(ctx, first.KeyName); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("the previous key is still held: %v", err)
 	}
-	wantEvents(t, env, mark, operator, "ca.jwt.prepare", "ca.jwt.activate")
+	wantEvents(t, env, mark, operator, audit.EventCAJWTPrepare, audit.EventCAJWTActivate)
 
 	mark = env.store.eventCount()
 	if _, err := m.Revoke(ctx, operator, first.ID); err != nil {
@@ -564,7 +565,7 @@ func TestJWTVerbs(t *testing.T) {
 	if err := m.RefreshKeys(ctx); err != nil || slices.Contains(keyIDs(m.Keys()), first.ID) {
 		t.Fatalf("the revoked key is back after a refresh (%v)", err)
 	}
-	wantEvents(t, env, mark, operator, "ca.jwt.revoke")
+	wantEvents(t, env, mark, operator, audit.EventCAJWTRevoke)
 
 	mark = env.store.eventCount()
 	if _, err := m.Taint(ctx, operator, next.ID); err != nil {
@@ -573,7 +574,7 @@ func TestJWTVerbs(t *testing.T) {
 	if m.Active().KeyID == next.ID || !m.KeyTainted(next.ID) || m.KeyTainted(m.Active().KeyID) {
 		t.Fatal("the tainted key still signs or is not reported tainted")
 	}
-	wantEvents(t, env, mark, operator, "ca.jwt.taint", "ca.jwt.prepare", "ca.jwt.activate")
+	wantEvents(t, env, mark, operator, audit.EventCAJWTTaint, audit.EventCAJWTPrepare, audit.EventCAJWTActivate)
 
 	// Another server sees the taint after a refresh.
 	peer, err := NewJWTManager(ctx, JWTManagerConfig{TrustDomain: testTD, ServerID: "server-b", KeyStore: keystore.NewMemory(),

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"writ.dev/writ/audit"
 	"writ.dev/writ/ca"
 
 	"context"
@@ -318,7 +319,7 @@ func (m *JWTManager) republish(ctx context.Context) error {
 		if a.Revoked || a.Public == nil || !m.cfg.Now().Before(a.NotAfter) {
 			continue
 		}
-		ev, err := authorityEvent(m.cfg.Now(), "ca.jwt.publish", m.j.self, a.ID, map[string]any{
+		ev, err := authorityEvent(m.cfg.Now(), audit.EventCAJWTPublish, m.j.self, a.ID, map[string]any{
 			"server_id": m.cfg.ServerID, "not_after": a.NotAfter,
 		})
 		if err == nil {
@@ -332,7 +333,7 @@ func (m *JWTManager) republish(ctx context.Context) error {
 }
 
 func (m *JWTManager) kindName() string          { return "JWT" }
-func (m *JWTManager) eventPrefix() string       { return "ca.jwt" }
+func (m *JWTManager) eventKind() string         { return audit.KindJWT }
 func (m *JWTManager) keyPrefix() string         { return "jwt" }
 func (m *JWTManager) keyType() keystore.KeyType { return jwtKeyType }
 func (m *JWTManager) revocable() error          { return nil }

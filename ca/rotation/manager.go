@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"writ.dev/writ/audit"
 	"writ.dev/writ/ca"
 
 	"context"
@@ -417,7 +418,7 @@ func (m *X509Manager) republish(ctx context.Context) error {
 	}
 	for _, a := range certs {
 		c := a.Cert
-		ev, err := authorityEvent(m.cfg.Now(), "ca.x509.publish", m.j.self, c.SerialNumber.String(), map[string]any{
+		ev, err := authorityEvent(m.cfg.Now(), audit.EventCAX509Publish, m.j.self, c.SerialNumber.String(), map[string]any{
 			"server_id": m.cfg.ServerID, "subject": c.Subject.String(), "not_before": c.NotBefore, "not_after": c.NotAfter,
 		})
 		if err == nil {
@@ -447,7 +448,7 @@ func x509Authority(cert *x509.Certificate) authority {
 }
 
 func (m *X509Manager) kindName() string          { return "X.509" }
-func (m *X509Manager) eventPrefix() string       { return "ca.x509" }
+func (m *X509Manager) eventKind() string         { return audit.KindX509 }
 func (m *X509Manager) keyPrefix() string         { return "x509-ca" }
 func (m *X509Manager) keyType() keystore.KeyType { return m.cfg.KeyType }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/server"
 	"writ.dev/writ/store"
 )
@@ -49,7 +50,7 @@ func BenchmarkAuditVerify1M(b *testing.B) {
 	for size < events {
 		evs := make([]store.AuditEvent, min(batch, events-size))
 		for i := range evs {
-			evs[i] = store.AuditEvent(fmt.Sprintf(`{"time":"2026-11-23T12:00:00.%09dZ","type":"svid.x509.mint","actor":"spiffe://bench.test/agent/node-%d","subject":"spiffe://bench.test/workload/%d","details":{"serial":"%016x"}}`, i, i%100, size+int64(i), size+int64(i)))
+			evs[i] = store.AuditEvent(fmt.Sprintf(`{"time":"2026-11-23T12:00:00.%09dZ","type":%q,"actor":"spiffe://bench.test/agent/node-%d","subject":"spiffe://bench.test/workload/%d","details":{"serial":"%016x"}}`, i, audit.EventSVIDX509Mint, i%100, size+int64(i), size+int64(i)))
 		}
 		if _, err := st.AppendAudit(ctx, evs...); err != nil {
 			b.Fatal(err)

@@ -181,7 +181,7 @@ func TestAuditVerifyCatchesTampering(t *testing.T) {
 	}
 	wantIn(t, "verify with a bare --key file", writ(t, "audit", "verify", "--socket", socket, "--key", vkey), "audit log OK")
 	tail := writ(t, "audit", "tail", "--socket", socket, "-n", "3")
-	wantIn(t, "tail", tail, "svid.jwt.mint", "spiffe://audit.test/w5")
+	wantIn(t, "tail", tail, audit.EventSVIDJWTMint, "spiffe://audit.test/w5")
 	wantIn(t, "verify without trusted keys", verifyFails(t, "--socket", socket), "NOT VERIFIED", "no trusted audit keys", "--keys")
 
 	db := openDB(t, filepath.Join(data, "writ.db"))

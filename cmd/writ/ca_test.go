@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"writ.dev/writ/audit"
 )
 
 // TestCACommands steers the authorities with the CLI against a real server.
@@ -75,7 +77,7 @@ func TestCACommands(t *testing.T) {
 			t.Errorf("writ %v failed without saying why", bad)
 		}
 	}
-	if tail := writ(t, "audit", "tail", "--socket", socket, "-n", "6"); !strings.Contains(tail, "ca.x509.revoke") || !strings.Contains(tail, "ca.x509.taint") {
+	if tail := writ(t, "audit", "tail", "--socket", socket, "-n", "6"); !strings.Contains(tail, audit.EventCAX509Revoke) || !strings.Contains(tail, audit.EventCAX509Taint) {
 		t.Fatalf("audit tail after the verbs:\n%s", tail)
 	}
 }

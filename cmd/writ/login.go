@@ -23,8 +23,8 @@ import (
 
 	"writ.dev/writ/agent/output"
 	writv1 "writ.dev/writ/api/writ/v1"
-	"writ.dev/writ/internal/pemfile"
 	"writ.dev/writ/identity"
+	"writ.dev/writ/internal/pemfile"
 	"writ.dev/writ/person/login"
 )
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/store"
 )
 
@@ -43,13 +44,13 @@ func crashWriter(path string) {
 		for j := range 20 {
 			id := fmt.Sprintf("e-%d-%d-%d", os.Getpid(), i, j)
 			entries = append(entries, store.Entry{ID: id, SPIFFEID: "spiffe://example.org/" + id, ParentID: "spiffe://example.org/node"})
-			evs = append(evs, store.AuditEvent(fmt.Sprintf(`{"time":"2026-01-01T00:00:00Z","type":"entry.create","subject":%q}`, id)))
+			evs = append(evs, store.AuditEvent(fmt.Sprintf(`{"time":"2026-01-01T00:00:00Z","type":%q,"subject":%q}`, audit.EventEntryCreate, id)))
 		}
 		if _, err := s.CreateEntries(ctx, entries, evs...); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		if _, err := s.AppendAudit(ctx, store.AuditEvent(`{"time":"2026-01-01T00:00:00Z","type":"svid.x509.mint"}`)); err != nil {
+		if _, err := s.AppendAudit(ctx, store.AuditEvent(fmt.Sprintf(`{"time":"2026-01-01T00:00:00Z","type":%q}`, audit.EventSVIDX509Mint))); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -123,7 +124,7 @@ func checkCrashConsistency(t *testing.T, path string, round int) (entriesStored 
 		if err := json.Unmarshal(r.Event, &ev); err != nil {
 			t.Fatalf("round %d: event %d: %v", round, i, err)
 		}
-		if ev.Type == "entry.create" {
+		if ev.Type == audit.EventEntryCreate {
 			evented[ev.Subject] = true
 		}
 	}

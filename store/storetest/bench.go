@@ -1,17 +1,17 @@
 package storetest
 
 import (
+	"context"
 	"crypto/ed25519"
+	"fmt"
+	"runtime"
 	"sync"
+	"testing"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
-	"context"
-	"runtime"
-	"testing"
 	"writ.dev/writ/audit"
-
 	"writ.dev/writ/store"
 )
 
@@ -119,7 +119,7 @@ func BenchReads(b *testing.B, open func(b *testing.B) store.Store) {
 // writer every event pays a full commit; with many, group commit shares
 // each commit among the events waiting for it.
 func BenchAppendAudit(b *testing.B, s store.Store, writers int) {
-	ev := store.AuditEvent(`{"time":"2026-11-23T12:00:00.123456789Z","type":"svid.x509.mint","actor":"spiffe://example.org/agent/node-1","subject":"spiffe://example.org/workload/payments","details":{"serial":"4f2a9c1d8e7b6a5f","not_after":"2026-11-23T13:00:00Z"}}`)
+	ev := store.AuditEvent(fmt.Sprintf(`{"time":"2026-11-23T12:00:00.123456789Z","type":%q,"actor":"spiffe://example.org/agent/node-1","subject":"spiffe://example.org/workload/payments","details":{"serial":"4f2a9c1d8e7b6a5f","not_after":"2026-11-23T13:00:00Z"}}`, audit.EventSVIDX509Mint))
 	b.SetParallelism(max(1, writers/max(1, runtime.GOMAXPROCS(0))))
 	b.ResetTimer()
 	if writers == 1 {

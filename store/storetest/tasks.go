@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"writ.dev/writ/audit"
 	"writ.dev/writ/store"
 )
 
@@ -21,7 +22,7 @@ func testTaskCAS(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	rev := mustRevision(t, s)
 	rec := store.TaskRecord{ID: "T-1", State: "draft", Deadline: time.Now().Add(time.Hour), Doc: []byte(`{"id":"T-1"}`)}
-	got, err := s.PutTask(ctx, rec, 0, event("task.create"))
+	got, err := s.PutTask(ctx, rec, 0, event(audit.EventTaskCreate))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func testTaskCAS(t *testing.T, s store.Store) {
 	}
 	open := got
 	open.State, open.Doc = "open", []byte(`{"id":"T-1","state":"open"}`)
-	opened, err := s.PutTask(ctx, open, got.Revision, event("task.open"))
+	opened, err := s.PutTask(ctx, open, got.Revision, event(audit.EventTaskOpen))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -253,10 +253,14 @@ func (r *Request) Submit(now time.Time, rule *Rule) error {
 }
 
 // Approve records that r was approved at now, for why.
-func (r *Request) Approve(now time.Time, why string) error { return r.decide("approve", StateApproved, now, why) }
+func (r *Request) Approve(now time.Time, why string) error {
+	return r.decide("approve", StateApproved, now, why)
+}
 
 // Deny records that r was denied at now, for why.
-func (r *Request) Deny(now time.Time, why string) error { return r.decide("deny", StateDenied, now, why) }
+func (r *Request) Deny(now time.Time, why string) error {
+	return r.decide("deny", StateDenied, now, why)
+}
 
 // Cancel withdraws r at now. Only the requester or one it acts for may
 // (alice may cancel what her agent asked for her; the agent cannot cancel

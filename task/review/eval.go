@@ -141,11 +141,12 @@ func (o *Outcome) Missing() []GroupTally {
 //  2. asking for more than max_ttl is denied;
 //  3. if any deny_if condition holds, it is denied;
 //  4. if the rule auto-approves and its condition holds, it is approved;
-//  5. reviews are taken in order; one from an ineligible reviewer counts
-//     for nothing (it is listed in Ignored), a denial from an eligible
-//     reviewer ends the request, and an approval counts its root principal
-//     once in every group naming it;
-//  6. when every group has its count, it is approved;
+//  5. reviews are taken in order; one made after PendingUntil or from an
+//     ineligible reviewer counts for nothing (it is listed in Ignored), a
+//     denial from an eligible reviewer ends the request, and an approval
+//     counts its root principal once in every group naming it;
+//  6. as soon as every group has its count it is approved, so a review
+//     after the deciding approval changes nothing;
 //  7. otherwise it is pending, or expired if now is past PendingUntil.
 //
 // A group counts principals, not reviews: a principal that is in two
@@ -165,12 +166,12 @@ func Evaluate(rule *Rule, r *Request, reviews []Review, now time.Time) Outcome {
 		return out.end(StateDenied, fmt.Sprintf("the access asked for (%s) is longer than rule %s's max_ttl %s", formatDuration(r.TTL), identity.Quote(rule.Name), formatDuration(rule.MaxTTL)))
 	}
 	for i := range rule.DenyIf {
-		if ok, why := rule.DenyIf[i].Holds(r); ok {
+		if ok, why := rule.DenyIf[i].Holds(r, r.CreatedAt); ok {
 			return out.end(StateDenied, fmt.Sprintf("rule %s denies it: %s", identity.Quote(rule.Name), why))
 		}
 	}
 	if rule.AutoApprove != nil {
-		if ok, why := rule.AutoApprove.Holds(r); ok {
+		if ok, why := rule.AutoApprove.Holds(r, r.CreatedAt); ok {
 			return out.end(StateApproved, fmt.Sprintf("rule %s approves it automatically: %s", identity.Quote(rule.Name), why))
 		}
 		// Select skips an auto-approving rule whose condition fails; a
@@ -178,6 +179,10 @@ func Evaluate(rule *Rule, r *Request, reviews []Review, now time.Time) Outcome {
 		return out.end(StateDenied, fmt.Sprintf("rule %s approves only automatically, and its conditions do not hold", identity.Quote(rule.Name)))
 	}
 	for _, rv := range reviews {
+		if !rv.At.Before(r.PendingUntil) {
+			out.Ignored = append(out.Ignored, Ignored{Review: rv, Why: "made at " + formatTime(rv.At) + ", after the request expired at " + formatTime(r.PendingUntil)})
+			continue
+		}
 		e, err := Eligible(rule, r, rv.Chain)
 		if err != nil {
 			out.Ignored = append(out.Ignored, Ignored{Review: rv, Why: err.Error()})
@@ -193,16 +198,12 @@ func Evaluate(rule *Rule, r *Request, reviews []Review, now time.Time) Outcome {
 					g.Have = append(g.Have, e.Principal)
 				}
 			}
+			if len(out.Missing()) == 0 {
+				return out.end(StateApproved, out.tally())
+			}
 		default:
 			out.Ignored = append(out.Ignored, Ignored{Review: rv, Why: identity.Quote(string(rv.Verdict)) + " is not a verdict; use approve or deny"})
 		}
-	}
-	if len(out.Missing()) == 0 {
-		names := make([]string, len(out.Groups))
-		for i, g := range out.Groups {
-			names[i] = fmt.Sprintf("%s %d of %d", g.Name, len(g.Have), g.Need)
-		}
-		return out.end(StateApproved, "every group approved: "+strings.Join(names, ", "))
 	}
 	if !now.Before(r.PendingUntil) {
 		return out.end(StateExpired, "no decision before "+formatTime(r.PendingUntil))
@@ -215,6 +216,14 @@ func Evaluate(rule *Rule, r *Request, reviews []Review, now time.Time) Outcome {
 	}
 	out.Why = "waiting: " + strings.Join(names, ", ")
 	return out
+}
+
+func (o *Outcome) tally() string {
+	names := make([]string, len(o.Groups))
+	for i, g := range o.Groups {
+		names[i] = fmt.Sprintf("%s %d of %d", g.Name, len(g.Have), g.Need)
+	}
+	return "every group approved: " + strings.Join(names, ", ")
 }
 
 func (o Outcome) end(s State, why string) Outcome {

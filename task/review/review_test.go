@@ -91,7 +91,7 @@ func submit(t testing.TB, rules []Rule, requester []spiffeid.ID, asks ...string)
 	for _, s := range asks {
 		r.Asks = append(r.Asks, mustAsk(t, s))
 	}
-	rule, err := Select(rules, r, r.Asks)
+	rule, err := Select(rules, r, r.Asks, t0)
 	if err != nil {
 		t.Fatalf("Select: %v", err)
 	}
@@ -210,7 +210,7 @@ func TestScenarioStagingReadAutoApproved(t *testing.T) {
 	// A person asking for the same matches no rule: it is refused, not
 	// left pending with nobody to approve it.
 	p := &Request{Kind: KindJoin, Task: "T-1", Chain: chain(bob), Reason: "x", Asks: r.Asks}
-	if _, err := Select(rules, p, p.Asks); !errors.Is(err, ErrNoRule) {
+	if _, err := Select(rules, p, p.Asks, t0); !errors.Is(err, ErrNoRule) {
 		t.Fatalf("Select for a person = %v, want ErrNoRule", err)
 	}
 }
@@ -320,8 +320,7 @@ rules:
 		t0.Add(9 * time.Hour):      "after-hours", // 19:00
 		t0.Add(5 * 24 * time.Hour): "after-hours", // Saturday
 	} {
-		r.CreatedAt = at
-		rule, err := Select(rules, r, r.Asks)
+		rule, err := Select(rules, r, r.Asks, at)
 		if err != nil || rule.Name != want {
 			t.Errorf("at %s: rule %v, %v; want %s", at, rule, err, want)
 		}
@@ -358,7 +357,7 @@ rules:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Request{ID: "R", Kind: KindJoin, Task: "T", Chain: tc.chain, Reason: "x", TTL: tc.ttl, Asks: []Ask{mustAsk(t, "write:db/prod/x")}}
-			rule, err := Select(rules, r, r.Asks)
+			rule, err := Select(rules, r, r.Asks, tc.at)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -418,5 +417,20 @@ func TestResourceCovers(t *testing.T) {
 		if got := resourceCovers(p, q); got != tc.want {
 			t.Errorf("%s covers %s = %v, want %v", tc.p, tc.q, got, tc.want)
 		}
+	}
+}
+
+func TestReviewsAfterTheDecisionOrExpiryCountForNothing(t *testing.T) {
+	rules := mustRules(t, scenarioRules)
+	r, rule := submit(t, rules, chain(aliceHelper, alice), "write:db/prod/payments")
+	decided := []Review{approve(chain(bob)), approve(chain(sam)), deny(chain(carol))}
+	if out := Evaluate(rule, r, decided, t0.Add(time.Minute)); out.State != StateApproved {
+		t.Fatalf("a denial after the deciding approval: %s (%s), want approved", out.State, out.Why)
+	}
+	late := deny(chain(carol))
+	late.At = r.PendingUntil
+	out := Evaluate(rule, r, []Review{approve(chain(bob)), late}, t0.Add(time.Minute))
+	if out.State != StatePending || len(out.Ignored) != 1 || !strings.Contains(out.Ignored[0].Why, "after the request expired") {
+		t.Fatalf("a denial after expiry: %s (%s), ignored %+v; want pending with it ignored", out.State, out.Why, out.Ignored)
 	}
 }

@@ -89,8 +89,8 @@ func (g *Group) label(i int) string {
 //   - outside_hours: the request was made outside the window
 //   - ttl_over: the access asked for is longer than this
 //
-// Time conditions look at the request's CreatedAt, so a decision does not
-// depend on when it is looked at.
+// Time conditions look at when the request was made (its CreatedAt once
+// submitted), so a decision does not depend on when it is looked at.
 type Condition struct {
 	RequesterKinds  []identity.Kind
 	Requesters      []task.Pattern
@@ -100,8 +100,9 @@ type Condition struct {
 	TTLOver         time.Duration
 }
 
-// Holds reports whether c holds for r, and says why in words when it does.
-func (c *Condition) Holds(r *Request) (bool, string) {
+// Holds reports whether c holds for r made at at, and says why in words
+// when it does.
+func (c *Condition) Holds(r *Request, at time.Time) (bool, string) {
 	var why []string
 	req := r.Requester()
 	if len(c.RequesterKinds) > 0 {
@@ -130,13 +131,13 @@ func (c *Condition) Holds(r *Request) (bool, string) {
 		}
 	}
 	if c.WithinHours != nil {
-		if !c.WithinHours.Contains(r.CreatedAt) {
+		if !c.WithinHours.Contains(at) {
 			return false, ""
 		}
 		why = append(why, "the request was made within "+c.WithinHours.String())
 	}
 	if c.OutsideHours != nil {
-		if c.OutsideHours.Contains(r.CreatedAt) {
+		if c.OutsideHours.Contains(at) {
 			return false, ""
 		}
 		why = append(why, "the request was made outside "+c.OutsideHours.String())
@@ -199,20 +200,20 @@ type DualControl struct {
 // expire.
 var ErrNoRule = errors.New("no review rule applies")
 
-// Select returns the rule that applies to r, whose privileges are asks: the
-// first in order that matches (see Rule) and, if it auto-approves, whose
-// auto_approve holds. Order is the operator's: put narrow rules before
+// Select returns the rule that applies to r, whose privileges are asks,
+// made at at: the first in order that matches (see Rule) and, if it
+// auto-approves, whose auto_approve holds at that time. Order is the operator's: put narrow rules before
 // broad ones, as in a firewall. The first match, rather than the most
 // specific, is chosen because it is what a reader of the file can predict
 // without computing anything, and `writ review rules` can show it.
-func Select(rules []Rule, r *Request, asks []Ask) (*Rule, error) {
+func Select(rules []Rule, r *Request, asks []Ask, at time.Time) (*Rule, error) {
 	for i := range rules {
 		rule := &rules[i]
 		if !rule.Matches(r, asks) {
 			continue
 		}
 		if rule.AutoApprove != nil {
-			if ok, _ := rule.AutoApprove.Holds(r); !ok {
+			if ok, _ := rule.AutoApprove.Holds(r, at); !ok {
 				continue
 			}
 		}

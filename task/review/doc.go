@@ -30,7 +30,10 @@
 // Conditions (deny_if items, auto_approve) are deliberately few:
 // requester_kind, requester (ID patterns), acting_for_person (true/false),
 // within_hours, outside_hours and ttl_over; every field given must hold.
-// dual_control is parsed and validated here and enforced by the server.
+// dual_control is parsed and validated here; DualControl.Present counts the
+// watchers present the way approvals are counted (chains disjoint from the
+// requester's, one per root principal), and the server keeps the sessions
+// and enforces it.
 //
 // Invariants:
 //

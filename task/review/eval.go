@@ -28,6 +28,19 @@ type Review struct {
 	At      time.Time
 }
 
+// Validate checks rv for trust domain td: a chain of distinct identities in
+// td, a known verdict and a reason of printable text. A denial needs a
+// reason, since it ends the request and the requester should learn why.
+func (rv *Review) Validate(td spiffeid.TrustDomain) error {
+	if err := checkChain("chain", rv.Chain, td); err != nil {
+		return err
+	}
+	if rv.Verdict != Approve && rv.Verdict != Deny {
+		return fieldErr("verdict", identity.Quote(string(rv.Verdict))+" is not a verdict; use approve or deny")
+	}
+	return checkText("reason", rv.Reason, MaxReasonLen, rv.Verdict == Deny, `e.g. "not during the release freeze"`)
+}
+
 // ErrNotEligible is wrapped by Eligible's error: the reviewer may not
 // review this request, and its verdict counts for nothing.
 var ErrNotEligible = errors.New("not eligible to review")

@@ -144,7 +144,8 @@ func (r *Request) Requester() spiffeid.ID {
 
 // Validate checks r for trust domain td: an ID and task ID of plain
 // characters, a known kind with asks only for a join, a chain of distinct
-// identities in td, a reason, a whole-second TTL and a known state. It
+// identities in td, a reason, a whole-second TTL, and a known state with
+// the rule and times it needs. It
 // returns the first problem as an *identity.FieldError ("asks[1]",
 // "chain[0]", "reason").
 func (r *Request) Validate(td spiffeid.TrustDomain) error {
@@ -166,11 +167,29 @@ func (r *Request) Validate(td spiffeid.TrustDomain) error {
 	if r.TTL < 0 || r.TTL%time.Second != 0 {
 		return fieldErr("ttl", fmt.Sprintf("%s is not a positive whole number of seconds; give e.g. 1h, or leave it out for the rule's max_ttl", r.TTL))
 	}
+	return r.checkState()
+}
+
+// checkState checks that the times and rule a state needs are there: a
+// submitted request knows its rule and when it stops waiting, and one that
+// ended knows when. The empty state is a request not yet submitted.
+func (r *Request) checkState() error {
 	switch r.State {
-	case StatePending, StateApproved, StateDenied, StateCancelled, StateExpired:
+	case "":
 		return nil
+	case StatePending, StateApproved, StateDenied, StateCancelled, StateExpired:
+	default:
+		return fieldErr("state", identity.Quote(string(r.State))+" is not a request state; use one of pending, approved, denied, cancelled, expired")
 	}
-	return fieldErr("state", identity.Quote(string(r.State))+" is not a request state; use one of pending, approved, denied, cancelled, expired")
+	switch {
+	case r.Rule == "":
+		return fieldErr("rule", "is required for a submitted request; submit requests with Submit")
+	case r.CreatedAt.IsZero() || !r.PendingUntil.After(r.CreatedAt):
+		return fieldErr("pending_until", "must follow created_at for a submitted request; submit requests with Submit")
+	case r.State != StatePending && r.DecidedAt.IsZero():
+		return fieldErr("decided_at", fmt.Sprintf("is required for a %s request", r.State))
+	}
+	return nil
 }
 
 func (r *Request) checkAsks() error {

@@ -18,7 +18,6 @@ func validJoin(t testing.TB) Request {
 		Asks:   []Ask{mustAsk(t, "write:db/prod/payments"), mustAsk(t, "read:host:5432")},
 		Chain:  chain(aliceHelper, alice),
 		Reason: "fix the payment retry bug",
-		State:  StatePending,
 	}
 }
 
@@ -68,9 +67,18 @@ func TestValidateRequest(t *testing.T) {
 	if err := r.Validate(td); err != nil {
 		t.Fatalf("valid join: %v", err)
 	}
-	open := Request{Kind: KindOpen, Task: "T-1", Chain: chain(bob), Reason: "deploy 4.2", State: StatePending}
+	open := Request{Kind: KindOpen, Task: "T-1", Chain: chain(bob), Reason: "deploy 4.2"}
+	if err := open.Submit(t0, &Rule{Name: "r", MaxTTL: time.Hour, PendingTTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
 	if err := open.Validate(td); err != nil {
 		t.Fatalf("valid open: %v", err)
+	}
+	if err := open.Deny(t0.Add(time.Minute), "no"); err != nil {
+		t.Fatal(err)
+	}
+	if err := open.Validate(td); err != nil {
+		t.Fatalf("valid denied open: %v", err)
 	}
 	other := spiffeid.RequireFromString("spiffe://other.org/person/x/y")
 	for _, tc := range []struct {
@@ -95,6 +103,11 @@ func TestValidateRequest(t *testing.T) {
 		{"reason", func(r *Request) { r.Reason = strings.Repeat("x", MaxReasonLen+1) }},
 		{"ttl", func(r *Request) { r.TTL = 1500 * time.Millisecond }},
 		{"state", func(r *Request) { r.State = "maybe" }},
+		{"rule", func(r *Request) { r.State = StatePending }},
+		{"pending_until", func(r *Request) { r.State, r.Rule, r.CreatedAt = StatePending, "r", t0 }},
+		{"decided_at", func(r *Request) {
+			r.State, r.Rule, r.CreatedAt, r.PendingUntil = StateApproved, "r", t0, t0.Add(time.Hour)
+		}},
 	} {
 		r := validJoin(t)
 		tc.mutate(&r)
@@ -110,7 +123,7 @@ func TestRequestTransitions(t *testing.T) {
 	rule := &Rule{Name: "r", MaxTTL: 4 * time.Hour, PendingTTL: time.Hour}
 
 	r := validJoin(t)
-	r.State, r.TTL = "", 5*time.Hour
+	r.TTL = 5 * time.Hour
 	if err := r.Submit(t0, rule); err == nil || !strings.Contains(err.Error(), "longer than the 4h") {
 		t.Fatalf("Submit with TTL over max_ttl = %v", err)
 	}
@@ -148,7 +161,6 @@ func TestRequestTransitions(t *testing.T) {
 	}
 
 	r = validJoin(t)
-	r.State = ""
 	if err := r.Submit(t0, rule); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +173,6 @@ func TestRequestTransitions(t *testing.T) {
 	}
 
 	r = validJoin(t)
-	r.State = ""
 	if err := r.Submit(t0, rule); err != nil {
 		t.Fatal(err)
 	}

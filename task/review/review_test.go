@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"writ.dev/writ/identity"
 	"writ.dev/writ/task"
 )
 
@@ -432,5 +433,60 @@ func TestReviewsAfterTheDecisionOrExpiryCountForNothing(t *testing.T) {
 	out := Evaluate(rule, r, []Review{approve(chain(bob)), late}, t0.Add(time.Minute))
 	if out.State != StatePending || len(out.Ignored) != 1 || !strings.Contains(out.Ignored[0].Why, "after the request expired") {
 		t.Fatalf("a denial after expiry: %s (%s), ignored %+v; want pending with it ignored", out.State, out.Why, out.Ignored)
+	}
+}
+
+func TestReviewValidate(t *testing.T) {
+	ok := approve(chain(bobHelper, bob))
+	ok.Reason = ""
+	if err := ok.Validate(td); err != nil {
+		t.Fatalf("approval without a reason: %v", err)
+	}
+	for field, rv := range map[string]Review{
+		"chain":    {Verdict: Approve},
+		"chain[1]": {Chain: chain(bob, bob), Verdict: Approve},
+		"verdict":  {Chain: chain(bob), Verdict: "maybe"},
+		"reason":   {Chain: chain(bob), Verdict: Deny},
+	} {
+		err := rv.Validate(td)
+		var fe *identity.FieldError
+		if !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("Validate = %v, want a %s field error", err, field)
+		}
+	}
+}
+
+func TestGroupString(t *testing.T) {
+	rules := mustRules(t, scenarioRules)
+	if got, want := rules[1].Require[0].String(), "people: 2 of spiffe://example.org/person/**"; got != want {
+		t.Fatalf("String = %q, want %q", got, want)
+	}
+}
+
+func TestDualControlPresent(t *testing.T) {
+	rules := mustRules(t, `
+rules:
+  - name: crown
+    match: {actions: [write], resources: [vault/**]}
+    require: [{from: [spiffe://example.org/person/**], count: 1}]
+    dual_control: {watchers: [spiffe://example.org/person/**, spiffe://example.org/agent/sec-bot], count: 2, on_leave: pause}
+`)
+	dc := rules[0].DualControl
+	r := &Request{Chain: chain(aliceHelper, alice)}
+	for _, tc := range []struct {
+		name     string
+		watchers [][]spiffeid.ID
+		count    int
+	}{
+		{"two people", [][]spiffeid.ID{chain(bob), chain(carol)}, 2},
+		{"bob and bob's agent are one", [][]spiffeid.ID{chain(bob), chain(bobHelper, bob)}, 1},
+		{"the requester's chain never watches", [][]spiffeid.ID{chain(alice), chain(aliceOther, alice), chain(aliceHelper, bob)}, 0},
+		{"a bot as itself", [][]spiffeid.ID{chain(secBot), chain(carol)}, 2},
+		{"someone not named", [][]spiffeid.ID{chain(nightlyJob), chain(carol)}, 1},
+	} {
+		present, live := dc.Present(r, tc.watchers)
+		if len(present) != tc.count || live != (tc.count >= 2) {
+			t.Errorf("%s: present %v live %v, want %d present", tc.name, present, live, tc.count)
+		}
 	}
 }

@@ -69,6 +69,20 @@ func (g *Group) Matches(id spiffeid.ID) bool {
 	return slices.ContainsFunc(g.From, func(p task.Pattern) bool { return p.Matches(id) })
 }
 
+// String describes g for people deciding whether they may approve:
+// "people: 2 of spiffe://example.org/person/**".
+func (g *Group) String() string {
+	names := make([]string, len(g.From))
+	for i, p := range g.From {
+		names[i] = p.String()
+	}
+	s := fmt.Sprintf("%d of %s", g.Count, strings.Join(names, ", "))
+	if g.Name != "" {
+		s = g.Name + ": " + s
+	}
+	return s
+}
+
 // label names g in messages: its name, or its place in the rule.
 func (g *Group) label(i int) string {
 	if g.Name != "" {
@@ -193,6 +207,28 @@ type DualControl struct {
 	Count     int
 	OnLeave   OnLeave
 	Heartbeat time.Duration
+}
+
+// Present returns the distinct principals among watchers (each a chain,
+// the watcher first) that count towards dual control of r, and whether
+// there are enough for the grant to be live. A watcher counts when no
+// identity of its chain is in the requester's chain (nobody watches over
+// themselves) and its root principal matches Watchers; like approvals,
+// watchers are counted by root principal, so bob and bob's agent watching
+// are one watcher.
+func (dc *DualControl) Present(r *Request, watchers [][]spiffeid.ID) ([]spiffeid.ID, bool) {
+	var present []spiffeid.ID
+	for _, w := range watchers {
+		if len(w) == 0 || slices.ContainsFunc(w, func(id spiffeid.ID) bool { return containsID(r.Chain, id) }) {
+			continue
+		}
+		root := w[len(w)-1]
+		if containsID(present, root) || !slices.ContainsFunc(dc.Watchers, func(p task.Pattern) bool { return p.Matches(root) }) {
+			continue
+		}
+		present = append(present, root)
+	}
+	return present, len(present) >= dc.Count
 }
 
 // ErrNoRule is wrapped by Select's error when no rule applies: a request no

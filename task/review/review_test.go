@@ -412,6 +412,13 @@ func TestResourceCovers(t *testing.T) {
 		{"db/prod/payments", "db/prod", false},
 		{"db/prod", "db/prod/payments", false},
 		{"db/**", "db", false},
+		{"*", "db", true},
+		{"*", "db/x", false},
+		{"**", "a/b/c", true},
+		{"a/*/c", "a/b/c", true},
+		{"a/*/c", "a/b/d", false},
+		{"a/*/c", "a/*/c", true},
+		{"a/b/c", "a/*/c", false},
 	} {
 		p, _ := task.ParseResourcePattern(tc.p)
 		q, _ := task.ParseResourcePattern(tc.q)

@@ -288,27 +288,33 @@ func (rule *Rule) covers(a Ask) bool {
 
 // resourceCovers reports whether every name q matches is matched by p, by
 // the segment rules task's patterns use: '*' one segment, '**' (last only)
-// one or more.
+// one or more. It walks both texts without allocating: Select calls it for
+// every rule until one matches.
 func resourceCovers(p, q task.ResourcePattern) bool {
 	if p.IsZero() || q.IsZero() {
 		return false
 	}
-	ps, qs := strings.Split(p.String(), "/"), strings.Split(q.String(), "/")
-	for i, seg := range ps {
-		if i >= len(qs) {
+	pr, qr := p.String(), q.String()
+	for pmore, qmore := true, true; pmore; {
+		if !qmore {
 			return false
 		}
+		var ps, qs string
+		ps, pr, pmore = strings.Cut(pr, "/")
+		qs, qr, qmore = strings.Cut(qr, "/")
 		switch {
-		case seg == "**":
+		case ps == "**":
 			return true
-		case qs[i] == "**":
+		case qs == "**":
 			return false
-		case seg == "*":
-		case seg != qs[i]:
+		case ps != "*" && ps != qs:
 			return false
+		}
+		if !pmore {
+			return !qmore
 		}
 	}
-	return len(ps) == len(qs)
+	return false
 }
 
 func describeAsks(asks []Ask) string {

@@ -2,6 +2,7 @@ package review
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -254,6 +255,13 @@ func FuzzParseRules(f *testing.F) {
 			req := &Request{Kind: KindJoin, Task: "T", Chain: chain(aliceHelper, alice), Reason: "x", Asks: []Ask{{Action: "read", Resource: r.Resources[0]}}, CreatedAt: t0}
 			req.State, req.TTL, req.PendingUntil = StatePending, r.MaxTTL, t0.Add(r.PendingTTL)
 			Evaluate(&r, req, []Review{approve(chain(bob)), deny(chain(carol))}, t0)
+			// A rule's own first resource is covered by the rule, so
+			// selection finds this rule or an earlier one.
+			if req.Asks[0].Action = "read"; slices.Contains(r.Actions, "read") || slices.Contains(r.Actions, "*") {
+				if _, err := Select(rules, req, req.Asks, t0); err != nil && r.AutoApprove == nil && len(r.RequesterKinds) == 0 && len(r.Requesters) == 0 {
+					t.Fatalf("rule %q does not cover its own resource %s: %v", r.Name, r.Resources[0], err)
+				}
+			}
 		}
 	})
 }

@@ -48,7 +48,7 @@
 //     with the key's path and line; nothing is returned from a file with
 //     any problem.
 //   - Never the requester: the identity that asked cannot review.
-//   - Chains are disjoint: a reviewer none of whose chain is in the
+//   - Chains are disjoint: no identity of a reviewer's chain may be in the
 //     requester's chain, so an agent acting for alice cannot review
 //     alice's request, and alice cannot review her agent's request made
 //     for her.
@@ -61,6 +61,9 @@
 //     named by two groups counts in both.
 //   - A review from someone eligible for no group counts for nothing,
 //     approval or denial; any eligible reviewer's denial ends the request.
+//   - Reviews are taken in the order made; the request is approved at the
+//     approval that meets the last group, and a review made after that or
+//     after the request expired changes nothing.
 //   - Conditions are judged at the request's creation time, so an outcome
 //     does not change with the hour it is looked at.
 //   - A request leaves pending once, to approved, denied, cancelled or

@@ -2,6 +2,7 @@ package review
 
 import (
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -264,4 +265,32 @@ func FuzzParseRules(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The example in the package documentation is a valid rules file.
+func TestDocExampleParses(t *testing.T) {
+	src, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var example []string
+	in := false
+	for _, line := range strings.Split(string(src), "\n") {
+		switch {
+		case line == "//\trules:":
+			in = true
+		case in && !strings.HasPrefix(line, "//\t"):
+			in = false
+		}
+		if in {
+			example = append(example, strings.TrimPrefix(line, "//\t"))
+		}
+	}
+	if len(example) < 10 {
+		t.Fatalf("found %d lines of example in doc.go", len(example))
+	}
+	rules := mustRules(t, strings.Join(example, "\n"))
+	if len(rules) != 2 || rules[1].DualControl == nil || len(rules[1].DenyIf) != 2 {
+		t.Fatalf("doc example parsed to %+v", rules)
+	}
 }

@@ -212,8 +212,11 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 		{"bundle", srv.BundleEndpointAddr().String(), "GET /", tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(srv.tlsID.ID()))},
 		{"token", cfg.TokenEndpoint.Address, "GET /token", tlsconfig.MTLSClientConfig(svid, bundle, tlsconfig.AuthorizeID(srv.tlsID.ID()))},
 	}
+	// Each subtest mostly waits for the server's timeouts on connections
+	// of its own, so they wait together.
 	for _, l := range listeners {
 		t.Run(l.name, func(t *testing.T) {
+			t.Parallel()
 			silent, err := net.Dial("tcp", l.addr)
 			if err != nil {
 				t.Fatal(err)
@@ -247,6 +250,7 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 		})
 	}
 	t.Run("grpc", func(t *testing.T) {
+		t.Parallel()
 		silent, err := net.Dial("tcp", srv.ListenAddr().String())
 		if err != nil {
 			t.Fatal(err)

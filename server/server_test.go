@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/store/sqlite/sqlitetest"
 )
 
 const testTD = "test.writ"
@@ -45,6 +46,10 @@ func testConfig(t testing.TB) Config {
 	cfg.ListenAddress = "127.0.0.1:0"
 	cfg.OpsAddress = "127.0.0.1:0"
 	cfg.Defaults()
+	// Most tests here start servers for what they do once running; store
+	// migration is store/sqlite's to test (and TestRestartKeepsAuthorityAndState
+	// starts from no database at all).
+	sqlitetest.PlaceMigrated(t, cfg.Store.DSN)
 	return cfg
 }
 
@@ -412,6 +417,10 @@ func TestOpsEndpoints(t *testing.T) {
 
 func TestRestartKeepsAuthorityAndState(t *testing.T) {
 	cfg := testConfig(t)
+	// The server itself creates the database, and its mode is checked below.
+	if err := os.Remove(cfg.Store.DSN); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	srv, err := New(ctx, cfg, Options{Logger: quietLogger()})
 	if err != nil {

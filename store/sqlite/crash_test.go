@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"writ.dev/writ/audit"
 	"writ.dev/writ/store"
@@ -54,6 +54,9 @@ func crashWriter(path string) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		// One byte per round committed, so the test can kill the writer
+		// once it has made progress rather than after a guessed delay.
+		os.Stdout.Write([]byte{'.'})
 	}
 }
 
@@ -67,7 +70,11 @@ func TestCrashLeavesChangeAndEventTogether(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "writ.db")
 	before := 0
-	for round, after := range []time.Duration{50 * time.Millisecond, 120 * time.Millisecond, 300 * time.Millisecond} {
+	// The writer is killed once it reports this many more rounds committed:
+	// it is then in the middle of the next one. Counting commits rather than
+	// waiting a fixed time keeps a loaded machine from killing it before it
+	// stored anything.
+	for round, commits := range []int{1, 5, 20} {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), crashWriterEnv+"="+path)
 		out, err := cmd.StdoutPipe()
@@ -83,7 +90,9 @@ func TestCrashLeavesChangeAndEventTogether(t *testing.T) {
 		if _, err := out.Read(buf); err != nil {
 			t.Fatalf("round %d: writer did not start: %v %s", round, err, stderr.String())
 		}
-		time.Sleep(after)
+		if _, err := io.ReadFull(out, make([]byte, commits)); err != nil {
+			t.Fatalf("round %d: writer stopped before committing %d rounds: %v %s", round, commits, err, stderr.String())
+		}
 		if err := cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}

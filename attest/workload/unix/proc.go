@@ -85,7 +85,7 @@ func parseIDs(s string) ([]uint32, error) {
 	for _, f := range fields {
 		id, err := strconv.ParseUint(f, 10, 32)
 		if err != nil {
-			return nil, fmt.Errorf("%+.40q is not a 32-bit id", f)
+			return nil, fmt.Errorf("%+.16q is not a 32-bit id", f) // a 32-bit id has at most 10 digits; 16 runes, escaped, keep the error short
 		}
 		ids = append(ids, uint32(id))
 	}

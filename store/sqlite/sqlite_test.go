@@ -307,3 +307,50 @@ func TestBackupRestores(t *testing.T) {
 		t.Fatalf("Backup over an existing copy: %v, want a refusal", err)
 	}
 }
+
+// Tasks stored before migration 0010 get an end: their deadline while they
+// have not ended, and the earlier of their last write and their deadline
+// once closed or expired.
+func TestTaskEndsAtBackfill(t *testing.T) {
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "writ.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var backfill string
+	for _, m := range ms {
+		if m.Version == 10 {
+			backfill = m.SQL
+			break
+		}
+		if _, err := db.Exec(m.SQL); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+	}
+	for _, row := range []struct {
+		id, state         string
+		deadline, updated int64
+	}{
+		{"open", "open", 5000, 100},
+		{"closed", "closed", 5000, 200},
+		{"expired", "expired", 5000, 6000},
+	} {
+		if _, err := db.Exec(`INSERT INTO tasks (id, state, deadline, doc, revision, updated_at) VALUES (?, ?, ?, '{}', 1, ?)`, row.id, row.state, row.deadline, row.updated); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(backfill); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"open": 5000, "closed": 200, "expired": 5000}
+	for id, w := range want {
+		var got int64
+		if err := db.QueryRow(`SELECT ends_at FROM tasks WHERE id = ?`, id).Scan(&got); err != nil || got != w {
+			t.Errorf("task %s: ends_at %d, %v; want %d", id, got, err, w)
+		}
+	}
+}

@@ -82,25 +82,29 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	return nil
 }
 
-// endedTaskMemory is how long a closed or expired task stays in the
-// decision index after it ended. It grants nothing there; it lets a denial
+// endedTaskMemory is how long a closed or expired task (or one left open
+// past its deadline) stays in the decision index after it ended. It grants nothing there; it lets a denial
 // say "task T-1 is closed" to whoever still tries to use it, instead of
 // only that no open task allows the request.
 const endedTaskMemory = 24 * time.Hour
 
 func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 	var snap authz.Snapshot
-	recs, err := d.s.store.ListTasks(ctx, string(task.StateOpen), string(task.StateClosed), string(task.StateExpired))
+	// Only the tasks still to end and those ended within the memory are
+	// read: the history of ended tasks grows forever, and rebuilding the
+	// index must not read it.
+	since := d.s.now().Add(-endedTaskMemory)
+	recs, err := d.s.store.ListTasksEndingSince(ctx, since, string(task.StateOpen), string(task.StateClosed), string(task.StateExpired))
 	if err != nil {
 		return snap, err
 	}
-	since := d.s.now().Add(-endedTaskMemory)
 	for _, r := range recs {
 		t, err := taskFromRecord(r)
 		if err != nil {
 			d.s.log.Warn("skipping an unreadable task in the decision index", "task_id", r.ID, "err", err)
 			continue
 		}
+		// The store compares whole seconds; keep the window exact.
 		if t.State != task.StateOpen && t.ClosedAt.Before(since) {
 			continue
 		}

@@ -313,3 +313,71 @@ func TestTaskConcurrentUpdates(t *testing.T) {
 		t.Fatalf("members after concurrent adds = %v, %v", got.GetMembers(), err)
 	}
 }
+
+// TestDecisionIndexKeepsOnlyRecentlyEndedTasks: the index holds the tasks
+// still to end and those ended within endedTaskMemory (to name them in
+// denials), and reads no task that ended before, whether it was closed or
+// left open past its deadline.
+func TestDecisionIndexKeepsOnlyRecentlyEndedTasks(t *testing.T) {
+	var skip atomic.Int64
+	ctx := context.Background()
+	srv, err := New(ctx, testConfig(t), Options{Logger: quietLogger(), Version: "test", Now: func() time.Time {
+		return time.Now().Add(time.Duration(skip.Load()))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	tc := writv1.NewTaskServiceClient(adminConn(t, srv))
+	open := func() string {
+		pt := draftTask()
+		pt.Grants = []*writv1.Grant{deployGrant(alice)}
+		created, err := tc.CreateTask(ctx, &writv1.CreateTaskRequest{Task: pt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.OpenTask(ctx, &writv1.TaskTransitionRequest{Id: created.Id}); err != nil {
+			t.Fatal(err)
+		}
+		return created.Id
+	}
+	leftOpen, closed := open(), open()
+	if _, err := tc.CloseTask(ctx, &writv1.TaskTransitionRequest{Id: closed}); err != nil {
+		t.Fatal(err)
+	}
+	indexed := func() []string {
+		t.Helper()
+		snap, err := srv.decisions.snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, tk := range snap.Tasks {
+			ids = append(ids, tk.ID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	both := []string{leftOpen, closed}
+	slices.Sort(both)
+	if got := indexed(); !slices.Equal(got, both) {
+		t.Fatalf("indexed %v, want %v", got, both)
+	}
+	// Past the deadline, both have ended but within the memory.
+	skip.Store(int64(2 * time.Hour))
+	if got := indexed(); !slices.Equal(got, both) {
+		t.Fatalf("2h later: indexed %v, want %v", got, both)
+	}
+	// The closed task left the memory; the other ended at its deadline.
+	skip.Store(int64(24*time.Hour + 30*time.Minute))
+	if got := indexed(); !slices.Equal(got, []string{leftOpen}) {
+		t.Fatalf("24h30m later: indexed %v, want [%s]", got, leftOpen)
+	}
+	skip.Store(int64(26 * time.Hour))
+	if got := indexed(); len(got) != 0 {
+		t.Fatalf("26h later, both ended over a day ago: indexed %v", got)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"writ.dev/writ/store"
+	"writ.dev/writ/store/internal/sqlstore"
 	"writ.dev/writ/store/migrate"
 	"writ.dev/writ/store/storetest"
 )
@@ -351,6 +352,43 @@ func TestTaskEndsAtBackfill(t *testing.T) {
 		var got int64
 		if err := db.QueryRow(`SELECT ends_at FROM tasks WHERE id = ?`, id).Scan(&got); err != nil || got != w {
 			t.Errorf("task %s: ends_at %d, %v; want %d", id, got, err, w)
+		}
+	}
+}
+
+// The decision index is rebuilt from ListTasksEndingSince on every store
+// change: it must search the range on ends_at, not walk every task ever
+// stored.
+func TestTasksEndingSinceUsesIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "writ.db")
+	openTest(t, path)
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for n, want := range map[int]string{3: "USING INDEX tasks_state_ends_at", 0: "USING INDEX tasks_ends_at"} {
+		args := []any{int64(0)}
+		for range n {
+			args = append(args, "open")
+		}
+		q := strings.NewReplacer("$1", "?1", "$2", "?2", "$3", "?3", "$4", "?4").Replace(sqlstore.TasksEndingSinceSQL(n))
+		rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if got := strings.Join(plan, "; "); !strings.Contains(got, want) || strings.Contains(got, "SCAN") {
+			t.Errorf("%d states: plan %q, want a search %s", n, got, want)
 		}
 	}
 }

@@ -7,4 +7,7 @@ ALTER TABLE tasks ADD COLUMN ends_at bigint NOT NULL DEFAULT 0;
 -- ended (closed before its deadline, or expired after it: ended at the
 -- deadline), so the earlier of the two is when it ended.
 UPDATE tasks SET ends_at = CASE WHEN state IN ('closed', 'expired') THEN LEAST(updated_at, deadline) ELSE deadline END;
+-- The decision index lists by state and end; the first index serves it,
+-- the second a listing of every state.
+CREATE INDEX tasks_state_ends_at ON tasks (state, ends_at);
 CREATE INDEX tasks_ends_at ON tasks (ends_at);

@@ -135,10 +135,7 @@ func BenchmarkDecisionIndexRebuild(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		snap, err := srv.decisions.snapshot(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
+		snap := lockedSnapshot(b, srv)
 		b.ReportMetric(float64(len(snap.Tasks)), "tasks-indexed")
 	})
 }

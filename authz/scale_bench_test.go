@@ -18,7 +18,7 @@ const benchScaleEnded = 15_000
 // from the benchmark world's identities, with requests of which a third
 // are allowed by a live task, a third would have been allowed by an ended
 // one, and a third are drawn at random.
-func scaleWorld(b *testing.B, live, ended int) (Snapshot, []Request) {
+func scaleWorld(b testing.TB, live, ended int) (Snapshot, []Request) {
 	g := &benchGen{r: rand.New(rand.NewPCG(uint64(live), uint64(ended)))}
 	s := Snapshot{Tasks: make([]task.Task, live+ended)}
 	for i := range s.Tasks {

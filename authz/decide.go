@@ -80,11 +80,8 @@ type scan struct {
 	// live are the grants of tasks live at the request's time that give
 	// the identity the action on the resource, in index order.
 	live []grantRef
-	// notLive says why the first task that would give it is not live:
-	// first by bucket (in eachBucket order), then by task index, which is
-	// the order of the entries within a bucket. notLiveAt is that place.
-	notLive   string
-	notLiveAt [2]int32
+	// notLive says why the first task that would give it is not live.
+	notLive string
 	// standing is a standing grant covering the identity, or -1.
 	standing int32
 }
@@ -97,52 +94,31 @@ func (ix *Index) scanLink(id spiffeid.ID, action, resource string, at time.Time)
 	workload := identity.KindOf(id) == identity.KindWorkload
 	d := idDepth(id)
 	rk := newResKey(resource)
-	matches := func(e *entry, whole bool) bool {
-		return (e.action == act || e.action == anyAction) && e.res.mayMatch(rk) && e.to.matches(id, d, whole) && e.grant.AllowsResource(resource)
-	}
-	ord, anyDead := int32(0), false
 	ix.eachBucket(id, func(b *bucket, whole bool) {
 		for i := range b.grants {
-			if e := &b.grants[i]; matches(e, whole) {
-				ix.noteGrant(&sc, e, at, ord)
+			e := &b.grants[i]
+			if (e.action == act || e.action == anyAction) && e.res.mayMatch(rk) && e.to.matches(id, d, whole) && e.grant.AllowsResource(resource) {
+				ix.noteGrant(&sc, e, at)
 			}
 		}
 		if workload && sc.standing < 0 {
 			sc.standing = ix.standingIn(b, id, d, whole, act, rk, resource)
 		}
-		anyDead = anyDead || len(b.dead) > 0
-		ord++
-	})
-	if len(sc.live) > 0 || !anyDead {
-		return sc
-	}
-	// No live grant: the dead tasks' grants may explain the denial, if one
-	// comes before the task already found in the order of the buckets.
-	ord = 0
-	ix.eachBucket(id, func(b *bucket, whole bool) {
-		for i := range b.dead {
-			if e := &b.dead[i]; matches(e, whole) {
-				ix.noteGrant(&sc, e, at, ord)
-				break
-			}
-		}
-		ord++
 	})
 	return sc
 }
 
-// noteGrant records a grant, found in the ord'th bucket, that gives the
-// identity what it asks: among the live ones if its task is live at at,
-// otherwise as the reason if it comes first.
-func (ix *Index) noteGrant(sc *scan, e *entry, at time.Time, ord int32) {
+// noteGrant records a grant that gives the identity what it asks: among
+// the live ones if its task is live at at, otherwise as the reason.
+func (ix *Index) noteGrant(sc *scan, e *entry, at time.Time) {
 	ref := grantRef{task: e.task, grant: e.index}
 	why := ix.deadWhy[e.task]
 	if now := unixNano(at); why == "" && (now < e.notBefore || now >= e.deadline) {
 		why = ix.tasks[e.task].NotLiveReason(at)
 	}
-	switch place := [2]int32{ord, e.task}; {
-	case why != "" && (sc.notLive == "" || place[0] < sc.notLiveAt[0] || place[0] == sc.notLiveAt[0] && place[1] < sc.notLiveAt[1]):
-		sc.notLive, sc.notLiveAt = why, place
+	switch {
+	case why != "" && sc.notLive == "":
+		sc.notLive = why
 	case why == "" && !slices.Contains(sc.live, ref):
 		sc.live = append(sc.live, ref)
 	}

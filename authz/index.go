@@ -39,20 +39,14 @@ type Index struct {
 	// depths has bit n set when some pattern's literal prefix has n path
 	// segments, so lookups skip prefixes no pattern can have.
 	depths uint64
-	// mixDead keeps dead tasks' grants among the live ones, as the index
-	// did before it set them apart; tests compare the two.
-	mixDead bool
-	locks   []Lock
+	locks  []Lock
 	// exactLocks and prefixLocks index identity locks by value.
 	exactLocks, prefixLocks map[string][]int32
 }
 
-// bucket holds what is indexed under one literal prefix. The grants of
-// dead tasks are set apart: a decision reads them only to explain a
-// denial, so the tasks kept for that cost an allowed decision nothing.
+// bucket holds what is indexed under one literal prefix.
 type bucket struct {
 	grants   []entry
-	dead     []entry
 	standing []standingEntry
 }
 
@@ -190,18 +184,13 @@ func (ix *Index) indexTask(i int32, taskLocks map[string]int32) {
 	} else if t.State != task.StateOpen || !ix.now.Before(t.Deadline) {
 		ix.deadWhy[i] = t.NotLiveReason(ix.now)
 	}
-	dead := ix.deadWhy[i] != "" && !ix.mixDead
 	for g := range t.Grants {
 		gr := &t.Grants[g]
 		for k := range gr.To {
 			to := &gr.To[k]
 			b := ix.bucket(*to)
-			list := &b.grants
-			if dead {
-				list = &b.dead
-			}
 			for _, action := range gr.Actions {
-				*list = append(*list, entry{action: ix.intern(action), res: newResFilter(gr.Resources), to: newRecipient(to), task: i, index: int32(g),
+				b.grants = append(b.grants, entry{action: ix.intern(action), res: newResFilter(gr.Resources), to: newRecipient(to), task: i, index: int32(g),
 					notBefore: unixNano(t.NotBefore), deadline: unixNano(t.Deadline), grant: gr})
 			}
 		}

@@ -125,7 +125,7 @@ func (g *benchGen) resourcePattern() string {
 	return fmt.Sprintf("mcp/tool%d/tool/*", g.r.IntN(100))
 }
 
-func (g *benchGen) task(b *testing.B, i int) task.Task {
+func (g *benchGen) task(b testing.TB, i int) task.Task {
 	tk := task.Task{ID: fmt.Sprintf("T-%d", i), Title: "bench", Reason: "bench",
 		Owner: spiffeid.RequireFromString(g.person()), Deadline: t0.Add(24 * time.Hour), State: task.StateDraft}
 	for range 2 + g.r.IntN(4) {

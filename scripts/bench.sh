@@ -12,6 +12,8 @@ count=${BENCH_COUNT:-3}
   go test -run '^$' -bench . -benchmem -count "$count" ./ca ./identity
   go test -run '^$' -bench 'Mint|JWT|CheckGRPC' -benchmem -count "$count" ./server
   go test -run '^$' -bench 'Decide' -benchmem -count "$count" ./authz ./authz/guardrail
+  # Seeds 15,000 ended and up to 15,000 live tasks in SQLite: minutes per count.
+  go test -run '^$' -bench 'DecisionIndexRebuild' -benchmem -count "$count" ./server
   go test -run '^$' -bench 'Create' -benchtime 1x -count "$count" ./server ./store/...
   go test -run '^$' -bench 'AppendAudit' -benchtime 2s -count "$count" ./store/...
   go test -run '^$' -bench 'Verify1M' -benchtime 1x -count "$count" ./audit

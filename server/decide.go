@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -41,6 +42,16 @@ type decisions struct {
 	agentFacts atomic.Pointer[map[spiffeid.ID][]string]
 
 	refreshMu sync.Mutex
+	// decoded holds the tasks of the last snapshot by ID with the stored
+	// documents they were decoded from: decoding is most of a rebuild's
+	// time, and between two rebuilds few tasks change. Guarded by
+	// refreshMu.
+	decoded map[string]decodedTask
+}
+
+type decodedTask struct {
+	doc  []byte
+	task task.Task
 }
 
 func newDecisions(s *Server) *decisions { return &decisions{s: s} }
@@ -83,30 +94,42 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	return nil
 }
 
-// endedTaskMemory is how long a closed or expired task stays in the
-// decision index after it ended. It grants nothing there; it lets a denial
+// endedTaskMemory is how long a closed or expired task (or one left open
+// past its deadline) stays in the decision index after it ended. It grants nothing there; it lets a denial
 // say "task T-1 is closed" to whoever still tries to use it, instead of
 // only that no open task allows the request.
 const endedTaskMemory = 24 * time.Hour
 
 func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 	var snap authz.Snapshot
-	recs, err := d.s.store.ListTasks(ctx, string(task.StateOpen), string(task.StateClosed), string(task.StateExpired))
+	// Only the tasks still to end and those ended within the memory are
+	// read: the history of ended tasks grows forever, and rebuilding the
+	// index must not read it.
+	since := d.s.now().Add(-endedTaskMemory)
+	recs, err := d.s.store.ListTasksEndingSince(ctx, since, string(task.StateOpen), string(task.StateClosed), string(task.StateExpired))
 	if err != nil {
 		return snap, err
 	}
-	since := d.s.now().Add(-endedTaskMemory)
+	decoded := make(map[string]decodedTask, len(recs))
 	for _, r := range recs {
-		t, err := taskFromRecord(r)
-		if err != nil {
-			d.s.log.Warn("skipping an unreadable task in the decision index", "task_id", r.ID, "err", err)
-			continue
+		dt, ok := d.decoded[r.ID]
+		if !ok || !bytes.Equal(dt.doc, r.Doc) {
+			t, err := taskFromRecord(r)
+			if err != nil {
+				d.s.log.Warn("skipping an unreadable task in the decision index", "task_id", r.ID, "err", err)
+				continue
+			}
+			dt = decodedTask{doc: r.Doc, task: t}
 		}
+		decoded[r.ID] = dt
+		t := dt.task
+		// The store compares whole seconds; keep the window exact.
 		if t.State != task.StateOpen && t.ClosedAt.Before(since) {
 			continue
 		}
 		snap.Tasks = append(snap.Tasks, t)
 	}
+	d.decoded = decoded
 	grants, err := d.s.store.ListStandingGrants(ctx)
 	if err != nil {
 		return snap, err

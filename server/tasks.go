@@ -538,7 +538,13 @@ func taskRecord(t *task.Task) (store.TaskRecord, error) {
 	if err != nil {
 		return store.TaskRecord{}, status.Errorf(codes.Internal, "encoding task %s: %v", t.ID, err)
 	}
-	return store.TaskRecord{ID: t.ID, State: string(t.State), Deadline: t.Deadline, Doc: doc}, nil
+	rec := store.TaskRecord{ID: t.ID, State: string(t.State), Deadline: t.Deadline, Doc: doc}
+	if (t.State == task.StateClosed || t.State == task.StateExpired) && !t.ClosedAt.IsZero() {
+		// The decision index reads tasks by when they ended, so one
+		// closed early leaves its memory window by its close time.
+		rec.EndsAt = t.ClosedAt
+	}
+	return rec, nil
 }
 
 // taskFromRecord decodes a stored task. Patterns are parsed again on the

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,8 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
+	"writ.dev/writ/authz"
+	"writ.dev/writ/task"
 )
 
 const (
@@ -312,5 +315,138 @@ func TestTaskConcurrentUpdates(t *testing.T) {
 	got, err := tc.GetTask(ctx, &writv1.GetTaskRequest{Id: created.Id})
 	if err != nil || len(got.Members) != 1+taskUpdateAttempts {
 		t.Fatalf("members after concurrent adds = %v, %v", got.GetMembers(), err)
+	}
+}
+
+// TestDecisionIndexKeepsOnlyRecentlyEndedTasks: the index holds the tasks
+// still to end and those ended within endedTaskMemory (to name them in
+// denials), and reads no task that ended before, whether it was closed or
+// left open past its deadline.
+func TestDecisionIndexKeepsOnlyRecentlyEndedTasks(t *testing.T) {
+	var skip atomic.Int64
+	ctx := context.Background()
+	srv, err := New(ctx, testConfig(t), Options{Logger: quietLogger(), Version: "test", Now: func() time.Time {
+		return time.Now().Add(time.Duration(skip.Load()))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	tc := writv1.NewTaskServiceClient(adminConn(t, srv))
+	open := func() string {
+		pt := draftTask()
+		pt.Grants = []*writv1.Grant{deployGrant(alice)}
+		created, err := tc.CreateTask(ctx, &writv1.CreateTaskRequest{Task: pt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.OpenTask(ctx, &writv1.TaskTransitionRequest{Id: created.Id}); err != nil {
+			t.Fatal(err)
+		}
+		return created.Id
+	}
+	leftOpen, closed := open(), open()
+	if _, err := tc.CloseTask(ctx, &writv1.TaskTransitionRequest{Id: closed}); err != nil {
+		t.Fatal(err)
+	}
+	indexed := func() []string {
+		t.Helper()
+		snap := lockedSnapshot(t, srv)
+		var ids []string
+		for _, tk := range snap.Tasks {
+			ids = append(ids, tk.ID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	both := []string{leftOpen, closed}
+	slices.Sort(both)
+	if got := indexed(); !slices.Equal(got, both) {
+		t.Fatalf("indexed %v, want %v", got, both)
+	}
+	// Past the deadline, both have ended but within the memory.
+	skip.Store(int64(2 * time.Hour))
+	if got := indexed(); !slices.Equal(got, both) {
+		t.Fatalf("2h later: indexed %v, want %v", got, both)
+	}
+	// The closed task left the memory; the other ended at its deadline.
+	skip.Store(int64(24*time.Hour + 30*time.Minute))
+	if got := indexed(); !slices.Equal(got, []string{leftOpen}) {
+		t.Fatalf("24h30m later: indexed %v, want [%s]", got, leftOpen)
+	}
+	skip.Store(int64(26 * time.Hour))
+	if got := indexed(); len(got) != 0 {
+		t.Fatalf("26h later, both ended over a day ago: indexed %v", got)
+	}
+}
+
+// lockedSnapshot takes a decision snapshot as refresh does, under its lock
+// (the background refresher may be taking one).
+func lockedSnapshot(t testing.TB, srv *Server) authz.Snapshot {
+	t.Helper()
+	srv.decisions.refreshMu.Lock()
+	defer srv.decisions.refreshMu.Unlock()
+	snap, err := srv.decisions.snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// TestDecisionSnapshotDecodesOnlyChangedTasks: a rebuild reuses the tasks
+// it decoded before when their stored documents are unchanged, and decodes
+// again those that changed, so the index sees every change.
+func TestDecisionSnapshotDecodesOnlyChangedTasks(t *testing.T) {
+	srv := startServer(t, testConfig(t))
+	tc := writv1.NewTaskServiceClient(adminConn(t, srv))
+	ctx := context.Background()
+	var ids []string
+	for range 2 {
+		pt := draftTask()
+		pt.Grants = []*writv1.Grant{deployGrant(alice)}
+		created, err := tc.CreateTask(ctx, &writv1.CreateTaskRequest{Task: pt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.OpenTask(ctx, &writv1.TaskTransitionRequest{Id: created.Id}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, created.Id)
+	}
+	byID := func(snap authz.Snapshot) map[string]task.Task {
+		out := map[string]task.Task{}
+		for _, tk := range snap.Tasks {
+			out[tk.ID] = tk
+		}
+		return out
+	}
+	first := byID(lockedSnapshot(t, srv))
+	if _, err := tc.CloseTask(ctx, &writv1.TaskTransitionRequest{Id: ids[1]}); err != nil {
+		t.Fatal(err)
+	}
+	second := byID(lockedSnapshot(t, srv))
+	kept, changed := ids[0], ids[1]
+	if &first[kept].Grants[0] != &second[kept].Grants[0] {
+		t.Errorf("task %s, unchanged, was decoded again", kept)
+	}
+	if second[changed].State != task.StateClosed || &first[changed].Grants[0] == &second[changed].Grants[0] {
+		t.Errorf("task %s, closed, reads %s from the earlier decoding", changed, second[changed].State)
+	}
+	// What is reused is what decoding gives.
+	for _, id := range ids {
+		rec, err := srv.store.GetTask(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := taskFromRecord(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(fresh, second[id]) {
+			t.Errorf("task %s: snapshot %+v, decoded %+v", id, second[id], fresh)
+		}
 	}
 }

@@ -274,7 +274,11 @@ type TaskRecord struct {
 	ID       string
 	State    string
 	Deadline time.Time
-	Doc      []byte
+	// EndsAt is when the task stops granting for good: the time it was
+	// closed or expired, or zero for its Deadline while it has not ended.
+	// A read returns Deadline for zero.
+	EndsAt time.Time
+	Doc    []byte
 	// Revision is the store revision of its last change; set by the store.
 	Revision  int64
 	UpdatedAt time.Time
@@ -428,6 +432,11 @@ type Store interface {
 	GetTask(ctx context.Context, id string) (TaskRecord, error)
 	// ListTasks returns the tasks in any of states (all when none), by ID.
 	ListTasks(ctx context.Context, states ...string) ([]TaskRecord, error)
+	// ListTasksEndingSince returns the tasks in any of states (all when
+	// none) whose EndsAt is at or after since, by ID: those still to end
+	// and those that ended since (to the second: times are stored in whole
+	// seconds). It reads only those, however many tasks ended before since.
+	ListTasksEndingSince(ctx context.Context, since time.Time, states ...string) ([]TaskRecord, error)
 	// PutStandingGrant creates or replaces a standing grant under a new
 	// revision; DeleteStandingGrant removes one (ErrNotFound if absent).
 	PutStandingGrant(ctx context.Context, g StandingGrantRecord, evs ...AuditEvent) (StandingGrantRecord, error)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"writ.dev/writ/store"
+	"writ.dev/writ/store/internal/sqlstore"
 	"writ.dev/writ/store/migrate"
 	"writ.dev/writ/store/storetest"
 )
@@ -351,5 +352,89 @@ func TestBackupRestores(t *testing.T) {
 	// A second backup to the same file would mix two copies: refused.
 	if err := s.Backup(t.Context(), backup); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("Backup over an existing copy: %v, want a refusal", err)
+	}
+}
+
+// Tasks stored before migration 0010 get an end: their deadline while they
+// have not ended, and the earlier of their last write and their deadline
+// once closed or expired.
+func TestTaskEndsAtBackfill(t *testing.T) {
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "writ.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var backfill string
+	for _, m := range ms {
+		if m.Version == 10 {
+			backfill = m.SQL
+			break
+		}
+		if _, err := db.Exec(m.SQL); err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+	}
+	for _, row := range []struct {
+		id, state         string
+		deadline, updated int64
+	}{
+		{"open", "open", 5000, 100},
+		{"closed", "closed", 5000, 200},
+		{"expired", "expired", 5000, 6000},
+	} {
+		if _, err := db.Exec(`INSERT INTO tasks (id, state, deadline, doc, revision, updated_at) VALUES (?, ?, ?, '{}', 1, ?)`, row.id, row.state, row.deadline, row.updated); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(backfill); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"open": 5000, "closed": 200, "expired": 5000}
+	for id, w := range want {
+		var got int64
+		if err := db.QueryRow(`SELECT ends_at FROM tasks WHERE id = ?`, id).Scan(&got); err != nil || got != w {
+			t.Errorf("task %s: ends_at %d, %v; want %d", id, got, err, w)
+		}
+	}
+}
+
+// The decision index is rebuilt from ListTasksEndingSince on every store
+// change: it must search the range on ends_at, not walk every task ever
+// stored.
+func TestTasksEndingSinceUsesIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "writ.db")
+	openTest(t, path)
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for n, want := range map[int]string{3: "USING INDEX tasks_state_ends_at", 0: "USING INDEX tasks_ends_at"} {
+		args := []any{int64(0)}
+		for range n {
+			args = append(args, "open")
+		}
+		q := strings.NewReplacer("$1", "?1", "$2", "?2", "$3", "?3", "$4", "?4").Replace(sqlstore.TasksEndingSinceSQL(n))
+		rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if got := strings.Join(plan, "; "); !strings.Contains(got, want) || strings.Contains(got, "SCAN") {
+			t.Errorf("%d states: plan %q, want a search %s", n, got, want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ var taskTests = []struct {
 	fn   func(t *testing.T, s store.Store)
 }{
 	{"TaskCompareAndSet", testTaskCAS},
+	{"TasksEndingSince", testTasksEndingSince},
 	{"StandingGrants", testStandingGrants},
 	{"DelegationKeys", testDelegationKeys},
 }
@@ -110,5 +112,67 @@ func testDelegationKeys(t *testing.T, s store.Store) {
 	keys, err := s.ListDelegationKeys(ctx)
 	if err != nil || len(keys) != 1 || keys[0].ServerID != "a" {
 		t.Fatalf("ListDelegationKeys = %v, %v", keys, err)
+	}
+}
+
+// testTasksEndingSince checks the listing the decision index is built from:
+// tasks still to end plus those ended since a time, whatever ended before.
+func testTasksEndingSince(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	t0 := time.Unix(1_900_000_000, 0).UTC()
+	put := func(id, state string, deadline, endsAt time.Time) store.TaskRecord {
+		t.Helper()
+		r, err := s.PutTask(ctx, store.TaskRecord{ID: id, State: state, Deadline: deadline, EndsAt: endsAt, Doc: []byte(`{"id":"` + id + `"}`)}, 0, event("task.create"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	put("E-draft", "draft", t0.Add(time.Hour), time.Time{})
+	put("E-open", "open", t0.Add(time.Hour), time.Time{})
+	put("E-open-past", "open", t0.Add(-48*time.Hour), time.Time{})
+	put("E-closed-old", "closed", t0.Add(time.Hour), t0.Add(-25*time.Hour))
+	put("E-closed-new", "closed", t0.Add(time.Hour), t0.Add(-time.Hour))
+	put("E-expired-old", "expired", t0.Add(-30*time.Hour), t0.Add(-30*time.Hour))
+	put("E-expired-edge", "expired", t0.Add(-24*time.Hour), t0.Add(-24*time.Hour))
+
+	back, err := s.GetTask(ctx, "E-open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back.EndsAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("a task not ended: EndsAt %v; want its deadline", back.EndsAt)
+	}
+	if back, err := s.GetTask(ctx, "E-closed-new"); err != nil || !back.EndsAt.Equal(t0.Add(-time.Hour)) {
+		t.Fatalf("a closed task: EndsAt %v, %v; want when it closed", back.EndsAt, err)
+	}
+	ids := func(rs []store.TaskRecord) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	since := t0.Add(-24 * time.Hour)
+	got, err := s.ListTasksEndingSince(ctx, since, "open", "closed", "expired")
+	want := []string{"E-closed-new", "E-expired-edge", "E-open"}
+	if err != nil || !slices.Equal(ids(got), want) {
+		t.Fatalf("ListTasksEndingSince(t0-24h, open, closed, expired) = %v, %v; want %v", ids(got), err, want)
+	}
+	all, err := s.ListTasksEndingSince(ctx, since)
+	want = []string{"E-closed-new", "E-draft", "E-expired-edge", "E-open"}
+	if err != nil || !slices.Equal(ids(all), want) {
+		t.Fatalf("ListTasksEndingSince(t0-24h) = %v, %v; want %v", ids(all), err, want)
+	}
+	// Closing a task moves its end: it drops out once since passes it.
+	closed := back
+	closed.State, closed.EndsAt = "closed", t0.Add(-23*time.Hour)
+	if _, err := s.PutTask(ctx, closed, back.Revision, event("task.close")); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.ListTasksEndingSince(ctx, t0.Add(-22*time.Hour), "open", "closed")
+	want = []string{"E-closed-new"}
+	if err != nil || !slices.Equal(ids(got), want) {
+		t.Fatalf("after closing E-open: ListTasksEndingSince(t0-22h, open, closed) = %v, %v; want %v", ids(got), err, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,10 +13,10 @@ import (
 )
 
 const (
-	insertTaskSQL = `INSERT INTO tasks (id, state, deadline, doc, revision, updated_at) VALUES ($1, $2, $3, $4, $5, $6)`
+	insertTaskSQL = `INSERT INTO tasks (id, state, deadline, doc, revision, updated_at, ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`
 	// The revision in the WHERE clause is the compare-and-set.
-	updateTaskSQL     = `UPDATE tasks SET state = $2, deadline = $3, doc = $4, revision = $5, updated_at = $6 WHERE id = $1 AND revision = $7`
-	taskColumns       = `id, state, deadline, doc, revision, updated_at`
+	updateTaskSQL     = `UPDATE tasks SET state = $2, deadline = $3, doc = $4, revision = $5, updated_at = $6, ends_at = $8 WHERE id = $1 AND revision = $7`
+	taskColumns       = `id, state, deadline, doc, revision, updated_at, ends_at`
 	getTaskSQL        = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1`
 	listTasksSQL      = `SELECT ` + taskColumns + ` FROM tasks ORDER BY id`
 	taskExistsSQL     = `SELECT id FROM tasks WHERE id = $1`
@@ -36,6 +37,9 @@ func (s *Store) PutTask(ctx context.Context, t store.TaskRecord, prevRevision in
 	}
 	now := time.Now()
 	t.UpdatedAt = time.Unix(now.Unix(), 0).UTC()
+	if t.EndsAt.IsZero() {
+		t.EndsAt = t.Deadline
+	}
 	err := s.write(ctx, evs, func(tx WriteTx, rev int64) error {
 		t.Revision = rev
 		if prevRevision == 0 {
@@ -46,10 +50,10 @@ func (s *Store) PutTask(ctx context.Context, t store.TaskRecord, prevRevision in
 			if taken != "" {
 				return fmt.Errorf("task id %q is taken: %w", t.ID, store.ErrAlreadyExists)
 			}
-			_, err = tx.Exec(ctx, insertTaskSQL, t.ID, t.State, t.Deadline.Unix(), string(t.Doc), rev, t.UpdatedAt.Unix())
+			_, err = tx.Exec(ctx, insertTaskSQL, t.ID, t.State, t.Deadline.Unix(), string(t.Doc), rev, t.UpdatedAt.Unix(), t.EndsAt.Unix())
 			return s.mapErr(err)
 		}
-		n, err := tx.Exec(ctx, updateTaskSQL, t.ID, t.State, t.Deadline.Unix(), string(t.Doc), rev, t.UpdatedAt.Unix(), prevRevision)
+		n, err := tx.Exec(ctx, updateTaskSQL, t.ID, t.State, t.Deadline.Unix(), string(t.Doc), rev, t.UpdatedAt.Unix(), prevRevision, t.EndsAt.Unix())
 		if err != nil {
 			return err
 		}
@@ -92,12 +96,44 @@ func (s *Store) ListTasks(ctx context.Context, states ...string) ([]store.TaskRe
 	if len(states) == 0 {
 		return queryTasks(ctx, s.engine.Reader(), listTasksSQL)
 	}
+	in, args := stateFilter(states, 1)
+	return queryTasks(ctx, s.engine.Reader(), `SELECT `+taskColumns+` FROM tasks WHERE state IN (`+in+`) ORDER BY id`, args...)
+}
+
+// ListTasksEndingSince implements store.Store. The range on ends_at is
+// indexed, so the tasks that ended before since are not read. Times are
+// stored in whole seconds, so a task ending within since's second is in.
+func (s *Store) ListTasksEndingSince(ctx context.Context, since time.Time, states ...string) ([]store.TaskRecord, error) {
+	_, stateArgs := stateFilter(states, 2)
+	query := TasksEndingSinceSQL(len(states))
+	args := append([]any{since.Unix()}, stateArgs...)
+	// Sorted here, not by ORDER BY id: given that, planners walk the
+	// primary key over every task instead of the range on ends_at.
+	ts, err := queryTasks(ctx, s.engine.Reader(), query, args...)
+	slices.SortFunc(ts, func(a, b store.TaskRecord) int { return strings.Compare(a.ID, b.ID) })
+	return ts, err
+}
+
+// TasksEndingSinceSQL is the query of ListTasksEndingSince with n states
+// ($2 …), exported so that each engine's tests can check its plan.
+func TasksEndingSinceSQL(n int) string {
+	query := `SELECT ` + taskColumns + ` FROM tasks WHERE ends_at >= $1`
+	if n > 0 {
+		in, _ := stateFilter(make([]string, n), 2)
+		query += ` AND state IN (` + in + `)`
+	}
+	return query
+}
+
+// stateFilter returns the placeholders, numbered from first, and arguments
+// of a state IN (…) list.
+func stateFilter(states []string, first int) (string, []any) {
 	ps := make([]string, len(states))
 	args := make([]any, len(states))
 	for i, st := range states {
-		ps[i], args[i] = "$"+strconv.Itoa(i+1), st
+		ps[i], args[i] = "$"+strconv.Itoa(first+i), st
 	}
-	return queryTasks(ctx, s.engine.Reader(), `SELECT `+taskColumns+` FROM tasks WHERE state IN (`+strings.Join(ps, ", ")+`) ORDER BY id`, args...)
+	return strings.Join(ps, ", "), args
 }
 
 func queryTasks(ctx context.Context, q Querier, query string, args ...any) ([]store.TaskRecord, error) {
@@ -109,12 +145,13 @@ func queryTasks(ctx context.Context, q Querier, query string, args ...any) ([]st
 	var out []store.TaskRecord
 	for rows.Next() {
 		var t store.TaskRecord
-		var deadline, updated int64
+		var deadline, updated, ends int64
 		var doc string
-		if err := rows.Scan(&t.ID, &t.State, &deadline, &doc, &t.Revision, &updated); err != nil {
+		if err := rows.Scan(&t.ID, &t.State, &deadline, &doc, &t.Revision, &updated, &ends); err != nil {
 			return nil, fmt.Errorf("tasks: %w", err)
 		}
 		t.Doc, t.Deadline, t.UpdatedAt = []byte(doc), time.Unix(deadline, 0).UTC(), time.Unix(updated, 0).UTC()
+		t.EndsAt = time.Unix(ends, 0).UTC()
 		out = append(out, t)
 	}
 	return out, rows.Err()

@@ -53,6 +53,15 @@ const (
 	EventStandingGrantPut    = "grant.standing.put"
 	EventStandingGrantDelete = "grant.standing.delete"
 
+	EventRequestCreate      = "request.create"
+	EventRequestReview      = "request.review"
+	EventRequestAutoApprove = "request.approve.auto"
+	EventRequestApprove     = "request.approve"
+	EventRequestDeny        = "request.deny"
+	EventRequestCancel      = "request.cancel"
+	EventRequestExpire      = "request.expire"
+	EventReviewRulesApply   = "review.rules.apply"
+
 	EventDecision = "decision"
 
 	// EventRefusalSummary counts the refusals of unauthenticated callers

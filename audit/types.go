@@ -60,6 +60,9 @@ const (
 	EventRequestDeny        = "request.deny"
 	EventRequestCancel      = "request.cancel"
 	EventRequestExpire      = "request.expire"
+	// EventRequestEffect records what an approved request made real (the
+	// task opened, the grants added), or why it could not.
+	EventRequestEffect = "request.effect"
 	EventReviewRulesApply   = "review.rules.apply"
 
 	EventDecision = "decision"

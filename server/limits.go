@@ -171,6 +171,11 @@ var methodMaxBytes = map[string]int{
 	writv1.AgentService_MintWorkloadJWTSVID_FullMethodName:   csrMessage,
 	writv1.PersonService_Login_FullMethodName:                tokenMessage,
 	writv1.DecisionService_Check_FullMethodName:              evidenceMessage,
+	// A request carries up to 32 grants, a reason and a delegation token.
+	writv1.RequestService_CreateRequest_FullMethodName: tokenMessage,
+	writv1.RequestService_CancelRequest_FullMethodName: tokenMessage,
+	writv1.ReviewService_Approve_FullMethodName:        tokenMessage,
+	writv1.ReviewService_Deny_FullMethodName:           tokenMessage,
 }
 
 // networkMaxMessage is what the network listener's transport reads at all:

@@ -24,6 +24,7 @@ type requestKind string
 const (
 	requestExchange requestKind = "token_exchange"
 	requestCheck    requestKind = "decision"
+	requestAccess   requestKind = "access_request"
 )
 
 // requestLimits keeps one workload from flooding the audit log through
@@ -48,6 +49,7 @@ func newRequestLimits(l LimitsConfig, now func() time.Time, rec auditRecorder, l
 		buckets: map[requestKind]*rateLimiter{
 			requestExchange: newRateLimiter(l.RequestsPerIdentity, now),
 			requestCheck:    newRateLimiter(l.RequestsPerIdentity, now),
+			requestAccess:   newRateLimiter(l.RequestsPerIdentity, now),
 		},
 		refusals: newRefusalSummary(l.RefusalSummaryInterval.Duration),
 		now:      now, audit: rec, log: log,
@@ -76,8 +78,11 @@ func (rl *requestLimits) allow(c Caller, kind requestKind) error {
 	// flood the log as the events would have flooded the audit log.
 	rl.log.Debug("rate limited", "kind", string(kind), "caller", who)
 	what := "token exchanges"
-	if kind == requestCheck {
+	switch kind {
+	case requestCheck:
 		what = "decisions"
+	case requestAccess:
+		what = "access requests and reviews"
 	}
 	return status.Errorf(codes.ResourceExhausted, "too many %s for %s: at most %g a second, %d at once (limits.requests_per_identity); retry later", what, who, rl.limit.Rate, rl.limit.Burst)
 }

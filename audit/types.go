@@ -62,8 +62,8 @@ const (
 	EventRequestExpire      = "request.expire"
 	// EventRequestEffect records what an approved request made real (the
 	// task opened, the grants added), or why it could not.
-	EventRequestEffect = "request.effect"
-	EventReviewRulesApply   = "review.rules.apply"
+	EventRequestEffect    = "request.effect"
+	EventReviewRulesApply = "review.rules.apply"
 
 	EventDecision = "decision"
 

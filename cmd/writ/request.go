@@ -48,10 +48,14 @@ func (c *cliCommand) parseOperand(args []string, stdout io.Writer, what string) 
 	return operand, false, nil
 }
 
+// delegationTokenHelp describes --delegation-token for requests and reviews.
+const delegationTokenHelp = "with --server: `file` of a delegation token bound to the presented identity, for the token endpoint's issuer as audience, saying whom you act for; - reads standard input"
+
 // requestFlags are the flags every way of asking takes.
 type requestFlags struct {
 	reason string
 	ttl    string
+	token  string
 	dryRun bool
 	as     stringList
 	asJSON bool
@@ -62,6 +66,7 @@ func addRequestFlags(c *cliCommand) *requestFlags {
 	f := &requestFlags{}
 	c.fs.StringVar(&f.reason, "reason", "", "`text` saying why you need the access; reviewers read it")
 	c.fs.StringVar(&f.ttl, "ttl", "", "how long the access should last once approved (`duration`, e.g. 1h); unset asks for the rule's max_ttl")
+	c.fs.StringVar(&f.token, "delegation-token", "", delegationTokenHelp)
 	c.fs.BoolVar(&f.dryRun, "dry-run", false, "say which rule applies and what it would decide, and store nothing")
 	c.fs.Var(&f.as, "as", "with --dry-run on the admin socket: the requester's SPIFFE `ID`, then whom it acts for; repeatable")
 	c.fs.BoolVar(&f.asJSON, "json", false, "print the request as JSON")
@@ -74,6 +79,13 @@ func (f *requestFlags) request(kind, taskID string, asks []string) (*writv1.Crea
 	req := &writv1.CreateAccessRequest{Kind: kind, Task: taskID, Asks: asks, Reason: f.reason, DryRun: f.dryRun, Chain: f.as}
 	if len(f.as) > 0 && !f.dryRun {
 		return nil, fmt.Errorf("--as names a requester only for a dry run: add --dry-run, or ask as yourself with --server")
+	}
+	if f.token != "" {
+		tok, err := readTokenFile("delegation-token", f.token)
+		if err != nil {
+			return nil, err
+		}
+		req.DelegationToken = tok
 	}
 	if f.ttl != "" {
 		d, err := identity.ParseTTL("ttl", f.ttl, 365*24*time.Hour)
@@ -90,7 +102,7 @@ func requestOpen(ctx context.Context, args []string, stdout io.Writer) error {
 		"Ask to open a drafted task: approved, its grants become live until its deadline (brought in to\n"+
 			"the access asked for, at most the rule's max_ttl). You ask as yourself: the identity --server\n"+
 			"and --identity present.",
-		"writ request open TASK --reason TEXT [--ttl DURATION] [--dry-run] [--json]")
+		"writ request open TASK --reason TEXT [--ttl DURATION] [--delegation-token FILE] [--dry-run] [--json]")
 	f := addRequestFlags(c)
 	taskID, done, err := c.parseOperand(args, stdout, "task ID")
 	if done || err != nil {
@@ -106,7 +118,7 @@ func requestOpen(ctx context.Context, args []string, stdout io.Writer) error {
 func requestJoin(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("writ request join",
 		"Ask to join an open task with named grants: approved, you become a member holding exactly them.",
-		"writ request join TASK --grant ACTION:RESOURCE... --reason TEXT [--ttl DURATION] [--dry-run] [--json]")
+		"writ request join TASK --grant ACTION:RESOURCE... --reason TEXT [--ttl DURATION] [--delegation-token FILE] [--dry-run] [--json]")
 	var grants stringList
 	c.fs.Var(&grants, "grant", "`action:resource` you ask for, e.g. read:db/staging/orders; repeatable")
 	f := addRequestFlags(c)
@@ -217,19 +229,26 @@ func requestShow(ctx context.Context, args []string, stdout io.Writer) error {
 
 func requestCancel(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCommand("writ request cancel", "Withdraw a pending request. Only the requester, or one it acts for, may.",
-		"writ request cancel ID [--json]")
+		"writ request cancel ID [--delegation-token FILE] [--json]")
+	token := c.fs.String("delegation-token", "", delegationTokenHelp)
 	asJSON := c.fs.Bool("json", false, "print the request as JSON")
 	t := c.socketFlag()
 	id, done, err := c.parseOperand(args, stdout, "request ID")
 	if done || err != nil {
 		return err
 	}
+	req := &writv1.CancelAccessRequestRequest{Id: id}
+	if *token != "" {
+		if req.DelegationToken, err = readTokenFile("delegation-token", *token); err != nil {
+			return err
+		}
+	}
 	cl, err := dial(*t)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	d, err := writv1.NewRequestServiceClient(cl.conn).CancelRequest(ctx, &writv1.CancelAccessRequestRequest{Id: id})
+	d, err := writv1.NewRequestServiceClient(cl.conn).CancelRequest(ctx, req)
 	if err != nil {
 		return cl.explain(err)
 	}

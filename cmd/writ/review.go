@@ -45,8 +45,9 @@ func reviewVerdict(ctx context.Context, args []string, stdout io.Writer, verb st
 		summary = "Deny a request, as the identity --server and --identity present. Any eligible reviewer's\n" +
 			"denial ends the request; say why."
 	}
-	c := newCommand("writ review "+verb, summary, "writ review "+verb+" ID --reason TEXT [--json]")
+	c := newCommand("writ review "+verb, summary, "writ review "+verb+" ID --reason TEXT [--delegation-token FILE] [--json]")
 	reason := c.fs.String("reason", "", "`text` saying why; the requester reads it")
+	token := c.fs.String("delegation-token", "", delegationTokenHelp)
 	asJSON := c.fs.Bool("json", false, "print the request as JSON")
 	t := c.socketFlag()
 	if verb == "deny" {
@@ -56,13 +57,18 @@ func reviewVerdict(ctx context.Context, args []string, stdout io.Writer, verb st
 	if done || err != nil {
 		return err
 	}
+	req := &writv1.ReviewAccessRequest{Id: id, Reason: *reason}
+	if *token != "" {
+		if req.DelegationToken, err = readTokenFile("delegation-token", *token); err != nil {
+			return err
+		}
+	}
 	cl, err := dial(*t)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	rc := writv1.NewReviewServiceClient(cl.conn)
-	req := &writv1.ReviewAccessRequest{Id: id, Reason: *reason}
 	var d *writv1.AccessRequestDetail
 	if verb == "deny" {
 		d, err = rc.Deny(ctx, req)

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -322,4 +324,47 @@ func TestRequestExpiry(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("%d request.expire events, want 3: one per request, never twice", n)
 	}
+}
+
+// TestRequestBoundedByGuardrailsAndLimits: an approved request makes its
+// grant real only through the task operations, so a guardrail forbidding
+// the grant still wins (the request says why, and Check denies); and
+// requests count against limits.requests_per_identity.
+func TestRequestBoundedByGuardrailsAndLimits(t *testing.T) {
+	cfg := testConfig(t)
+	policy := filepath.Join(cfg.DataDir, "prod.cedar")
+	if err := os.WriteFile(policy, []byte(`@id("no-prod-deploys-granted-to-workloads")
+forbid(principal, action == writ::Action::"deploy", resource in writ::Resource::"k8s/prod")
+when { principal.kind == "workload" && context.granting };
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Guardrails.Files = []string{policy}
+	cfg.Limits.RequestsPerIdentity = RateLimit{Rate: 0.001, Burst: 2}
+	srv := startServer(t, cfg)
+	admin := adminConn(t, srv)
+	rules := "rules:\n  - name: deploys-by-workloads\n    match: {actions: [deploy], resources: [k8s/**], requester_kind: [workload]}\n    auto_approve: {}\n"
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: rules}); err != nil {
+		t.Fatal(err)
+	}
+	work := openTask(t, writv1.NewTaskServiceClient(admin), "deploy 4.2", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	ci := actorConn(svidConn(t, srv, mintSVID(t, srv, runner)))
+
+	d, err := ci.join(t, work.GetId(), "ship 4.2", "deploy:k8s/prod/ns/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := d.GetRequest(); q.GetState() != "approved" || !strings.Contains(q.GetEffect(), "not applied") || !strings.Contains(q.GetEffect(), "no-prod-deploys-granted-to-workloads") {
+		t.Fatalf("a request for what a guardrail forbids granting = %v", d)
+	}
+	if r := check(t, writv1.NewDecisionServiceClient(admin), "deploy", "k8s/prod/ns/web", runner); r.GetAllow() {
+		t.Fatalf("the forbidden grant is live: %v", r)
+	}
+	staging, err := ci.join(t, work.GetId(), "ship 4.2 to staging", "deploy:k8s/staging/ns/web")
+	if err != nil || !strings.Contains(staging.GetRequest().GetEffect(), "joined task") {
+		t.Fatalf("an allowed grant = %v, %v", staging, err)
+	}
+	_, err = ci.join(t, work.GetId(), "one too many", "deploy:k8s/dev/ns/web")
+	wantCode(t, err, codes.ResourceExhausted, "requests_per_identity")
 }

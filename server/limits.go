@@ -58,8 +58,9 @@ type LimitsConfig struct {
 	// token is verified.
 	UnauthenticatedPerSource RateLimit `yaml:"unauthenticated_per_source"`
 	// RequestsPerIdentity limits the token exchanges, and separately the
-	// decisions (Check, POST /v1/check), of one SPIFFE ID: each writes an
-	// audit event whatever its outcome. Local administrators are not
+	// decisions (Check, POST /v1/check), and separately the access requests
+	// and reviews, of one SPIFFE ID: each writes an audit event whatever
+	// its outcome. Local administrators are not
 	// limited.
 	RequestsPerIdentity RateLimit `yaml:"requests_per_identity"`
 	// RefusalSummaryInterval is how long refusals of unauthenticated

@@ -28,7 +28,8 @@ const (
 )
 
 // requestLimits keeps one workload from flooding the audit log through
-// the paths outside SVID issuance: token exchanges and decisions. Each
+// the paths outside SVID issuance: token exchanges, decisions, and access
+// requests and reviews. Each
 // kind has its own buckets, so a resource server deciding at full rate
 // does not starve its own exchanges. A call past the limit writes no event
 // of its own; the calls turned away are counted per SPIFFE ID into one
@@ -122,7 +123,7 @@ func (rl *requestLimits) flush(ctx context.Context, all bool) error {
 func (s *Server) startRequestLimits(ctx context.Context) {
 	limited := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "writ_requests_rate_limited_total",
-		Help: "Token exchanges and decisions refused by limits.requests_per_identity, by kind (token_exchange, decision).",
+		Help: "Token exchanges, decisions and access requests refused by limits.requests_per_identity, by kind (token_exchange, decision, access_request).",
 	}, []string{"kind"})
 	s.metrics.reg.MustRegister(limited)
 	s.requests = newRequestLimits(s.cfg.Limits, s.now, s, s.log)

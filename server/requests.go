@@ -463,7 +463,32 @@ func (s *Server) sweepRequests(ctx context.Context) error {
 	return nil
 }
 
+// finishApproved applies the effect of approved requests that have none
+// recorded: a server that stopped between committing an approval and
+// making it real. Effects are idempotent (requestEffect), so a request
+// another server is finishing at the same time is not granted twice.
+func (s *Server) finishApproved(ctx context.Context) error {
+	recs, err := s.store.ListRequests(ctx, string(review.StateApproved))
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		sr, err := s.requestFromRecord(rec)
+		if err != nil {
+			s.log.Warn("unreadable request", "id", rec.ID, "err", err)
+			continue
+		}
+		if sr.effect == "" {
+			s.applyApproved(ctx, sr)
+		}
+	}
+	return nil
+}
+
 func (s *Server) runRequestSweep(ctx context.Context) {
+	if err := s.finishApproved(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("finishing approved requests", "err", err)
+	}
 	tick := time.NewTicker(requestSweepInterval)
 	defer tick.Stop()
 	for {
@@ -709,9 +734,14 @@ func (s *Server) applyApproved(ctx context.Context, sr storedRequest) storedRequ
 	return storedRequest{r: r, effect: effect, revision: put.Revision}
 }
 
+// errInEffect stops a task change that an approved request already made.
+var errInEffect = errors.New("already in effect")
+
 // requestEffect opens the task or adds the requester with the asked grants.
 // An open task's deadline is brought in to the request's TTL from now, so
-// the access lasts what the rule allows from approval on.
+// the access lasts what the rule allows from approval on. It is
+// idempotent: a task already open, or grants the requester already holds
+// exactly, change nothing, so finishing a request twice grants once.
 func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, error) {
 	ts := &taskService{s: s}
 	var change taskChange
@@ -719,6 +749,9 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 	switch r.Kind {
 	case review.KindOpen:
 		change = func(t *task.Task, now time.Time) (any, error) {
+			if t.State == task.StateOpen {
+				return nil, errInEffect
+			}
 			if until := now.Add(r.TTL); t.Deadline.After(until) {
 				t.Deadline = until
 			}
@@ -738,15 +771,21 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 			if err != nil {
 				return nil, status.Error(codes.Internal, err.Error())
 			}
-			if !isMemberOf(*t, r.Requester()) {
-				t.Members = append(t.Members, task.Member{Pattern: member})
-			}
 			first := len(t.Grants)
 			var added []grantDoc
 			for _, a := range r.Asks {
 				g := task.Grant{Actions: []string{a.Action}, Resources: []task.ResourcePattern{a.Resource}, To: []task.Pattern{member}}
+				if slices.ContainsFunc(t.Grants[:first], func(have task.Grant) bool { return sameGrant(have, g) }) {
+					continue
+				}
 				t.Grants = append(t.Grants, g)
 				added = append(added, grantToDoc(g))
+			}
+			if len(added) == 0 {
+				return nil, errInEffect
+			}
+			if !isMemberOf(*t, r.Requester()) {
+				t.Members = append(t.Members, task.Member{Pattern: member})
 			}
 			if err := s.validateTask(t); err != nil {
 				return nil, status.Errorf(codes.FailedPrecondition, "the grants asked for do not fit task %s: %v", t.ID, err)
@@ -760,6 +799,9 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 		return "", status.Errorf(codes.Internal, "request %s has kind %q", r.ID, r.Kind)
 	}
 	t, err := ts.update(ctx, r.Task, 0, typ, change)
+	if errors.Is(err, errInEffect) {
+		return fmt.Sprintf("already in effect on task %s", r.Task), nil
+	}
 	if err != nil {
 		return "", err
 	}
@@ -771,6 +813,14 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 		asks[i] = a.String()
 	}
 	return fmt.Sprintf("%s joined task %s with %v", r.Requester(), t.GetId(), asks), nil
+}
+
+// sameGrant reports whether two grants name the same actions, resources
+// and recipients, in order.
+func sameGrant(a, b task.Grant) bool {
+	return slices.Equal(a.Actions, b.Actions) &&
+		slices.EqualFunc(a.Resources, b.Resources, func(x, y task.ResourcePattern) bool { return x.String() == y.String() }) &&
+		slices.EqualFunc(a.To, b.To, func(x, y task.Pattern) bool { return x.String() == y.String() })
 }
 
 func requestToProto(sr storedRequest) *writv1.AccessRequest {

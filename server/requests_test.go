@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -22,6 +23,7 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
 	"writ.dev/writ/delegation"
+	"writ.dev/writ/task/review"
 )
 
 const (
@@ -367,4 +369,60 @@ when { principal.kind == "workload" && context.granting };
 	}
 	_, err = ci.join(t, work.GetId(), "one too many", "deploy:k8s/dev/ns/web")
 	wantCode(t, err, codes.ResourceExhausted, "requests_per_identity")
+}
+
+// TestApprovedRequestFinished: a server that stopped between committing an
+// approval and making it real finishes it at the next start, and making it
+// real twice grants once.
+func TestApprovedRequestFinished(t *testing.T) {
+	srv := startServer(t, testConfig(t))
+	admin := adminConn(t, srv)
+	applyTestRules(t, admin)
+	work := openTask(t, writv1.NewTaskServiceClient(admin), "reconcile payments", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	decide := writv1.NewDecisionServiceClient(admin)
+	ctx := t.Context()
+
+	// An approval committed with no effect recorded, as a crash leaves it.
+	now := srv.now()
+	r := &review.Request{ID: "R-crashed", Kind: review.KindJoin, Task: work.GetId(), Chain: []spiffeid.ID{spiffeid.RequireFromString(stageBot)},
+		Reason: "nightly", TTL: time.Hour, State: review.StateApproved, Rule: "staging-read-by-agents",
+		CreatedAt: now, PendingUntil: now.Add(time.Hour), DecidedAt: now, Outcome: "approved"}
+	ask, err := review.ParseAsk("asks[0]", "read:db/staging/orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Asks = []review.Ask{ask}
+	rec, err := requestRecord(r, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := srv.event(ctx, audit.EventRequestApprove, r.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.store.PutRequest(ctx, rec, 0, nil, ev); err != nil {
+		t.Fatal(err)
+	}
+	if c := check(t, decide, "read", "db/staging/orders", stageBot); c.GetAllow() {
+		t.Fatalf("allowed before the approval was made real: %v", c)
+	}
+	if err := srv.finishApproved(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := check(t, decide, "read", "db/staging/orders", stageBot); !c.GetAllow() {
+		t.Fatalf("the finished approval is not live: %v", c)
+	}
+	got, err := srv.store.GetRequest(ctx, r.ID)
+	if err != nil || !strings.Contains(string(got.Doc), "joined task") {
+		t.Fatalf("the effect is not recorded: %s, %v", got.Doc, err)
+	}
+	effect, err := srv.requestEffect(ctx, r)
+	if err != nil || !strings.Contains(effect, "already in effect") {
+		t.Fatalf("making it real again = %q, %v", effect, err)
+	}
+	task, err := writv1.NewTaskServiceClient(admin).GetTask(ctx, &writv1.GetTaskRequest{Id: work.GetId()})
+	if err != nil || len(task.GetGrants()) != 2 || len(task.GetMembers()) != 2 {
+		t.Fatalf("the task after two finishes = %v, %v: want the grant and member once", task, err)
+	}
 }

@@ -426,3 +426,34 @@ func TestApprovedRequestFinished(t *testing.T) {
 		t.Fatalf("the task after two finishes = %v, %v: want the grant and member once", task, err)
 	}
 }
+
+// TestRuleChanges: a dry run names the rules added, removed and changed,
+// and a new order, since the first rule that applies decides.
+func TestRuleChanges(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString(testTD)
+	parse := func(text string) []review.Rule {
+		t.Helper()
+		rules, err := review.ParseRules([]byte(text), td)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rules
+	}
+	rule := func(name, action string) string {
+		return "  - name: " + name + "\n    match: {actions: [" + action + "], resources: [db/**]}\n    auto_approve: {}\n"
+	}
+	prev := parse("rules:\n" + rule("a", "read") + rule("b", "read") + rule("c", "read"))
+	if got := ruleChanges(prev, prev); !slices.Equal(got, []string{"no change"}) {
+		t.Errorf("the same rules: %v", got)
+	}
+	// Moving a rule down a line changes only where it is in the file.
+	moved := parse("rules:\n\n" + rule("a", "read") + rule("b", "read") + rule("c", "read"))
+	if got := ruleChanges(prev, moved); !slices.Equal(got, []string{"no change"}) {
+		t.Errorf("the same rules on other lines: %v", got)
+	}
+	next := parse("rules:\n" + rule("b", "write") + rule("a", "read") + rule("d", "read"))
+	want := []string{"change b", "add d", "remove c", "reorder: rules are tried in the order [b a d]"}
+	if got := ruleChanges(prev, next); !slices.Equal(got, want) {
+		t.Errorf("ruleChanges = %q, want %q", got, want)
+	}
+}

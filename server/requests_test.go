@@ -297,6 +297,12 @@ func TestRequestExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	bobSVID := signIn(t, srv, bob)
+	// Removing the rule would strand them: a dry run says so.
+	dry, err := writv1.NewReviewServiceClient(admin).ApplyRules(ctx, &writv1.ApplyReviewRulesRequest{
+		Text: strings.Replace(testReviewRules, "name: prod-write", "name: prod-write-v2", 1), DryRun: true})
+	if err != nil || !slices.Contains(dry.GetChanges(), "remove prod-write (2 pending requests under it can no longer be reviewed; their requesters cancel and ask again)") {
+		t.Fatalf("dry run removing a rule with pending requests = %v, %v", dry.GetChanges(), err)
+	}
 	skip.Store(int64(3 * time.Hour)) // past the rule's pending_ttl of 2h
 
 	got, err := agent.requests.GetRequest(ctx, &writv1.GetAccessRequestRequest{Id: first.GetRequest().GetId()})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -216,6 +217,9 @@ func (rv *reviewService) ApplyRules(ctx context.Context, req *writv1.ApplyReview
 		return nil, status.Errorf(codes.Aborted, "the review rules are at revision %d, not %d: read them again (writ review rules show)", current.Revision, req.GetRevision())
 	}
 	changes := ruleChanges(prev, next)
+	if changes, err = s.notePendingUnder(ctx, changes); err != nil {
+		return nil, err
+	}
 	resp := &writv1.ApplyReviewRulesResponse{Changes: changes,
 		Rules: rulesToProto(store.ReviewRules{Text: req.GetText(), Revision: current.Revision, UpdatedAt: current.UpdatedAt}, next)}
 	if req.GetDryRun() || (current.Revision != 0 && current.Text == req.GetText()) {
@@ -275,6 +279,39 @@ func ruleChanges(prev, next []review.Rule) []string {
 		out = append(out, "no change")
 	}
 	return out
+}
+
+// notePendingUnder adds to each removal how many pending requests were
+// made under the rule: nobody can review them once it is gone.
+func (s *Server) notePendingUnder(ctx context.Context, changes []string) ([]string, error) {
+	var removed []string
+	for _, c := range changes {
+		if name, ok := strings.CutPrefix(c, "remove "); ok {
+			removed = append(removed, name)
+		}
+	}
+	if len(removed) == 0 {
+		return changes, nil
+	}
+	recs, err := s.store.ListRequests(ctx, string(review.StatePending))
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	under := map[string]int{}
+	for _, rec := range recs {
+		sr, err := s.requestFromRecord(rec)
+		if err != nil {
+			return nil, err
+		}
+		under[sr.r.Rule]++
+	}
+	out := slices.Clone(changes)
+	for i, c := range out {
+		if name, ok := strings.CutPrefix(c, "remove "); ok && under[name] > 0 {
+			out[i] = fmt.Sprintf("%s (%d pending requests under it can no longer be reviewed; their requesters cancel and ask again)", c, under[name])
+		}
+	}
+	return out, nil
 }
 
 func sameRule(a, b review.Rule) bool {

@@ -53,6 +53,18 @@ const (
 	EventStandingGrantPut    = "grant.standing.put"
 	EventStandingGrantDelete = "grant.standing.delete"
 
+	EventRequestCreate      = "request.create"
+	EventRequestReview      = "request.review"
+	EventRequestAutoApprove = "request.approve.auto"
+	EventRequestApprove     = "request.approve"
+	EventRequestDeny        = "request.deny"
+	EventRequestCancel      = "request.cancel"
+	EventRequestExpire      = "request.expire"
+	// EventRequestEffect records what an approved request made real (the
+	// task opened, the grants added), or why it could not.
+	EventRequestEffect    = "request.effect"
+	EventReviewRulesApply = "review.rules.apply"
+
 	EventDecision = "decision"
 
 	// EventRefusalSummary counts the refusals of unauthenticated callers

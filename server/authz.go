@@ -146,6 +146,16 @@ var methodRules = map[string]rule{
 	writv1.AgentService_MintWorkloadX509SVIDs_FullMethodName: agent,
 	writv1.AgentService_MintWorkloadJWTSVID_FullMethodName:   agent,
 	writv1.StoreService_Backup_FullMethodName:                admin,
+	// Any identity asks and reviews as itself; the handlers judge the
+	// caller's chain (a local administrator only dry-runs requests).
+	writv1.RequestService_CreateRequest_FullMethodName: adminOrMember,
+	writv1.RequestService_ListRequests_FullMethodName:  adminOrMember,
+	writv1.RequestService_GetRequest_FullMethodName:    adminOrMember,
+	writv1.RequestService_CancelRequest_FullMethodName: adminOrMember,
+	writv1.ReviewService_GetRules_FullMethodName:       adminOrMember,
+	writv1.ReviewService_Approve_FullMethodName:        adminOrMember,
+	writv1.ReviewService_Deny_FullMethodName:           adminOrMember,
+	writv1.ReviewService_ApplyRules_FullMethodName:     admin,
 }
 
 // callerFromPeer reads the caller proved by the transport.

@@ -631,7 +631,7 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     unauthenticated_per_source:   # join and sign-in attempts from one address (an IPv6 /64 is one),
       rate: 20                    #   checked before any token is verified
       burst: 50
-    requests_per_identity:        # token exchanges, and separately decisions (Check, POST /v1/check),
+    requests_per_identity:        # token exchanges, decisions (Check, POST /v1/check), and access requests and reviews, each apart,
       rate: 200                   #   of one SPIFFE ID: each is an audit event, so past this the call is
       burst: 400                  #   refused (429, ResourceExhausted) and only counted in a summary
     refusal_summary_interval: 10s # failed joins and sign-ins are counted per source (and calls past

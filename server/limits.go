@@ -58,8 +58,9 @@ type LimitsConfig struct {
 	// token is verified.
 	UnauthenticatedPerSource RateLimit `yaml:"unauthenticated_per_source"`
 	// RequestsPerIdentity limits the token exchanges, and separately the
-	// decisions (Check, POST /v1/check), of one SPIFFE ID: each writes an
-	// audit event whatever its outcome. Local administrators are not
+	// decisions (Check, POST /v1/check), and separately the access requests
+	// and reviews, of one SPIFFE ID: each writes an audit event whatever
+	// its outcome. Local administrators are not
 	// limited.
 	RequestsPerIdentity RateLimit `yaml:"requests_per_identity"`
 	// RefusalSummaryInterval is how long refusals of unauthenticated
@@ -171,6 +172,11 @@ var methodMaxBytes = map[string]int{
 	writv1.AgentService_MintWorkloadJWTSVID_FullMethodName:   csrMessage,
 	writv1.PersonService_Login_FullMethodName:                tokenMessage,
 	writv1.DecisionService_Check_FullMethodName:              evidenceMessage,
+	// A request carries up to 32 grants, a reason and a delegation token.
+	writv1.RequestService_CreateRequest_FullMethodName: tokenMessage,
+	writv1.RequestService_CancelRequest_FullMethodName: tokenMessage,
+	writv1.ReviewService_Approve_FullMethodName:        tokenMessage,
+	writv1.ReviewService_Deny_FullMethodName:           tokenMessage,
 }
 
 // networkMaxMessage is what the network listener's transport reads at all:

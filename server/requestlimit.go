@@ -24,10 +24,12 @@ type requestKind string
 const (
 	requestExchange requestKind = "token_exchange"
 	requestCheck    requestKind = "decision"
+	requestAccess   requestKind = "access_request"
 )
 
 // requestLimits keeps one workload from flooding the audit log through
-// the paths outside SVID issuance: token exchanges and decisions. Each
+// the paths outside SVID issuance: token exchanges, decisions, and access
+// requests and reviews. Each
 // kind has its own buckets, so a resource server deciding at full rate
 // does not starve its own exchanges. A call past the limit writes no event
 // of its own; the calls turned away are counted per SPIFFE ID into one
@@ -48,6 +50,7 @@ func newRequestLimits(l LimitsConfig, now func() time.Time, rec auditRecorder, l
 		buckets: map[requestKind]*rateLimiter{
 			requestExchange: newRateLimiter(l.RequestsPerIdentity, now),
 			requestCheck:    newRateLimiter(l.RequestsPerIdentity, now),
+			requestAccess:   newRateLimiter(l.RequestsPerIdentity, now),
 		},
 		refusals: newRefusalSummary(l.RefusalSummaryInterval.Duration),
 		now:      now, audit: rec, log: log,
@@ -76,8 +79,11 @@ func (rl *requestLimits) allow(c Caller, kind requestKind) error {
 	// flood the log as the events would have flooded the audit log.
 	rl.log.Debug("rate limited", "kind", string(kind), "caller", who)
 	what := "token exchanges"
-	if kind == requestCheck {
+	switch kind {
+	case requestCheck:
 		what = "decisions"
+	case requestAccess:
+		what = "access requests and reviews"
 	}
 	return status.Errorf(codes.ResourceExhausted, "too many %s for %s: at most %g a second, %d at once (limits.requests_per_identity); retry later", what, who, rl.limit.Rate, rl.limit.Burst)
 }
@@ -117,7 +123,7 @@ func (rl *requestLimits) flush(ctx context.Context, all bool) error {
 func (s *Server) startRequestLimits(ctx context.Context) {
 	limited := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "writ_requests_rate_limited_total",
-		Help: "Token exchanges and decisions refused by limits.requests_per_identity, by kind (token_exchange, decision).",
+		Help: "Token exchanges, decisions and access requests refused by limits.requests_per_identity, by kind (token_exchange, decision, access_request).",
 	}, []string{"kind"})
 	s.metrics.reg.MustRegister(limited)
 	s.requests = newRequestLimits(s.cfg.Limits, s.now, s, s.log)

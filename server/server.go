@@ -86,6 +86,8 @@ type Server struct {
 	guardrail authz.Guardrail
 	// delegator issues and verifies delegation tokens (server/delegate.go).
 	delegator *delegator
+	// ruleCache keeps the review rules parsed (server/requests.go).
+	ruleCache ruleCache
 	// feed follows the store for every agent's sync stream (server/feed.go).
 	feed *entryFeed
 	// anonymousSlots holds one token per call in progress on the network
@@ -334,6 +336,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.background(ctx, s.decisions.run)
 	s.background(ctx, s.decisionLog.run)
 	s.background(ctx, s.clock.run)
+	s.background(ctx, s.runRequestSweep)
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
 		"admin_socket", s.cfg.AdminSocket, "listen", addrString(s.remoteLn), "ops", addrString(s.opsLn),
@@ -412,6 +415,8 @@ func (s *Server) newGRPC(opts ...grpc.ServerOption) *grpc.Server {
 	writv1.RegisterDecisionServiceServer(g, &decisionService{s: s})
 	writv1.RegisterInventoryServiceServer(g, &inventoryService{s: s})
 	writv1.RegisterStoreServiceServer(g, &storeService{s: s})
+	writv1.RegisterRequestServiceServer(g, &requestService{s: s})
+	writv1.RegisterReviewServiceServer(g, &reviewService{s: s})
 	return g
 }
 

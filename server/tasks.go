@@ -406,21 +406,25 @@ func invalidItem(err error, list string, first int, name func(i int) string) err
 }
 
 func (ts *taskService) OpenTask(ctx context.Context, req *writv1.TaskTransitionRequest) (*writv1.Task, error) {
-	return ts.update(ctx, req.GetId(), req.GetRevision(), audit.EventTaskOpen, func(t *task.Task, now time.Time) (any, error) {
-		if t.State == task.StateDraft {
-			// Now the real lists are checked: a draft may lack grants.
-			if err := t.Validate(ts.s.td); err != nil {
-				return nil, status.Errorf(codes.FailedPrecondition, "cannot open task %s: %v; complete it first (AddMembers, AddGrant)", t.ID, err)
-			}
+	return ts.update(ctx, req.GetId(), req.GetRevision(), audit.EventTaskOpen, ts.openTask)
+}
+
+// openTask opens t at now, for OpenTask and for an approved request to
+// open it: the same checks and guardrails either way.
+func (ts *taskService) openTask(t *task.Task, now time.Time) (any, error) {
+	if t.State == task.StateDraft {
+		// Now the real lists are checked: a draft may lack grants.
+		if err := t.Validate(ts.s.td); err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "cannot open task %s: %v; complete it first (AddMembers, AddGrant)", t.ID, err)
 		}
-		if err := ts.s.guardGrants(t, t.Grants); err != nil {
-			return nil, err
-		}
-		if err := t.Open(now); err != nil {
-			return nil, status.Error(codes.FailedPrecondition, err.Error())
-		}
-		return map[string]any{"deadline": t.Deadline}, nil
-	})
+	}
+	if err := ts.s.guardGrants(t, t.Grants); err != nil {
+		return nil, err
+	}
+	if err := t.Open(now); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return map[string]any{"deadline": t.Deadline}, nil
 }
 
 func (ts *taskService) CloseTask(ctx context.Context, req *writv1.TaskTransitionRequest) (*writv1.Task, error) {

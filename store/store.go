@@ -292,6 +292,40 @@ type StandingGrantRecord struct {
 	UpdatedAt time.Time
 }
 
+// RequestRecord is an access request as stored: the server's JSON document
+// of it (package task/review) with the columns the store lists by.
+type RequestRecord struct {
+	ID           string
+	State        string
+	Task         string
+	PendingUntil time.Time
+	Doc          []byte
+	// Revision is the store revision of its last change; set by the store.
+	Revision  int64
+	UpdatedAt time.Time
+}
+
+// ReviewRecord is one review of a request as stored, a JSON document.
+// Seq numbers a request's reviews from 1 in the order they were made; the
+// store assigns it and Revision.
+type ReviewRecord struct {
+	RequestID string
+	Seq       int64
+	Doc       []byte
+	Revision  int64
+}
+
+// ReviewRules is the review rules file last applied, as text, so every
+// server sharing the store parses the same rules.
+type ReviewRules struct {
+	Text      string
+	Revision  int64
+	UpdatedAt time.Time
+}
+
+// MaxReviewRulesSize bounds the stored rules file.
+const MaxReviewRulesSize = 1 << 20
+
 // DelegationKey is the public half of a server's delegation token key.
 type DelegationKey struct {
 	KeyID        string
@@ -442,6 +476,25 @@ type Store interface {
 	PutStandingGrant(ctx context.Context, g StandingGrantRecord, evs ...AuditEvent) (StandingGrantRecord, error)
 	DeleteStandingGrant(ctx context.Context, id string, evs ...AuditEvent) error
 	ListStandingGrants(ctx context.Context) ([]StandingGrantRecord, error)
+
+	// PutRequest creates the request (prevRevision 0: ErrAlreadyExists if
+	// the ID is taken) or replaces it if it is still at prevRevision
+	// (ErrConflict otherwise, ErrNotFound if it is gone), under a new
+	// revision, with evs. A non-nil review is added to the request's
+	// reviews in the same transaction, numbered after the last, so a review
+	// and the decision it leads to are committed together or not at all.
+	PutRequest(ctx context.Context, r RequestRecord, prevRevision int64, review *ReviewRecord, evs ...AuditEvent) (RequestRecord, error)
+	GetRequest(ctx context.Context, id string) (RequestRecord, error)
+	// ListRequests returns the requests in any of states (all when none), by ID.
+	ListRequests(ctx context.Context, states ...string) ([]RequestRecord, error)
+	// ListReviews returns a request's reviews in the order made.
+	ListReviews(ctx context.Context, requestID string) ([]ReviewRecord, error)
+	// PutReviewRules replaces the review rules if they are still at
+	// prevRevision (0: none applied yet; ErrConflict otherwise), under a
+	// new revision, with evs. GetReviewRules returns ErrNotFound before
+	// any rules were applied.
+	PutReviewRules(ctx context.Context, text string, prevRevision int64, evs ...AuditEvent) (ReviewRules, error)
+	GetReviewRules(ctx context.Context) (ReviewRules, error)
 
 	// PutDelegationKey records a server's delegation token key (by kid,
 	// once; a different key under a recorded kid is ErrAlreadyExists).

@@ -40,6 +40,8 @@ var commands = map[string]command{
 	"login":   {"sign in as a person and get a short-lived SVID", runLogin},
 	"check":   {"dry-run a decision for a chain of identities, with the explanation", runCheck},
 	"policy":  {"guardrails: validate Cedar policy files, test a request", runPolicy},
+	"request": {"ask for access through a task, as yourself: open, join, list, show, cancel", runRequest},
+	"review":  {"review access requests and apply review rules: approve, deny, rules", runReview},
 	"version": {"print the version", runVersion},
 
 	"inventory": {"report every identity, what it holds and what deserves a look", runInventory},

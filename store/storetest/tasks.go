@@ -18,6 +18,8 @@ var taskTests = []struct {
 	{"TasksEndingSince", testTasksEndingSince},
 	{"StandingGrants", testStandingGrants},
 	{"DelegationKeys", testDelegationKeys},
+	{"Requests", testRequests},
+	{"ReviewRules", testReviewRules},
 }
 
 func testTaskCAS(t *testing.T, s store.Store) {
@@ -174,5 +176,106 @@ func testTasksEndingSince(t *testing.T, s store.Store) {
 	want = []string{"E-closed-new"}
 	if err != nil || !slices.Equal(ids(got), want) {
 		t.Fatalf("after closing E-open: ListTasksEndingSince(t0-22h, open, closed) = %v, %v; want %v", ids(got), err, want)
+	}
+}
+
+func testRequests(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	rev := mustRevision(t, s)
+	until := time.Unix(time.Now().Add(time.Hour).Unix(), 0).UTC()
+	rec := store.RequestRecord{ID: "R-1", State: "pending", Task: "T-1", PendingUntil: until, Doc: []byte(`{"id":"R-1"}`)}
+	got, err := s.PutRequest(ctx, rec, 0, nil, event(audit.EventRequestCreate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Revision != rev+1 {
+		t.Fatalf("request revision %d, want %d: a request change takes a revision", got.Revision, rev+1)
+	}
+	if _, err := s.PutRequest(ctx, rec, 0, nil, event("again")); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("creating a taken id: %v", err)
+	}
+	if _, err := s.PutRequest(ctx, store.RequestRecord{ID: "R-2", State: "pending", Task: "T-1", Doc: []byte("{}")}, 0, nil); !errors.Is(err, store.ErrNoAuditEvent) {
+		t.Fatalf("a change without its event: %v", err)
+	}
+	size := auditSize(t, s)
+
+	// A review and the request's change commit together.
+	rv := &store.ReviewRecord{Doc: []byte(`{"verdict":"approve","n":1}`)}
+	second, err := s.PutRequest(ctx, got, got.Revision, rv, event(audit.EventRequestReview))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rv.Seq != 1 || rv.Revision != second.Revision || rv.RequestID != "R-1" {
+		t.Fatalf("review numbered %+v, want seq 1 at revision %d", rv, second.Revision)
+	}
+	// A reviewer who read the request before that review loses the race
+	// and nothing of its review is kept.
+	if _, err := s.PutRequest(ctx, got, got.Revision, &store.ReviewRecord{Doc: []byte(`{"late":true}`)}, event("stale")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale review: %v", err)
+	}
+	approved := second
+	approved.State, approved.Doc = "approved", []byte(`{"id":"R-1","state":"approved"}`)
+	final, err := s.PutRequest(ctx, approved, second.Revision, &store.ReviewRecord{Doc: []byte(`{"verdict":"approve","n":2}`)}, event(audit.EventRequestReview), event(audit.EventRequestApprove))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := auditSize(t, s); n != size+3 {
+		t.Fatalf("audit size %d, want %d: each change appends its own events and a refused one none", n, size+3)
+	}
+	reviews, err := s.ListReviews(ctx, "R-1")
+	if err != nil || len(reviews) != 2 || reviews[0].Seq != 1 || reviews[1].Seq != 2 || string(reviews[1].Doc) != `{"verdict":"approve","n":2}` {
+		t.Fatalf("ListReviews = %+v, %v", reviews, err)
+	}
+	back, err := s.GetRequest(ctx, "R-1")
+	if err != nil || back.State != "approved" || back.Task != "T-1" || !back.PendingUntil.Equal(until) || back.Revision != final.Revision || string(back.Doc) != string(approved.Doc) {
+		t.Fatalf("GetRequest = %+v, %v", back, err)
+	}
+	if _, err := s.PutRequest(ctx, store.RequestRecord{ID: "R-9", State: "pending", Task: "T-1", Doc: []byte("{}")}, 4, nil, event("x")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update of a missing request: %v", err)
+	}
+	if _, err := s.PutRequest(ctx, store.RequestRecord{ID: "R-2", State: "pending", Task: "T-2", PendingUntil: until, Doc: []byte("{}")}, 0, nil, event("r2")); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := s.ListRequests(ctx, "pending")
+	if err != nil || len(pending) != 1 || pending[0].ID != "R-2" {
+		t.Fatalf("ListRequests(pending) = %v, %v", pending, err)
+	}
+	all, err := s.ListRequests(ctx)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("ListRequests() = %v, %v", all, err)
+	}
+	if _, err := s.GetRequest(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetRequest of a missing request: %v", err)
+	}
+	if rs, err := s.ListReviews(ctx, "R-2"); err != nil || len(rs) != 0 {
+		t.Fatalf("ListReviews of a request without reviews = %v, %v", rs, err)
+	}
+}
+
+func testReviewRules(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if _, err := s.GetReviewRules(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetReviewRules before any apply: %v", err)
+	}
+	first, err := s.PutReviewRules(ctx, "rules: []\n", 0, event(audit.EventReviewRulesApply))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutReviewRules(ctx, "rules: [x]\n", 0, event("second first")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a second first apply: %v", err)
+	}
+	next, err := s.PutReviewRules(ctx, "rules: [y]\n", first.Revision, event(audit.EventReviewRulesApply))
+	if err != nil || next.Revision <= first.Revision {
+		t.Fatalf("PutReviewRules = %+v, %v", next, err)
+	}
+	if _, err := s.PutReviewRules(ctx, "rules: [z]\n", first.Revision, event("stale")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a stale apply: %v", err)
+	}
+	if _, err := s.PutReviewRules(ctx, "rules: [z]\n", next.Revision); !errors.Is(err, store.ErrNoAuditEvent) {
+		t.Fatalf("an apply without its event: %v", err)
+	}
+	got, err := s.GetReviewRules(ctx)
+	if err != nil || got.Text != "rules: [y]\n" || got.Revision != next.Revision {
+		t.Fatalf("GetReviewRules = %+v, %v", got, err)
 	}
 }

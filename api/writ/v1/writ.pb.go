@@ -4560,6 +4560,977 @@ func (x *BackupChunk) GetSha256() []byte {
 	return nil
 }
 
+type AccessRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// kind is open (a drafted task) or join (an open task, with asks).
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Task string `protobuf:"bytes,3,opt,name=task,proto3" json:"task,omitempty"`
+	// asks are action:resource, for a join.
+	Asks []string `protobuf:"bytes,4,rep,name=asks,proto3" json:"asks,omitempty"`
+	// chain is the requester first, then whom it acts for, outward.
+	Chain  []string `protobuf:"bytes,5,rep,name=chain,proto3" json:"chain,omitempty"`
+	Reason string   `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// ttl_seconds is how long the access lasts once approved.
+	TtlSeconds int64 `protobuf:"varint,7,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// state is pending, approved, denied, cancelled or expired.
+	State        string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
+	Rule         string `protobuf:"bytes,9,opt,name=rule,proto3" json:"rule,omitempty"`
+	CreatedAt    int64  `protobuf:"varint,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	PendingUntil int64  `protobuf:"varint,11,opt,name=pending_until,json=pendingUntil,proto3" json:"pending_until,omitempty"`
+	DecidedAt    int64  `protobuf:"varint,12,opt,name=decided_at,json=decidedAt,proto3" json:"decided_at,omitempty"`
+	// outcome says why it left pending.
+	Outcome  string `protobuf:"bytes,13,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Revision int64  `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
+	// effect says what approval made real (the task opened, the grants
+	// added), or why it could not.
+	Effect        string `protobuf:"bytes,15,opt,name=effect,proto3" json:"effect,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessRequest) Reset() {
+	*x = AccessRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessRequest) ProtoMessage() {}
+
+func (x *AccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessRequest.ProtoReflect.Descriptor instead.
+func (*AccessRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *AccessRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetAsks() []string {
+	if x != nil {
+		return x.Asks
+	}
+	return nil
+}
+
+func (x *AccessRequest) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *AccessRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *AccessRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *AccessRequest) GetPendingUntil() int64 {
+	if x != nil {
+		return x.PendingUntil
+	}
+	return 0
+}
+
+func (x *AccessRequest) GetDecidedAt() int64 {
+	if x != nil {
+		return x.DecidedAt
+	}
+	return 0
+}
+
+func (x *AccessRequest) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AccessRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *AccessRequest) GetEffect() string {
+	if x != nil {
+		return x.Effect
+	}
+	return ""
+}
+
+type CreateAccessRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Kind   string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Task   string                 `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	Asks   []string               `protobuf:"bytes,3,rep,name=asks,proto3" json:"asks,omitempty"`
+	Reason string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// ttl_seconds: 0 asks for the rule's max_ttl.
+	TtlSeconds int64 `protobuf:"varint,5,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// delegation_token says whom the caller acts for: a token from writ's
+	// token endpoint for the endpoint's issuer as audience, bound to the
+	// caller's certificate.
+	DelegationToken string `protobuf:"bytes,6,opt,name=delegation_token,json=delegationToken,proto3" json:"delegation_token,omitempty"`
+	// chain names the requester directly, for administrators' dry runs on
+	// the admin socket only.
+	Chain []string `protobuf:"bytes,7,rep,name=chain,proto3" json:"chain,omitempty"`
+	// dry_run says what would happen (the rule, the outcome) and stores nothing.
+	DryRun        bool `protobuf:"varint,8,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAccessRequest) Reset() {
+	*x = CreateAccessRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAccessRequest) ProtoMessage() {}
+
+func (x *CreateAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAccessRequest.ProtoReflect.Descriptor instead.
+func (*CreateAccessRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *CreateAccessRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *CreateAccessRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *CreateAccessRequest) GetAsks() []string {
+	if x != nil {
+		return x.Asks
+	}
+	return nil
+}
+
+func (x *CreateAccessRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CreateAccessRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *CreateAccessRequest) GetDelegationToken() string {
+	if x != nil {
+		return x.DelegationToken
+	}
+	return ""
+}
+
+func (x *CreateAccessRequest) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *CreateAccessRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type ListAccessRequestsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// states filters by state; empty lists all.
+	States        []string `protobuf:"bytes,1,rep,name=states,proto3" json:"states,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccessRequestsRequest) Reset() {
+	*x = ListAccessRequestsRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccessRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccessRequestsRequest) ProtoMessage() {}
+
+func (x *ListAccessRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccessRequestsRequest.ProtoReflect.Descriptor instead.
+func (*ListAccessRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *ListAccessRequestsRequest) GetStates() []string {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+type ListAccessRequestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*AccessRequest       `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAccessRequestsResponse) Reset() {
+	*x = ListAccessRequestsResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAccessRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAccessRequestsResponse) ProtoMessage() {}
+
+func (x *ListAccessRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAccessRequestsResponse.ProtoReflect.Descriptor instead.
+func (*ListAccessRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *ListAccessRequestsResponse) GetRequests() []*AccessRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type GetAccessRequestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAccessRequestRequest) Reset() {
+	*x = GetAccessRequestRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAccessRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAccessRequestRequest) ProtoMessage() {}
+
+func (x *GetAccessRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAccessRequestRequest.ProtoReflect.Descriptor instead.
+func (*GetAccessRequestRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *GetAccessRequestRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type CancelAccessRequestRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DelegationToken string                 `protobuf:"bytes,2,opt,name=delegation_token,json=delegationToken,proto3" json:"delegation_token,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CancelAccessRequestRequest) Reset() {
+	*x = CancelAccessRequestRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelAccessRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelAccessRequestRequest) ProtoMessage() {}
+
+func (x *CancelAccessRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelAccessRequestRequest.ProtoReflect.Descriptor instead.
+func (*CancelAccessRequestRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *CancelAccessRequestRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CancelAccessRequestRequest) GetDelegationToken() string {
+	if x != nil {
+		return x.DelegationToken
+	}
+	return ""
+}
+
+type ReviewGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// from are the SPIFFE ID patterns whose approvals count.
+	From []string `protobuf:"bytes,2,rep,name=from,proto3" json:"from,omitempty"`
+	Need int32    `protobuf:"varint,3,opt,name=need,proto3" json:"need,omitempty"`
+	// approved_by are the principals counted so far.
+	ApprovedBy    []string `protobuf:"bytes,4,rep,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewGroup) Reset() {
+	*x = ReviewGroup{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewGroup) ProtoMessage() {}
+
+func (x *ReviewGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewGroup.ProtoReflect.Descriptor instead.
+func (*ReviewGroup) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *ReviewGroup) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReviewGroup) GetFrom() []string {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *ReviewGroup) GetNeed() int32 {
+	if x != nil {
+		return x.Need
+	}
+	return 0
+}
+
+func (x *ReviewGroup) GetApprovedBy() []string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return nil
+}
+
+type AccessReview struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Chain   []string               `protobuf:"bytes,1,rep,name=chain,proto3" json:"chain,omitempty"`
+	Verdict string                 `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Reason  string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	At      int64                  `protobuf:"varint,4,opt,name=at,proto3" json:"at,omitempty"`
+	// ignored, when set, says why the review counted for nothing.
+	Ignored       string `protobuf:"bytes,5,opt,name=ignored,proto3" json:"ignored,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessReview) Reset() {
+	*x = AccessReview{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessReview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessReview) ProtoMessage() {}
+
+func (x *AccessReview) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessReview.ProtoReflect.Descriptor instead.
+func (*AccessReview) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *AccessReview) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *AccessReview) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *AccessReview) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AccessReview) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
+func (x *AccessReview) GetIgnored() string {
+	if x != nil {
+		return x.Ignored
+	}
+	return ""
+}
+
+type AccessRequestDetail struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Request *AccessRequest         `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// groups are the rule's reviewer groups: who may approve, and how far.
+	Groups  []*ReviewGroup  `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	Reviews []*AccessReview `protobuf:"bytes,3,rep,name=reviews,proto3" json:"reviews,omitempty"`
+	// why says where the request stands ("waiting: security needs 1 more").
+	Why string `protobuf:"bytes,4,opt,name=why,proto3" json:"why,omitempty"`
+	// auto_approve is true when the rule approves without reviewers.
+	AutoApprove   bool `protobuf:"varint,5,opt,name=auto_approve,json=autoApprove,proto3" json:"auto_approve,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessRequestDetail) Reset() {
+	*x = AccessRequestDetail{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessRequestDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessRequestDetail) ProtoMessage() {}
+
+func (x *AccessRequestDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessRequestDetail.ProtoReflect.Descriptor instead.
+func (*AccessRequestDetail) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *AccessRequestDetail) GetRequest() *AccessRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *AccessRequestDetail) GetGroups() []*ReviewGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *AccessRequestDetail) GetReviews() []*AccessReview {
+	if x != nil {
+		return x.Reviews
+	}
+	return nil
+}
+
+func (x *AccessRequestDetail) GetWhy() string {
+	if x != nil {
+		return x.Why
+	}
+	return ""
+}
+
+func (x *AccessRequestDetail) GetAutoApprove() bool {
+	if x != nil {
+		return x.AutoApprove
+	}
+	return false
+}
+
+type ReviewRules struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// text is the rules file as applied.
+	Text          string   `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	Revision      int64    `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Rules         []string `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	UpdatedAt     int64    `protobuf:"varint,4,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewRules) Reset() {
+	*x = ReviewRules{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewRules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewRules) ProtoMessage() {}
+
+func (x *ReviewRules) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewRules.ProtoReflect.Descriptor instead.
+func (*ReviewRules) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *ReviewRules) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *ReviewRules) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ReviewRules) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *ReviewRules) GetUpdatedAt() int64 {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return 0
+}
+
+type ApplyReviewRulesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Text  string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// dry_run parses and validates, and says what would change.
+	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// revision, when set, must be the current rules' revision.
+	Revision      int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyReviewRulesRequest) Reset() {
+	*x = ApplyReviewRulesRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyReviewRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyReviewRulesRequest) ProtoMessage() {}
+
+func (x *ApplyReviewRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyReviewRulesRequest.ProtoReflect.Descriptor instead.
+func (*ApplyReviewRulesRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *ApplyReviewRulesRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *ApplyReviewRulesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *ApplyReviewRulesRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type ApplyReviewRulesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rules *ReviewRules           `protobuf:"bytes,1,opt,name=rules,proto3" json:"rules,omitempty"`
+	// changes name the rules added, removed and changed, by name.
+	Changes       []string `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
+	Applied       bool     `protobuf:"varint,3,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyReviewRulesResponse) Reset() {
+	*x = ApplyReviewRulesResponse{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyReviewRulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyReviewRulesResponse) ProtoMessage() {}
+
+func (x *ApplyReviewRulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyReviewRulesResponse.ProtoReflect.Descriptor instead.
+func (*ApplyReviewRulesResponse) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *ApplyReviewRulesResponse) GetRules() *ReviewRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *ApplyReviewRulesResponse) GetChanges() []string {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *ApplyReviewRulesResponse) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+type GetReviewRulesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReviewRulesRequest) Reset() {
+	*x = GetReviewRulesRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReviewRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReviewRulesRequest) ProtoMessage() {}
+
+func (x *GetReviewRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReviewRulesRequest.ProtoReflect.Descriptor instead.
+func (*GetReviewRulesRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{88}
+}
+
+type ReviewAccessRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// delegation_token says whom the reviewer acts for, as for a request.
+	DelegationToken string `protobuf:"bytes,3,opt,name=delegation_token,json=delegationToken,proto3" json:"delegation_token,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReviewAccessRequest) Reset() {
+	*x = ReviewAccessRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewAccessRequest) ProtoMessage() {}
+
+func (x *ReviewAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewAccessRequest.ProtoReflect.Descriptor instead.
+func (*ReviewAccessRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *ReviewAccessRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReviewAccessRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ReviewAccessRequest) GetDelegationToken() string {
+	if x != nil {
+		return x.DelegationToken
+	}
+	return ""
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -4888,7 +5859,83 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\vBackupChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\fR\x06sha2562\xd6\x02\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha256\"\x85\x03\n" +
+	"\rAccessRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04task\x18\x03 \x01(\tR\x04task\x12\x12\n" +
+	"\x04asks\x18\x04 \x03(\tR\x04asks\x12\x14\n" +
+	"\x05chain\x18\x05 \x03(\tR\x05chain\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vttl_seconds\x18\a \x01(\x03R\n" +
+	"ttlSeconds\x12\x14\n" +
+	"\x05state\x18\b \x01(\tR\x05state\x12\x12\n" +
+	"\x04rule\x18\t \x01(\tR\x04rule\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\n" +
+	" \x01(\x03R\tcreatedAt\x12#\n" +
+	"\rpending_until\x18\v \x01(\x03R\fpendingUntil\x12\x1d\n" +
+	"\n" +
+	"decided_at\x18\f \x01(\x03R\tdecidedAt\x12\x18\n" +
+	"\aoutcome\x18\r \x01(\tR\aoutcome\x12\x1a\n" +
+	"\brevision\x18\x0e \x01(\x03R\brevision\x12\x16\n" +
+	"\x06effect\x18\x0f \x01(\tR\x06effect\"\xe4\x01\n" +
+	"\x13CreateAccessRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04task\x18\x02 \x01(\tR\x04task\x12\x12\n" +
+	"\x04asks\x18\x03 \x03(\tR\x04asks\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vttl_seconds\x18\x05 \x01(\x03R\n" +
+	"ttlSeconds\x12)\n" +
+	"\x10delegation_token\x18\x06 \x01(\tR\x0fdelegationToken\x12\x14\n" +
+	"\x05chain\x18\a \x03(\tR\x05chain\x12\x17\n" +
+	"\adry_run\x18\b \x01(\bR\x06dryRun\"3\n" +
+	"\x19ListAccessRequestsRequest\x12\x16\n" +
+	"\x06states\x18\x01 \x03(\tR\x06states\"P\n" +
+	"\x1aListAccessRequestsResponse\x122\n" +
+	"\brequests\x18\x01 \x03(\v2\x16.writ.v1.AccessRequestR\brequests\")\n" +
+	"\x17GetAccessRequestRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"W\n" +
+	"\x1aCancelAccessRequestRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
+	"\x10delegation_token\x18\x02 \x01(\tR\x0fdelegationToken\"j\n" +
+	"\vReviewGroup\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04from\x18\x02 \x03(\tR\x04from\x12\x12\n" +
+	"\x04need\x18\x03 \x01(\x05R\x04need\x12\x1f\n" +
+	"\vapproved_by\x18\x04 \x03(\tR\n" +
+	"approvedBy\"\x80\x01\n" +
+	"\fAccessReview\x12\x14\n" +
+	"\x05chain\x18\x01 \x03(\tR\x05chain\x12\x18\n" +
+	"\averdict\x18\x02 \x01(\tR\averdict\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02at\x18\x04 \x01(\x03R\x02at\x12\x18\n" +
+	"\aignored\x18\x05 \x01(\tR\aignored\"\xdb\x01\n" +
+	"\x13AccessRequestDetail\x120\n" +
+	"\arequest\x18\x01 \x01(\v2\x16.writ.v1.AccessRequestR\arequest\x12,\n" +
+	"\x06groups\x18\x02 \x03(\v2\x14.writ.v1.ReviewGroupR\x06groups\x12/\n" +
+	"\areviews\x18\x03 \x03(\v2\x15.writ.v1.AccessReviewR\areviews\x12\x10\n" +
+	"\x03why\x18\x04 \x01(\tR\x03why\x12!\n" +
+	"\fauto_approve\x18\x05 \x01(\bR\vautoApprove\"r\n" +
+	"\vReviewRules\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05rules\x18\x03 \x03(\tR\x05rules\x12\x1d\n" +
+	"\n" +
+	"updated_at\x18\x04 \x01(\x03R\tupdatedAt\"b\n" +
+	"\x17ApplyReviewRulesRequest\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"z\n" +
+	"\x18ApplyReviewRulesResponse\x12*\n" +
+	"\x05rules\x18\x01 \x01(\v2\x14.writ.v1.ReviewRulesR\x05rules\x12\x18\n" +
+	"\achanges\x18\x02 \x03(\tR\achanges\x12\x18\n" +
+	"\aapplied\x18\x03 \x01(\bR\aapplied\"\x17\n" +
+	"\x15GetReviewRulesRequest\"h\n" +
+	"\x13ReviewAccessRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12)\n" +
+	"\x10delegation_token\x18\x03 \x01(\tR\x0fdelegationToken2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -4952,7 +5999,19 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x10InventoryService\x12@\n" +
 	"\fGetInventory\x12\x1c.writ.v1.GetInventoryRequest\x1a\x12.writ.v1.Inventory2H\n" +
 	"\fStoreService\x128\n" +
-	"\x06Backup\x12\x16.writ.v1.BackupRequest\x1a\x14.writ.v1.BackupChunk0\x01B\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\x06Backup\x12\x16.writ.v1.BackupRequest\x1a\x14.writ.v1.BackupChunk0\x012\xd8\x02\n" +
+	"\x0eRequestService\x12K\n" +
+	"\rCreateRequest\x12\x1c.writ.v1.CreateAccessRequest\x1a\x1c.writ.v1.AccessRequestDetail\x12W\n" +
+	"\fListRequests\x12\".writ.v1.ListAccessRequestsRequest\x1a#.writ.v1.ListAccessRequestsResponse\x12L\n" +
+	"\n" +
+	"GetRequest\x12 .writ.v1.GetAccessRequestRequest\x1a\x1c.writ.v1.AccessRequestDetail\x12R\n" +
+	"\rCancelRequest\x12#.writ.v1.CancelAccessRequestRequest\x1a\x1c.writ.v1.AccessRequestDetail2\xaf\x02\n" +
+	"\rReviewService\x12Q\n" +
+	"\n" +
+	"ApplyRules\x12 .writ.v1.ApplyReviewRulesRequest\x1a!.writ.v1.ApplyReviewRulesResponse\x12@\n" +
+	"\bGetRules\x12\x1e.writ.v1.GetReviewRulesRequest\x1a\x14.writ.v1.ReviewRules\x12E\n" +
+	"\aApprove\x12\x1c.writ.v1.ReviewAccessRequest\x1a\x1c.writ.v1.AccessRequestDetail\x12B\n" +
+	"\x04Deny\x12\x1c.writ.v1.ReviewAccessRequest\x1a\x1c.writ.v1.AccessRequestDetailB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -4966,7 +6025,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -5044,6 +6103,20 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Inventory)(nil),                     // 73: writ.v1.Inventory
 	(*BackupRequest)(nil),                 // 74: writ.v1.BackupRequest
 	(*BackupChunk)(nil),                   // 75: writ.v1.BackupChunk
+	(*AccessRequest)(nil),                 // 76: writ.v1.AccessRequest
+	(*CreateAccessRequest)(nil),           // 77: writ.v1.CreateAccessRequest
+	(*ListAccessRequestsRequest)(nil),     // 78: writ.v1.ListAccessRequestsRequest
+	(*ListAccessRequestsResponse)(nil),    // 79: writ.v1.ListAccessRequestsResponse
+	(*GetAccessRequestRequest)(nil),       // 80: writ.v1.GetAccessRequestRequest
+	(*CancelAccessRequestRequest)(nil),    // 81: writ.v1.CancelAccessRequestRequest
+	(*ReviewGroup)(nil),                   // 82: writ.v1.ReviewGroup
+	(*AccessReview)(nil),                  // 83: writ.v1.AccessReview
+	(*AccessRequestDetail)(nil),           // 84: writ.v1.AccessRequestDetail
+	(*ReviewRules)(nil),                   // 85: writ.v1.ReviewRules
+	(*ApplyReviewRulesRequest)(nil),       // 86: writ.v1.ApplyReviewRulesRequest
+	(*ApplyReviewRulesResponse)(nil),      // 87: writ.v1.ApplyReviewRulesResponse
+	(*GetReviewRulesRequest)(nil),         // 88: writ.v1.GetReviewRulesRequest
+	(*ReviewAccessRequest)(nil),           // 89: writ.v1.ReviewAccessRequest
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -5076,97 +6149,118 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	69, // 27: writ.v1.CheckResponse.covered:type_name -> writ.v1.Coverage
 	72, // 28: writ.v1.Inventory.identities:type_name -> writ.v1.InventoryIdentity
 	55, // 29: writ.v1.Inventory.open_tasks:type_name -> writ.v1.Task
-	2,  // 30: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 31: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 32: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 33: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 34: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 35: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 36: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 37: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 38: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	20, // 39: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
-	21, // 40: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
-	22, // 41: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
-	24, // 42: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
-	27, // 43: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
-	31, // 44: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
-	33, // 45: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
-	34, // 46: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
-	36, // 47: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 48: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 49: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 50: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
-	38, // 51: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
-	40, // 52: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
-	41, // 53: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
-	43, // 54: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
-	45, // 55: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
-	48, // 56: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
-	51, // 57: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
-	52, // 58: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
-	54, // 59: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
-	57, // 60: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
-	58, // 61: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
-	59, // 62: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
-	61, // 63: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
-	62, // 64: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
-	63, // 65: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
-	63, // 66: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
-	64, // 67: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
-	65, // 68: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
-	66, // 69: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
-	68, // 70: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
-	71, // 71: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
-	74, // 72: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
-	3,  // 73: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 74: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 75: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 76: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 77: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 78: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 79: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 80: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 81: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 82: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 83: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 84: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 85: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 86: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 87: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 88: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 89: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 90: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 91: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 92: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 93: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 94: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 95: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 96: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 97: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 98: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 99: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 100: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	53, // 101: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
-	44, // 102: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
-	55, // 103: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
-	55, // 104: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
-	60, // 105: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
-	55, // 106: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
-	55, // 107: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
-	55, // 108: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
-	55, // 109: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
-	64, // 110: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
-	64, // 111: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
-	67, // 112: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
-	70, // 113: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
-	73, // 114: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
-	75, // 115: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
-	73, // [73:116] is the sub-list for method output_type
-	30, // [30:73] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	76, // 30: writ.v1.ListAccessRequestsResponse.requests:type_name -> writ.v1.AccessRequest
+	76, // 31: writ.v1.AccessRequestDetail.request:type_name -> writ.v1.AccessRequest
+	82, // 32: writ.v1.AccessRequestDetail.groups:type_name -> writ.v1.ReviewGroup
+	83, // 33: writ.v1.AccessRequestDetail.reviews:type_name -> writ.v1.AccessReview
+	85, // 34: writ.v1.ApplyReviewRulesResponse.rules:type_name -> writ.v1.ReviewRules
+	2,  // 35: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 36: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 37: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 38: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 39: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 40: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 41: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 42: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 43: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 44: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 45: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 46: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	24, // 47: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
+	27, // 48: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
+	31, // 49: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
+	33, // 50: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
+	34, // 51: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
+	36, // 52: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 53: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 54: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 55: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
+	38, // 56: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
+	40, // 57: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
+	41, // 58: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
+	43, // 59: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
+	45, // 60: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
+	48, // 61: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
+	51, // 62: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
+	52, // 63: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
+	54, // 64: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
+	57, // 65: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
+	58, // 66: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
+	59, // 67: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
+	61, // 68: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
+	62, // 69: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
+	63, // 70: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
+	63, // 71: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
+	64, // 72: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
+	65, // 73: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
+	66, // 74: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
+	68, // 75: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
+	71, // 76: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
+	74, // 77: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
+	77, // 78: writ.v1.RequestService.CreateRequest:input_type -> writ.v1.CreateAccessRequest
+	78, // 79: writ.v1.RequestService.ListRequests:input_type -> writ.v1.ListAccessRequestsRequest
+	80, // 80: writ.v1.RequestService.GetRequest:input_type -> writ.v1.GetAccessRequestRequest
+	81, // 81: writ.v1.RequestService.CancelRequest:input_type -> writ.v1.CancelAccessRequestRequest
+	86, // 82: writ.v1.ReviewService.ApplyRules:input_type -> writ.v1.ApplyReviewRulesRequest
+	88, // 83: writ.v1.ReviewService.GetRules:input_type -> writ.v1.GetReviewRulesRequest
+	89, // 84: writ.v1.ReviewService.Approve:input_type -> writ.v1.ReviewAccessRequest
+	89, // 85: writ.v1.ReviewService.Deny:input_type -> writ.v1.ReviewAccessRequest
+	3,  // 86: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 87: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 88: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 89: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 90: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 91: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 92: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 93: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 94: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 95: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 96: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 97: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 98: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 99: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 100: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 101: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 102: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 103: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 104: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 105: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 106: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 107: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 108: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 109: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 110: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 111: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 112: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 113: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 114: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 115: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	55, // 116: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
+	55, // 117: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
+	60, // 118: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
+	55, // 119: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
+	55, // 120: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
+	55, // 121: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
+	55, // 122: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
+	64, // 123: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
+	64, // 124: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
+	67, // 125: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
+	70, // 126: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
+	73, // 127: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
+	75, // 128: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
+	84, // 129: writ.v1.RequestService.CreateRequest:output_type -> writ.v1.AccessRequestDetail
+	79, // 130: writ.v1.RequestService.ListRequests:output_type -> writ.v1.ListAccessRequestsResponse
+	84, // 131: writ.v1.RequestService.GetRequest:output_type -> writ.v1.AccessRequestDetail
+	84, // 132: writ.v1.RequestService.CancelRequest:output_type -> writ.v1.AccessRequestDetail
+	87, // 133: writ.v1.ReviewService.ApplyRules:output_type -> writ.v1.ApplyReviewRulesResponse
+	85, // 134: writ.v1.ReviewService.GetRules:output_type -> writ.v1.ReviewRules
+	84, // 135: writ.v1.ReviewService.Approve:output_type -> writ.v1.AccessRequestDetail
+	84, // 136: writ.v1.ReviewService.Deny:output_type -> writ.v1.AccessRequestDetail
+	86, // [86:137] is the sub-list for method output_type
+	35, // [35:86] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -5180,9 +6274,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   76,
+			NumMessages:   90,
 			NumExtensions: 0,
-			NumServices:   14,
+			NumServices:   16,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

@@ -2679,3 +2679,457 @@ var StoreService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "api/writ/v1/writ.proto",
 }
+
+const (
+	RequestService_CreateRequest_FullMethodName = "/writ.v1.RequestService/CreateRequest"
+	RequestService_ListRequests_FullMethodName  = "/writ.v1.RequestService/ListRequests"
+	RequestService_GetRequest_FullMethodName    = "/writ.v1.RequestService/GetRequest"
+	RequestService_CancelRequest_FullMethodName = "/writ.v1.RequestService/CancelRequest"
+)
+
+// RequestServiceClient is the client API for RequestService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// RequestService lets any identity (a person, an agent, a workload) ask, as
+// itself, for access through a task: to open a drafted task, or to join an
+// open one with named grants. Review rules (ReviewService) decide who must
+// approve; a rule may approve at once.
+type RequestServiceClient interface {
+	CreateRequest(ctx context.Context, in *CreateAccessRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error)
+	ListRequests(ctx context.Context, in *ListAccessRequestsRequest, opts ...grpc.CallOption) (*ListAccessRequestsResponse, error)
+	// GetRequest shows a request with the rule that applies, who may approve
+	// it and the reviews so far.
+	GetRequest(ctx context.Context, in *GetAccessRequestRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error)
+	// CancelRequest withdraws a pending request: only the requester or one
+	// it acts for may.
+	CancelRequest(ctx context.Context, in *CancelAccessRequestRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error)
+}
+
+type requestServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRequestServiceClient(cc grpc.ClientConnInterface) RequestServiceClient {
+	return &requestServiceClient{cc}
+}
+
+func (c *requestServiceClient) CreateRequest(ctx context.Context, in *CreateAccessRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AccessRequestDetail)
+	err := c.cc.Invoke(ctx, RequestService_CreateRequest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *requestServiceClient) ListRequests(ctx context.Context, in *ListAccessRequestsRequest, opts ...grpc.CallOption) (*ListAccessRequestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAccessRequestsResponse)
+	err := c.cc.Invoke(ctx, RequestService_ListRequests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *requestServiceClient) GetRequest(ctx context.Context, in *GetAccessRequestRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AccessRequestDetail)
+	err := c.cc.Invoke(ctx, RequestService_GetRequest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *requestServiceClient) CancelRequest(ctx context.Context, in *CancelAccessRequestRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AccessRequestDetail)
+	err := c.cc.Invoke(ctx, RequestService_CancelRequest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RequestServiceServer is the server API for RequestService service.
+// All implementations must embed UnimplementedRequestServiceServer
+// for forward compatibility.
+//
+// RequestService lets any identity (a person, an agent, a workload) ask, as
+// itself, for access through a task: to open a drafted task, or to join an
+// open one with named grants. Review rules (ReviewService) decide who must
+// approve; a rule may approve at once.
+type RequestServiceServer interface {
+	CreateRequest(context.Context, *CreateAccessRequest) (*AccessRequestDetail, error)
+	ListRequests(context.Context, *ListAccessRequestsRequest) (*ListAccessRequestsResponse, error)
+	// GetRequest shows a request with the rule that applies, who may approve
+	// it and the reviews so far.
+	GetRequest(context.Context, *GetAccessRequestRequest) (*AccessRequestDetail, error)
+	// CancelRequest withdraws a pending request: only the requester or one
+	// it acts for may.
+	CancelRequest(context.Context, *CancelAccessRequestRequest) (*AccessRequestDetail, error)
+	mustEmbedUnimplementedRequestServiceServer()
+}
+
+// UnimplementedRequestServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRequestServiceServer struct{}
+
+func (UnimplementedRequestServiceServer) CreateRequest(context.Context, *CreateAccessRequest) (*AccessRequestDetail, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateRequest not implemented")
+}
+func (UnimplementedRequestServiceServer) ListRequests(context.Context, *ListAccessRequestsRequest) (*ListAccessRequestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRequests not implemented")
+}
+func (UnimplementedRequestServiceServer) GetRequest(context.Context, *GetAccessRequestRequest) (*AccessRequestDetail, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRequest not implemented")
+}
+func (UnimplementedRequestServiceServer) CancelRequest(context.Context, *CancelAccessRequestRequest) (*AccessRequestDetail, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelRequest not implemented")
+}
+func (UnimplementedRequestServiceServer) mustEmbedUnimplementedRequestServiceServer() {}
+func (UnimplementedRequestServiceServer) testEmbeddedByValue()                        {}
+
+// UnsafeRequestServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RequestServiceServer will
+// result in compilation errors.
+type UnsafeRequestServiceServer interface {
+	mustEmbedUnimplementedRequestServiceServer()
+}
+
+func RegisterRequestServiceServer(s grpc.ServiceRegistrar, srv RequestServiceServer) {
+	// If the following call panics, it indicates UnimplementedRequestServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&RequestService_ServiceDesc, srv)
+}
+
+func _RequestService_CreateRequest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateAccessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RequestServiceServer).CreateRequest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RequestService_CreateRequest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RequestServiceServer).CreateRequest(ctx, req.(*CreateAccessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RequestService_ListRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAccessRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RequestServiceServer).ListRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RequestService_ListRequests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RequestServiceServer).ListRequests(ctx, req.(*ListAccessRequestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RequestService_GetRequest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAccessRequestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RequestServiceServer).GetRequest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RequestService_GetRequest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RequestServiceServer).GetRequest(ctx, req.(*GetAccessRequestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RequestService_CancelRequest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelAccessRequestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RequestServiceServer).CancelRequest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RequestService_CancelRequest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RequestServiceServer).CancelRequest(ctx, req.(*CancelAccessRequestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// RequestService_ServiceDesc is the grpc.ServiceDesc for RequestService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var RequestService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.RequestService",
+	HandlerType: (*RequestServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "CreateRequest",
+			Handler:    _RequestService_CreateRequest_Handler,
+		},
+		{
+			MethodName: "ListRequests",
+			Handler:    _RequestService_ListRequests_Handler,
+		},
+		{
+			MethodName: "GetRequest",
+			Handler:    _RequestService_GetRequest_Handler,
+		},
+		{
+			MethodName: "CancelRequest",
+			Handler:    _RequestService_CancelRequest_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/writ/v1/writ.proto",
+}
+
+const (
+	ReviewService_ApplyRules_FullMethodName = "/writ.v1.ReviewService/ApplyRules"
+	ReviewService_GetRules_FullMethodName   = "/writ.v1.ReviewService/GetRules"
+	ReviewService_Approve_FullMethodName    = "/writ.v1.ReviewService/Approve"
+	ReviewService_Deny_FullMethodName       = "/writ.v1.ReviewService/Deny"
+)
+
+// ReviewServiceClient is the client API for ReviewService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ReviewService holds the review rules and takes reviewers' verdicts.
+type ReviewServiceClient interface {
+	ApplyRules(ctx context.Context, in *ApplyReviewRulesRequest, opts ...grpc.CallOption) (*ApplyReviewRulesResponse, error)
+	GetRules(ctx context.Context, in *GetReviewRulesRequest, opts ...grpc.CallOption) (*ReviewRules, error)
+	Approve(ctx context.Context, in *ReviewAccessRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error)
+	Deny(ctx context.Context, in *ReviewAccessRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error)
+}
+
+type reviewServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewReviewServiceClient(cc grpc.ClientConnInterface) ReviewServiceClient {
+	return &reviewServiceClient{cc}
+}
+
+func (c *reviewServiceClient) ApplyRules(ctx context.Context, in *ApplyReviewRulesRequest, opts ...grpc.CallOption) (*ApplyReviewRulesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyReviewRulesResponse)
+	err := c.cc.Invoke(ctx, ReviewService_ApplyRules_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reviewServiceClient) GetRules(ctx context.Context, in *GetReviewRulesRequest, opts ...grpc.CallOption) (*ReviewRules, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReviewRules)
+	err := c.cc.Invoke(ctx, ReviewService_GetRules_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reviewServiceClient) Approve(ctx context.Context, in *ReviewAccessRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AccessRequestDetail)
+	err := c.cc.Invoke(ctx, ReviewService_Approve_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reviewServiceClient) Deny(ctx context.Context, in *ReviewAccessRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AccessRequestDetail)
+	err := c.cc.Invoke(ctx, ReviewService_Deny_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ReviewServiceServer is the server API for ReviewService service.
+// All implementations must embed UnimplementedReviewServiceServer
+// for forward compatibility.
+//
+// ReviewService holds the review rules and takes reviewers' verdicts.
+type ReviewServiceServer interface {
+	ApplyRules(context.Context, *ApplyReviewRulesRequest) (*ApplyReviewRulesResponse, error)
+	GetRules(context.Context, *GetReviewRulesRequest) (*ReviewRules, error)
+	Approve(context.Context, *ReviewAccessRequest) (*AccessRequestDetail, error)
+	Deny(context.Context, *ReviewAccessRequest) (*AccessRequestDetail, error)
+	mustEmbedUnimplementedReviewServiceServer()
+}
+
+// UnimplementedReviewServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedReviewServiceServer struct{}
+
+func (UnimplementedReviewServiceServer) ApplyRules(context.Context, *ApplyReviewRulesRequest) (*ApplyReviewRulesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyRules not implemented")
+}
+func (UnimplementedReviewServiceServer) GetRules(context.Context, *GetReviewRulesRequest) (*ReviewRules, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRules not implemented")
+}
+func (UnimplementedReviewServiceServer) Approve(context.Context, *ReviewAccessRequest) (*AccessRequestDetail, error) {
+	return nil, status.Error(codes.Unimplemented, "method Approve not implemented")
+}
+func (UnimplementedReviewServiceServer) Deny(context.Context, *ReviewAccessRequest) (*AccessRequestDetail, error) {
+	return nil, status.Error(codes.Unimplemented, "method Deny not implemented")
+}
+func (UnimplementedReviewServiceServer) mustEmbedUnimplementedReviewServiceServer() {}
+func (UnimplementedReviewServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafeReviewServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ReviewServiceServer will
+// result in compilation errors.
+type UnsafeReviewServiceServer interface {
+	mustEmbedUnimplementedReviewServiceServer()
+}
+
+func RegisterReviewServiceServer(s grpc.ServiceRegistrar, srv ReviewServiceServer) {
+	// If the following call panics, it indicates UnimplementedReviewServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ReviewService_ServiceDesc, srv)
+}
+
+func _ReviewService_ApplyRules_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyReviewRulesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).ApplyRules(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_ApplyRules_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).ApplyRules(ctx, req.(*ApplyReviewRulesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReviewService_GetRules_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetReviewRulesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).GetRules(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_GetRules_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).GetRules(ctx, req.(*GetReviewRulesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReviewService_Approve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReviewAccessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).Approve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_Approve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).Approve(ctx, req.(*ReviewAccessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReviewService_Deny_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReviewAccessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReviewServiceServer).Deny(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReviewService_Deny_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReviewServiceServer).Deny(ctx, req.(*ReviewAccessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// ReviewService_ServiceDesc is the grpc.ServiceDesc for ReviewService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ReviewService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.ReviewService",
+	HandlerType: (*ReviewServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ApplyRules",
+			Handler:    _ReviewService_ApplyRules_Handler,
+		},
+		{
+			MethodName: "GetRules",
+			Handler:    _ReviewService_GetRules_Handler,
+		},
+		{
+			MethodName: "Approve",
+			Handler:    _ReviewService_Approve_Handler,
+		},
+		{
+			MethodName: "Deny",
+			Handler:    _ReviewService_Deny_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/writ/v1/writ.proto",
+}

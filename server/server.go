@@ -90,6 +90,9 @@ type Server struct {
 	ruleCache ruleCache
 	// feed follows the store for every agent's sync stream (server/feed.go).
 	feed *entryFeed
+	// requestFeed follows request changes for WatchRequests
+	// (server/requestwatch.go).
+	requestFeed *requestFeed
 	// anonymousSlots holds one token per call in progress on the network
 	// listener from a caller without a certificate (server/limits.go).
 	anonymousSlots chan struct{}
@@ -289,6 +292,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.feed.start(ctx); err != nil {
 		return fmt.Errorf("agent feed: %w", err)
 	}
+	s.requestFeed = newRequestFeed(s)
+	if err := s.requestFeed.start(ctx); err != nil {
+		return fmt.Errorf("request feed: %w", err)
+	}
 	s.decisions, s.decisionLog = newDecisions(s), newDecisionLog(s)
 	if err := s.decisions.refresh(ctx, true); err != nil {
 		return fmt.Errorf("decision index: %w", err)
@@ -333,6 +340,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.background(ctx, s.locks.run)
 	s.background(ctx, s.audit.run)
 	s.background(ctx, s.feed.run)
+	s.background(ctx, s.requestFeed.run)
 	s.background(ctx, s.decisions.run)
 	s.background(ctx, s.decisionLog.run)
 	s.background(ctx, s.clock.run)
@@ -417,6 +425,7 @@ func (s *Server) newGRPC(opts ...grpc.ServerOption) *grpc.Server {
 	writv1.RegisterStoreServiceServer(g, &storeService{s: s})
 	writv1.RegisterRequestServiceServer(g, &requestService{s: s})
 	writv1.RegisterReviewServiceServer(g, &reviewService{s: s})
+	writv1.RegisterRequestWatchServiceServer(g, &requestWatchService{s: s})
 	return g
 }
 

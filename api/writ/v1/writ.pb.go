@@ -5531,6 +5531,133 @@ func (x *ReviewAccessRequest) GetDelegationToken() string {
 	return ""
 }
 
+type WatchRequestsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// after_revision: 0 replays every request; otherwise only those changed
+	// at a later store revision.
+	AfterRevision int64 `protobuf:"varint,1,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
+	// states filters by the request's state now; empty sends all.
+	States        []string `protobuf:"bytes,2,rep,name=states,proto3" json:"states,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequestsRequest) Reset() {
+	*x = WatchRequestsRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequestsRequest) ProtoMessage() {}
+
+func (x *WatchRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequestsRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *WatchRequestsRequest) GetAfterRevision() int64 {
+	if x != nil {
+		return x.AfterRevision
+	}
+	return 0
+}
+
+func (x *WatchRequestsRequest) GetStates() []string {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+type RequestChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type is created, reviewed (a review that left it pending), approved,
+	// denied, cancelled or expired; empty on the caught_up message.
+	Type    string         `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Request *AccessRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	// revision is the store revision to resume after.
+	Revision int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// caught_up marks the end of the replay: what follows is live.
+	CaughtUp      bool `protobuf:"varint,4,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestChange) Reset() {
+	*x = RequestChange{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestChange) ProtoMessage() {}
+
+func (x *RequestChange) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestChange.ProtoReflect.Descriptor instead.
+func (*RequestChange) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *RequestChange) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *RequestChange) GetRequest() *AccessRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *RequestChange) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RequestChange) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return false
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -5935,7 +6062,15 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x13ReviewAccessRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12)\n" +
-	"\x10delegation_token\x18\x03 \x01(\tR\x0fdelegationToken2\xd6\x02\n" +
+	"\x10delegation_token\x18\x03 \x01(\tR\x0fdelegationToken\"U\n" +
+	"\x14WatchRequestsRequest\x12%\n" +
+	"\x0eafter_revision\x18\x01 \x01(\x03R\rafterRevision\x12\x16\n" +
+	"\x06states\x18\x02 \x03(\tR\x06states\"\x8e\x01\n" +
+	"\rRequestChange\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x120\n" +
+	"\arequest\x18\x02 \x01(\v2\x16.writ.v1.AccessRequestR\arequest\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x1b\n" +
+	"\tcaught_up\x18\x04 \x01(\bR\bcaughtUp2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -6011,7 +6146,9 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"ApplyRules\x12 .writ.v1.ApplyReviewRulesRequest\x1a!.writ.v1.ApplyReviewRulesResponse\x12@\n" +
 	"\bGetRules\x12\x1e.writ.v1.GetReviewRulesRequest\x1a\x14.writ.v1.ReviewRules\x12E\n" +
 	"\aApprove\x12\x1c.writ.v1.ReviewAccessRequest\x1a\x1c.writ.v1.AccessRequestDetail\x12B\n" +
-	"\x04Deny\x12\x1c.writ.v1.ReviewAccessRequest\x1a\x1c.writ.v1.AccessRequestDetailB\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\x04Deny\x12\x1c.writ.v1.ReviewAccessRequest\x1a\x1c.writ.v1.AccessRequestDetail2_\n" +
+	"\x13RequestWatchService\x12H\n" +
+	"\rWatchRequests\x12\x1d.writ.v1.WatchRequestsRequest\x1a\x16.writ.v1.RequestChange0\x01B\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -6025,7 +6162,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -6117,6 +6254,8 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*ApplyReviewRulesResponse)(nil),      // 87: writ.v1.ApplyReviewRulesResponse
 	(*GetReviewRulesRequest)(nil),         // 88: writ.v1.GetReviewRulesRequest
 	(*ReviewAccessRequest)(nil),           // 89: writ.v1.ReviewAccessRequest
+	(*WatchRequestsRequest)(nil),          // 90: writ.v1.WatchRequestsRequest
+	(*RequestChange)(nil),                 // 91: writ.v1.RequestChange
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -6154,113 +6293,116 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	82, // 32: writ.v1.AccessRequestDetail.groups:type_name -> writ.v1.ReviewGroup
 	83, // 33: writ.v1.AccessRequestDetail.reviews:type_name -> writ.v1.AccessReview
 	85, // 34: writ.v1.ApplyReviewRulesResponse.rules:type_name -> writ.v1.ReviewRules
-	2,  // 35: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 36: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 37: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 38: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 39: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 40: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 41: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 42: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 43: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	20, // 44: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
-	21, // 45: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
-	22, // 46: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
-	24, // 47: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
-	27, // 48: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
-	31, // 49: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
-	33, // 50: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
-	34, // 51: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
-	36, // 52: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 53: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 54: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 55: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
-	38, // 56: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
-	40, // 57: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
-	41, // 58: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
-	43, // 59: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
-	45, // 60: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
-	48, // 61: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
-	51, // 62: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
-	52, // 63: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
-	54, // 64: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
-	57, // 65: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
-	58, // 66: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
-	59, // 67: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
-	61, // 68: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
-	62, // 69: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
-	63, // 70: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
-	63, // 71: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
-	64, // 72: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
-	65, // 73: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
-	66, // 74: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
-	68, // 75: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
-	71, // 76: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
-	74, // 77: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
-	77, // 78: writ.v1.RequestService.CreateRequest:input_type -> writ.v1.CreateAccessRequest
-	78, // 79: writ.v1.RequestService.ListRequests:input_type -> writ.v1.ListAccessRequestsRequest
-	80, // 80: writ.v1.RequestService.GetRequest:input_type -> writ.v1.GetAccessRequestRequest
-	81, // 81: writ.v1.RequestService.CancelRequest:input_type -> writ.v1.CancelAccessRequestRequest
-	86, // 82: writ.v1.ReviewService.ApplyRules:input_type -> writ.v1.ApplyReviewRulesRequest
-	88, // 83: writ.v1.ReviewService.GetRules:input_type -> writ.v1.GetReviewRulesRequest
-	89, // 84: writ.v1.ReviewService.Approve:input_type -> writ.v1.ReviewAccessRequest
-	89, // 85: writ.v1.ReviewService.Deny:input_type -> writ.v1.ReviewAccessRequest
-	3,  // 86: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 87: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 88: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 89: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 90: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 91: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 92: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 93: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 94: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 95: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 96: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 97: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 98: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 99: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 100: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 101: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 102: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 103: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 104: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 105: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 106: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 107: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 108: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 109: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 110: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 111: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 112: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 113: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	53, // 114: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
-	44, // 115: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
-	55, // 116: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
-	55, // 117: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
-	60, // 118: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
-	55, // 119: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
-	55, // 120: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
-	55, // 121: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
-	55, // 122: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
-	64, // 123: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
-	64, // 124: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
-	67, // 125: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
-	70, // 126: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
-	73, // 127: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
-	75, // 128: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
-	84, // 129: writ.v1.RequestService.CreateRequest:output_type -> writ.v1.AccessRequestDetail
-	79, // 130: writ.v1.RequestService.ListRequests:output_type -> writ.v1.ListAccessRequestsResponse
-	84, // 131: writ.v1.RequestService.GetRequest:output_type -> writ.v1.AccessRequestDetail
-	84, // 132: writ.v1.RequestService.CancelRequest:output_type -> writ.v1.AccessRequestDetail
-	87, // 133: writ.v1.ReviewService.ApplyRules:output_type -> writ.v1.ApplyReviewRulesResponse
-	85, // 134: writ.v1.ReviewService.GetRules:output_type -> writ.v1.ReviewRules
-	84, // 135: writ.v1.ReviewService.Approve:output_type -> writ.v1.AccessRequestDetail
-	84, // 136: writ.v1.ReviewService.Deny:output_type -> writ.v1.AccessRequestDetail
-	86, // [86:137] is the sub-list for method output_type
-	35, // [35:86] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	76, // 35: writ.v1.RequestChange.request:type_name -> writ.v1.AccessRequest
+	2,  // 36: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 37: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 38: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 39: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 40: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 41: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 42: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 43: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 44: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 45: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 46: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 47: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	24, // 48: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
+	27, // 49: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
+	31, // 50: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
+	33, // 51: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
+	34, // 52: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
+	36, // 53: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 54: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 55: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 56: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
+	38, // 57: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
+	40, // 58: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
+	41, // 59: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
+	43, // 60: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
+	45, // 61: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
+	48, // 62: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
+	51, // 63: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
+	52, // 64: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
+	54, // 65: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
+	57, // 66: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
+	58, // 67: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
+	59, // 68: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
+	61, // 69: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
+	62, // 70: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
+	63, // 71: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
+	63, // 72: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
+	64, // 73: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
+	65, // 74: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
+	66, // 75: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
+	68, // 76: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
+	71, // 77: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
+	74, // 78: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
+	77, // 79: writ.v1.RequestService.CreateRequest:input_type -> writ.v1.CreateAccessRequest
+	78, // 80: writ.v1.RequestService.ListRequests:input_type -> writ.v1.ListAccessRequestsRequest
+	80, // 81: writ.v1.RequestService.GetRequest:input_type -> writ.v1.GetAccessRequestRequest
+	81, // 82: writ.v1.RequestService.CancelRequest:input_type -> writ.v1.CancelAccessRequestRequest
+	86, // 83: writ.v1.ReviewService.ApplyRules:input_type -> writ.v1.ApplyReviewRulesRequest
+	88, // 84: writ.v1.ReviewService.GetRules:input_type -> writ.v1.GetReviewRulesRequest
+	89, // 85: writ.v1.ReviewService.Approve:input_type -> writ.v1.ReviewAccessRequest
+	89, // 86: writ.v1.ReviewService.Deny:input_type -> writ.v1.ReviewAccessRequest
+	90, // 87: writ.v1.RequestWatchService.WatchRequests:input_type -> writ.v1.WatchRequestsRequest
+	3,  // 88: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 89: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 90: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 91: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 92: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 93: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 94: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 95: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 96: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 97: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 98: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 99: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 100: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 101: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 102: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 103: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 104: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 105: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 106: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 107: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 108: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 109: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 110: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 111: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 112: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 113: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 114: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 115: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 116: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 117: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	55, // 118: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
+	55, // 119: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
+	60, // 120: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
+	55, // 121: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
+	55, // 122: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
+	55, // 123: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
+	55, // 124: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
+	64, // 125: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
+	64, // 126: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
+	67, // 127: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
+	70, // 128: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
+	73, // 129: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
+	75, // 130: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
+	84, // 131: writ.v1.RequestService.CreateRequest:output_type -> writ.v1.AccessRequestDetail
+	79, // 132: writ.v1.RequestService.ListRequests:output_type -> writ.v1.ListAccessRequestsResponse
+	84, // 133: writ.v1.RequestService.GetRequest:output_type -> writ.v1.AccessRequestDetail
+	84, // 134: writ.v1.RequestService.CancelRequest:output_type -> writ.v1.AccessRequestDetail
+	87, // 135: writ.v1.ReviewService.ApplyRules:output_type -> writ.v1.ApplyReviewRulesResponse
+	85, // 136: writ.v1.ReviewService.GetRules:output_type -> writ.v1.ReviewRules
+	84, // 137: writ.v1.ReviewService.Approve:output_type -> writ.v1.AccessRequestDetail
+	84, // 138: writ.v1.ReviewService.Deny:output_type -> writ.v1.AccessRequestDetail
+	91, // 139: writ.v1.RequestWatchService.WatchRequests:output_type -> writ.v1.RequestChange
+	88, // [88:140] is the sub-list for method output_type
+	36, // [36:88] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -6274,9 +6416,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   90,
+			NumMessages:   92,
 			NumExtensions: 0,
-			NumServices:   16,
+			NumServices:   17,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

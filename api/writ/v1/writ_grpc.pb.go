@@ -3133,3 +3133,126 @@ var ReviewService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "api/writ/v1/writ.proto",
 }
+
+const (
+	RequestWatchService_WatchRequests_FullMethodName = "/writ.v1.RequestWatchService/WatchRequests"
+)
+
+// RequestWatchServiceClient is the client API for RequestWatchService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// RequestWatchService pushes changes of access requests to the caller, so
+// reviewers (people's tools and approver agents) learn of requests without
+// polling. Any member identity may watch.
+type RequestWatchServiceClient interface {
+	// WatchRequests first replays every request changed after after_revision
+	// (each as it is now), then sends one message with caught_up set, then
+	// streams changes as they happen. To resume, call again with the last
+	// revision received. Changes made between two reads of the store arrive
+	// as one message carrying the request as it is then.
+	WatchRequests(ctx context.Context, in *WatchRequestsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RequestChange], error)
+}
+
+type requestWatchServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRequestWatchServiceClient(cc grpc.ClientConnInterface) RequestWatchServiceClient {
+	return &requestWatchServiceClient{cc}
+}
+
+func (c *requestWatchServiceClient) WatchRequests(ctx context.Context, in *WatchRequestsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RequestChange], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RequestWatchService_ServiceDesc.Streams[0], RequestWatchService_WatchRequests_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequestsRequest, RequestChange]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RequestWatchService_WatchRequestsClient = grpc.ServerStreamingClient[RequestChange]
+
+// RequestWatchServiceServer is the server API for RequestWatchService service.
+// All implementations must embed UnimplementedRequestWatchServiceServer
+// for forward compatibility.
+//
+// RequestWatchService pushes changes of access requests to the caller, so
+// reviewers (people's tools and approver agents) learn of requests without
+// polling. Any member identity may watch.
+type RequestWatchServiceServer interface {
+	// WatchRequests first replays every request changed after after_revision
+	// (each as it is now), then sends one message with caught_up set, then
+	// streams changes as they happen. To resume, call again with the last
+	// revision received. Changes made between two reads of the store arrive
+	// as one message carrying the request as it is then.
+	WatchRequests(*WatchRequestsRequest, grpc.ServerStreamingServer[RequestChange]) error
+	mustEmbedUnimplementedRequestWatchServiceServer()
+}
+
+// UnimplementedRequestWatchServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRequestWatchServiceServer struct{}
+
+func (UnimplementedRequestWatchServiceServer) WatchRequests(*WatchRequestsRequest, grpc.ServerStreamingServer[RequestChange]) error {
+	return status.Error(codes.Unimplemented, "method WatchRequests not implemented")
+}
+func (UnimplementedRequestWatchServiceServer) mustEmbedUnimplementedRequestWatchServiceServer() {}
+func (UnimplementedRequestWatchServiceServer) testEmbeddedByValue()                             {}
+
+// UnsafeRequestWatchServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RequestWatchServiceServer will
+// result in compilation errors.
+type UnsafeRequestWatchServiceServer interface {
+	mustEmbedUnimplementedRequestWatchServiceServer()
+}
+
+func RegisterRequestWatchServiceServer(s grpc.ServiceRegistrar, srv RequestWatchServiceServer) {
+	// If the following call panics, it indicates UnimplementedRequestWatchServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&RequestWatchService_ServiceDesc, srv)
+}
+
+func _RequestWatchService_WatchRequests_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequestsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RequestWatchServiceServer).WatchRequests(m, &grpc.GenericServerStream[WatchRequestsRequest, RequestChange]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RequestWatchService_WatchRequestsServer = grpc.ServerStreamingServer[RequestChange]
+
+// RequestWatchService_ServiceDesc is the grpc.ServiceDesc for RequestWatchService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var RequestWatchService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.RequestWatchService",
+	HandlerType: (*RequestWatchServiceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchRequests",
+			Handler:       _RequestWatchService_WatchRequests_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "api/writ/v1/writ.proto",
+}

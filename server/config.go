@@ -80,6 +80,8 @@ type Config struct {
 	BundleEndpoint  BundleEndpointConfig  `yaml:"bundle_endpoint"`
 	Limits          LimitsConfig          `yaml:"limits"`
 	Log             LogConfig             `yaml:"log"`
+	// Webhooks receive signed events of access requests (server/webhooks.go).
+	Webhooks []WebhookConfig `yaml:"webhooks"`
 }
 
 // AuditConfig sets how sparse the trail of old checkpoints is. Every
@@ -470,6 +472,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.BundleEndpoint.validate()...)
 	errs = append(errs, c.Limits.validate()...)
+	errs = append(errs, validateWebhooks(c.Webhooks)...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

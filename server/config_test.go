@@ -94,6 +94,8 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("store: {engine: postgres, dsn: postgres://a@b/c}\nca: {ttl: 24h}\n")
 	f.Add("svid:\n  x509_ttl: 3600\n  max_x509_ttl: 1h\n")
 	f.Add("admin_uids: [0, 1000]\nlog: {level: debug, format: json}\n")
+	f.Add("webhooks: [{url: https://hooks.example.com/w, events: [created, approved]}]\n")
+	f.Add("webhooks: [{url: \"http://u:p@10.0.0.1/\"}]\n")
 	f.Add("{{{")
 	f.Fuzz(func(t *testing.T, in string) {
 		c, err := ParseConfig(strings.NewReader(in))

@@ -83,6 +83,7 @@ func (s *Server) opsHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET "+WebhookKeysPath, s.serveWebhookKeys)
 	return mux
 }
 

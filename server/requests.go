@@ -288,6 +288,10 @@ func (rs *requestService) CreateRequest(ctx context.Context, req *writv1.CreateA
 	}
 	sr := storedRequest{r: r, revision: put.Revision}
 	s.log.Info("access request", "id", r.ID, "kind", r.Kind, "task", r.Task, "requester", r.Requester().String(), "rule", r.Rule, "state", r.State)
+	s.requestWritten(sr, changeCreated)
+	if r.State != review.StatePending {
+		s.requestWritten(sr, string(r.State))
+	}
 	if r.State == review.StateApproved {
 		sr = s.applyApproved(ctx, sr)
 	}
@@ -394,7 +398,9 @@ func (s *Server) expireRequest(ctx context.Context, sr storedRequest) (storedReq
 		return storedRequest{}, storeStatus(err)
 	}
 	s.log.Info("access request expired", "id", r.ID, "rule", r.Rule)
-	return storedRequest{r: &r, effect: sr.effect, revision: put.Revision}, nil
+	expired := storedRequest{r: &r, effect: sr.effect, revision: put.Revision}
+	s.requestWritten(expired, string(review.StateExpired))
+	return expired, nil
 }
 
 // sweepRequests expires every pending request past its pending_ttl.
@@ -547,7 +553,9 @@ func (rs *requestService) CancelRequest(ctx context.Context, req *writv1.CancelA
 		return nil, storeStatus(err)
 	}
 	s.log.Info("access request cancelled", "id", r.ID, "by", chain[0].String())
-	return s.requestDetail(storedRequest{r: &r, effect: sr.effect, revision: put.Revision}, nil, nil), nil
+	cancelled := storedRequest{r: &r, effect: sr.effect, revision: put.Revision}
+	s.requestWritten(cancelled, string(review.StateCancelled))
+	return s.requestDetail(cancelled, nil, nil), nil
 }
 
 func requestToProto(sr storedRequest) *writv1.AccessRequest {

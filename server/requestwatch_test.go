@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,6 +67,12 @@ func TestWatchRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := prod.GetRequest().GetId()
+	metrics := httpGet(t, "http://"+srv.OpsAddr().String()+"/metrics", nil)
+	for _, want := range []string{"writ_requests_pending 1\n", "writ_request_time_to_decision_seconds_count 1\n"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q in %s", want, metrics)
+		}
+	}
 	created := recvChange(t, st)
 	if created.GetType() != "created" || created.GetRequest().GetId() != id || created.GetRequest().GetState() != "pending" {
 		t.Fatalf("live = %v, want the new request", created)
@@ -82,6 +89,13 @@ func TestWatchRequests(t *testing.T) {
 	denied := recvChange(t, st)
 	if denied.GetType() != "denied" || denied.GetRevision() <= created.GetRevision() {
 		t.Fatalf("after the denial = %v", denied)
+	}
+
+	metrics = httpGet(t, "http://"+srv.OpsAddr().String()+"/metrics", nil)
+	for _, want := range []string{"writ_requests_pending 0\n", "writ_request_time_to_decision_seconds_count 2\n"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("after the denial, metrics lack %q", want)
+		}
 	}
 
 	// Resuming after the creation replays only the denial, then goes live;

@@ -169,7 +169,13 @@ func (s *Server) reviewOnce(ctx context.Context, req *writv1.ReviewAccessRequest
 		return storedRequest{}, nil, nil, storeStatus(err)
 	}
 	s.log.Info("access request reviewed", "id", r.ID, "verdict", verdict, "reviewer", chain[0].String(), "state", r.State)
-	return storedRequest{r: &r, effect: sr.effect, revision: put.Revision}, rule, reviews, nil
+	written := storedRequest{r: &r, effect: sr.effect, revision: put.Revision}
+	typ := changeReviewed
+	if r.State != review.StatePending {
+		typ = string(r.State)
+	}
+	s.requestWritten(written, typ)
+	return written, rule, reviews, nil
 }
 
 func (rv *reviewService) GetRules(ctx context.Context, _ *writv1.GetReviewRulesRequest) (*writv1.ReviewRules, error) {

@@ -90,6 +90,10 @@ type Server struct {
 	ruleCache ruleCache
 	// feed follows the store for every agent's sync stream (server/feed.go).
 	feed *entryFeed
+	// requestMetrics and webhooks hear of request changes this server
+	// writes (server/requestevents.go, server/webhooks.go).
+	requestMetrics *requestMetrics
+	webhooks       *webhookSender
 	// requestFeed follows request changes for WatchRequests
 	// (server/requestwatch.go).
 	requestFeed *requestFeed
@@ -239,6 +243,12 @@ func (s *Server) open(ctx context.Context) error {
 		s.log.Info("guardrails loaded", "policies", set.Len())
 	}
 	s.metrics = newMetrics(s)
+	s.registerRequestMetrics()
+	if len(s.cfg.Webhooks) > 0 {
+		if err := s.loadWebhooks(ctx); err != nil {
+			return err
+		}
+	}
 	s.tlsID = newServerSVID(s)
 	if s.cfg.BundleEndpoint.Address != "" {
 		if s.bundleTLS, err = s.bundleEndpointTLS(); err != nil {
@@ -341,6 +351,9 @@ func (s *Server) Start(ctx context.Context) error {
 	s.background(ctx, s.audit.run)
 	s.background(ctx, s.feed.run)
 	s.background(ctx, s.requestFeed.run)
+	if s.webhooks != nil {
+		s.webhooks.run(ctx)
+	}
 	s.background(ctx, s.decisions.run)
 	s.background(ctx, s.decisionLog.run)
 	s.background(ctx, s.clock.run)

@@ -101,6 +101,9 @@ func (is *inventoryService) GetInventory(ctx context.Context, req *writv1.GetInv
 			out.Flags = append(out.Flags, f)
 		}
 	}
+	if out.PendingRequests, err = is.s.pendingRequests(ctx, now); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 

@@ -44,7 +44,7 @@ func runInventory(ctx context.Context, args []string, stdout, _ io.Writer) error
 }
 
 // writeInventory prints the identities as a table, then the open tasks,
-// then the grant flags, one per line.
+// then the pending requests, then the grant flags, one per line.
 func writeInventory(w io.Writer, inv *writv1.Inventory) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IDENTITY\tKIND\tLAST SEEN\tTASKS\tSTANDING\tFLAGS")
@@ -68,6 +68,9 @@ func writeInventory(w io.Writer, inv *writv1.Inventory) error {
 			return err
 		}
 	}
+	if err := writePendingRequests(w, inv.GetPendingRequests()); err != nil {
+		return err
+	}
 	fmt.Fprintln(w, "\nflags:")
 	if len(inv.GetFlags()) == 0 {
 		fmt.Fprintln(w, "none")
@@ -90,4 +93,30 @@ func listOrDash(l []string) string {
 		return "-"
 	}
 	return strings.Join(l, ",")
+}
+
+// writePendingRequests lists the requests waiting for review, oldest
+// first; STALE marks those past half their pending_ttl.
+func writePendingRequests(w io.Writer, reqs []*writv1.PendingRequest) error {
+	fmt.Fprintln(w, "\npending requests:")
+	if len(reqs) == 0 {
+		fmt.Fprintln(w, "none")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tREQUESTER\tTASK\tASKS\tCREATED\tEXPIRES\tSTALE")
+	for _, p := range reqs {
+		r := p.GetRequest()
+		requester := "-"
+		if len(r.GetChain()) > 0 {
+			requester = r.GetChain()[0]
+		}
+		stale := "-"
+		if p.GetStale() {
+			stale = "stale"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), requester, r.GetTask(), listOrDash(r.GetAsks()),
+			formatUnix(r.GetCreatedAt()), formatUnix(r.GetPendingUntil()), stale)
+	}
+	return tw.Flush()
 }

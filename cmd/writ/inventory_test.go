@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	writv1 "writ.dev/writ/api/writ/v1"
 )
 
 // TestInventoryCommand reads the inventory with the CLI against a real
@@ -42,6 +45,7 @@ func TestInventoryCommand(t *testing.T) {
 		build, "workload",
 		alice, "person", "never", created.ID, "unseen-30d",
 		"open tasks:", "DEADLINE", "rotate the db password",
+		"pending requests:\nnone",
 		"flags:", "- task " + created.ID + " grant 0 was never used",
 	} {
 		if !strings.Contains(out, want) {
@@ -75,5 +79,36 @@ func TestInventoryCommand(t *testing.T) {
 	msg := runFails(t, "inventory", "--unseen-days", "0", "--socket", socket)
 	if !strings.Contains(msg, "--unseen-days 0 is out of range") {
 		t.Errorf("--unseen-days 0: %s", msg)
+	}
+}
+
+// TestInventoryPendingRequestsTable: pending requests are listed with who
+// asked, for what, and whether they have gone stale.
+func TestInventoryPendingRequestsTable(t *testing.T) {
+	var b bytes.Buffer
+	inv := &writv1.Inventory{PendingRequests: []*writv1.PendingRequest{
+		{Request: &writv1.AccessRequest{Id: "R-OLD", Chain: []string{"spiffe://inv.test/agent/a"}, Task: "T-1",
+			Asks: []string{"write:db/prod/x"}, CreatedAt: 1_700_000_000, PendingUntil: 1_700_007_200}, Stale: true},
+		{Request: &writv1.AccessRequest{Id: "R-NEW", Chain: []string{"spiffe://inv.test/agent/b"}, Task: "T-1",
+			CreatedAt: 1_700_003_600, PendingUntil: 1_700_010_800}},
+	}}
+	if err := writeInventory(&b, inv); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")
+	var old, young string
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "R-OLD"):
+			old = l
+		case strings.HasPrefix(l, "R-NEW"):
+			young = l
+		}
+	}
+	if !strings.Contains(old, "spiffe://inv.test/agent/a") || !strings.Contains(old, "write:db/prod/x") || !strings.HasSuffix(strings.TrimSpace(old), "stale") {
+		t.Errorf("the stale request's line: %q\n%s", old, b.String())
+	}
+	if !strings.HasSuffix(strings.TrimSpace(young), "-") || strings.Contains(young, "stale") {
+		t.Errorf("the fresh request's line: %q", young)
 	}
 }

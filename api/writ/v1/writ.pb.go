@@ -4406,9 +4406,12 @@ type Inventory struct {
 	OpenTasks  []*Task                `protobuf:"bytes,2,rep,name=open_tasks,json=openTasks,proto3" json:"open_tasks,omitempty"`
 	// flags are findings about grants: standing grants a non-workload could
 	// hold, grants never used, grants wider than what was used.
-	Flags         []string `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Flags []string `protobuf:"bytes,3,rep,name=flags,proto3" json:"flags,omitempty"`
+	// pending_requests are the access requests waiting for review, oldest
+	// first.
+	PendingRequests []*PendingRequest `protobuf:"bytes,4,rep,name=pending_requests,json=pendingRequests,proto3" json:"pending_requests,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Inventory) Reset() {
@@ -4458,6 +4461,13 @@ func (x *Inventory) GetOpenTasks() []*Task {
 func (x *Inventory) GetFlags() []string {
 	if x != nil {
 		return x.Flags
+	}
+	return nil
+}
+
+func (x *Inventory) GetPendingRequests() []*PendingRequest {
+	if x != nil {
+		return x.PendingRequests
 	}
 	return nil
 }
@@ -5658,6 +5668,61 @@ func (x *RequestChange) GetCaughtUp() bool {
 	return false
 }
 
+// PendingRequest is an access request waiting for review, as the inventory
+// shows it.
+type PendingRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Request *AccessRequest         `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// stale is set once it has waited more than half its pending_ttl.
+	Stale         bool `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingRequest) Reset() {
+	*x = PendingRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingRequest) ProtoMessage() {}
+
+func (x *PendingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
+func (*PendingRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *PendingRequest) GetRequest() *AccessRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *PendingRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -5974,14 +6039,15 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\tlast_seen\x18\x05 \x01(\x03R\blastSeen\x12\x14\n" +
 	"\x05tasks\x18\x06 \x03(\tR\x05tasks\x12'\n" +
 	"\x0fstanding_grants\x18\a \x03(\tR\x0estandingGrants\x12\x14\n" +
-	"\x05flags\x18\b \x03(\tR\x05flags\"\x8b\x01\n" +
+	"\x05flags\x18\b \x03(\tR\x05flags\"\xcf\x01\n" +
 	"\tInventory\x12:\n" +
 	"\n" +
 	"identities\x18\x01 \x03(\v2\x1a.writ.v1.InventoryIdentityR\n" +
 	"identities\x12,\n" +
 	"\n" +
 	"open_tasks\x18\x02 \x03(\v2\r.writ.v1.TaskR\topenTasks\x12\x14\n" +
-	"\x05flags\x18\x03 \x03(\tR\x05flags\"\x0f\n" +
+	"\x05flags\x18\x03 \x03(\tR\x05flags\x12B\n" +
+	"\x10pending_requests\x18\x04 \x03(\v2\x17.writ.v1.PendingRequestR\x0fpendingRequests\"\x0f\n" +
 	"\rBackupRequest\"M\n" +
 	"\vBackupChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
@@ -6070,7 +6136,10 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x120\n" +
 	"\arequest\x18\x02 \x01(\v2\x16.writ.v1.AccessRequestR\arequest\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x1b\n" +
-	"\tcaught_up\x18\x04 \x01(\bR\bcaughtUp2\xd6\x02\n" +
+	"\tcaught_up\x18\x04 \x01(\bR\bcaughtUp\"X\n" +
+	"\x0ePendingRequest\x120\n" +
+	"\arequest\x18\x01 \x01(\v2\x16.writ.v1.AccessRequestR\arequest\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -6162,7 +6231,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 93)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -6256,6 +6325,7 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*ReviewAccessRequest)(nil),           // 89: writ.v1.ReviewAccessRequest
 	(*WatchRequestsRequest)(nil),          // 90: writ.v1.WatchRequestsRequest
 	(*RequestChange)(nil),                 // 91: writ.v1.RequestChange
+	(*PendingRequest)(nil),                // 92: writ.v1.PendingRequest
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -6288,121 +6358,123 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	69, // 27: writ.v1.CheckResponse.covered:type_name -> writ.v1.Coverage
 	72, // 28: writ.v1.Inventory.identities:type_name -> writ.v1.InventoryIdentity
 	55, // 29: writ.v1.Inventory.open_tasks:type_name -> writ.v1.Task
-	76, // 30: writ.v1.ListAccessRequestsResponse.requests:type_name -> writ.v1.AccessRequest
-	76, // 31: writ.v1.AccessRequestDetail.request:type_name -> writ.v1.AccessRequest
-	82, // 32: writ.v1.AccessRequestDetail.groups:type_name -> writ.v1.ReviewGroup
-	83, // 33: writ.v1.AccessRequestDetail.reviews:type_name -> writ.v1.AccessReview
-	85, // 34: writ.v1.ApplyReviewRulesResponse.rules:type_name -> writ.v1.ReviewRules
-	76, // 35: writ.v1.RequestChange.request:type_name -> writ.v1.AccessRequest
-	2,  // 36: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
-	4,  // 37: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
-	5,  // 38: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
-	6,  // 39: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
-	7,  // 40: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
-	9,  // 41: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
-	11, // 42: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
-	13, // 43: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
-	16, // 44: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
-	20, // 45: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
-	21, // 46: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
-	22, // 47: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
-	24, // 48: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
-	27, // 49: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
-	31, // 50: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
-	33, // 51: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
-	34, // 52: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
-	36, // 53: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 54: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 55: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
-	36, // 56: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
-	38, // 57: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
-	40, // 58: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
-	41, // 59: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
-	43, // 60: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
-	45, // 61: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
-	48, // 62: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
-	51, // 63: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
-	52, // 64: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
-	54, // 65: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
-	57, // 66: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
-	58, // 67: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
-	59, // 68: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
-	61, // 69: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
-	62, // 70: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
-	63, // 71: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
-	63, // 72: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
-	64, // 73: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
-	65, // 74: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
-	66, // 75: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
-	68, // 76: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
-	71, // 77: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
-	74, // 78: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
-	77, // 79: writ.v1.RequestService.CreateRequest:input_type -> writ.v1.CreateAccessRequest
-	78, // 80: writ.v1.RequestService.ListRequests:input_type -> writ.v1.ListAccessRequestsRequest
-	80, // 81: writ.v1.RequestService.GetRequest:input_type -> writ.v1.GetAccessRequestRequest
-	81, // 82: writ.v1.RequestService.CancelRequest:input_type -> writ.v1.CancelAccessRequestRequest
-	86, // 83: writ.v1.ReviewService.ApplyRules:input_type -> writ.v1.ApplyReviewRulesRequest
-	88, // 84: writ.v1.ReviewService.GetRules:input_type -> writ.v1.GetReviewRulesRequest
-	89, // 85: writ.v1.ReviewService.Approve:input_type -> writ.v1.ReviewAccessRequest
-	89, // 86: writ.v1.ReviewService.Deny:input_type -> writ.v1.ReviewAccessRequest
-	90, // 87: writ.v1.RequestWatchService.WatchRequests:input_type -> writ.v1.WatchRequestsRequest
-	3,  // 88: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 89: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 90: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 91: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 92: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 93: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 94: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 95: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 96: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 97: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 98: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 99: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 100: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 101: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 102: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 103: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 104: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 105: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 106: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 107: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 108: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 109: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 110: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 111: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 112: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 113: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 114: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 115: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	53, // 116: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
-	44, // 117: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
-	55, // 118: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
-	55, // 119: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
-	60, // 120: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
-	55, // 121: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
-	55, // 122: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
-	55, // 123: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
-	55, // 124: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
-	64, // 125: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
-	64, // 126: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
-	67, // 127: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
-	70, // 128: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
-	73, // 129: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
-	75, // 130: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
-	84, // 131: writ.v1.RequestService.CreateRequest:output_type -> writ.v1.AccessRequestDetail
-	79, // 132: writ.v1.RequestService.ListRequests:output_type -> writ.v1.ListAccessRequestsResponse
-	84, // 133: writ.v1.RequestService.GetRequest:output_type -> writ.v1.AccessRequestDetail
-	84, // 134: writ.v1.RequestService.CancelRequest:output_type -> writ.v1.AccessRequestDetail
-	87, // 135: writ.v1.ReviewService.ApplyRules:output_type -> writ.v1.ApplyReviewRulesResponse
-	85, // 136: writ.v1.ReviewService.GetRules:output_type -> writ.v1.ReviewRules
-	84, // 137: writ.v1.ReviewService.Approve:output_type -> writ.v1.AccessRequestDetail
-	84, // 138: writ.v1.ReviewService.Deny:output_type -> writ.v1.AccessRequestDetail
-	91, // 139: writ.v1.RequestWatchService.WatchRequests:output_type -> writ.v1.RequestChange
-	88, // [88:140] is the sub-list for method output_type
-	36, // [36:88] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	92, // 30: writ.v1.Inventory.pending_requests:type_name -> writ.v1.PendingRequest
+	76, // 31: writ.v1.ListAccessRequestsResponse.requests:type_name -> writ.v1.AccessRequest
+	76, // 32: writ.v1.AccessRequestDetail.request:type_name -> writ.v1.AccessRequest
+	82, // 33: writ.v1.AccessRequestDetail.groups:type_name -> writ.v1.ReviewGroup
+	83, // 34: writ.v1.AccessRequestDetail.reviews:type_name -> writ.v1.AccessReview
+	85, // 35: writ.v1.ApplyReviewRulesResponse.rules:type_name -> writ.v1.ReviewRules
+	76, // 36: writ.v1.RequestChange.request:type_name -> writ.v1.AccessRequest
+	76, // 37: writ.v1.PendingRequest.request:type_name -> writ.v1.AccessRequest
+	2,  // 38: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
+	4,  // 39: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
+	5,  // 40: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
+	6,  // 41: writ.v1.EntryService.GetEntry:input_type -> writ.v1.GetEntryRequest
+	7,  // 42: writ.v1.EntryService.ListEntries:input_type -> writ.v1.ListEntriesRequest
+	9,  // 43: writ.v1.SVIDService.MintX509SVID:input_type -> writ.v1.MintX509SVIDRequest
+	11, // 44: writ.v1.SVIDService.MintJWTSVID:input_type -> writ.v1.MintJWTSVIDRequest
+	13, // 45: writ.v1.BundleService.GetBundle:input_type -> writ.v1.GetBundleRequest
+	16, // 46: writ.v1.StatusService.GetStatus:input_type -> writ.v1.GetStatusRequest
+	20, // 47: writ.v1.LockService.CreateLock:input_type -> writ.v1.CreateLockRequest
+	21, // 48: writ.v1.LockService.DeleteLock:input_type -> writ.v1.DeleteLockRequest
+	22, // 49: writ.v1.LockService.ListLocks:input_type -> writ.v1.ListLocksRequest
+	24, // 50: writ.v1.AuditService.ReadEvents:input_type -> writ.v1.ReadAuditEventsRequest
+	27, // 51: writ.v1.AuditService.GetCheckpoints:input_type -> writ.v1.GetAuditCheckpointsRequest
+	31, // 52: writ.v1.AuditService.ReadHashes:input_type -> writ.v1.ReadAuditHashesRequest
+	33, // 53: writ.v1.AuditService.SignCheckpoint:input_type -> writ.v1.SignAuditCheckpointRequest
+	34, // 54: writ.v1.CAService.ListAuthorities:input_type -> writ.v1.ListAuthoritiesRequest
+	36, // 55: writ.v1.CAService.PrepareAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 56: writ.v1.CAService.ActivateAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 57: writ.v1.CAService.TaintAuthority:input_type -> writ.v1.AuthorityRequest
+	36, // 58: writ.v1.CAService.RevokeAuthority:input_type -> writ.v1.AuthorityRequest
+	38, // 59: writ.v1.TokenService.CreateJoinToken:input_type -> writ.v1.CreateJoinTokenRequest
+	40, // 60: writ.v1.AgentService.Join:input_type -> writ.v1.JoinRequest
+	41, // 61: writ.v1.AgentService.JoinWithCertificate:input_type -> writ.v1.CertificateJoinRequest
+	43, // 62: writ.v1.AgentService.RenewAgent:input_type -> writ.v1.RenewAgentRequest
+	45, // 63: writ.v1.AgentService.Sync:input_type -> writ.v1.SyncRequest
+	48, // 64: writ.v1.AgentService.MintWorkloadX509SVIDs:input_type -> writ.v1.MintWorkloadX509SVIDsRequest
+	51, // 65: writ.v1.AgentService.MintWorkloadJWTSVID:input_type -> writ.v1.MintWorkloadJWTSVIDRequest
+	52, // 66: writ.v1.PersonService.GetLoginConfig:input_type -> writ.v1.GetLoginConfigRequest
+	54, // 67: writ.v1.PersonService.Login:input_type -> writ.v1.LoginRequest
+	57, // 68: writ.v1.TaskService.CreateTask:input_type -> writ.v1.CreateTaskRequest
+	58, // 69: writ.v1.TaskService.GetTask:input_type -> writ.v1.GetTaskRequest
+	59, // 70: writ.v1.TaskService.ListTasks:input_type -> writ.v1.ListTasksRequest
+	61, // 71: writ.v1.TaskService.AddMembers:input_type -> writ.v1.AddMembersRequest
+	62, // 72: writ.v1.TaskService.AddGrant:input_type -> writ.v1.AddGrantRequest
+	63, // 73: writ.v1.TaskService.OpenTask:input_type -> writ.v1.TaskTransitionRequest
+	63, // 74: writ.v1.TaskService.CloseTask:input_type -> writ.v1.TaskTransitionRequest
+	64, // 75: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
+	65, // 76: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
+	66, // 77: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
+	68, // 78: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
+	71, // 79: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
+	74, // 80: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
+	77, // 81: writ.v1.RequestService.CreateRequest:input_type -> writ.v1.CreateAccessRequest
+	78, // 82: writ.v1.RequestService.ListRequests:input_type -> writ.v1.ListAccessRequestsRequest
+	80, // 83: writ.v1.RequestService.GetRequest:input_type -> writ.v1.GetAccessRequestRequest
+	81, // 84: writ.v1.RequestService.CancelRequest:input_type -> writ.v1.CancelAccessRequestRequest
+	86, // 85: writ.v1.ReviewService.ApplyRules:input_type -> writ.v1.ApplyReviewRulesRequest
+	88, // 86: writ.v1.ReviewService.GetRules:input_type -> writ.v1.GetReviewRulesRequest
+	89, // 87: writ.v1.ReviewService.Approve:input_type -> writ.v1.ReviewAccessRequest
+	89, // 88: writ.v1.ReviewService.Deny:input_type -> writ.v1.ReviewAccessRequest
+	90, // 89: writ.v1.RequestWatchService.WatchRequests:input_type -> writ.v1.WatchRequestsRequest
+	3,  // 90: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 91: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 92: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 93: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 94: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 95: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 96: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 97: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 98: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 99: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 100: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 101: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 102: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 103: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 104: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 105: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 106: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 107: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 108: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 109: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 110: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 111: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 112: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 113: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 114: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 115: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 116: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 117: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 118: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 119: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	55, // 120: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
+	55, // 121: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
+	60, // 122: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
+	55, // 123: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
+	55, // 124: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
+	55, // 125: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
+	55, // 126: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
+	64, // 127: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
+	64, // 128: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
+	67, // 129: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
+	70, // 130: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
+	73, // 131: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
+	75, // 132: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
+	84, // 133: writ.v1.RequestService.CreateRequest:output_type -> writ.v1.AccessRequestDetail
+	79, // 134: writ.v1.RequestService.ListRequests:output_type -> writ.v1.ListAccessRequestsResponse
+	84, // 135: writ.v1.RequestService.GetRequest:output_type -> writ.v1.AccessRequestDetail
+	84, // 136: writ.v1.RequestService.CancelRequest:output_type -> writ.v1.AccessRequestDetail
+	87, // 137: writ.v1.ReviewService.ApplyRules:output_type -> writ.v1.ApplyReviewRulesResponse
+	85, // 138: writ.v1.ReviewService.GetRules:output_type -> writ.v1.ReviewRules
+	84, // 139: writ.v1.ReviewService.Approve:output_type -> writ.v1.AccessRequestDetail
+	84, // 140: writ.v1.ReviewService.Deny:output_type -> writ.v1.AccessRequestDetail
+	91, // 141: writ.v1.RequestWatchService.WatchRequests:output_type -> writ.v1.RequestChange
+	90, // [90:142] is the sub-list for method output_type
+	38, // [38:90] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_api_writ_v1_writ_proto_init() }
@@ -6416,7 +6488,7 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   92,
+			NumMessages:   93,
 			NumExtensions: 0,
 			NumServices:   17,
 		},

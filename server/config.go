@@ -639,4 +639,7 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
       burst: 400                  #   refused (429, ResourceExhausted) and only counted in a summary
     refusal_summary_interval: 10s # failed joins and sign-ins are counted per source (and calls past
                                   #   requests_per_identity per SPIFFE ID) this long
+  webhooks: []                    # receivers of signed access request events, up to 16, each
+                                  #   {url: https://HOST/PATH (http only to loopback), events: [...]}:
+                                  #   created, reviewed, approved, denied, cancelled, expired; none: all
 `

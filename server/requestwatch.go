@@ -103,11 +103,18 @@ func (f *requestFeed) poll(ctx context.Context) error {
 			return err
 		}
 	}
+	f.publish(rev, changes)
+	return nil
+}
+
+// publish moves the feed to rev and hands changes to every watcher; one
+// whose buffer is full is marked lagged rather than waited for.
+func (f *requestFeed) publish(rev int64, changes []*writv1.RequestChange) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rev = rev
 	if len(changes) == 0 {
-		return nil
+		return
 	}
 	for sub := range f.subs {
 		select {
@@ -116,7 +123,6 @@ func (f *requestFeed) poll(ctx context.Context) error {
 			sub.once.Do(func() { close(sub.lagged) })
 		}
 	}
-	return nil
 }
 
 // subscribe registers a watcher for key (its SPIFFE ID; "" is not

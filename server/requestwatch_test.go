@@ -120,3 +120,44 @@ func TestWatchRequests(t *testing.T) {
 	_, err = watch(t, bobCC, &writv1.WatchRequestsRequest{States: []string{"bogus"}}).Recv()
 	wantCode(t, err, codes.InvalidArgument, "not a request state")
 }
+
+// TestRequestFeedBounds: a watcher that does not keep up is marked lagged
+// instead of blocking the feed, and an identity's watch count is given
+// back when a watch ends.
+func TestRequestFeedBounds(t *testing.T) {
+	f := newRequestFeed(nil)
+	slow, _, err := f.subscribe(bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	change := []*writv1.RequestChange{{Type: "created", Revision: 1}}
+	for i := range requestFeedBuffer + 1 {
+		f.publish(int64(i+1), change)
+	}
+	select {
+	case <-slow.lagged:
+	default:
+		t.Fatal("a watcher past its buffer is not marked lagged")
+	}
+	var subs []*requestSub
+	for range maxWatchStreamsPerIdentity - 1 {
+		sub, _, err := f.subscribe(bob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+	}
+	if _, _, err := f.subscribe(bob); err == nil {
+		t.Fatal("more watches than the bound were allowed")
+	}
+	if _, _, err := f.subscribe(sam); err != nil {
+		t.Fatalf("another identity is refused: %v", err)
+	}
+	f.unsubscribe(bob, subs[0])
+	if _, _, err := f.subscribe(bob); err != nil {
+		t.Fatalf("a watch ended, yet a new one is refused: %v", err)
+	}
+	if _, _, err := f.subscribe(""); err != nil { // local administrators are not bounded
+		t.Fatal(err)
+	}
+}

@@ -27,7 +27,7 @@ var layers = []struct {
 	{"domain", []string{"task", "authz", "ca", "attest", "delegation", "person"}},
 	{"transport", []string{"api"}},
 	{"service", []string{"server", "agent", "gateway"}},
-	{"command", []string{"cmd", "bench"}},
+	{"command", []string{"cmd", "bench", "examples"}},
 }
 
 // selfContained packages import nothing of writ's but what is under their

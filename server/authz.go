@@ -156,6 +156,7 @@ var methodRules = map[string]rule{
 	writv1.ReviewService_Approve_FullMethodName:        adminOrMember,
 	writv1.ReviewService_Deny_FullMethodName:           adminOrMember,
 	writv1.ReviewService_ApplyRules_FullMethodName:     admin,
+	writv1.WatchService_WatchTask_FullMethodName:       adminOrMember,
 }
 
 // callerFromPeer reads the caller proved by the transport.

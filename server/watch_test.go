@@ -230,3 +230,59 @@ func TestDualControlTerminate(t *testing.T) {
 	_, err = watchTask(t, bobCC, work.GetId(), true)
 	wantCode(t, err, codes.FailedPrecondition, "only an open task")
 }
+
+// TestDualControlAcrossServers: two servers share PostgreSQL; the watcher
+// holds its session on A and decisions are asked of B. B allows once the
+// watcher is present and denies after the watcher's stream is cancelled,
+// and after a watcher's heartbeats stop, without any call to B.
+func TestDualControlAcrossServers(t *testing.T) {
+	dsn := freshPostgresDB(t)
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	for _, c := range []*Config{&cfgA, &cfgB} {
+		c.Store.Engine = "postgres"
+		c.Store.DSN = dsn
+	}
+	a := startServer(t, cfgA)
+	b := startServer(t, cfgB)
+	adminA := adminConn(t, a)
+	if _, err := writv1.NewReviewServiceClient(adminA).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: dualRules}); err != nil {
+		t.Fatal(err)
+	}
+	work := openTask(t, writv1.NewTaskServiceClient(adminA), "rotate the vault keys", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	aliceCC := svidConn(t, a, signIn(t, a, alice))
+	bobCC := svidConn(t, a, signIn(t, a, bob))
+	if got, err := actorConn(aliceCC).join(t, work.GetId(), "rotate the keys", "read:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("the vault read = %v, %v", got, err)
+	}
+	decideB := writv1.NewDecisionServiceClient(adminConn(t, b))
+	eventually(t, 10*time.Second, "B knows the task is under dual control", func() bool {
+		return strings.Contains(check(t, decideB, "read", "vault/keys", alice).GetReason(), "0 of 1 watchers present")
+	})
+
+	w, err := watchTask(t, bobCC, work.GetId(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, 10*time.Second, "B allows while the watcher on A is present", func() bool {
+		return check(t, decideB, "read", "vault/keys", alice).GetAllow()
+	})
+	t.Logf("watcher joined on A to allow on B: %s", took)
+	w.cancel()
+	took = eventually(t, 10*time.Second, "B denies after the watcher on A left", func() bool {
+		return !check(t, decideB, "read", "vault/keys", alice).GetAllow()
+	})
+	t.Logf("watcher cancelled on A to deny on B: %s", took)
+
+	if _, err := watchTask(t, bobCC, work.GetId(), false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "B allows while the hung watcher's session is fresh", func() bool {
+		return check(t, decideB, "read", "vault/keys", alice).GetAllow()
+	})
+	start := time.Now()
+	eventually(t, 10*time.Second, "B denies after the heartbeats stopped", func() bool {
+		return !check(t, decideB, "read", "vault/keys", alice).GetAllow()
+	})
+	t.Logf("heartbeats stopped (2 s lapse) to deny on B: %s after B first allowed", time.Since(start))
+}

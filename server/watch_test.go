@@ -39,7 +39,7 @@ type watching struct {
 // watchTask opens a watch session on taskID over cc; with beat set, it sends
 // a heartbeat every 200 ms until cancelled, without it none (the process
 // hangs).
-func watchTask(t *testing.T, cc *grpc.ClientConn, taskID string, beat bool) (*watching, error) {
+func watchTask(t testing.TB, cc *grpc.ClientConn, taskID string, beat bool) (*watching, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)

@@ -33,6 +33,9 @@ const (
 	// dualLockID names the stand-in lock a missing watcher puts on a task
 	// in the decision index, so a denial says why.
 	dualLockID = "dual-control"
+	// maxWatchTaskID bounds the task ID a watcher names, so no error
+	// repeats an arbitrarily long one.
+	maxWatchTaskID = 128
 )
 
 // dualDoc is a task's dual control as stored with the task.
@@ -191,8 +194,11 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 		return err
 	}
 	taskID := first.GetTaskId()
-	if taskID == "" {
+	switch {
+	case taskID == "":
 		return status.Error(codes.InvalidArgument, "task_id: name the task to watch in the first message")
+	case len(taskID) > maxWatchTaskID:
+		return status.Errorf(codes.InvalidArgument, "task_id: %d bytes is longer than any task ID (at most %d)", len(taskID), maxWatchTaskID)
 	}
 	rec, err := s.store.GetTask(ctx, taskID)
 	if err != nil {

@@ -122,6 +122,8 @@ func TestDualControl(t *testing.T) {
 	// The requester cannot watch over herself.
 	_, err = watchTask(t, aliceCC, work.GetId(), true)
 	wantCode(t, err, codes.PermissionDenied, "may not watch")
+	_, err = watchTask(t, bobCC, strings.Repeat("T", 1000), true)
+	wantCode(t, err, codes.InvalidArgument, "longer than any task ID")
 	// A task not under dual control has nothing to watch.
 	plain := openTask(t, writv1.NewTaskServiceClient(admin), "plain", []string{ceo},
 		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})

@@ -12,6 +12,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
+	"writ.dev/writ/store"
 )
 
 // dualRules approve a person's vault access at once, but only under the
@@ -287,4 +288,44 @@ func TestDualControlAcrossServers(t *testing.T) {
 		return !check(t, decideB, "read", "vault/keys", alice).GetAllow()
 	})
 	t.Logf("heartbeats stopped (2 s lapse) to deny on B: %s after B first allowed", time.Since(start))
+}
+
+// TestDualControlSessionOfDeadServer: a session whose server died holding
+// it (recorded in the store, never heartbeated nor removed) counts until its
+// expiry, then stops counting though no revision moved, and the sweep
+// removes it with watch.lost.
+func TestDualControlSessionOfDeadServer(t *testing.T) {
+	srv, _ := startTokenEndpoint(t)
+	admin := adminConn(t, srv)
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: dualRules}); err != nil {
+		t.Fatal(err)
+	}
+	decide := writv1.NewDecisionServiceClient(admin)
+	work := openTask(t, writv1.NewTaskServiceClient(admin), "rotate the vault keys", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	if got, err := actorConn(svidConn(t, srv, signIn(t, srv, alice))).join(t, work.GetId(), "rotate", "read:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("the vault read = %v, %v", got, err)
+	}
+	ev, err := srv.event(t.Context(), audit.EventWatchJoin, "W-dead", map[string]any{"task": work.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.store.JoinWatch(t.Context(), store.Watch{ID: "W-dead", Task: work.GetId(), Chain: []string{bob}, ExpiresAt: time.Now().Add(1500 * time.Millisecond)}, ev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "allowed while the dead server's session is fresh", func() bool {
+		return check(t, decide, "read", "vault/keys", alice).GetAllow()
+	})
+	eventually(t, 10*time.Second, "denied once the session lapsed", func() bool {
+		return !check(t, decide, "read", "vault/keys", alice).GetAllow()
+	})
+	// The denial may come from the expiry alone or after the sweep; both
+	// must happen, and the sweep records the loss once.
+	eventually(t, 10*time.Second, "the sweep removed the lapsed session", func() bool {
+		ws, err := srv.store.ListWatches(t.Context())
+		return err == nil && len(ws) == 0
+	})
+	if n := countEvents(t, admin, audit.EventWatchLost); n != 1 {
+		t.Errorf("watch.lost events = %d, want 1", n)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,12 +102,45 @@ func withDualControl(change taskChange, dc *task.DualControl) taskChange {
 		if err != nil {
 			return nil, err
 		}
-		t.Dual = dc
+		merged, err := mergeDual(t.Dual, dc)
+		if err != nil {
+			return nil, err
+		}
+		t.Dual = merged
 		if m, ok := details.(map[string]any); ok {
 			m["dual_control"] = dualToDoc(dc)
 		}
 		return details, nil
 	}
+}
+
+// mergeDual puts a second approval's dual control on a task already under
+// one: the task stays live only when both would be, so every requester's
+// chain is kept out of watching, the larger count and the shorter heartbeat
+// hold, and terminate wins over pause. Two different sets of watcher
+// patterns cannot be met by one count, so that join is refused.
+func mergeDual(have, add *task.DualControl) (*task.DualControl, error) {
+	if have == nil {
+		return add, nil
+	}
+	if !slices.Equal(patternStrings(have.Watchers), patternStrings(add.Watchers)) {
+		return nil, status.Errorf(codes.FailedPrecondition, "the task is already under dual control watched by %s; access watched by %s needs a task of its own",
+			patternList(have.Watchers), patternList(add.Watchers))
+	}
+	out := *have
+	out.Requester = slices.Clone(have.Requester)
+	for _, id := range add.Requester {
+		if !slices.Contains(out.Requester, id) {
+			out.Requester = append(out.Requester, id)
+		}
+	}
+	out.Count = max(have.Count, add.Count)
+	out.Heartbeat = min(have.Heartbeat, add.Heartbeat)
+	if add.OnLeave == task.OnLeaveTerminate {
+		out.OnLeave = task.OnLeaveTerminate
+	}
+	out.Request = add.Request
+	return &out, nil
 }
 
 // dualState is what the decision index knows of one task's watchers.

@@ -7,12 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
 	"writ.dev/writ/store"
+	"writ.dev/writ/task"
 )
 
 // dualRules approve a person's vault access at once, but only under the
@@ -328,4 +330,36 @@ func TestDualControlSessionOfDeadServer(t *testing.T) {
 	if n := countEvents(t, admin, audit.EventWatchLost); n != 1 {
 		t.Errorf("watch.lost events = %d, want 1", n)
 	}
+}
+
+// TestMergeDual: a second approval under dual control keeps the first
+// requester out of watching too, and the stricter settings hold; other
+// watcher patterns are refused.
+func TestMergeDual(t *testing.T) {
+	pattern := func(s string) task.Pattern {
+		p, err := task.ParsePattern(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	people, agents := pattern("spiffe://"+testTD+"/person/**"), pattern("spiffe://"+testTD+"/agent/**")
+	first := &task.DualControl{Watchers: []task.Pattern{people}, Count: 1, OnLeave: task.OnLeaveTerminate, Heartbeat: 2 * time.Second,
+		Requester: []spiffeid.ID{spiffeid.RequireFromString(alice)}}
+	second := &task.DualControl{Watchers: []task.Pattern{people}, Count: 2, OnLeave: task.OnLeavePause, Heartbeat: 5 * time.Second,
+		Requester: []spiffeid.ID{spiffeid.RequireFromString(bob)}}
+	got, err := mergeDual(first, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Count != 2 || got.Heartbeat != 2*time.Second || got.OnLeave != task.OnLeaveTerminate ||
+		got.Eligible([]spiffeid.ID{spiffeid.RequireFromString(alice)}) || got.Eligible([]spiffeid.ID{spiffeid.RequireFromString(bob)}) ||
+		!got.Eligible([]spiffeid.ID{spiffeid.RequireFromString(ceo)}) {
+		t.Fatalf("merged = %+v", got)
+	}
+	if len(first.Requester) != 1 {
+		t.Fatal("merging changed the first dual control")
+	}
+	_, err = mergeDual(first, &task.DualControl{Watchers: []task.Pattern{agents}, Count: 1, OnLeave: task.OnLeavePause, Heartbeat: time.Second})
+	wantCode(t, err, codes.FailedPrecondition, "needs a task of its own")
 }

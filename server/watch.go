@@ -34,6 +34,9 @@ const (
 	// dualLockID names the stand-in lock a missing watcher puts on a task
 	// in the decision index, so a denial says why.
 	dualLockID = "dual-control"
+	// watchEndTimeout bounds removing a session after its stream ended;
+	// past it the session lapses by its expiry instead.
+	watchEndTimeout = 10 * time.Second
 	// maxWatchTaskID bounds the task ID a watcher names, so no error
 	// repeats an arbitrarily long one.
 	maxWatchTaskID = 128
@@ -227,6 +230,10 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 	if err != nil {
 		return err
 	}
+	// Joining writes audit events, as a request does.
+	if err := s.limitRequests(ctx); err != nil {
+		return err
+	}
 	taskID := first.GetTaskId()
 	switch {
 	case taskID == "":
@@ -269,7 +276,9 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 	// waits for no expiry when this server saw the stream break.
 	lost := false
 	defer func() {
-		s.endWatch(context.WithoutCancel(ctx), id, t.ID, details, lost)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), watchEndTimeout)
+		defer cancel()
+		s.endWatch(ctx, id, t.ID, details, lost)
 	}()
 
 	if err := ws.sendStatus(ctx, stream, t.ID, dc); err != nil {
@@ -279,12 +288,17 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 	go func() {
 		for {
 			_, err := stream.Recv()
-			beats <- err
+			select {
+			case beats <- err:
+			case <-ctx.Done(): // the handler returned
+				return
+			}
 			if err != nil {
 				return
 			}
 		}
 	}()
+	lastWrite := time.Now()
 	timer := time.NewTimer(lapse)
 	defer timer.Stop()
 	for {
@@ -303,6 +317,14 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 			if err != nil {
 				return err
 			}
+			timer.Reset(lapse)
+			// A caller beating much faster than asked (writ watch beats
+			// twice per heartbeat) costs no more writes: the stored
+			// expiry is moved at most four times per heartbeat.
+			if time.Since(lastWrite) < dc.Heartbeat/4 {
+				continue
+			}
+			lastWrite = time.Now()
 			if err := s.store.HeartbeatWatch(ctx, id, s.now().Add(lapse)); err != nil {
 				if errors.Is(err, store.ErrNotFound) {
 					lost = true
@@ -310,7 +332,6 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 				}
 				return storeStatus(err)
 			}
-			timer.Reset(lapse)
 			if err := ws.sendStatus(ctx, stream, t.ID, dc); err != nil {
 				return err
 			}

@@ -78,6 +78,13 @@ const (
 	// EventStoreBackup records that an administrator took a backup of the
 	// store: a copy of the whole store left the server.
 	EventStoreBackup = "store.backup"
+
+	// Watch sessions of dual-controlled tasks: a watcher joined, left (its
+	// stream ended), or was lost (its heartbeats stopped and the session
+	// lapsed).
+	EventWatchJoin  = "watch.join"
+	EventWatchLeave = "watch.leave"
+	EventWatchLost  = "watch.lost"
 )
 
 // Kinds of SVID and of signing authority, as the event types name them.

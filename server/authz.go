@@ -158,6 +158,7 @@ var methodRules = map[string]rule{
 	writv1.ReviewService_ApplyRules_FullMethodName:     admin,
 	// Reviewers need to find requests: any member may watch them.
 	writv1.RequestWatchService_WatchRequests_FullMethodName: adminOrMember,
+	writv1.WatchService_WatchTask_FullMethodName:            adminOrMember,
 }
 
 // callerFromPeer reads the caller proved by the transport.

@@ -40,6 +40,10 @@ type decisions struct {
 	// agentFacts are the attested facts (selectors) of the agents, for
 	// guardrails on them; replaced with the index.
 	agentFacts atomic.Pointer[map[spiffeid.ID][]string]
+	// dualDue is when (unix nanoseconds, 0: never) a watch session the
+	// index counts lapses: the index is rebuilt then even if the revision
+	// did not move, since a heartbeat takes no revision.
+	dualDue atomic.Int64
 
 	refreshMu sync.Mutex
 	// decoded holds the tasks of the last snapshot by ID with the stored
@@ -64,7 +68,8 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	if !force && d.ix.Load() != nil && rev == d.rev.Load() {
+	due := d.dualDue.Load()
+	if !force && d.ix.Load() != nil && rev == d.rev.Load() && (due == 0 || d.s.now().UnixNano() < due) {
 		return nil
 	}
 	snap, err := d.snapshot(ctx)
@@ -148,6 +153,16 @@ func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 	}
 	for _, l := range locks {
 		snap.Locks = append(snap.Locks, authz.Lock{Kind: identity.LockKind(l.Target.Kind), Value: l.Target.Value, ID: l.ID, Reason: l.Reason})
+	}
+	dual, due, err := d.s.dualLocks(ctx, snap.Tasks, d.s.now())
+	if err != nil {
+		return snap, err
+	}
+	snap.Locks = append(snap.Locks, dual...)
+	if due.IsZero() {
+		d.dualDue.Store(0)
+	} else {
+		d.dualDue.Store(due.UnixNano())
 	}
 	return snap, nil
 }

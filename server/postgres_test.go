@@ -25,7 +25,7 @@ import (
 
 // freshPostgresDB creates an empty database on the test cluster and returns
 // its DSN, or skips when no cluster is configured.
-func freshPostgresDB(t *testing.T) string {
+func freshPostgresDB(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv("WRIT_TEST_POSTGRES_DSN")
 	if dsn == "" {

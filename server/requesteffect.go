@@ -110,6 +110,13 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 	default:
 		return "", status.Errorf(codes.Internal, "request %s has kind %q", r.ID, r.Kind)
 	}
+	dual, err := s.dualControlFor(ctx, r)
+	if err != nil {
+		return "", err
+	}
+	if dual != nil {
+		change = withDualControl(change, dual)
+	}
 	t, err := ts.update(ctx, r.Task, 0, typ, change)
 	if errors.Is(err, errInEffect) {
 		return fmt.Sprintf("already in effect on task %s", r.Task), nil

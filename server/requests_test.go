@@ -50,7 +50,7 @@ const testReviewRules = `rules:
 
 // svidConn is a connection to the server's network listener as the holder
 // of svid.
-func svidConn(t *testing.T, srv *Server, svid *x509svid.SVID) *grpc.ClientConn {
+func svidConn(t testing.TB, srv *Server, svid *x509svid.SVID) *grpc.ClientConn {
 	t.Helper()
 	bundle := x509bundle.FromX509Authorities(srv.TrustDomain(), srv.x509.Bundle())
 	cc, err := grpc.NewClient(srv.ListenAddr().String(), grpc.WithTransportCredentials(credentials.NewTLS(

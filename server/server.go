@@ -358,6 +358,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.background(ctx, s.decisionLog.run)
 	s.background(ctx, s.clock.run)
 	s.background(ctx, s.runRequestSweep)
+	s.background(ctx, s.runWatchSweep)
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
 		"admin_socket", s.cfg.AdminSocket, "listen", addrString(s.remoteLn), "ops", addrString(s.opsLn),
@@ -439,6 +440,7 @@ func (s *Server) newGRPC(opts ...grpc.ServerOption) *grpc.Server {
 	writv1.RegisterRequestServiceServer(g, &requestService{s: s})
 	writv1.RegisterReviewServiceServer(g, &reviewService{s: s})
 	writv1.RegisterRequestWatchServiceServer(g, &requestWatchService{s: s})
+	writv1.RegisterWatchServiceServer(g, &watchService{s: s})
 	return g
 }
 

@@ -76,6 +76,7 @@ type taskDoc struct {
 	CreatedAt time.Time      `json:"created_at"`
 	OpenedAt  time.Time      `json:"opened_at,omitzero"`
 	ClosedAt  time.Time      `json:"closed_at,omitzero"`
+	Dual      *dualDoc       `json:"dual_control,omitempty"`
 }
 
 // grantDoc is a grant as stored, and as audit events record it.
@@ -538,6 +539,7 @@ func taskRecord(t *task.Task) (store.TaskRecord, error) {
 	for _, g := range t.Grants {
 		d.Grants = append(d.Grants, grantToDoc(g))
 	}
+	d.Dual = dualToDoc(t.Dual)
 	doc, err := json.Marshal(d)
 	if err != nil {
 		return store.TaskRecord{}, status.Errorf(codes.Internal, "encoding task %s: %v", t.ID, err)
@@ -573,6 +575,9 @@ func taskFromRecord(rec store.TaskRecord) (task.Task, error) {
 	}
 	for _, g := range d.Grants {
 		t.Grants = append(t.Grants, task.Grant{Actions: g.Actions, Resources: g.Resources, To: g.To})
+	}
+	if t.Dual, err = dualFromDoc(d.Dual); err != nil {
+		return task.Task{}, fmt.Errorf("stored task %s: %w", rec.ID, err)
 	}
 	return t, nil
 }

@@ -150,6 +150,17 @@ type LockTarget struct {
 	Value string
 }
 
+// Watch is one live watch session over a dual-controlled task.
+type Watch struct {
+	ID   string
+	Task string
+	// Chain is the watcher first, then whom it acts for.
+	Chain []string
+	// ExpiresAt is when the session lapses unless a heartbeat moves it;
+	// kept to the millisecond.
+	ExpiresAt time.Time
+}
+
 // Lock stops issuance for its target until it is deleted or expires.
 type Lock struct {
 	// ID is assigned by the store when empty on create.
@@ -500,6 +511,20 @@ type Store interface {
 	// once; a different key under a recorded kid is ErrAlreadyExists).
 	PutDelegationKey(ctx context.Context, k DelegationKey, evs ...AuditEvent) error
 	ListDelegationKeys(ctx context.Context) ([]DelegationKey, error)
+
+	// JoinWatch records a watch session of a dual-controlled task under a
+	// new revision, so every server sharing the store notices it.
+	JoinWatch(ctx context.Context, w Watch, evs ...AuditEvent) error
+	// HeartbeatWatch moves a session's expiry without taking a revision:
+	// heartbeats are frequent and change no decision. An unknown (swept)
+	// session fails with ErrNotFound.
+	HeartbeatWatch(ctx context.Context, id string, expiresAt time.Time) error
+	// LeaveWatch removes a session under a new revision; ErrNotFound when
+	// it is already gone (another server swept it).
+	LeaveWatch(ctx context.Context, id string, evs ...AuditEvent) error
+	// ListWatches returns every recorded session, expired ones included:
+	// the caller judges expiry by its own clock.
+	ListWatches(ctx context.Context) ([]Watch, error)
 
 	// Now is the database's clock, the reference servers sharing the store
 	// measure their own clocks against.

@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests = append(tests, auditTests...)
 	tests = append(tests, agentTests...)
 	tests = append(tests, taskTests...)
+	tests = append(tests, watchTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -5723,6 +5723,147 @@ func (x *PendingRequest) GetStale() bool {
 	return false
 }
 
+type WatchTaskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// task_id is required in the first message and ignored after it.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// delegation_token says whom the watcher acts for, as for a request.
+	DelegationToken string `protobuf:"bytes,2,opt,name=delegation_token,json=delegationToken,proto3" json:"delegation_token,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WatchTaskRequest) Reset() {
+	*x = WatchTaskRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchTaskRequest) ProtoMessage() {}
+
+func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchTaskRequest.ProtoReflect.Descriptor instead.
+func (*WatchTaskRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *WatchTaskRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *WatchTaskRequest) GetDelegationToken() string {
+	if x != nil {
+		return x.DelegationToken
+	}
+	return ""
+}
+
+type WatchTaskStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// present are the root principals counted as watching.
+	Present []string `protobuf:"bytes,2,rep,name=present,proto3" json:"present,omitempty"`
+	Count   int32    `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	// live says whether the task's grants are live (enough watchers).
+	Live bool `protobuf:"varint,4,opt,name=live,proto3" json:"live,omitempty"`
+	// heartbeat_seconds is how often the watcher must send a heartbeat.
+	HeartbeatSeconds int32  `protobuf:"varint,5,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
+	OnLeave          string `protobuf:"bytes,6,opt,name=on_leave,json=onLeave,proto3" json:"on_leave,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WatchTaskStatus) Reset() {
+	*x = WatchTaskStatus{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchTaskStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchTaskStatus) ProtoMessage() {}
+
+func (x *WatchTaskStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchTaskStatus.ProtoReflect.Descriptor instead.
+func (*WatchTaskStatus) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *WatchTaskStatus) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *WatchTaskStatus) GetPresent() []string {
+	if x != nil {
+		return x.Present
+	}
+	return nil
+}
+
+func (x *WatchTaskStatus) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *WatchTaskStatus) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
+}
+
+func (x *WatchTaskStatus) GetHeartbeatSeconds() int32 {
+	if x != nil {
+		return x.HeartbeatSeconds
+	}
+	return 0
+}
+
+func (x *WatchTaskStatus) GetOnLeave() string {
+	if x != nil {
+		return x.OnLeave
+	}
+	return ""
+}
+
 var File_api_writ_v1_writ_proto protoreflect.FileDescriptor
 
 const file_api_writ_v1_writ_proto_rawDesc = "" +
@@ -6139,7 +6280,17 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\tcaught_up\x18\x04 \x01(\bR\bcaughtUp\"X\n" +
 	"\x0ePendingRequest\x120\n" +
 	"\arequest\x18\x01 \x01(\v2\x16.writ.v1.AccessRequestR\arequest\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale2\xd6\x02\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"V\n" +
+	"\x10WatchTaskRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12)\n" +
+	"\x10delegation_token\x18\x02 \x01(\tR\x0fdelegationToken\"\xb6\x01\n" +
+	"\x0fWatchTaskStatus\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
+	"\apresent\x18\x02 \x03(\tR\apresent\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x05R\x05count\x12\x12\n" +
+	"\x04live\x18\x04 \x01(\bR\x04live\x12+\n" +
+	"\x11heartbeat_seconds\x18\x05 \x01(\x05R\x10heartbeatSeconds\x12\x19\n" +
+	"\bon_leave\x18\x06 \x01(\tR\aonLeave2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +
@@ -6217,7 +6368,9 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\aApprove\x12\x1c.writ.v1.ReviewAccessRequest\x1a\x1c.writ.v1.AccessRequestDetail\x12B\n" +
 	"\x04Deny\x12\x1c.writ.v1.ReviewAccessRequest\x1a\x1c.writ.v1.AccessRequestDetail2_\n" +
 	"\x13RequestWatchService\x12H\n" +
-	"\rWatchRequests\x12\x1d.writ.v1.WatchRequestsRequest\x1a\x16.writ.v1.RequestChange0\x01B\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
+	"\rWatchRequests\x12\x1d.writ.v1.WatchRequestsRequest\x1a\x16.writ.v1.RequestChange0\x012T\n" +
+	"\fWatchService\x12D\n" +
+	"\tWatchTask\x12\x19.writ.v1.WatchTaskRequest\x1a\x18.writ.v1.WatchTaskStatus(\x010\x01B\"Z writ.dev/writ/api/writ/v1;writv1b\x06proto3"
 
 var (
 	file_api_writ_v1_writ_proto_rawDescOnce sync.Once
@@ -6231,7 +6384,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 93)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -6326,6 +6479,8 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*WatchRequestsRequest)(nil),          // 90: writ.v1.WatchRequestsRequest
 	(*RequestChange)(nil),                 // 91: writ.v1.RequestChange
 	(*PendingRequest)(nil),                // 92: writ.v1.PendingRequest
+	(*WatchTaskRequest)(nil),              // 93: writ.v1.WatchTaskRequest
+	(*WatchTaskStatus)(nil),               // 94: writ.v1.WatchTaskStatus
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -6418,60 +6573,62 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	89, // 87: writ.v1.ReviewService.Approve:input_type -> writ.v1.ReviewAccessRequest
 	89, // 88: writ.v1.ReviewService.Deny:input_type -> writ.v1.ReviewAccessRequest
 	90, // 89: writ.v1.RequestWatchService.WatchRequests:input_type -> writ.v1.WatchRequestsRequest
-	3,  // 90: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 91: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 92: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 93: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 94: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 95: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 96: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 97: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 98: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 99: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 100: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 101: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 102: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 103: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 104: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 105: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 106: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 107: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 108: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 109: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 110: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 111: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 112: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 113: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 114: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 115: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 116: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 117: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	53, // 118: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
-	44, // 119: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
-	55, // 120: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
-	55, // 121: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
-	60, // 122: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
-	55, // 123: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
-	55, // 124: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
-	55, // 125: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
-	55, // 126: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
-	64, // 127: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
-	64, // 128: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
-	67, // 129: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
-	70, // 130: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
-	73, // 131: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
-	75, // 132: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
-	84, // 133: writ.v1.RequestService.CreateRequest:output_type -> writ.v1.AccessRequestDetail
-	79, // 134: writ.v1.RequestService.ListRequests:output_type -> writ.v1.ListAccessRequestsResponse
-	84, // 135: writ.v1.RequestService.GetRequest:output_type -> writ.v1.AccessRequestDetail
-	84, // 136: writ.v1.RequestService.CancelRequest:output_type -> writ.v1.AccessRequestDetail
-	87, // 137: writ.v1.ReviewService.ApplyRules:output_type -> writ.v1.ApplyReviewRulesResponse
-	85, // 138: writ.v1.ReviewService.GetRules:output_type -> writ.v1.ReviewRules
-	84, // 139: writ.v1.ReviewService.Approve:output_type -> writ.v1.AccessRequestDetail
-	84, // 140: writ.v1.ReviewService.Deny:output_type -> writ.v1.AccessRequestDetail
-	91, // 141: writ.v1.RequestWatchService.WatchRequests:output_type -> writ.v1.RequestChange
-	90, // [90:142] is the sub-list for method output_type
-	38, // [38:90] is the sub-list for method input_type
+	93, // 90: writ.v1.WatchService.WatchTask:input_type -> writ.v1.WatchTaskRequest
+	3,  // 91: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 92: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 93: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 94: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 95: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 96: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 97: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 98: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 99: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 100: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 101: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 102: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 103: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 104: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 105: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 106: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 107: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 108: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 109: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 110: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 111: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 112: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 113: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 114: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 115: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 116: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 117: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 118: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 119: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 120: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	55, // 121: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
+	55, // 122: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
+	60, // 123: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
+	55, // 124: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
+	55, // 125: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
+	55, // 126: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
+	55, // 127: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
+	64, // 128: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
+	64, // 129: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
+	67, // 130: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
+	70, // 131: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
+	73, // 132: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
+	75, // 133: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
+	84, // 134: writ.v1.RequestService.CreateRequest:output_type -> writ.v1.AccessRequestDetail
+	79, // 135: writ.v1.RequestService.ListRequests:output_type -> writ.v1.ListAccessRequestsResponse
+	84, // 136: writ.v1.RequestService.GetRequest:output_type -> writ.v1.AccessRequestDetail
+	84, // 137: writ.v1.RequestService.CancelRequest:output_type -> writ.v1.AccessRequestDetail
+	87, // 138: writ.v1.ReviewService.ApplyRules:output_type -> writ.v1.ApplyReviewRulesResponse
+	85, // 139: writ.v1.ReviewService.GetRules:output_type -> writ.v1.ReviewRules
+	84, // 140: writ.v1.ReviewService.Approve:output_type -> writ.v1.AccessRequestDetail
+	84, // 141: writ.v1.ReviewService.Deny:output_type -> writ.v1.AccessRequestDetail
+	91, // 142: writ.v1.RequestWatchService.WatchRequests:output_type -> writ.v1.RequestChange
+	94, // 143: writ.v1.WatchService.WatchTask:output_type -> writ.v1.WatchTaskStatus
+	91, // [91:144] is the sub-list for method output_type
+	38, // [38:91] is the sub-list for method input_type
 	38, // [38:38] is the sub-list for extension type_name
 	38, // [38:38] is the sub-list for extension extendee
 	0,  // [0:38] is the sub-list for field type_name
@@ -6488,9 +6645,9 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   93,
+			NumMessages:   95,
 			NumExtensions: 0,
-			NumServices:   17,
+			NumServices:   18,
 		},
 		GoTypes:           file_api_writ_v1_writ_proto_goTypes,
 		DependencyIndexes: file_api_writ_v1_writ_proto_depIdxs,

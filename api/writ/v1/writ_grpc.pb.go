@@ -3256,3 +3256,117 @@ var RequestWatchService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "api/writ/v1/writ.proto",
 }
+
+const (
+	WatchService_WatchTask_FullMethodName = "/writ.v1.WatchService/WatchTask"
+)
+
+// WatchServiceClient is the client API for WatchService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// WatchService holds the watch sessions of dual-controlled tasks: a task
+// whose access was approved under a rule with dual_control grants only
+// while enough eligible watchers hold a session.
+type WatchServiceClient interface {
+	// WatchTask is one watcher's session: the first message names the task,
+	// every later one is a heartbeat. The server answers with the task's
+	// dual-control status on joining and whenever it changes. The session
+	// ends, and the watcher counts no more, when the stream ends or no
+	// heartbeat arrives for two heartbeat intervals.
+	WatchTask(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchTaskRequest, WatchTaskStatus], error)
+}
+
+type watchServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewWatchServiceClient(cc grpc.ClientConnInterface) WatchServiceClient {
+	return &watchServiceClient{cc}
+}
+
+func (c *watchServiceClient) WatchTask(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchTaskRequest, WatchTaskStatus], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WatchService_ServiceDesc.Streams[0], WatchService_WatchTask_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchTaskRequest, WatchTaskStatus]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WatchService_WatchTaskClient = grpc.BidiStreamingClient[WatchTaskRequest, WatchTaskStatus]
+
+// WatchServiceServer is the server API for WatchService service.
+// All implementations must embed UnimplementedWatchServiceServer
+// for forward compatibility.
+//
+// WatchService holds the watch sessions of dual-controlled tasks: a task
+// whose access was approved under a rule with dual_control grants only
+// while enough eligible watchers hold a session.
+type WatchServiceServer interface {
+	// WatchTask is one watcher's session: the first message names the task,
+	// every later one is a heartbeat. The server answers with the task's
+	// dual-control status on joining and whenever it changes. The session
+	// ends, and the watcher counts no more, when the stream ends or no
+	// heartbeat arrives for two heartbeat intervals.
+	WatchTask(grpc.BidiStreamingServer[WatchTaskRequest, WatchTaskStatus]) error
+	mustEmbedUnimplementedWatchServiceServer()
+}
+
+// UnimplementedWatchServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedWatchServiceServer struct{}
+
+func (UnimplementedWatchServiceServer) WatchTask(grpc.BidiStreamingServer[WatchTaskRequest, WatchTaskStatus]) error {
+	return status.Error(codes.Unimplemented, "method WatchTask not implemented")
+}
+func (UnimplementedWatchServiceServer) mustEmbedUnimplementedWatchServiceServer() {}
+func (UnimplementedWatchServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeWatchServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to WatchServiceServer will
+// result in compilation errors.
+type UnsafeWatchServiceServer interface {
+	mustEmbedUnimplementedWatchServiceServer()
+}
+
+func RegisterWatchServiceServer(s grpc.ServiceRegistrar, srv WatchServiceServer) {
+	// If the following call panics, it indicates UnimplementedWatchServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&WatchService_ServiceDesc, srv)
+}
+
+func _WatchService_WatchTask_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(WatchServiceServer).WatchTask(&grpc.GenericServerStream[WatchTaskRequest, WatchTaskStatus]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WatchService_WatchTaskServer = grpc.BidiStreamingServer[WatchTaskRequest, WatchTaskStatus]
+
+// WatchService_ServiceDesc is the grpc.ServiceDesc for WatchService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var WatchService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "writ.v1.WatchService",
+	HandlerType: (*WatchServiceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchTask",
+			Handler:       _WatchService_WatchTask_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "api/writ/v1/writ.proto",
+}

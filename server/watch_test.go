@@ -1,0 +1,365 @@
+package server
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	writv1 "writ.dev/writ/api/writ/v1"
+	"writ.dev/writ/audit"
+	"writ.dev/writ/store"
+	"writ.dev/writ/task"
+)
+
+// dualRules approve a person's vault access at once, but only under the
+// eye of another person: reads pause without a watcher, writes end the task.
+const dualRules = `rules:
+  - name: vault-read
+    match: {actions: [read], resources: [vault/**], requester_kind: [person]}
+    auto_approve: {}
+    max_ttl: 1h
+    dual_control: {watchers: ["spiffe://` + testTD + `/person/**"], count: 1, on_leave: pause, heartbeat: 1s}
+  - name: vault-write
+    match: {actions: [write], resources: [vault/**], requester_kind: [person]}
+    auto_approve: {}
+    max_ttl: 1h
+    dual_control: {watchers: ["spiffe://` + testTD + `/person/**"], count: 1, on_leave: terminate, heartbeat: 1s}
+`
+
+// watching is one open watch session held by a test.
+type watching struct {
+	stream writv1.WatchService_WatchTaskClient
+	first  *writv1.WatchTaskStatus
+	cancel context.CancelFunc
+}
+
+// watchTask opens a watch session on taskID over cc; with beat set, it sends
+// a heartbeat every 200 ms until cancelled, without it none (the process
+// hangs).
+func watchTask(t testing.TB, cc *grpc.ClientConn, taskID string, beat bool) (*watching, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	stream, err := writv1.NewWatchServiceClient(cc).WatchTask(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := stream.Send(&writv1.WatchTaskRequest{TaskId: taskID}); err != nil {
+		cancel()
+		return nil, err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if beat {
+		go func() {
+			tick := time.NewTicker(200 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					if stream.Send(&writv1.WatchTaskRequest{}) != nil {
+						return
+					}
+				}
+			}
+		}()
+		go func() {
+			for {
+				if _, err := stream.Recv(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	return &watching{stream: stream, first: first, cancel: cancel}, nil
+}
+
+func countEvents(t *testing.T, cc *grpc.ClientConn, typ string) int {
+	t.Helper()
+	n := 0
+	for _, ev := range readEvents(t, writv1.NewAuditServiceClient(cc)) {
+		if ev.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// TestDualControl: a grant approved under dual control is dead until an
+// eligible watcher holds a session, live while it does, dead again once the
+// watcher's stream is cancelled or its heartbeats stop, and live again when
+// a watcher returns (pause). The requester cannot watch over itself.
+func TestDualControl(t *testing.T) {
+	srv, _ := startTokenEndpoint(t)
+	admin := adminConn(t, srv)
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: dualRules}); err != nil {
+		t.Fatal(err)
+	}
+	decide := writv1.NewDecisionServiceClient(admin)
+	work := openTask(t, writv1.NewTaskServiceClient(admin), "rotate the vault keys", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	aliceCC := svidConn(t, srv, signIn(t, srv, alice))
+	bobCC := svidConn(t, srv, signIn(t, srv, bob))
+
+	got, err := actorConn(aliceCC).join(t, work.GetId(), "rotate the keys", "read:vault/keys")
+	if err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("the vault read = %v, %v", got, err)
+	}
+	r := check(t, decide, "read", "vault/keys", alice)
+	if r.GetAllow() || !strings.Contains(r.GetReason(), "0 of 1 watchers present") {
+		t.Fatalf("allowed with no watcher: %v", r)
+	}
+
+	// The requester cannot watch over herself.
+	_, err = watchTask(t, aliceCC, work.GetId(), true)
+	wantCode(t, err, codes.PermissionDenied, "may not watch")
+	_, err = watchTask(t, bobCC, strings.Repeat("T", 1000), true)
+	wantCode(t, err, codes.InvalidArgument, "longer than any task ID")
+	// A task not under dual control has nothing to watch.
+	plain := openTask(t, writv1.NewTaskServiceClient(admin), "plain", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	_, err = watchTask(t, bobCC, plain.GetId(), true)
+	wantCode(t, err, codes.FailedPrecondition, "not under dual control")
+
+	w, err := watchTask(t, bobCC, work.GetId(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.first.GetLive() || !slices.Equal(w.first.GetPresent(), []string{bob}) || w.first.GetHeartbeatSeconds() != 1 {
+		t.Fatalf("first status = %v", w.first)
+	}
+	if r := check(t, decide, "read", "vault/keys", alice); !r.GetAllow() {
+		t.Fatalf("denied while bob watches: %v", r)
+	}
+	// Heartbeats keep the session past its first expiry.
+	time.Sleep(2500 * time.Millisecond)
+	if r := check(t, decide, "read", "vault/keys", alice); !r.GetAllow() {
+		t.Fatalf("denied while bob keeps watching: %v", r)
+	}
+
+	w.cancel()
+	took := eventually(t, 10*time.Second, "deny after the watcher left", func() bool {
+		return !check(t, decide, "read", "vault/keys", alice).GetAllow()
+	})
+	t.Logf("watcher cancelled to deny: %s", took)
+	if r := check(t, decide, "read", "vault/keys", alice); !strings.Contains(r.GetReason(), "0 of 1 watchers present") {
+		t.Fatalf("denial = %v", r)
+	}
+
+	// Pause: a watcher returning makes the grant live again.
+	w2, err := watchTask(t, bobCC, work.GetId(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := check(t, decide, "read", "vault/keys", alice); !r.GetAllow() {
+		t.Fatalf("denied after bob returned: %v", r)
+	}
+	w2.cancel()
+	eventually(t, 10*time.Second, "deny after the watcher left again", func() bool {
+		return !check(t, decide, "read", "vault/keys", alice).GetAllow()
+	})
+
+	// A watcher whose heartbeats stop is lost within two heartbeats.
+	hung, err := watchTask(t, bobCC, work.GetId(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := check(t, decide, "read", "vault/keys", alice); !r.GetAllow() {
+		t.Fatalf("denied while the hung watcher's session is fresh: %v", r)
+	}
+	eventually(t, 10*time.Second, "deny after heartbeats stopped", func() bool {
+		return !check(t, decide, "read", "vault/keys", alice).GetAllow()
+	})
+	_, err = hung.stream.Recv()
+	wantCode(t, err, codes.DeadlineExceeded, "no heartbeat")
+
+	if n := countEvents(t, admin, audit.EventWatchJoin); n != 3 {
+		t.Errorf("watch.join events = %d, want 3", n)
+	}
+	eventually(t, 5*time.Second, "watch.leave and watch.lost recorded", func() bool {
+		return countEvents(t, admin, audit.EventWatchLeave) == 2 && countEvents(t, admin, audit.EventWatchLost) == 1
+	})
+	if ws, err := srv.store.ListWatches(t.Context()); err != nil || len(ws) != 0 {
+		t.Fatalf("sessions left behind: %v, %v", ws, err)
+	}
+}
+
+// TestDualControlTerminate: under on_leave: terminate the task is closed
+// when its watcher leaves.
+func TestDualControlTerminate(t *testing.T) {
+	srv, _ := startTokenEndpoint(t)
+	admin := adminConn(t, srv)
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: dualRules}); err != nil {
+		t.Fatal(err)
+	}
+	tasks := writv1.NewTaskServiceClient(admin)
+	decide := writv1.NewDecisionServiceClient(admin)
+	work := openTask(t, tasks, "rewrite the vault keys", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	aliceCC := svidConn(t, srv, signIn(t, srv, alice))
+	bobCC := svidConn(t, srv, signIn(t, srv, bob))
+	if got, err := actorConn(aliceCC).join(t, work.GetId(), "rewrite the keys", "write:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("the vault write = %v, %v", got, err)
+	}
+	w, err := watchTask(t, bobCC, work.GetId(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.first.GetOnLeave() != "terminate" {
+		t.Fatalf("status = %v", w.first)
+	}
+	if r := check(t, decide, "write", "vault/keys", alice); !r.GetAllow() {
+		t.Fatalf("denied while bob watches: %v", r)
+	}
+	w.cancel()
+	eventually(t, 10*time.Second, "the task closed after the watcher left", func() bool {
+		got, err := tasks.GetTask(t.Context(), &writv1.GetTaskRequest{Id: work.GetId()})
+		return err == nil && got.GetState() == "closed"
+	})
+	if r := check(t, decide, "write", "vault/keys", alice); r.GetAllow() {
+		t.Fatalf("allowed after the task closed: %v", r)
+	}
+	// A closed task is not watched back to life.
+	_, err = watchTask(t, bobCC, work.GetId(), true)
+	wantCode(t, err, codes.FailedPrecondition, "only an open task")
+}
+
+// TestDualControlAcrossServers: two servers share PostgreSQL; the watcher
+// holds its session on A and decisions are asked of B. B allows once the
+// watcher is present and denies after the watcher's stream is cancelled,
+// and after a watcher's heartbeats stop, without any call to B.
+func TestDualControlAcrossServers(t *testing.T) {
+	dsn := freshPostgresDB(t)
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	for _, c := range []*Config{&cfgA, &cfgB} {
+		c.Store.Engine = "postgres"
+		c.Store.DSN = dsn
+	}
+	a := startServer(t, cfgA)
+	b := startServer(t, cfgB)
+	adminA := adminConn(t, a)
+	if _, err := writv1.NewReviewServiceClient(adminA).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: dualRules}); err != nil {
+		t.Fatal(err)
+	}
+	work := openTask(t, writv1.NewTaskServiceClient(adminA), "rotate the vault keys", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	aliceCC := svidConn(t, a, signIn(t, a, alice))
+	bobCC := svidConn(t, a, signIn(t, a, bob))
+	if got, err := actorConn(aliceCC).join(t, work.GetId(), "rotate the keys", "read:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("the vault read = %v, %v", got, err)
+	}
+	decideB := writv1.NewDecisionServiceClient(adminConn(t, b))
+	eventually(t, 10*time.Second, "B knows the task is under dual control", func() bool {
+		return strings.Contains(check(t, decideB, "read", "vault/keys", alice).GetReason(), "0 of 1 watchers present")
+	})
+
+	w, err := watchTask(t, bobCC, work.GetId(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, 10*time.Second, "B allows while the watcher on A is present", func() bool {
+		return check(t, decideB, "read", "vault/keys", alice).GetAllow()
+	})
+	t.Logf("watcher joined on A to allow on B: %s", took)
+	w.cancel()
+	took = eventually(t, 10*time.Second, "B denies after the watcher on A left", func() bool {
+		return !check(t, decideB, "read", "vault/keys", alice).GetAllow()
+	})
+	t.Logf("watcher cancelled on A to deny on B: %s", took)
+
+	if _, err := watchTask(t, bobCC, work.GetId(), false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "B allows while the hung watcher's session is fresh", func() bool {
+		return check(t, decideB, "read", "vault/keys", alice).GetAllow()
+	})
+	start := time.Now()
+	eventually(t, 10*time.Second, "B denies after the heartbeats stopped", func() bool {
+		return !check(t, decideB, "read", "vault/keys", alice).GetAllow()
+	})
+	t.Logf("heartbeats stopped (2 s lapse) to deny on B: %s after B first allowed", time.Since(start))
+}
+
+// TestDualControlSessionOfDeadServer: a session whose server died holding
+// it (recorded in the store, never heartbeated nor removed) counts until its
+// expiry, then stops counting though no revision moved, and the sweep
+// removes it with watch.lost.
+func TestDualControlSessionOfDeadServer(t *testing.T) {
+	srv, _ := startTokenEndpoint(t)
+	admin := adminConn(t, srv)
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: dualRules}); err != nil {
+		t.Fatal(err)
+	}
+	decide := writv1.NewDecisionServiceClient(admin)
+	work := openTask(t, writv1.NewTaskServiceClient(admin), "rotate the vault keys", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	if got, err := actorConn(svidConn(t, srv, signIn(t, srv, alice))).join(t, work.GetId(), "rotate", "read:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("the vault read = %v, %v", got, err)
+	}
+	ev, err := srv.event(t.Context(), audit.EventWatchJoin, "W-dead", map[string]any{"task": work.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.store.JoinWatch(t.Context(), store.Watch{ID: "W-dead", Task: work.GetId(), Chain: []string{bob}, ExpiresAt: time.Now().Add(1500 * time.Millisecond)}, ev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "allowed while the dead server's session is fresh", func() bool {
+		return check(t, decide, "read", "vault/keys", alice).GetAllow()
+	})
+	eventually(t, 10*time.Second, "denied once the session lapsed", func() bool {
+		return !check(t, decide, "read", "vault/keys", alice).GetAllow()
+	})
+	// The denial may come from the expiry alone or after the sweep; both
+	// must happen, and the sweep records the loss once.
+	eventually(t, 10*time.Second, "the sweep removed the lapsed session", func() bool {
+		ws, err := srv.store.ListWatches(t.Context())
+		return err == nil && len(ws) == 0
+	})
+	if n := countEvents(t, admin, audit.EventWatchLost); n != 1 {
+		t.Errorf("watch.lost events = %d, want 1", n)
+	}
+}
+
+// TestMergeDual: a second approval under dual control keeps the first
+// requester out of watching too, and the stricter settings hold; other
+// watcher patterns are refused.
+func TestMergeDual(t *testing.T) {
+	pattern := func(s string) task.Pattern {
+		p, err := task.ParsePattern(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	people, agents := pattern("spiffe://"+testTD+"/person/**"), pattern("spiffe://"+testTD+"/agent/**")
+	first := &task.DualControl{Watchers: []task.Pattern{people}, Count: 1, OnLeave: task.OnLeaveTerminate, Heartbeat: 2 * time.Second,
+		Requester: []spiffeid.ID{spiffeid.RequireFromString(alice)}}
+	second := &task.DualControl{Watchers: []task.Pattern{people}, Count: 2, OnLeave: task.OnLeavePause, Heartbeat: 5 * time.Second,
+		Requester: []spiffeid.ID{spiffeid.RequireFromString(bob)}}
+	got, err := mergeDual(first, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Count != 2 || got.Heartbeat != 2*time.Second || got.OnLeave != task.OnLeaveTerminate ||
+		got.Eligible([]spiffeid.ID{spiffeid.RequireFromString(alice)}) || got.Eligible([]spiffeid.ID{spiffeid.RequireFromString(bob)}) ||
+		!got.Eligible([]spiffeid.ID{spiffeid.RequireFromString(ceo)}) {
+		t.Fatalf("merged = %+v", got)
+	}
+	if len(first.Requester) != 1 {
+		t.Fatal("merging changed the first dual control")
+	}
+	_, err = mergeDual(first, &task.DualControl{Watchers: []task.Pattern{agents}, Count: 1, OnLeave: task.OnLeavePause, Heartbeat: time.Second})
+	wantCode(t, err, codes.FailedPrecondition, "needs a task of its own")
+}

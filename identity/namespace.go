@@ -149,7 +149,10 @@ func PersonEmailParts(field, email string) (local, domain string, err error) {
 	if len(email) > MaxIDLen/2 {
 		return "", "", fieldErr(field, fmt.Sprintf("%s is %d bytes; an email address is at most %d", quote(email), len(email), MaxIDLen/2))
 	}
-	local, domain = strings.ToLower(email[:at]), strings.ToLower(email[at+1:])
+	// Only ASCII letters are folded: Unicode folding maps other letters
+	// onto them (the Kelvin sign onto 'k', 'İ' onto 'i'), which would give
+	// another mailbox this person's ID.
+	local, domain = asciiLower(email[:at]), asciiLower(email[at+1:])
 	for _, part := range []string{local, domain} {
 		if part == "." || part == ".." {
 			return "", "", fieldErr(field, quote(email)+": "+allowed)
@@ -161,6 +164,18 @@ func PersonEmailParts(field, email string) (local, domain string, err error) {
 		}
 	}
 	return local, domain, nil
+}
+
+// asciiLower lowercases A-Z and leaves every other byte as it is, for the
+// character rule to judge.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
 }
 
 // CheckPersonCase refuses an ID in the person namespace that is not

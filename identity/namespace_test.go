@@ -39,6 +39,11 @@ func TestPersonIDRefusals(t *testing.T) {
 		{"..@example.com", "allow letters"},
 		{"erin@exa mple.com", "character ' '"},
 		{"érin@example.com", "character 'é'"},
+		// Unicode case folding maps the Kelvin sign to 'k': another
+		// mailbox must not become kate's ID.
+		{"\u212Aate@example.com", "character '\u212A'"},
+		{"kate@example.co\u212A", "character '\u212A'"},
+		{"\u0130rin@example.com", "character 'İ'"},
 		{strings.Repeat("a", 2000) + "@example.com", "at most 1024"},
 	} {
 		_, err := PersonID("email", testTD, tc.email)

@@ -62,6 +62,15 @@ func ReservedNamespaceOf(id spiffeid.ID) (Namespace, bool) {
 func CheckNotReserved(field string, id spiffeid.ID) error {
 	ns, reserved := ReservedNamespaceOf(id)
 	if !reserved {
+		// SPIFFE paths are case-sensitive, but people and tools reading an
+		// audit trail or comparing IDs loosely are not: /Person/erin must
+		// not pass for erin, nor /WRIT/server/x for a server.
+		for _, r := range reservedNamespaces {
+			if p := asciiLower(id.Path()); p == r.Path() || strings.HasPrefix(p, r.Path()+"/") {
+				return fieldErr(field, fmt.Sprintf("%s differs from the reserved %s/ only in case; choose another path",
+					quote(id.String()), r.Path()))
+			}
+		}
 		return nil
 	}
 	why := "writ's own servers and agents"

@@ -143,3 +143,20 @@ func FuzzPersonID(f *testing.F) {
 		}
 	})
 }
+
+// TestReservedNamespacesIgnoreCase: an ID that differs from a reserved one
+// only in case is refused too, so no rule makes a workload that reads as
+// a person or a server.
+func TestReservedNamespacesIgnoreCase(t *testing.T) {
+	for _, id := range []string{"spiffe://example.org/Person/example.com/erin", "spiffe://example.org/PERSON", "spiffe://example.org/WRIT/server/s1", "spiffe://example.org/Writ/agent/x"} {
+		err := CheckNotReserved("spiffe_id", spiffeid.RequireFromString(id))
+		if err == nil || !strings.Contains(err.Error(), "only in case") {
+			t.Errorf("%s: %v, want refused as differing from a reserved namespace only in case", id, err)
+		}
+	}
+	for _, id := range []string{"spiffe://example.org/Personal/x", "spiffe://example.org/svc/Person/x", "spiffe://example.org/Writer"} {
+		if err := CheckNotReserved("spiffe_id", spiffeid.RequireFromString(id)); err != nil {
+			t.Errorf("%s refused: %v", id, err)
+		}
+	}
+}

@@ -62,6 +62,15 @@ func ReservedNamespaceOf(id spiffeid.ID) (Namespace, bool) {
 func CheckNotReserved(field string, id spiffeid.ID) error {
 	ns, reserved := ReservedNamespaceOf(id)
 	if !reserved {
+		// SPIFFE paths are case-sensitive, but people and tools reading an
+		// audit trail or comparing IDs loosely are not: /Person/erin must
+		// not pass for erin, nor /WRIT/server/x for a server.
+		for _, r := range reservedNamespaces {
+			if p := asciiLower(id.Path()); p == r.Path() || strings.HasPrefix(p, r.Path()+"/") {
+				return fieldErr(field, fmt.Sprintf("%s differs from the reserved %s/ only in case; choose another path",
+					quote(id.String()), r.Path()))
+			}
+		}
 		return nil
 	}
 	why := "writ's own servers and agents"
@@ -149,7 +158,10 @@ func PersonEmailParts(field, email string) (local, domain string, err error) {
 	if len(email) > MaxIDLen/2 {
 		return "", "", fieldErr(field, fmt.Sprintf("%s is %d bytes; an email address is at most %d", quote(email), len(email), MaxIDLen/2))
 	}
-	local, domain = strings.ToLower(email[:at]), strings.ToLower(email[at+1:])
+	// Only ASCII letters are folded: Unicode folding maps other letters
+	// onto them (the Kelvin sign onto 'k', 'İ' onto 'i'), which would give
+	// another mailbox this person's ID.
+	local, domain = asciiLower(email[:at]), asciiLower(email[at+1:])
 	for _, part := range []string{local, domain} {
 		if part == "." || part == ".." {
 			return "", "", fieldErr(field, quote(email)+": "+allowed)
@@ -161,6 +173,18 @@ func PersonEmailParts(field, email string) (local, domain string, err error) {
 		}
 	}
 	return local, domain, nil
+}
+
+// asciiLower lowercases A-Z and leaves every other byte as it is, for the
+// character rule to judge.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
 }
 
 // CheckPersonCase refuses an ID in the person namespace that is not

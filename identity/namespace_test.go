@@ -39,6 +39,11 @@ func TestPersonIDRefusals(t *testing.T) {
 		{"..@example.com", "allow letters"},
 		{"erin@exa mple.com", "character ' '"},
 		{"érin@example.com", "character 'é'"},
+		// Unicode case folding maps the Kelvin sign to 'k': another
+		// mailbox must not become kate's ID.
+		{"\u212Aate@example.com", "character '\u212A'"},
+		{"kate@example.co\u212A", "character '\u212A'"},
+		{"\u0130rin@example.com", "character 'İ'"},
 		{strings.Repeat("a", 2000) + "@example.com", "at most 1024"},
 	} {
 		_, err := PersonID("email", testTD, tc.email)
@@ -119,7 +124,7 @@ func TestParseLockKind(t *testing.T) {
 // FuzzPersonID: any email yields either a canonical person ID whose
 // segments are the lowercased parts, or a bounded one-line FieldError.
 func FuzzPersonID(f *testing.F) {
-	for _, s := range []string{"erin@example.com", "ERIN@Example.com", "a@b@c", "@", "x@..", "é@x", strings.Repeat("a", 1100) + "@x"} {
+	for _, s := range []string{"erin@example.com", "ERIN@Example.com", "a@b@c", "@", "x@..", "é@x", "\u212Aate@x", "\u0130@x", strings.Repeat("a", 1100) + "@x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, email string) {
@@ -127,6 +132,13 @@ func FuzzPersonID(f *testing.F) {
 		if err != nil {
 			checkFuzzError(t, err, "email")
 			return
+		}
+		// Only ASCII is folded: anything else would let another mailbox
+		// fold onto a person's ID.
+		for i := 0; i < len(email); i++ {
+			if email[i] >= 0x80 {
+				t.Fatalf("PersonID(%q) = %s: a non-ASCII address was accepted", email, id)
+			}
 		}
 		at := strings.LastIndexByte(email, '@')
 		want := "/person/" + strings.ToLower(email[at+1:]) + "/" + strings.ToLower(email[:at])
@@ -137,4 +149,21 @@ func FuzzPersonID(f *testing.F) {
 			t.Fatalf("PersonID(%q) = %s, which does not parse: %v", email, id, err)
 		}
 	})
+}
+
+// TestReservedNamespacesIgnoreCase: an ID that differs from a reserved one
+// only in case is refused too, so no rule makes a workload that reads as
+// a person or a server.
+func TestReservedNamespacesIgnoreCase(t *testing.T) {
+	for _, id := range []string{"spiffe://example.org/Person/example.com/erin", "spiffe://example.org/PERSON", "spiffe://example.org/WRIT/server/s1", "spiffe://example.org/Writ/agent/x"} {
+		err := CheckNotReserved("spiffe_id", spiffeid.RequireFromString(id))
+		if err == nil || !strings.Contains(err.Error(), "only in case") {
+			t.Errorf("%s: %v, want refused as differing from a reserved namespace only in case", id, err)
+		}
+	}
+	for _, id := range []string{"spiffe://example.org/Personal/x", "spiffe://example.org/svc/Person/x", "spiffe://example.org/Writer"} {
+		if err := CheckNotReserved("spiffe_id", spiffeid.RequireFromString(id)); err != nil {
+			t.Errorf("%s refused: %v", id, err)
+		}
+	}
 }

@@ -603,7 +603,7 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     issuer: ""                    # "iss" of delegation tokens, the same on every server; default https://ADDRESS/token
     max_ttl: 5m                   # delegation token lifetime; at most 1h
   guardrails:
-    files: []                     # Cedar policy files (or directories of *.cedar) bounding every decision
+    files: []                     # Cedar policy files (or directories of *.cedar), up to 4 MiB each, bounding every decision
   audit:
     checkpoint_events: 1000       # every commit is signed; keep one checkpoint for good per this many events ...
     checkpoint_interval: 10s      # ... or per this long, whichever comes first

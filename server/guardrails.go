@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,7 +40,7 @@ func LoadGuardrails(paths []string) (*guardrail.Set, error) {
 			}
 		}
 		for _, name := range names {
-			data, err := os.ReadFile(name)
+			data, err := readGuardrailFile(name)
 			if err != nil {
 				return nil, fmt.Errorf("guardrails: %w", err)
 			}
@@ -47,6 +48,34 @@ func LoadGuardrails(paths []string) (*guardrail.Set, error) {
 		}
 	}
 	return guardrail.Load(files)
+}
+
+// maxGuardrailFileBytes bounds one policy file: far beyond any real policy
+// set, and small enough that a mistaken path (a device, a log file) is
+// refused instead of read into memory whole.
+const maxGuardrailFileBytes = 4 << 20
+
+func readGuardrailFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file: name Cedar policy files or directories of *.cedar", name)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxGuardrailFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxGuardrailFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes, too large for a policy file: split it or check the path", name, maxGuardrailFileBytes)
+	}
+	return data, nil
 }
 
 // guardrails adapts a policy set to the decision engine: a request is

@@ -366,7 +366,7 @@ func (l *perSourceListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		src := addrHost(c.RemoteAddr())
+		src := sourceKey(c.RemoteAddr())
 		l.mu.Lock()
 		n := l.conns[src]
 		if n < l.max {
@@ -390,17 +390,6 @@ func (l *perSourceListener) release(src string) {
 		return
 	}
 	l.conns[src]--
-}
-
-func addrHost(a net.Addr) string {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
 }
 
 // countedConn gives its slot back once, however often it is closed.

@@ -6,10 +6,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -390,5 +393,56 @@ func TestEveryNetworkMethodFitsItsLimit(t *testing.T) {
 		if remote && !sized && method != writv1.BundleService_GetBundle_FullMethodName && method != writv1.PersonService_GetLoginConfig_FullMethodName {
 			t.Errorf("%s is open to anyone but has no request size in methodMaxBytes", method)
 		}
+	}
+}
+
+// addrListener hands out in-memory connections from the given remote
+// addresses, one per Accept.
+type addrListener struct {
+	net.Listener
+	addrs []string
+}
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+func (l *addrListener) Accept() (net.Conn, error) {
+	if len(l.addrs) == 0 {
+		return nil, net.ErrClosed
+	}
+	a := l.addrs[0]
+	l.addrs = l.addrs[1:]
+	c, _ := net.Pipe()
+	return addrConn{Conn: c, remote: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(a))}, nil
+}
+
+// TestConnectionsPerSourceGroupIPv6Prefix: one host commonly holds a whole
+// IPv6 /64, so the cap counts the /64 as one source, as the rate limits do;
+// otherwise each of its addresses would get conns_per_source connections.
+func TestConnectionsPerSourceGroupIPv6Prefix(t *testing.T) {
+	inner := &addrListener{addrs: []string{
+		"[2001:db8:1:2::1]:1000",
+		"[2001:db8:1:2::2]:1000",  // same /64: over the cap of 1, closed
+		"[2001:db8:1:3::1]:1000",  // another /64
+		"[::ffff:192.0.2.1]:1000", // IPv4-mapped counts as the IPv4 address
+		"192.0.2.1:1001",          // the same source: closed
+		"192.0.2.2:1000",
+	}}
+	ln := limitPerSource(inner, 1, slog.New(slog.DiscardHandler))
+	var got []string
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			break
+		}
+		got = append(got, c.RemoteAddr().String())
+	}
+	want := []string{"[2001:db8:1:2::1]:1000", "[2001:db8:1:3::1]:1000", "192.0.2.1:1000", "192.0.2.2:1000"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("accepted %v, want %v", got, want)
 	}
 }

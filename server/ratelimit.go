@@ -92,8 +92,15 @@ func sourceOf(ctx context.Context) string {
 	if !ok || p.Addr == nil {
 		return "unknown"
 	}
+	return sourceKey(p.Addr)
+}
+
+// sourceKey is sourceOf for an address: the connection cap per source
+// groups addresses the same way, or a host holding a /64 would open as
+// many connections as it has addresses.
+func sourceKey(addr net.Addr) string {
 	var ip netip.Addr
-	switch a := p.Addr.(type) {
+	switch a := addr.(type) {
 	case *net.TCPAddr:
 		ip, _ = netip.AddrFromSlice(a.IP)
 	case *net.UnixAddr:

@@ -51,6 +51,10 @@ func (s *Server) jwtSVIDError(ctx context.Context, err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case ctx.Err() != nil:
 		return status.FromContextError(ctx.Err()).Err()
+	case status.Code(err) == codes.ResourceExhausted:
+		// The server's issuance limit for this identity: the workload asks
+		// too often, and retrying at once would only be refused again.
+		return status.Errorf(codes.ResourceExhausted, "minting JWT-SVIDs: %s; ask less often (JWT-SVIDs are cached until half their life)", status.Convert(err).Message())
 	}
 	s.log.Warn("minting JWT-SVIDs failed", "err", err)
 	return status.Errorf(codes.Unavailable, "minting JWT-SVIDs failed: %v; retry shortly", err)

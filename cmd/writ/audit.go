@@ -295,7 +295,7 @@ func auditKeys(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	bundle := &audit.KeyBundle{}
 	if *out != "" {
-		data, err := os.ReadFile(*out)
+		data, err := readBounded(*out, audit.MaxKeyBundleSize)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 		case err != nil:

@@ -26,11 +26,23 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := c.fs.String("out", "", "write the first SVID, its key and the bundle to `directory` (svid.pem, svid.key, bundle.pem, and jwt-AUDIENCE.token with --jwt-audience), the files 'writ agent --out' writes")
 	aud := c.fs.String("jwt-audience", "", "also fetch a JWT-SVID for this `audience`: printed, and written with --out")
 	timeout := c.fs.Duration("timeout", 10*time.Second, "how long to wait for the agent")
+	socketOwner := c.fs.String("socket-owner", os.Getenv(socketOwnerEnv), "further `uids` (or user names, comma-separated) trusted to own the socket's directory when it sits in a directory anyone can write to, like /tmp")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
 	if *endpoint == "" && os.Getenv("SPIFFE_ENDPOINT_SOCKET") == "" {
 		return c.usageError("no Workload API address: pass --endpoint unix:///path/agent.sock or set SPIFFE_ENDPOINT_SOCKET (writ dev prints it)")
+	}
+	addr := *endpoint
+	if addr == "" {
+		addr = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
+	}
+	owners, err := parseOwners(*socketOwner)
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	if err := checkEndpointDir(addr, os.Geteuid(), owners); err != nil {
+		return err
 	}
 	var opts []workloadapi.ClientOption
 	if *endpoint != "" {

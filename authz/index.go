@@ -133,7 +133,9 @@ type grantRef struct {
 
 // NewIndex builds an Index over s as of now. Only tasks open at now and
 // not under a task lock grant anything, and each only within its
-// [NotBefore, Deadline) window at the request's time. The Index keeps s's
+// [NotBefore, Deadline) window at the request's time; a grant with its own
+// ExpiresAt stops at that time too, checked per request like the window,
+// so it needs no rebuild to end. The Index keeps s's
 // tasks and grants: do not modify them while it is in use.
 func NewIndex(s Snapshot, now time.Time, opts ...Option) *Index {
 	ix := &Index{

@@ -113,8 +113,13 @@ func (ix *Index) scanLink(id spiffeid.ID, action, resource string, at time.Time)
 func (ix *Index) noteGrant(sc *scan, e *entry, at time.Time) {
 	ref := grantRef{task: e.task, grant: e.index}
 	why := ix.deadWhy[e.task]
-	if now := unixNano(at); why == "" && (now < e.notBefore || now >= e.deadline) {
-		why = ix.tasks[e.task].NotLiveReason(at)
+	if now := unixNano(at); why == "" {
+		switch {
+		case now < e.notBefore || now >= e.deadline:
+			why = ix.tasks[e.task].NotLiveReason(at)
+		case now >= e.expires:
+			why = e.grant.ExpiredReason(ix.tasks[e.task].ID, int(e.index))
+		}
 	}
 	switch {
 	case why != "" && sc.notLive == "":

@@ -296,3 +296,20 @@ func TestAnyActionGrant(t *testing.T) {
 		}
 	}
 }
+
+// TestGrantExpires: a grant with its own expiry counts until then and not
+// after, within the same Index (no rebuild), and the denial names the grant
+// and when it expired; the task's other grants are untouched.
+func TestGrantExpires(t *testing.T) {
+	s := world(t)
+	joined := grant(t, "write", "db/prod/payments", ceo)
+	joined.ExpiresAt = t0.Add(10 * time.Minute)
+	s.Tasks[0].Grants = append(s.Tasks[0].Grants, joined)
+	ix := NewIndex(s, t0)
+	write := Request{Chain: ids(ceo), Action: "write", Resource: "db/prod/payments", Time: t0.Add(10*time.Minute - time.Second)}
+	checkDecision(t, ix.Decide(write, nil), true, -1, "T-payroll", 1)
+	write.Time = t0.Add(10 * time.Minute)
+	checkDecision(t, ix.Decide(write, nil), false, 0, "grant 1 (write on db/prod/payments) on task T-payroll expired at 2026-03-01T09:10:00Z", 0)
+	read := Request{Chain: ids(bot, ceo), Action: "read", Resource: "hr/salaries", Time: t0.Add(30 * time.Minute)}
+	checkDecision(t, ix.Decide(read, nil), true, -1, "T-payroll", 2)
+}

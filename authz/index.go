@@ -60,7 +60,11 @@ type entry struct {
 	to                  recipient
 	task, index         int32
 	notBefore, deadline int64
-	grant               *task.Grant
+	// expires is the grant's own expiry (math.MaxInt64: none), checked
+	// against the request's time like the task's window, so a grant
+	// stops counting the moment it expires, without a rebuild.
+	expires int64
+	grant   *task.Grant
 }
 
 type standingEntry struct {
@@ -129,7 +133,9 @@ type grantRef struct {
 
 // NewIndex builds an Index over s as of now. Only tasks open at now and
 // not under a task lock grant anything, and each only within its
-// [NotBefore, Deadline) window at the request's time. The Index keeps s's
+// [NotBefore, Deadline) window at the request's time; a grant with its own
+// ExpiresAt stops at that time too, checked per request like the window,
+// so it needs no rebuild to end. The Index keeps s's
 // tasks and grants: do not modify them while it is in use.
 func NewIndex(s Snapshot, now time.Time, opts ...Option) *Index {
 	ix := &Index{
@@ -186,12 +192,16 @@ func (ix *Index) indexTask(i int32, taskLocks map[string]int32) {
 	}
 	for g := range t.Grants {
 		gr := &t.Grants[g]
+		expires := int64(math.MaxInt64)
+		if !gr.ExpiresAt.IsZero() {
+			expires = unixNano(gr.ExpiresAt)
+		}
 		for k := range gr.To {
 			to := &gr.To[k]
 			b := ix.bucket(*to)
 			for _, action := range gr.Actions {
 				b.grants = append(b.grants, entry{action: ix.intern(action), res: newResFilter(gr.Resources), to: newRecipient(to), task: i, index: int32(g),
-					notBefore: unixNano(t.NotBefore), deadline: unixNano(t.Deadline), grant: gr})
+					notBefore: unixNano(t.NotBefore), deadline: unixNano(t.Deadline), expires: expires, grant: gr})
 			}
 		}
 	}

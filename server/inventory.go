@@ -376,7 +376,11 @@ func grantUses(open []inventoryTask) []*grantUse {
 			from = o.t.NotBefore
 		}
 		for i, g := range o.t.Grants {
-			out = append(out, &grantUse{taskID: o.t.ID, index: i, grant: g, from: from, until: o.t.Deadline})
+			until := o.t.Deadline
+			if !g.ExpiresAt.IsZero() && g.ExpiresAt.Before(until) {
+				until = g.ExpiresAt
+			}
+			out = append(out, &grantUse{taskID: o.t.ID, index: i, grant: g, from: from, until: until})
 		}
 	}
 	return out

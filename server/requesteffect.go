@@ -50,13 +50,15 @@ func (s *Server) applyApproved(ctx context.Context, sr storedRequest) storedRequ
 var errInEffect = errors.New("already in effect")
 
 // requestEffect opens the task or adds the requester with the asked grants.
-// An open task's deadline is brought in to the request's TTL from now, so
-// the access lasts what the rule allows from approval on. It is
+// An open task's deadline is brought in to the request's TTL from now, and
+// a joined grant expires the request's TTL after approval, so the access
+// lasts what the rule allows from approval on. It is
 // idempotent: a task already open, or grants the requester already holds
 // exactly, change nothing, so finishing a request twice grants once.
 func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, error) {
 	ts := &taskService{s: s}
 	var change taskChange
+	var joinedUntil time.Time
 	typ := audit.EventTaskOpen
 	switch r.Kind {
 	case review.KindOpen:
@@ -75,7 +77,7 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 		}
 	case review.KindJoin:
 		typ = audit.EventTaskGrantAdd
-		change = func(t *task.Task, _ time.Time) (any, error) {
+		change = func(t *task.Task, now time.Time) (any, error) {
 			if t.State != task.StateOpen {
 				return nil, status.Errorf(codes.FailedPrecondition, "task %s is %s: grants are added by request only to an open task", t.ID, t.State)
 			}
@@ -83,11 +85,24 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 			if err != nil {
 				return nil, status.Error(codes.Internal, err.Error())
 			}
+			expires, err := joinExpiry(r, now)
+			if err != nil {
+				return nil, err
+			}
+			joinedUntil = expires
 			first := len(t.Grants)
 			var added []grantDoc
 			for _, a := range r.Asks {
-				g := task.Grant{Actions: []string{a.Action}, Resources: []task.ResourcePattern{a.Resource}, To: []task.Pattern{member}}
-				if slices.ContainsFunc(t.Grants[:first], func(have task.Grant) bool { return sameGrant(have, g) }) {
+				g := task.Grant{Actions: []string{a.Action}, Resources: []task.ResourcePattern{a.Resource}, To: []task.Pattern{member}, ExpiresAt: expires}
+				if i := slices.IndexFunc(t.Grants[:first], func(have task.Grant) bool { return sameGrant(have, g) }); i >= 0 {
+					// The requester holds this grant already: it counts
+					// as long as the longer of the two, never shorter.
+					have := &t.Grants[i]
+					if have.ExpiresAt.IsZero() || !have.ExpiresAt.Before(expires) {
+						continue
+					}
+					have.ExpiresAt = expires
+					added = append(added, grantToDoc(*have))
 					continue
 				}
 				t.Grants = append(t.Grants, g)
@@ -105,7 +120,7 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 			if err := s.guardGrants(t, t.Grants[first:]); err != nil {
 				return nil, err
 			}
-			return map[string]any{"member": member.String(), "grants": added, "request": r.ID}, nil
+			return map[string]any{"member": member.String(), "grants": added, "expires_at": expires, "request": r.ID}, nil
 		}
 	default:
 		return "", status.Errorf(codes.Internal, "request %s has kind %q", r.ID, r.Kind)
@@ -131,11 +146,32 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 	for i, a := range r.Asks {
 		asks[i] = a.String()
 	}
-	return fmt.Sprintf("%s joined task %s with %v", r.Requester(), t.GetId(), asks), nil
+	return fmt.Sprintf("%s joined task %s with %v until %s", r.Requester(), t.GetId(), asks, joinedUntil.UTC().Format(time.RFC3339)), nil
+}
+
+// joinExpiry is when the grants a join request adds end: its access time
+// counted from approval, not from when the effect is applied, so a server
+// that finishes an approval late does not lengthen it. The rule's max_ttl
+// bounds the access time at submission and again at approval. An access
+// time already over by now is refused rather than added dead.
+func joinExpiry(r *review.Request, now time.Time) (time.Time, error) {
+	if r.TTL <= 0 {
+		return time.Time{}, status.Errorf(codes.Internal, "request %s has no access time; the requester asks again", r.ID)
+	}
+	from := r.DecidedAt
+	if from.IsZero() {
+		from = now
+	}
+	expires := from.Add(r.TTL)
+	if !now.Before(expires) {
+		return time.Time{}, status.Errorf(codes.FailedPrecondition, "the access approved at %s for %s ended at %s, before it could be applied; the requester asks again",
+			from.UTC().Format(time.RFC3339), r.TTL, expires.UTC().Format(time.RFC3339))
+	}
+	return expires, nil
 }
 
 // sameGrant reports whether two grants name the same actions, resources
-// and recipients, in order.
+// and recipients, in order, whatever their expiry.
 func sameGrant(a, b task.Grant) bool {
 	return slices.Equal(a.Actions, b.Actions) &&
 		slices.EqualFunc(a.Resources, b.Resources, func(x, y task.ResourcePattern) bool { return x.String() == y.String() }) &&

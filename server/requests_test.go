@@ -463,3 +463,98 @@ func TestRuleChanges(t *testing.T) {
 		t.Errorf("ruleChanges = %q, want %q", got, want)
 	}
 }
+
+// TestJoinGrantExpires: a join approved under a rule with max_ttl 1h gives
+// a grant that expires an hour after approval, whatever the task's
+// deadline: Check allows before and denies after, naming the expiry,
+// without waiting for the decision index to be rebuilt. Asking again after
+// it expired extends the same grant rather than finding it "in effect".
+func TestJoinGrantExpires(t *testing.T) {
+	var skip atomic.Int64
+	cfg := testConfig(t)
+	ctx := context.Background()
+	srv, err := New(ctx, cfg, Options{Logger: quietLogger(), Version: "test", Now: func() time.Time {
+		return time.Now().Add(time.Duration(skip.Load()))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	admin := adminConn(t, srv)
+	applyTestRules(t, admin)
+	tasks := writv1.NewTaskServiceClient(admin)
+	decide := writv1.NewDecisionServiceClient(admin)
+	work, err := tasks.CreateTask(ctx, &writv1.CreateTaskRequest{Task: &writv1.Task{Title: "reconcile payments", Reason: "scenario", Owner: ceo,
+		Members: []string{ceo}, Grants: []*writv1.Grant{{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}}},
+		Deadline: time.Now().Add(24 * time.Hour).Unix()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tasks.OpenTask(ctx, &writv1.TaskTransitionRequest{Id: work.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	agent := actorConn(svidConn(t, srv, mintSVID(t, srv, stageBot)))
+	joined, err := agent.join(t, work.GetId(), "nightly reconciliation reads staging orders", "read:db/staging/orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := joined.GetRequest()
+	approvedAt := time.Unix(q.GetDecidedAt(), 0)
+	wantExpiry := approvedAt.Add(time.Hour)
+	if q.GetState() != "approved" || !strings.Contains(q.GetEffect(), "until "+wantExpiry.UTC().Format(time.RFC3339)) {
+		t.Fatalf("the join = %v", joined)
+	}
+	shown, err := tasks.GetTask(ctx, &writv1.GetTaskRequest{Id: work.GetId()})
+	if err != nil || len(shown.GetGrants()) != 2 {
+		t.Fatalf("GetTask = %v, %v", shown, err)
+	}
+	if g := shown.GetGrants(); g[0].GetExpiresAt() != 0 || g[1].GetExpiresAt() != wantExpiry.Unix() {
+		t.Fatalf("grant expiries = %d, %d; want 0 (until the task ends) and %d", g[0].GetExpiresAt(), g[1].GetExpiresAt(), wantExpiry.Unix())
+	}
+	if r := check(t, decide, "read", "db/staging/orders", stageBot); !r.GetAllow() {
+		t.Fatalf("the approved join is not live: %v", r)
+	}
+	skip.Store(int64(time.Hour + time.Second))
+	r := check(t, decide, "read", "db/staging/orders", stageBot)
+	if r.GetAllow() || !strings.Contains(r.GetReason(), "grant 1 (read on db/staging/orders) on task "+work.GetId()+" expired at "+wantExpiry.UTC().Format(time.RFC3339)) {
+		t.Fatalf("an hour and a second after approval: %v", r)
+	}
+	if r := check(t, decide, "read", "hr/salaries", ceo); !r.GetAllow() {
+		t.Fatalf("the task's own grant stopped with the joined one: %v", r)
+	}
+
+	// The same grant asked for again after it expired is extended, once.
+	now := srv.now()
+	again := &review.Request{ID: "R-again", Kind: review.KindJoin, Task: work.GetId(), Chain: []spiffeid.ID{spiffeid.RequireFromString(stageBot)},
+		Asks: []review.Ask{mustAsk(t, "read:db/staging/orders")}, TTL: 30 * time.Minute, State: review.StateApproved, Rule: "staging-read-by-agents", DecidedAt: now}
+	for _, want := range []string{"joined task", "already in effect"} {
+		if effect, err := srv.requestEffect(ctx, again); err != nil || !strings.Contains(effect, want) {
+			t.Fatalf("effect = %q, %v; want …%s…", effect, err, want)
+		}
+	}
+	shown, err = tasks.GetTask(ctx, &writv1.GetTaskRequest{Id: work.GetId()})
+	if err != nil || len(shown.GetGrants()) != 2 || shown.GetGrants()[1].GetExpiresAt() != now.Add(30*time.Minute).Unix() {
+		t.Fatalf("after asking again: %v, %v", shown.GetGrants(), err)
+	}
+	if r := check(t, decide, "read", "db/staging/orders", stageBot); !r.GetAllow() {
+		t.Fatalf("the grant asked for again is not live: %v", r)
+	}
+	// An approval whose access time ended before it was applied adds nothing.
+	late := *again
+	late.ID, late.DecidedAt = "R-late", now.Add(-time.Hour)
+	if _, err := srv.requestEffect(ctx, &late); codeOf(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "before it could be applied") {
+		t.Fatalf("a late effect = %v", err)
+	}
+}
+
+func mustAsk(t *testing.T, s string) review.Ask {
+	t.Helper()
+	a, err := review.ParseAsk("asks[0]", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

@@ -84,6 +84,9 @@ type grantDoc struct {
 	Actions   []string               `json:"actions"`
 	Resources []task.ResourcePattern `json:"resources"`
 	To        []task.Pattern         `json:"to"`
+	// ExpiresAt is absent in documents written before grants could
+	// expire, which therefore last until their task ends, as they did.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // standingDoc is a standing grant as stored.
@@ -246,6 +249,9 @@ func resourcesFromProto(field string, in []string) ([]task.ResourcePattern, erro
 func grantFromProto(field string, pg *writv1.Grant) (task.Grant, error) {
 	if pg == nil {
 		return task.Grant{}, &identity.FieldError{Field: field, Msg: "is required: give actions, resources and the members it is given to"}
+	}
+	if pg.GetExpiresAt() != 0 {
+		return task.Grant{}, &identity.FieldError{Field: field + ".expires_at", Msg: "is set by the server on grants an approved join request adds; leave it 0 (the grant lasts as long as the task), or ask for time-bound access with a join request"}
 	}
 	rs, err := resourcesFromProto(field+".resources", pg.GetResources())
 	if err != nil {
@@ -526,7 +532,7 @@ func memberPatterns(t *task.Task) []task.Pattern {
 }
 
 func grantToDoc(g task.Grant) grantDoc {
-	return grantDoc{Actions: g.Actions, Resources: g.Resources, To: g.To}
+	return grantDoc{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt.UTC()}
 }
 
 // taskRecord encodes t for the store.
@@ -574,7 +580,7 @@ func taskFromRecord(rec store.TaskRecord) (task.Task, error) {
 		t.Members = append(t.Members, task.Member{Pattern: p})
 	}
 	for _, g := range d.Grants {
-		t.Grants = append(t.Grants, task.Grant{Actions: g.Actions, Resources: g.Resources, To: g.To})
+		t.Grants = append(t.Grants, task.Grant{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt})
 	}
 	if t.Dual, err = dualFromDoc(d.Dual); err != nil {
 		return task.Task{}, fmt.Errorf("stored task %s: %w", rec.ID, err)
@@ -604,7 +610,7 @@ func taskToProto(t *task.Task, rev int64) *writv1.Task {
 		CreatedAt: unixOrZero(t.CreatedAt), OpenedAt: unixOrZero(t.OpenedAt), ClosedAt: unixOrZero(t.ClosedAt),
 	}
 	for _, g := range t.Grants {
-		out.Grants = append(out.Grants, &writv1.Grant{Actions: g.Actions, Resources: resourceStrings(g.Resources), To: patternStrings(g.To)})
+		out.Grants = append(out.Grants, &writv1.Grant{Actions: g.Actions, Resources: resourceStrings(g.Resources), To: patternStrings(g.To), ExpiresAt: unixOrZero(g.ExpiresAt)})
 	}
 	return out
 }

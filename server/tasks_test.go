@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
 	"writ.dev/writ/authz"
+	"writ.dev/writ/store"
 	"writ.dev/writ/task"
 )
 
@@ -448,5 +450,60 @@ func TestDecisionSnapshotDecodesOnlyChangedTasks(t *testing.T) {
 		if !reflect.DeepEqual(fresh, second[id]) {
 			t.Errorf("task %s: snapshot %+v, decoded %+v", id, second[id], fresh)
 		}
+	}
+}
+
+// TestStoredGrantExpiry: a task document written before grants could
+// expire (no expires_at) still decodes, and its grants last until the task
+// ends; a grant's expiry survives the store, and a grant without one is
+// written as before.
+func TestStoredGrantExpiry(t *testing.T) {
+	opened := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	old := `{"id":"T-old","title":"old","reason":"written before grant expiry","owner":"` + ceo + `","members":["` + ceo + `"],` +
+		`"grants":[{"actions":["read"],"resources":["hr/salaries"],"to":["` + ceo + `"]}],` +
+		`"deadline":"2026-03-01T17:00:00Z","state":"open","created_at":"2026-03-01T08:00:00Z","opened_at":"2026-03-01T09:00:00Z"}`
+	tk, err := taskFromRecord(store.TaskRecord{ID: "T-old", Doc: []byte(old)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tk.Grants) != 1 || !tk.Grants[0].ExpiresAt.IsZero() {
+		t.Fatalf("grants of an old document = %+v", tk.Grants)
+	}
+	ix := authz.NewIndex(authz.Snapshot{Tasks: []task.Task{tk}}, opened)
+	chain := []spiffeid.ID{spiffeid.RequireFromString(ceo)}
+	if d := ix.Decide(authz.Request{Chain: chain, Action: "read", Resource: "hr/salaries", Time: opened.Add(8*time.Hour - time.Second)}, nil); !d.Allow {
+		t.Fatalf("an old grant before the deadline: %+v", d)
+	}
+	if d := ix.Decide(authz.Request{Chain: chain, Action: "read", Resource: "hr/salaries", Time: opened.Add(8 * time.Hour)}, nil); d.Allow || !strings.Contains(d.Reason, "deadline") {
+		t.Fatalf("an old grant at the deadline: %+v", d)
+	}
+
+	rec, err := taskRecord(&tk)
+	if err != nil || strings.Contains(string(rec.Doc), "expires_at") {
+		t.Fatalf("a grant without expiry is written as %s, %v", rec.Doc, err)
+	}
+	tk.Grants[0].ExpiresAt = opened.Add(time.Hour)
+	if rec, err = taskRecord(&tk); err != nil {
+		t.Fatal(err)
+	}
+	back, err := taskFromRecord(rec)
+	if err != nil || !back.Grants[0].ExpiresAt.Equal(opened.Add(time.Hour)) {
+		t.Fatalf("expiry after the store = %+v, %v", back.Grants, err)
+	}
+}
+
+// TestGrantExpiryNotSetByCallers: expires_at is the server's to set (on the
+// grants an approved join adds); a caller setting it is told so, and
+// nothing changes.
+func TestGrantExpiryNotSetByCallers(t *testing.T) {
+	srv := startServer(t, testConfig(t))
+	tasks := writv1.NewTaskServiceClient(adminConn(t, srv))
+	_, err := tasks.CreateTask(t.Context(), &writv1.CreateTaskRequest{Task: &writv1.Task{Title: "t", Reason: "r", Owner: ceo, Members: []string{ceo},
+		Grants:   []*writv1.Grant{{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}, ExpiresAt: time.Now().Add(time.Hour).Unix()}},
+		Deadline: time.Now().Add(2 * time.Hour).Unix()}})
+	wantCode(t, err, codes.InvalidArgument, "grants[0].expires_at")
+	list, err := tasks.ListTasks(t.Context(), &writv1.ListTasksRequest{})
+	if err != nil || len(list.GetTasks()) != 0 {
+		t.Fatalf("tasks after a refused create = %v, %v", list, err)
 	}
 }

@@ -3,6 +3,8 @@ package task
 import (
 	"fmt"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -28,6 +30,27 @@ type Grant struct {
 	// To are the recipients; each must be covered by a member pattern of
 	// the task.
 	To []Pattern
+	// ExpiresAt, when set, ends the grant before its task does. A grant
+	// added by an approved join request carries the access time the rule
+	// allowed, so joining a long task does not hand out access for the
+	// rest of it. Zero: the grant lasts as long as the task is live.
+	ExpiresAt time.Time
+}
+
+// Expired reports whether g has an expiry and now is at or past it.
+func (g *Grant) Expired(now time.Time) bool {
+	return !g.ExpiresAt.IsZero() && !now.Before(g.ExpiresAt)
+}
+
+// ExpiredReason says in words that grant index of task taskID expired, for
+// a denial.
+func (g *Grant) ExpiredReason(taskID string, index int) string {
+	rs := make([]string, len(g.Resources))
+	for i, r := range g.Resources {
+		rs[i] = r.String()
+	}
+	return fmt.Sprintf("grant %d (%s on %s) on task %s expired at %s", index,
+		strings.Join(g.Actions, ","), strings.Join(rs, ","), taskID, formatTime(g.ExpiresAt))
 }
 
 // Allows reports whether g permits action on resource, whoever asks.

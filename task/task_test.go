@@ -222,3 +222,17 @@ func TestStandingGrantCovers(t *testing.T) {
 		t.Error("an unvalidated standing grant covers a person")
 	}
 }
+
+// TestGrantExpired: a grant without an expiry never expires by itself; one
+// with an expiry stops at that instant.
+func TestGrantExpired(t *testing.T) {
+	at := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	var g Grant
+	if g.Expired(at.Add(1000 * time.Hour)) {
+		t.Fatal("a grant without expires_at expired")
+	}
+	g.ExpiresAt = at
+	if g.Expired(at.Add(-time.Second)) || !g.Expired(at) {
+		t.Fatalf("Expired around %s is wrong", at)
+	}
+}

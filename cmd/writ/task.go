@@ -404,11 +404,20 @@ func writeTask(w io.Writer, t *writv1.Task) error {
 	}
 	fmt.Fprintln(w)
 	gw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(gw, "ACTIONS\tRESOURCES\tTO")
+	fmt.Fprintln(gw, "ACTIONS\tRESOURCES\tTO\tEXPIRES")
 	for _, g := range t.GetGrants() {
-		fmt.Fprintf(gw, "%s\t%s\t%s\n", strings.Join(g.GetActions(), ","), strings.Join(g.GetResources(), ","), strings.Join(g.GetTo(), ","))
+		fmt.Fprintf(gw, "%s\t%s\t%s\t%s\n", strings.Join(g.GetActions(), ","), strings.Join(g.GetResources(), ","), strings.Join(g.GetTo(), ","), grantExpiry(g))
 	}
 	return gw.Flush()
+}
+
+// grantExpiry says when a grant ends: at its own expiry (a grant an
+// approved join added), or with the task.
+func grantExpiry(g *writv1.Grant) string {
+	if g.GetExpiresAt() == 0 {
+		return "with the task"
+	}
+	return formatUnix(g.GetExpiresAt())
 }
 
 func orDash(s string) string {

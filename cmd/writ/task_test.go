@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	writv1 "writ.dev/writ/api/writ/v1"
 )
 
 // TestTaskCommands runs a task through its life with the CLI against a real
@@ -126,5 +128,24 @@ func TestTaskCommands(t *testing.T) {
 	}
 	if out := task("standing", "list"); !strings.Contains(out, "no standing grants") {
 		t.Fatalf("task standing list after delete: %s", out)
+	}
+}
+
+// TestWriteTaskShowsGrantExpiry: task show says when each grant ends: a
+// joined grant at its own expiry, the others with the task.
+func TestWriteTaskShowsGrantExpiry(t *testing.T) {
+	var b strings.Builder
+	err := writeTask(&b, &writv1.Task{Id: "T-1", State: "open", Grants: []*writv1.Grant{
+		{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{"spiffe://task.test/person/a"}},
+		{Actions: []string{"read"}, Resources: []string{"db/staging/orders"}, To: []string{"spiffe://task.test/agent/bot"}, ExpiresAt: 1772359200},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"EXPIRES", "with the task", "2026-03-01T10:00:00Z"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("task show lacks %q:\n%s", want, out)
+		}
 	}
 }

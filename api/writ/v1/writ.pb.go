@@ -3390,7 +3390,12 @@ type Grant struct {
 	Resources []string `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
 	// to names the members it is given to (patterns covered by the task's
 	// members): never the whole task implicitly.
-	To            []string `protobuf:"bytes,3,rep,name=to,proto3" json:"to,omitempty"`
+	To []string `protobuf:"bytes,3,rep,name=to,proto3" json:"to,omitempty"`
+	// expires_at (unix seconds) ends the grant before its task does; 0: it
+	// lasts as long as the task is live. Set by the server on the grants an
+	// approved join request adds (approval time plus the access time asked
+	// for, at most the rule's max_ttl); refused on input.
+	ExpiresAt     int64 `protobuf:"varint,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3444,6 +3449,13 @@ func (x *Grant) GetTo() []string {
 		return x.To
 	}
 	return nil
+}
+
+func (x *Grant) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
 }
 
 type CreateTaskRequest struct {
@@ -6114,11 +6126,13 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\f \x01(\x03R\tcreatedAt\x12\x1b\n" +
 	"\topened_at\x18\r \x01(\x03R\bopenedAt\x12\x1b\n" +
-	"\tclosed_at\x18\x0e \x01(\x03R\bclosedAt\"O\n" +
+	"\tclosed_at\x18\x0e \x01(\x03R\bclosedAt\"n\n" +
 	"\x05Grant\x12\x18\n" +
 	"\aactions\x18\x01 \x03(\tR\aactions\x12\x1c\n" +
 	"\tresources\x18\x02 \x03(\tR\tresources\x12\x0e\n" +
-	"\x02to\x18\x03 \x03(\tR\x02to\"6\n" +
+	"\x02to\x18\x03 \x03(\tR\x02to\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\x03R\texpiresAt\"6\n" +
 	"\x11CreateTaskRequest\x12!\n" +
 	"\x04task\x18\x01 \x01(\v2\r.writ.v1.TaskR\x04task\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +

@@ -203,6 +203,10 @@ func seedPendingRequests(b *testing.B, srv *Server, taskID string, n int) {
 	if got, err := srv.store.ListRequests(ctx, "pending"); err != nil || len(got) != n {
 		b.Fatalf("pending after seeding: %d, %v; want %d", len(got), err, n)
 	}
+	// The records read back as the API reads them, still pending.
+	if sr, err := srv.readRequest(ctx, "R-pending-0"); err != nil || sr.r.State != review.StatePending {
+		b.Fatalf("a seeded request reads back as %v, %v", sr.r, err)
+	}
 }
 
 func seedPending(ctx context.Context, srv *Server, rule *review.Rule, taskID string, i int, now time.Time) error {

@@ -10,7 +10,10 @@ count=${BENCH_COUNT:-3}
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(go version) $(nproc) cores"
   go test -run '^$' -bench . -benchmem -count "$count" ./ca ./identity
+  # CheckGRPC also matches CheckGRPCPending (0, then 10,000 pending access requests).
   go test -run '^$' -bench 'Mint|JWT|CheckGRPC' -benchmem -count "$count" ./server
+  # Access requests, create -> approve -> the task opens, over mTLS with SVIDs.
+  go test -run '^$' -bench 'RequestOpenApprove' -count "$count" ./server
   go test -run '^$' -bench 'Decide' -benchmem -count "$count" ./authz ./authz/guardrail
   # Seeds 15,000 ended and up to 15,000 live tasks in SQLite: minutes per count.
   go test -run '^$' -bench 'DecisionIndexRebuild' -benchmem -count "$count" ./server

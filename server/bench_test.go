@@ -111,8 +111,16 @@ func reportRate(b *testing.B, unit string) {
 func BenchmarkCheckGRPC(b *testing.B) {
 	srv := startServer(b, testConfig(b))
 	cc := adminConn(b, srv)
-	tasks := writv1.NewTaskServiceClient(cc)
+	seedCheckTasks(b, writv1.NewTaskServiceClient(cc))
+	benchCheck(b, writv1.NewDecisionServiceClient(cc))
+}
+
+// seedCheckTasks opens the 1,000 tasks of BenchmarkCheckGRPC through the
+// API and returns their ids.
+func seedCheckTasks(b *testing.B, tasks writv1.TaskServiceClient) []string {
+	b.Helper()
 	ctx := context.Background()
+	ids := make([]string, 0, 1000)
 	for i := range 1000 {
 		person := fmt.Sprintf("spiffe://%s/person/example.com/p%d", testTD, i)
 		agent := fmt.Sprintf("spiffe://%s/agent/a%d", testTD, i)
@@ -125,8 +133,15 @@ func BenchmarkCheckGRPC(b *testing.B) {
 		if _, err := tasks.OpenTask(ctx, &writv1.TaskTransitionRequest{Id: t.GetId()}); err != nil {
 			b.Fatal(err)
 		}
+		ids = append(ids, t.GetId())
 	}
-	dc := writv1.NewDecisionServiceClient(cc)
+	return ids
+}
+
+// benchCheck times the decision of BenchmarkCheckGRPC (agent a500 acting
+// for person p500 reads what task 500 grants), 16 callers per core.
+func benchCheck(b *testing.B, dc writv1.DecisionServiceClient) {
+	ctx := context.Background()
 	req := &writv1.CheckRequest{Action: "read", Resource: "hr/team-500/salaries",
 		Chain: []string{fmt.Sprintf("spiffe://%s/agent/a500", testTD), fmt.Sprintf("spiffe://%s/person/example.com/p500", testTD)}}
 	b.SetParallelism(16)

@@ -109,24 +109,10 @@ func lockList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return cl.explain(err)
 	}
-	if *asJSON {
-		for _, l := range resp.GetLocks() {
-			if err := writeJSONLine(stdout, l); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if len(resp.GetLocks()) == 0 {
-		_, err := fmt.Fprintln(stdout, "no locks in force")
-		return err
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTARGET\tEXPIRES\tCREATED BY\tREASON")
-	for _, l := range resp.GetLocks() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.GetId(), formatLockTarget(l.GetTarget()), formatLockExpiry(l.GetExpiresAt()), l.GetCreatedBy(), l.GetReason())
-	}
-	return tw.Flush()
+	return writeList(stdout, resp.GetLocks(), *asJSON, "no locks in force", "ID\tTARGET\tEXPIRES\tCREATED BY\tREASON",
+		func(l *writv1.Lock) string {
+			return strings.Join([]string{l.GetId(), formatLockTarget(l.GetTarget()), formatLockExpiry(l.GetExpiresAt()), l.GetCreatedBy(), l.GetReason()}, "\t")
+		})
 }
 
 func lockDelete(ctx context.Context, args []string, stdout io.Writer) error {

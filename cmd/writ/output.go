@@ -245,6 +245,30 @@ func protoJSON(m proto.Message) ([]byte, error) {
 }
 
 // writeJSONLine writes one message as a line of JSON.
+// writeList prints a listing: one JSON object per line with asJSON;
+// otherwise empty when there is nothing, or a table of header and one row
+// per item (columns tab-separated).
+func writeList[T proto.Message](w io.Writer, items []T, asJSON bool, empty, header string, row func(T) string) error {
+	if asJSON {
+		for _, it := range items {
+			if err := writeJSONLine(w, it); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(items) == 0 {
+		_, err := fmt.Fprintln(w, empty)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return tw.Flush()
+}
+
 func writeJSONLine(w io.Writer, m proto.Message) error {
 	b, err := protoJSON(m)
 	if err != nil {

@@ -172,24 +172,10 @@ func requestList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return cl.explain(err)
 	}
-	if *asJSON {
-		for _, r := range resp.GetRequests() {
-			if err := writeJSONLine(stdout, r); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if len(resp.GetRequests()) == 0 {
-		_, err := fmt.Fprintln(stdout, "no requests")
-		return err
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tKIND\tTASK\tREQUESTER\tRULE\tASKS")
-	for _, r := range resp.GetRequests() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetState(), r.GetKind(), r.GetTask(), requester(r), r.GetRule(), orDash(strings.Join(r.GetAsks(), ",")))
-	}
-	return tw.Flush()
+	return writeList(stdout, resp.GetRequests(), *asJSON, "no requests", "ID\tSTATE\tKIND\tTASK\tREQUESTER\tRULE\tASKS",
+		func(r *writv1.AccessRequest) string {
+			return strings.Join([]string{r.GetId(), r.GetState(), r.GetKind(), r.GetTask(), requester(r), r.GetRule(), orDash(strings.Join(r.GetAsks(), ","))}, "\t")
+		})
 }
 
 func requester(r *writv1.AccessRequest) string {

@@ -203,24 +203,10 @@ func taskList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return cl.explain(err)
 	}
-	if *asJSON {
-		for _, t := range resp.GetTasks() {
-			if err := writeJSONLine(stdout, t); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if len(resp.GetTasks()) == 0 {
-		_, err := fmt.Fprintln(stdout, "no tasks")
-		return err
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tDEADLINE\tTITLE")
-	for _, t := range resp.GetTasks() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.GetId(), t.GetState(), formatUnix(t.GetDeadline()), t.GetTitle())
-	}
-	return tw.Flush()
+	return writeList(stdout, resp.GetTasks(), *asJSON, "no tasks", "ID\tSTATE\tDEADLINE\tTITLE",
+		func(t *writv1.Task) string {
+			return strings.Join([]string{t.GetId(), t.GetState(), formatUnix(t.GetDeadline()), t.GetTitle()}, "\t")
+		})
 }
 
 // runStanding runs `writ task standing <put|delete|list> [flags]`.

@@ -1,9 +1,7 @@
 package identity
 
 import (
-	"fmt"
-	"strconv"
-	"unicode/utf8"
+	"writ.dev/writ/internal/quote"
 )
 
 // FieldError says which input field was wrong and what is allowed.
@@ -36,36 +34,8 @@ func fieldErr(field, msg string) *FieldError {
 	return &FieldError{Field: field, Msg: msg}
 }
 
-// maxQuoted bounds how much of a bad input is echoed back: enough to
-// recognise it, not so much that a 2 KiB ID floods a terminal or a log line.
-const maxQuoted = 96
-
 // Quote renders outside input for an error message or a log line: quoted,
 // control and invalid bytes escaped (so the message cannot carry terminal
-// escapes or forge log lines), and cut after 96 bytes with the full length
+// escapes or forge log lines), and cut after 96 bytes of quoted text with the full length
 // noted. Every message that repeats what a caller sent goes through it.
-func Quote(s string) string { return quote(s) }
-
-// quote renders operator input for an error message. It escapes control and
-// invalid bytes so the message itself cannot carry terminal escapes or forge
-// log lines.
-func quote(s string) string {
-	if len(s) <= maxQuoted {
-		return strconv.Quote(s)
-	}
-	cut := maxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + "… (" + strconv.Itoa(len(s)) + " bytes)"
-}
-
-// quoteRuneAt renders the character starting at byte i of s, or the raw
-// byte when s is not valid UTF-8 there.
-func quoteRuneAt(s string, i int) string {
-	r, size := utf8.DecodeRuneInString(s[i:])
-	if r == utf8.RuneError && size <= 1 {
-		return fmt.Sprintf(`'\x%02x'`, s[i])
-	}
-	return strconv.QuoteRune(r)
-}
+func Quote(s string) string { return quote.String(s) }

@@ -3,6 +3,7 @@ package identity
 import (
 	"fmt"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -47,7 +48,7 @@ func ParseLockKind(field, s string) (LockKind, error) {
 	if s == "" {
 		return "", fieldErr(field, "is required: one of "+strings.Join(names, ", "))
 	}
-	return "", fieldErr(field, fmt.Sprintf("%s is not a lock target: use one of %s", quote(s), strings.Join(names, ", ")))
+	return "", fieldErr(field, fmt.Sprintf("%s is not a lock target: use one of %s", quote.String(s), strings.Join(names, ", ")))
 }
 
 // LockCoversID reports whether a lock target of kind and value stops

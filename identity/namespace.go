@@ -3,6 +3,7 @@ package identity
 import (
 	"fmt"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -68,7 +69,7 @@ func CheckNotReserved(field string, id spiffeid.ID) error {
 		for _, r := range reservedNamespaces {
 			if p := asciiLower(id.Path()); p == r.Path() || strings.HasPrefix(p, r.Path()+"/") {
 				return fieldErr(field, fmt.Sprintf("%s differs from the reserved %s/ only in case; choose another path",
-					quote(id.String()), r.Path()))
+					quote.String(id.String()), r.Path()))
 			}
 		}
 		return nil
@@ -78,7 +79,7 @@ func CheckNotReserved(field string, id spiffeid.ID) error {
 		why = "people, who get their identity only by signing in (writ login)"
 	}
 	return fieldErr(field, fmt.Sprintf("%s is under %s/, which is reserved for %s; choose another path",
-		quote(id.String()), ns.Path(), why))
+		quote.String(id.String()), ns.Path(), why))
 }
 
 // Paths in the writ namespace. Built here only, so a server's ID and the
@@ -140,7 +141,7 @@ func PersonID(field string, td spiffeid.TrustDomain, email string) (spiffeid.ID,
 	}
 	id, err := spiffeid.FromSegments(td, string(NamespacePerson), domain, local)
 	if err != nil {
-		return spiffeid.ID{}, fieldErr(field, fmt.Sprintf("%s: %v", quote(email), err))
+		return spiffeid.ID{}, fieldErr(field, fmt.Sprintf("%s: %v", quote.String(email), err))
 	}
 	return id, nil
 }
@@ -153,10 +154,10 @@ func PersonEmailParts(field, email string) (local, domain string, err error) {
 	const allowed = "a person's email local part and domain allow letters, digits, '.', '-' and '_'"
 	at := strings.LastIndexByte(email, '@')
 	if at <= 0 || at == len(email)-1 {
-		return "", "", fieldErr(field, quote(email)+" is not an email address (local@domain)")
+		return "", "", fieldErr(field, quote.String(email)+" is not an email address (local@domain)")
 	}
 	if len(email) > MaxIDLen/2 {
-		return "", "", fieldErr(field, fmt.Sprintf("%s is %d bytes; an email address is at most %d", quote(email), len(email), MaxIDLen/2))
+		return "", "", fieldErr(field, fmt.Sprintf("%s is %d bytes; an email address is at most %d", quote.String(email), len(email), MaxIDLen/2))
 	}
 	// Only ASCII letters are folded: Unicode folding maps other letters
 	// onto them (the Kelvin sign onto 'k', 'İ' onto 'i'), which would give
@@ -164,11 +165,11 @@ func PersonEmailParts(field, email string) (local, domain string, err error) {
 	local, domain = asciiLower(email[:at]), asciiLower(email[at+1:])
 	for _, part := range []string{local, domain} {
 		if part == "." || part == ".." {
-			return "", "", fieldErr(field, quote(email)+": "+allowed)
+			return "", "", fieldErr(field, quote.String(email)+": "+allowed)
 		}
 		for i := 0; i < len(part); i++ {
 			if !isPathChar(part[i]) {
-				return "", "", fieldErr(field, fmt.Sprintf("%s: character %s is not allowed; %s", quote(email), quoteRuneAt(part, i), allowed))
+				return "", "", fieldErr(field, fmt.Sprintf("%s: character %s is not allowed; %s", quote.String(email), quote.RuneAt(part, i), allowed))
 			}
 		}
 	}
@@ -197,7 +198,7 @@ func CheckPersonCase(field string, id spiffeid.ID) error {
 	}
 	if lower := strings.ToLower(id.Path()); lower != id.Path() {
 		return fieldErr(field, fmt.Sprintf("%s: person IDs are lowercase (sign-in lowercases the email); use %s",
-			quote(id.String()), quote(id.TrustDomain().IDString()+lower)))
+			quote.String(id.String()), quote.String(id.TrustDomain().IDString()+lower)))
 	}
 	return nil
 }

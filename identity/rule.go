@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -117,15 +118,15 @@ func (r *Rule) checkRuleID() error {
 	}
 	const allowed = "a rule id is 1 to 128 of letters, digits, '.', '_' and '-'"
 	if len(r.ID) > MaxRuleIDLen {
-		return fieldErr("id", fmt.Sprintf("%s is %d bytes; %s", quote(r.ID), len(r.ID), allowed))
+		return fieldErr("id", fmt.Sprintf("%s is %d bytes; %s", quote.String(r.ID), len(r.ID), allowed))
 	}
 	if r.ID == "." || r.ID == ".." {
 		// Rule IDs end up in URLs and file names, where these mean something else.
-		return fieldErr("id", fmt.Sprintf("%s is not allowed; %s, other than \".\" and \"..\"", quote(r.ID), allowed))
+		return fieldErr("id", fmt.Sprintf("%s is not allowed; %s, other than \".\" and \"..\"", quote.String(r.ID), allowed))
 	}
 	for i := 0; i < len(r.ID); i++ {
 		if !isPathChar(r.ID[i]) {
-			return fieldErr("id", fmt.Sprintf("%s: character %s is not allowed; %s", quote(r.ID), quoteRuneAt(r.ID, i), allowed))
+			return fieldErr("id", fmt.Sprintf("%s: character %s is not allowed; %s", quote.String(r.ID), quote.RuneAt(r.ID, i), allowed))
 		}
 	}
 	return nil
@@ -154,7 +155,7 @@ func (r *Rule) checkIDs(td spiffeid.TrustDomain) error {
 	}
 	if r.ParentID == r.SPIFFEID {
 		return fieldErr("parent_id", fmt.Sprintf("%s is also the spiffe_id; a rule's parent is the agent or node that hands the identity out, and an identity cannot vouch for itself",
-			quote(r.ParentID.String())))
+			quote.String(r.ParentID.String())))
 	}
 	return nil
 }
@@ -248,11 +249,11 @@ func ValidateDNSNames(field string, names []string) ([]string, error) {
 	for i, name := range names {
 		lower, problem := canonicalDNSName(name)
 		if problem != "" {
-			return nil, fieldErr(fmt.Sprintf("%s[%d]", field, i), quote(name)+" "+problem)
+			return nil, fieldErr(fmt.Sprintf("%s[%d]", field, i), quote.String(name)+" "+problem)
 		}
 		if j, dup := seen[lower]; dup {
 			return nil, fieldErr(fmt.Sprintf("%s[%d]", field, i),
-				fmt.Sprintf("%s repeats %s[%d] (names are case-insensitive); list each name once", quote(name), field, j))
+				fmt.Sprintf("%s repeats %s[%d] (names are case-insensitive); list each name once", quote.String(name), field, j))
 		}
 		seen[lower] = i
 		out[i] = lower
@@ -272,7 +273,7 @@ func canonicalDNSName(name string) (string, string) {
 	}
 	for i := 0; i < len(name); i++ {
 		if name[i] >= utf8.RuneSelf {
-			return "", fmt.Sprintf("contains %s; give internationalised names in their ASCII form (xn--…)", quoteRuneAt(name, i))
+			return "", fmt.Sprintf("contains %s; give internationalised names in their ASCII form (xn--…)", quote.RuneAt(name, i))
 		}
 	}
 	if _, err := netip.ParseAddr(name); err == nil {
@@ -301,12 +302,12 @@ func canonicalDNSName(name string) (string, string) {
 		case len(label) > 63:
 			return "", fmt.Sprintf("has a label of %d characters; %s", len(label), allowed)
 		case label[0] == '-' || label[len(label)-1] == '-':
-			return "", fmt.Sprintf("has label %s starting or ending with '-'; %s", quote(label), allowed)
+			return "", fmt.Sprintf("has label %s starting or ending with '-'; %s", quote.String(label), allowed)
 		}
 		for j := 0; j < len(label); j++ {
 			c := label[j]
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return "", fmt.Sprintf("contains %s; %s", quoteRuneAt(label, j), allowed)
+				return "", fmt.Sprintf("contains %s; %s", quote.RuneAt(label, j), allowed)
 			}
 		}
 	}
@@ -324,11 +325,11 @@ func checkHint(hint string) error {
 		return fieldErr("hint", "is not valid UTF-8; "+allowed)
 	}
 	if n := utf8.RuneCountInString(hint); n > MaxHintLen {
-		return fieldErr("hint", fmt.Sprintf("%s is %d characters; %s", quote(hint), n, allowed))
+		return fieldErr("hint", fmt.Sprintf("%s is %d characters; %s", quote.String(hint), n, allowed))
 	}
 	for i, r := range hint {
 		if !unicode.IsPrint(r) {
-			return fieldErr("hint", fmt.Sprintf("%s has unprintable %s at byte %d; %s", quote(hint), quoteRuneAt(hint, i), i, allowed))
+			return fieldErr("hint", fmt.Sprintf("%s has unprintable %s at byte %d; %s", quote.String(hint), quote.RuneAt(hint, i), i, allowed))
 		}
 	}
 	return nil

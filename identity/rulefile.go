@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"writ.dev/writ/internal/quote"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -103,7 +104,7 @@ func ParseRuleFile(data []byte, now time.Time, limit int) ([]Rule, error) {
 func ParseExpiresAt(field, s string, now time.Time) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, fieldErr(field, quote(s)+" is not an RFC 3339 time; give e.g. 2030-01-02T15:04:05Z or 2030-01-02T16:04:05+01:00")
+		return time.Time{}, fieldErr(field, quote.String(s)+" is not an RFC 3339 time; give e.g. 2030-01-02T15:04:05Z or 2030-01-02T16:04:05+01:00")
 	}
 	if !t.After(now) {
 		return time.Time{}, fieldErr(field, t.UTC().Format(time.RFC3339)+" is in the past; give a later time, or leave it out for a rule that never expires")
@@ -280,8 +281,8 @@ func closeField(key string, known []string) string {
 // long, or with spaces, dots or control characters), bounded like every
 // echo of input.
 func quoteIfOdd(key string) string {
-	if key == "" || len(key) > maxQuoted || strings.ContainsAny(key, " .[]\"\t\r\n") || strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return quote(key)
+	if key == "" || len(key) > quote.DefaultMax || strings.ContainsAny(key, " .[]\"\t\r\n") || strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return quote.String(key)
 	}
 	return key
 }
@@ -341,7 +342,7 @@ func describeNode(n *yaml.Node) string {
 		if isNull(n) {
 			return "empty"
 		}
-		return "the value " + quote(n.Value)
+		return "the value " + quote.String(n.Value)
 	case yaml.DocumentNode:
 		return "a document"
 	}

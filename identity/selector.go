@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+	"writ.dev/writ/internal/quote"
 )
 
 // Limits on selectors. They bound what one rule costs to store, index and
@@ -42,7 +43,7 @@ func ParseSelector(s string) (Selector, error) {
 		if s == "" {
 			return Selector{}, fieldErr(field, "is required; give type:value, "+selectorExample)
 		}
-		return Selector{}, fieldErr(field, fmt.Sprintf("%s has no ':'; give type:value, %s", quote(s), selectorExample))
+		return Selector{}, fieldErr(field, fmt.Sprintf("%s has no ':'; give type:value, %s", quote.String(s), selectorExample))
 	}
 	sel := Selector{Type: typ, Value: value}
 	if problem := checkSelector(sel); problem != "" {
@@ -67,10 +68,10 @@ func ValidateSelector(field string, sel Selector) error {
 // was parsed from text or arrived as separate type and value fields.
 func checkSelector(sel Selector) string {
 	if problem := checkSelectorType(sel.Type); problem != "" {
-		return quote(sel.String()) + ": " + problem
+		return quote.String(sel.String()) + ": " + problem
 	}
 	if problem := checkSelectorValue(sel.Value); problem != "" {
-		return quote(sel.String()) + ": " + problem
+		return quote.String(sel.String()) + ": " + problem
 	}
 	return ""
 }
@@ -86,9 +87,9 @@ func checkSelectorType(t string) string {
 	for i := 0; i < len(t); i++ {
 		if !isSelectorTypeChar(t[i]) {
 			if lower := strings.ToLower(t); lower != t && checkSelectorType(lower) == "" {
-				return fmt.Sprintf("the type must be lowercase; use %s", quote(lower))
+				return fmt.Sprintf("the type must be lowercase; use %s", quote.String(lower))
 			}
-			return fmt.Sprintf("character %s in the type is not allowed; %s", quoteRuneAt(t, i), allowed)
+			return fmt.Sprintf("character %s in the type is not allowed; %s", quote.RuneAt(t, i), allowed)
 		}
 	}
 	return ""
@@ -110,7 +111,7 @@ func checkSelectorValue(v string) string {
 	}
 	for i, r := range v {
 		if unicode.IsControl(r) {
-			return fmt.Sprintf("control character %s at byte %d of the value is not allowed; %s", quoteRuneAt(v, i), i, allowed)
+			return fmt.Sprintf("control character %s at byte %d of the value is not allowed; %s", quote.RuneAt(v, i), i, allowed)
 		}
 	}
 	// A value that starts or ends with whitespace is almost always a paste
@@ -145,7 +146,7 @@ func sortSelectors(field string, sels []Selector) error {
 	for i, sel := range sels {
 		if j, dup := seen[sel]; dup {
 			return fieldErr(fmt.Sprintf("%s[%d]", field, i),
-				fmt.Sprintf("%s repeats %s[%d]; list each selector once", quote(sel.String()), field, j))
+				fmt.Sprintf("%s repeats %s[%d]; list each selector once", quote.String(sel.String()), field, j))
 		}
 		seen[sel] = i
 	}

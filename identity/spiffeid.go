@@ -3,6 +3,7 @@ package identity
 import (
 	"fmt"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -38,7 +39,7 @@ func ParseTrustDomain(s string) (spiffeid.TrustDomain, error) {
 	if err != nil {
 		// Not reached while the checks above are at least as strict as
 		// go-spiffe; kept so a future go-spiffe rule still yields a FieldError.
-		return spiffeid.TrustDomain{}, fieldErr(field, fmt.Sprintf("%s: %v; %s", quote(s), err, trustDomainAllowed))
+		return spiffeid.TrustDomain{}, fieldErr(field, fmt.Sprintf("%s: %v; %s", quote.String(s), err, trustDomainAllowed))
 	}
 	return td, nil
 }
@@ -48,24 +49,24 @@ func checkTrustDomainName(s string) string {
 	case s == "":
 		return `is required; give a trust domain name, e.g. "example.org"`
 	case strings.TrimSpace(s) != s:
-		return quote(s) + " has leading or trailing whitespace; remove it"
+		return quote.String(s) + " has leading or trailing whitespace; remove it"
 	}
 	if i := strings.Index(s, "://"); i >= 0 {
 		rest := s[i+3:]
 		name, _, _ := strings.Cut(rest, "/")
 		if strings.EqualFold(s[:i], "spiffe") && name != "" && checkTrustDomainChars(s, name, i+3) == "" && len(name) <= MaxTrustDomainLen {
-			return fmt.Sprintf("%s has a scheme; give the bare trust domain name: %q", quote(s), name)
+			return fmt.Sprintf("%s has a scheme; give the bare trust domain name: %q", quote.String(s), name)
 		}
-		return quote(s) + ` has a scheme; give the bare trust domain name, e.g. "example.org" rather than "spiffe://example.org"`
+		return quote.String(s) + ` has a scheme; give the bare trust domain name, e.g. "example.org" rather than "spiffe://example.org"`
 	}
 	if len(s) > MaxTrustDomainLen {
-		return fmt.Sprintf("%s is %d bytes; a trust domain name is at most %d", quote(s), len(s), MaxTrustDomainLen)
+		return fmt.Sprintf("%s is %d bytes; a trust domain name is at most %d", quote.String(s), len(s), MaxTrustDomainLen)
 	}
 	if problem := checkTrustDomainChars(s, s, 0); problem != "" {
 		if lower := strings.ToLower(s); lower != s && checkTrustDomainChars(lower, lower, 0) == "" {
-			return fmt.Sprintf("%s must be lowercase; use %q", quote(s), lower)
+			return fmt.Sprintf("%s must be lowercase; use %q", quote.String(s), lower)
 		}
-		return quote(s) + ": " + problem
+		return quote.String(s) + ": " + problem
 	}
 	return ""
 }
@@ -87,7 +88,7 @@ func checkTrustDomainChars(whole, name string, offset int) string {
 		at := offset + i
 		switch {
 		case c >= 'A' && c <= 'Z':
-			return fmt.Sprintf("uppercase %s at byte %d: a trust domain is lowercase; %s", quoteRuneAt(whole, at), at, trustDomainAllowed)
+			return fmt.Sprintf("uppercase %s at byte %d: a trust domain is lowercase; %s", quote.RuneAt(whole, at), at, trustDomainAllowed)
 		case c == ':':
 			return fmt.Sprintf("':' at byte %d: a port is not allowed in a trust domain; %s", at, trustDomainAllowed)
 		case c == '/':
@@ -95,7 +96,7 @@ func checkTrustDomainChars(whole, name string, offset int) string {
 		case c == '%':
 			return fmt.Sprintf("'%%' at byte %d: percent-encoding is not allowed in a trust domain; %s", at, trustDomainAllowed)
 		default:
-			return fmt.Sprintf("character %s at byte %d is not allowed in a trust domain; %s", quoteRuneAt(whole, at), at, trustDomainAllowed)
+			return fmt.Sprintf("character %s at byte %d is not allowed in a trust domain; %s", quote.RuneAt(whole, at), at, trustDomainAllowed)
 		}
 	}
 	return ""
@@ -124,7 +125,7 @@ func ParseID(field, s string) (spiffeid.ID, error) {
 	id, err := spiffeid.FromString(s)
 	if err != nil {
 		// Not reached while checkID is at least as strict as go-spiffe.
-		return spiffeid.ID{}, fieldErr(field, fmt.Sprintf("%s: %v; %s", quote(s), err, idExample))
+		return spiffeid.ID{}, fieldErr(field, fmt.Sprintf("%s: %v; %s", quote.String(s), err, idExample))
 	}
 	return id, nil
 }
@@ -151,10 +152,10 @@ func checkInTrustDomain(field string, id spiffeid.ID, td spiffeid.TrustDomain, n
 		return fieldErr(field, "cannot be checked: no trust domain is configured")
 	case !id.MemberOf(td):
 		return fieldErr(field, fmt.Sprintf("%s is in trust domain %q; it must be in %q, e.g. %s/service/web",
-			quote(id.String()), id.TrustDomain().Name(), td.Name(), td.IDString()))
+			quote.String(id.String()), id.TrustDomain().Name(), td.Name(), td.IDString()))
 	case needPath && id.Path() == "":
 		return fieldErr(field, fmt.Sprintf("%s has no path; name something inside the trust domain, e.g. %s/service/web",
-			quote(id.String()), td.IDString()))
+			quote.String(id.String()), td.IDString()))
 	}
 	return nil
 }
@@ -165,12 +166,12 @@ func checkID(s string) string {
 	case s == "":
 		return "is required; give a SPIFFE ID, " + idExample
 	case len(s) > MaxIDLen:
-		return fmt.Sprintf("%s is %d bytes; a SPIFFE ID is at most %d", quote(s), len(s), MaxIDLen)
+		return fmt.Sprintf("%s is %d bytes; a SPIFFE ID is at most %d", quote.String(s), len(s), MaxIDLen)
 	case strings.TrimSpace(s) != s:
-		return quote(s) + " has leading or trailing whitespace; remove it"
+		return quote.String(s) + " has leading or trailing whitespace; remove it"
 	}
 	if !strings.HasPrefix(s, spiffeScheme) {
-		return quote(s) + " " + schemeProblem(s)
+		return quote.String(s) + " " + schemeProblem(s)
 	}
 
 	rest := s[len(spiffeScheme):]
@@ -182,19 +183,19 @@ func checkID(s string) string {
 	offset := len(spiffeScheme)
 	switch {
 	case authority == "":
-		return quote(s) + " has no trust domain; expected spiffe://<trust domain>/<path>, " + idExample
+		return quote.String(s) + " has no trust domain; expected spiffe://<trust domain>/<path>, " + idExample
 	case len(authority) > MaxTrustDomainLen:
-		return fmt.Sprintf("%s has a trust domain of %d bytes; at most %d are allowed", quote(s), len(authority), MaxTrustDomainLen)
+		return fmt.Sprintf("%s has a trust domain of %d bytes; at most %d are allowed", quote.String(s), len(authority), MaxTrustDomainLen)
 	}
 	if problem := checkTrustDomainChars(s, authority, offset); problem != "" {
 		lower := strings.ToLower(authority)
 		if lower != authority && checkTrustDomainChars(lower, lower, 0) == "" && checkPath(s, path, offset+end) == "" {
-			return fmt.Sprintf("%s: the trust domain must be lowercase; use %q", quote(s), spiffeScheme+lower+path)
+			return fmt.Sprintf("%s: the trust domain must be lowercase; use %q", quote.String(s), spiffeScheme+lower+path)
 		}
-		return quote(s) + ": " + problem
+		return quote.String(s) + ": " + problem
 	}
 	if problem := checkPath(s, path, offset+end); problem != "" {
-		return quote(s) + ": " + problem
+		return quote.String(s) + ": " + problem
 	}
 	return ""
 }
@@ -203,15 +204,15 @@ func schemeProblem(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
 		scheme := s[:i]
 		if strings.EqualFold(scheme, "spiffe") {
-			return fmt.Sprintf("has an uppercase scheme; use %s", quote(spiffeScheme+s[i+3:]))
+			return fmt.Sprintf("has an uppercase scheme; use %s", quote.String(spiffeScheme+s[i+3:]))
 		}
-		return fmt.Sprintf("has scheme %s; a SPIFFE ID starts with %q, %s", quote(scheme), spiffeScheme, idExample)
+		return fmt.Sprintf("has scheme %s; a SPIFFE ID starts with %q, %s", quote.String(scheme), spiffeScheme, idExample)
 	}
 	if len(s) >= len("spiffe:") && strings.EqualFold(s[:len("spiffe:")], "spiffe:") {
 		return fmt.Sprintf("does not start with %q (two slashes), %s", spiffeScheme, idExample)
 	}
 	if len(s)+len(spiffeScheme) <= MaxIDLen && checkID(spiffeScheme+s) == "" {
-		return fmt.Sprintf("has no scheme; did you mean %s?", quote(spiffeScheme+s))
+		return fmt.Sprintf("has no scheme; did you mean %s?", quote.String(spiffeScheme+s))
 	}
 	return fmt.Sprintf("has no scheme; a SPIFFE ID starts with %q, %s", spiffeScheme, idExample)
 }
@@ -243,7 +244,7 @@ func checkPath(s, path string, offset int) string {
 		case segment == "":
 			return fmt.Sprintf("empty path segment (\"//\") at byte %d; separate segments with a single '/'", at)
 		case segment == "." || segment == "..":
-			return fmt.Sprintf("path segment %s at byte %d is not allowed; dot segments have no meaning in a SPIFFE ID", quote(segment), at+1)
+			return fmt.Sprintf("path segment %s at byte %d is not allowed; dot segments have no meaning in a SPIFFE ID", quote.String(segment), at+1)
 		}
 		segStart = i
 	}
@@ -259,6 +260,6 @@ func badPathChar(s string, at int) string {
 	case '%':
 		return fmt.Sprintf("'%%' at byte %d: percent-encoding is not allowed; %s", at, pathAllowed)
 	default:
-		return fmt.Sprintf("character %s at byte %d is not allowed; %s", quoteRuneAt(s, at), at, pathAllowed)
+		return fmt.Sprintf("character %s at byte %d is not allowed; %s", quote.RuneAt(s, at), at, pathAllowed)
 	}
 }

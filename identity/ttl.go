@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"writ.dev/writ/internal/quote"
 )
 
 // ParseTTL parses a TTL given by an operator in field: a Go duration ("90s",
@@ -25,18 +26,18 @@ func ParseTTL(field, s string, limit time.Duration) (time.Duration, error) {
 	if isDigits(s) {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n > math.MaxInt64/int64(time.Second) {
-			return 0, fieldErr(field, fmt.Sprintf("%s seconds is too long; %s", quote(s), allowed))
+			return 0, fieldErr(field, fmt.Sprintf("%s seconds is too long; %s", quote.String(s), allowed))
 		}
 		d = time.Duration(n) * time.Second
 	} else {
 		var err error
 		d, err = time.ParseDuration(s)
 		if err != nil {
-			return 0, fieldErr(field, fmt.Sprintf("%s is neither a number of seconds nor a duration; %s", quote(s), allowed))
+			return 0, fieldErr(field, fmt.Sprintf("%s is neither a number of seconds nor a duration; %s", quote.String(s), allowed))
 		}
 	}
 	if problem := checkTTL(d, limit); problem != "" {
-		given := quote(s)
+		given := quote.String(s)
 		if formatDuration(d) != s && d > 0 {
 			given += " (" + formatDuration(d) + ")"
 		}

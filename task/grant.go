@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -107,7 +108,7 @@ func checkActions(field string, actions []string) error {
 			return fieldErr(f, err.Error())
 		}
 		if j := slices.Index(actions, a); j < i {
-			return fieldErr(f, fmt.Sprintf("%s repeats %s[%d]; list each action once", quote(a), field, j))
+			return fieldErr(f, fmt.Sprintf("%s repeats %s[%d]; list each action once", quote.String(a), field, j))
 		}
 		if a == AnyAction && len(actions) > 1 {
 			return fieldErr(f, "'*' already covers every action; list either '*' alone or the specific actions")
@@ -141,7 +142,7 @@ func checkPatternIn(field string, p Pattern, td spiffeid.TrustDomain) error {
 	case td.IsZero():
 		return fieldErr(field, "cannot be checked: no trust domain is configured")
 	case p.TrustDomain() != td:
-		return fieldErr(field, fmt.Sprintf("%s is in trust domain %q; patterns must be in %q", quote(p.String()), p.TrustDomain().Name(), td.Name()))
+		return fieldErr(field, fmt.Sprintf("%s is in trust domain %q; patterns must be in %q", quote.String(p.String()), p.TrustDomain().Name(), td.Name()))
 	}
 	return nil
 }
@@ -169,7 +170,7 @@ func (s *StandingGrant) Validate(td spiffeid.TrustDomain) error {
 	if example := s.Subject.nonWorkloadMatch(); example != "" {
 		id, _ := spiffeid.FromString(example)
 		return fieldErr("subject", fmt.Sprintf("%s could match %s, whose kind is %s; standing grants are only for workloads, so give people, agents and nodes their privileges in a task, or narrow the pattern to workload paths",
-			quote(s.Subject.String()), example, identity.KindOf(id)))
+			quote.String(s.Subject.String()), example, identity.KindOf(id)))
 	}
 	if err := checkActions("actions", s.Actions); err != nil {
 		return err

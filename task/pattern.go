@@ -3,6 +3,7 @@ package task
 import (
 	"fmt"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -46,15 +47,15 @@ func ParsePattern(s string) (Pattern, error) {
 	}
 	segs := strings.Split(path, "/")
 	if len(segs) > MaxPatternSegments {
-		return Pattern{}, fmt.Errorf("%s has %d path segments; at most %d are allowed", quote(s), len(segs), MaxPatternSegments)
+		return Pattern{}, fmt.Errorf("%s has %d path segments; at most %d are allowed", quote.String(s), len(segs), MaxPatternSegments)
 	}
 	for i, seg := range segs {
 		if problem := checkPatternSegment(seg, i == len(segs)-1); problem != "" {
-			return Pattern{}, fmt.Errorf("%s: path segment %d %s", quote(s), i+1, problem)
+			return Pattern{}, fmt.Errorf("%s: path segment %d %s", quote.String(s), i+1, problem)
 		}
 	}
 	if problem := personCase(td, segs); problem != "" {
-		return Pattern{}, fmt.Errorf("%s: %s", quote(s), problem)
+		return Pattern{}, fmt.Errorf("%s: %s", quote.String(s), problem)
 	}
 	return Pattern{td: td, segs: segs, text: s}, nil
 }
@@ -68,7 +69,7 @@ func personCase(td spiffeid.TrustDomain, segs []string) string {
 	}
 	path := strings.Join(segs, "/")
 	if lower := strings.ToLower(path); lower != path {
-		return fmt.Sprintf("person IDs are lowercase (sign-in lowercases the email); use %s", quote(td.IDString()+"/"+lower))
+		return fmt.Sprintf("person IDs are lowercase (sign-in lowercases the email); use %s", quote.String(td.IDString()+"/"+lower))
 	}
 	return ""
 }
@@ -80,9 +81,9 @@ func splitPattern(s string) (spiffeid.TrustDomain, string, error) {
 	case s == "":
 		return spiffeid.TrustDomain{}, "", fmt.Errorf("pattern is empty; give a SPIFFE ID pattern, %s", patternExample)
 	case len(s) > identity.MaxIDLen:
-		return spiffeid.TrustDomain{}, "", fmt.Errorf("%s is %d bytes; a pattern is at most %d", quote(s), len(s), identity.MaxIDLen)
+		return spiffeid.TrustDomain{}, "", fmt.Errorf("%s is %d bytes; a pattern is at most %d", quote.String(s), len(s), identity.MaxIDLen)
 	case !strings.HasPrefix(s, spiffeScheme):
-		return spiffeid.TrustDomain{}, "", fmt.Errorf("%s does not start with %q; %s", quote(s), spiffeScheme, patternExample)
+		return spiffeid.TrustDomain{}, "", fmt.Errorf("%s does not start with %q; %s", quote.String(s), spiffeScheme, patternExample)
 	}
 	authority, path, hasPath := strings.Cut(s[len(spiffeScheme):], "/")
 	td, err := identity.ParseTrustDomain(authority)
@@ -91,10 +92,10 @@ func splitPattern(s string) (spiffeid.TrustDomain, string, error) {
 		if fe, ok := err.(*identity.FieldError); ok {
 			msg = fe.Msg
 		}
-		return spiffeid.TrustDomain{}, "", fmt.Errorf("%s: trust domain %s", quote(s), msg)
+		return spiffeid.TrustDomain{}, "", fmt.Errorf("%s: trust domain %s", quote.String(s), msg)
 	}
 	if !hasPath {
-		return spiffeid.TrustDomain{}, "", fmt.Errorf("%s has no path; a pattern names identities inside the trust domain, %s", quote(s), patternExample)
+		return spiffeid.TrustDomain{}, "", fmt.Errorf("%s has no path; a pattern names identities inside the trust domain, %s", quote.String(s), patternExample)
 	}
 	return td, path, nil
 }
@@ -107,7 +108,7 @@ func checkPatternSegment(seg string, last bool) string {
 	case seg == "":
 		return "is empty (\"//\"); separate segments with a single '/'"
 	case seg == "." || seg == "..":
-		return quote(seg) + " is not allowed; dot segments have no meaning in a SPIFFE ID"
+		return quote.String(seg) + " is not allowed; dot segments have no meaning in a SPIFFE ID"
 	case seg == "*":
 		return ""
 	case seg == "**" && !last:
@@ -115,11 +116,11 @@ func checkPatternSegment(seg string, last bool) string {
 	case seg == "**":
 		return ""
 	case strings.Contains(seg, "*"):
-		return quote(seg) + " mixes '*' with other characters; " + patternWildcards
+		return quote.String(seg) + " mixes '*' with other characters; " + patternWildcards
 	}
 	for i := 0; i < len(seg); i++ {
 		if !isPathChar(seg[i]) {
-			return fmt.Sprintf("%s has character %s, which is not allowed; %s", quote(seg), quoteByteAt(seg, i), patternChars)
+			return fmt.Sprintf("%s has character %s, which is not allowed; %s", quote.String(seg), quote.RuneAt(seg, i), patternChars)
 		}
 	}
 	return ""

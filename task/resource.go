@@ -3,6 +3,7 @@ package task
 import (
 	"fmt"
 	"strings"
+	"writ.dev/writ/internal/quote"
 )
 
 // Limits on resource names and patterns, and on actions.
@@ -60,19 +61,19 @@ func checkResource(s string, wildcards bool) error {
 	case s == "":
 		return fmt.Errorf("%s is empty; give one, %s", what, resourceExample)
 	case len(s) > MaxResourceLen:
-		return fmt.Errorf("%s %s is %d bytes; at most %d are allowed", what, quote(s), len(s), MaxResourceLen)
+		return fmt.Errorf("%s %s is %d bytes; at most %d are allowed", what, quote.String(s), len(s), MaxResourceLen)
 	case s[0] == '/':
-		return fmt.Errorf("%s %s starts with '/'; resource names are relative, %s", what, quote(s), resourceExample)
+		return fmt.Errorf("%s %s starts with '/'; resource names are relative, %s", what, quote.String(s), resourceExample)
 	}
 	if n := strings.Count(s, "/") + 1; n > MaxResourceSegments {
-		return fmt.Errorf("%s %s has %d segments; at most %d are allowed", what, quote(s), n, MaxResourceSegments)
+		return fmt.Errorf("%s %s has %d segments; at most %d are allowed", what, quote.String(s), n, MaxResourceSegments)
 	}
 	rest, more := s, true
 	for i := 1; more; i++ {
 		var seg string
 		seg, rest, more = strings.Cut(rest, "/")
 		if problem := checkResourceSegment(seg, !more, wildcards); problem != "" {
-			return fmt.Errorf("%s %s: segment %d %s", what, quote(s), i, problem)
+			return fmt.Errorf("%s %s: segment %d %s", what, quote.String(s), i, problem)
 		}
 	}
 	return nil
@@ -85,9 +86,9 @@ func checkResourceSegment(seg string, last, wildcards bool) string {
 	case seg == "":
 		return "is empty (\"//\"); separate segments with a single '/'"
 	case seg == "." || seg == "..":
-		return quote(seg) + " is not allowed; dot segments would mean something else where names become paths"
+		return quote.String(seg) + " is not allowed; dot segments would mean something else where names become paths"
 	case !wildcards && strings.Contains(seg, "*"):
-		return quote(seg) + " has '*'; a request names one resource, and wildcards belong in grants"
+		return quote.String(seg) + " has '*'; a request names one resource, and wildcards belong in grants"
 	case seg == "*":
 		return ""
 	case seg == "**" && !last:
@@ -95,11 +96,11 @@ func checkResourceSegment(seg string, last, wildcards bool) string {
 	case seg == "**":
 		return ""
 	case strings.Contains(seg, "*"):
-		return quote(seg) + " mixes '*' with other characters; a wildcard is a whole segment: '*' for exactly one segment, '**' (last segment only) for one or more"
+		return quote.String(seg) + " mixes '*' with other characters; a wildcard is a whole segment: '*' for exactly one segment, '**' (last segment only) for one or more"
 	}
 	for i := 0; i < len(seg); i++ {
 		if !isResourceChar(seg[i]) {
-			return fmt.Sprintf("%s has character %s, which is not allowed; %s", quote(seg), quoteByteAt(seg, i), resourceChars)
+			return fmt.Sprintf("%s has character %s, which is not allowed; %s", quote.String(seg), quote.RuneAt(seg, i), resourceChars)
 		}
 	}
 	return ""
@@ -151,11 +152,11 @@ func checkAction(action string) error {
 	case action == AnyAction:
 		return nil
 	case len(action) > MaxActionLen:
-		return fmt.Errorf("action %s is %d bytes; %s", quote(action), len(action), actionAllowed)
+		return fmt.Errorf("action %s is %d bytes; %s", quote.String(action), len(action), actionAllowed)
 	}
 	for i := 0; i < len(action); i++ {
 		if c := action[i]; !isPathChar(c) && c != ':' {
-			return fmt.Errorf("action %s: character %s is not allowed; %s", quote(action), quoteByteAt(action, i), actionAllowed)
+			return fmt.Errorf("action %s: character %s is not allowed; %s", quote.String(action), quote.RuneAt(action, i), actionAllowed)
 		}
 	}
 	return nil

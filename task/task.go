@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -100,7 +101,7 @@ func (t *Task) checkOwner(td spiffeid.TrustDomain) error {
 	case t.Owner.IsZero():
 		return fieldErr("owner", "is required; give the SPIFFE ID of the person responsible for the task")
 	case !t.Owner.MemberOf(td):
-		return fieldErr("owner", fmt.Sprintf("%s is not in trust domain %q", quote(t.Owner.String()), td.Name()))
+		return fieldErr("owner", fmt.Sprintf("%s is not in trust domain %q", quote.String(t.Owner.String()), td.Name()))
 	}
 	return nil
 }
@@ -119,7 +120,7 @@ func (t *Task) checkMembers(td spiffeid.TrustDomain) error {
 		}
 		for j := range i {
 			if t.Members[j].Pattern.String() == m.Pattern.String() {
-				return fieldErr(field, fmt.Sprintf("%s repeats members[%d]; list each member once", quote(m.Pattern.String()), j))
+				return fieldErr(field, fmt.Sprintf("%s repeats members[%d]; list each member once", quote.String(m.Pattern.String()), j))
 			}
 		}
 	}
@@ -160,7 +161,7 @@ func (t *Task) checkGrant(field string, g *Grant, td spiffeid.TrustDomain) error
 			return err
 		}
 		if t.MemberCovering(p) < 0 {
-			return fieldErr(f, fmt.Sprintf("%s is not a member of the task; add a member pattern that covers it, or give the grant to an existing member", quote(p.String())))
+			return fieldErr(f, fmt.Sprintf("%s is not a member of the task; add a member pattern that covers it, or give the grant to an existing member", quote.String(p.String())))
 		}
 	}
 	return nil
@@ -192,7 +193,7 @@ func (t *Task) checkState() error {
 		}
 		return nil
 	}
-	return fieldErr("state", fmt.Sprintf("%s is not a task state; use one of draft, open, closed, expired", quote(string(t.State))))
+	return fieldErr("state", fmt.Sprintf("%s is not a task state; use one of draft, open, closed, expired", quote.String(string(t.State))))
 }
 
 // MemberCovering returns the index of the first member whose pattern covers
@@ -213,7 +214,7 @@ func (t *Task) Open(now time.Time) error {
 		return t.illegal("open", "only a draft task can be opened; create a new task instead")
 	}
 	if !now.Before(t.Deadline) {
-		return fmt.Errorf("cannot open task %s: its deadline %s has passed; set a later deadline first", quote(t.ID), formatTime(t.Deadline))
+		return fmt.Errorf("cannot open task %s: its deadline %s has passed; set a later deadline first", quote.String(t.ID), formatTime(t.Deadline))
 	}
 	t.State, t.OpenedAt = StateOpen, now
 	return nil
@@ -236,14 +237,14 @@ func (t *Task) Expire(now time.Time) error {
 		return t.illegal("expire", "only an open task can expire")
 	}
 	if now.Before(t.Deadline) {
-		return fmt.Errorf("%w: cannot expire task %s before its deadline %s; close it instead", ErrIllegalTransition, quote(t.ID), formatTime(t.Deadline))
+		return fmt.Errorf("%w: cannot expire task %s before its deadline %s; close it instead", ErrIllegalTransition, quote.String(t.ID), formatTime(t.Deadline))
 	}
 	t.State, t.ClosedAt = StateExpired, t.Deadline
 	return nil
 }
 
 func (t *Task) illegal(op, hint string) error {
-	return fmt.Errorf("%w: cannot %s task %s: it is %s; %s", ErrIllegalTransition, op, quote(t.ID), stateName(t.State), hint)
+	return fmt.Errorf("%w: cannot %s task %s: it is %s; %s", ErrIllegalTransition, op, quote.String(t.ID), stateName(t.State), hint)
 }
 
 func stateName(s State) string {

@@ -5,30 +5,13 @@ import (
 	"strconv"
 	"unicode"
 	"unicode/utf8"
+	"writ.dev/writ/internal/quote"
 
 	"writ.dev/writ/identity"
 )
 
 func fieldErr(field, msg string) *identity.FieldError {
 	return &identity.FieldError{Field: field, Msg: msg}
-}
-
-// maxQuoted bounds how much of a bad input is echoed back: enough to
-// recognise it, not so much that a long value floods a log line.
-const maxQuoted = 96
-
-// quote renders operator input for an error message, escaping control and
-// invalid bytes so the message cannot carry terminal escapes or forge log
-// lines.
-func quote(s string) string {
-	if len(s) <= maxQuoted {
-		return strconv.Quote(s)
-	}
-	cut := maxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + "… (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // checkText checks free text shown to people (a title, a reason): valid
@@ -66,24 +49,14 @@ func checkID(field, id string) error {
 	case id == "":
 		return nil
 	case len(id) > MaxIDLen:
-		return fieldErr(field, fmt.Sprintf("%s is %d bytes; %s", quote(id), len(id), allowed))
+		return fieldErr(field, fmt.Sprintf("%s is %d bytes; %s", quote.String(id), len(id), allowed))
 	case id == "." || id == "..":
-		return fieldErr(field, quote(id)+" is not allowed; "+allowed)
+		return fieldErr(field, quote.String(id)+" is not allowed; "+allowed)
 	}
 	for i := 0; i < len(id); i++ {
 		if !isIDChar(id[i]) {
-			return fieldErr(field, fmt.Sprintf("%s: character %s at byte %d is not allowed; %s", quote(id), quoteByteAt(id, i), i, allowed))
+			return fieldErr(field, fmt.Sprintf("%s: character %s at byte %d is not allowed; %s", quote.String(id), quote.RuneAt(id, i), i, allowed))
 		}
 	}
 	return nil
-}
-
-// quoteByteAt renders the character starting at byte i of s, or the raw
-// byte when s is not valid UTF-8 there.
-func quoteByteAt(s string, i int) string {
-	r, size := utf8.DecodeRuneInString(s[i:])
-	if r == utf8.RuneError && size <= 1 {
-		return fmt.Sprintf(`'\x%02x'`, s[i])
-	}
-	return strconv.QuoteRune(r)
 }

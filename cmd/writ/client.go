@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"writ.dev/writ/internal/quote"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -254,7 +255,7 @@ func parseOwners(s string) ([]uint32, error) {
 		}
 		u, err := user.Lookup(f)
 		if err != nil {
-			return nil, fmt.Errorf("socket-owner: %s is neither a uid nor a known user name: give a number or a user of this machine", boundQuote(f))
+			return nil, fmt.Errorf("socket-owner: %s is neither a uid nor a known user name: give a number or a user of this machine", quote.Max(f, 64))
 		}
 		n, err := strconv.ParseUint(u.Uid, 10, 32)
 		if err != nil {
@@ -263,16 +264,6 @@ func parseOwners(s string) ([]uint32, error) {
 		out = append(out, uint32(n))
 	}
 	return out, nil
-}
-
-// boundQuote quotes s for an error message, cut short: it may be anything
-// a caller typed.
-func boundQuote(s string) string {
-	const max = 64
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "…"
-	}
-	return strconv.Quote(s)
 }
 
 func newClient(target string, conn *grpc.ClientConn) *client {

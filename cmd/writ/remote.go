@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -46,7 +47,7 @@ func loadIdentity(kind string) (*remoteIdentity, error) {
 		defer cancel()
 		return workloadIdentity(ctx)
 	}
-	return nil, fmt.Errorf("identity: %s is not an identity; use %s ('writ login') or %s (the Workload API)", boundQuote(kind), identityLogin, identityWorkload)
+	return nil, fmt.Errorf("identity: %s is not an identity; use %s ('writ login') or %s (the Workload API)", quote.String(kind), identityLogin, identityWorkload)
 }
 
 // loginIdentity is what `writ login` saved.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"writ.dev/writ/internal/quote"
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/identity"
@@ -41,7 +42,7 @@ func (c *cliCommand) parseOperand(args []string, stdout io.Writer, what string) 
 	}
 	switch {
 	case len(rest) > 0:
-		return "", false, c.usageError("unexpected argument %s after the %s (every value needs its flag)", boundQuote(rest[0]), what)
+		return "", false, c.usageError("unexpected argument %s after the %s (every value needs its flag)", quote.String(rest[0]), what)
 	case operand == "":
 		return "", false, c.usageError("missing the %s", what)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -68,11 +69,11 @@ func tokenExchange(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	typ, ok := subjectTokenTypes[*subjectType]
 	if !ok {
-		return c.usageError("--subject-token-type: %s is not a type; use jwt, id_token or delegation", boundQuote(*subjectType))
+		return c.usageError("--subject-token-type: %s is not a type; use jwt, id_token or delegation", quote.String(*subjectType))
 	}
 	u, err := url.Parse(*endpoint)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return c.usageError("--endpoint: %s is not an https URL; give the token endpoint, e.g. https://writ.example.com:8443/token", boundQuote(*endpoint))
+		return c.usageError("--endpoint: %s is not an https URL; give the token endpoint, e.g. https://writ.example.com:8443/token", quote.String(*endpoint))
 	}
 	if *issuer == "" {
 		*issuer = *endpoint

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -98,11 +99,11 @@ func (c *IssuerConfig) Validate(trustDomain spiffeid.TrustDomain) error {
 		add("audience", "cannot be defaulted: no trust domain is configured")
 	}
 	if !validName(c.Name) {
-		add("name", "%s is not allowed: use 1 to 32 of a-z, 0-9, '_' and '-', e.g. \"github\"", quote(c.Name))
+		add("name", "%s is not allowed: use 1 to 32 of a-z, 0-9, '_' and '-', e.g. \"github\"", quote.String(c.Name))
 	}
 	spec, ok := profiles[c.Profile]
 	if !ok {
-		add("profile", "%s is not a profile: use github, gitlab, k8s, generic or person", quote(string(c.Profile)))
+		add("profile", "%s is not a profile: use github, gitlab, k8s, generic or person", quote.String(string(c.Profile)))
 		return errors.Join(errs...)
 	}
 	c.defaults(spec, trustDomain)
@@ -144,7 +145,7 @@ func (c *IssuerConfig) validateIssuer() []error {
 		add("issuer", "is required for profile %s: the exact \"iss\" of the tokens, e.g. https://kubernetes.default.svc", c.Profile)
 	case c.JWKSFile == "":
 		if problem := checkDiscoveryURL(c.Issuer); problem != "" {
-			add("issuer", "%s %s; or set jwks_file to use a static key set", quote(c.Issuer), problem)
+			add("issuer", "%s %s; or set jwks_file to use a static key set", quote.String(c.Issuer), problem)
 		}
 	default:
 		if fi, err := os.Stat(c.JWKSFile); err != nil {
@@ -194,9 +195,9 @@ func (c *IssuerConfig) facts(spec profileSpec) ([]factSpec, []error) {
 		field := fmt.Sprintf("facts[%d]", i)
 		switch {
 		case !validFactName(name):
-			errs = append(errs, &identity.FieldError{Field: field, Msg: fmt.Sprintf("%s is not a claim path: use names of a-z, A-Z, 0-9, '_' and '-' joined by '.', e.g. project.id", quote(name))})
+			errs = append(errs, &identity.FieldError{Field: field, Msg: fmt.Sprintf("%s is not a claim path: use names of a-z, A-Z, 0-9, '_' and '-' joined by '.', e.g. project.id", quote.String(name))})
 		case slices.Contains(c.Facts[:i], name):
-			errs = append(errs, &identity.FieldError{Field: field, Msg: fmt.Sprintf("%s is listed twice", quote(name))})
+			errs = append(errs, &identity.FieldError{Field: field, Msg: fmt.Sprintf("%s is listed twice", quote.String(name))})
 		default:
 			facts = append(facts, factSpec{name: name, claim: strings.Split(name, "."), required: true})
 		}
@@ -237,7 +238,7 @@ func checkRulePattern(name, pattern string, facts []factSpec) string {
 		return "the pattern is empty; give a value or a glob such as org/*"
 	}
 	if _, err := path.Match(pattern, ""); err != nil {
-		return fmt.Sprintf("pattern %s is malformed: %v", quote(pattern), err)
+		return fmt.Sprintf("pattern %s is malformed: %v", quote.String(pattern), err)
 	}
 	return ""
 }

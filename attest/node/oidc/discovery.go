@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"writ.dev/writ/internal/quote"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
@@ -105,7 +106,7 @@ func (d *discoveredKeys) discover(ctx context.Context) (*gooidc.RemoteKeySet, []
 	switch {
 	case errors.As(err, &mismatch):
 		// A mismatch means the URL serves another issuer's keys.
-		return nil, nil, fmt.Errorf("%s names issuer %s, not %s", d.wellKnown(), quote(mismatch.Discovered), quote(d.issuer))
+		return nil, nil, fmt.Errorf("%s names issuer %s, not %s", d.wellKnown(), quote.String(mismatch.Discovered), quote.String(d.issuer))
 	case err != nil:
 		return nil, nil, fmt.Errorf("%s: %s", d.wellKnown(), clip(err.Error()))
 	}
@@ -117,7 +118,7 @@ func (d *discoveredKeys) discover(ctx context.Context) (*gooidc.RemoteKeySet, []
 		return nil, nil, fmt.Errorf("%s: not a discovery document: %v", d.wellKnown(), err)
 	}
 	if problem := checkDiscoveryURL(doc.JWKSURI); problem != "" {
-		return nil, nil, fmt.Errorf("%s: jwks_uri %s %s", d.wellKnown(), quote(doc.JWKSURI), problem)
+		return nil, nil, fmt.Errorf("%s: jwks_uri %s %s", d.wellKnown(), quote.String(doc.JWKSURI), problem)
 	}
 	// The set fetches keys in the background with this context's client;
 	// go-oidc ignores its cancellation, so the client's timeout bounds it.

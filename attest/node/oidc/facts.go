@@ -6,6 +6,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"writ.dev/writ/identity"
 )
@@ -79,7 +80,7 @@ var profiles = map[Profile]profileSpec{
 // lowercased by identity's one rule for people's IDs.
 func checkPersonEmail(_ map[string]any, facts map[string]string) error {
 	if facts["email_verified"] != "true" {
-		return fmt.Errorf("email %s is not verified by the issuer", quote(facts["email"]))
+		return fmt.Errorf("email %s is not verified by the issuer", quote.String(facts["email"]))
 	}
 	local, domain, err := identity.PersonEmailParts("email", facts["email"])
 	if err != nil {
@@ -106,7 +107,7 @@ func topLevel(required, optional []string) []factSpec {
 func checkK8sSubject(claims map[string]any, facts map[string]string) error {
 	want := "system:serviceaccount:" + facts["namespace"] + ":" + facts["service_account"]
 	if sub, _ := claims["sub"].(string); sub != want {
-		return fmt.Errorf("sub %s does not match the kubernetes.io claim (want %s)", quote(sub), quote(want))
+		return fmt.Errorf("sub %s does not match the kubernetes.io claim (want %s)", quote.String(sub), quote.String(want))
 	}
 	return nil
 }
@@ -180,7 +181,7 @@ func decimal(n json.Number) (string, error) {
 	}
 	f, err := n.Float64()
 	if err != nil {
-		return "", fmt.Errorf("is the number %s, which is out of range", quote(s))
+		return "", fmt.Errorf("is the number %s, which is out of range", quote.String(s))
 	}
 	return strconv.FormatFloat(f, 'f', -1, 64), nil
 }
@@ -231,7 +232,7 @@ func ruleMismatch(rule Rule, facts map[string]string) string {
 		}
 		// Patterns were checked by Validate, so Match cannot fail here.
 		if ok, _ := path.Match(rule[name], value); !ok {
-			return fmt.Sprintf("%s %s is not %s", name, quote(value), quote(rule[name]))
+			return fmt.Sprintf("%s %s is not %s", name, quote.String(value), quote.String(rule[name]))
 		}
 	}
 	return ""

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -29,14 +30,14 @@ type templatePart struct {
 // empty or a dot segment, and every placeholder names one of facts.
 func parseTemplate(s string, facts []string) (nodeTemplate, error) {
 	if !strings.HasPrefix(s, "/") {
-		return nodeTemplate{}, fmt.Errorf("%s does not start with '/'; e.g. /node/github/{{repository...}}/{{run_id}}", quote(s))
+		return nodeTemplate{}, fmt.Errorf("%s does not start with '/'; e.g. /node/github/{{repository...}}/{{run_id}}", quote.String(s))
 	}
 	var t nodeTemplate
 	placeholders := 0
 	for i, seg := range strings.Split(s[1:], "/") {
 		parts, err := parseSegment(seg, facts)
 		if err != nil {
-			return nodeTemplate{}, fmt.Errorf("%s: segment %d: %w", quote(s), i+1, err)
+			return nodeTemplate{}, fmt.Errorf("%s: segment %d: %w", quote.String(s), i+1, err)
 		}
 		for _, p := range parts {
 			if p.fact != "" {
@@ -46,14 +47,14 @@ func parseTemplate(s string, facts []string) (nodeTemplate, error) {
 		t.segments = append(t.segments, parts)
 	}
 	if placeholders == 0 {
-		return nodeTemplate{}, fmt.Errorf("%s has no placeholder, so every node would get the same ID; add one such as {{run_id}}", quote(s))
+		return nodeTemplate{}, fmt.Errorf("%s has no placeholder, so every node would get the same ID; add one such as {{run_id}}", quote.String(s))
 	}
 	return t, nil
 }
 
 func parseSegment(seg string, facts []string) ([]templatePart, error) {
 	if seg == "" || seg == "." || seg == ".." {
-		return nil, fmt.Errorf("%s is not allowed: path segments are not empty and not '.' or '..'", quote(seg))
+		return nil, fmt.Errorf("%s is not allowed: path segments are not empty and not '.' or '..'", quote.String(seg))
 	}
 	var parts []templatePart
 	for rest := seg; rest != ""; {
@@ -69,7 +70,7 @@ func parseSegment(seg string, facts []string) ([]templatePart, error) {
 		}
 		inner, tail, closed := strings.Cut(after, "}}")
 		if !closed {
-			return nil, fmt.Errorf("%s has '{{' without '}}'", quote(seg))
+			return nil, fmt.Errorf("%s has '{{' without '}}'", quote.String(seg))
 		}
 		p, err := parsePlaceholder(inner, facts)
 		if err != nil {
@@ -97,7 +98,7 @@ func parsePlaceholder(inner string, facts []string) (templatePart, error) {
 func checkLiteral(lit string) error {
 	for i := 0; i < len(lit); i++ {
 		if !isPathChar(lit[i]) {
-			return fmt.Errorf("character %s in %s is not allowed; %s", quoteByteAt(lit, i), quote(lit), pathAllowed)
+			return fmt.Errorf("character %s in %s is not allowed; %s", quote.RuneAt(lit, i), quote.String(lit), pathAllowed)
 		}
 	}
 	return nil
@@ -138,13 +139,13 @@ func renderSegment(parts []templatePart, facts map[string]string) (string, error
 			return "", fmt.Errorf("node_id needs fact %s, which the token does not have", p.fact)
 		}
 		if err := checkValue(p, value); err != nil {
-			return "", fmt.Errorf("node_id: fact %s %s %w", p.fact, quote(value), err)
+			return "", fmt.Errorf("node_id: fact %s %s %w", p.fact, quote.String(value), err)
 		}
 		b.WriteString(value)
 	}
 	seg := b.String()
 	if seg == "." || seg == ".." {
-		return "", fmt.Errorf("node_id: segment %s is a dot segment, which a SPIFFE ID may not have", quote(seg))
+		return "", fmt.Errorf("node_id: segment %s is a dot segment, which a SPIFFE ID may not have", quote.String(seg))
 	}
 	return seg, nil
 }
@@ -162,12 +163,12 @@ func checkValue(p templatePart, value string) error {
 		case "":
 			return errors.New("has an empty path segment (a leading, trailing or double '/')")
 		case ".", "..":
-			return fmt.Errorf("has the segment %s, which a SPIFFE ID may not have", quote(seg))
+			return fmt.Errorf("has the segment %s, which a SPIFFE ID may not have", quote.String(seg))
 		}
 	}
 	for i := 0; i < len(value); i++ {
 		if value[i] != '/' && !isPathChar(value[i]) {
-			return fmt.Errorf("has character %s at byte %d; %s", quoteByteAt(value, i), i, pathAllowed)
+			return fmt.Errorf("has character %s at byte %d; %s", quote.RuneAt(value, i), i, pathAllowed)
 		}
 	}
 	return nil

@@ -13,11 +13,11 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+	"writ.dev/writ/internal/quote"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -189,11 +189,11 @@ func (v *Verifier) verifySignature(ctx context.Context, raw string) ([]byte, err
 	case errors.Is(err, errUnknownKey):
 		return nil, v.unknownKey(jws, h)
 	case errors.Is(err, errNotVerified) && v.cfg.JWKSFile != "":
-		return nil, fmt.Errorf("the signature does not verify with the issuer's key %s: the token was altered or forged", quote(h.KeyID))
+		return nil, fmt.Errorf("the signature does not verify with the issuer's key %s: the token was altered or forged", quote.String(h.KeyID))
 	case errors.Is(err, errNotVerified):
 		// A remote key set does not tell a kid it lacks from a key that
 		// does not verify: either way the issuer's keys refuse the token.
-		return nil, v.explainIssuer(fmt.Sprintf("the signature does not verify with any key the issuer publishes (kid %s, %s): the token was altered or forged, or signed by another issuer", quote(h.KeyID), h.Algorithm), jws)
+		return nil, v.explainIssuer(fmt.Sprintf("the signature does not verify with any key the issuer publishes (kid %s, %s): the token was altered or forged, or signed by another issuer", quote.String(h.KeyID), h.Algorithm), jws)
 	case err != nil:
 		return nil, err
 	}
@@ -218,7 +218,7 @@ func checkEncoding(raw string) error {
 // unknownKey explains a token none of the keys in jwks_file may have
 // signed.
 func (v *Verifier) unknownKey(jws *jose.JSONWebSignature, h jose.Header) error {
-	msg := fmt.Sprintf("signed by an unknown key (kid %s, %s)", quote(h.KeyID), h.Algorithm)
+	msg := fmt.Sprintf("signed by an unknown key (kid %s, %s)", quote.String(h.KeyID), h.Algorithm)
 	if err := v.explainIssuer(msg, jws); err.Error() != msg {
 		return err
 	}
@@ -232,7 +232,7 @@ func (v *Verifier) explainIssuer(msg string, jws *jose.JSONWebSignature) error {
 		Issuer string `json:"iss"`
 	}
 	if json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claimed) == nil && claimed.Issuer != v.cfg.Issuer {
-		return fmt.Errorf("%s; the token claims issuer %s, not %s", msg, quote(claimed.Issuer), quote(v.cfg.Issuer))
+		return fmt.Errorf("%s; the token claims issuer %s, not %s", msg, quote.String(claimed.Issuer), quote.String(v.cfg.Issuer))
 	}
 	return errors.New(msg)
 }
@@ -254,7 +254,7 @@ func decodeClaims(payload []byte) (map[string]any, error) {
 // checkClaims checks iss, aud and the validity period, returning exp.
 func (v *Verifier) checkClaims(claims map[string]any) (time.Time, error) {
 	if iss, _ := claims["iss"].(string); iss != v.cfg.Issuer {
-		return time.Time{}, fmt.Errorf("issuer %s is not %s", quote(iss), quote(v.cfg.Issuer))
+		return time.Time{}, fmt.Errorf("issuer %s is not %s", quote.String(iss), quote.String(v.cfg.Issuer))
 	}
 	if err := v.checkAudience(claims["aud"]); err != nil {
 		return time.Time{}, err
@@ -279,10 +279,10 @@ func (v *Verifier) checkAudience(aud any) error {
 	}
 	quoted := make([]string, len(auds))
 	for i, a := range auds {
-		quoted[i] = quote(a)
+		quoted[i] = quote.String(a)
 	}
 	return fmt.Errorf("audience [%s] does not name this trust domain (want %s): request the token with audience %s",
-		strings.Join(quoted, " "), quote(v.cfg.Audience), quote(v.cfg.Audience))
+		strings.Join(quoted, " "), quote.String(v.cfg.Audience), quote.String(v.cfg.Audience))
 }
 
 // checkTimes checks exp, nbf and iat against the clock with leeway, and the
@@ -389,30 +389,4 @@ func (v *Verifier) describe(claims map[string]any, r *Result) error {
 	}
 	r.Facts = facts
 	return nil
-}
-
-// maxQuoted bounds how much of a claim an error repeats: enough to
-// recognise it, not enough to flood a log line.
-const maxQuoted = 96
-
-// quote renders a value from a token or config for an error message,
-// escaping control bytes so a claim cannot forge log lines.
-func quote(s string) string {
-	if len(s) <= maxQuoted {
-		return strconv.Quote(s)
-	}
-	cut := maxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + "… (" + strconv.Itoa(len(s)) + " bytes)"
-}
-
-// quoteByteAt renders the character starting at byte i of s.
-func quoteByteAt(s string, i int) string {
-	r, size := utf8.DecodeRuneInString(s[i:])
-	if r == utf8.RuneError && size <= 1 {
-		return fmt.Sprintf(`'\x%02x'`, s[i])
-	}
-	return strconv.QuoteRune(r)
 }

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"writ.dev/writ/identity"
 )
@@ -90,21 +91,21 @@ type templateSegment struct {
 // every node the same agent ID.
 func parseNodeID(s string) (nodeIDTemplate, error) {
 	if !strings.HasPrefix(s, "/") {
-		return nil, fieldErr("node_id", fmt.Sprintf("%s must start with '/', e.g. %q", quote(s), DefaultNodeID))
+		return nil, fieldErr("node_id", fmt.Sprintf("%s must start with '/', e.g. %q", quote.String(s), DefaultNodeID))
 	}
 	var tmpl nodeIDTemplate
 	hasPlaceholder := false
 	for i, seg := range strings.Split(s[1:], "/") {
 		ts, problem := parseSegment(seg)
 		if problem != "" {
-			return nil, fieldErr("node_id", fmt.Sprintf("%s: path segment %d %s", quote(s), i+1, problem))
+			return nil, fieldErr("node_id", fmt.Sprintf("%s: path segment %d %s", quote.String(s), i+1, problem))
 		}
 		hasPlaceholder = hasPlaceholder || ts.placeholder != ""
 		tmpl = append(tmpl, ts)
 	}
 	if !hasPlaceholder {
 		return nil, fieldErr("node_id", fmt.Sprintf("%s has no placeholder, so every node would get the same agent ID; %s, e.g. %q",
-			quote(s), placeholderHelp, DefaultNodeID))
+			quote.String(s), placeholderHelp, DefaultNodeID))
 	}
 	return tmpl, nil
 }
@@ -119,9 +120,9 @@ func parseSegment(seg string) (templateSegment, string) {
 		case placeholderFingerprint, placeholderSubjectCN, placeholderSerial:
 			return templateSegment{placeholder: inner}, ""
 		}
-		return templateSegment{}, fmt.Sprintf("is unknown placeholder %s; %s", quote(seg), placeholderHelp)
+		return templateSegment{}, fmt.Sprintf("is unknown placeholder %s; %s", quote.String(seg), placeholderHelp)
 	case strings.Contains(seg, "{{") || strings.Contains(seg, "}}"):
-		return templateSegment{}, fmt.Sprintf("%s mixes a placeholder with text; a placeholder must be a whole path segment", quote(seg))
+		return templateSegment{}, fmt.Sprintf("%s mixes a placeholder with text; a placeholder must be a whole path segment", quote.String(seg))
 	}
 	if problem := segmentProblem(seg); problem != "" {
 		return templateSegment{}, problem
@@ -142,7 +143,7 @@ func (t nodeIDTemplate) render(values map[string]string) (string, error) {
 			if problem := segmentProblem(v); problem != "" {
 				return "", fmt.Errorf("x509pop: cannot fill {{%s}} in node_id: the node certificate's %s %s %s; "+
 					"use {{%s}} in node_id, or issue the certificate with a value of 1 or more of a-z A-Z 0-9 . - _",
-					seg.placeholder, seg.placeholder, quote(v), problem, placeholderFingerprint)
+					seg.placeholder, seg.placeholder, quote.String(v), problem, placeholderFingerprint)
 			}
 		}
 		b.WriteString("/")
@@ -176,17 +177,4 @@ func isPathChar(c byte) bool {
 
 func fieldErr(field, msg string) *identity.FieldError {
 	return &identity.FieldError{Field: field, Msg: msg}
-}
-
-// maxQuoted bounds how much of a value from a config or a certificate is
-// echoed in an error.
-const maxQuoted = 96
-
-// quote renders a value for an error message, escaped so that it cannot
-// carry terminal escapes or forge log lines, and cut short if long.
-func quote(s string) string {
-	if len(s) <= maxQuoted {
-		return fmt.Sprintf("%q", s)
-	}
-	return fmt.Sprintf("%q… (%d bytes)", s[:maxQuoted], len(s))
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"writ.dev/writ/internal/quote"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -106,14 +107,14 @@ func loadBundle(path string) (*x509.CertPool, error) {
 // without echoing its content.
 func parseBundleBlock(block *pem.Block) (*x509.Certificate, string) {
 	if block.Type != "CERTIFICATE" {
-		return nil, fmt.Sprintf("is a %s, not a CERTIFICATE; the bundle holds only CA certificates: remove it", quote(block.Type))
+		return nil, fmt.Sprintf("is a %s, not a CERTIFICATE; the bundle holds only CA certificates: remove it", quote.String(block.Type))
 	}
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
 		return nil, fmt.Sprintf("is not a valid certificate: %v", err)
 	}
 	if !cert.BasicConstraintsValid || !cert.IsCA {
-		return nil, fmt.Sprintf("(subject %s) is not a CA certificate; list the CA that issued the node certificates instead", quote(cert.Subject.String()))
+		return nil, fmt.Sprintf("(subject %s) is not a CA certificate; list the CA that issued the node certificates instead", quote.String(cert.Subject.String()))
 	}
 	return cert, ""
 }

@@ -3,6 +3,7 @@ package container
 import (
 	"fmt"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"writ.dev/writ/attest/workload/internal/procfs"
 	"writ.dev/writ/identity"
@@ -45,7 +46,7 @@ func selectorsOf(cgs []procfs.Cgroup) ([]identity.Selector, error) {
 	for _, cg := range cgs {
 		f, err := parsePath(cg.Path)
 		if err != nil {
-			return nil, fmt.Errorf("%s cgroup %+.100q: %w", cg.Label(), cg.Path, err)
+			return nil, fmt.Errorf("%s cgroup %s: %w", cg.Label(), quote.String(cg.Path), err)
 		}
 		if f == (finding{}) {
 			continue
@@ -203,8 +204,8 @@ func checkPodUID(uid, qos string) (string, string, error) {
 	if isUUID(uid) || len(uid) == 32 && isLowerHex(uid) {
 		return uid, qos, nil
 	}
-	return "", "", fmt.Errorf("pod uid %+.80q is neither a lowercase UUID nor 32 hex digits, "+
-		"which are what Kubernetes gives pods; refusing to guess which pod this is", uid)
+	return "", "", fmt.Errorf("pod uid %s is neither a lowercase UUID nor 32 hex digits, "+
+		"which are what Kubernetes gives pods; refusing to guess which pod this is", quote.Max(uid, 80))
 }
 
 // isUUID reports whether s is a UUID in lowercase 8-4-4-4-12 form.

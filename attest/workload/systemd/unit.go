@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"writ.dev/writ/attest/workload/internal/procfs"
 	"writ.dev/writ/identity"
@@ -46,7 +47,7 @@ func selectorsOf(cgs []procfs.Cgroup) ([]identity.Selector, error) {
 	}
 	pl, err := parsePath(cg.Path)
 	if err != nil {
-		return nil, fmt.Errorf("%s cgroup %+.100q: %w", cg.Label(), cg.Path, err)
+		return nil, fmt.Errorf("%s cgroup %s: %w", cg.Label(), quote.String(cg.Path), err)
 	}
 	return pl.selectors(), nil
 }
@@ -145,18 +146,18 @@ func isUserManager(unit string) bool {
 // as systemd wrote them.
 func checkUnitName(name string) error {
 	if len(name) > maxUnitNameLen {
-		return fmt.Errorf("%+.60q... is %d bytes, longer than a systemd unit name may be (%d); refusing to attest a unit systemd would not have made",
-			name, len(name), maxUnitNameLen)
+		return fmt.Errorf("%s is %d bytes, longer than a systemd unit name may be (%d); refusing to attest a unit systemd would not have made",
+			quote.Max(name, 60), len(name), maxUnitNameLen)
 	}
 	for i := 0; i < len(name); i++ {
 		if !isUnitNameChar(name[i]) {
-			return fmt.Errorf("%+.100q is not a valid systemd unit name (byte %d is not an ASCII letter, digit or one of \":-_.\\@\"); refusing to guess which unit it is",
-				name, i)
+			return fmt.Errorf("%s is not a valid systemd unit name (byte %d is not an ASCII letter, digit or one of \":-_.\\@\"); refusing to guess which unit it is",
+				quote.String(name), i)
 		}
 	}
 	prefix := name[:strings.LastIndexByte(name, '.')]
 	if prefix == "" || prefix[0] == '@' || strings.Count(prefix, "@") > 1 {
-		return fmt.Errorf("%+.100q is not a valid systemd unit name (empty name, or misplaced '@'); refusing to guess which unit it is", name)
+		return fmt.Errorf("%s is not a valid systemd unit name (empty name, or misplaced '@'); refusing to guess which unit it is", quote.String(name))
 	}
 	return nil
 }

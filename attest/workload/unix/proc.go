@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"writ.dev/writ/internal/quote"
 
 	"writ.dev/writ/attest/workload/internal/procfs"
 )
@@ -85,7 +86,7 @@ func parseIDs(s string) ([]uint32, error) {
 	for _, f := range fields {
 		id, err := strconv.ParseUint(f, 10, 32)
 		if err != nil {
-			return nil, fmt.Errorf("%+.16q is not a 32-bit id", f) // a 32-bit id has at most 10 digits; 16 runes, escaped, keep the error short
+			return nil, fmt.Errorf("%s is not a 32-bit id", quote.Max(f, 40))
 		}
 		ids = append(ids, uint32(id))
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"writ.dev/writ/internal/quote"
 )
 
 // Cgroup is one line of /proc/PID/cgroup: the process's cgroup in one
@@ -32,7 +33,7 @@ func (c Cgroup) Label() string {
 	if c.Unified() {
 		return "the cgroup v2 hierarchy"
 	}
-	return fmt.Sprintf("hierarchy %d (%+.40q)", c.HierarchyID, strings.Join(c.Controllers, ","))
+	return fmt.Sprintf("hierarchy %d (%s)", c.HierarchyID, quote.Max(strings.Join(c.Controllers, ","), 60))
 }
 
 // Cgroups reads and parses the process's /proc/PID/cgroup file.
@@ -79,21 +80,21 @@ func ParseCgroup(data []byte) ([]Cgroup, error) {
 func parseCgroupLine(line string) (Cgroup, error) {
 	parts := strings.SplitN(line, ":", 3)
 	if len(parts) != 3 {
-		return Cgroup{}, fmt.Errorf("%+.30q is not hierarchy-ID:controllers:path", line)
+		return Cgroup{}, fmt.Errorf("%s is not hierarchy-ID:controllers:path", quote.Max(line, 60))
 	}
 	id, err := strconv.ParseUint(parts[0], 10, 31)
 	if err != nil {
-		return Cgroup{}, fmt.Errorf("hierarchy ID %+.20q is not a number", parts[0])
+		return Cgroup{}, fmt.Errorf("hierarchy ID %s is not a number", quote.Max(parts[0], 40))
 	}
 	if !strings.HasPrefix(parts[2], "/") {
-		return Cgroup{}, fmt.Errorf("cgroup path %+.30q does not start with '/'", parts[2])
+		return Cgroup{}, fmt.Errorf("cgroup path %s does not start with '/'", quote.Max(parts[2], 60))
 	}
 	cg := Cgroup{HierarchyID: int(id), Path: parts[2]}
 	if parts[1] != "" {
 		cg.Controllers = strings.Split(parts[1], ",")
 	}
 	if id == 0 && !cg.Unified() {
-		return Cgroup{}, fmt.Errorf("hierarchy 0 has controllers %+.30q; only the cgroup v2 hierarchy is numbered 0", parts[1])
+		return Cgroup{}, fmt.Errorf("hierarchy 0 has controllers %s; only the cgroup v2 hierarchy is numbered 0", quote.Max(parts[1], 60))
 	}
 	return cg, nil
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"writ.dev/writ/internal/quote"
 )
 
 // statStartField is the 1-based number of the starttime field in
@@ -119,7 +120,7 @@ func parseStat(data []byte) (uint64, error) {
 	raw := fields[statStartField-firstFieldAfterComm]
 	start, err := strconv.ParseUint(raw, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("start time (field %d) %+.40q is not a number", statStartField, raw)
+		return 0, fmt.Errorf("start time (field %d) %s is not a number", statStartField, quote.Max(raw, 60))
 	}
 	return start, nil
 }

@@ -38,7 +38,9 @@ func TestParseStat(t *testing.T) {
 	}
 	line := proctest.StatLine(1, "x", 5)
 	for _, bad := range []string{"", "1 sleep S 1", "1 (sleep) S 1 2 3", "1 )sleep( S", line[:40],
-		strings.Replace(line, " 5 ", " -5 ", 1), strings.Replace(line, " 5 ", " 5x ", 1)} {
+		strings.Replace(line, " 5 ", " -5 ", 1), strings.Replace(line, " 5 ", " 5x ", 1),
+		// A start-time field of escaped runes must still give a short error.
+		strings.Replace(line, " 5 ", " "+strings.Repeat("\x9e\u02f8", 40)+" ", 1)} {
 		if got, err := parseStat([]byte(bad)); err == nil {
 			t.Errorf("parseStat(%q) = %d, want an error", bad, got)
 		} else {

@@ -55,7 +55,8 @@ type Result struct {
 	// and the hex SHA-256 of the signed claims, which, unlike the token's
 	// text, cannot be varied without the issuer's key.
 	JTI string
-	// Expiry is until when the caller must remember JTI.
+	// Expiry is until when the caller must remember JTI: the token's exp
+	// plus the leeway, since the token is accepted until then.
 	Expiry    time.Time
 	Facts     map[string]string
 	Selectors []identity.Selector // "<Name>:<fact>:<value>", sorted
@@ -155,7 +156,9 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	r := Result{Issuer: v.cfg.Issuer, JTI: jti, Expiry: expiry}
+	// A replay record dropped at exp would let the token in again for as
+	// long as the leeway still accepts it.
+	r := Result{Issuer: v.cfg.Issuer, JTI: jti, Expiry: expiry.Add(v.leeway)}
 	if err := v.describe(claims, &r); err != nil {
 		return Result{}, err
 	}

@@ -43,7 +43,7 @@ func TestGitHubToken(t *testing.T) {
 	if r.Issuer != s.iss.srv.URL || r.JTI != "0f8b3c1e-5d1a-4f0e-9a67-1c2d3e4f5a6b" {
 		t.Errorf("Issuer, JTI = %q, %q", r.Issuer, r.JTI)
 	}
-	if want := testNow.Add(4 * time.Minute); !r.Expiry.Equal(want) {
+	if want := testNow.Add(4*time.Minute + DefaultLeeway); !r.Expiry.Equal(want) {
 		t.Errorf("Expiry = %s, want %s", r.Expiry, want)
 	}
 	if r.Facts["repository"] != "org/repo" || r.Facts["run_attempt"] != "1" {
@@ -100,8 +100,14 @@ func TestLeeway(t *testing.T) {
 	c := s.claims()
 	c["exp"] = testNow.Add(-10 * time.Second).Unix() // within the default 30s
 	c["nbf"] = testNow.Add(10 * time.Second).Unix()
-	if _, err := s.v.Verify(context.Background(), s.key.sign(t, c)); err != nil {
+	r, err := s.v.Verify(context.Background(), s.key.sign(t, c))
+	if err != nil {
 		t.Fatalf("a token within the leeway was refused: %v", err)
+	}
+	// Accepted past its exp, it must be remembered for as long: a replay
+	// record kept only until exp would let it in again.
+	if want := testNow.Add(-10*time.Second + DefaultLeeway); !r.Expiry.Equal(want) {
+		t.Fatalf("Expiry = %s, want exp plus the leeway, %s", r.Expiry, want)
 	}
 }
 

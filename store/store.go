@@ -457,6 +457,17 @@ type Store interface {
 	// at now. Servers call it before signing; UseToken and JoinAgent still
 	// decide races.
 	CheckToken(ctx context.Context, issuer, jti string, now time.Time) error
+	// UseSubjectToken records that the subject token jti of issuer was
+	// exchanged, until expires, with evs; a token already exchanged fails
+	// with ErrTokenUsed and writes nothing. It is kept apart from UseToken
+	// so that signing in with an ID token does not spend it for an
+	// exchange, nor the other way round.
+	UseSubjectToken(ctx context.Context, issuer, jti string, expires time.Time, evs ...AuditEvent) error
+	// CheckSubjectToken fails with ErrTokenUsed, writing nothing, when the
+	// subject token jti of issuer was recorded by UseSubjectToken and is
+	// remembered at now. Token endpoints call it before signing;
+	// UseSubjectToken still decides races.
+	CheckSubjectToken(ctx context.Context, issuer, jti string, now time.Time) error
 	// GetAgent returns the agent with this SPIFFE ID, or ErrNotFound.
 	GetAgent(ctx context.Context, spiffeID string) (Agent, error)
 	// UpdateAgent replaces the certificate state of agent next.ID if its

@@ -23,6 +23,7 @@ var agentTests = []struct {
 	{"JoinAgentByAttestation", testJoinAgent},
 	{"UseTokenOnce", testUseToken},
 	{"CheckTokensWriteNothing", testCheckTokens},
+	{"SubjectTokenExchangedOnce", testSubjectToken},
 }
 
 func newToken(t *testing.T, s store.Store, id, secret string, expires time.Time) {
@@ -284,5 +285,58 @@ func testCheckTokens(t *testing.T, s store.Store) {
 	}
 	if n := auditSize(t, s); n != size+2 {
 		t.Fatalf("checks wrote %d events", n-size-2)
+	}
+}
+
+// testSubjectToken: a subject token is exchanged once; the check agrees
+// and writes nothing; sign-ins keep their own record, so an ID token used
+// to sign in can still be exchanged once and the other way round; an
+// expired record is pruned.
+func testSubjectToken(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const iss = "https://idp.example"
+	now := time.Now()
+	exp := now.Add(time.Hour)
+	if err := s.CheckSubjectToken(ctx, iss, "s1", now); err != nil {
+		t.Fatalf("unused token: %v", err)
+	}
+	if err := s.UseToken(ctx, iss, "s1", exp, event("login")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckSubjectToken(ctx, iss, "s1", now); err != nil {
+		t.Fatalf("a sign-in spent the token for exchanges: %v", err)
+	}
+	if err := s.UseSubjectToken(ctx, iss, "s1", exp, event("exchange")); err != nil {
+		t.Fatalf("first exchange: %v", err)
+	}
+	size := auditSize(t, s)
+	if err := s.UseSubjectToken(ctx, iss, "s1", exp, event("again")); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("second exchange: err = %v, want ErrTokenUsed", err)
+	}
+	if err := s.CheckSubjectToken(ctx, iss, "s1", now); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("check after exchange: err = %v, want ErrTokenUsed", err)
+	}
+	if auditSize(t, s) != size {
+		t.Fatal("a refused exchange or a check wrote an event")
+	}
+	if err := s.UseSubjectToken(ctx, "https://other", "s1", exp, event("exchange")); err != nil {
+		t.Fatalf("the same id from another issuer: %v", err)
+	}
+	if err := s.UseSubjectToken(ctx, iss, "s2", exp); !errors.Is(err, store.ErrNoAuditEvent) {
+		t.Fatalf("without an event: %v", err)
+	}
+	if err := s.UseSubjectToken(ctx, "", "s3", exp, event("x")); err == nil {
+		t.Fatal("a token without an issuer was recorded")
+	}
+	// Past its expiry a record no longer counts, and the next use prunes it.
+	old := now.Add(-time.Hour)
+	if err := s.UseSubjectToken(ctx, iss, "s-old", old, event("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckSubjectToken(ctx, iss, "s-old", now); err != nil {
+		t.Fatalf("an expired record still counts: %v", err)
+	}
+	if err := s.UseSubjectToken(ctx, iss, "s-old", old, event("x")); err != nil {
+		t.Fatalf("an expired record was not pruned: %v", err)
 	}
 }

@@ -155,15 +155,50 @@ func decodeSelectors(s string) ([]store.Selector, error) {
 	return out, nil
 }
 
-const (
-	insertReplaySQL = `INSERT INTO join_replay (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
-	pruneReplaySQL  = `DELETE FROM join_replay WHERE expires_at < $1`
-	rejoinAgentSQL  = `UPDATE agents SET join_method = $2, selectors = $3, serial = $4, pending_serial = '', generation = generation + 1,
+const rejoinAgentSQL = `UPDATE agents SET join_method = $2, selectors = $3, serial = $4, pending_serial = '', generation = generation + 1,
 cert_not_after = $5, last_seen = $6 WHERE spiffe_id = $1`
+
+// replayTable holds the statements of one table of tokens accepted once:
+// join_replay for joins and sign-ins, exchange_replay for the subject
+// tokens of token exchanges.
+type replayTable struct {
+	insert, prune, get string
+}
+
+func newReplayTable(name string) replayTable {
+	return replayTable{
+		insert: `INSERT INTO ` + name + ` (issuer, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		prune:  `DELETE FROM ` + name + ` WHERE expires_at < $1`,
+		get:    `SELECT expires_at FROM ` + name + ` WHERE issuer = $1 AND jti = $2`,
+	}
+}
+
+var (
+	joinReplay     = newReplayTable("join_replay")
+	exchangeReplay = newReplayTable("exchange_replay")
 )
 
 // UseToken implements store.Store.
 func (s *Store) UseToken(ctx context.Context, issuer, jti string, expires time.Time, evs ...store.AuditEvent) error {
+	return s.useToken(ctx, joinReplay, issuer, jti, expires, evs)
+}
+
+// CheckToken implements store.Store.
+func (s *Store) CheckToken(ctx context.Context, issuer, jti string, now time.Time) error {
+	return s.checkToken(ctx, joinReplay, issuer, jti, now)
+}
+
+// UseSubjectToken implements store.Store.
+func (s *Store) UseSubjectToken(ctx context.Context, issuer, jti string, expires time.Time, evs ...store.AuditEvent) error {
+	return s.useToken(ctx, exchangeReplay, issuer, jti, expires, evs)
+}
+
+// CheckSubjectToken implements store.Store.
+func (s *Store) CheckSubjectToken(ctx context.Context, issuer, jti string, now time.Time) error {
+	return s.checkToken(ctx, exchangeReplay, issuer, jti, now)
+}
+
+func (s *Store) useToken(ctx context.Context, table replayTable, issuer, jti string, expires time.Time, evs []store.AuditEvent) error {
 	if issuer == "" || jti == "" {
 		return fmt.Errorf("token: issuer and id are required")
 	}
@@ -171,18 +206,15 @@ func (s *Store) UseToken(ctx context.Context, issuer, jti string, expires time.T
 		return err
 	}
 	return s.tx(ctx, evs, func(tx WriteTx) error {
-		return recordReplay(ctx, tx, &store.JoinReplay{Issuer: issuer, JTI: jti, ExpiresAt: expires})
+		return recordReplay(ctx, tx, table, &store.JoinReplay{Issuer: issuer, JTI: jti, ExpiresAt: expires})
 	})
 }
 
-const getReplaySQL = `SELECT expires_at FROM join_replay WHERE issuer = $1 AND jti = $2`
-
-// CheckToken implements store.Store.
-func (s *Store) CheckToken(ctx context.Context, issuer, jti string, now time.Time) error {
+func (s *Store) checkToken(ctx context.Context, table replayTable, issuer, jti string, now time.Time) error {
 	if issuer == "" || jti == "" {
 		return fmt.Errorf("token: issuer and id are required")
 	}
-	rows, err := s.engine.Reader().Query(ctx, getReplaySQL, issuer, jti)
+	rows, err := s.engine.Reader().Query(ctx, table.get, issuer, jti)
 	if err != nil {
 		return err
 	}
@@ -198,12 +230,13 @@ func (s *Store) CheckToken(ctx context.Context, issuer, jti string, now time.Tim
 }
 
 // recordReplay remembers a token until it expires, refusing one already
-// remembered; expired records are pruned on the way.
-func recordReplay(ctx context.Context, tx WriteTx, r *store.JoinReplay) error {
-	if _, err := tx.Exec(ctx, pruneReplaySQL, time.Now().Unix()); err != nil {
+// remembered; expired records are pruned on the way, so the table holds
+// only tokens that could still be presented.
+func recordReplay(ctx context.Context, tx WriteTx, table replayTable, r *store.JoinReplay) error {
+	if _, err := tx.Exec(ctx, table.prune, time.Now().Unix()); err != nil {
 		return err
 	}
-	n, err := tx.Exec(ctx, insertReplaySQL, r.Issuer, r.JTI, r.ExpiresAt.Unix())
+	n, err := tx.Exec(ctx, table.insert, r.Issuer, r.JTI, r.ExpiresAt.Unix())
 	if err != nil {
 		return err
 	}
@@ -232,7 +265,7 @@ func (s *Store) JoinAgent(ctx context.Context, a store.Agent, replay *store.Join
 	}
 	err = s.tx(ctx, evs, func(tx WriteTx) error {
 		if replay != nil {
-			if err := recordReplay(ctx, tx, replay); err != nil {
+			if err := recordReplay(ctx, tx, joinReplay, replay); err != nil {
 				return err
 			}
 		}

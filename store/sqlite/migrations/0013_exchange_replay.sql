@@ -1,0 +1,11 @@
+-- Subject tokens of token exchanges are exchanged once, whichever server
+-- is asked: the issuer and the token's id (its jti, or a digest of what it
+-- signs) are kept until the token expires. Apart from join_replay so that
+-- signing in with an ID token does not spend it for an exchange.
+CREATE TABLE exchange_replay (
+	issuer     TEXT NOT NULL,
+	jti        TEXT NOT NULL,
+	expires_at INTEGER NOT NULL, -- unix seconds
+	PRIMARY KEY (issuer, jti)
+) STRICT;
+CREATE INDEX exchange_replay_expires_at ON exchange_replay (expires_at);

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
@@ -114,6 +115,10 @@ type jwtSVIDClaims struct {
 	Expiry   int64  `json:"exp"`
 	IssuedAt int64  `json:"iat"`
 	Issuer   string `json:"iss,omitempty"`
+	// ID sets every token apart, however alike its other claims: a
+	// token endpoint accepts a subject token once, and two tokens for the
+	// same subject and audience in the same second must not count as one.
+	ID string `json:"jti"`
 }
 
 // SignJWTSVID issues a JWT-SVID for p.SPIFFEID, as a compact JWS.
@@ -200,6 +205,7 @@ func (a *JWTAuthority) jwtSVIDInputs(p JWTSVIDParams, now time.Time) (jwsAlgorit
 		Expiry:   expSec,
 		IssuedAt: iat,
 		Issuer:   p.Issuer,
+		ID:       rand.Text(),
 	}
 	if len(p.Audience) == 1 {
 		claims.Audience = p.Audience[0]

@@ -138,6 +138,16 @@ func TestSignJWTSVIDVerifiesWithGoSPIFFE(t *testing.T) {
 				c["iat"] != float64(now.Unix()) || c["exp"] != float64(now.Add(p.TTL).Unix()) {
 				t.Errorf("claims = %v", c)
 			}
+			// Two tokens alike in every other claim differ in jti, so a
+			// token endpoint accepting each once tells them apart.
+			again, err := a.SignJWTSVID(p, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			jti, _ := c["jti"].(string)
+			if jti == "" || jti == decodeJWTPart(t, again, 1)["jti"] {
+				t.Errorf("jti %q, and %q for a token alike in every other claim: want distinct, non-empty ids", jti, decodeJWTPart(t, again, 1)["jti"])
+			}
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
@@ -237,7 +238,7 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 		s.redelegate(ctx, w, req, cert, caller, fail)
 		return
 	}
-	person, err := s.subjectOf(ctx, req, issuer)
+	person, spent, err := s.subjectOf(ctx, req, issuer)
 	if err != nil {
 		fail(delegation.CodeInvalidRequest, "subject_token: "+err.Error())
 		return
@@ -256,12 +257,18 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 		fail(delegation.CodeInvalidGrant, status.Convert(err).Message())
 		return
 	}
-	s.issueDelegation(ctx, w, req, cert, chain, taskID, fail)
+	s.issueDelegation(ctx, w, req, cert, chain, taskID, spent, fail)
 }
 
 // issueDelegation signs and records the delegation token for chain (the
 // new actor first, the person last) under task taskID.
-func (s *Server) issueDelegation(ctx context.Context, w http.ResponseWriter, req delegation.ExchangeRequest, cert *x509.Certificate, chain []spiffeid.ID, taskID string, fail func(code, desc string)) {
+func (s *Server) issueDelegation(ctx context.Context, w http.ResponseWriter, req delegation.ExchangeRequest, cert *x509.Certificate, chain []spiffeid.ID, taskID string, spent subjectToken, fail func(code, desc string)) {
+	// Checked before signing so that a replay costs no signature; the
+	// record written with the event below decides races between servers.
+	if err := s.store.CheckSubjectToken(ctx, spent.Issuer, spent.ID, s.now()); err != nil {
+		s.refuseSpent(w, err, fail)
+		return
+	}
 	audience := append(append([]string{}, req.Audience...), req.Resource...)
 	actors := make([]string, 0, len(chain)-1)
 	for _, id := range chain[:len(chain)-1] {
@@ -282,14 +289,77 @@ func (s *Server) issueDelegation(ctx context.Context, w http.ResponseWriter, req
 		details["actors"] = actors
 	}
 	ev, err := s.event(ctx, audit.EventDelegationIssue, person, details)
-	if err == nil {
-		err = s.record(ctx, ev)
-	}
 	if err != nil {
 		http.Error(w, "the audit log could not record this exchange: retry later", http.StatusServiceUnavailable)
 		return
 	}
+	// The subject token is spent with the event, in one transaction: an
+	// exchange is either answered and remembered, or neither.
+	if err := s.store.UseSubjectToken(ctx, spent.Issuer, spent.ID, spent.rememberUntil(s.cfg.MaxClockSkew.Duration), ev); err != nil {
+		s.refuseSpent(w, err, fail)
+		return
+	}
 	_ = delegation.WriteResponse(w, tok, ttl)
+}
+
+// subjectToken names a subject token for the record that lets it be
+// exchanged once, on whichever server sharing the store is asked.
+type subjectToken struct {
+	// Issuer is who signed the token; ID is its jti, or, for a token
+	// without one, a digest of what it signs (which, unlike its text,
+	// cannot be varied without the issuer's key).
+	Issuer, ID string
+	// Expiry is the last moment the token is accepted.
+	Expiry time.Time
+}
+
+// rememberUntil is how long the record is kept: past Expiry by the clock
+// skew tolerated between servers, since the server pruning the record
+// may be that far ahead of the one still accepting the token.
+func (t subjectToken) rememberUntil(skew time.Duration) time.Time {
+	return t.Expiry.Add(skew)
+}
+
+// maxTokenID bounds a jti kept as it is; a longer or unprintable one is
+// kept as its digest instead, so a record stays small.
+const maxTokenID = 256
+
+// jwtTokenID returns a token's jti when it has a usable one, else the
+// SHA-256 of its signing input (header and payload).
+func jwtTokenID(token string, claims map[string]any) string {
+	if jti, ok := claims["jti"].(string); ok && jti != "" && len(jti) <= maxTokenID && isPrintableASCII(jti) {
+		return jti
+	}
+	return signedDigest(token)
+}
+
+func signedDigest(token string) string {
+	input := token
+	if i := strings.LastIndexByte(token, '.'); i >= 0 {
+		input = token[:i]
+	}
+	sum := sha256.Sum256([]byte(input))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// refuseSpent answers an exchange whose subject token was already
+// exchanged, or whose record could not be read or written.
+func (s *Server) refuseSpent(w http.ResponseWriter, err error, fail func(code, desc string)) {
+	if errors.Is(err, store.ErrTokenUsed) {
+		fail(delegation.CodeInvalidGrant, "subject_token was already exchanged, and each is exchanged once: get a new token from its issuer (for an ID token, sign in again)")
+		return
+	}
+	s.log.Error("could not read or record a spent subject token; refusing the exchange", "err", err)
+	http.Error(w, "the store could not record this exchange: retry later", http.StatusServiceUnavailable)
 }
 
 // redelegate passes work on from one agent to another: the subject token
@@ -337,31 +407,37 @@ func (s *Server) redelegate(ctx context.Context, w http.ResponseWriter, req dele
 		fail(delegation.CodeInvalidGrant, status.Convert(err).Message())
 		return
 	}
-	s.issueDelegation(ctx, w, req, cert, chain, prev.TaskID, fail)
+	spent := subjectToken{Issuer: issuer, ID: prev.ID, Expiry: prev.Expiry}
+	if spent.ID == "" || len(spent.ID) > maxTokenID || !isPrintableASCII(spent.ID) {
+		spent.ID = signedDigest(req.SubjectToken)
+	}
+	s.issueDelegation(ctx, w, req, cert, chain, prev.TaskID, spent, fail)
 }
 
-// subjectOf verifies the person's token. A person named by an ID token
-// gets the ID sign-in gives them (identity.PersonID), so a token endpoint
-// and a login never disagree on who someone is.
-func (s *Server) subjectOf(ctx context.Context, req delegation.ExchangeRequest, audience string) (spiffeid.ID, error) {
+// subjectOf verifies the person's token and names it for the record that
+// lets it be exchanged once. A person named by an ID token gets the ID
+// sign-in gives them (identity.PersonID), so a token endpoint and a login
+// never disagree on who someone is.
+func (s *Server) subjectOf(ctx context.Context, req delegation.ExchangeRequest, audience string) (spiffeid.ID, subjectToken, error) {
 	switch req.SubjectTokenType {
 	case delegation.TokenTypeJWT:
 		svid, err := s.validateJWTSVID(req.SubjectToken, audience)
 		if err != nil {
-			return spiffeid.ID{}, err
+			return spiffeid.ID{}, subjectToken{}, err
 		}
-		return svid.ID, nil
+		return svid.ID, subjectToken{Issuer: s.td.IDString(), ID: jwtTokenID(req.SubjectToken, svid.Claims), Expiry: svid.Expiry}, nil
 	case delegation.TokenTypeIDToken:
 		if s.people == nil {
-			return spiffeid.ID{}, errors.New("ID tokens are not accepted: people sign-in is not configured")
+			return spiffeid.ID{}, subjectToken{}, errors.New("ID tokens are not accepted: people sign-in is not configured")
 		}
 		res, err := s.people.Verify(ctx, req.SubjectToken)
 		if err != nil {
-			return spiffeid.ID{}, errors.New(outsideError(err))
+			return spiffeid.ID{}, subjectToken{}, errors.New(outsideError(err))
 		}
-		return identity.PersonID("email", s.td, res.Facts["email"])
+		id, err := identity.PersonID("email", s.td, res.Facts["email"])
+		return id, subjectToken{Issuer: res.Issuer, ID: res.JTI, Expiry: res.Expiry}, err
 	}
-	return spiffeid.ID{}, fmt.Errorf("token type %s is not accepted: give a JWT-SVID or an ID token", req.SubjectTokenType)
+	return spiffeid.ID{}, subjectToken{}, fmt.Errorf("token type %s is not accepted: give a JWT-SVID or an ID token", req.SubjectTokenType)
 }
 
 // taskInScope returns the task named by the last "task:ID" scope token, or "".

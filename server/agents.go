@@ -114,40 +114,47 @@ func (as *agentService) Join(ctx context.Context, req *writv1.JoinRequest) (*wri
 	if m := req.GetMethod(); m != "" && m != JoinMethodToken {
 		return s.joinByJWT(ctx, req)
 	}
-	tok, err := jointoken.Parse(req.GetToken())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	agentID, err := AgentID(s.td, tok.ID)
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
+	// The token is parsed in Attest, after the source's rate limit: a
+	// malformed token must cost an attempt like a wrong secret does, or a
+	// flood of them would be limited by nothing.
 	out, err := s.issuer.issue(ctx, &issueRequest{
-		Kind: kindX509, ID: agentID, Anonymous: true, JoinMethod: JoinMethodToken, CSR: req.GetCsr(),
+		Kind: kindX509, Anonymous: true, JoinMethod: JoinMethodToken, CSR: req.GetCsr(),
 		Event: audit.EventAgentJoin, RefusedEvent: audit.EventAgentJoinRefused, LogMsg: "agent joined",
-		Details:        map[string]any{"token_id": tok.ID, "join_method": JoinMethodToken},
-		RefusalDetails: map[string]any{"token_id": tok.ID},
-		// Checked before signing, so a spent token costs no signature;
-		// redeeming decides between two calls racing with one token.
-		Claim: func(ctx context.Context) error {
-			return joinTokenRefusal(tok.ID, s.store.CheckJoinToken(ctx, tok.ID, tok.SecretDigest(), s.now()))
-		},
-		Commit: func(ctx context.Context, ev store.AuditEvent, leaf *x509.Certificate) error {
-			_, err := s.store.RedeemJoinToken(ctx, tok.ID, tok.SecretDigest(), s.now(), store.Agent{
-				SPIFFEID:     agentID.String(),
-				JoinMethod:   JoinMethodToken,
-				Selectors:    []store.Selector{{Type: JoinMethodToken, Value: tok.ID}},
-				Serial:       serialHex(leaf),
-				Generation:   1,
-				CertNotAfter: leaf.NotAfter,
-			}, ev)
-			return joinTokenRefusal(tok.ID, err)
+		Attest: func(ctx context.Context, r *issueRequest) error {
+			tok, err := jointoken.Parse(req.GetToken())
+			if err != nil {
+				return status.Error(codes.InvalidArgument, err.Error())
+			}
+			agentID, err := AgentID(s.td, tok.ID)
+			if err != nil {
+				return status.Error(codes.InvalidArgument, err.Error())
+			}
+			r.ID = agentID
+			r.Details = map[string]any{"token_id": tok.ID, "join_method": JoinMethodToken}
+			r.RefusalDetails = map[string]any{"token_id": tok.ID}
+			// Checked before signing, so a spent token costs no signature;
+			// redeeming decides between two calls racing with one token.
+			r.Claim = func(ctx context.Context) error {
+				return joinTokenRefusal(tok.ID, s.store.CheckJoinToken(ctx, tok.ID, tok.SecretDigest(), s.now()))
+			}
+			r.Commit = func(ctx context.Context, ev store.AuditEvent, leaf *x509.Certificate) error {
+				_, err := s.store.RedeemJoinToken(ctx, tok.ID, tok.SecretDigest(), s.now(), store.Agent{
+					SPIFFEID:     agentID.String(),
+					JoinMethod:   JoinMethodToken,
+					Selectors:    []store.Selector{{Type: JoinMethodToken, Value: tok.ID}},
+					Serial:       serialHex(leaf),
+					Generation:   1,
+					CertNotAfter: leaf.NotAfter,
+				}, ev)
+				return joinTokenRefusal(tok.ID, err)
+			}
+			return nil
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.agentSVID(agentID, out.Chain), nil
+	return s.agentSVID(out.ID, out.Chain), nil
 }
 
 // joinTokenRefusal says why a join token is refused, or is nil.

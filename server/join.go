@@ -90,15 +90,17 @@ func (s *Server) loadNodeAttestors(ctx context.Context) error {
 // selectors come from its claims.
 func (s *Server) joinByJWT(ctx context.Context, req *writv1.JoinRequest) (*writv1.AgentSVID, error) {
 	method := req.GetMethod()
-	v, ok := s.nodes.oidc[method]
-	if !ok {
-		return nil, status.Errorf(codes.InvalidArgument, "method: %q is not a join method of this server (configured: %v)", method, s.joinMethods())
-	}
 	out, err := s.issuer.issue(ctx, &issueRequest{
 		Kind: kindX509, Anonymous: true, JoinMethod: method, CSR: req.GetCsr(),
 		Event: audit.EventAgentJoin, RefusedEvent: audit.EventAgentJoinRefused, LogMsg: "agent joined",
 		RefusalDetails: map[string]any{"method": method},
+		// An unknown method is refused here, after the source's rate
+		// limit, so that guessing methods costs attempts too.
 		Attest: func(ctx context.Context, r *issueRequest) error {
+			v, ok := s.nodes.oidc[method]
+			if !ok {
+				return status.Errorf(codes.InvalidArgument, "method: %s is not a join method of this server (configured: %v)", identity.Quote(method), s.joinMethods())
+			}
 			res, err := v.Verify(ctx, req.GetJwt())
 			if errors.Is(err, oidc.ErrKeysUnavailable) {
 				s.log.Warn("join refused: the issuer's keys are unavailable", "method", method, "err", err)

@@ -202,7 +202,9 @@ func (a *Agent) join(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := writv1.NewAgentServiceClient(conn).Join(ctx, &writv1.JoinRequest{Token: a.cfg.JoinToken, Csr: csr})
+	resp, err := retryJoin(ctx, a, "join", func(ctx context.Context) (*writv1.AgentSVID, error) {
+		return writv1.NewAgentServiceClient(conn).Join(ctx, &writv1.JoinRequest{Token: a.cfg.JoinToken, Csr: csr})
+	})
 	if err != nil {
 		_ = a.keys.Delete(context.WithoutCancel(ctx), keyName)
 		return fmt.Errorf("agent: join: %w", err)
@@ -236,7 +238,9 @@ func (a *Agent) trustAnchors(ctx context.Context, tok jointoken.Token) ([]*x509.
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	defer conn.Close()
-	b, err := writv1.NewBundleServiceClient(conn).GetBundle(ctx, &writv1.GetBundleRequest{})
+	b, err := retryJoin(ctx, a, "bundle request", func(ctx context.Context) (*writv1.Bundle, error) {
+		return writv1.NewBundleServiceClient(conn).GetBundle(ctx, &writv1.GetBundleRequest{})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: fetching the server's bundle from %s: %w", a.cfg.ServerAddress, err)
 	}

@@ -6,10 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/attest/node/x509pop"
@@ -46,12 +49,12 @@ func (a *Agent) joinByAttestation(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var resp *writv1.AgentSVID
-	if a.cfg.JoinMethod == joinMethodX509PoP {
-		resp, err = a.joinX509PoP(ctx, conn, csr)
-	} else {
-		resp, err = a.joinJWT(ctx, conn, td, csr)
-	}
+	resp, err := retryJoin(ctx, a, "join", func(ctx context.Context) (*writv1.AgentSVID, error) {
+		if a.cfg.JoinMethod == joinMethodX509PoP {
+			return a.joinX509PoP(ctx, conn, csr)
+		}
+		return a.joinJWT(ctx, conn, td, csr)
+	})
 	if err != nil {
 		_ = a.keys.Delete(context.WithoutCancel(ctx), keyName)
 		return fmt.Errorf("agent: join by %s: %w", a.cfg.JoinMethod, err)
@@ -148,4 +151,36 @@ func readCertAndKey(certFile, keyFile string) ([][]byte, crypto.Signer, error) {
 		return nil, nil, err
 	}
 	return chain, key, nil
+}
+
+// maxJoinAttempts bounds the tries of a join call the server keeps
+// turning away for now: with the backoff, a few minutes at most before the
+// agent gives up and says why, rather than hanging a node's boot for good.
+const maxJoinAttempts = 10
+
+// retryJoin calls join until it succeeds or fails for good. A server
+// that answers ResourceExhausted (its slots for callers without a
+// certificate are full, or this source is over its rate limit) or
+// Unavailable (busy, restarting, its issuer's keys out of reach) has not
+// looked at the call, or refused it in a way that spends nothing, so the
+// same call is tried again after a capped, jittered backoff: many agents
+// starting at once then spread out instead of retrying in step.
+func retryJoin[T any](ctx context.Context, a *Agent, what string, join func(context.Context) (T, error)) (T, error) {
+	var b backoff
+	for attempt := 1; ; attempt++ {
+		resp, err := join(ctx)
+		code := status.Code(err)
+		if err == nil || code != codes.ResourceExhausted && code != codes.Unavailable || attempt == maxJoinAttempts {
+			return resp, err
+		}
+		d := b.next()
+		a.log.Warn("the server turned the "+what+" away for now; retrying", "attempt", attempt, "of", maxJoinAttempts,
+			"code", code.String(), "reason", status.Convert(err).Message(), "retry_in", d.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			var zero T
+			return zero, fmt.Errorf("stopped before retrying (%w); the server last answered: %w", ctx.Err(), err)
+		case <-a.cfg.Clock.After(d):
+		}
+	}
 }

@@ -33,7 +33,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	td := c.fs.String("trust-domain", server.DefaultTrustDomain, "SPIFFE trust `domain`")
 	listen := c.fs.String("listen", "127.0.0.1:8081", "`address` of the mTLS gRPC API (agents connect here)")
 	ops := c.fs.String("ops-address", "127.0.0.1:8082", "`address` of /healthz, /readyz and /metrics")
-	socket := c.fs.String("socket", "", "Workload API socket `path` (default TMPDIR/writ-dev-UID/agent.sock, which every user can reach)")
+	socket := c.fs.String("socket", "", "Workload API socket `path` (default $XDG_RUNTIME_DIR/writ/agent.sock when that directory is yours and 0700, which only you reach; else TMPDIR/writ-dev-UID/agent.sock, which every user can reach)")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
@@ -95,15 +95,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return <-agentDone
 }
 
-// devWorkloadSocket is the dev agent's Workload API socket. It is not in the data
-// directory, which is 0700 because it holds keys: the README's rules for
-// other uids must reach it. The directory is the invoking user's own, and
-// the Workload API refuses one another user could write to.
+// devWorkloadSocket is the dev agent's Workload API socket (devSocketPath
+// unless --socket names one). It is not in the data directory, which is
+// 0700 because it holds keys. Its directory is the invoking user's own,
+// and the Workload API refuses one another user could write to.
 func devWorkloadSocket(flag string) string {
 	if flag != "" {
 		return flag
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("writ-dev-%d", os.Getuid()), "agent.sock")
+	return devSocketPath()
 }
 
 // devAgent loads the dev agent, or joins it with a token made in process

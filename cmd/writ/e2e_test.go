@@ -139,8 +139,9 @@ func TestServerFirstRun(t *testing.T) {
 // TestDev runs `writ dev` as a user would and follows its printed hints.
 func TestDev(t *testing.T) {
 	dir := shortTempDir(t)
-	// dev puts the Workload API socket under TMPDIR; the test's stands
-	// in for /tmp, which every user may search.
+	// Without a runtime directory dev puts the Workload API socket under
+	// TMPDIR; the test's stands in for /tmp, which every user may search.
+	t.Setenv("XDG_RUNTIME_DIR", "")
 	t.Setenv("TMPDIR", dir)
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"X.509-SVIDs, the bundle, and a JWT-SVID for --jwt-audience. The agent decides what this\n"+
 			"process gets from the kernel's account of it (uid, gid, executable ...).",
 		"writ fetch [--endpoint unix:///path/agent.sock] [--out DIR] [--jwt-audience AUD]")
-	endpoint := c.fs.String("endpoint", "", "Workload API `address` (default $SPIFFE_ENDPOINT_SOCKET)")
+	endpoint := c.fs.String("endpoint", "", "Workload API `address` (default $SPIFFE_ENDPOINT_SOCKET, else the socket of a running 'writ dev')")
 	out := c.fs.String("out", "", "write the first SVID, its key and the bundle to `directory` (svid.pem, svid.key, bundle.pem, and jwt-AUDIENCE.token with --jwt-audience), the files 'writ agent --out' writes")
 	aud := c.fs.String("jwt-audience", "", "also fetch a JWT-SVID for this `audience`: printed, and written with --out")
 	timeout := c.fs.Duration("timeout", 10*time.Second, "how long to wait for the agent")
@@ -30,12 +30,17 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return err
 	}
-	if *endpoint == "" && os.Getenv("SPIFFE_ENDPOINT_SOCKET") == "" {
-		return c.usageError("no Workload API address: pass --endpoint unix:///path/agent.sock or set SPIFFE_ENDPOINT_SOCKET (writ dev prints it)")
-	}
 	addr := *endpoint
 	if addr == "" {
 		addr = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
+	}
+	if addr == "" {
+		// Where writ dev listens by default, found by the rule it uses.
+		dev := devSocketPath()
+		if fi, err := os.Stat(dev); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			return c.usageError("no Workload API address: pass --endpoint unix:///path/agent.sock or set SPIFFE_ENDPOINT_SOCKET (writ dev prints it); no writ dev socket at %s", dev)
+		}
+		addr = "unix://" + dev
 	}
 	owners, err := parseOwners(*socketOwner)
 	if err != nil {
@@ -44,10 +49,7 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkEndpointDir(addr, os.Geteuid(), owners); err != nil {
 		return err
 	}
-	var opts []workloadapi.ClientOption
-	if *endpoint != "" {
-		opts = append(opts, workloadapi.WithAddr(*endpoint))
-	}
+	opts := []workloadapi.ClientOption{workloadapi.WithAddr(addr)}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	x, err := workloadapi.FetchX509Context(ctx, opts...)

@@ -596,7 +596,7 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     issuer: ""                    # the identity provider; "" disables sign-in
     client_id: ""                 # public client the CLI signs in as (no secret)
     jwks_file: ""                 # static keys instead of discovery
-    allow: []                     # who may sign in: rules over email, email_domain, email_local
+    allow: []                     # who may sign in: rules over email, email_domain, email_local (the last two lowercase)
     svid_ttl: 8h                  # a person's SVID lifetime; at most svid.max_x509_ttl
   token_endpoint:                 # RFC 8693 token exchange: agents acting for people (HTTPS, mTLS with SVIDs)
     address: ""                   # host:port; "" disables

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 )
 
@@ -18,7 +19,7 @@ import (
 // about one Sign plus one Verify).
 
 func BenchmarkECDSAP256Sign(b *testing.B) {
-	key := testKey(b, "ec-p256").(*ecdsa.PrivateKey)
+	key := catest.Key(b, "ec-p256").(*ecdsa.PrivateKey)
 	digest := sha256.Sum256([]byte("a to-be-signed certificate stands in here"))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -29,7 +30,7 @@ func BenchmarkECDSAP256Sign(b *testing.B) {
 }
 
 func BenchmarkECDSAP256SignParallel(b *testing.B) {
-	key := testKey(b, "ec-p256").(*ecdsa.PrivateKey)
+	key := catest.Key(b, "ec-p256").(*ecdsa.PrivateKey)
 	digest := sha256.Sum256([]byte("a to-be-signed certificate stands in here"))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -43,7 +44,7 @@ func BenchmarkECDSAP256SignParallel(b *testing.B) {
 }
 
 func BenchmarkECDSAP256Verify(b *testing.B) {
-	key := testKey(b, "ec-p256").(*ecdsa.PrivateKey)
+	key := catest.Key(b, "ec-p256").(*ecdsa.PrivateKey)
 	digest := sha256.Sum256([]byte("a to-be-signed certificate stands in here"))
 	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
 	if err != nil {
@@ -63,8 +64,8 @@ func BenchmarkECDSAP256Verify(b *testing.B) {
 func createCertificateSetup(b *testing.B) (*X509CA, any, *x509.Certificate) {
 	now := time.Now()
 	ca := newTestCA(b, keystore.ECP256, now, 24*time.Hour)
-	pub := testKey(b, "ec-p256").Public()
-	id := mustID(b, "spiffe://example.org/ns/prod/sa/api")
+	pub := catest.Key(b, "ec-p256").Public()
+	id := catest.ID(b, "spiffe://example.org/ns/prod/sa/api")
 	tmpl := &x509.Certificate{
 		Subject:               pkix.Name{Organization: []string{"writ"}, CommonName: "api.example.org"},
 		NotBefore:             now.Add(-ClockSkew),
@@ -117,8 +118,8 @@ func benchParams(b *testing.B) (*X509CA, X509SVIDParams, time.Time) {
 	now := time.Now()
 	ca := newTestCA(b, keystore.ECP256, now, 24*time.Hour)
 	return ca, X509SVIDParams{
-		PublicKey: testKey(b, "ec-p256").Public(),
-		SPIFFEID:  mustID(b, "spiffe://example.org/ns/prod/sa/api"),
+		PublicKey: catest.Key(b, "ec-p256").Public(),
+		SPIFFEID:  catest.ID(b, "spiffe://example.org/ns/prod/sa/api"),
 		DNSNames:  []string{"api.example.org"},
 		TTL:       time.Hour,
 	}, now
@@ -151,7 +152,7 @@ func BenchmarkSignX509SVIDParallel(b *testing.B) {
 // (proof of possession), then sign the leaf.
 func BenchmarkIssueFromCSR(b *testing.B) {
 	ca, p, now := benchParams(b)
-	csr := makeCSR(b, testKey(b, "ec-p256"), nil)
+	csr := catest.CSR(b, catest.Key(b, "ec-p256"), nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		pub, err := ParseCSR(csr)
@@ -167,7 +168,7 @@ func BenchmarkIssueFromCSR(b *testing.B) {
 
 func BenchmarkIssueFromCSRParallel(b *testing.B) {
 	ca, shared, now := benchParams(b)
-	csr := makeCSR(b, testKey(b, "ec-p256"), nil)
+	csr := catest.CSR(b, catest.Key(b, "ec-p256"), nil)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		p := shared
@@ -188,7 +189,7 @@ func BenchmarkIssueFromCSRParallel(b *testing.B) {
 
 func BenchmarkParseCSR(b *testing.B) {
 	for _, kind := range []string{"ec-p256", "ed25519", "rsa-2048"} {
-		der := makeCSR(b, testKey(b, kind), nil)
+		der := catest.CSR(b, catest.Key(b, kind), nil)
 		b.Run(kind, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -7,14 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 )
 
 func TestParseCSRAccepts(t *testing.T) {
 	for _, kind := range csrKeyTypes {
 		t.Run(kind, func(t *testing.T) {
-			key := testKey(t, kind)
-			pub, err := ParseCSR(makeCSR(t, key, nil))
+			key := catest.Key(t, kind)
+			pub, err := ParseCSR(catest.CSR(t, key, nil))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -26,17 +27,17 @@ func TestParseCSRAccepts(t *testing.T) {
 }
 
 func TestParseCSRRefuses(t *testing.T) {
-	key := testKey(t, "ec-p256")
-	valid := makeCSR(t, key, nil)
+	key := catest.Key(t, "ec-p256")
+	valid := catest.CSR(t, key, nil)
 
 	flippedSig := append([]byte(nil), valid...)
 	flippedSig[len(flippedSig)-1] ^= 0x01
 
 	// Swap the public key for another of the same size: the request then
 	// claims a key its signature was not made with.
-	other := makeCSR(t, testKey(t, "ec-p384"), nil)
+	other := catest.CSR(t, catest.Key(t, "ec-p384"), nil)
 	parsedValid, _ := x509.ParseCertificateRequest(valid)
-	otherKey := testKeyFresh(t)
+	otherKey := catest.FreshKey(t)
 	otherSPKI, err := x509.MarshalPKIXPublicKey(otherKey.Public())
 	if err != nil {
 		t.Fatal(err)
@@ -60,9 +61,9 @@ func TestParseCSRRefuses(t *testing.T) {
 		{"certificate", cert, "not a DER-encoded PKCS#10"},
 		{"tampered signature", flippedSig, "signature does not verify"},
 		{"swapped key", swappedKey, "signature does not verify"},
-		{"RSA 1024", makeCSR(t, testKey(t, "rsa-1024"), nil), "RSA key of 1024 bits is not allowed: use ECDSA P-256"},
-		{"P-224", rawCSR(t, testKey(t, "ec-p224"), oidECDSAWithSHA256), "ECDSA curve P-224 is not allowed: use ECDSA P-256"},
-		{"SHA-1", rawCSR(t, testKey(t, "rsa-2048"), oidSHA1WithRSA), "SHA1-RSA is not allowed"},
+		{"RSA 1024", catest.CSR(t, catest.Key(t, "rsa-1024"), nil), "RSA key of 1024 bits is not allowed: use ECDSA P-256"},
+		{"P-224", rawCSR(t, catest.Key(t, "ec-p224"), oidECDSAWithSHA256), "ECDSA curve P-224 is not allowed: use ECDSA P-256"},
+		{"SHA-1", rawCSR(t, catest.Key(t, "rsa-2048"), oidSHA1WithRSA), "SHA1-RSA is not allowed"},
 	}
 	for _, tc := range cases {
 		pub, err := ParseCSR(tc.der)
@@ -78,20 +79,20 @@ func TestParseCSRRefuses(t *testing.T) {
 	}
 	// The hand-built path makes requests ParseCSR accepts when nothing is
 	// wrong with them, so the refusals above are for the stated reasons.
-	if _, err := ParseCSR(rawCSR(t, testKey(t, "ec-p256"), oidECDSAWithSHA256)); err != nil {
+	if _, err := ParseCSR(rawCSR(t, catest.Key(t, "ec-p256"), oidECDSAWithSHA256)); err != nil {
 		t.Fatalf("hand-built request refused: %v", err)
 	}
 }
 
 func FuzzParseCSR(f *testing.F) {
 	for _, kind := range csrKeyTypes {
-		der := makeCSR(f, testKey(f, kind), nil)
+		der := catest.CSR(f, catest.Key(f, kind), nil)
 		f.Add(der)
 		f.Add(der[:len(der)/2])
 		f.Add(der[:len(der)-1])
 	}
-	f.Add(rawCSR(f, testKey(f, "ec-p224"), oidECDSAWithSHA256))
-	f.Add(rawCSR(f, testKey(f, "rsa-2048"), oidSHA1WithRSA))
+	f.Add(rawCSR(f, catest.Key(f, "ec-p224"), oidECDSAWithSHA256))
+	f.Add(rawCSR(f, catest.Key(f, "rsa-2048"), oidSHA1WithRSA))
 	f.Add([]byte{})
 	f.Add([]byte("garbage"))
 	f.Add([]byte{0x30, 0x80, 0x00, 0x00})
@@ -99,7 +100,7 @@ func FuzzParseCSR(f *testing.F) {
 
 	now := time.Now()
 	ca := newTestCA(f, keystore.ECP256, now, 24*time.Hour)
-	id := mustID(f, "spiffe://example.org/fuzz")
+	id := catest.ID(f, "spiffe://example.org/fuzz")
 
 	f.Fuzz(func(t *testing.T, der []byte) {
 		pub, err := ParseCSR(der)

@@ -3,95 +3,25 @@ package ca
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 )
 
 var testTD = spiffeid.RequireTrustDomainFromString("example.org")
 
-func mustID(t testing.TB, s string) spiffeid.ID {
-	t.Helper()
-	id, err := spiffeid.FromString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 // csrKeyTypes are the workload key types ParseCSR accepts.
 var csrKeyTypes = []string{"ec-p256", "ec-p384", "ec-p521", "rsa-2048", "rsa-3072", "ed25519"}
-
-var (
-	testKeysMu sync.Mutex
-	testKeys   = map[string]crypto.Signer{}
-)
-
-// testKey returns one key per type for the whole test binary: RSA keys are
-// slow to make and nothing here depends on a key being fresh.
-func testKey(t testing.TB, kind string) crypto.Signer {
-	t.Helper()
-	testKeysMu.Lock()
-	defer testKeysMu.Unlock()
-	if k, ok := testKeys[kind]; ok {
-		return k
-	}
-	var (
-		k   crypto.Signer
-		err error
-	)
-	switch kind {
-	case "ec-p224":
-		k, err = ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
-	case "ec-p256":
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "ec-p384":
-		k, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case "ec-p521":
-		k, err = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
-	case "rsa-1024":
-		k, err = rsa.GenerateKey(rand.Reader, 1024)
-	case "rsa-2048":
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	case "rsa-3072":
-		k, err = rsa.GenerateKey(rand.Reader, 3072)
-	case "ed25519":
-		_, k, err = ed25519.GenerateKey(rand.Reader)
-	default:
-		t.Fatalf("unknown test key type %q", kind)
-	}
-	if err != nil {
-		t.Fatalf("generate %s: %v", kind, err)
-	}
-	testKeys[kind] = k
-	return k
-}
-
-func makeCSR(t testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
-	t.Helper()
-	if tmpl == nil {
-		tmpl = &x509.CertificateRequest{}
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
 
 var (
 	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
@@ -165,7 +95,7 @@ func newTestCA(t testing.TB, kt keystore.KeyType, now time.Time, ttl time.Durati
 // would, so chains of more than one level can be tested.
 func newIntermediate(t testing.TB, parent *X509CA, now time.Time, ttl time.Duration) *X509CA {
 	t.Helper()
-	key := testKeyFresh(t)
+	key := catest.FreshKey(t)
 	skid, err := subjectKeyID(key.Public())
 	if err != nil {
 		t.Fatal(err)
@@ -198,13 +128,4 @@ func newIntermediate(t testing.TB, parent *X509CA, now time.Time, ttl time.Durat
 		chain = append([]*x509.Certificate{parent.Cert}, parent.Chain...)
 	}
 	return &X509CA{Cert: cert, Signer: key, Chain: chain}
-}
-
-func testKeyFresh(t testing.TB) crypto.Signer {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 )
 
@@ -47,7 +48,7 @@ func newTestJWTAuthority(t testing.TB, kt keystore.KeyType, notAfter time.Time) 
 	switch kt {
 	case keystore.RSA2048, keystore.RSA3072:
 		// RSA keys are slow to make; the shared test keys serve.
-		signer = testKey(t, string(kt))
+		signer = catest.Key(t, string(kt))
 	default:
 		var err error
 		signer, err = keystore.NewMemory().Generate(context.Background(), "jwt", kt)
@@ -69,7 +70,7 @@ func jwtAuthorityFor(t testing.TB, signer crypto.Signer, notAfter time.Time) *JW
 
 func testJWTParams(t testing.TB) JWTSVIDParams {
 	return JWTSVIDParams{
-		SPIFFEID: mustID(t, "spiffe://example.org/ns/prod/sa/api"),
+		SPIFFEID: catest.ID(t, "spiffe://example.org/ns/prod/sa/api"),
 		Audience: []string{"sts.example.com"},
 		TTL:      5 * time.Minute,
 		Issuer:   "https://oidc.example.org",
@@ -154,7 +155,7 @@ func TestSignJWTSVIDVerifiesWithGoSPIFFE(t *testing.T) {
 
 func TestSignJWTSVIDP521(t *testing.T) {
 	now := time.Now()
-	a := jwtAuthorityFor(t, testKey(t, "ec-p521"), now.Add(time.Hour))
+	a := jwtAuthorityFor(t, catest.Key(t, "ec-p521"), now.Add(time.Hour))
 	tok, err := a.SignJWTSVID(testJWTParams(t), now)
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +250,7 @@ func TestSignJWTSVIDOpaqueSigner(t *testing.T) {
 	for _, kind := range []string{"ec-p256", "ec-p384", "rsa-2048"} {
 		t.Run(kind, func(t *testing.T) {
 			now := time.Now()
-			s := wrapSigner(testKey(t, kind))
+			s := wrapSigner(catest.Key(t, kind))
 			a := jwtAuthorityFor(t, s, now.Add(time.Hour))
 			tok, err := a.SignJWTSVID(testJWTParams(t), now)
 			if err != nil {
@@ -267,7 +268,7 @@ func TestSignJWTSVIDOpaqueSigner(t *testing.T) {
 
 func TestSignJWTSVIDSignerFailures(t *testing.T) {
 	now := time.Now()
-	key := testKey(t, "ec-p256")
+	key := catest.Key(t, "ec-p256")
 	errHSM := errors.New("hsm unplugged")
 	for name, sign := range map[string]func(io.Reader, []byte, crypto.SignerOpts) ([]byte, error){
 		"error": func(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) { return nil, errHSM },
@@ -327,11 +328,11 @@ func TestSignJWTSVIDRefuses(t *testing.T) {
 		{name: "no signer", a: &JWTAuthority{KeyID: "k", NotAfter: now.Add(time.Hour)}, want: "no active JWT authority"},
 		{name: "no key ID", a: &JWTAuthority{Signer: good.Signer, NotAfter: now.Add(time.Hour)}, want: "no key ID"},
 		{name: "no NotAfter", a: &JWTAuthority{Signer: good.Signer, KeyID: "k"}, want: "no NotAfter"},
-		{name: "Ed25519 key", a: &JWTAuthority{Signer: testKey(t, "ed25519"), KeyID: "k", NotAfter: now.Add(time.Hour)}, want: "Ed25519 keys cannot sign JWT-SVIDs"},
-		{name: "P-224 key", a: &JWTAuthority{Signer: testKey(t, "ec-p224"), KeyID: "k", NotAfter: now.Add(time.Hour)}, want: "curve P-224 cannot sign JWTs"},
-		{name: "RSA-1024 key", a: &JWTAuthority{Signer: testKey(t, "rsa-1024"), KeyID: "k", NotAfter: now.Add(time.Hour)}, want: "RSA key of 1024 bits"},
+		{name: "Ed25519 key", a: &JWTAuthority{Signer: catest.Key(t, "ed25519"), KeyID: "k", NotAfter: now.Add(time.Hour)}, want: "Ed25519 keys cannot sign JWT-SVIDs"},
+		{name: "P-224 key", a: &JWTAuthority{Signer: catest.Key(t, "ec-p224"), KeyID: "k", NotAfter: now.Add(time.Hour)}, want: "curve P-224 cannot sign JWTs"},
+		{name: "RSA-1024 key", a: &JWTAuthority{Signer: catest.Key(t, "rsa-1024"), KeyID: "k", NotAfter: now.Add(time.Hour)}, want: "RSA key of 1024 bits"},
 		{name: "other trust domain", a: &JWTAuthority{Signer: good.Signer, KeyID: "k", NotAfter: now.Add(time.Hour), TrustDomain: testTD},
-			edit: func(p *JWTSVIDParams) { p.SPIFFEID = mustID(t, "spiffe://other.org/api") }, want: "not in trust domain example.org"},
+			edit: func(p *JWTSVIDParams) { p.SPIFFEID = catest.ID(t, "spiffe://other.org/api") }, want: "not in trust domain example.org"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -373,7 +374,7 @@ func TestSignJWTSVIDTrustDomainMember(t *testing.T) {
 func TestKeyIDForIsTheJWKThumbprint(t *testing.T) {
 	for _, kind := range []string{"ec-p256", "ec-p384", "ec-p521", "rsa-2048", "rsa-3072"} {
 		t.Run(kind, func(t *testing.T) {
-			pub := testKey(t, kind).Public()
+			pub := catest.Key(t, kind).Public()
 			kid, err := KeyIDFor(pub)
 			if err != nil {
 				t.Fatal(err)
@@ -392,8 +393,8 @@ func TestKeyIDForIsTheJWKThumbprint(t *testing.T) {
 			}
 		})
 	}
-	k1, _ := KeyIDFor(testKeyFresh(t).Public())
-	k2, _ := KeyIDFor(testKeyFresh(t).Public())
+	k1, _ := KeyIDFor(catest.FreshKey(t).Public())
+	k2, _ := KeyIDFor(catest.FreshKey(t).Public())
 	if k1 == k2 {
 		t.Error("two keys have the same kid")
 	}
@@ -402,12 +403,12 @@ func TestKeyIDForIsTheJWKThumbprint(t *testing.T) {
 func TestKeyIDForRefuses(t *testing.T) {
 	for name, pub := range map[string]crypto.PublicKey{
 		"nil":         nil,
-		"Ed25519":     testKey(t, "ed25519").Public(),
-		"P-224":       testKey(t, "ec-p224").Public(),
-		"RSA-1024":    testKey(t, "rsa-1024").Public(),
+		"Ed25519":     catest.Key(t, "ed25519").Public(),
+		"P-224":       catest.Key(t, "ec-p224").Public(),
+		"RSA-1024":    catest.Key(t, "rsa-1024").Public(),
 		"nil ECDSA":   (*ecdsa.PublicKey)(nil),
 		"nil RSA":     (*rsa.PublicKey)(nil),
-		"private key": testKey(t, "ec-p256"),
+		"private key": catest.Key(t, "ec-p256"),
 	} {
 		if kid, err := KeyIDFor(pub); err == nil {
 			t.Errorf("%s: kid %q", name, kid)
@@ -484,7 +485,7 @@ func TestJWKSRoundTrip(t *testing.T) {
 }
 
 func TestJWKSShape(t *testing.T) {
-	pub := testKey(t, "ec-p256").Public().(*ecdsa.PublicKey)
+	pub := catest.Key(t, "ec-p256").Public().(*ecdsa.PublicKey)
 	doc, err := JWKS([]JWTKey{{KeyID: "k1", PublicKey: pub}})
 	if err != nil {
 		t.Fatal(err)
@@ -513,7 +514,7 @@ func TestJWKSShape(t *testing.T) {
 		}
 	}
 
-	rsaPub := testKey(t, "rsa-2048").Public().(*rsa.PublicKey)
+	rsaPub := catest.Key(t, "rsa-2048").Public().(*rsa.PublicKey)
 	doc, err = JWKS([]JWTKey{{KeyID: "r", PublicKey: rsaPub}})
 	if err != nil {
 		t.Fatal(err)
@@ -532,7 +533,7 @@ func TestJWKSShape(t *testing.T) {
 }
 
 func TestJWKSDuplicates(t *testing.T) {
-	a, b := testKeyFresh(t).Public(), testKeyFresh(t).Public()
+	a, b := catest.FreshKey(t).Public(), catest.FreshKey(t).Public()
 	doc, err := JWKS([]JWTKey{{KeyID: "k", PublicKey: a}, {KeyID: "k", PublicKey: a}})
 	if err != nil {
 		t.Fatal(err)
@@ -552,9 +553,9 @@ func TestJWKSRefuses(t *testing.T) {
 		key  JWTKey
 		want string
 	}{
-		"no kid":  {JWTKey{PublicKey: testKeyFresh(t).Public()}, "key 1 of 1 has no key ID"},
+		"no kid":  {JWTKey{PublicKey: catest.FreshKey(t).Public()}, "key 1 of 1 has no key ID"},
 		"no key":  {JWTKey{KeyID: "k"}, `key "k": no public key`},
-		"Ed25519": {JWTKey{KeyID: "k", PublicKey: testKey(t, "ed25519").Public()}, "Ed25519 keys cannot sign"},
+		"Ed25519": {JWTKey{KeyID: "k", PublicKey: catest.Key(t, "ed25519").Public()}, "Ed25519 keys cannot sign"},
 	} {
 		if _, err := JWKS([]JWTKey{tc.key}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to say %q", name, err, tc.want)

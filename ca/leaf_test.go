@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 )
 
@@ -27,11 +28,11 @@ var encoderCAKeyTypes = []string{"ec-p256", "ec-p384", "ec-p521", "rsa-2048", "r
 // leafKeyTypes are the workload keys the byte-equality tests cover.
 var leafKeyTypes = []string{"ec-p256", "ec-p384", "ec-p521", "rsa-2048", "ed25519"}
 
-// testCAFor makes a self-signed root with testKey(kind) as its key, valid
+// testCAFor makes a self-signed root with catest.Key(kind) as its key, valid
 // from start-ClockSkew for ttl.
 func testCAFor(t testing.TB, kind string, subject pkix.Name, start time.Time, ttl time.Duration) *X509CA {
 	t.Helper()
-	key := testKey(t, kind)
+	key := catest.Key(t, kind)
 	cert, err := NewRootCert(key, testTD, subject, start, ttl)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +98,7 @@ func TestLeafEncodingMatchesCreateCertificate(t *testing.T) {
 	// One CA per key type, valid from 1990 for 200 years, so that leaves on
 	// either side of 2050 (UTCTime, then GeneralizedTime) are plausible.
 	start := time.Date(1990, 1, 1, 0, 0, 0, 0, time.UTC)
-	id := mustID(t, "spiffe://example.org/ns/prod/sa/api")
+	id := catest.ID(t, "spiffe://example.org/ns/prod/sa/api")
 	type window struct {
 		name                string
 		notBefore, notAfter time.Time
@@ -130,7 +131,7 @@ func TestLeafEncodingMatchesCreateCertificate(t *testing.T) {
 					name := caType + "/" + leafType + "/dns" + string(rune('0'+i)) + "/" + w.name
 					t.Run(name, func(t *testing.T) {
 						serial := serials[len(name)%len(serials)]
-						in, err := newLeafInputs(testKey(t, leafType).Public(), id.URL(), dns, serial, w.notBefore, w.notAfter)
+						in, err := newLeafInputs(catest.Key(t, leafType).Public(), id.URL(), dns, serial, w.notBefore, w.notAfter)
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -144,7 +145,7 @@ func TestLeafEncodingMatchesCreateCertificate(t *testing.T) {
 	t.Run("serials", func(t *testing.T) {
 		ca := testCAFor(t, "ec-p256", pkix.Name{}, start, 100*365*24*time.Hour)
 		for _, serial := range append(serials, big.NewInt(0), new(big.Int).Lsh(big.NewInt(1), 200)) {
-			in, err := newLeafInputs(testKey(t, "ec-p256").Public(), id.URL(), nil, serial, windows[0].notBefore, windows[0].notAfter)
+			in, err := newLeafInputs(catest.Key(t, "ec-p256").Public(), id.URL(), nil, serial, windows[0].notBefore, windows[0].notAfter)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -157,7 +158,7 @@ func TestLeafEncodingMatchesCreateCertificate(t *testing.T) {
 // has no subject key identifier, or when the leaf's name equals the CA's.
 func TestLeafEncodingIssuers(t *testing.T) {
 	now := time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)
-	id := mustID(t, "spiffe://example.org/w")
+	id := catest.ID(t, "spiffe://example.org/w")
 	root := newTestCA(t, keystore.ECP256, now, 48*time.Hour)
 	inter := newIntermediate(t, root, now, 24*time.Hour)
 
@@ -178,7 +179,7 @@ func TestLeafEncodingIssuers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			in, err := newLeafInputs(testKey(t, "ec-p256").Public(), id.URL(), tc.dns, mustSerial(t), now, now.Add(time.Hour))
+			in, err := newLeafInputs(catest.Key(t, "ec-p256").Public(), id.URL(), tc.dns, mustSerial(t), now, now.Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,7 +193,7 @@ func TestLeafEncodingIssuers(t *testing.T) {
 		for i := range 400 {
 			dns = append(dns, strings.Repeat(string(rune('a'+i%26)), 60)+".example.org")
 		}
-		in, err := newLeafInputs(testKey(t, "rsa-3072").Public(), id.URL(), dns, mustSerial(t), now, now.Add(time.Hour))
+		in, err := newLeafInputs(catest.Key(t, "rsa-3072").Public(), id.URL(), dns, mustSerial(t), now, now.Add(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,8 +231,8 @@ func (s corruptSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) 
 
 func TestSignX509SVIDChecksOpaqueSigners(t *testing.T) {
 	now := time.Now()
-	id := mustID(t, "spiffe://example.org/w")
-	pub := testKey(t, "ec-p256").Public()
+	id := catest.ID(t, "spiffe://example.org/w")
+	pub := catest.Key(t, "ec-p256").Public()
 	p := X509SVIDParams{PublicKey: pub, SPIFFEID: id, DNSNames: []string{"w.example.org"}, TTL: time.Hour}
 	for _, caType := range encoderCAKeyTypes {
 		t.Run(caType, func(t *testing.T) {
@@ -246,7 +247,7 @@ func TestSignX509SVIDChecksOpaqueSigners(t *testing.T) {
 				t.Fatalf("an honest opaque signer is refused: %v", err)
 			}
 			checkLeaf(t, chain[0], id, pub)
-			verifyChain(t, []*x509.Certificate{ca.Cert}, chain, now, id)
+			catest.VerifyChain(t, testTD, []*x509.Certificate{ca.Cert}, chain, now, id)
 
 			bad := &X509CA{Cert: ca.Cert, Signer: corruptSigner{ca.Signer}}
 			chain, err = bad.SignX509SVID(p, now)
@@ -263,8 +264,8 @@ func TestSignX509SVIDChecksOpaqueSigners(t *testing.T) {
 func TestSignX509SVIDRefusesMismatchedKey(t *testing.T) {
 	now := time.Now()
 	ca := newTestCA(t, keystore.ECP256, now, time.Hour)
-	p := X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: mustID(t, "spiffe://example.org/w"), TTL: time.Hour}
-	for _, other := range []crypto.Signer{testKeyFresh(t), signerOnly{testKeyFresh(t)}, testKey(t, "rsa-2048")} {
+	p := X509SVIDParams{PublicKey: catest.Key(t, "ec-p256").Public(), SPIFFEID: catest.ID(t, "spiffe://example.org/w"), TTL: time.Hour}
+	for _, other := range []crypto.Signer{catest.FreshKey(t), signerOnly{catest.FreshKey(t)}, catest.Key(t, "rsa-2048")} {
 		wrong := &X509CA{Cert: ca.Cert, Signer: other}
 		chain, err := wrong.SignX509SVID(p, now)
 		if err == nil || !strings.Contains(err.Error(), "does not match") || chain != nil {
@@ -277,7 +278,7 @@ func TestSignX509SVIDRefusesMismatchedKey(t *testing.T) {
 // CreateCertificate.
 func TestSignX509SVIDFallback(t *testing.T) {
 	now := time.Now()
-	key := testKey(t, "ec-p224")
+	key := catest.Key(t, "ec-p224")
 	if signingFor(key.Public()) != nil {
 		t.Fatal("P-224 is handled by the encoder; pick another key for this test")
 	}
@@ -305,8 +306,8 @@ func TestSignX509SVIDFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca := &X509CA{Cert: cert, Signer: key}
-	id := mustID(t, "spiffe://example.org/w")
-	pub := testKey(t, "ec-p256").Public()
+	id := catest.ID(t, "spiffe://example.org/w")
+	pub := catest.Key(t, "ec-p256").Public()
 	chain, err := ca.SignX509SVID(X509SVIDParams{PublicKey: pub, SPIFFEID: id, DNSNames: []string{"w"}, TTL: time.Minute}, now)
 	if err != nil {
 		t.Fatal(err)
@@ -324,7 +325,7 @@ func TestSignX509SVIDFallback(t *testing.T) {
 
 func TestSPKIKeyBits(t *testing.T) {
 	for _, kind := range append(leafKeyTypes, "rsa-3072") {
-		spki, err := x509.MarshalPKIXPublicKey(testKey(t, kind).Public())
+		spki, err := x509.MarshalPKIXPublicKey(catest.Key(t, kind).Public())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -365,7 +366,7 @@ func FuzzLeafEncoding(f *testing.F) {
 		id, err := spiffeid.FromPath(testTD, "/"+path)
 		if err != nil {
 			// Path syntax is spiffeid's business; keep the rest of the input.
-			id = mustID(t, "spiffe://example.org/w")
+			id = catest.ID(t, "spiffe://example.org/w")
 		}
 		var names []string
 		if dns != "" {
@@ -378,7 +379,7 @@ func FuzzLeafEncoding(f *testing.F) {
 			offset = -offset
 		}
 		now := fuzzStart.Add(time.Duration(offset) * time.Second)
-		p := X509SVIDParams{PublicKey: testKey(t, leafKind).Public(), SPIFFEID: id, DNSNames: names, TTL: time.Duration(ttl) * time.Second}
+		p := X509SVIDParams{PublicKey: catest.Key(t, leafKind).Public(), SPIFFEID: id, DNSNames: names, TTL: time.Duration(ttl) * time.Second}
 		in, err := ca.leafInputs(p, now)
 		if err != nil {
 			return // refused requests are not encoded

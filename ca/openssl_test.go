@@ -2,27 +2,15 @@ package ca
 
 import (
 	"crypto/x509"
-	"encoding/pem"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 )
-
-func writePEM(t *testing.T, path string, certs []*x509.Certificate) {
-	t.Helper()
-	var data []byte
-	for _, c := range certs {
-		data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestOpenSSLVerifies has OpenSSL, an independent X.509 implementation,
 // check the chains writ hands out, in both TLS roles.
@@ -32,7 +20,7 @@ func TestOpenSSLVerifies(t *testing.T) {
 		t.Skip("openssl is not on PATH; skipping the cross-check of issued chains with OpenSSL")
 	}
 	now := time.Now()
-	id := mustID(t, "spiffe://example.org/ns/prod/sa/api")
+	id := catest.ID(t, "spiffe://example.org/ns/prod/sa/api")
 
 	type setup struct {
 		name    string
@@ -59,7 +47,7 @@ func TestOpenSSLVerifies(t *testing.T) {
 
 	for _, s := range setups {
 		t.Run(s.name, func(t *testing.T) {
-			pub, err := ParseCSR(makeCSR(t, testKey(t, s.csrType), nil))
+			pub, err := ParseCSR(catest.CSR(t, catest.Key(t, s.csrType), nil))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,12 +61,12 @@ func TestOpenSSLVerifies(t *testing.T) {
 			dir := t.TempDir()
 			bundle := filepath.Join(dir, "bundle.pem")
 			leaf := filepath.Join(dir, "leaf.pem")
-			writePEM(t, bundle, []*x509.Certificate{s.root.Cert})
-			writePEM(t, leaf, chain[:1])
+			catest.WritePEM(t, bundle, []*x509.Certificate{s.root.Cert})
+			catest.WritePEM(t, leaf, chain[:1])
 			args := []string{"verify", "-x509_strict", "-CAfile", bundle}
 			if len(chain) > 1 {
 				untrusted := filepath.Join(dir, "chain.pem")
-				writePEM(t, untrusted, chain[1:])
+				catest.WritePEM(t, untrusted, chain[1:])
 				args = append(args, "-untrusted", untrusted)
 			}
 			for _, purpose := range []string{"sslserver", "sslclient"} {

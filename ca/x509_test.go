@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 )
 
@@ -88,7 +88,7 @@ func TestNewRootCert(t *testing.T) {
 
 func TestNewRootCertSubjectAndErrors(t *testing.T) {
 	now := time.Now()
-	key := testKey(t, "ec-p256")
+	key := catest.Key(t, "ec-p256")
 	subject := pkix.Name{Organization: []string{"Acme"}, CommonName: "Acme root"}
 	c, err := NewRootCert(key, testTD, subject, now, time.Hour)
 	if err != nil {
@@ -120,7 +120,7 @@ func TestNewRootCertSubjectAndErrors(t *testing.T) {
 		{"no trust domain", key, spiffeid.TrustDomain{}, time.Hour, "trust domain is empty"},
 		{"zero ttl", key, testTD, 0, "not positive"},
 		{"negative ttl", key, testTD, -time.Hour, "not positive"},
-		{"weak key", testKey(t, "rsa-1024"), testTD, time.Hour, "RSA key of 1024 bits"},
+		{"weak key", catest.Key(t, "rsa-1024"), testTD, time.Hour, "RSA key of 1024 bits"},
 	}
 	for _, tc := range cases {
 		_, err := NewRootCert(tc.signer, tc.td, pkix.Name{}, now, tc.ttl)
@@ -162,33 +162,6 @@ func checkLeaf(t *testing.T, leaf *x509.Certificate, id spiffeid.ID, pub crypto.
 	}
 }
 
-// verifyChain checks chain against root with crypto/x509 for both TLS roles
-// and with go-spiffe's X509-SVID verification.
-func verifyChain(t *testing.T, roots []*x509.Certificate, chain []*x509.Certificate, now time.Time, id spiffeid.ID) {
-	t.Helper()
-	rootPool := x509.NewCertPool()
-	for _, r := range roots {
-		rootPool.AddCert(r)
-	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: rootPool, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
-			t.Fatalf("crypto/x509 verify for EKU %v: %v", usage, err)
-		}
-	}
-	bundle := x509bundle.FromX509Authorities(testTD, roots)
-	got, _, err := x509svid.Verify(chain, bundle, x509svid.WithTime(now))
-	if err != nil {
-		t.Fatalf("x509svid.Verify: %v", err)
-	}
-	if got != id {
-		t.Fatalf("x509svid.Verify returned %s, want %s", got, id)
-	}
-}
-
 // checkParsesAsSVID hands the chain and key to go-spiffe's SVID parser,
 // which applies the X509-SVID rules to every certificate in the chain.
 func checkParsesAsSVID(t *testing.T, chain []*x509.Certificate, key crypto.Signer) {
@@ -208,13 +181,13 @@ func checkParsesAsSVID(t *testing.T, chain []*x509.Certificate, key crypto.Signe
 
 func TestSignX509SVIDEveryKeyType(t *testing.T) {
 	now := time.Now()
-	id := mustID(t, "spiffe://example.org/ns/prod/sa/api")
+	id := catest.ID(t, "spiffe://example.org/ns/prod/sa/api")
 	for _, caType := range keystore.KeyTypes {
 		ca := newTestCA(t, caType, now, 24*time.Hour)
 		for _, csrType := range csrKeyTypes {
 			t.Run(string(caType)+"/"+csrType, func(t *testing.T) {
-				key := testKey(t, csrType)
-				pub, err := ParseCSR(makeCSR(t, key, nil))
+				key := catest.Key(t, csrType)
+				pub, err := ParseCSR(catest.CSR(t, key, nil))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -240,7 +213,7 @@ func TestSignX509SVIDEveryKeyType(t *testing.T) {
 				if !slices.Equal(leaf.AuthorityKeyId, ca.Cert.SubjectKeyId) {
 					t.Fatal("authority key id does not name the CA")
 				}
-				verifyChain(t, []*x509.Certificate{ca.Cert}, chain, now, id)
+				catest.VerifyChain(t, testTD, []*x509.Certificate{ca.Cert}, chain, now, id)
 				checkParsesAsSVID(t, chain, key)
 			})
 		}
@@ -250,8 +223,8 @@ func TestSignX509SVIDEveryKeyType(t *testing.T) {
 func TestSignX509SVIDValidity(t *testing.T) {
 	now := time.Date(2030, 5, 6, 7, 8, 9, 500_000_000, time.UTC)
 	ca := newTestCA(t, keystore.ECP256, now, time.Hour)
-	id := mustID(t, "spiffe://example.org/w")
-	pub := testKey(t, "ec-p256").Public()
+	id := catest.ID(t, "spiffe://example.org/w")
+	pub := catest.Key(t, "ec-p256").Public()
 
 	sign := func(at time.Time, ttl time.Duration) *x509.Certificate {
 		t.Helper()
@@ -276,7 +249,7 @@ func TestSignX509SVIDValidity(t *testing.T) {
 	if !leaf.NotAfter.Equal(ca.Cert.NotAfter) {
 		t.Fatalf("NotAfter %s not clamped to the CA's %s", leaf.NotAfter, ca.Cert.NotAfter)
 	}
-	verifyChain(t, []*x509.Certificate{ca.Cert}, []*x509.Certificate{leaf}, later, id)
+	catest.VerifyChain(t, testTD, []*x509.Certificate{ca.Cert}, []*x509.Certificate{leaf}, later, id)
 
 	// Right after the CA is made, and with our clock behind the CA's start,
 	// the leaf still starts no earlier than the CA.
@@ -291,8 +264,8 @@ func TestSignX509SVIDValidity(t *testing.T) {
 func TestSignX509SVIDRefuses(t *testing.T) {
 	now := time.Now()
 	ca := newTestCA(t, keystore.ECP256, now, time.Hour)
-	pub := testKey(t, "ec-p256").Public()
-	good := X509SVIDParams{PublicKey: pub, SPIFFEID: mustID(t, "spiffe://example.org/w"), TTL: time.Hour}
+	pub := catest.Key(t, "ec-p256").Public()
+	good := X509SVIDParams{PublicKey: pub, SPIFFEID: catest.ID(t, "spiffe://example.org/w"), TTL: time.Hour}
 	if _, err := ca.SignX509SVID(good, now); err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +274,7 @@ func TestSignX509SVIDRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notCA := &X509CA{Cert: leafChain[0], Signer: testKey(t, "ec-p256")}
+	notCA := &X509CA{Cert: leafChain[0], Signer: catest.Key(t, "ec-p256")}
 	noURI := &X509CA{Cert: &x509.Certificate{IsCA: true, KeyUsage: x509.KeyUsageCertSign, NotAfter: now.Add(time.Hour)}, Signer: ca.Signer}
 	badURI := &X509CA{Cert: &x509.Certificate{URIs: []*url.URL{{Scheme: "spiffe", Host: "UPPER"}}}, Signer: ca.Signer}
 
@@ -318,13 +291,13 @@ func TestSignX509SVIDRefuses(t *testing.T) {
 		want string
 	}{
 		{"zero SPIFFE ID", ca, with(func(p *X509SVIDParams) { p.SPIFFEID = spiffeid.ID{} }), now, "SPIFFE ID is empty"},
-		{"other trust domain", ca, with(func(p *X509SVIDParams) { p.SPIFFEID = mustID(t, "spiffe://evil.org/w") }), now, "not in trust domain example.org"},
+		{"other trust domain", ca, with(func(p *X509SVIDParams) { p.SPIFFEID = catest.ID(t, "spiffe://evil.org/w") }), now, "not in trust domain example.org"},
 		{"trust domain ID", ca, with(func(p *X509SVIDParams) { p.SPIFFEID = testTD.ID() }), now, "needs a path"},
 		{"zero TTL", ca, with(func(p *X509SVIDParams) { p.TTL = 0 }), now, "not positive"},
 		{"negative TTL", ca, with(func(p *X509SVIDParams) { p.TTL = -time.Second }), now, "not positive"},
 		{"no key", ca, with(func(p *X509SVIDParams) { p.PublicKey = nil }), now, "no public key"},
-		{"weak RSA", ca, with(func(p *X509SVIDParams) { p.PublicKey = testKey(t, "rsa-1024").Public() }), now, "RSA key of 1024 bits"},
-		{"P-224", ca, with(func(p *X509SVIDParams) { p.PublicKey = testKey(t, "ec-p224").Public() }), now, "P-224 is not allowed"},
+		{"weak RSA", ca, with(func(p *X509SVIDParams) { p.PublicKey = catest.Key(t, "rsa-1024").Public() }), now, "RSA key of 1024 bits"},
+		{"P-224", ca, with(func(p *X509SVIDParams) { p.PublicKey = catest.Key(t, "ec-p224").Public() }), now, "P-224 is not allowed"},
 		{"unknown key", ca, with(func(p *X509SVIDParams) { p.PublicKey = "a string" }), now, "string keys are not allowed"},
 		{"empty DNS name", ca, with(func(p *X509SVIDParams) { p.DNSNames = []string{""} }), now, "DNS name"},
 		{"DNS name with space", ca, with(func(p *X509SVIDParams) { p.DNSNames = []string{"a b"} }), now, "DNS name"},
@@ -359,7 +332,7 @@ func TestSignX509SVIDRefuses(t *testing.T) {
 func TestSignX509SVIDIgnoresCSRContent(t *testing.T) {
 	now := time.Now()
 	ca := newTestCA(t, keystore.ECP256, now, time.Hour)
-	key := testKey(t, "ec-p256")
+	key := catest.Key(t, "ec-p256")
 	caTrue, err := asn1.Marshal(struct {
 		IsCA       bool `asn1:"optional"`
 		MaxPathLen int  `asn1:"optional,default:-1"`
@@ -371,7 +344,7 @@ func TestSignX509SVIDIgnoresCSRContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr := makeCSR(t, key, &x509.CertificateRequest{
+	csr := catest.CSR(t, key, &x509.CertificateRequest{
 		Subject:        pkix.Name{CommonName: "root of everything", Organization: []string{"evil"}},
 		DNSNames:       []string{"evil.example.org"},
 		EmailAddresses: []string{"evil@example.org"},
@@ -400,7 +373,7 @@ func TestSignX509SVIDIgnoresCSRContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := mustID(t, "spiffe://example.org/w")
+	id := catest.ID(t, "spiffe://example.org/w")
 	chain, err := ca.SignX509SVID(X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
@@ -423,7 +396,7 @@ func TestSignX509SVIDIgnoresCSRContent(t *testing.T) {
 	if extension(t, leaf, oidExtSAN).Critical {
 		t.Fatal("SAN is critical although the subject is not empty")
 	}
-	verifyChain(t, []*x509.Certificate{ca.Cert}, chain, now, id)
+	catest.VerifyChain(t, testTD, []*x509.Certificate{ca.Cert}, chain, now, id)
 }
 
 func TestSignX509SVIDIntermediates(t *testing.T) {
@@ -434,8 +407,8 @@ func TestSignX509SVIDIntermediates(t *testing.T) {
 	if len(inter1.Chain) != 0 || len(inter2.Chain) != 1 {
 		t.Fatalf("intermediate chains %d %d", len(inter1.Chain), len(inter2.Chain))
 	}
-	id := mustID(t, "spiffe://example.org/w")
-	key := testKey(t, "ec-p256")
+	id := catest.ID(t, "spiffe://example.org/w")
+	key := catest.Key(t, "ec-p256")
 	for _, tc := range []struct {
 		name string
 		ca   *X509CA
@@ -461,7 +434,7 @@ func TestSignX509SVIDIntermediates(t *testing.T) {
 				t.Fatal("leaf outlives its signer")
 			}
 			checkLeaf(t, chain[0], id, key.Public())
-			verifyChain(t, []*x509.Certificate{root.Cert}, chain, now, id)
+			catest.VerifyChain(t, testTD, []*x509.Certificate{root.Cert}, chain, now, id)
 			checkParsesAsSVID(t, chain, key)
 		})
 	}
@@ -485,14 +458,14 @@ func TestIsSelfSignedWithoutKeyIDs(t *testing.T) {
 func TestSignX509SVIDConcurrent(t *testing.T) {
 	now := time.Now()
 	ca := newTestCA(t, keystore.ECP256, now, time.Hour)
-	pub := testKey(t, "ec-p256").Public()
+	pub := catest.Key(t, "ec-p256").Public()
 	var wg sync.WaitGroup
 	serials := make(chan string, 64)
 	for i := range 64 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			id := mustID(t, fmt.Sprintf("spiffe://example.org/w/%d", i))
+			id := catest.ID(t, fmt.Sprintf("spiffe://example.org/w/%d", i))
 			chain, err := ca.SignX509SVID(X509SVIDParams{PublicKey: pub, SPIFFEID: id, TTL: time.Minute}, now)
 			if err != nil {
 				t.Error(err)

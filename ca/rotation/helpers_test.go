@@ -1,28 +1,15 @@
 package rotation
 
 import (
-	"encoding/pem"
-	"math/big"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-
-	"writ.dev/writ/ca"
-
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"errors"
+	"os/exec"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,82 +19,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"writ.dev/writ/audit"
+	"writ.dev/writ/ca"
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
 )
 
 var testTD = spiffeid.RequireTrustDomainFromString("example.org")
-
-func mustID(t testing.TB, s string) spiffeid.ID {
-	t.Helper()
-	id, err := spiffeid.FromString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-var (
-	testKeysMu sync.Mutex
-	testKeys   = map[string]crypto.Signer{}
-)
-
-// testKey returns one key per type for the whole test binary: RSA keys are
-// slow to make and nothing here depends on a key being fresh.
-func testKey(t testing.TB, kind string) crypto.Signer {
-	t.Helper()
-	testKeysMu.Lock()
-	defer testKeysMu.Unlock()
-	if k, ok := testKeys[kind]; ok {
-		return k
-	}
-	var (
-		k   crypto.Signer
-		err error
-	)
-	switch kind {
-	case "ec-p224":
-		k, err = ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
-	case "ec-p256":
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "ec-p384":
-		k, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case "ec-p521":
-		k, err = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
-	case "rsa-1024":
-		k, err = rsa.GenerateKey(rand.Reader, 1024)
-	case "rsa-2048":
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	case "rsa-3072":
-		k, err = rsa.GenerateKey(rand.Reader, 3072)
-	case "ed25519":
-		_, k, err = ed25519.GenerateKey(rand.Reader)
-	default:
-		t.Fatalf("unknown test key type %q", kind)
-	}
-	if err != nil {
-		t.Fatalf("generate %s: %v", kind, err)
-	}
-	testKeys[kind] = k
-	return k
-}
-
-func makeCSR(t testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
-	t.Helper()
-	if tmpl == nil {
-		tmpl = &x509.CertificateRequest{}
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
-var (
-	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-	oidSHA1WithRSA     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}
-)
 
 // newTestCA makes a self-signed root of key type kt valid from now-ClockSkew
 // to now+ttl.
@@ -122,15 +40,6 @@ func newTestCA(t testing.TB, kt keystore.KeyType, now time.Time, ttl time.Durati
 		t.Fatal(err)
 	}
 	return &ca.X509CA{Cert: cert, Signer: signer}
-}
-
-func testKeyFresh(t testing.TB) crypto.Signer {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // fakeStore keeps CA certificates in memory; the rest of store.Store is not
@@ -319,106 +228,13 @@ func (c *fakeClock) Advance(d time.Duration) {
 // directly.
 var testEvent = store.AuditEvent(`{"time":"2026-01-01T00:00:00Z","type":"test"}`)
 
-// testPKI is a company PKI as writ meets it: a root, a policy CA under it
-// and an issuing CA under that, none of them knowing about SPIFFE.
-type testPKI struct {
-	root, policy, issuing *ca.X509CA
-}
-
-func makePKICert(t testing.TB, cn string, parent *ca.X509CA, notBefore, notAfter time.Time, pathLen int, isCA bool) *ca.X509CA {
-	t.Helper()
-	key := testKeyFresh(t)
-	serial, err := randomSerial()
-	if err != nil {
-		t.Fatal(err)
-	}
-	skid, err := subjectKeyID(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{"Example Corp"}, CommonName: cn},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		BasicConstraintsValid: true,
-		IsCA:                  isCA,
-		SubjectKeyId:          skid,
-	}
-	if isCA {
-		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-		tmpl.MaxPathLen = pathLen
-		tmpl.MaxPathLenZero = pathLen == 0
-	} else {
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	}
-	issuer, signer := tmpl, crypto.Signer(key)
-	if parent != nil {
-		issuer, signer = parent.Cert, parent.Signer
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ca.X509CA{Cert: cert, Signer: key}
-}
-
-// newTestPKI makes a PKI valid around now whose issuing CA ends after
-// issuingLife.
-func newTestPKI(t testing.TB, now time.Time, issuingLife time.Duration) *testPKI {
-	t.Helper()
-	start := now.Add(-time.Hour)
-	root := makePKICert(t, "Example Root CA", nil, start, now.Add(10*365*24*time.Hour), -1, true)
-	policy := makePKICert(t, "Example Policy CA", root, start, now.Add(5*365*24*time.Hour), -1, true)
-	issuing := makePKICert(t, "Example Issuing CA", policy, start, now.Add(issuingLife), 1, true)
-	return &testPKI{root: root, policy: policy, issuing: issuing}
-}
-
-func (p *testPKI) upstream() *ca.Upstream {
+// upstreamOf is the PKI's issuing CA as writ's upstream authority.
+func upstreamOf(p *catest.PKI) *ca.Upstream {
 	return &ca.Upstream{
-		Cert:   p.issuing.Cert,
-		Chain:  []*x509.Certificate{p.policy.Cert},
-		Signer: p.issuing.Signer,
-		Roots:  []*x509.Certificate{p.root.Cert},
-	}
-}
-
-// files writes the PKI as an operator would hand it over.
-func (p *testPKI) files(t *testing.T) (certFile, keyFile, bundleFile string) {
-	t.Helper()
-	dir := t.TempDir()
-	certFile = filepath.Join(dir, "upstream.pem")
-	keyFile = filepath.Join(dir, "upstream.key")
-	bundleFile = filepath.Join(dir, "roots.pem")
-	writePEM(t, certFile, []*x509.Certificate{p.issuing.Cert, p.policy.Cert})
-	writeKeyPEM(t, keyFile, p.issuing.Signer)
-	writePEM(t, bundleFile, []*x509.Certificate{p.root.Cert})
-	return certFile, keyFile, bundleFile
-}
-
-func writeKeyPEM(t testing.TB, path string, key crypto.Signer) {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writePEM(t *testing.T, path string, certs []*x509.Certificate) {
-	t.Helper()
-	var data []byte
-	for _, c := range certs {
-		data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
+		Cert:   p.Issuing.Cert,
+		Chain:  []*x509.Certificate{p.Policy.Cert},
+		Signer: p.Issuing.Signer,
+		Roots:  []*x509.Certificate{p.Root.Cert},
 	}
 }
 
@@ -428,12 +244,12 @@ func (e *managerEnv) upstreamConfig(up *ca.Upstream) X509ManagerConfig {
 	return cfg
 }
 
-func verifyUpstreamChain(t *testing.T, chain []*x509.Certificate, pki *testPKI, now time.Time) {
+func verifyUpstreamChain(t *testing.T, chain []*x509.Certificate, pki *catest.PKI, now time.Time) {
 	t.Helper()
 	if len(chain) != 4 {
 		t.Fatalf("SVID chain has %d certificates, want leaf, writ intermediate, issuing CA, policy CA", len(chain))
 	}
-	if !chain[2].Equal(pki.issuing.Cert) || !chain[3].Equal(pki.policy.Cert) {
+	if !chain[2].Equal(pki.Issuing.Cert) || !chain[3].Equal(pki.Policy.Cert) {
 		t.Fatal("SVID chain does not end with the upstream chain")
 	}
 	inter := x509.NewCertPool()
@@ -441,12 +257,12 @@ func verifyUpstreamChain(t *testing.T, chain []*x509.Certificate, pki *testPKI, 
 		inter.AddCert(c)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(pki.root.Cert)
+	roots.AddCert(pki.Root.Cert)
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Fatalf("crypto/x509 Verify against the upstream root: %v", err)
 	}
-	bundle := x509bundle.FromX509Authorities(testTD, []*x509.Certificate{pki.root.Cert})
+	bundle := x509bundle.FromX509Authorities(testTD, []*x509.Certificate{pki.Root.Cert})
 	if _, _, err := x509svid.Verify(chain, bundle, x509svid.WithTime(now)); err != nil {
 		t.Fatalf("x509svid.Verify against the upstream root: %v", err)
 	}
@@ -456,8 +272,8 @@ func TestUpstreamManager(t *testing.T) {
 	env := newManagerEnv(t)
 	env.clock.now = time.Now().Truncate(time.Second)
 	now := env.clock.Now()
-	pki := newTestPKI(t, now, 365*24*time.Hour)
-	up := pki.upstream()
+	pki := catest.NewPKI(t, now, 365*24*time.Hour)
+	up := upstreamOf(pki)
 	m, err := NewX509Manager(context.Background(), env.upstreamConfig(up))
 	if err != nil {
 		t.Fatal(err)
@@ -476,23 +292,23 @@ func TestUpstreamManager(t *testing.T) {
 	if !samePublicKey(mustGetKey(t, env, m).Public(), c.PublicKey) {
 		t.Fatal("the intermediate's key is not the one in the keystore")
 	}
-	if len(a.Chain) != 2 || !a.Chain[0].Equal(pki.issuing.Cert) || !a.Chain[1].Equal(pki.policy.Cert) {
+	if len(a.Chain) != 2 || !a.Chain[0].Equal(pki.Issuing.Cert) || !a.Chain[1].Equal(pki.Policy.Cert) {
 		t.Fatal("X509CA.Chain is not the upstream certificate and its chain")
 	}
-	if b := m.Bundle(); len(b) != 1 || !b[0].Equal(pki.root.Cert) {
+	if b := m.Bundle(); len(b) != 1 || !b[0].Equal(pki.Root.Cert) {
 		t.Fatalf("bundle holds %d certificates, want the upstream root only", len(b))
 	}
 	listed, err := env.store.ListCACerts(context.Background(), now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(listed) != 1 || string(listed[0].CertDER) != string(pki.root.Cert.Raw) {
+	if len(listed) != 1 || string(listed[0].CertDER) != string(pki.Root.Cert.Raw) {
 		t.Fatalf("store holds %d CA certificates, want the upstream root only", len(listed))
 	}
 
 	chain := signTestSVID(t, m.Active(), now)
 	verifyUpstreamChain(t, chain, pki, now)
-	opensslVerify(t, pki.root.Cert, chain)
+	opensslVerify(t, pki.Root.Cert, chain)
 
 	// A restart keeps the intermediate.
 	m2, err := NewX509Manager(context.Background(), env.upstreamConfig(up))
@@ -517,13 +333,13 @@ func TestUpstreamManager(t *testing.T) {
 	if n.Cert.Equal(c) || !up.Signs(n.Cert) || len(n.Chain) != 2 {
 		t.Fatal("the rotated CA is not a new intermediate under the upstream")
 	}
-	if b := m2.Bundle(); len(b) != 1 || !b[0].Equal(pki.root.Cert) {
+	if b := m2.Bundle(); len(b) != 1 || !b[0].Equal(pki.Root.Cert) {
 		t.Fatalf("after rotation the bundle holds %d certificates, want the upstream root only", len(b))
 	}
 	if err := m2.RefreshBundle(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if b := m2.Bundle(); len(b) != 1 || !b[0].Equal(pki.root.Cert) {
+	if b := m2.Bundle(); len(b) != 1 || !b[0].Equal(pki.Root.Cert) {
 		t.Fatalf("after refresh the bundle holds %d certificates, want the upstream root only", len(b))
 	}
 	later := env.clock.Now()
@@ -541,11 +357,11 @@ func mustGetKey(t *testing.T, env *managerEnv, m *X509Manager) crypto.Signer {
 
 func signTestSVID(t *testing.T, a *ca.X509CA, now time.Time) []*x509.Certificate {
 	t.Helper()
-	pub, err := ca.ParseCSR(makeCSR(t, testKey(t, "ec-p256"), nil))
+	pub, err := ca.ParseCSR(catest.CSR(t, catest.Key(t, "ec-p256"), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain, err := a.SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: mustID(t, "spiffe://example.org/ns/prod/sa/api"), TTL: time.Hour}, now)
+	chain, err := a.SignX509SVID(ca.X509SVIDParams{PublicKey: pub, SPIFFEID: catest.ID(t, "spiffe://example.org/ns/prod/sa/api"), TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,16 +381,16 @@ func opensslVerify(t *testing.T, root *x509.Certificate, chain []*x509.Certifica
 	rootFile := filepath.Join(dir, "upstream-root.pem")
 	chainFile := filepath.Join(dir, "chain.pem")
 	leafFile := filepath.Join(dir, "leaf.pem")
-	writePEM(t, rootFile, []*x509.Certificate{root})
-	writePEM(t, chainFile, chain)
-	writePEM(t, leafFile, chain[:1])
+	catest.WritePEM(t, rootFile, []*x509.Certificate{root})
+	catest.WritePEM(t, chainFile, chain)
+	catest.WritePEM(t, leafFile, chain[:1])
 	out, err := exec.Command(openssl, "verify", "-x509_strict", "-CAfile", rootFile, "-untrusted", chainFile, leafFile).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "leaf.pem: OK") {
 		t.Fatalf("openssl verify: %v\n%s", err, out)
 	}
 	// Without the upstream intermediates it must fail, or the check
 	// proves nothing about them.
-	writePEM(t, chainFile, chain[:2])
+	catest.WritePEM(t, chainFile, chain[:2])
 	if out, err := exec.Command(openssl, "verify", "-CAfile", rootFile, "-untrusted", chainFile, leafFile).CombinedOutput(); err == nil {
 		t.Fatalf("openssl verified a leaf without the upstream chain:\n%s", out)
 	}
@@ -585,8 +401,8 @@ func TestUpstreamOpenSSL(t *testing.T) {
 		t.Skip("openssl is not on PATH")
 	}
 	now := time.Now()
-	pki := newTestPKI(t, now, 30*24*time.Hour)
-	certFile, keyFile, bundleFile := pki.files(t)
+	pki := catest.NewPKI(t, now, 30*24*time.Hour)
+	certFile, keyFile, bundleFile := pki.Files(t)
 	up, err := ca.LoadUpstream(certFile, keyFile, bundleFile)
 	if err != nil {
 		t.Fatal(err)
@@ -597,21 +413,21 @@ func TestUpstreamOpenSSL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opensslVerify(t, pki.root.Cert, signTestSVID(t, m.Active(), now))
+	opensslVerify(t, pki.Root.Cert, signTestSVID(t, m.Active(), now))
 }
 
 func TestUpstreamClampedToUpstreamExpiry(t *testing.T) {
 	env := newManagerEnv(t)
 	now := env.clock.Now()
-	pki := newTestPKI(t, now, 3*time.Hour) // well under the 24h CA TTL
-	up := pki.upstream()
+	pki := catest.NewPKI(t, now, 3*time.Hour) // well under the 24h CA TTL
+	up := upstreamOf(pki)
 	m, err := NewX509Manager(context.Background(), env.upstreamConfig(up))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := m.Active().Cert
-	if !c.NotAfter.Equal(pki.issuing.Cert.NotAfter) {
-		t.Fatalf("intermediate NotAfter %s, want it clamped to the upstream's %s", c.NotAfter, pki.issuing.Cert.NotAfter)
+	if !c.NotAfter.Equal(pki.Issuing.Cert.NotAfter) {
+		t.Fatalf("intermediate NotAfter %s, want it clamped to the upstream's %s", c.NotAfter, pki.Issuing.Cert.NotAfter)
 	}
 	chain := signTestSVID(t, m.Active(), now)
 	verifyUpstreamChain(t, chain, pki, now)
@@ -639,16 +455,16 @@ func TestUpstreamSwitchFromSelfSigned(t *testing.T) {
 	self := env.open(t)
 	root := self.Active().Cert
 	now := env.clock.Now()
-	pki := newTestPKI(t, now, 365*24*time.Hour)
-	m, err := NewX509Manager(context.Background(), env.upstreamConfig(pki.upstream()))
+	pki := catest.NewPKI(t, now, 365*24*time.Hour)
+	m, err := NewX509Manager(context.Background(), env.upstreamConfig(upstreamOf(pki)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !pki.upstream().Signs(m.Active().Cert) {
+	if !upstreamOf(pki).Signs(m.Active().Cert) {
 		t.Fatal("switching to an upstream kept the self-signed CA")
 	}
 	// The old root stays trusted until it expires: what it signed lives on.
-	if !inBundle(m.Bundle(), root) || !inBundle(m.Bundle(), pki.root.Cert) {
+	if !inBundle(m.Bundle(), root) || !inBundle(m.Bundle(), pki.Root.Cert) {
 		t.Fatal("bundle after the switch lacks the old root or the upstream root")
 	}
 	// And back: an intermediate without its upstream is replaced.
@@ -657,29 +473,14 @@ func TestUpstreamSwitchFromSelfSigned(t *testing.T) {
 		t.Fatal("removing the upstream kept the intermediate")
 	}
 	// A different upstream re-signs too.
-	other := newTestPKI(t, now, 365*24*time.Hour)
-	m3, err := NewX509Manager(context.Background(), env.upstreamConfig(other.upstream()))
+	other := catest.NewPKI(t, now, 365*24*time.Hour)
+	m3, err := NewX509Manager(context.Background(), env.upstreamConfig(upstreamOf(other)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !other.upstream().Signs(m3.Active().Cert) {
+	if !upstreamOf(other).Signs(m3.Active().Cert) {
 		t.Fatal("a new upstream did not re-sign the CA")
 	}
-}
-
-// randomSerial and subjectKeyID stand in for ca's own: the test PKI only
-// needs serials that differ and key identifiers that are present.
-func randomSerial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-}
-
-func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
-	spki, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(spki)
-	return sum[:20], nil
 }
 
 func certPool(certs []*x509.Certificate) *x509.CertPool {
@@ -688,28 +489,4 @@ func certPool(certs []*x509.Certificate) *x509.CertPool {
 		p.AddCert(c)
 	}
 	return p
-}
-func verifyChain(t *testing.T, roots []*x509.Certificate, chain []*x509.Certificate, now time.Time, id spiffeid.ID) {
-	t.Helper()
-	rootPool := x509.NewCertPool()
-	for _, r := range roots {
-		rootPool.AddCert(r)
-	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: rootPool, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
-			t.Fatalf("crypto/x509 verify for EKU %v: %v", usage, err)
-		}
-	}
-	bundle := x509bundle.FromX509Authorities(testTD, roots)
-	got, _, err := x509svid.Verify(chain, bundle, x509svid.WithTime(now))
-	if err != nil {
-		t.Fatalf("x509svid.Verify: %v", err)
-	}
-	if got != id {
-		t.Fatalf("x509svid.Verify returned %s, want %s", got, id)
-	}
 }

@@ -1,9 +1,6 @@
 package rotation
 
 import (
-	"writ.dev/writ/audit"
-	"writ.dev/writ/ca"
-
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -18,6 +15,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"writ.dev/writ/audit"
+	"writ.dev/writ/ca"
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 )
 
@@ -125,8 +125,8 @@ func TestRotationKeepsEveryLeafValid(t *testing.T) {
 	if m.MaxSVIDTTL() != 10*time.Minute {
 		t.Fatalf("MaxSVIDTTL %s, want a sixth of the TTL", m.MaxSVIDTTL())
 	}
-	id := mustID(t, "spiffe://example.org/w")
-	pub := testKey(t, "ec-p256").Public()
+	id := catest.ID(t, "spiffe://example.org/w")
+	pub := catest.Key(t, "ec-p256").Public()
 	w := &journalWatch{t: t, ks: env.ks}
 	var leaves [][]*x509.Certificate
 	for step := range 4 * 60 {
@@ -404,8 +404,8 @@ func TestX509Verbs(t *testing.T) {
 	wantEvents(t, env, mark, operator, audit.EventCAX509Revoke)
 
 	// Taint the active CA: a successor takes over at once.
-	id := mustID(t, "spiffe://example.org/w")
-	leaf, err := m.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Minute}, env.clock.Now())
+	id := catest.ID(t, "spiffe://example.org/w")
+	leaf, err := m.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: catest.Key(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Minute}, env.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +421,7 @@ func TestX509Verbs(t *testing.T) {
 		t.Fatalf("a second Taint: %v", err)
 	}
 	wantEvents(t, env, mark, operator, audit.EventCAX509Taint, audit.EventCAX509Prepare, audit.EventCAX509Activate)
-	fresh, err := m.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Minute}, env.clock.Now())
+	fresh, err := m.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: catest.Key(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Minute}, env.clock.Now())
 	if err != nil || m.SignedByTainted(fresh[0]) {
 		t.Fatalf("a leaf of the new CA is reported tainted (%v)", err)
 	}
@@ -473,7 +473,7 @@ func TestX509PeerTaint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := peer.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: mustID(t, "spiffe://example.org/w"), TTL: time.Minute}, env.clock.Now())
+	leaf, err := peer.Active().SignX509SVID(ca.X509SVIDParams{PublicKey: catest.Key(t, "ec-p256").Public(), SPIFFEID: catest.ID(t, "spiffe://example.org/w"), TTL: time.Minute}, env.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,8 +494,8 @@ func TestX509PeerTaint(t *testing.T) {
 func TestX509VerbsUnderUpstream(t *testing.T) {
 	ctx := context.Background()
 	env := newManagerEnv(t)
-	pki := newTestPKI(t, env.clock.Now(), 365*24*time.Hour)
-	m, err := NewX509Manager(ctx, env.upstreamConfig(pki.upstream()))
+	pki := catest.NewPKI(t, env.clock.Now(), 365*24*time.Hour)
+	m, err := NewX509Manager(ctx, env.upstreamConfig(upstreamOf(pki)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +519,7 @@ func TestX509VerbsUnderUpstream(t *testing.T) {
 	if activeStatus(t, m.Authorities()).ID == cur.ID {
 		t.Fatal("the tainted intermediate still signs")
 	}
-	if b := m.Bundle(); len(b) != 1 || !b[0].Equal(pki.root.Cert) {
+	if b := m.Bundle(); len(b) != 1 || !b[0].Equal(pki.Root.Cert) {
 		t.Fatal("the bundle under an upstream CA is not the upstream root alone")
 	}
 }

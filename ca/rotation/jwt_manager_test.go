@@ -1,11 +1,9 @@
 package rotation
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"writ.dev/writ/ca"
-
-	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -20,6 +18,8 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"writ.dev/writ/ca"
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
 )
@@ -286,7 +286,7 @@ func TestJWTManagerKeyUnion(t *testing.T) {
 
 	// A peer publishes its key in the same store; a record whose kid does
 	// not match its key is skipped rather than trusted.
-	peer := testKeyFresh(t)
+	peer := catest.FreshKey(t)
 	der, _ := x509.MarshalPKIXPublicKey(peer.Public())
 	kid, _ := ca.KeyIDFor(peer.Public())
 	for _, k := range []store.JWTKey{

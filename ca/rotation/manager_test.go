@@ -1,8 +1,6 @@
 package rotation
 
 import (
-	"writ.dev/writ/ca"
-
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -20,6 +18,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"writ.dev/writ/ca"
+	"writ.dev/writ/ca/catest"
 	"writ.dev/writ/keystore"
 	"writ.dev/writ/store"
 )
@@ -163,12 +163,12 @@ func TestManagerStartsAndRestarts(t *testing.T) {
 
 	// The restarted CA's leaves verify against the first one's bundle.
 	now := env.clock.Now()
-	id := mustID(t, "spiffe://example.org/w")
-	chain, err := a2.SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Hour}, now)
+	id := catest.ID(t, "spiffe://example.org/w")
+	chain, err := a2.SignX509SVID(ca.X509SVIDParams{PublicKey: catest.Key(t, "ec-p256").Public(), SPIFFEID: id, TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifyChain(t, m1.Bundle(), chain, now, id)
+	catest.VerifyChain(t, testTD, m1.Bundle(), chain, now, id)
 }
 
 func TestManagerRotatesPastHalfLife(t *testing.T) {
@@ -182,8 +182,8 @@ func TestManagerRotatesPastHalfLife(t *testing.T) {
 	}
 	old := m.Active()
 	oldKey := env.readState(t).active(t).KeyName
-	id := mustID(t, "spiffe://example.org/w")
-	workload := testKey(t, "ec-p256").Public()
+	id := catest.ID(t, "spiffe://example.org/w")
+	workload := catest.Key(t, "ec-p256").Public()
 	oldLeaf, err := old.SignX509SVID(ca.X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: 9*time.Hour + 30*time.Minute}, env.clock.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -238,12 +238,12 @@ func TestManagerRotatesPastHalfLife(t *testing.T) {
 	// from the store keeps both.
 	now := env.clock.Now()
 	bundle := m.Bundle()
-	verifyChain(t, bundle, oldLeaf, now, id)
+	catest.VerifyChain(t, testTD, bundle, oldLeaf, now, id)
 	newLeaf, err := cur.SignX509SVID(ca.X509SVIDParams{PublicKey: workload, SPIFFEID: id, TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifyChain(t, bundle, newLeaf, now, id)
+	catest.VerifyChain(t, testTD, bundle, newLeaf, now, id)
 	if err := m.RefreshBundle(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func TestManagerBundleUnion(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Records that are not CA certificates are skipped, not fatal.
-	leaf, err := peer.SignX509SVID(ca.X509SVIDParams{PublicKey: testKey(t, "ec-p256").Public(), SPIFFEID: mustID(t, "spiffe://example.org/w"), TTL: time.Hour}, now)
+	leaf, err := peer.SignX509SVID(ca.X509SVIDParams{PublicKey: catest.Key(t, "ec-p256").Public(), SPIFFEID: catest.ID(t, "spiffe://example.org/w"), TTL: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,8 +431,8 @@ func TestManagerBundleUnion(t *testing.T) {
 	if len(b) != 2 || !inBundle(b, peer.Cert) || !inBundle(b, m.Active().Cert) {
 		t.Fatalf("bundle holds %d certificates, want ours and the peer's", len(b))
 	}
-	id := mustID(t, "spiffe://example.org/w")
-	verifyChain(t, b, leaf, now, id)
+	id := catest.ID(t, "spiffe://example.org/w")
+	catest.VerifyChain(t, testTD, b, leaf, now, id)
 
 	// A store outage keeps the cached bundle.
 	env.store.setErrors(nil, errStoreDown)
@@ -565,8 +565,8 @@ func TestManagerRunRotatesConcurrently(t *testing.T) {
 		}()
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
-		id := mustID(t, "spiffe://example.org/w")
-		pub := testKey(t, "ec-p256").Public()
+		id := catest.ID(t, "spiffe://example.org/w")
+		pub := catest.Key(t, "ec-p256").Public()
 		for range 4 {
 			wg.Add(1)
 			go func() {

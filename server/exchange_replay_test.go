@@ -16,14 +16,29 @@ import (
 
 // TestSubjectTokenExchangedOnce: every kind of subject token (an ID token,
 // a person's JWT-SVID, a delegation token passed on) is exchanged once,
-// whichever of two servers sharing one store is asked; a refused exchange
-// does not spend the token.
+// whichever of two servers sharing one SQLite file is asked; a refused
+// exchange does not spend the token.
 func TestSubjectTokenExchangedOnce(t *testing.T) {
+	testSubjectTokenExchangedOnce(t, func(a, b *Config) { b.Store.DSN = a.Store.DSN })
+}
+
+// TestSubjectTokenExchangedOnceOnPostgres is the same with two servers
+// sharing PostgreSQL.
+func TestSubjectTokenExchangedOnceOnPostgres(t *testing.T) {
+	dsn := freshPostgresDB(t)
+	testSubjectTokenExchangedOnce(t, func(a, b *Config) {
+		for _, c := range []*Config{a, b} {
+			c.Store.Engine, c.Store.DSN = "postgres", dsn
+		}
+	})
+}
+
+func testSubjectTokenExchangedOnce(t *testing.T, share func(a, b *Config)) {
 	idp := logintest.New(t)
 	jwks := filepath.Join(t.TempDir(), "idp-jwks.json")
 	idp.WriteJWKS(t, jwks)
 	cfgA, cfgB := testConfig(t), testConfig(t)
-	cfgB.Store.DSN = cfgA.Store.DSN
+	share(&cfgA, &cfgB)
 	addrs := map[*Config]string{}
 	for _, c := range []*Config{&cfgA, &cfgB} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

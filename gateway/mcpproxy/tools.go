@@ -1,0 +1,178 @@
+package mcpproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"writ.dev/writ/gateway"
+	"writ.dev/writ/internal/quote"
+)
+
+// ActionCall is the task action of an MCP tool call.
+const ActionCall = "call"
+
+// Resource is the resource name of tool on upstream server.
+func Resource(server, tool string) string { return "mcp/" + server + "/tool/" + tool }
+
+// listConcurrency bounds the decisions one tools/list asks for at once.
+const listConcurrency = 8
+
+// middleware answers tools/list and tools/call itself, from the upstream,
+// and passes everything else (initialize, ping, ...) to the SDK's server,
+// which has no tools, resources or prompts of its own.
+func (e *endpoint) middleware(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		switch method {
+		case "tools/list":
+			return e.listTools(ctx, req)
+		case "tools/call":
+			r, ok := req.(*mcp.CallToolRequest)
+			if !ok {
+				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "tools/call without parameters"}
+			}
+			return e.callTool(ctx, r)
+		}
+		return next(ctx, method, req)
+	}
+}
+
+func (e *endpoint) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	caller, ok := callerOf(req)
+	if !ok {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the gateway lost the caller's identity; retry the call"}
+	}
+	name := req.Params.Name
+	if !validToolName(name) {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("tool name %s is not 1 to 128 of A-Z, a-z, 0-9, '_', '-' and '.'", quote.String(name))}
+	}
+	args, err := arguments(req.Params.Arguments)
+	if err != nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.p.cfg.Limits.CallTimeout)
+	defer cancel()
+	r := gateway.Request{Action: ActionCall, Resource: Resource(e.up.name, name), Arguments: args}
+	d, err := e.p.decider.Decide(ctx, caller, r)
+	if err != nil {
+		return denied(fmt.Sprintf("writ could not decide whether you may call %s, so the call was not made: %v", name, err)), nil
+	}
+	if !d.Allow {
+		return denied(fmt.Sprintf("writ denied the call of %s: %s", name, d.Reason)), nil
+	}
+	s := e.p.sessions.get(req.Session)
+	if err := e.p.sessions.hold(s, caller, r, d.Chain); err != nil {
+		return denied(fmt.Sprintf("the call of %s was not made: %v", name, err)), nil
+	}
+	// The call runs under the session: a cut ends it upstream at once.
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	params := &mcp.CallToolParams{Name: name, Arguments: req.Params.Arguments}
+	if len(params.Arguments.(json.RawMessage)) == 0 {
+		params.Arguments = map[string]any{}
+	}
+	res, err := e.up.callTool(ctx, params)
+	if s.ctx.Err() != nil {
+		return nil, &jsonrpc.Error{Code: codeSessionCut, Message: context.Cause(s.ctx).Error()}
+	}
+	if err != nil {
+		var rpcErr *jsonrpc.Error
+		if errors.As(err, &rpcErr) {
+			return nil, rpcErr
+		}
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("MCP server %s failed the call: %v", e.up.name, err)}
+	}
+	return res, nil
+}
+
+// denied is a refusal as a tool error, so the model driving the client
+// reads the reason and can ask for access instead of retrying blindly.
+func denied(msg string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: msg}}}
+}
+
+func (e *endpoint) listTools(ctx context.Context, req mcp.Request) (*mcp.ListToolsResult, error) {
+	caller, ok := callerOf(req)
+	if !ok {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the gateway lost the caller's identity; retry"}
+	}
+	tools, err := e.up.listTools(ctx)
+	if err != nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("MCP server %s is unavailable: %v", e.up.name, err)}
+	}
+	allowed := make([]bool, len(tools))
+	errs := make([]error, len(tools))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, listConcurrency)
+	for i, t := range tools {
+		if t == nil || !validToolName(t.Name) {
+			continue // a name no call could be decided on
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d, err := e.p.decider.Decide(ctx, caller, gateway.Request{Action: ActionCall, Resource: Resource(e.up.name, t.Name)})
+			allowed[i], errs[i] = err == nil && d.Allow, err
+		}()
+	}
+	wg.Wait()
+	res := &mcp.ListToolsResult{Tools: []*mcp.Tool{}}
+	for i, t := range tools {
+		if errs[i] != nil {
+			// A partial list would look like a policy answer; it is not one.
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("writ could not decide which tools you may call: %v; try again", errs[i])}
+		}
+		if allowed[i] {
+			res.Tools = append(res.Tools, t)
+		}
+	}
+	return res, nil
+}
+
+// validToolName follows the MCP tool name rule (1 to 128 of A-Z, a-z,
+// 0-9, '_', '-', '.'), which also keeps "/" out of resource names.
+func validToolName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// arguments decodes a call's arguments for the decision: a JSON object,
+// or nothing. Numbers stay json.Number so a guardrail compares what was
+// sent, not a float rounding of it.
+func arguments(raw json.RawMessage) (map[string]any, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return map[string]any{}, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var args map[string]any
+	if err := dec.Decode(&args); err != nil {
+		return nil, errors.New("the tool call's arguments are not a JSON object")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("the tool call's arguments have data after the JSON object")
+	}
+	if args == nil {
+		return map[string]any{}, nil
+	}
+	return args, nil
+}
+
+func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }

@@ -188,7 +188,7 @@ func (e *endpoint) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get("Mcp-Session-Id")
 	if id != "" {
 		if reason, ok := e.p.cuts.reason(id); ok {
-			writeRPCError(w, http.StatusNotFound, "writ cut this session: "+reason+"; start a new session")
+			e.refuseCut(w, r, reason)
 			return
 		}
 	} else if r.Method == http.MethodPost && e.p.liveSessions() >= e.p.cfg.Limits.MaxSessions {
@@ -258,15 +258,30 @@ func callerOf(req mcp.Request) (gateway.Caller, bool) {
 	return c, ok
 }
 
-func writeRPCError(w http.ResponseWriter, status int, msg string) {
+// refuseCut answers a request on a cut session with 404, as the MCP spec
+// says for a terminated session, and with a JSON-RPC error naming the
+// reason when the request is a call the client waits on: clients surface
+// that error rather than a bare "session not found".
+func (e *endpoint) refuseCut(w http.ResponseWriter, r *http.Request, reason string) {
+	msg := "writ cut this session: " + reason + "; start a new session"
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, e.p.cfg.Limits.MaxBodyBytes))
+	var req *jsonrpc.Request
+	if err == nil {
+		m, _ := jsonrpc.DecodeMessage(body)
+		req, _ = m.(*jsonrpc.Request)
+	}
+	if req == nil || !req.IsCall() {
+		http.Error(w, msg, http.StatusNotFound)
+		return
+	}
+	data, err := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: codeSessionCut, Message: msg}})
+	if err != nil {
+		http.Error(w, msg, http.StatusNotFound)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	resp := struct {
-		JSONRPC string         `json:"jsonrpc"`
-		ID      any            `json:"id"`
-		Error   *jsonrpc.Error `json:"error"`
-	}{"2.0", nil, &jsonrpc.Error{Code: codeSessionCut, Message: msg}}
-	_ = jsonEncode(w, resp)
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = w.Write(data)
 }
 
 // codeSessionCut is the JSON-RPC error code of requests on a cut session,

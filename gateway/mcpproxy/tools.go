@@ -174,5 +174,3 @@ func arguments(raw json.RawMessage) (map[string]any, error) {
 	}
 	return args, nil
 }
-
-func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }

@@ -249,7 +249,8 @@ const testToken = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 // env is a gateway in front of one streamable HTTP upstream ("github"),
 // both on loopback.
 type env struct {
-	t        *testing.T
+	t        testing.TB
+	upURL    string
 	pki      *pki
 	proxy    *Proxy
 	gw       *httptest.Server
@@ -261,7 +262,7 @@ type env struct {
 	agent    tls.Certificate
 }
 
-func newEnv(t *testing.T, mutate func(*Config)) *env {
+func newEnv(t testing.TB, mutate func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, pki: newPKI(t), holder: &fakeHolder{}}
 	e.decider = newFakeDecider(Resource("github", "create_issue"), Resource("github", "read_file"), Resource("github", "slow"), Resource("local", "create_issue"))
@@ -270,13 +271,17 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 	srv, st := newUpstreamServer()
 	e.upstream = st
 	mcpUp := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.upReqs.Add(1)
 		if r.Header.Get("Authorization") != "" {
 			e.upAuth.Add(1)
 		}
 		mcpUp.ServeHTTP(w, r)
 	}))
+	up.TLS = &tls.Config{Certificates: []tls.Certificate{e.pki.server}, MinVersion: tls.VersionTLS13}
+	up.Config.ErrorLog = log.New(io.Discard, "", 0)
+	up.StartTLS()
+	e.upURL = up.URL
 	t.Cleanup(up.Close)
 
 	e.gw = httptest.NewUnstartedServer(nil)
@@ -297,7 +302,7 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	p, err := New(cfg, Options{Decider: e.decider, Holder: e.holder})
+	p, err := New(cfg, Options{Decider: e.decider, Holder: e.holder, UpstreamClient: e.pki.httpClient(nil, "")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +347,7 @@ func (e *env) mustConnect(server, token string) *mcp.ClientSession {
 	return cs
 }
 
-func call(t *testing.T, cs *mcp.ClientSession, name string, args map[string]any) (*mcp.CallToolResult, error) {
+func call(t testing.TB, cs *mcp.ClientSession, name string, args map[string]any) (*mcp.CallToolResult, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -361,7 +366,7 @@ func text(r *mcp.CallToolResult) string {
 
 // waitFor polls cond; the deadline is only a guard against a hang, never
 // a measure of speed.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {

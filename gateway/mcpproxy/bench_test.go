@@ -65,7 +65,9 @@ func BenchmarkHoldEndToCut(b *testing.B) {
 		}
 		var ss *mcp.ServerSession
 		for s := range e.proxy.endpoints["/mcp/github"].server.Sessions() {
-			ss = s
+			if s.InitializeParams() != nil {
+				ss = s
+			}
 		}
 		t0 := time.Now()
 		e.holder.revokeAll(errors.New("lock"))

@@ -211,11 +211,17 @@ func (e *endpoint) challenge(w http.ResponseWriter, code, msg string) {
 	http.Error(w, msg, http.StatusUnauthorized)
 }
 
+// liveSessions counts initialized sessions: a client probing with the
+// newer protocol's server/discover makes a session that the SDK closes
+// right after the request, and counting it would refuse the initialize
+// that follows.
 func (p *Proxy) liveSessions() int {
 	n := 0
 	for _, e := range p.endpoints {
-		for range e.server.Sessions() {
-			n++
+		for ss := range e.server.Sessions() {
+			if ss.InitializeParams() != nil {
+				n++
+			}
 		}
 	}
 	return n

@@ -404,3 +404,23 @@ func TestBadArgumentsAreRefusedBeforeADecision(t *testing.T) {
 		t.Fatalf("large number: %v %v", args, err)
 	}
 }
+
+// A key given twice is decided on one value and could be read as the other
+// by the upstream's parser: the guardrail would check "acme/dev" while the
+// server acts on "acme/prod".
+func TestDuplicateArgumentKeysAreRefused(t *testing.T) {
+	for _, raw := range []string{`{"repo":"acme/prod","repo":"acme/dev"}`, `{"a":{"repo":"x","repo":"y"}}`, `{"a":[{"k":1,"k":2}]}`} {
+		if args, err := arguments(json.RawMessage(raw)); err == nil || !strings.Contains(err.Error(), "more than once") {
+			t.Errorf("arguments(%s) = %v, %v; want a duplicate-key error", raw, args, err)
+		}
+	}
+	e := newEnv(t, nil)
+	cs := e.mustConnect("github", testToken)
+	_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "create_issue", Arguments: json.RawMessage(`{"repo":"acme/prod","repo":"acme/dev"}`)})
+	if err == nil || !strings.Contains(err.Error(), "more than once") {
+		t.Fatalf("duplicate key call: %v", err)
+	}
+	if n := e.upstream.calls.Load(); n != 0 {
+		t.Fatalf("upstream ran %d calls", n)
+	}
+}

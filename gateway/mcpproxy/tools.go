@@ -74,10 +74,9 @@ func (e *endpoint) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp
 	// The call runs under the session: a cut ends it upstream at once.
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
-	params := &mcp.CallToolParams{Name: name, Arguments: req.Params.Arguments}
-	if len(params.Arguments.(json.RawMessage)) == 0 {
-		params.Arguments = map[string]any{}
-	}
+	// What was decided is what is sent: the arguments as decoded, not the
+	// caller's text, which another parser might read differently.
+	params := &mcp.CallToolParams{Name: name, Arguments: args}
 	res, err := e.up.callTool(ctx, params)
 	if s.ctx.Err() != nil {
 		return nil, &jsonrpc.Error{Code: codeSessionCut, Message: context.Cause(s.ctx).Error()}
@@ -152,9 +151,15 @@ func validToolName(s string) bool {
 	return true
 }
 
+// maxArgumentsDepth bounds how deeply arguments nest; tool arguments are
+// shallow, and the decision copies them.
+const maxArgumentsDepth = 32
+
 // arguments decodes a call's arguments for the decision: a JSON object,
-// or nothing. Numbers stay json.Number so a guardrail compares what was
-// sent, not a float rounding of it.
+// or nothing. A key given twice anywhere is refused: the decision would
+// see one value and the upstream's parser might read the other. Numbers
+// stay json.Number so a guardrail compares what was sent, not a float
+// rounding of it.
 func arguments(raw json.RawMessage) (map[string]any, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
@@ -162,15 +167,75 @@ func arguments(raw json.RawMessage) (map[string]any, error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	var args map[string]any
-	if err := dec.Decode(&args); err != nil {
+	tok, err := dec.Token()
+	if d, ok := tok.(json.Delim); err != nil || !ok || d != '{' {
 		return nil, errors.New("the tool call's arguments are not a JSON object")
+	}
+	v, err := decodeObject(dec, "arguments", 1)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("the tool call's arguments have data after the JSON object")
 	}
-	if args == nil {
-		return map[string]any{}, nil
+	return v, nil
+}
+
+func decodeObject(dec *json.Decoder, path string, depth int) (map[string]any, error) {
+	if depth > maxArgumentsDepth {
+		return nil, fmt.Errorf("the tool call's arguments nest deeper than %d levels", maxArgumentsDepth)
 	}
-	return args, nil
+	obj := map[string]any{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, errors.New("the tool call's arguments are not valid JSON")
+		}
+		key := tok.(string) // json.Decoder yields only string keys in objects
+		if _, dup := obj[key]; dup {
+			return nil, fmt.Errorf("the tool call's arguments give %s more than once in %s: send each key once", quote.Max(key, 40), quote.Max(path, 60))
+		}
+		v, err := decodeValue(dec, path+"."+key, depth)
+		if err != nil {
+			return nil, err
+		}
+		obj[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return nil, errors.New("the tool call's arguments are not valid JSON")
+	}
+	return obj, nil
+}
+
+func decodeValue(dec *json.Decoder, path string, depth int) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, errors.New("the tool call's arguments are not valid JSON")
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			return decodeObject(dec, path, depth+1)
+		case '[':
+			if depth+1 > maxArgumentsDepth {
+				return nil, fmt.Errorf("the tool call's arguments nest deeper than %d levels", maxArgumentsDepth)
+			}
+			arr := []any{}
+			for dec.More() {
+				v, err := decodeValue(dec, path+"[]", depth+1)
+				if err != nil {
+					return nil, err
+				}
+				arr = append(arr, v)
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, errors.New("the tool call's arguments are not valid JSON")
+			}
+			return arr, nil
+		}
+		return nil, errors.New("the tool call's arguments are not valid JSON")
+	default:
+		return t, nil
+	}
 }

@@ -95,7 +95,7 @@ func New(cfg Config, opts Options) (*Proxy, error) {
 		metadata:  map[string]http.Handler{},
 		cuts:      newCutLog(4096),
 	}
-	p.sessions = newSessions(opts.Holder, p.cuts)
+	p.sessions = newSessions(opts.Holder, p.cuts, opts.Logger)
 	baseMeta := &oauthex.ProtectedResourceMetadata{
 		Resource:                              cfg.PublicURL,
 		AuthorizationServers:                  []string{cfg.TokenEndpoint},

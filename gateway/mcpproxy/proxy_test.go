@@ -424,3 +424,20 @@ func TestDuplicateArgumentKeysAreRefused(t *testing.T) {
 		t.Fatalf("upstream ran %d calls", n)
 	}
 }
+
+// A session the client closes is not a cut: its holds derive from the
+// session's context, and their ending must not be read as a revocation.
+func TestClosedSessionIsNotRecordedAsCut(t *testing.T) {
+	e := newEnv(t, nil)
+	cs := e.mustConnect("github", testToken)
+	if res, err := call(t, cs, "read_file", nil); err != nil || res.IsError {
+		t.Fatalf("call: %v %q", err, text(res))
+	}
+	id := cs.ID()
+	cs.Close()
+	waitFor(t, "the hold to be released", func() bool { return e.holder.released.Load() == 1 })
+	waitFor(t, "the session to end", func() bool { return e.proxy.liveSessions() == 0 })
+	if reason, cut := e.proxy.cuts.reason(id); cut {
+		t.Fatalf("a closed session was recorded as cut: %s", reason)
+	}
+}

@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,13 +56,14 @@ var errSessionEnded = errors.New("the MCP session ended")
 type sessions struct {
 	holder gateway.Holder
 	cuts   *cutLog
+	log    *slog.Logger
 
 	mu   sync.Mutex
 	byID map[*mcp.ServerSession]*session
 }
 
-func newSessions(h gateway.Holder, cuts *cutLog) *sessions {
-	return &sessions{holder: h, cuts: cuts, byID: map[*mcp.ServerSession]*session{}}
+func newSessions(h gateway.Holder, cuts *cutLog, log *slog.Logger) *sessions {
+	return &sessions{holder: h, cuts: cuts, log: log, byID: map[*mcp.ServerSession]*session{}}
 }
 
 // get returns ss's state, making it on first use. The state is dropped,
@@ -135,17 +137,26 @@ func (m *sessions) hold(s *session, c gateway.Caller, r gateway.Request, chain [
 // cut ends s because a decision it holds stopped holding: the client's
 // next request is answered with the reason, then the session is closed.
 func (m *sessions) cut(s *session, live context.Context) {
+	s.mu.Lock()
+	ended := s.ended
+	s.mu.Unlock()
+	if ended {
+		return
+	}
 	cause := context.Cause(live)
 	reason := "a decision this session relies on no longer allows it (a lock, a closed task or a dual-control watcher leaving)"
 	if cause != nil && !errors.Is(cause, context.Canceled) {
 		reason = cause.Error()
 	}
 	m.cuts.add(s.ss.ID(), reason)
+	m.log.Info("cut MCP session", "session", s.ss.ID(), "reason", reason)
 	s.end(errors.New("writ cut this session: " + reason))
 	_ = s.ss.Close()
 }
 
-// end cancels s's context and releases its holds, once.
+// end cancels s's context and releases its holds, once. The holds are
+// marked dropped before the context ends, since a Holder's live contexts
+// may derive from it and must not read this as a revocation.
 func (s *session) end(cause error) {
 	s.mu.Lock()
 	if s.ended {
@@ -156,9 +167,11 @@ func (s *session) end(cause error) {
 	holds := s.holds
 	s.holds = nil
 	s.mu.Unlock()
-	s.cancel(cause)
 	for _, h := range holds {
 		h.dropped.Store(true)
+	}
+	s.cancel(cause)
+	for _, h := range holds {
 		h.release()
 	}
 }

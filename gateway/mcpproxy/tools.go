@@ -102,6 +102,8 @@ func (e *endpoint) listTools(ctx context.Context, req mcp.Request) (*mcp.ListToo
 	if !ok {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the gateway lost the caller's identity; retry"}
 	}
+	ctx, cancel := context.WithTimeout(ctx, e.p.cfg.Limits.CallTimeout)
+	defer cancel()
 	tools, err := e.up.listTools(ctx)
 	if err != nil {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("MCP server %s is unavailable: %v", e.up.name, err)}

@@ -11,44 +11,48 @@ import (
 )
 
 // BenchmarkToolCall measures one tools/call end to end with the official
-// SDK client, straight to the upstream and through the gateway, in the
-// same run over loopback TLS. Through the gateway the call also crosses
-// mTLS, one decision (an in-process fake here: the decider's own cost is
-// the gateway core's benchmark) and the gateway's upstream session.
+// SDK client, straight to the upstream and through the gateway, over
+// loopback TLS. Each iteration makes one call each way, in alternating
+// order, so both distributions see the same load on a shared machine.
+// Through the gateway the call also crosses mTLS, one decision (an
+// in-process fake here: the decider's own cost is the gateway core's
+// benchmark) and the gateway's upstream session.
 func BenchmarkToolCall(b *testing.B) {
 	e := newEnv(b, nil)
-	b.Run("direct", func(b *testing.B) {
-		c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
-		cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: e.upURL, HTTPClient: e.pki.httpClient(&e.agent, ""), DisableStandaloneSSE: true}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer cs.Close()
-		measureCalls(b, cs)
-	})
-	b.Run("gateway", func(b *testing.B) {
-		cs := e.mustConnect("github", testToken)
-		measureCalls(b, cs)
-	})
-}
-
-func measureCalls(b *testing.B, cs *mcp.ClientSession) {
-	args := map[string]any{"repo": "acme/dev", "title": "t"}
-	if _, err := call(b, cs, "create_issue", args); err != nil {
+	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
+	direct, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: e.upURL, HTTPClient: e.pki.httpClient(&e.agent, ""), DisableStandaloneSSE: true}, nil)
+	if err != nil {
 		b.Fatal(err)
 	}
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for range b.N {
+	defer direct.Close()
+	gw := e.mustConnect("github", testToken)
+	args := map[string]any{"repo": "acme/dev", "title": "t"}
+	one := func(cs *mcp.ClientSession) time.Duration {
 		t0 := time.Now()
 		res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "create_issue", Arguments: args})
-		lat = append(lat, time.Since(t0))
+		d := time.Since(t0)
 		if err != nil || res.IsError {
 			b.Fatalf("call: %v %q", err, text(res))
 		}
+		return d
+	}
+	one(direct)
+	one(gw)
+	viaDirect := make([]time.Duration, 0, b.N)
+	viaGateway := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		if i%2 == 0 {
+			viaDirect = append(viaDirect, one(direct))
+			viaGateway = append(viaGateway, one(gw))
+		} else {
+			viaGateway = append(viaGateway, one(gw))
+			viaDirect = append(viaDirect, one(direct))
+		}
 	}
 	b.StopTimer()
-	reportPercentiles(b, lat, "us")
+	reportPercentiles(b, viaDirect, "direct-us")
+	reportPercentiles(b, viaGateway, "gateway-us")
 }
 
 // BenchmarkHoldEndToCut measures the gateway's share of lock-to-cut: from

@@ -195,8 +195,17 @@ func FuzzArguments(f *testing.F) {
 		if args == nil {
 			t.Fatal("accepted arguments are nil")
 		}
-		if _, err := json.Marshal(args); err != nil {
+		enc, err := json.Marshal(args)
+		if err != nil {
 			t.Fatalf("accepted arguments do not encode: %v", err)
+		}
+		// What is forwarded decodes to what was decided.
+		again, err := arguments(enc)
+		if err != nil {
+			t.Fatalf("forwarded arguments %s refused: %v", enc, err)
+		}
+		if enc2, _ := json.Marshal(again); !bytes.Equal(enc, enc2) {
+			t.Fatalf("forwarded %s decodes as %s", enc, enc2)
 		}
 	})
 }

@@ -128,6 +128,9 @@ func (d *fakeDecider) decisions() []decided {
 
 // fakeHolder hands out contexts the test can end, and counts releases.
 type fakeHolder struct {
+	// revoked makes Hold answer with a context already ended, as when a
+	// lock lands between the decision and the hold.
+	revoked  atomic.Bool
 	mu       sync.Mutex
 	live     []context.CancelCauseFunc
 	reqs     []gateway.Request
@@ -136,6 +139,9 @@ type fakeHolder struct {
 
 func (h *fakeHolder) Hold(ctx context.Context, c gateway.Caller, r gateway.Request) (context.Context, func()) {
 	live, cancel := context.WithCancelCause(ctx)
+	if h.revoked.Load() {
+		cancel(errors.New("locked just now"))
+	}
 	h.mu.Lock()
 	h.live = append(h.live, cancel)
 	h.reqs = append(h.reqs, r)

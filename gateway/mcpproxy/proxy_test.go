@@ -441,3 +441,17 @@ func TestClosedSessionIsNotRecordedAsCut(t *testing.T) {
 		t.Fatalf("a closed session was recorded as cut: %s", reason)
 	}
 }
+
+func TestCallRevokedBetweenDecisionAndHoldIsNotMade(t *testing.T) {
+	e := newEnv(t, nil)
+	cs := e.mustConnect("github", testToken)
+	e.holder.revoked.Store(true)
+	res, err := call(t, cs, "read_file", nil)
+	if err == nil && (res == nil || !res.IsError) {
+		t.Fatal("a call whose hold was already revoked succeeded")
+	}
+	if n := e.upstream.calls.Load(); n != 0 {
+		t.Fatalf("upstream ran %d calls", n)
+	}
+	waitFor(t, "the session to be cut", func() bool { return e.proxy.liveSessions() == 0 })
+}

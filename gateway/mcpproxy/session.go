@@ -41,6 +41,7 @@ type session struct {
 
 type hold struct {
 	token   string
+	live    context.Context
 	release func()
 	dropped atomic.Bool // set before a release of ours, so it does not cut
 }
@@ -87,30 +88,31 @@ func (m *sessions) get(ss *mcp.ServerSession) *session {
 	return s
 }
 
-// hold keeps the decision for r live for the session. chain is the
-// decision's chain; it keys the hold with the resource.
-func (m *sessions) hold(s *session, c gateway.Caller, r gateway.Request, chain []string) error {
+// hold keeps the decision for r live for the session and returns its live
+// context. chain is the decision's chain; it keys the hold with the
+// resource.
+func (m *sessions) hold(s *session, c gateway.Caller, r gateway.Request, chain []string) (context.Context, error) {
 	key := r.Resource + "\x00" + strings.Join(chain, "\x00")
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
-		return context.Cause(s.ctx)
+		return nil, context.Cause(s.ctx)
 	}
 	old := s.holds[key]
 	if old != nil && old.token == c.DelegationToken {
 		s.mu.Unlock()
-		return nil
+		return old.live, nil
 	}
 	if old == nil && len(s.holds) >= maxHoldsPerSession {
 		s.mu.Unlock()
-		return errTooManyHolds
+		return nil, errTooManyHolds
 	}
 	s.mu.Unlock()
 
 	// Hold runs outside the lock: it may ask the server, and a cut that
 	// fires at once must be able to take the lock.
 	live, release := m.holder.Hold(s.ctx, c, r)
-	h := &hold{token: c.DelegationToken, release: release}
+	h := &hold{token: c.DelegationToken, live: live, release: release}
 	context.AfterFunc(live, func() {
 		if !h.dropped.Load() {
 			m.cut(s, live)
@@ -122,7 +124,7 @@ func (m *sessions) hold(s *session, c gateway.Caller, r gateway.Request, chain [
 		s.mu.Unlock()
 		h.dropped.Store(true)
 		release()
-		return context.Cause(s.ctx)
+		return nil, context.Cause(s.ctx)
 	}
 	old = s.holds[key]
 	s.holds[key] = h
@@ -131,7 +133,7 @@ func (m *sessions) hold(s *session, c gateway.Caller, r gateway.Request, chain [
 		old.dropped.Store(true)
 		old.release()
 	}
-	return nil
+	return live, nil
 }
 
 // cut ends s because a decision it holds stopped holding: the client's

@@ -68,8 +68,13 @@ func (e *endpoint) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp
 		return denied(fmt.Sprintf("writ denied the call of %s: %s", name, d.Reason)), nil
 	}
 	s := e.p.sessions.get(req.Session)
-	if err := e.p.sessions.hold(s, caller, r, d.Chain); err != nil {
+	live, err := e.p.sessions.hold(s, caller, r, d.Chain)
+	if err != nil {
 		return denied(fmt.Sprintf("the call of %s was not made: %v", name, err)), nil
+	}
+	if live.Err() != nil {
+		// Revoked between the decision and the hold: the cut is on its way.
+		return denied(fmt.Sprintf("the call of %s was not made: the decision stopped holding before the call", name)), nil
 	}
 	// The call runs under the session: a cut ends it upstream at once.
 	stop := context.AfterFunc(s.ctx, cancel)

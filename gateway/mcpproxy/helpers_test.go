@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -268,7 +269,7 @@ type env struct {
 	agent    tls.Certificate
 }
 
-func newEnv(t testing.TB, mutate func(*Config)) *env {
+func newEnv(t testing.TB, mutate func(*Config), options ...func(*Options)) *env {
 	t.Helper()
 	e := &env{t: t, pki: newPKI(t), holder: &fakeHolder{}}
 	e.decider = newFakeDecider(Resource("github", "create_issue"), Resource("github", "read_file"), Resource("github", "slow"), Resource("local", "create_issue"))
@@ -308,7 +309,11 @@ func newEnv(t testing.TB, mutate func(*Config)) *env {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	p, err := New(cfg, Options{Decider: e.decider, Holder: e.holder, UpstreamClient: e.pki.httpClient(nil, "")})
+	opts := Options{Decider: e.decider, Holder: e.holder, UpstreamClient: e.pki.httpClient(nil, "")}
+	for _, o := range options {
+		o(&opts)
+	}
+	p, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,3 +387,21 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// gateHandler is a slog handler that holds up whoever logs a message until
+// the test opens the gate: it makes the gateway's cut wait, so a test can
+// see what happens between a revocation and the cut.
+type gateHandler struct {
+	msg  string
+	gate chan struct{}
+}
+
+func (g *gateHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (g *gateHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == g.msg {
+		<-g.gate
+	}
+	return nil
+}
+func (g *gateHandler) WithAttrs([]slog.Attr) slog.Handler { return g }
+func (g *gateHandler) WithGroup(string) slog.Handler      { return g }

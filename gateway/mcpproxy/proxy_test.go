@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"slices"
@@ -443,12 +444,16 @@ func TestClosedSessionIsNotRecordedAsCut(t *testing.T) {
 }
 
 func TestCallRevokedBetweenDecisionAndHoldIsNotMade(t *testing.T) {
-	e := newEnv(t, nil)
+	// The cut waits until the call is answered, so the call itself must
+	// see that its hold is already over.
+	gate := &gateHandler{msg: "cut MCP session", gate: make(chan struct{})}
+	e := newEnv(t, nil, func(o *Options) { o.Logger = slog.New(gate) })
 	cs := e.mustConnect("github", testToken)
 	e.holder.revoked.Store(true)
 	res, err := call(t, cs, "read_file", nil)
-	if err == nil && (res == nil || !res.IsError) {
-		t.Fatal("a call whose hold was already revoked succeeded")
+	close(gate.gate)
+	if err != nil || !res.IsError || !strings.Contains(text(res), "stopped holding") {
+		t.Fatalf("call with a revoked hold: %v %q", err, text(res))
 	}
 	if n := e.upstream.calls.Load(); n != 0 {
 		t.Fatalf("upstream ran %d calls", n)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
@@ -206,6 +207,28 @@ func FuzzArguments(f *testing.F) {
 		}
 		if enc2, _ := json.Marshal(again); !bytes.Equal(enc, enc2) {
 			t.Fatalf("forwarded %s decodes as %s", enc, enc2)
+		}
+	})
+}
+
+// FuzzCutSessionRequest: a request on a cut session is parsed to answer
+// its call with the reason; whatever the body, the answer is a 404 that
+// repeats nothing of it.
+func FuzzCutSessionRequest(f *testing.F) {
+	for _, s := range []string{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, `[{"jsonrpc":"2.0","id":"a","method":"ping"}]`, `{"id":null}`, ``, `{"jsonrpc":"2.0","id":1e999,"method":"m"}`, `{"jsonrpc":"2.0","id":"` + strings.Repeat("a", 600) + `","method":"tools/call"}`} {
+		f.Add([]byte(s))
+	}
+	e := &endpoint{p: &Proxy{cfg: Config{Limits: Limits{MaxBodyBytes: DefaultMaxBodyBytes}}}}
+	const reason = "lock on spiffe://example.org/person/alice"
+	f.Fuzz(func(t *testing.T, body []byte) {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "/mcp/github", bytes.NewReader(body))
+		e.refuseCut(w, r, reason)
+		if w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), reason) {
+			t.Fatalf("answer %d %q", w.Code, w.Body.String())
+		}
+		if w.Body.Len() > 512 {
+			t.Fatalf("answer of %d bytes repeats the request", w.Body.Len())
 		}
 	})
 }

@@ -276,7 +276,13 @@ func (e *endpoint) refuseCut(w http.ResponseWriter, r *http.Request, reason stri
 		m, _ := jsonrpc.DecodeMessage(body)
 		req, _ = m.(*jsonrpc.Request)
 	}
+	// A call's ID is echoed, as JSON-RPC requires, only when it is short:
+	// the answer must not carry a caller's megabyte back.
 	if req == nil || !req.IsCall() {
+		http.Error(w, msg, http.StatusNotFound)
+		return
+	}
+	if id, ok := req.ID.Raw().(string); ok && len(id) > 128 {
 		http.Error(w, msg, http.StatusNotFound)
 		return
 	}

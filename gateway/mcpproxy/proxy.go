@@ -187,7 +187,7 @@ func (e *endpoint) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	id := r.Header.Get("Mcp-Session-Id")
 	if id != "" {
-		if reason, ok := e.p.cuts.reason(id); ok {
+		if reason, ok := e.p.cuts.reason(id, sessionOwner(caller)); ok {
 			e.refuseCut(w, r, reason)
 			return
 		}

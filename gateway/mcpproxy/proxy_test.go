@@ -224,6 +224,22 @@ func TestSessionIsCutWhenItsDecisionStopsHolding(t *testing.T) {
 	if got := e.holder.released.Load(); got != 1 {
 		t.Fatalf("released %d holds, want 1", got)
 	}
+
+	// Another SVID that knows the session's ID learns nothing of why.
+	other := e.pki.leaf(t, "spiffe://example.org/agent/b", nil)
+	req, _ := http.NewRequest(http.MethodPost, e.proxy.Endpoint("github"), strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"tools/list"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Session-Id", cs.ID())
+	resp, err := e.pki.httpClient(&other, testToken).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || strings.Contains(string(body), "alice") {
+		t.Fatalf("another SVID on the cut session: %d %q", resp.StatusCode, body)
+	}
 }
 
 func TestCutEndsACallInFlight(t *testing.T) {
@@ -438,7 +454,7 @@ func TestClosedSessionIsNotRecordedAsCut(t *testing.T) {
 	cs.Close()
 	waitFor(t, "the hold to be released", func() bool { return e.holder.released.Load() == 1 })
 	waitFor(t, "the session to end", func() bool { return e.proxy.liveSessions() == 0 })
-	if reason, cut := e.proxy.cuts.reason(id); cut {
+	if reason, cut := e.proxy.cuts.reason(id, "spiffe://example.org/agent/a"); cut {
 		t.Fatalf("a closed session was recorded as cut: %s", reason)
 	}
 }

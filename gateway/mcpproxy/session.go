@@ -31,6 +31,7 @@ const maxHoldsPerSession = 256
 // expires after being refreshed does not cut the session.
 type session struct {
 	ss     *mcp.ServerSession
+	owner  string // sessionOwner of the caller; the SDK refuses anyone else
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
@@ -69,14 +70,14 @@ func newSessions(h gateway.Holder, cuts *cutLog, log *slog.Logger) *sessions {
 
 // get returns ss's state, making it on first use. The state is dropped,
 // and its holds released, when ss ends.
-func (m *sessions) get(ss *mcp.ServerSession) *session {
+func (m *sessions) get(ss *mcp.ServerSession, owner string) *session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s, ok := m.byID[ss]; ok {
 		return s
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	s := &session{ss: ss, ctx: ctx, cancel: cancel, holds: map[string]*hold{}}
+	s := &session{ss: ss, owner: owner, ctx: ctx, cancel: cancel, holds: map[string]*hold{}}
 	m.byID[ss] = s
 	go func() {
 		_ = ss.Wait()
@@ -150,7 +151,7 @@ func (m *sessions) cut(s *session, live context.Context) {
 	if cause != nil && !errors.Is(cause, context.Canceled) {
 		reason = cause.Error()
 	}
-	m.cuts.add(s.ss.ID(), reason)
+	m.cuts.add(s.ss.ID(), s.owner, reason)
 	m.log.Info("cut MCP session", "session", s.ss.ID(), "reason", reason)
 	s.end(errors.New("writ cut this session: " + reason))
 	_ = s.ss.Close()
@@ -179,18 +180,21 @@ func (s *session) end(cause error) {
 }
 
 // cutLog remembers why recent sessions were cut, so a client that comes
-// back with a cut session's ID is told why rather than "not found". It is
-// bounded: the oldest reasons are forgotten first.
+// back with a cut session's ID is told why rather than "not found". Only
+// the session's owner is told. It is bounded: the oldest reasons are
+// forgotten first.
 type cutLog struct {
 	mu      sync.Mutex
-	reasons map[string]string
+	reasons map[string]cutReason
 	order   []string
 	max     int
 }
 
-func newCutLog(max int) *cutLog { return &cutLog{reasons: map[string]string{}, max: max} }
+type cutReason struct{ owner, reason string }
 
-func (l *cutLog) add(id, reason string) {
+func newCutLog(max int) *cutLog { return &cutLog{reasons: map[string]cutReason{}, max: max} }
+
+func (l *cutLog) add(id, owner, reason string) {
 	if id == "" {
 		return
 	}
@@ -199,16 +203,20 @@ func (l *cutLog) add(id, reason string) {
 	if _, ok := l.reasons[id]; !ok {
 		l.order = append(l.order, id)
 	}
-	l.reasons[id] = reason
+	l.reasons[id] = cutReason{owner, reason}
 	for len(l.order) > l.max {
 		delete(l.reasons, l.order[0])
 		l.order = l.order[1:]
 	}
 }
 
-func (l *cutLog) reason(id string) (string, bool) {
+// reason says why session id was cut, when owner is who it belonged to.
+func (l *cutLog) reason(id, owner string) (string, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r, ok := l.reasons[id]
-	return r, ok
+	if !ok || r.owner != owner {
+		return "", false
+	}
+	return r.reason, true
 }

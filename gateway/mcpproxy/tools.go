@@ -67,7 +67,7 @@ func (e *endpoint) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp
 	if !d.Allow {
 		return denied(fmt.Sprintf("writ denied the call of %s: %s", name, d.Reason)), nil
 	}
-	s := e.p.sessions.get(req.Session)
+	s := e.p.sessions.get(req.Session, sessionOwner(caller))
 	live, err := e.p.sessions.hold(s, caller, r, d.Chain)
 	if err != nil {
 		return denied(fmt.Sprintf("the call of %s was not made: %v", name, err)), nil

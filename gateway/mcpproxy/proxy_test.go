@@ -6,11 +6,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -475,4 +477,25 @@ func TestCallRevokedBetweenDecisionAndHoldIsNotMade(t *testing.T) {
 		t.Fatalf("upstream ran %d calls", n)
 	}
 	waitFor(t, "the session to be cut", func() bool { return e.proxy.liveSessions() == 0 })
+}
+
+func TestUnavailableUpstreamIsAnErrorNotADecision(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String() + "/mcp"
+	l.Close()
+	e := newEnv(t, func(c *Config) {
+		c.Upstreams = append(c.Upstreams, Upstream{Name: "down", URL: dead})
+		c.Limits.CallTimeout = 5 * time.Second
+	})
+	e.decider.allow[Resource("down", "read_file")] = true
+	cs := e.mustConnect("down", testToken)
+	if _, err := cs.ListTools(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "MCP server down is unavailable") {
+		t.Fatalf("list with the upstream down: %v", err)
+	}
+	if _, err := call(t, cs, "read_file", nil); err == nil || !strings.Contains(err.Error(), "MCP server down") {
+		t.Fatalf("call with the upstream down: %v", err)
+	}
 }

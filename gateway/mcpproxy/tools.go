@@ -87,6 +87,12 @@ func (e *endpoint) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp
 		return nil, &jsonrpc.Error{Code: codeSessionCut, Message: context.Cause(s.ctx).Error()}
 	}
 	if err != nil {
+		var down *unavailableError
+		if errors.As(err, &down) {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: fmt.Sprintf("MCP server %s is unavailable, the call was not made: %v", e.up.name, down.err)}
+		}
+		// The server's own JSON-RPC error (unknown tool, bad arguments)
+		// is its answer to the caller.
 		var rpcErr *jsonrpc.Error
 		if errors.As(err, &rpcErr) {
 			return nil, rpcErr

@@ -133,10 +133,16 @@ func (u *upstream) listTools(ctx context.Context) ([]*mcp.Tool, error) {
 func (u *upstream) callTool(ctx context.Context, p *mcp.CallToolParams) (*mcp.CallToolResult, error) {
 	s, err := u.conn(ctx)
 	if err != nil {
-		return nil, err
+		return nil, &unavailableError{err}
 	}
 	return s.CallTool(ctx, p)
 }
+
+// unavailableError is a call that never reached the server.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return e.err.Error() }
+func (e *unavailableError) Unwrap() error { return e.err }
 
 func (u *upstream) close() {
 	u.mu.Lock()

@@ -21,5 +21,8 @@ count=${BENCH_COUNT:-3}
   go test -run '^$' -bench 'AppendAudit' -benchtime 2s -count "$count" ./store/...
   go test -run '^$' -bench 'Verify1M' -benchtime 1x -count "$count" ./audit
   go test -run '^$' -bench 'AuditVerify1M' -benchtime 1x -count 1 ./cmd/writ
+  # MCP through the gateway vs. straight to the upstream, alternating in one loop.
+  go test -run '^$' -bench 'ToolCall' -benchtime 3000x -count "$count" ./gateway/mcpproxy
+  go test -run '^$' -bench 'HoldEndToCut' -benchtime 300x -count "$count" ./gateway/mcpproxy
   if [ "${BENCH_AGENT:-1}" != 0 ]; then go run ./bench/agentbench; fi
 } 2>&1 | tee bench.out

@@ -265,7 +265,7 @@ func compileResource(tmpl string, r route) ([]resourcePart, error) {
 		}
 		name := rest[open+1 : open+end]
 		if !r.hasVar(name) {
-			return nil, fmt.Errorf("%s uses {%s}, which the route's path does not define", quote.String(tmpl), quote.Max(name, 40))
+			return nil, fmt.Errorf("%s uses %s, which the route's path does not define", quote.String(tmpl), quote.Max("{"+name+"}", 40))
 		}
 		parts = append(parts, resourcePart{varName: name})
 		sample.WriteString("x")

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -421,7 +422,7 @@ func TestUpstreamMTLS(t *testing.T) {
 	cfg := testConfig("https://" + ln.Addr().String())
 	cfg.UpstreamID = upstreamSID.String()
 	d := &fakeDecider{allow: map[string]bool{"read http/orders/1": true}}
-	p, err := New(cfg, Options{Decider: d, Holder: newHolder(), SVID: pki.svid(t, gatewayID), Bundle: pki.bundle})
+	p, err := New(cfg, Options{Decider: d, Holder: newHolder(), SVID: pki.svid(t, gatewayID), Bundle: pki.bundle, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +436,7 @@ func TestUpstreamMTLS(t *testing.T) {
 
 	// An upstream with another identity is not trusted.
 	cfg.UpstreamID = "spiffe://example.org/someone-else"
-	p, err = New(cfg, Options{Decider: d, Holder: newHolder(), SVID: pki.svid(t, gatewayID), Bundle: pki.bundle})
+	p, err = New(cfg, Options{Decider: d, Holder: newHolder(), SVID: pki.svid(t, gatewayID), Bundle: pki.bundle, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

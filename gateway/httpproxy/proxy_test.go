@@ -446,3 +446,46 @@ func TestUpstreamMTLS(t *testing.T) {
 		t.Errorf("impostor upstream: got %d %q, want 502", w.Code, bodyOf(w))
 	}
 }
+
+// TestUpgradedConnectionIsCutWhenHoldEnds switches protocols through the
+// proxy (as a WebSocket does) and cancels the hold: the tunnel must close.
+func TestUpgradedConnectionIsCutWhenHoldEnds(t *testing.T) {
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		io.Copy(conn, brw)
+	})
+	f.decider.allow["read http/events"] = true
+	addr := f.serveTLS(t)
+	conf := f.client(f.pki.svid(t, agentID)).Transport.(*http.Transport).TLSClientConfig
+	conn, err := tls.Dial("tcp", addr, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /events HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	io.WriteString(conn, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
+		t.Fatalf("echo through the tunnel: %q %v", line, err)
+	}
+	<-f.holder.held
+	f.holder.Cut("http/events")
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second)) // only a hang reaches it
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("the tunnel was not closed: %v", err)
+	}
+}

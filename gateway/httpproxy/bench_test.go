@@ -2,6 +2,10 @@ package httpproxy
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -142,4 +146,19 @@ func serveOn(b *testing.B, h http.Handler, conf *tls.Config) string {
 	go srv.Serve(ln)
 	b.Cleanup(func() { srv.Close() })
 	return ln.Addr().(*net.TCPAddr).String()
+}
+
+// BenchmarkLimitECDSAP256Sign is the limit for the signed header: one
+// raw P-256 signature over a SHA-256 digest, in the same run.
+func BenchmarkLimitECDSAP256Sign(b *testing.B) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("writ-caller"))
+	for range b.N {
+		if _, err := ecdsa.SignASN1(rand.Reader, key, digest[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -76,7 +76,7 @@ const maxConfigBytes = 1 << 20
 
 // ParseConfig reads a Config from YAML, refusing unknown fields so a
 // misspelt setting is an error rather than silently left at its default.
-// It does not validate; call Defaults and Validate.
+// It does not validate; call Validate.
 func ParseConfig(r io.Reader) (Config, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxConfigBytes+1))
 	if err != nil {
@@ -118,9 +118,12 @@ func (c *Config) Defaults() {
 	}
 }
 
-// Validate checks c, naming the field at fault. Call Defaults first.
+// Validate checks c, naming the field at fault. Limits left at zero are
+// checked as their defaults, so Defaults need not come first.
 func (c *Config) Validate() error {
-	_, err := c.compile()
+	d := *c
+	d.Defaults()
+	_, err := d.compile()
 	return err
 }
 

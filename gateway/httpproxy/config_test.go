@@ -100,6 +100,11 @@ func TestValidateNamesTheField(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("base config: %v", err)
 	}
+	// Limits left unset are checked as their defaults.
+	c.Limits = Limits{}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("config without limits: %v", err)
+	}
 }
 
 func TestParsePath(t *testing.T) {

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -161,4 +162,42 @@ func BenchmarkLimitECDSAP256Sign(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkStreamCut measures the front end's part of lock-to-cut: from
+// the hold's context being cancelled (what the gateway's core does when a
+// lock lands) to the caller's read of an open event stream failing.
+func BenchmarkStreamCut(b *testing.B) {
+	f := newFixture(b, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Write([]byte("data: first\n\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	f.decider.allow["read http/events"] = true
+	f.proxy.now = time.Now
+	addr := f.serveTLS(b)
+	client := f.client(f.pki.svid(b, agentID))
+	lat := make([]time.Duration, 0, b.N)
+	for range b.N {
+		resp, err := client.Get("https://" + addr + "/events")
+		if err != nil {
+			b.Fatal(err)
+		}
+		br := bufio.NewReader(resp.Body)
+		if _, err := br.ReadString('\n'); err != nil {
+			b.Fatal(err)
+		}
+		<-f.holder.held
+		start := time.Now()
+		f.holder.Cut("http/events")
+		if _, err := io.Copy(io.Discard, br); err == nil {
+			b.Fatal("the stream ended cleanly")
+		}
+		lat = append(lat, time.Since(start))
+		resp.Body.Close()
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[(len(lat)-1)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[(len(lat)-1)*99/100].Microseconds()), "p99-µs")
 }

@@ -296,6 +296,21 @@ func (f *fixture) serveTLS(t testing.TB) string {
 	return ln.Addr().String()
 }
 
+// serveTLSH2 is serveTLS with HTTP/2 offered, as http.Server.ServeTLS
+// does.
+func (f *fixture) serveTLSH2(t testing.TB) string {
+	t.Helper()
+	tlsConf := tlsconfig.MTLSServerConfig(f.gwSVID, f.pki.bundle, tlsconfig.AuthorizeMemberOf(testTD))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(f.proxy.cfg, f.proxy, tlsConf)
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 // client returns an HTTP client presenting svid that accepts only the
 // gateway.
 func (f *fixture) client(svid *x509svid.SVID) *http.Client {

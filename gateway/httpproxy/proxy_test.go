@@ -352,6 +352,11 @@ func TestOverMTLSUpstreamVerifiesCaller(t *testing.T) {
 // cancels the hold, as a lock would: the caller's stream must end and the
 // upstream's request must be cancelled.
 func TestStreamIsCutWhenHoldEnds(t *testing.T) {
+	t.Run("HTTP/1.1", func(t *testing.T) { testStreamCut(t, false) })
+	t.Run("HTTP/2", func(t *testing.T) { testStreamCut(t, true) })
+}
+
+func testStreamCut(t *testing.T, h2 bool) {
 	upstreamDone := make(chan struct{})
 	f := newFixture(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -361,12 +366,22 @@ func TestStreamIsCutWhenHoldEnds(t *testing.T) {
 		close(upstreamDone)
 	})
 	f.decider.allow["read http/events"] = true
-	addr := f.serveTLS(t)
-	resp, err := f.client(f.pki.svid(t, agentID)).Get("https://" + addr + "/events")
+	client := f.client(f.pki.svid(t, agentID))
+	var addr string
+	if h2 {
+		addr = f.serveTLSH2(t)
+		client.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+	} else {
+		addr = f.serveTLS(t)
+	}
+	resp, err := client.Get("https://" + addr + "/events")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if h2 != (resp.ProtoMajor == 2) {
+		t.Fatalf("served over %s", resp.Proto)
+	}
 	br := bufio.NewReader(resp.Body)
 	line, err := br.ReadString('\n')
 	if err != nil || line != "data: first\n" {

@@ -168,9 +168,9 @@ func VerifyRequest(r *http.Request, bundles x509bundle.Source, gateways spiffeid
 	if err != nil {
 		return VerifiedCaller{}, err
 	}
-	if v.Method != r.Method || v.Path != r.URL.EscapedPath() {
+	if path := requestPath(r); v.Method != r.Method || v.Path != path {
 		return VerifiedCaller{}, fmt.Errorf("writ-caller: made for %s %s, not for this request (%s %s)",
-			quote.Max(v.Method, 20), quote.Max(v.Path, 80), quote.Max(r.Method, 20), quote.Max(r.URL.EscapedPath(), 80))
+			quote.Max(v.Method, 20), quote.Max(v.Path, 80), quote.Max(r.Method, 20), quote.Max(path, 80))
 	}
 	return v, nil
 }

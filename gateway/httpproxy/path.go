@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 
@@ -92,6 +93,35 @@ func segmentProblem(seg string) string {
 		}
 	}
 	return ""
+}
+
+// requestPath returns the path of r's request target as the client sent
+// it. r.URL.EscapedPath is not that: when the raw path holds a character
+// Go would have escaped, it is dropped for an encoding of the decoded
+// path, and "a%2fb<" comes back as "a/b%3C", an encoded slash turned real.
+func requestPath(r *http.Request) string {
+	target := r.RequestURI
+	if target == "" {
+		// Not from a server (a request built in code): the URL is all
+		// there is.
+		return r.URL.EscapedPath()
+	}
+	if i := strings.IndexByte(target, '?'); i >= 0 {
+		target = target[:i]
+	}
+	if strings.HasPrefix(target, "/") {
+		return target
+	}
+	// The absolute form, "https://host/path": the path starts at the first
+	// '/' after the authority. Anything else ("*", an authority) has no
+	// path, which parsePath refuses.
+	if _, rest, ok := strings.Cut(target, "://"); ok {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			return rest[i:]
+		}
+		return ""
+	}
+	return target
 }
 
 // String returns the escaped form, for messages.

@@ -146,7 +146,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusUnauthorized, err.Error())
 		return
 	}
-	path, err := parsePath(r.URL.EscapedPath())
+	path, err := parsePath(requestPath(r))
 	if err != nil {
 		refuse(w, http.StatusBadRequest, err.Error())
 		return

@@ -181,6 +181,10 @@ func TestPathTricksAreRefused(t *testing.T) {
 		"//static",
 		"/static/%00",
 		"/static/a%0d%0aX-Injected:%201",
+		// A character Go's URL parser would escape makes it drop the raw
+		// path and re-encode the decoded one, turning %2f into '/'.
+		"/static/a%2fb<",
+		"/static/%2e%2e%2forders<",
 	} {
 		w := f.serve(f.request(t, "GET", target, agent))
 		if w.Code != http.StatusBadRequest {

@@ -316,13 +316,12 @@ func TestDecisionWithdrawnBeforeForwardingIsRefused(t *testing.T) {
 // requests whose Writ-Caller header verifies.
 func TestOverMTLSUpstreamVerifiesCaller(t *testing.T) {
 	var f *fixture
-	f = newFixture(t, func(w http.ResponseWriter, r *http.Request) {
-		v, err := VerifyRequest(r, f.pki.bundle, spiffeid.MatchID(gatewayID), "orders-api", time.Now())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusUnauthorized)
-			return
-		}
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, _ := CallerFromContext(r.Context())
 		w.Write([]byte("hello " + v.Chain[len(v.Chain)-1].String()))
+	})
+	f = newFixture(t, func(w http.ResponseWriter, r *http.Request) {
+		RequireCaller(hello, f.pki.bundle, spiffeid.MatchID(gatewayID), "orders-api").ServeHTTP(w, r)
 	})
 	f.now = time.Time{}
 	f.proxy.now = time.Now

@@ -138,12 +138,16 @@ type forwardKey struct{}
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, err := bearerToken(r.Header)
 	if err != nil {
+		// RFC 6750 section 3.1: a malformed bearer request.
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_request"`)
 		refuse(w, http.StatusUnauthorized, err.Error())
 		return
 	}
 	caller, err := gateway.CallerFromTLS(r.TLS, r.RemoteAddr, token)
 	if err != nil {
-		refuse(w, http.StatusUnauthorized, err.Error())
+		// 403, not 401: no HTTP authentication scheme can supply what is
+		// missing, which is a certificate in the TLS handshake.
+		refuse(w, http.StatusForbidden, err.Error())
 		return
 	}
 	path, err := parsePath(requestPath(r))

@@ -227,8 +227,8 @@ func TestCallerWithoutCertificateIsRefused(t *testing.T) {
 	noCert := f.request(t, "GET", "/orders/1", nil)
 	for name, r := range map[string]*http.Request{"plain HTTP": plain, "TLS without certificate": noCert} {
 		w := f.serve(r)
-		if w.Code != http.StatusUnauthorized || !strings.Contains(bodyOf(w), "X.509-SVID") {
-			t.Errorf("%s: got %d %q, want 401 asking for an SVID", name, w.Code, bodyOf(w))
+		if w.Code != http.StatusForbidden || !strings.Contains(bodyOf(w), "X.509-SVID") {
+			t.Errorf("%s: got %d %q, want 403 asking for an SVID", name, w.Code, bodyOf(w))
 		}
 	}
 	// Behind the listener NewServer serves, the handshake itself fails.
@@ -249,8 +249,12 @@ func TestAuthorizationOtherThanBearerIsRefused(t *testing.T) {
 	for _, values := range [][]string{{"Basic dXNlcjpwYXNz"}, {"Bearer "}, {"Bearer for-alice", "Bearer for-alice"}, {"for-alice"}} {
 		r := f.request(t, "GET", "/orders/1", agent)
 		r.Header["Authorization"] = values
-		if w := f.serve(r); w.Code != http.StatusUnauthorized || strings.Contains(bodyOf(w), "dXNlcjpwYXNz") {
+		w := f.serve(r)
+		if w.Code != http.StatusUnauthorized || strings.Contains(bodyOf(w), "dXNlcjpwYXNz") {
 			t.Errorf("%q: got %d %q, want 401 not echoing the credential", values, w.Code, bodyOf(w))
+		}
+		if !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("%q: 401 without a WWW-Authenticate challenge", values)
 		}
 	}
 	if f.count() != 0 {

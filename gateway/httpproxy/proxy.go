@@ -209,8 +209,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // rewrite sends the request to the upstream with the decided path and
 // the signed header, and without anything the client sent that could
-// speak for the gateway: its token, its own Writ-Caller headers, its
-// forwarding headers (dropped by ReverseProxy before rewrite).
+// speak for the gateway: its token, its own Writ-Caller headers and
+// trailers, its forwarding headers (dropped by ReverseProxy before
+// rewrite).
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	f, _ := pr.In.Context().Value(forwardKey{}).(forward)
 	out := pr.Out
@@ -225,6 +226,11 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.Header.Del("Authorization")
 	stripCallerHeaders(out.Header)
 	out.Header.Set(CallerHeader, f.header)
+	// Trailers too: some servers merge them into the headers.
+	if out.Trailer != nil {
+		out.Trailer.Del("Authorization")
+		stripCallerHeaders(out.Trailer)
+	}
 	pr.SetXForwarded()
 }
 

@@ -511,3 +511,26 @@ func TestUpgradedConnectionIsCutWhenHoldEnds(t *testing.T) {
 		t.Fatalf("the tunnel was not closed: %v", err)
 	}
 }
+
+// TestTrailersCannotCarryCallerOrToken sends Writ-Caller and Authorization
+// as request trailers, which some servers merge into the headers.
+func TestTrailersCannotCarryCallerOrToken(t *testing.T) {
+	trailers := make(chan http.Header, 1)
+	f := newFixture(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		trailers <- r.Trailer.Clone()
+	})
+	f.decider.allow["write http/orders"] = true
+	r := f.request(t, "POST", "/orders", f.pki.svid(t, agentID))
+	r.Body, r.ContentLength = io.NopCloser(strings.NewReader("body")), -1
+	r.Trailer = http.Header{"Writ-Caller": {"forged"}, "Writ_caller": {"forged"}, "Authorization": {"Bearer for-alice"}, "X-Checksum": {"1"}}
+	if w := f.serve(r); w.Code != 200 {
+		t.Fatalf("got %d %q", w.Code, bodyOf(w))
+	}
+	got := <-trailers
+	for k := range got {
+		if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), CallerHeader) || strings.EqualFold(k, "Authorization") {
+			t.Errorf("trailer %s reached the upstream", k)
+		}
+	}
+}

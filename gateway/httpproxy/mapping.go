@@ -78,8 +78,8 @@ type resourcePart struct {
 
 // errNoRoute and errNoMethod are the mapping's refusals of a request.
 var (
-	errNoRoute  = errors.New("no route")
-	errNoMethod = errors.New("method not mapped")
+	errNoRoute  = errors.New("not served through this gateway")
+	errNoMethod = errors.New("method not allowed")
 )
 
 func compileMapping(actions map[string]string, routes []Route) (*mapper, error) {
@@ -371,7 +371,7 @@ func (m *mapper) mapRequest(method string, p cleanPath) (gateway.Request, error)
 		action := r.action
 		if action == "" {
 			if action = m.actions[method]; action == "" {
-				return gateway.Request{}, fmt.Errorf("%w: %s is not mapped to an action", errNoMethod, quote.Max(method, 40))
+				return gateway.Request{}, fmt.Errorf("%w: %s is not mapped to an action here", errNoMethod, quote.Max(method, 40))
 			}
 		}
 		return gateway.Request{Action: action, Resource: name}, nil

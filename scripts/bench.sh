@@ -15,6 +15,8 @@ count=${BENCH_COUNT:-3}
   # Access requests, create -> approve -> the task opens, over mTLS with SVIDs.
   go test -run '^$' -bench 'RequestOpenApprove' -count "$count" ./server
   go test -run '^$' -bench 'Decide' -benchmem -count "$count" ./authz ./authz/guardrail
+  # The gateway's HTTP front end: per-request overhead against direct calls, same run.
+  go test -run '^$' -bench . -benchmem -count "$count" ./gateway/httpproxy
   # Seeds 15,000 ended and up to 15,000 live tasks in SQLite: minutes per count.
   go test -run '^$' -bench 'DecisionIndexRebuild' -benchmem -count "$count" ./server
   go test -run '^$' -bench 'Create' -benchtime 1x -count "$count" ./server ./store/...

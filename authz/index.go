@@ -42,6 +42,9 @@ type Index struct {
 	locks  []Lock
 	// exactLocks and prefixLocks index identity locks by value.
 	exactLocks, prefixLocks map[string][]int32
+	// firstUse says when an access clock the snapshot records as not
+	// started started since; nil: none did.
+	firstUse func(clock string) (time.Time, bool)
 }
 
 // bucket holds what is indexed under one literal prefix.

@@ -87,6 +87,11 @@ type grantDoc struct {
 	// ExpiresAt is absent in documents written before grants could
 	// expire, which therefore last until their task ends, as they did.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Clock, AccessTTLSeconds and FirstUsedAt: a grant whose access time
+	// starts at first use (task.Grant).
+	Clock            string    `json:"clock,omitempty"`
+	AccessTTLSeconds int64     `json:"access_ttl_seconds,omitempty"`
+	FirstUsedAt      time.Time `json:"first_used_at,omitzero"`
 }
 
 // standingDoc is a standing grant as stored.
@@ -532,7 +537,8 @@ func memberPatterns(t *task.Task) []task.Pattern {
 }
 
 func grantToDoc(g task.Grant) grantDoc {
-	return grantDoc{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt.UTC()}
+	return grantDoc{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt.UTC(),
+		Clock: g.Clock, AccessTTLSeconds: int64(g.AccessTTL / time.Second), FirstUsedAt: g.FirstUsedAt.UTC()}
 }
 
 // taskRecord encodes t for the store.
@@ -580,7 +586,8 @@ func taskFromRecord(rec store.TaskRecord) (task.Task, error) {
 		t.Members = append(t.Members, task.Member{Pattern: p})
 	}
 	for _, g := range d.Grants {
-		t.Grants = append(t.Grants, task.Grant{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt})
+		t.Grants = append(t.Grants, task.Grant{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt,
+			Clock: g.Clock, AccessTTL: time.Duration(g.AccessTTLSeconds) * time.Second, FirstUsedAt: g.FirstUsedAt})
 	}
 	if t.Dual, err = dualFromDoc(d.Dual); err != nil {
 		return task.Task{}, fmt.Errorf("stored task %s: %w", rec.ID, err)

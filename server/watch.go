@@ -40,6 +40,10 @@ const (
 	// maxWatchTaskID bounds the task ID a watcher names, so no error
 	// repeats an arbitrarily long one.
 	maxWatchTaskID = 128
+	// watchEndCheck is how often a session looks whether its task ended:
+	// it reads the task only when the store's revision moved, or tests
+	// the deadline it has.
+	watchEndCheck = decisionRefreshInterval
 )
 
 // dualDoc is a task's dual control as stored with the task.
@@ -301,8 +305,22 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 	lastWrite := time.Now()
 	timer := time.NewTimer(lapse)
 	defer timer.Stop()
+	endCheck := time.NewTicker(watchEndCheck)
+	defer endCheck.Stop()
+	seen := rec.Revision
 	for {
 		select {
+		case <-endCheck.C:
+			why, err := s.watchEnded(ctx, &t, &seen)
+			if err != nil {
+				return err
+			}
+			if why == "" {
+				continue
+			}
+			s.log.Info("watch ended: nothing left to watch", "watch", id, "task", t.ID, "why", why)
+			return stream.Send(&writv1.WatchTaskStatus{TaskId: t.ID, Count: int32(dc.Count), HeartbeatSeconds: int32(dc.Heartbeat / time.Second),
+				OnLeave: dc.OnLeave, Ended: true, EndedWhy: why})
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.stopping:
@@ -337,6 +355,35 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 			}
 		}
 	}
+}
+
+// watchEnded says why a session on *t has nothing left to watch, or "".
+// It reads the task again only when the store's revision moved past *seen
+// (the decision index's revision, which it follows anyway); a deadline
+// passing needs no read.
+func (s *Server) watchEnded(ctx context.Context, t **task.Task, seen *int64) (string, error) {
+	if rev := s.decisions.rev.Load(); rev > *seen {
+		rec, err := s.store.GetTask(ctx, (*t).ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Sprintf("task %s no longer exists", (*t).ID), nil
+		}
+		if err != nil {
+			return "", storeStatus(err)
+		}
+		next, err := readTask(rec, s.now())
+		if err != nil {
+			return "", err
+		}
+		*t, *seen = next, rev
+	}
+	now := s.now()
+	switch {
+	case (*t).State != task.StateOpen || !now.Before((*t).Deadline):
+		return (*t).NotLiveReason(now), nil
+	case (*t).Dual == nil:
+		return fmt.Sprintf("task %s is no longer under dual control", (*t).ID), nil
+	}
+	return "", nil
 }
 
 func (ws *watchService) sendStatus(ctx context.Context, stream writv1.WatchService_WatchTaskServer, taskID string, dc *task.DualControl) error {

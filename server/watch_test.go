@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -362,4 +363,64 @@ func TestMergeDual(t *testing.T) {
 	}
 	_, err = mergeDual(first, &task.DualControl{Watchers: []task.Pattern{agents}, Count: 1, OnLeave: task.OnLeavePause, Heartbeat: time.Second})
 	wantCode(t, err, codes.FailedPrecondition, "needs a task of its own")
+}
+
+// TestWatchEndsWhenTaskCloses: a watcher still heartbeating is told when
+// the task it watches closes, by a last status saying why, and its stream
+// then ends without error; its session is removed.
+func TestWatchEndsWhenTaskCloses(t *testing.T) {
+	srv, _ := startTokenEndpoint(t)
+	admin := adminConn(t, srv)
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: dualRules}); err != nil {
+		t.Fatal(err)
+	}
+	tasks := writv1.NewTaskServiceClient(admin)
+	work := openTask(t, tasks, "rotate the vault keys", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	if got, err := actorConn(svidConn(t, srv, signIn(t, srv, alice))).join(t, work.GetId(), "rotate", "read:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("the vault read = %v, %v", got, err)
+	}
+	w, err := watchTask(t, svidConn(t, srv, signIn(t, srv, bob)), work.GetId(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	go func() { // heartbeats only: the test reads the statuses
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if w.stream.Send(&writv1.WatchTaskRequest{}) != nil {
+					return
+				}
+			}
+		}
+	}()
+	if _, err := tasks.CloseTask(t.Context(), &writv1.TaskTransitionRequest{Id: work.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		st, err := w.stream.Recv()
+		if err != nil {
+			t.Fatalf("the stream ended without saying why: %v", err)
+		}
+		if !st.GetEnded() {
+			continue
+		}
+		if want := "task " + work.GetId() + " is closed"; st.GetEndedWhy() != want {
+			t.Fatalf("ended_why = %q, want %q", st.GetEndedWhy(), want)
+		}
+		break
+	}
+	if _, err := w.stream.Recv(); err != io.EOF {
+		t.Fatalf("after the last status: %v, want the stream ended cleanly", err)
+	}
+	eventually(t, 5*time.Second, "the session is removed", func() bool {
+		ws, err := srv.store.ListWatches(t.Context())
+		return err == nil && len(ws) == 0
+	})
 }

@@ -5800,8 +5800,13 @@ type WatchTaskStatus struct {
 	// heartbeat_seconds is how often the watcher must send a heartbeat.
 	HeartbeatSeconds int32  `protobuf:"varint,5,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
 	OnLeave          string `protobuf:"bytes,6,opt,name=on_leave,json=onLeave,proto3" json:"on_leave,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// ended is set on the last message of a session the server ends because
+	// there is nothing left to watch: the task closed or expired, or its dual
+	// control ended. ended_why says which; the stream then ends without error.
+	Ended         bool   `protobuf:"varint,7,opt,name=ended,proto3" json:"ended,omitempty"`
+	EndedWhy      string `protobuf:"bytes,8,opt,name=ended_why,json=endedWhy,proto3" json:"ended_why,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchTaskStatus) Reset() {
@@ -5872,6 +5877,20 @@ func (x *WatchTaskStatus) GetHeartbeatSeconds() int32 {
 func (x *WatchTaskStatus) GetOnLeave() string {
 	if x != nil {
 		return x.OnLeave
+	}
+	return ""
+}
+
+func (x *WatchTaskStatus) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
+func (x *WatchTaskStatus) GetEndedWhy() string {
+	if x != nil {
+		return x.EndedWhy
 	}
 	return ""
 }
@@ -6297,14 +6316,16 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\"V\n" +
 	"\x10WatchTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12)\n" +
-	"\x10delegation_token\x18\x02 \x01(\tR\x0fdelegationToken\"\xb6\x01\n" +
+	"\x10delegation_token\x18\x02 \x01(\tR\x0fdelegationToken\"\xe9\x01\n" +
 	"\x0fWatchTaskStatus\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\apresent\x18\x02 \x03(\tR\apresent\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x05R\x05count\x12\x12\n" +
 	"\x04live\x18\x04 \x01(\bR\x04live\x12+\n" +
 	"\x11heartbeat_seconds\x18\x05 \x01(\x05R\x10heartbeatSeconds\x12\x19\n" +
-	"\bon_leave\x18\x06 \x01(\tR\aonLeave2\xd6\x02\n" +
+	"\bon_leave\x18\x06 \x01(\tR\aonLeave\x12\x14\n" +
+	"\x05ended\x18\a \x01(\bR\x05ended\x12\x1b\n" +
+	"\tended_why\x18\b \x01(\tR\bendedWhy2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +

@@ -3273,7 +3273,9 @@ type WatchServiceClient interface {
 	// every later one is a heartbeat. The server answers with the task's
 	// dual-control status on joining and whenever it changes. The session
 	// ends, and the watcher counts no more, when the stream ends or no
-	// heartbeat arrives for two heartbeat intervals.
+	// heartbeat arrives for two heartbeat intervals. When the task closes or
+	// expires, or its dual control ends, the server sends a last status with
+	// ended set and ends the stream.
 	WatchTask(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchTaskRequest, WatchTaskStatus], error)
 }
 
@@ -3310,7 +3312,9 @@ type WatchServiceServer interface {
 	// every later one is a heartbeat. The server answers with the task's
 	// dual-control status on joining and whenever it changes. The session
 	// ends, and the watcher counts no more, when the stream ends or no
-	// heartbeat arrives for two heartbeat intervals.
+	// heartbeat arrives for two heartbeat intervals. When the task closes or
+	// expires, or its dual control ends, the server sends a last status with
+	// ended set and ends the stream.
 	WatchTask(grpc.BidiStreamingServer[WatchTaskRequest, WatchTaskStatus]) error
 	mustEmbedUnimplementedWatchServiceServer()
 }

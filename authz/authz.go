@@ -107,6 +107,9 @@ type Lock struct {
 	Value  string
 	ID     string
 	Reason string
+	// Watched narrows a task lock to the task's grants under dual control
+	// (task.Grant.Watched); its other grants still count.
+	Watched bool
 }
 
 // Snapshot is what decisions are made over. Tasks in any state may be

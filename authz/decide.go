@@ -129,6 +129,9 @@ func (ix *Index) noteGrant(sc *scan, e *entry, at time.Time) {
 			why = e.grant.ExpiredReason(ix.tasks[e.task].ID, int(e.index))
 		}
 	}
+	if why == "" && e.grant.Watched && ix.watchedWhy[e.task] != "" {
+		why = e.grant.UnwatchedReason(ix.tasks[e.task].ID, int(e.index), ix.watchedWhy[e.task])
+	}
 	switch {
 	case why != "" && sc.notLive == "":
 		sc.notLive = why

@@ -350,3 +350,18 @@ func TestGrantOnAccessClock(t *testing.T) {
 		t.Fatalf("a clock the store records as started: %+v", d)
 	}
 }
+
+// TestWatchedLock: a task lock narrowed to watched grants stops only those;
+// the task's other grants still allow, and the denial names the grant and
+// the watchers missing.
+func TestWatchedLock(t *testing.T) {
+	s := world(t)
+	joined := grant(t, "write", "db/prod/payments", ceo)
+	joined.Watched = true
+	s.Tasks[0].Grants = append(s.Tasks[0].Grants, joined)
+	s.Locks = append(s.Locks, Lock{Kind: identity.LockTask, Value: "T-payroll", ID: "dual-control", Reason: "0 of 1 watchers present (x)", Watched: true})
+	ix := NewIndex(s, t0)
+	checkDecision(t, ix.Decide(Request{Chain: ids(ceo), Action: "write", Resource: "db/prod/payments"}, nil), false, 0,
+		"grant 1 (write on db/prod/payments) on task T-payroll is under dual control: 0 of 1 watchers present (x)", 0)
+	checkDecision(t, ix.Decide(Request{Chain: ids(bot, ceo), Action: "read", Resource: "hr/salaries"}, nil), true, -1, "T-payroll", 2)
+}

@@ -164,7 +164,7 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 		return "", err
 	}
 	if dual != nil {
-		change = withDualControl(change, dual)
+		change = withDualControl(change, dual, r.Kind == review.KindOpen)
 	}
 	t, err := ts.update(ctx, r.Task, 0, typ, change)
 	if errors.Is(err, errInEffect) {

@@ -92,6 +92,8 @@ type grantDoc struct {
 	Clock            string    `json:"clock,omitempty"`
 	AccessTTLSeconds int64     `json:"access_ttl_seconds,omitempty"`
 	FirstUsedAt      time.Time `json:"first_used_at,omitzero"`
+	// Watched: the grant is under the task's dual control.
+	Watched bool `json:"watched,omitempty"`
 }
 
 // standingDoc is a standing grant as stored.
@@ -538,7 +540,7 @@ func memberPatterns(t *task.Task) []task.Pattern {
 
 func grantToDoc(g task.Grant) grantDoc {
 	return grantDoc{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt.UTC(),
-		Clock: g.Clock, AccessTTLSeconds: int64(g.AccessTTL / time.Second), FirstUsedAt: g.FirstUsedAt.UTC()}
+		Clock: g.Clock, AccessTTLSeconds: int64(g.AccessTTL / time.Second), FirstUsedAt: g.FirstUsedAt.UTC(), Watched: g.Watched}
 }
 
 // taskRecord encodes t for the store.
@@ -587,10 +589,16 @@ func taskFromRecord(rec store.TaskRecord) (task.Task, error) {
 	}
 	for _, g := range d.Grants {
 		t.Grants = append(t.Grants, task.Grant{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt,
-			Clock: g.Clock, AccessTTL: time.Duration(g.AccessTTLSeconds) * time.Second, FirstUsedAt: g.FirstUsedAt})
+			Clock: g.Clock, AccessTTL: time.Duration(g.AccessTTLSeconds) * time.Second, FirstUsedAt: g.FirstUsedAt, Watched: g.Watched})
 	}
 	if t.Dual, err = dualFromDoc(d.Dual); err != nil {
 		return task.Task{}, fmt.Errorf("stored task %s: %w", rec.ID, err)
+	}
+	if d.Dual != nil && !d.Dual.PerGrant {
+		// Written when dual control governed the whole task.
+		for i := range t.Grants {
+			t.Grants[i].Watched = true
+		}
 	}
 	return t, nil
 }

@@ -54,6 +54,9 @@ type dualDoc struct {
 	Heartbeat time.Duration  `json:"heartbeat"`
 	Requester []string       `json:"requester"`
 	Request   string         `json:"request,omitempty"`
+	// PerGrant is set on documents that mark each watched grant; without
+	// it, dual control governs every grant of the task.
+	PerGrant bool `json:"per_grant,omitempty"`
 }
 
 func dualToDoc(dc *task.DualControl) *dualDoc {
@@ -61,7 +64,7 @@ func dualToDoc(dc *task.DualControl) *dualDoc {
 		return nil
 	}
 	return &dualDoc{Watchers: dc.Watchers, Count: dc.Count, OnLeave: dc.OnLeave, Heartbeat: dc.Heartbeat,
-		Requester: chainStrings(dc.Requester), Request: dc.Request}
+		Requester: chainStrings(dc.Requester), Request: dc.Request, PerGrant: true}
 }
 
 func dualFromDoc(d *dualDoc) (*task.DualControl, error) {
@@ -102,9 +105,12 @@ func (s *Server) dualControlFor(ctx context.Context, r *review.Request) (*task.D
 }
 
 // withDualControl makes change also put dc on the task: the grants it makes
-// live are live only under dual control from the same write on.
-func withDualControl(change taskChange, dc *task.DualControl) taskChange {
+// live are live only under dual control from the same write on. Those are
+// the grants it adds or lengthens, or, when all is set (a task opened by
+// request), every grant; the task's other grants are not held up.
+func withDualControl(change taskChange, dc *task.DualControl, all bool) taskChange {
 	return func(t *task.Task, now time.Time) (any, error) {
+		before := slices.Clone(t.Grants)
 		details, err := change(t, now)
 		if err != nil {
 			return nil, err
@@ -112,6 +118,12 @@ func withDualControl(change taskChange, dc *task.DualControl) taskChange {
 		merged, err := mergeDual(t.Dual, dc)
 		if err != nil {
 			return nil, err
+		}
+		for i := range t.Grants {
+			g := &t.Grants[i]
+			if all || i >= len(before) || !g.ExpiresAt.Equal(before[i].ExpiresAt) || g.Clock != before[i].Clock {
+				g.Watched = true
+			}
 		}
 		t.Dual = merged
 		if m, ok := details.(map[string]any); ok {
@@ -189,7 +201,7 @@ func (s *Server) dualLocks(ctx context.Context, tasks []task.Task, now time.Time
 	loaded := false
 	for i := range tasks {
 		t := &tasks[i]
-		if t.Dual == nil || t.State != task.StateOpen {
+		if t.Dual == nil || t.State != task.StateOpen || !t.WatchedLive(now) {
 			continue
 		}
 		if !loaded {
@@ -201,7 +213,7 @@ func (s *Server) dualLocks(ctx context.Context, tasks []task.Task, now time.Time
 		}
 		st := dualStateOf(t.Dual, watches, t.ID, now)
 		if !st.live {
-			locks = append(locks, authz.Lock{Kind: identity.LockTask, Value: t.ID, ID: dualLockID,
+			locks = append(locks, authz.Lock{Kind: identity.LockTask, Value: t.ID, ID: dualLockID, Watched: true,
 				Reason: fmt.Sprintf("%d of %d watchers present (%s)", len(st.present), t.Dual.Count, patternList(t.Dual.Watchers))})
 		}
 		for _, w := range watches {
@@ -382,6 +394,8 @@ func (s *Server) watchEnded(ctx context.Context, t **task.Task, seen *int64) (st
 		return (*t).NotLiveReason(now), nil
 	case (*t).Dual == nil:
 		return fmt.Sprintf("task %s is no longer under dual control", (*t).ID), nil
+	case !(*t).WatchedLive(now):
+		return fmt.Sprintf("the access under dual control on task %s ended", (*t).ID), nil
 	}
 	return "", nil
 }
@@ -439,17 +453,41 @@ func (s *Server) applyOnLeave(ctx context.Context, taskID string) {
 		return
 	}
 	ts := &taskService{s: s}
-	_, err = ts.update(ctx, taskID, 0, audit.EventTaskClose, func(t *task.Task, now time.Time) (any, error) {
-		if err := t.Close(now); err != nil {
-			return nil, status.Error(codes.FailedPrecondition, err.Error())
+	if t.AllWatched() {
+		_, err = ts.update(ctx, taskID, 0, audit.EventTaskClose, func(t *task.Task, now time.Time) (any, error) {
+			if err := t.Close(now); err != nil {
+				return nil, status.Error(codes.FailedPrecondition, err.Error())
+			}
+			return map[string]any{"why": "dual control: a watcher left and too few remain (on_leave: terminate)"}, nil
+		})
+		if err != nil {
+			s.log.Error("closing a task whose watchers left", "task", taskID, "err", err)
+			return
 		}
-		return map[string]any{"why": "dual control: a watcher left and too few remain (on_leave: terminate)"}, nil
-	})
-	if err != nil {
-		s.log.Error("closing a task whose watchers left", "task", taskID, "err", err)
+		s.log.Info("task closed: its watchers left", "task", taskID)
 		return
 	}
-	s.log.Info("task closed: its watchers left", "task", taskID)
+	// Only some grants are watched: they end, and the dual control with
+	// them; the task's other grants go on.
+	_, err = ts.update(ctx, taskID, 0, audit.EventTaskDualEnd, func(t *task.Task, now time.Time) (any, error) {
+		if t.Dual == nil || t.State != task.StateOpen {
+			return nil, errInEffect
+		}
+		var ended []int
+		for i := range t.Grants {
+			if g := &t.Grants[i]; g.Watched && !g.Expired(now) {
+				g.ExpiresAt, g.Clock, g.FirstUsedAt = now, "", time.Time{}
+				ended = append(ended, i)
+			}
+		}
+		t.Dual = nil
+		return map[string]any{"why": "dual control: a watcher left and too few remain (on_leave: terminate)", "grants": ended}, nil
+	})
+	if err != nil && !errors.Is(err, errInEffect) {
+		s.log.Error("ending the watched grants of a task whose watchers left", "task", taskID, "err", err)
+		return
+	}
+	s.log.Info("watched grants ended: their watchers left", "task", taskID)
 }
 
 // sweepWatches removes the sessions that lapsed (their server died or

@@ -197,8 +197,10 @@ func TestDualControl(t *testing.T) {
 	}
 }
 
-// TestDualControlTerminate: under on_leave: terminate the task is closed
-// when its watcher leaves.
+// TestDualControlTerminate: under on_leave: terminate, when its watcher
+// leaves, a join's watched grant ends with the dual control, and the
+// task's other grants go on; a task opened by request, all of whose
+// grants are watched, is closed.
 func TestDualControlTerminate(t *testing.T) {
 	srv, _ := startTokenEndpoint(t)
 	admin := adminConn(t, srv)
@@ -214,6 +216,9 @@ func TestDualControlTerminate(t *testing.T) {
 	if got, err := actorConn(aliceCC).join(t, work.GetId(), "rewrite the keys", "write:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
 		t.Fatalf("the vault write = %v, %v", got, err)
 	}
+	if r := check(t, decide, "read", "hr/salaries", ceo); !r.GetAllow() {
+		t.Fatalf("the ceo's own grant is held up by the join's dual control: %v", r)
+	}
 	w, err := watchTask(t, bobCC, work.GetId(), true)
 	if err != nil {
 		t.Fatal(err)
@@ -225,15 +230,44 @@ func TestDualControlTerminate(t *testing.T) {
 		t.Fatalf("denied while bob watches: %v", r)
 	}
 	w.cancel()
+	eventually(t, 10*time.Second, "the watched grant ended after the watcher left", func() bool {
+		return countEvents(t, admin, audit.EventTaskDualEnd) == 1
+	})
+	if r := check(t, decide, "write", "vault/keys", alice); r.GetAllow() || !strings.Contains(r.GetReason(), "expired at") {
+		t.Fatalf("the watched grant after its watcher left: %v", r)
+	}
+	if r := check(t, decide, "read", "hr/salaries", ceo); !r.GetAllow() {
+		t.Fatalf("the task's other grant ended too: %v", r)
+	}
+	if got, err := tasks.GetTask(t.Context(), &writv1.GetTaskRequest{Id: work.GetId()}); err != nil || got.GetState() != "open" {
+		t.Fatalf("task = %v, %v; want it still open", got, err)
+	}
+	_, err = watchTask(t, bobCC, work.GetId(), true)
+	wantCode(t, err, codes.FailedPrecondition, "not under dual control")
+
+	// A task alice asks to open under dual control: every grant is watched,
+	// so the task closes.
+	draft, err := tasks.CreateTask(t.Context(), &writv1.CreateTaskRequest{Task: &writv1.Task{Title: "rotate", Reason: "scenario", Owner: ceo,
+		Members: []string{alice}, Grants: []*writv1.Grant{{Actions: []string{"write"}, Resources: []string{"vault/root"}, To: []string{alice}}},
+		Deadline: time.Now().Add(time.Hour).Unix()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened, err := actorConn(aliceCC).requests.CreateRequest(t.Context(), &writv1.CreateAccessRequest{Kind: "open", Task: draft.GetId(), Reason: "rotate"})
+	if err != nil || opened.GetRequest().GetState() != "approved" {
+		t.Fatalf("the open request = %v, %v", opened, err)
+	}
+	w, err = watchTask(t, bobCC, draft.GetId(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cancel()
 	eventually(t, 10*time.Second, "the task closed after the watcher left", func() bool {
-		got, err := tasks.GetTask(t.Context(), &writv1.GetTaskRequest{Id: work.GetId()})
+		got, err := tasks.GetTask(t.Context(), &writv1.GetTaskRequest{Id: draft.GetId()})
 		return err == nil && got.GetState() == "closed"
 	})
-	if r := check(t, decide, "write", "vault/keys", alice); r.GetAllow() {
-		t.Fatalf("allowed after the task closed: %v", r)
-	}
 	// A closed task is not watched back to life.
-	_, err = watchTask(t, bobCC, work.GetId(), true)
+	_, err = watchTask(t, bobCC, draft.GetId(), true)
 	wantCode(t, err, codes.FailedPrecondition, "only an open task")
 }
 
@@ -423,4 +457,37 @@ func TestWatchEndsWhenTaskCloses(t *testing.T) {
 		ws, err := srv.store.ListWatches(t.Context())
 		return err == nil && len(ws) == 0
 	})
+}
+
+// TestDualControlStoredBeforeGrantsWereMarked: a task stored when dual
+// control governed the whole task (no per_grant) reads back with every
+// grant watched, so upgrading loosens nothing.
+func TestDualControlStoredBeforeGrantsWereMarked(t *testing.T) {
+	p, err := task.ParsePattern(ceo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := task.ParseResourcePattern("hr/salaries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := &task.Task{ID: "T-1", Owner: spiffeid.RequireFromString(ceo), State: task.StateOpen, Deadline: time.Now().Add(time.Hour),
+		Grants: []task.Grant{{Actions: []string{"read"}, Resources: []task.ResourcePattern{res}, To: []task.Pattern{p}}},
+		Dual:   &task.DualControl{Watchers: []task.Pattern{p}, Count: 1, OnLeave: task.OnLeavePause, Heartbeat: time.Second}}
+	rec, err := taskRecord(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := strings.Replace(string(rec.Doc), `,"per_grant":true`, "", 1)
+	if old == string(rec.Doc) {
+		t.Fatalf("no per_grant in %s", rec.Doc)
+	}
+	rec.Doc = []byte(old)
+	got, err := taskFromRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Grants[0].Watched {
+		t.Fatal("a grant of a task under whole-task dual control reads back unwatched")
+	}
 }

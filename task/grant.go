@@ -45,6 +45,10 @@ type Grant struct {
 	Clock       string
 	AccessTTL   time.Duration
 	FirstUsedAt time.Time
+	// Watched marks a grant approved under dual control: it counts only
+	// while its task's DualControl has enough watchers present. The
+	// task's other grants are not held up by it.
+	Watched bool
 }
 
 // AwaitsFirstUse reports whether g runs on an access clock that has not
@@ -70,6 +74,17 @@ func (g *Grant) ExpiredReason(taskID string, index int) string {
 			strings.Join(g.Actions, ","), strings.Join(rs, ","), taskID, formatTime(g.ExpiresAt))
 	}
 	return g.ExpiredAtReason(taskID, index, g.ExpiresAt)
+}
+
+// UnwatchedReason says that grant index of task taskID, under dual
+// control, does not count: why says how many watchers are present.
+func (g *Grant) UnwatchedReason(taskID string, index int, why string) string {
+	rs := make([]string, len(g.Resources))
+	for i, r := range g.Resources {
+		rs[i] = r.String()
+	}
+	return fmt.Sprintf("grant %d (%s on %s) on task %s is under dual control: %s", index,
+		strings.Join(g.Actions, ","), strings.Join(rs, ","), taskID, why)
 }
 
 // ExpiredAtReason says that grant index of task taskID expired at at: for

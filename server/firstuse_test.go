@@ -23,11 +23,15 @@ const firstUseRules = `rules:
     access_clock: first_use
 `
 
-// twoServersOneClock starts two servers sharing one SQLite store and one
-// clock, which the test moves forward by skip.
-func twoServersOneClock(t *testing.T, skip *atomic.Int64) (a, b *Server) {
+// twoServersOneClock starts two servers sharing one store and one clock,
+// which the test moves forward by skip. The store is SQLite, or the
+// PostgreSQL database dsn when given.
+func twoServersOneClock(t *testing.T, skip *atomic.Int64, dsn string) (a, b *Server) {
 	t.Helper()
 	cfgA, cfgB := testConfig(t), testConfig(t)
+	if dsn != "" {
+		cfgA.Store.Engine, cfgA.Store.DSN = "postgres", dsn
+	}
 	cfgB.Store = cfgA.Store
 	now := func() time.Time { return time.Now().Add(time.Duration(skip.Load())) }
 	start := func(cfg Config) *Server {
@@ -49,9 +53,15 @@ func twoServersOneClock(t *testing.T, skip *atomic.Int64) (a, b *Server) {
 // server B, starts the hour, which server A then counts from too; only
 // that first use is recorded (once, as request.first_use); and a grant
 // never used lapses at approval plus pending_ttl.
-func TestAccessClockFirstUse(t *testing.T) {
+func TestAccessClockFirstUse(t *testing.T) { testAccessClockFirstUse(t, "") }
+
+// TestAccessClockFirstUsePostgres runs TestAccessClockFirstUse with the two
+// servers sharing PostgreSQL.
+func TestAccessClockFirstUsePostgres(t *testing.T) { testAccessClockFirstUse(t, freshPostgresDB(t)) }
+
+func testAccessClockFirstUse(t *testing.T, dsn string) {
 	var skip atomic.Int64
-	a, b := twoServersOneClock(t, &skip)
+	a, b := twoServersOneClock(t, &skip, dsn)
 	adminA, adminB := adminConn(t, a), adminConn(t, b)
 	if _, err := writv1.NewReviewServiceClient(adminA).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: firstUseRules}); err != nil {
 		t.Fatal(err)
@@ -88,6 +98,12 @@ func TestAccessClockFirstUse(t *testing.T) {
 	eventually(t, 10*time.Second, "the store records the first use", func() bool {
 		return countEvents(t, adminA, audit.EventRequestFirstUse) == 1
 	})
+	// A counts from B's first use once its index has it (its refresh,
+	// 200 ms); until then it would count from a first use of its own.
+	if rev, err = a.store.Revision(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "A sees the first use", func() bool { return a.decisions.rev.Load() >= rev })
 	skip.Store(int64(100 * time.Minute))
 	if d := check(t, decideA, "read", "db/staging/orders", stageBot); !d.GetAllow() {
 		t.Fatalf("A, after B's first use: %v", d)
@@ -117,7 +133,7 @@ func TestAccessClockFirstUse(t *testing.T) {
 // server wrote it, and records it once.
 func TestFirstUseKeptOnce(t *testing.T) {
 	var skip atomic.Int64
-	a, b := twoServersOneClock(t, &skip)
+	a, b := twoServersOneClock(t, &skip, "")
 	adminA := adminConn(t, a)
 	if _, err := writv1.NewReviewServiceClient(adminA).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: firstUseRules}); err != nil {
 		t.Fatal(err)

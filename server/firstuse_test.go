@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
 )
@@ -161,5 +163,24 @@ func TestFirstUseKeptOnce(t *testing.T) {
 	}
 	if n := countEvents(t, adminA, audit.EventRequestFirstUse); n != 1 {
 		t.Errorf("request.first_use events = %d, want 1", n)
+	}
+}
+
+// TestGrantServerFieldsRefused: the access clock and dual-control marks of
+// a grant are the server's to set; a task given them is refused.
+func TestGrantServerFieldsRefused(t *testing.T) {
+	srv := startServer(t, testConfig(t))
+	tasks := writv1.NewTaskServiceClient(adminConn(t, srv))
+	for name, g := range map[string]*writv1.Grant{
+		"access_seconds": {AccessSeconds: 3600},
+		"first_used_at":  {FirstUsedAt: 1},
+		"watched":        {Watched: true},
+	} {
+		g.Actions, g.Resources, g.To = []string{"read"}, []string{"hr/salaries"}, []string{ceo}
+		_, err := tasks.CreateTask(t.Context(), &writv1.CreateTaskRequest{Task: &writv1.Task{Title: "t", Reason: "r", Owner: ceo,
+			Members: []string{ceo}, Grants: []*writv1.Grant{g}, Deadline: time.Now().Add(time.Hour).Unix()}})
+		if codeOf(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "set by the server") {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

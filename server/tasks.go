@@ -260,6 +260,9 @@ func grantFromProto(field string, pg *writv1.Grant) (task.Grant, error) {
 	if pg.GetExpiresAt() != 0 {
 		return task.Grant{}, &identity.FieldError{Field: field + ".expires_at", Msg: "is set by the server on grants an approved join request adds; leave it 0 (the grant lasts as long as the task), or ask for time-bound access with a join request"}
 	}
+	if pg.GetAccessSeconds() != 0 || pg.GetFirstUsedAt() != 0 || pg.GetWatched() {
+		return task.Grant{}, &identity.FieldError{Field: field, Msg: "access_seconds, first_used_at and watched are set by the server on grants approved by request; leave them unset"}
+	}
 	rs, err := resourcesFromProto(field+".resources", pg.GetResources())
 	if err != nil {
 		return task.Grant{}, err
@@ -625,7 +628,8 @@ func taskToProto(t *task.Task, rev int64) *writv1.Task {
 		CreatedAt: unixOrZero(t.CreatedAt), OpenedAt: unixOrZero(t.OpenedAt), ClosedAt: unixOrZero(t.ClosedAt),
 	}
 	for _, g := range t.Grants {
-		out.Grants = append(out.Grants, &writv1.Grant{Actions: g.Actions, Resources: resourceStrings(g.Resources), To: patternStrings(g.To), ExpiresAt: unixOrZero(g.ExpiresAt)})
+		out.Grants = append(out.Grants, &writv1.Grant{Actions: g.Actions, Resources: resourceStrings(g.Resources), To: patternStrings(g.To), ExpiresAt: unixOrZero(g.ExpiresAt),
+			AccessSeconds: int64(g.AccessTTL / time.Second), FirstUsedAt: unixOrZero(g.FirstUsedAt), Watched: g.Watched})
 	}
 	return out
 }

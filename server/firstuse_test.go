@@ -184,3 +184,44 @@ func TestGrantServerFieldsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessClockFirstUseOpen: a task opened by request under
+// access_clock: first_use puts all its grants on the request's clock; the
+// task stays open as long as that access could last, and its first use
+// starts the clock.
+func TestAccessClockFirstUseOpen(t *testing.T) {
+	srv, _ := startTokenEndpoint(t)
+	admin := adminConn(t, srv)
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: firstUseRules}); err != nil {
+		t.Fatal(err)
+	}
+	tasks := writv1.NewTaskServiceClient(admin)
+	draft, err := tasks.CreateTask(t.Context(), &writv1.CreateTaskRequest{Task: &writv1.Task{Title: "reads", Reason: "scenario", Owner: ceo,
+		Members: []string{stageBot}, Grants: []*writv1.Grant{{Actions: []string{"read"}, Resources: []string{"db/staging/orders"}, To: []string{stageBot}}},
+		Deadline: time.Now().Add(24 * time.Hour).Unix()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened, err := actorConn(svidConn(t, srv, mintSVID(t, srv, stageBot))).requests.CreateRequest(t.Context(),
+		&writv1.CreateAccessRequest{Kind: "open", Task: draft.GetId(), Reason: "nightly reads"})
+	if err != nil || opened.GetRequest().GetState() != "approved" || !strings.Contains(opened.GetRequest().GetEffect(), "last 1h0m0s from their first use") {
+		t.Fatalf("open = %v, %v", opened, err)
+	}
+	got, err := tasks.GetTask(t.Context(), &writv1.GetTaskRequest{Id: draft.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := got.GetGrants()[0]
+	approved := opened.GetRequest().GetDecidedAt()
+	if got.GetState() != "open" || g.GetAccessSeconds() != 3600 || g.GetFirstUsedAt() != 0 || g.GetExpiresAt() != approved+2*3600 ||
+		got.GetDeadline() != approved+3*3600 {
+		t.Fatalf("task = %v; want open until approval + 3h, its grant lapsing unused at approval + 2h", got)
+	}
+	if d := check(t, writv1.NewDecisionServiceClient(admin), "read", "db/staging/orders", stageBot); !d.GetAllow() {
+		t.Fatalf("first use: %v", d)
+	}
+	eventually(t, 10*time.Second, "the first use is recorded", func() bool {
+		got, err := tasks.GetTask(t.Context(), &writv1.GetTaskRequest{Id: draft.GetId()})
+		return err == nil && got.GetGrants()[0].GetFirstUsedAt() != 0 && got.GetGrants()[0].GetExpiresAt() == got.GetGrants()[0].GetFirstUsedAt()+3600
+	})
+}

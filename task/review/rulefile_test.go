@@ -218,6 +218,7 @@ func FuzzParseRules(f *testing.F) {
 	f.Add([]byte(scenarioRules))
 	f.Add([]byte("rules:\n  - name: r\n    match: {actions: [read], resources: [db/**]}\n    auto_approve: {within_hours: {days: [mon], from: \"08:00\", to: \"18:00\", zone: UTC}}\n"))
 	f.Add([]byte("rules: [{name: a, match: {actions: ['*'], resources: [x]}, require: [{from: [spiffe://example.org/a], count: 1}], dual_control: {watchers: [spiffe://example.org/b/**], count: 1, on_leave: pause, heartbeat: 2s}}]"))
+	f.Add([]byte("rules: [{name: a, match: {actions: [read], resources: [x/**]}, auto_approve: {}, access_clock: first_use, pending_ttl: 2h}]"))
 	f.Add([]byte("rules: &a [*a]"))
 	f.Add([]byte("rules:\n  - {name: r, deny_if: [{ttl_over: 1h, acting_for_person: false}]}\n"))
 	f.Add([]byte("\xff: \x1b"))

@@ -271,6 +271,8 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 		return status.Errorf(codes.FailedPrecondition, "task %s is not under dual control: there is nothing to watch", t.ID)
 	case t.State != task.StateOpen:
 		return status.Errorf(codes.FailedPrecondition, "task %s is %s: only an open task is watched", t.ID, t.State)
+	case !t.WatchedLive(s.now()):
+		return status.Errorf(codes.FailedPrecondition, "the access under dual control on task %s has ended: there is nothing to watch", t.ID)
 	case !dc.Eligible(chain):
 		return status.Errorf(codes.PermissionDenied, "%s may not watch task %s: a watcher's root principal must match %s and its chain must share no identity with the requester's (%s)",
 			chain[0], t.ID, patternList(dc.Watchers), strings.Join(chainStrings(dc.Requester), " for "))

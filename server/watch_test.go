@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -490,4 +491,66 @@ func TestDualControlStoredBeforeGrantsWereMarked(t *testing.T) {
 	if !got.Grants[0].Watched {
 		t.Fatal("a grant of a task under whole-task dual control reads back unwatched")
 	}
+}
+
+// TestWatchRefusedAfterWatchedAccessEnded: when the grants under dual
+// control expire, a watcher is told its watch ended, and joining again
+// is refused: there is nothing to watch.
+func TestWatchRefusedAfterWatchedAccessEnded(t *testing.T) {
+	const secBot = "spiffe://" + testTD + "/agent/sec-bot"
+	var skip atomic.Int64
+	srv, _ := twoServersOneClock(t, &skip, "")
+	admin := adminConn(t, srv)
+	rules := `rules:
+  - name: vault-read
+    match: {actions: [read], resources: [vault/**], requester_kind: [agent]}
+    auto_approve: {}
+    max_ttl: 1h
+    dual_control: {watchers: ["` + secBot + `"], count: 1, on_leave: pause, heartbeat: 1s}
+`
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: rules}); err != nil {
+		t.Fatal(err)
+	}
+	tasks := writv1.NewTaskServiceClient(admin)
+	work, err := tasks.CreateTask(t.Context(), &writv1.CreateTaskRequest{Task: &writv1.Task{Title: "rotate", Reason: "scenario", Owner: ceo,
+		Members: []string{ceo}, Grants: []*writv1.Grant{{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}}},
+		Deadline: time.Now().Add(24 * time.Hour).Unix()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tasks.OpenTask(t.Context(), &writv1.TaskTransitionRequest{Id: work.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := actorConn(svidConn(t, srv, mintSVID(t, srv, stageBot))).join(t, work.GetId(), "rotate", "read:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("join = %v, %v", got, err)
+	}
+	secCC := svidConn(t, srv, mintSVID(t, srv, secBot))
+	w, err := watchTask(t, secCC, work.GetId(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { // heartbeats only: the test reads the statuses
+		for range time.Tick(200 * time.Millisecond) {
+			if w.stream.Send(&writv1.WatchTaskRequest{}) != nil {
+				return
+			}
+		}
+	}()
+	// The watched grant's hour passes: the watcher is told, and the
+	// stream ends.
+	skip.Store(int64(61 * time.Minute))
+	for {
+		st, err := w.stream.Recv()
+		if err != nil {
+			t.Fatalf("the stream ended without saying why: %v", err)
+		}
+		if st.GetEnded() {
+			if want := "the access under dual control on task " + work.GetId() + " ended"; st.GetEndedWhy() != want {
+				t.Fatalf("ended_why = %q, want %q", st.GetEndedWhy(), want)
+			}
+			break
+		}
+	}
+	_, err = watchTask(t, secCC, work.GetId(), true)
+	wantCode(t, err, codes.FailedPrecondition, "has ended: there is nothing to watch")
 }

@@ -31,13 +31,13 @@ type Index struct {
 	// whose window Decide still checks against the request's time. Dead
 	// tasks stay indexed so a denial can name the task that would have
 	// allowed it.
-	deadWhy  []string
+	deadWhy []string
 	// watchedWhy says, by index into tasks, why the task's watched grants
 	// (task.Grant.Watched) grant nothing: too few watchers; "" when they
 	// count.
 	watchedWhy []string
-	standing []task.StandingGrant
-	buckets  map[string]*bucket
+	standing   []task.StandingGrant
+	buckets    map[string]*bucket
 	// actions interns the actions of all grants; anyAction is "*".
 	actions map[string]uint32
 	// depths has bit n set when some pattern's literal prefix has n path

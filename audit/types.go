@@ -62,7 +62,14 @@ const (
 	EventRequestExpire      = "request.expire"
 	// EventRequestEffect records what an approved request made real (the
 	// task opened, the grants added), or why it could not.
-	EventRequestEffect    = "request.effect"
+	EventRequestEffect = "request.effect"
+	// EventRequestFirstUse records that access approved under an
+	// access_clock: first_use rule was first used, which starts its time.
+	EventRequestFirstUse = "request.first_use"
+	// EventTaskDualEnd records that a task's watched grants ended, with its
+	// dual control, because too few watchers remained (on_leave:
+	// terminate) while other grants of the task go on.
+	EventTaskDualEnd      = "task.dual.end"
 	EventReviewRulesApply = "review.rules.apply"
 
 	EventDecision = "decision"

@@ -80,6 +80,10 @@ type Coverage struct {
 	Grant      int
 	Standing   bool
 	StandingID string
+	// Clock names the access clock of the covering grant when the
+	// snapshot records no first use of it: the caller starts it (see
+	// WithFirstUse).
+	Clock string
 }
 
 // Decision is the answer to a Request, with its explanation.
@@ -103,6 +107,9 @@ type Lock struct {
 	Value  string
 	ID     string
 	Reason string
+	// Watched narrows a task lock to the task's grants under dual control
+	// (task.Grant.Watched); its other grants still count.
+	Watched bool
 }
 
 // Snapshot is what decisions are made over. Tasks in any state may be
@@ -133,6 +140,14 @@ func WithMaxChain(n int) Option {
 			ix.maxChain = n
 		}
 	}
+}
+
+// WithFirstUse gives the Index the first uses of access clocks known
+// since its snapshot was taken: a grant whose clock the snapshot records
+// as not started, but which started at t, expires at t plus its access
+// time. It lets a first use count at once, before the store has it.
+func WithFirstUse(started func(clock string) (t time.Time, ok bool)) Option {
+	return func(ix *Index) { ix.firstUse = started }
 }
 
 func deny(at int, format string, args ...any) Decision {

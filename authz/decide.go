@@ -117,9 +117,20 @@ func (ix *Index) noteGrant(sc *scan, e *entry, at time.Time) {
 		switch {
 		case now < e.notBefore || now >= e.deadline:
 			why = ix.tasks[e.task].NotLiveReason(at)
+		case e.grant.AwaitsFirstUse() && ix.firstUse != nil:
+			if started, ok := ix.firstUse(e.grant.Clock); ok {
+				if until := started.Add(e.grant.AccessTTL); now >= unixNano(until) {
+					why = e.grant.ExpiredAtReason(ix.tasks[e.task].ID, int(e.index), until)
+				}
+			} else if now >= e.expires {
+				why = e.grant.ExpiredReason(ix.tasks[e.task].ID, int(e.index))
+			}
 		case now >= e.expires:
 			why = e.grant.ExpiredReason(ix.tasks[e.task].ID, int(e.index))
 		}
+	}
+	if why == "" && e.grant.Watched && ix.watchedWhy[e.task] != "" {
+		why = e.grant.UnwatchedReason(ix.tasks[e.task].ID, int(e.index), ix.watchedWhy[e.task])
 	}
 	switch {
 	case why != "" && sc.notLive == "":
@@ -150,7 +161,7 @@ func (ix *Index) decideEach(req Request, at time.Time) Decision {
 		switch {
 		case len(sc.live) > 0:
 			ref := sc.live[0]
-			covered[i] = Coverage{Index: i, Link: Link{id}, TaskID: ix.tasks[ref.task].ID, Grant: int(ref.grant)}
+			covered[i] = Coverage{Index: i, Link: Link{id}, TaskID: ix.tasks[ref.task].ID, Grant: int(ref.grant), Clock: ix.unstarted(ref.task, ref.grant)}
 		case sc.standing >= 0:
 			covered[i] = Coverage{Index: i, Link: Link{id}, Standing: true, StandingID: ix.standing[sc.standing].ID}
 		default:
@@ -207,9 +218,19 @@ func grantIn(refs []grantRef, t int32) int32 {
 func (ix *Index) coverage(chain []spiffeid.ID, cands [][]grantRef, t int32) []Coverage {
 	covered := make([]Coverage, len(chain))
 	for i, id := range chain {
-		covered[i] = Coverage{Index: i, Link: Link{id}, TaskID: ix.tasks[t].ID, Grant: int(grantIn(cands[i], t))}
+		g := grantIn(cands[i], t)
+		covered[i] = Coverage{Index: i, Link: Link{id}, TaskID: ix.tasks[t].ID, Grant: int(g), Clock: ix.unstarted(t, g)}
 	}
 	return covered
+}
+
+// unstarted returns the access clock of grant g of task t if the snapshot
+// records no first use of it, or "".
+func (ix *Index) unstarted(t, g int32) string {
+	if gr := &ix.tasks[t].Grants[g]; gr.AwaitsFirstUse() {
+		return gr.Clock
+	}
+	return ""
 }
 
 // denySplit explains a chain whose identities are each covered, but not by

@@ -313,3 +313,55 @@ func TestGrantExpires(t *testing.T) {
 	read := Request{Chain: ids(bot, ceo), Action: "read", Resource: "hr/salaries", Time: t0.Add(30 * time.Minute)}
 	checkDecision(t, ix.Decide(read, nil), true, -1, "T-payroll", 2)
 }
+
+// TestGrantOnAccessClock: a grant on an access clock the snapshot records
+// as not started reports its clock when it allows, lapses unused at its
+// ExpiresAt, and once the clock started (told through WithFirstUse, no
+// rebuild) counts its access time from that first use instead.
+func TestGrantOnAccessClock(t *testing.T) {
+	s := world(t)
+	joined := grant(t, "write", "db/prod/payments", ceo)
+	joined.Clock, joined.AccessTTL, joined.ExpiresAt = "R-1", 5*time.Minute, t0.Add(30*time.Minute)
+	s.Tasks[0].Grants = append(s.Tasks[0].Grants, joined)
+	write := Request{Chain: ids(ceo), Action: "write", Resource: "db/prod/payments", Time: t0.Add(20 * time.Minute)}
+
+	unused := NewIndex(s, t0)
+	d := unused.Decide(write, nil)
+	checkDecision(t, d, true, -1, "T-payroll", 1)
+	if d.Covered[0].Clock != "R-1" {
+		t.Fatalf("coverage %+v: want the clock R-1 to start", d.Covered[0])
+	}
+	write.Time = t0.Add(30 * time.Minute)
+	checkDecision(t, unused.Decide(write, nil), false, 0, "grant 1 (write on db/prod/payments) on task T-payroll lapsed unused at 2026-03-01T09:30:00Z", 0)
+
+	started := NewIndex(s, t0, WithFirstUse(func(clock string) (time.Time, bool) {
+		return t0.Add(28 * time.Minute), clock == "R-1"
+	}))
+	write.Time = t0.Add(32 * time.Minute) // past the unused lapse, within the access time
+	checkDecision(t, started.Decide(write, nil), true, -1, "T-payroll", 1)
+	write.Time = t0.Add(33 * time.Minute)
+	checkDecision(t, started.Decide(write, nil), false, 0, "grant 1 (write on db/prod/payments) on task T-payroll expired at 2026-03-01T09:33:00Z", 0)
+
+	s.Tasks[0].Grants[1].FirstUsedAt = t0.Add(28 * time.Minute)
+	s.Tasks[0].Grants[1].ExpiresAt = t0.Add(33 * time.Minute)
+	stored := NewIndex(s, t0)
+	write.Time = t0.Add(32 * time.Minute)
+	if d := stored.Decide(write, nil); !d.Allow || d.Covered[0].Clock != "" {
+		t.Fatalf("a clock the store records as started: %+v", d)
+	}
+}
+
+// TestWatchedLock: a task lock narrowed to watched grants stops only those;
+// the task's other grants still allow, and the denial names the grant and
+// the watchers missing.
+func TestWatchedLock(t *testing.T) {
+	s := world(t)
+	joined := grant(t, "write", "db/prod/payments", ceo)
+	joined.Watched = true
+	s.Tasks[0].Grants = append(s.Tasks[0].Grants, joined)
+	s.Locks = append(s.Locks, Lock{Kind: identity.LockTask, Value: "T-payroll", ID: "dual-control", Reason: "0 of 1 watchers present (x)", Watched: true})
+	ix := NewIndex(s, t0)
+	checkDecision(t, ix.Decide(Request{Chain: ids(ceo), Action: "write", Resource: "db/prod/payments"}, nil), false, 0,
+		"grant 1 (write on db/prod/payments) on task T-payroll is under dual control: 0 of 1 watchers present (x)", 0)
+	checkDecision(t, ix.Decide(Request{Chain: ids(bot, ceo), Action: "read", Resource: "hr/salaries"}, nil), true, -1, "T-payroll", 2)
+}

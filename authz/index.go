@@ -31,9 +31,13 @@ type Index struct {
 	// whose window Decide still checks against the request's time. Dead
 	// tasks stay indexed so a denial can name the task that would have
 	// allowed it.
-	deadWhy  []string
-	standing []task.StandingGrant
-	buckets  map[string]*bucket
+	deadWhy []string
+	// watchedWhy says, by index into tasks, why the task's watched grants
+	// (task.Grant.Watched) grant nothing: too few watchers; "" when they
+	// count.
+	watchedWhy []string
+	standing   []task.StandingGrant
+	buckets    map[string]*bucket
 	// actions interns the actions of all grants; anyAction is "*".
 	actions map[string]uint32
 	// depths has bit n set when some pattern's literal prefix has n path
@@ -42,6 +46,9 @@ type Index struct {
 	locks  []Lock
 	// exactLocks and prefixLocks index identity locks by value.
 	exactLocks, prefixLocks map[string][]int32
+	// firstUse says when an access clock the snapshot records as not
+	// started started since; nil: none did.
+	firstUse func(clock string) (time.Time, bool)
 }
 
 // bucket holds what is indexed under one literal prefix.
@@ -143,6 +150,7 @@ func NewIndex(s Snapshot, now time.Time, opts ...Option) *Index {
 		maxChain:    DefaultMaxChain,
 		tasks:       slices.Clone(s.Tasks),
 		deadWhy:     make([]string, len(s.Tasks)),
+		watchedWhy:  make([]string, len(s.Tasks)),
 		standing:    slices.Clone(s.Standing),
 		buckets:     map[string]*bucket{},
 		actions:     map[string]uint32{task.AnyAction: anyAction},
@@ -154,8 +162,19 @@ func NewIndex(s Snapshot, now time.Time, opts ...Option) *Index {
 		opt(ix)
 	}
 	taskLocks := ix.indexLocks()
+	watched := map[string]string{}
+	for _, l := range ix.locks {
+		if l.Kind == identity.LockTask && l.Watched {
+			if _, ok := watched[l.Value]; !ok {
+				watched[l.Value] = l.Reason
+			}
+		}
+	}
 	for i := range ix.tasks {
 		ix.indexTask(int32(i), taskLocks)
+		if why, ok := watched[ix.tasks[i].ID]; ok {
+			ix.watchedWhy[i] = why
+		}
 	}
 	for i := range ix.standing {
 		ix.indexStanding(int32(i))
@@ -164,12 +183,16 @@ func NewIndex(s Snapshot, now time.Time, opts ...Option) *Index {
 }
 
 // indexLocks indexes identity locks and returns task locks by task ID (the
-// first lock on each task).
+// first lock on each task). A lock on only a task's watched grants is
+// recorded in watchedWhy once tasks are indexed.
 func (ix *Index) indexLocks() map[string]int32 {
 	taskLocks := map[string]int32{}
 	for i, l := range ix.locks {
 		switch l.Kind {
 		case identity.LockTask:
+			if l.Watched {
+				continue
+			}
 			if _, ok := taskLocks[l.Value]; !ok {
 				taskLocks[l.Value] = int32(i)
 			}

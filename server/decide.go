@@ -44,6 +44,9 @@ type decisions struct {
 	// index counts lapses: the index is rebuilt then even if the revision
 	// did not move, since a heartbeat takes no revision.
 	dualDue atomic.Int64
+	// firstUse holds access clocks started here that the store may not
+	// have yet.
+	firstUse *firstUses
 
 	refreshMu sync.Mutex
 	// decoded holds the tasks of the last snapshot by ID with the stored
@@ -58,7 +61,7 @@ type decodedTask struct {
 	task task.Task
 }
 
-func newDecisions(s *Server) *decisions { return &decisions{s: s} }
+func newDecisions(s *Server) *decisions { return &decisions{s: s, firstUse: newFirstUses(s)} }
 
 // refresh rebuilds the index if the store revision moved (or force).
 func (d *decisions) refresh(ctx context.Context, force bool) error {
@@ -91,7 +94,7 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 		}
 	}
 	d.agentFacts.Store(&facts)
-	d.ix.Store(authz.NewIndex(snap, d.s.now()))
+	d.ix.Store(authz.NewIndex(snap, d.s.now(), authz.WithFirstUse(d.firstUse.started)))
 	d.rev.Store(rev)
 	if d.s.delegator != nil {
 		return d.s.delegator.refreshKeys(ctx)
@@ -238,8 +241,10 @@ func (ds *decisionService) Check(ctx context.Context, req *writv1.CheckRequest) 
 	if ix == nil {
 		return nil, status.Error(codes.Unavailable, "the decision index is not loaded yet: retry shortly")
 	}
-	d := ix.Decide(authz.Request{Chain: chain, Action: req.GetAction(), Resource: req.GetResource(), Time: s.now(),
+	now := s.now()
+	d := ix.Decide(authz.Request{Chain: chain, Action: req.GetAction(), Resource: req.GetResource(), Time: now,
 		SourceAddress: req.GetSourceAddress(), Facts: s.decisions.facts(chain)}, s.guardrail)
+	s.decisions.firstUse.note(d.Covered, now)
 	resp := &writv1.CheckResponse{Allow: d.Allow, Reason: d.Reason, DeniedAt: int32(d.DeniedAt)}
 	for _, id := range chain {
 		resp.Chain = append(resp.Chain, id.String())

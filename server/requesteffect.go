@@ -57,6 +57,10 @@ var errInEffect = errors.New("already in effect")
 // exactly, change nothing, so finishing a request twice grants once.
 func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, error) {
 	ts := &taskService{s: s}
+	clock, err := s.accessClockFor(ctx, r)
+	if err != nil {
+		return "", err
+	}
 	var change taskChange
 	var joinedUntil time.Time
 	typ := audit.EventTaskOpen
@@ -66,7 +70,22 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 			if t.State == task.StateOpen {
 				return nil, errInEffect
 			}
-			if until := now.Add(r.TTL); t.Deadline.After(until) {
+			until := now.Add(r.TTL)
+			if clock.firstUse {
+				// The task stays open as long as its access could
+				// last: a first use just before the grants lapse
+				// unused, then the access time.
+				lapse := clock.lapse(r, now)
+				until = lapse.Add(r.TTL)
+				for i := range t.Grants {
+					g := &t.Grants[i]
+					g.Clock, g.AccessTTL, g.FirstUsedAt = r.ID, r.TTL, time.Time{}
+					if g.ExpiresAt.IsZero() || g.ExpiresAt.After(lapse) {
+						g.ExpiresAt = lapse
+					}
+				}
+			}
+			if t.Deadline.After(until) {
 				t.Deadline = until
 			}
 			details, err := ts.openTask(t, now)
@@ -85,15 +104,30 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 			if err != nil {
 				return nil, status.Error(codes.Internal, err.Error())
 			}
-			expires, err := joinExpiry(r, now)
+			expires, err := joinExpiry(r, now, clock)
 			if err != nil {
 				return nil, err
 			}
 			joinedUntil = expires
 			first := len(t.Grants)
+			if clock.firstUse && slices.ContainsFunc(t.Grants, func(g task.Grant) bool { return g.Clock == r.ID }) {
+				return nil, errInEffect
+			}
 			var added []grantDoc
 			for _, a := range r.Asks {
 				g := task.Grant{Actions: []string{a.Action}, Resources: []task.ResourcePattern{a.Resource}, To: []task.Pattern{member}, ExpiresAt: expires}
+				if clock.firstUse {
+					// A grant on its own clock is added beside one the
+					// requester holds already, which keeps its expiry:
+					// neither shortens the other.
+					g.Clock, g.AccessTTL = r.ID, r.TTL
+					if slices.ContainsFunc(t.Grants[:first], func(have task.Grant) bool { return sameGrant(have, g) && have.ExpiresAt.IsZero() }) {
+						continue
+					}
+					t.Grants = append(t.Grants, g)
+					added = append(added, grantToDoc(g))
+					continue
+				}
 				if i := slices.IndexFunc(t.Grants[:first], func(have task.Grant) bool { return sameGrant(have, g) }); i >= 0 {
 					// The requester holds this grant already: it counts
 					// as long as the longer of the two, never shorter.
@@ -130,7 +164,7 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 		return "", err
 	}
 	if dual != nil {
-		change = withDualControl(change, dual)
+		change = withDualControl(change, dual, r.Kind == review.KindOpen)
 	}
 	t, err := ts.update(ctx, r.Task, 0, typ, change)
 	if errors.Is(err, errInEffect) {
@@ -140,13 +174,54 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 		return "", err
 	}
 	if r.Kind == review.KindOpen {
+		if clock.firstUse {
+			return fmt.Sprintf("task %s opened; its grants last %s from their first use, and lapse unused at %s", t.GetId(),
+				r.TTL, clock.lapse(r, s.now()).UTC().Format(time.RFC3339)), nil
+		}
 		return fmt.Sprintf("task %s opened until %s", t.GetId(), time.Unix(t.GetDeadline(), 0).UTC().Format(time.RFC3339)), nil
 	}
 	asks := make([]string, len(r.Asks))
 	for i, a := range r.Asks {
 		asks[i] = a.String()
 	}
+	if clock.firstUse {
+		return fmt.Sprintf("%s joined task %s with %v for %s from first use; unused, they lapse at %s", r.Requester(), t.GetId(), asks,
+			r.TTL, joinedUntil.UTC().Format(time.RFC3339)), nil
+	}
 	return fmt.Sprintf("%s joined task %s with %v until %s", r.Requester(), t.GetId(), asks, joinedUntil.UTC().Format(time.RFC3339)), nil
+}
+
+// accessClock is when an approved request's access time starts.
+type accessClock struct {
+	firstUse bool
+	// unused is how long after approval access on a first-use clock
+	// lapses if nobody used it: the rule's pending_ttl.
+	unused time.Duration
+}
+
+// lapse is when access on a first-use clock, approved for r, lapses
+// unused: counted from approval, like an approval clock.
+func (c accessClock) lapse(r *review.Request, now time.Time) time.Time {
+	from := r.DecidedAt
+	if from.IsZero() {
+		from = now
+	}
+	return from.Add(c.unused)
+}
+
+// accessClockFor reads the clock of the rule that approved r. A rule
+// removed since is refused later, by dualControlFor; until then, the
+// approval clock is the one that never extends access.
+func (s *Server) accessClockFor(ctx context.Context, r *review.Request) (accessClock, error) {
+	rules, _, err := s.reviewRules(ctx)
+	if err != nil {
+		return accessClock{}, err
+	}
+	rule := ruleNamed(rules, r.Rule)
+	if rule == nil || rule.AccessClock != review.ClockFirstUse {
+		return accessClock{}, nil
+	}
+	return accessClock{firstUse: true, unused: rule.PendingTTL}, nil
 }
 
 // joinExpiry is when the grants a join request adds end: its access time
@@ -154,7 +229,7 @@ func (s *Server) requestEffect(ctx context.Context, r *review.Request) (string, 
 // that finishes an approval late does not lengthen it. The rule's max_ttl
 // bounds the access time at submission and again at approval. An access
 // time already over by now is refused rather than added dead.
-func joinExpiry(r *review.Request, now time.Time) (time.Time, error) {
+func joinExpiry(r *review.Request, now time.Time, clock accessClock) (time.Time, error) {
 	if r.TTL <= 0 {
 		return time.Time{}, status.Errorf(codes.Internal, "request %s has no access time; the requester asks again", r.ID)
 	}
@@ -163,6 +238,9 @@ func joinExpiry(r *review.Request, now time.Time) (time.Time, error) {
 		from = now
 	}
 	expires := from.Add(r.TTL)
+	if clock.firstUse {
+		expires = clock.lapse(r, now)
+	}
 	if !now.Before(expires) {
 		return time.Time{}, status.Errorf(codes.FailedPrecondition, "the access approved at %s for %s ended at %s, before it could be applied; the requester asks again",
 			from.UTC().Format(time.RFC3339), r.TTL, expires.UTC().Format(time.RFC3339))

@@ -340,6 +340,9 @@ func (rs *requestService) GetRequest(ctx context.Context, req *writv1.GetAccessR
 	if err != nil {
 		return nil, err
 	}
+	if !s.viewerFor(ctx, nil).may(ctx, sr.r) {
+		return nil, requestNotFound(req.GetId())
+	}
 	reviews, err := s.requestReviews(ctx, sr.r.ID)
 	if err != nil {
 		return nil, err
@@ -502,10 +505,14 @@ func (rs *requestService) ListRequests(ctx context.Context, req *writv1.ListAcce
 	}
 	now := s.now()
 	out := &writv1.ListAccessRequestsResponse{}
+	viewer := s.viewerFor(ctx, nil)
 	for _, rec := range recs {
 		sr, err := s.requestFromRecord(rec)
 		if err != nil {
 			return nil, err
+		}
+		if !viewer.may(ctx, sr.r) {
+			continue
 		}
 		if sr.r.State == review.StatePending && !now.Before(sr.r.PendingUntil) {
 			r := *sr.r
@@ -532,6 +539,9 @@ func (rs *requestService) CancelRequest(ctx context.Context, req *writv1.CancelA
 	sr, err := s.readRequest(ctx, req.GetId())
 	if err != nil {
 		return nil, err
+	}
+	if !s.viewerFor(ctx, chain).may(ctx, sr.r) {
+		return nil, requestNotFound(req.GetId())
 	}
 	r := *sr.r
 	if err := r.Cancel(s.now(), chain); err != nil {

@@ -51,7 +51,7 @@ type requestFeed struct {
 }
 
 type requestSub struct {
-	ch     chan []*writv1.RequestChange
+	ch     chan []requestChange
 	lagged chan struct{}
 	once   sync.Once
 }
@@ -97,7 +97,7 @@ func (f *requestFeed) poll(ctx context.Context) error {
 	if rev == last {
 		return nil
 	}
-	var changes []*writv1.RequestChange
+	var changes []requestChange
 	if watched {
 		if changes, err = f.s.requestChangesBetween(ctx, last, rev); err != nil {
 			return err
@@ -109,7 +109,7 @@ func (f *requestFeed) poll(ctx context.Context) error {
 
 // publish moves the feed to rev and hands changes to every watcher; one
 // whose buffer is full is marked lagged rather than waited for.
-func (f *requestFeed) publish(rev int64, changes []*writv1.RequestChange) {
+func (f *requestFeed) publish(rev int64, changes []requestChange) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rev = rev
@@ -137,7 +137,7 @@ func (f *requestFeed) subscribe(key string) (*requestSub, int64, error) {
 		}
 		f.perID[key]++
 	}
-	sub := &requestSub{ch: make(chan []*writv1.RequestChange, requestFeedBuffer), lagged: make(chan struct{})}
+	sub := &requestSub{ch: make(chan []requestChange, requestFeedBuffer), lagged: make(chan struct{})}
 	f.subs[sub] = struct{}{}
 	return sub, f.rev, nil
 }
@@ -153,10 +153,17 @@ func (f *requestFeed) unsubscribe(key string, sub *requestSub) {
 	}
 }
 
+// requestChange is one change as sent, with the request it is about, for
+// judging who may see it.
+type requestChange struct {
+	msg *writv1.RequestChange
+	r   *review.Request
+}
+
 // requestChangesBetween returns the requests whose last change is after
 // after and at most upto, as they are now, in revision order. A request
 // changed again after upto is left for the next read, which sees it whole.
-func (s *Server) requestChangesBetween(ctx context.Context, after, upto int64) ([]*writv1.RequestChange, error) {
+func (s *Server) requestChangesBetween(ctx context.Context, after, upto int64) ([]requestChange, error) {
 	recs, err := s.store.ListRequests(ctx)
 	if err != nil {
 		return nil, err
@@ -164,7 +171,7 @@ func (s *Server) requestChangesBetween(ctx context.Context, after, upto int64) (
 	recs = slices.DeleteFunc(recs, func(r store.RequestRecord) bool { return r.Revision <= after || r.Revision > upto })
 	slices.SortFunc(recs, func(a, b store.RequestRecord) int { return cmp.Compare(a.Revision, b.Revision) })
 	now := s.now()
-	out := make([]*writv1.RequestChange, 0, len(recs))
+	out := make([]requestChange, 0, len(recs))
 	for _, rec := range recs {
 		sr, err := s.requestFromRecord(rec)
 		if err != nil {
@@ -180,7 +187,7 @@ func (s *Server) requestChangesBetween(ctx context.Context, after, upto int64) (
 				return nil, err
 			}
 		}
-		out = append(out, &writv1.RequestChange{Type: typ, Request: requestToProto(sr), Revision: rec.Revision})
+		out = append(out, requestChange{msg: &writv1.RequestChange{Type: typ, Request: requestToProto(sr), Revision: rec.Revision}, r: sr.r})
 	}
 	return out, nil
 }
@@ -241,13 +248,17 @@ func (ws *requestWatchService) WatchRequests(req *writv1.WatchRequestsRequest, s
 	}
 	rev = max(rev, now)
 	cursor := req.GetAfterRevision()
-	send := func(changes []*writv1.RequestChange) error {
-		for _, ch := range changes {
+	send := func(changes []requestChange) error {
+		// Who may see what is judged afresh for each batch: a member
+		// added to a task since sees its requests from then on.
+		viewer := s.viewerFor(ctx, nil)
+		for _, c := range changes {
+			ch := c.msg
 			if ch.GetRevision() <= cursor {
 				continue // the caller has it, or another server's feed is ahead of this one
 			}
 			cursor = ch.GetRevision()
-			if !wanted(ch) {
+			if !wanted(ch) || !viewer.may(ctx, c.r) {
 				continue
 			}
 			if err := stream.Send(ch); err != nil {

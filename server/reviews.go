@@ -105,6 +105,9 @@ func (s *Server) reviewOnce(ctx context.Context, req *writv1.ReviewAccessRequest
 	if err != nil {
 		return storedRequest{}, nil, nil, err
 	}
+	if !s.viewerFor(ctx, chain).may(ctx, sr.r) {
+		return storedRequest{}, nil, nil, requestNotFound(req.GetId())
+	}
 	r := *sr.r
 	if r.State.Final() {
 		return storedRequest{}, nil, nil, status.Errorf(codes.FailedPrecondition, "request %s is %s (%s); a request that ended never changes: ask again", r.ID, r.State, r.Outcome)

@@ -356,6 +356,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.background(ctx, s.decisions.run)
 	s.background(ctx, s.decisionLog.run)
+	s.background(ctx, s.decisions.firstUse.run)
 	s.background(ctx, s.clock.run)
 	s.background(ctx, s.runRequestSweep)
 	s.background(ctx, s.runWatchSweep)

@@ -87,6 +87,13 @@ type grantDoc struct {
 	// ExpiresAt is absent in documents written before grants could
 	// expire, which therefore last until their task ends, as they did.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Clock, AccessTTLSeconds and FirstUsedAt: a grant whose access time
+	// starts at first use (task.Grant).
+	Clock            string    `json:"clock,omitempty"`
+	AccessTTLSeconds int64     `json:"access_ttl_seconds,omitempty"`
+	FirstUsedAt      time.Time `json:"first_used_at,omitzero"`
+	// Watched: the grant is under the task's dual control.
+	Watched bool `json:"watched,omitempty"`
 }
 
 // standingDoc is a standing grant as stored.
@@ -252,6 +259,9 @@ func grantFromProto(field string, pg *writv1.Grant) (task.Grant, error) {
 	}
 	if pg.GetExpiresAt() != 0 {
 		return task.Grant{}, &identity.FieldError{Field: field + ".expires_at", Msg: "is set by the server on grants an approved join request adds; leave it 0 (the grant lasts as long as the task), or ask for time-bound access with a join request"}
+	}
+	if pg.GetAccessSeconds() != 0 || pg.GetFirstUsedAt() != 0 || pg.GetWatched() {
+		return task.Grant{}, &identity.FieldError{Field: field, Msg: "access_seconds, first_used_at and watched are set by the server on grants approved by request; leave them unset"}
 	}
 	rs, err := resourcesFromProto(field+".resources", pg.GetResources())
 	if err != nil {
@@ -532,7 +542,8 @@ func memberPatterns(t *task.Task) []task.Pattern {
 }
 
 func grantToDoc(g task.Grant) grantDoc {
-	return grantDoc{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt.UTC()}
+	return grantDoc{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt.UTC(),
+		Clock: g.Clock, AccessTTLSeconds: int64(g.AccessTTL / time.Second), FirstUsedAt: g.FirstUsedAt.UTC(), Watched: g.Watched}
 }
 
 // taskRecord encodes t for the store.
@@ -580,10 +591,17 @@ func taskFromRecord(rec store.TaskRecord) (task.Task, error) {
 		t.Members = append(t.Members, task.Member{Pattern: p})
 	}
 	for _, g := range d.Grants {
-		t.Grants = append(t.Grants, task.Grant{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt})
+		t.Grants = append(t.Grants, task.Grant{Actions: g.Actions, Resources: g.Resources, To: g.To, ExpiresAt: g.ExpiresAt,
+			Clock: g.Clock, AccessTTL: time.Duration(g.AccessTTLSeconds) * time.Second, FirstUsedAt: g.FirstUsedAt, Watched: g.Watched})
 	}
 	if t.Dual, err = dualFromDoc(d.Dual); err != nil {
 		return task.Task{}, fmt.Errorf("stored task %s: %w", rec.ID, err)
+	}
+	if d.Dual != nil && !d.Dual.PerGrant {
+		// Written when dual control governed the whole task.
+		for i := range t.Grants {
+			t.Grants[i].Watched = true
+		}
 	}
 	return t, nil
 }
@@ -610,7 +628,8 @@ func taskToProto(t *task.Task, rev int64) *writv1.Task {
 		CreatedAt: unixOrZero(t.CreatedAt), OpenedAt: unixOrZero(t.OpenedAt), ClosedAt: unixOrZero(t.ClosedAt),
 	}
 	for _, g := range t.Grants {
-		out.Grants = append(out.Grants, &writv1.Grant{Actions: g.Actions, Resources: resourceStrings(g.Resources), To: patternStrings(g.To), ExpiresAt: unixOrZero(g.ExpiresAt)})
+		out.Grants = append(out.Grants, &writv1.Grant{Actions: g.Actions, Resources: resourceStrings(g.Resources), To: patternStrings(g.To), ExpiresAt: unixOrZero(g.ExpiresAt),
+			AccessSeconds: int64(g.AccessTTL / time.Second), FirstUsedAt: unixOrZero(g.FirstUsedAt), Watched: g.Watched})
 	}
 	return out
 }

@@ -40,6 +40,10 @@ const (
 	// maxWatchTaskID bounds the task ID a watcher names, so no error
 	// repeats an arbitrarily long one.
 	maxWatchTaskID = 128
+	// watchEndCheck is how often a session looks whether its task ended:
+	// it reads the task only when the store's revision moved, or tests
+	// the deadline it has.
+	watchEndCheck = decisionRefreshInterval
 )
 
 // dualDoc is a task's dual control as stored with the task.
@@ -50,6 +54,9 @@ type dualDoc struct {
 	Heartbeat time.Duration  `json:"heartbeat"`
 	Requester []string       `json:"requester"`
 	Request   string         `json:"request,omitempty"`
+	// PerGrant is set on documents that mark each watched grant; without
+	// it, dual control governs every grant of the task.
+	PerGrant bool `json:"per_grant,omitempty"`
 }
 
 func dualToDoc(dc *task.DualControl) *dualDoc {
@@ -57,7 +64,7 @@ func dualToDoc(dc *task.DualControl) *dualDoc {
 		return nil
 	}
 	return &dualDoc{Watchers: dc.Watchers, Count: dc.Count, OnLeave: dc.OnLeave, Heartbeat: dc.Heartbeat,
-		Requester: chainStrings(dc.Requester), Request: dc.Request}
+		Requester: chainStrings(dc.Requester), Request: dc.Request, PerGrant: true}
 }
 
 func dualFromDoc(d *dualDoc) (*task.DualControl, error) {
@@ -98,9 +105,12 @@ func (s *Server) dualControlFor(ctx context.Context, r *review.Request) (*task.D
 }
 
 // withDualControl makes change also put dc on the task: the grants it makes
-// live are live only under dual control from the same write on.
-func withDualControl(change taskChange, dc *task.DualControl) taskChange {
+// live are live only under dual control from the same write on. Those are
+// the grants it adds or lengthens, or, when all is set (a task opened by
+// request), every grant; the task's other grants are not held up.
+func withDualControl(change taskChange, dc *task.DualControl, all bool) taskChange {
 	return func(t *task.Task, now time.Time) (any, error) {
+		before := slices.Clone(t.Grants)
 		details, err := change(t, now)
 		if err != nil {
 			return nil, err
@@ -108,6 +118,12 @@ func withDualControl(change taskChange, dc *task.DualControl) taskChange {
 		merged, err := mergeDual(t.Dual, dc)
 		if err != nil {
 			return nil, err
+		}
+		for i := range t.Grants {
+			g := &t.Grants[i]
+			if all || i >= len(before) || !g.ExpiresAt.Equal(before[i].ExpiresAt) || g.Clock != before[i].Clock {
+				g.Watched = true
+			}
 		}
 		t.Dual = merged
 		if m, ok := details.(map[string]any); ok {
@@ -185,7 +201,7 @@ func (s *Server) dualLocks(ctx context.Context, tasks []task.Task, now time.Time
 	loaded := false
 	for i := range tasks {
 		t := &tasks[i]
-		if t.Dual == nil || t.State != task.StateOpen {
+		if t.Dual == nil || t.State != task.StateOpen || !t.WatchedLive(now) {
 			continue
 		}
 		if !loaded {
@@ -197,7 +213,7 @@ func (s *Server) dualLocks(ctx context.Context, tasks []task.Task, now time.Time
 		}
 		st := dualStateOf(t.Dual, watches, t.ID, now)
 		if !st.live {
-			locks = append(locks, authz.Lock{Kind: identity.LockTask, Value: t.ID, ID: dualLockID,
+			locks = append(locks, authz.Lock{Kind: identity.LockTask, Value: t.ID, ID: dualLockID, Watched: true,
 				Reason: fmt.Sprintf("%d of %d watchers present (%s)", len(st.present), t.Dual.Count, patternList(t.Dual.Watchers))})
 		}
 		for _, w := range watches {
@@ -255,6 +271,8 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 		return status.Errorf(codes.FailedPrecondition, "task %s is not under dual control: there is nothing to watch", t.ID)
 	case t.State != task.StateOpen:
 		return status.Errorf(codes.FailedPrecondition, "task %s is %s: only an open task is watched", t.ID, t.State)
+	case !t.WatchedLive(s.now()):
+		return status.Errorf(codes.FailedPrecondition, "the access under dual control on task %s has ended: there is nothing to watch", t.ID)
 	case !dc.Eligible(chain):
 		return status.Errorf(codes.PermissionDenied, "%s may not watch task %s: a watcher's root principal must match %s and its chain must share no identity with the requester's (%s)",
 			chain[0], t.ID, patternList(dc.Watchers), strings.Join(chainStrings(dc.Requester), " for "))
@@ -301,8 +319,22 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 	lastWrite := time.Now()
 	timer := time.NewTimer(lapse)
 	defer timer.Stop()
+	endCheck := time.NewTicker(watchEndCheck)
+	defer endCheck.Stop()
+	seen := rec.Revision
 	for {
 		select {
+		case <-endCheck.C:
+			why, err := s.watchEnded(ctx, &t, &seen)
+			if err != nil {
+				return err
+			}
+			if why == "" {
+				continue
+			}
+			s.log.Info("watch ended: nothing left to watch", "watch", id, "task", t.ID, "why", why)
+			return stream.Send(&writv1.WatchTaskStatus{TaskId: t.ID, Count: int32(dc.Count), HeartbeatSeconds: int32(dc.Heartbeat / time.Second),
+				OnLeave: dc.OnLeave, Ended: true, EndedWhy: why})
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.stopping:
@@ -337,6 +369,37 @@ func (ws *watchService) WatchTask(stream writv1.WatchService_WatchTaskServer) er
 			}
 		}
 	}
+}
+
+// watchEnded says why a session on *t has nothing left to watch, or "".
+// It reads the task again only when the store's revision moved past *seen
+// (the decision index's revision, which it follows anyway); a deadline
+// passing needs no read.
+func (s *Server) watchEnded(ctx context.Context, t **task.Task, seen *int64) (string, error) {
+	if rev := s.decisions.rev.Load(); rev > *seen {
+		rec, err := s.store.GetTask(ctx, (*t).ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Sprintf("task %s no longer exists", (*t).ID), nil
+		}
+		if err != nil {
+			return "", storeStatus(err)
+		}
+		next, err := readTask(rec, s.now())
+		if err != nil {
+			return "", err
+		}
+		*t, *seen = next, rev
+	}
+	now := s.now()
+	switch {
+	case (*t).State != task.StateOpen || !now.Before((*t).Deadline):
+		return (*t).NotLiveReason(now), nil
+	case (*t).Dual == nil:
+		return fmt.Sprintf("task %s is no longer under dual control", (*t).ID), nil
+	case !(*t).WatchedLive(now):
+		return fmt.Sprintf("the access under dual control on task %s ended", (*t).ID), nil
+	}
+	return "", nil
 }
 
 func (ws *watchService) sendStatus(ctx context.Context, stream writv1.WatchService_WatchTaskServer, taskID string, dc *task.DualControl) error {
@@ -392,17 +455,41 @@ func (s *Server) applyOnLeave(ctx context.Context, taskID string) {
 		return
 	}
 	ts := &taskService{s: s}
-	_, err = ts.update(ctx, taskID, 0, audit.EventTaskClose, func(t *task.Task, now time.Time) (any, error) {
-		if err := t.Close(now); err != nil {
-			return nil, status.Error(codes.FailedPrecondition, err.Error())
+	if t.AllWatched() {
+		_, err = ts.update(ctx, taskID, 0, audit.EventTaskClose, func(t *task.Task, now time.Time) (any, error) {
+			if err := t.Close(now); err != nil {
+				return nil, status.Error(codes.FailedPrecondition, err.Error())
+			}
+			return map[string]any{"why": "dual control: a watcher left and too few remain (on_leave: terminate)"}, nil
+		})
+		if err != nil {
+			s.log.Error("closing a task whose watchers left", "task", taskID, "err", err)
+			return
 		}
-		return map[string]any{"why": "dual control: a watcher left and too few remain (on_leave: terminate)"}, nil
-	})
-	if err != nil {
-		s.log.Error("closing a task whose watchers left", "task", taskID, "err", err)
+		s.log.Info("task closed: its watchers left", "task", taskID)
 		return
 	}
-	s.log.Info("task closed: its watchers left", "task", taskID)
+	// Only some grants are watched: they end, and the dual control with
+	// them; the task's other grants go on.
+	_, err = ts.update(ctx, taskID, 0, audit.EventTaskDualEnd, func(t *task.Task, now time.Time) (any, error) {
+		if t.Dual == nil || t.State != task.StateOpen {
+			return nil, errInEffect
+		}
+		var ended []int
+		for i := range t.Grants {
+			if g := &t.Grants[i]; g.Watched && !g.Expired(now) {
+				g.ExpiresAt, g.Clock, g.FirstUsedAt = now, "", time.Time{}
+				ended = append(ended, i)
+			}
+		}
+		t.Dual = nil
+		return map[string]any{"why": "dual control: a watcher left and too few remain (on_leave: terminate)", "grants": ended}, nil
+	})
+	if err != nil && !errors.Is(err, errInEffect) {
+		s.log.Error("ending the watched grants of a task whose watchers left", "task", taskID, "err", err)
+		return
+	}
+	s.log.Info("watched grants ended: their watchers left", "task", taskID)
 }
 
 // sweepWatches removes the sessions that lapsed (their server died or

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,8 +198,10 @@ func TestDualControl(t *testing.T) {
 	}
 }
 
-// TestDualControlTerminate: under on_leave: terminate the task is closed
-// when its watcher leaves.
+// TestDualControlTerminate: under on_leave: terminate, when its watcher
+// leaves, a join's watched grant ends with the dual control, and the
+// task's other grants go on; a task opened by request, all of whose
+// grants are watched, is closed.
 func TestDualControlTerminate(t *testing.T) {
 	srv, _ := startTokenEndpoint(t)
 	admin := adminConn(t, srv)
@@ -213,6 +217,9 @@ func TestDualControlTerminate(t *testing.T) {
 	if got, err := actorConn(aliceCC).join(t, work.GetId(), "rewrite the keys", "write:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
 		t.Fatalf("the vault write = %v, %v", got, err)
 	}
+	if r := check(t, decide, "read", "hr/salaries", ceo); !r.GetAllow() {
+		t.Fatalf("the ceo's own grant is held up by the join's dual control: %v", r)
+	}
 	w, err := watchTask(t, bobCC, work.GetId(), true)
 	if err != nil {
 		t.Fatal(err)
@@ -224,15 +231,44 @@ func TestDualControlTerminate(t *testing.T) {
 		t.Fatalf("denied while bob watches: %v", r)
 	}
 	w.cancel()
+	eventually(t, 10*time.Second, "the watched grant ended after the watcher left", func() bool {
+		return countEvents(t, admin, audit.EventTaskDualEnd) == 1
+	})
+	if r := check(t, decide, "write", "vault/keys", alice); r.GetAllow() || !strings.Contains(r.GetReason(), "expired at") {
+		t.Fatalf("the watched grant after its watcher left: %v", r)
+	}
+	if r := check(t, decide, "read", "hr/salaries", ceo); !r.GetAllow() {
+		t.Fatalf("the task's other grant ended too: %v", r)
+	}
+	if got, err := tasks.GetTask(t.Context(), &writv1.GetTaskRequest{Id: work.GetId()}); err != nil || got.GetState() != "open" {
+		t.Fatalf("task = %v, %v; want it still open", got, err)
+	}
+	_, err = watchTask(t, bobCC, work.GetId(), true)
+	wantCode(t, err, codes.FailedPrecondition, "not under dual control")
+
+	// A task alice asks to open under dual control: every grant is watched,
+	// so the task closes.
+	draft, err := tasks.CreateTask(t.Context(), &writv1.CreateTaskRequest{Task: &writv1.Task{Title: "rotate", Reason: "scenario", Owner: ceo,
+		Members: []string{alice}, Grants: []*writv1.Grant{{Actions: []string{"write"}, Resources: []string{"vault/root"}, To: []string{alice}}},
+		Deadline: time.Now().Add(time.Hour).Unix()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened, err := actorConn(aliceCC).requests.CreateRequest(t.Context(), &writv1.CreateAccessRequest{Kind: "open", Task: draft.GetId(), Reason: "rotate"})
+	if err != nil || opened.GetRequest().GetState() != "approved" {
+		t.Fatalf("the open request = %v, %v", opened, err)
+	}
+	w, err = watchTask(t, bobCC, draft.GetId(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cancel()
 	eventually(t, 10*time.Second, "the task closed after the watcher left", func() bool {
-		got, err := tasks.GetTask(t.Context(), &writv1.GetTaskRequest{Id: work.GetId()})
+		got, err := tasks.GetTask(t.Context(), &writv1.GetTaskRequest{Id: draft.GetId()})
 		return err == nil && got.GetState() == "closed"
 	})
-	if r := check(t, decide, "write", "vault/keys", alice); r.GetAllow() {
-		t.Fatalf("allowed after the task closed: %v", r)
-	}
 	// A closed task is not watched back to life.
-	_, err = watchTask(t, bobCC, work.GetId(), true)
+	_, err = watchTask(t, bobCC, draft.GetId(), true)
 	wantCode(t, err, codes.FailedPrecondition, "only an open task")
 }
 
@@ -362,4 +398,159 @@ func TestMergeDual(t *testing.T) {
 	}
 	_, err = mergeDual(first, &task.DualControl{Watchers: []task.Pattern{agents}, Count: 1, OnLeave: task.OnLeavePause, Heartbeat: time.Second})
 	wantCode(t, err, codes.FailedPrecondition, "needs a task of its own")
+}
+
+// TestWatchEndsWhenTaskCloses: a watcher still heartbeating is told when
+// the task it watches closes, by a last status saying why, and its stream
+// then ends without error; its session is removed.
+func TestWatchEndsWhenTaskCloses(t *testing.T) {
+	srv, _ := startTokenEndpoint(t)
+	admin := adminConn(t, srv)
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: dualRules}); err != nil {
+		t.Fatal(err)
+	}
+	tasks := writv1.NewTaskServiceClient(admin)
+	work := openTask(t, tasks, "rotate the vault keys", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	if got, err := actorConn(svidConn(t, srv, signIn(t, srv, alice))).join(t, work.GetId(), "rotate", "read:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("the vault read = %v, %v", got, err)
+	}
+	w, err := watchTask(t, svidConn(t, srv, signIn(t, srv, bob)), work.GetId(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	go func() { // heartbeats only: the test reads the statuses
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if w.stream.Send(&writv1.WatchTaskRequest{}) != nil {
+					return
+				}
+			}
+		}
+	}()
+	if _, err := tasks.CloseTask(t.Context(), &writv1.TaskTransitionRequest{Id: work.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		st, err := w.stream.Recv()
+		if err != nil {
+			t.Fatalf("the stream ended without saying why: %v", err)
+		}
+		if !st.GetEnded() {
+			continue
+		}
+		if want := "task " + work.GetId() + " is closed"; st.GetEndedWhy() != want {
+			t.Fatalf("ended_why = %q, want %q", st.GetEndedWhy(), want)
+		}
+		break
+	}
+	if _, err := w.stream.Recv(); err != io.EOF {
+		t.Fatalf("after the last status: %v, want the stream ended cleanly", err)
+	}
+	eventually(t, 5*time.Second, "the session is removed", func() bool {
+		ws, err := srv.store.ListWatches(t.Context())
+		return err == nil && len(ws) == 0
+	})
+}
+
+// TestDualControlStoredBeforeGrantsWereMarked: a task stored when dual
+// control governed the whole task (no per_grant) reads back with every
+// grant watched, so upgrading loosens nothing.
+func TestDualControlStoredBeforeGrantsWereMarked(t *testing.T) {
+	p, err := task.ParsePattern(ceo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := task.ParseResourcePattern("hr/salaries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := &task.Task{ID: "T-1", Owner: spiffeid.RequireFromString(ceo), State: task.StateOpen, Deadline: time.Now().Add(time.Hour),
+		Grants: []task.Grant{{Actions: []string{"read"}, Resources: []task.ResourcePattern{res}, To: []task.Pattern{p}}},
+		Dual:   &task.DualControl{Watchers: []task.Pattern{p}, Count: 1, OnLeave: task.OnLeavePause, Heartbeat: time.Second}}
+	rec, err := taskRecord(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := strings.Replace(string(rec.Doc), `,"per_grant":true`, "", 1)
+	if old == string(rec.Doc) {
+		t.Fatalf("no per_grant in %s", rec.Doc)
+	}
+	rec.Doc = []byte(old)
+	got, err := taskFromRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Grants[0].Watched {
+		t.Fatal("a grant of a task under whole-task dual control reads back unwatched")
+	}
+}
+
+// TestWatchRefusedAfterWatchedAccessEnded: when the grants under dual
+// control expire, a watcher is told its watch ended, and joining again
+// is refused: there is nothing to watch.
+func TestWatchRefusedAfterWatchedAccessEnded(t *testing.T) {
+	const secBot = "spiffe://" + testTD + "/agent/sec-bot"
+	var skip atomic.Int64
+	srv, _ := twoServersOneClock(t, &skip, "")
+	admin := adminConn(t, srv)
+	rules := `rules:
+  - name: vault-read
+    match: {actions: [read], resources: [vault/**], requester_kind: [agent]}
+    auto_approve: {}
+    max_ttl: 1h
+    dual_control: {watchers: ["` + secBot + `"], count: 1, on_leave: pause, heartbeat: 1s}
+`
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: rules}); err != nil {
+		t.Fatal(err)
+	}
+	tasks := writv1.NewTaskServiceClient(admin)
+	work, err := tasks.CreateTask(t.Context(), &writv1.CreateTaskRequest{Task: &writv1.Task{Title: "rotate", Reason: "scenario", Owner: ceo,
+		Members: []string{ceo}, Grants: []*writv1.Grant{{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}}},
+		Deadline: time.Now().Add(24 * time.Hour).Unix()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tasks.OpenTask(t.Context(), &writv1.TaskTransitionRequest{Id: work.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := actorConn(svidConn(t, srv, mintSVID(t, srv, stageBot))).join(t, work.GetId(), "rotate", "read:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("join = %v, %v", got, err)
+	}
+	secCC := svidConn(t, srv, mintSVID(t, srv, secBot))
+	w, err := watchTask(t, secCC, work.GetId(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { // heartbeats only: the test reads the statuses
+		for range time.Tick(200 * time.Millisecond) {
+			if w.stream.Send(&writv1.WatchTaskRequest{}) != nil {
+				return
+			}
+		}
+	}()
+	// The watched grant's hour passes: the watcher is told, and the
+	// stream ends.
+	skip.Store(int64(61 * time.Minute))
+	for {
+		st, err := w.stream.Recv()
+		if err != nil {
+			t.Fatalf("the stream ended without saying why: %v", err)
+		}
+		if st.GetEnded() {
+			if want := "the access under dual control on task " + work.GetId() + " ended"; st.GetEndedWhy() != want {
+				t.Fatalf("ended_why = %q, want %q", st.GetEndedWhy(), want)
+			}
+			break
+		}
+	}
+	_, err = watchTask(t, secCC, work.GetId(), true)
+	wantCode(t, err, codes.FailedPrecondition, "has ended: there is nothing to watch")
 }

@@ -13,10 +13,11 @@ const (
 	OnLeaveTerminate = "terminate"
 )
 
-// DualControl makes a task's grants live only while Count watchers are
-// present. It is set on a task when a request approved under a rule with
-// dual_control makes the grants live, and stored with the task so every
-// server sharing the store enforces it.
+// DualControl makes a task's watched grants (Grant.Watched) live only while
+// Count watchers are present. It is set on a task when a request approved
+// under a rule with dual_control makes grants live, which it marks
+// watched, and stored with the task so every server sharing the store
+// enforces it.
 type DualControl struct {
 	Watchers  []Pattern
 	Count     int
@@ -59,4 +60,25 @@ func (dc *DualControl) Present(watchers [][]spiffeid.ID) []spiffeid.ID {
 		}
 	}
 	return present
+}
+
+// WatchedLive reports whether t has a watched grant that has not expired
+// at now: while it has none, its dual control guards nothing.
+func (t *Task) WatchedLive(now time.Time) bool {
+	for i := range t.Grants {
+		if g := &t.Grants[i]; g.Watched && !g.Expired(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// AllWatched reports whether every grant of t is watched.
+func (t *Task) AllWatched() bool {
+	for i := range t.Grants {
+		if !t.Grants[i].Watched {
+			return false
+		}
+	}
+	return len(t.Grants) > 0
 }

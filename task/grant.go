@@ -36,6 +36,25 @@ type Grant struct {
 	// allowed, so joining a long task does not hand out access for the
 	// rest of it. Zero: the grant lasts as long as the task is live.
 	ExpiresAt time.Time
+	// Clock, when set, names the request whose access clock the grant
+	// runs on: its AccessTTL starts at the first decision any grant on
+	// that clock allows (FirstUsedAt), so an approval for later work does
+	// not spend the access while nobody uses it. Until that first use,
+	// ExpiresAt is when the grant lapses unused; from it, ExpiresAt is
+	// FirstUsedAt plus AccessTTL.
+	Clock       string
+	AccessTTL   time.Duration
+	FirstUsedAt time.Time
+	// Watched marks a grant approved under dual control: it counts only
+	// while its task's DualControl has enough watchers present. The
+	// task's other grants are not held up by it.
+	Watched bool
+}
+
+// AwaitsFirstUse reports whether g runs on an access clock that has not
+// started (as far as g records).
+func (g *Grant) AwaitsFirstUse() bool {
+	return g.Clock != "" && g.FirstUsedAt.IsZero()
 }
 
 // Expired reports whether g has an expiry and now is at or past it.
@@ -50,8 +69,34 @@ func (g *Grant) ExpiredReason(taskID string, index int) string {
 	for i, r := range g.Resources {
 		rs[i] = r.String()
 	}
+	if g.AwaitsFirstUse() {
+		return fmt.Sprintf("grant %d (%s on %s) on task %s lapsed unused at %s", index,
+			strings.Join(g.Actions, ","), strings.Join(rs, ","), taskID, formatTime(g.ExpiresAt))
+	}
+	return g.ExpiredAtReason(taskID, index, g.ExpiresAt)
+}
+
+// UnwatchedReason says that grant index of task taskID, under dual
+// control, does not count: why says how many watchers are present.
+func (g *Grant) UnwatchedReason(taskID string, index int, why string) string {
+	rs := make([]string, len(g.Resources))
+	for i, r := range g.Resources {
+		rs[i] = r.String()
+	}
+	return fmt.Sprintf("grant %d (%s on %s) on task %s is under dual control: %s", index,
+		strings.Join(g.Actions, ","), strings.Join(rs, ","), taskID, why)
+}
+
+// ExpiredAtReason says that grant index of task taskID expired at at: for
+// a grant whose access clock started after the task was read, at is its
+// first use plus its access time.
+func (g *Grant) ExpiredAtReason(taskID string, index int, at time.Time) string {
+	rs := make([]string, len(g.Resources))
+	for i, r := range g.Resources {
+		rs[i] = r.String()
+	}
 	return fmt.Sprintf("grant %d (%s on %s) on task %s expired at %s", index,
-		strings.Join(g.Actions, ","), strings.Join(rs, ","), taskID, formatTime(g.ExpiresAt))
+		strings.Join(g.Actions, ","), strings.Join(rs, ","), taskID, formatTime(at))
 }
 
 // Allows reports whether g permits action on resource, whoever asks.

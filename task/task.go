@@ -62,8 +62,8 @@ type Task struct {
 	// CreatedAt, OpenedAt and ClosedAt record the task's history; ClosedAt
 	// is also set when it expires.
 	CreatedAt, OpenedAt, ClosedAt time.Time
-	// Dual, when set, makes the grants live only while enough watchers
-	// are present (see DualControl).
+	// Dual, when set, makes the grants marked Watched live only while
+	// enough watchers are present (see DualControl).
 	Dual *DualControl
 }
 

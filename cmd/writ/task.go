@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -390,18 +391,31 @@ func writeTask(w io.Writer, t *writv1.Task) error {
 	}
 	fmt.Fprintln(w)
 	gw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(gw, "ACTIONS\tRESOURCES\tTO\tEXPIRES")
+	watched := slices.ContainsFunc(t.GetGrants(), (*writv1.Grant).GetWatched)
+	header := "ACTIONS\tRESOURCES\tTO\tEXPIRES"
+	if watched {
+		header += "\tWATCHED"
+	}
+	fmt.Fprintln(gw, header)
 	for _, g := range t.GetGrants() {
-		fmt.Fprintf(gw, "%s\t%s\t%s\t%s\n", strings.Join(g.GetActions(), ","), strings.Join(g.GetResources(), ","), strings.Join(g.GetTo(), ","), grantExpiry(g))
+		fmt.Fprintf(gw, "%s\t%s\t%s\t%s", strings.Join(g.GetActions(), ","), strings.Join(g.GetResources(), ","), strings.Join(g.GetTo(), ","), grantExpiry(g))
+		if watched {
+			fmt.Fprintf(gw, "\t%s", map[bool]string{true: "yes", false: "no"}[g.GetWatched()])
+		}
+		fmt.Fprintln(gw)
 	}
 	return gw.Flush()
 }
 
 // grantExpiry says when a grant ends: at its own expiry (a grant an
-// approved join added), or with the task.
+// approved join added), or with the task; one whose access time starts at
+// first use says so until it is used.
 func grantExpiry(g *writv1.Grant) string {
-	if g.GetExpiresAt() == 0 {
+	switch {
+	case g.GetExpiresAt() == 0:
 		return "with the task"
+	case g.GetAccessSeconds() > 0 && g.GetFirstUsedAt() == 0:
+		return fmt.Sprintf("%s from first use; unused, lapses %s", time.Duration(g.GetAccessSeconds())*time.Second, formatUnix(g.GetExpiresAt()))
 	}
 	return formatUnix(g.GetExpiresAt())
 }

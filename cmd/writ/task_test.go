@@ -148,4 +148,26 @@ func TestWriteTaskShowsGrantExpiry(t *testing.T) {
 			t.Errorf("task show lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(out, "WATCHED") {
+		t.Errorf("task show has a WATCHED column with no grant under dual control:\n%s", out)
+	}
+}
+
+// TestWriteTaskShowsFirstUseAndWatched: a grant whose access time starts at
+// first use says so until used, and grants under dual control are marked.
+func TestWriteTaskShowsFirstUseAndWatched(t *testing.T) {
+	var b strings.Builder
+	err := writeTask(&b, &writv1.Task{Id: "T-1", State: "open", Grants: []*writv1.Grant{
+		{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{"spiffe://task.test/person/a"}},
+		{Actions: []string{"read"}, Resources: []string{"vault/keys"}, To: []string{"spiffe://task.test/agent/bot"}, ExpiresAt: 1772359200, AccessSeconds: 3600, Watched: true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"WATCHED", "1h0m0s from first use; unused, lapses 2026-03-01T10:00:00Z", "yes", "no"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("task show lacks %q:\n%s", want, out)
+		}
+	}
 }

@@ -21,7 +21,8 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"dual_control grants only while enough eligible watchers hold a session. This command holds\n"+
 			"yours, as the identity --server and --identity present, sending heartbeats until interrupted.\n"+
 			"When it stops (interrupted, killed, cut off) you no longer count, and the task's grants pause\n"+
-			"or the task closes, as its rule says. Prints the task's watchers whenever they change.",
+			"or the task closes, as its rule says. Prints the task's watchers whenever they change.\n"+
+			"Ends by itself, with status 0, when the task closes or expires or its dual control ends.",
 		"writ watch TASK [--delegation-token FILE]")
 	token := c.fs.String("delegation-token", "", delegationTokenHelp)
 	t := c.socketFlag()
@@ -94,6 +95,11 @@ func watchTask(ctx context.Context, cl *client, first *writv1.WatchTaskRequest, 
 			}
 			return cl.explain(err)
 		case st := <-statuses:
+			if st.GetEnded() {
+				stream.CloseSend()
+				fmt.Fprintf(stdout, "stopped watching task %s: %s\n", first.GetTaskId(), st.GetEndedWhy())
+				return nil
+			}
 			if st.GetLive() != last.GetLive() || !slices.Equal(st.GetPresent(), last.GetPresent()) {
 				printWatchStatus(stdout, st)
 			}

@@ -78,6 +78,29 @@ func TestWatchCLI(t *testing.T) {
 	killed := time.Now()
 	waitFor(t, "deny after writ watch was killed", func() bool { return strings.HasPrefix(sh.run(checkLine), "DENY") })
 	t.Logf("writ watch killed to deny: %s", time.Since(killed))
+
+	// Closing the task ends the watch: writ watch says why and exits 0.
+	var again syncBuffer
+	cmd = sh.command("WRIT_IDENTITY_DIR=sec exec writ watch " + taskID + remote)
+	cmd.Stdout, cmd.Stderr = &again, &again
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "writ watch joins again", func() bool { return strings.Contains(again.String(), "grants live") }, &again)
+	sh.run("writ task close --id " + taskID)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("writ watch after the task closed: %v\n%s", err, again.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("writ watch still runs 20 s after the task closed:\n%s", again.String())
+	}
+	if want := "stopped watching task " + taskID + ": task " + taskID + " is closed"; !strings.Contains(again.String(), want) {
+		t.Errorf("writ watch said %q; want %q", again.String(), want)
+	}
 }
 
 // waitFor polls cond for up to 20 s.

@@ -25,6 +25,7 @@
 //	      - {outside_hours: {days: [mon, tue, wed, thu, fri], from: "08:00", to: "18:00", zone: Europe/Paris}}
 //	    max_ttl: 4h                          # default 8h
 //	    pending_ttl: 2h                      # default 24h
+//	    access_clock: first_use              # default approval: when the access time starts
 //	    dual_control: {watchers: ["spiffe://example.org/person/**"], count: 1, on_leave: pause, heartbeat: 2s}
 //
 // Conditions (deny_if items, auto_approve) are deliberately few:

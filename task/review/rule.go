@@ -51,6 +51,11 @@ type Rule struct {
 	// a request waits for a decision.
 	MaxTTL, PendingTTL time.Duration
 
+	// AccessClock says when the access time of an approved request starts
+	// counting. With ClockFirstUse an approved grant nobody uses still
+	// lapses PendingTTL after approval, so access is never open-ended.
+	AccessClock AccessClock
+
 	// DualControl, when set, makes the approved grant live only while
 	// watchers are present. This package parses and validates it; the
 	// server enforces it.
@@ -187,6 +192,16 @@ func (w *Window) Contains(t time.Time) bool {
 
 // String describes w as the file gave it.
 func (w *Window) String() string { return w.text }
+
+// AccessClock is when the access time an approval grants starts.
+type AccessClock string
+
+const (
+	// ClockApproval counts the access time from approval.
+	ClockApproval AccessClock = "approval"
+	// ClockFirstUse counts it from the first decision the access allows.
+	ClockFirstUse AccessClock = "first_use"
+)
 
 // OnLeave is what happens to a dual-controlled grant when its watchers
 // fall below the count.

@@ -32,7 +32,7 @@ const (
 // Keys of a rules file, in the order errors list them.
 var (
 	fileKeys        = []string{"rules"}
-	ruleKeys        = []string{"name", "match", "require", "deny_if", "auto_approve", "max_ttl", "pending_ttl", "dual_control"}
+	ruleKeys        = []string{"name", "match", "require", "deny_if", "auto_approve", "max_ttl", "pending_ttl", "access_clock", "dual_control"}
 	matchKeys       = []string{"actions", "resources", "requester_kind", "requester"}
 	groupKeys       = []string{"name", "from", "count"}
 	conditionKeys   = []string{"requester_kind", "requester", "acting_for_person", "within_hours", "outside_hours", "ttl_over"}
@@ -150,6 +150,7 @@ type parser struct {
 func (p *parser) rule(n *yaml.Node, path string, r *Rule) error {
 	r.Line = n.Line
 	r.PendingTTL, r.MaxTTL = DefaultPendingTTL, DefaultMaxTTL
+	r.AccessClock = ClockApproval
 	var matchSeen, nameSeen bool
 	var requireLine, autoLine int
 	err := p.mapping(n, path, ruleKeys, func(key string, v *yaml.Node) error {
@@ -210,6 +211,17 @@ func (p *parser) rule(n *yaml.Node, path string, r *Rule) error {
 				r.MaxTTL = d
 			} else {
 				r.PendingTTL = d
+			}
+		case "access_clock":
+			s, err := p.scalar(v, field)
+			if err != nil {
+				return err
+			}
+			switch AccessClock(s) {
+			case ClockApproval, ClockFirstUse:
+				r.AccessClock = AccessClock(s)
+			default:
+				return &RulesError{Line: v.Line, Path: field, Msg: identity.Quote(s) + " is not an access clock; use approval (the access time counts from approval, the default) or first_use (from the first decision it allows)"}
 			}
 		case "dual_control":
 			r.DualControl = &DualControl{}

@@ -45,8 +45,12 @@ rules:
     auto_approve:
       within_hours: {from: "00:00", to: "24:00", zone: Europe/Paris}
     pending_ttl: 3600
+    access_clock: first_use
 `)
 	r := rules[0]
+	if r.AccessClock != ClockApproval || rules[1].AccessClock != ClockFirstUse {
+		t.Fatalf("access clocks %q, %q: want approval by default, first_use as given", r.AccessClock, rules[1].AccessClock)
+	}
 	if r.MaxTTL != DefaultMaxTTL || r.PendingTTL != DefaultPendingTTL {
 		t.Fatalf("defaults: max_ttl %s, pending_ttl %s", r.MaxTTL, r.PendingTTL)
 	}
@@ -110,6 +114,8 @@ func TestParseRulesRefuses(t *testing.T) {
 		{"unknown condition key", head + req + "    deny_if:\n      - {requester_kinds: [agent]}\n", 6, `deny_if[0]."requester_kinds": unknown key`},
 		{"unknown window key", head + req + "    deny_if: [{outside_hours: {from: \"08:00\", until: \"18:00\"}}]\n", 5, `"until": unknown key`},
 		{"unknown dual key", head + req + "    dual_control: {watchers: [spiffe://example.org/person/**], count: 1, on_leave: pause, hearbeat: 2s}\n", 5, `"hearbeat": unknown key`},
+		{"bad access clock", head + req + "    access_clock: first-use\n", 5, `"first-use" is not an access clock; use approval`},
+		{"access clock list", head + req + "    access_clock: [first_use]\n", 5, "access_clock"},
 		{"odd key is quoted", head + req + "    \"a\\x1bb\": 1\n", 5, `"a\x1bb": unknown key`},
 		{"duplicate key", head + req + "    max_ttl: 1h\n    max_ttl: 2h\n", 6, "given twice (first on line 5)"},
 		{"no name", "rules:\n  - match: {actions: [read], resources: [db/**]}\n" + req, 2, "has no name"},
@@ -212,6 +218,7 @@ func FuzzParseRules(f *testing.F) {
 	f.Add([]byte(scenarioRules))
 	f.Add([]byte("rules:\n  - name: r\n    match: {actions: [read], resources: [db/**]}\n    auto_approve: {within_hours: {days: [mon], from: \"08:00\", to: \"18:00\", zone: UTC}}\n"))
 	f.Add([]byte("rules: [{name: a, match: {actions: ['*'], resources: [x]}, require: [{from: [spiffe://example.org/a], count: 1}], dual_control: {watchers: [spiffe://example.org/b/**], count: 1, on_leave: pause, heartbeat: 2s}}]"))
+	f.Add([]byte("rules: [{name: a, match: {actions: [read], resources: [x/**]}, auto_approve: {}, access_clock: first_use, pending_ttl: 2h}]"))
 	f.Add([]byte("rules: &a [*a]"))
 	f.Add([]byte("rules:\n  - {name: r, deny_if: [{ttl_over: 1h, acting_for_person: false}]}\n"))
 	f.Add([]byte("\xff: \x1b"))

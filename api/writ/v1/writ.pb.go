@@ -3395,7 +3395,16 @@ type Grant struct {
 	// lasts as long as the task is live. Set by the server on the grants an
 	// approved join request adds (approval time plus the access time asked
 	// for, at most the rule's max_ttl); refused on input.
-	ExpiresAt     int64 `protobuf:"varint,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	ExpiresAt int64 `protobuf:"varint,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// access_seconds, on a grant approved under access_clock: first_use, is
+	// the access time counted from its first use (first_used_at, unix
+	// seconds; 0: not used yet, and expires_at is when it lapses unused).
+	// watched: the grant counts only while the task's dual control has
+	// enough watchers present. All three are set by the server, refused on
+	// input.
+	AccessSeconds int64 `protobuf:"varint,5,opt,name=access_seconds,json=accessSeconds,proto3" json:"access_seconds,omitempty"`
+	FirstUsedAt   int64 `protobuf:"varint,6,opt,name=first_used_at,json=firstUsedAt,proto3" json:"first_used_at,omitempty"`
+	Watched       bool  `protobuf:"varint,7,opt,name=watched,proto3" json:"watched,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3456,6 +3465,27 @@ func (x *Grant) GetExpiresAt() int64 {
 		return x.ExpiresAt
 	}
 	return 0
+}
+
+func (x *Grant) GetAccessSeconds() int64 {
+	if x != nil {
+		return x.AccessSeconds
+	}
+	return 0
+}
+
+func (x *Grant) GetFirstUsedAt() int64 {
+	if x != nil {
+		return x.FirstUsedAt
+	}
+	return 0
+}
+
+func (x *Grant) GetWatched() bool {
+	if x != nil {
+		return x.Watched
+	}
+	return false
 }
 
 type CreateTaskRequest struct {
@@ -5800,8 +5830,13 @@ type WatchTaskStatus struct {
 	// heartbeat_seconds is how often the watcher must send a heartbeat.
 	HeartbeatSeconds int32  `protobuf:"varint,5,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
 	OnLeave          string `protobuf:"bytes,6,opt,name=on_leave,json=onLeave,proto3" json:"on_leave,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// ended is set on the last message of a session the server ends because
+	// there is nothing left to watch: the task closed or expired, or its dual
+	// control ended. ended_why says which; the stream then ends without error.
+	Ended         bool   `protobuf:"varint,7,opt,name=ended,proto3" json:"ended,omitempty"`
+	EndedWhy      string `protobuf:"bytes,8,opt,name=ended_why,json=endedWhy,proto3" json:"ended_why,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchTaskStatus) Reset() {
@@ -5872,6 +5907,20 @@ func (x *WatchTaskStatus) GetHeartbeatSeconds() int32 {
 func (x *WatchTaskStatus) GetOnLeave() string {
 	if x != nil {
 		return x.OnLeave
+	}
+	return ""
+}
+
+func (x *WatchTaskStatus) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
+func (x *WatchTaskStatus) GetEndedWhy() string {
+	if x != nil {
+		return x.EndedWhy
 	}
 	return ""
 }
@@ -6126,13 +6175,16 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\f \x01(\x03R\tcreatedAt\x12\x1b\n" +
 	"\topened_at\x18\r \x01(\x03R\bopenedAt\x12\x1b\n" +
-	"\tclosed_at\x18\x0e \x01(\x03R\bclosedAt\"n\n" +
+	"\tclosed_at\x18\x0e \x01(\x03R\bclosedAt\"\xd3\x01\n" +
 	"\x05Grant\x12\x18\n" +
 	"\aactions\x18\x01 \x03(\tR\aactions\x12\x1c\n" +
 	"\tresources\x18\x02 \x03(\tR\tresources\x12\x0e\n" +
 	"\x02to\x18\x03 \x03(\tR\x02to\x12\x1d\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\x03R\texpiresAt\"6\n" +
+	"expires_at\x18\x04 \x01(\x03R\texpiresAt\x12%\n" +
+	"\x0eaccess_seconds\x18\x05 \x01(\x03R\raccessSeconds\x12\"\n" +
+	"\rfirst_used_at\x18\x06 \x01(\x03R\vfirstUsedAt\x12\x18\n" +
+	"\awatched\x18\a \x01(\bR\awatched\"6\n" +
 	"\x11CreateTaskRequest\x12!\n" +
 	"\x04task\x18\x01 \x01(\v2\r.writ.v1.TaskR\x04task\" \n" +
 	"\x0eGetTaskRequest\x12\x0e\n" +
@@ -6297,14 +6349,16 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\"V\n" +
 	"\x10WatchTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12)\n" +
-	"\x10delegation_token\x18\x02 \x01(\tR\x0fdelegationToken\"\xb6\x01\n" +
+	"\x10delegation_token\x18\x02 \x01(\tR\x0fdelegationToken\"\xe9\x01\n" +
 	"\x0fWatchTaskStatus\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\apresent\x18\x02 \x03(\tR\apresent\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x05R\x05count\x12\x12\n" +
 	"\x04live\x18\x04 \x01(\bR\x04live\x12+\n" +
 	"\x11heartbeat_seconds\x18\x05 \x01(\x05R\x10heartbeatSeconds\x12\x19\n" +
-	"\bon_leave\x18\x06 \x01(\tR\aonLeave2\xd6\x02\n" +
+	"\bon_leave\x18\x06 \x01(\tR\aonLeave\x12\x14\n" +
+	"\x05ended\x18\a \x01(\bR\x05ended\x12\x1b\n" +
+	"\tended_why\x18\b \x01(\tR\bendedWhy2\xd6\x02\n" +
 	"\fEntryService\x12N\n" +
 	"\rCreateEntries\x12\x1d.writ.v1.CreateEntriesRequest\x1a\x1e.writ.v1.CreateEntriesResponse\x12:\n" +
 	"\vUpdateEntry\x12\x1b.writ.v1.UpdateEntryRequest\x1a\x0e.writ.v1.Entry\x12:\n" +

@@ -2694,9 +2694,13 @@ const (
 // RequestService lets any identity (a person, an agent, a workload) ask, as
 // itself, for access through a task: to open a drafted task, or to join an
 // open one with named grants. Review rules (ReviewService) decide who must
-// approve; a rule may approve at once.
+// approve; a rule may approve at once. A request is shown only to its
+// requester, the person at the root of its chain, those who may review it,
+// the owner and members of its task, and local administrators; to anyone
+// else it does not exist (NotFound, and left out of lists and watches).
 type RequestServiceClient interface {
 	CreateRequest(ctx context.Context, in *CreateAccessRequest, opts ...grpc.CallOption) (*AccessRequestDetail, error)
+	// ListRequests lists the requests the caller may see.
 	ListRequests(ctx context.Context, in *ListAccessRequestsRequest, opts ...grpc.CallOption) (*ListAccessRequestsResponse, error)
 	// GetRequest shows a request with the rule that applies, who may approve
 	// it and the reviews so far.
@@ -2761,9 +2765,13 @@ func (c *requestServiceClient) CancelRequest(ctx context.Context, in *CancelAcce
 // RequestService lets any identity (a person, an agent, a workload) ask, as
 // itself, for access through a task: to open a drafted task, or to join an
 // open one with named grants. Review rules (ReviewService) decide who must
-// approve; a rule may approve at once.
+// approve; a rule may approve at once. A request is shown only to its
+// requester, the person at the root of its chain, those who may review it,
+// the owner and members of its task, and local administrators; to anyone
+// else it does not exist (NotFound, and left out of lists and watches).
 type RequestServiceServer interface {
 	CreateRequest(context.Context, *CreateAccessRequest) (*AccessRequestDetail, error)
+	// ListRequests lists the requests the caller may see.
 	ListRequests(context.Context, *ListAccessRequestsRequest) (*ListAccessRequestsResponse, error)
 	// GetRequest shows a request with the rule that applies, who may approve
 	// it and the reviews so far.
@@ -3144,7 +3152,8 @@ const (
 //
 // RequestWatchService pushes changes of access requests to the caller, so
 // reviewers (people's tools and approver agents) learn of requests without
-// polling. Any member identity may watch.
+// polling. Any member identity may watch; it is sent the requests it may
+// see (RequestService).
 type RequestWatchServiceClient interface {
 	// WatchRequests first replays every request changed after after_revision
 	// (each as it is now), then sends one message with caught_up set, then
@@ -3187,7 +3196,8 @@ type RequestWatchService_WatchRequestsClient = grpc.ServerStreamingClient[Reques
 //
 // RequestWatchService pushes changes of access requests to the caller, so
 // reviewers (people's tools and approver agents) learn of requests without
-// polling. Any member identity may watch.
+// polling. Any member identity may watch; it is sent the requests it may
+// see (RequestService).
 type RequestWatchServiceServer interface {
 	// WatchRequests first replays every request changed after after_revision
 	// (each as it is now), then sends one message with caught_up set, then
@@ -3273,7 +3283,9 @@ type WatchServiceClient interface {
 	// every later one is a heartbeat. The server answers with the task's
 	// dual-control status on joining and whenever it changes. The session
 	// ends, and the watcher counts no more, when the stream ends or no
-	// heartbeat arrives for two heartbeat intervals.
+	// heartbeat arrives for two heartbeat intervals. When the task closes or
+	// expires, or its dual control ends, the server sends a last status with
+	// ended set and ends the stream.
 	WatchTask(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchTaskRequest, WatchTaskStatus], error)
 }
 
@@ -3310,7 +3322,9 @@ type WatchServiceServer interface {
 	// every later one is a heartbeat. The server answers with the task's
 	// dual-control status on joining and whenever it changes. The session
 	// ends, and the watcher counts no more, when the stream ends or no
-	// heartbeat arrives for two heartbeat intervals.
+	// heartbeat arrives for two heartbeat intervals. When the task closes or
+	// expires, or its dual control ends, the server sends a last status with
+	// ended set and ends the stream.
 	WatchTask(grpc.BidiStreamingServer[WatchTaskRequest, WatchTaskStatus]) error
 	mustEmbedUnimplementedWatchServiceServer()
 }

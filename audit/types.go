@@ -65,7 +65,7 @@ const (
 	EventRequestEffect = "request.effect"
 	// EventRequestFirstUse records that access approved under an
 	// access_clock: first_use rule was first used, which starts its time.
-	EventRequestFirstUse = "request.first_use"
+	EventRequestFirstUse = "request.first.use"
 	// EventTaskDualEnd records that a task's watched grants ended, with its
 	// dual control, because too few watchers remained (on_leave:
 	// terminate) while other grants of the task go on.

@@ -53,7 +53,7 @@ func twoServersOneClock(t *testing.T, skip *atomic.Int64, dsn string) (a, b *Ser
 // TestAccessClockFirstUse: under access_clock: first_use an approved join
 // does not spend its hour while unused; the first decision it allows, on
 // server B, starts the hour, which server A then counts from too; only
-// that first use is recorded (once, as request.first_use); and a grant
+// that first use is recorded (once, as request.first.use); and a grant
 // never used lapses at approval plus pending_ttl.
 func TestAccessClockFirstUse(t *testing.T) { testAccessClockFirstUse(t, "") }
 
@@ -126,7 +126,7 @@ func testAccessClockFirstUse(t *testing.T, dsn string) {
 		}
 	}
 	if n := countEvents(t, adminB, audit.EventRequestFirstUse); n != 1 {
-		t.Errorf("request.first_use events = %d, want 1: only the first use starts the clock", n)
+		t.Errorf("request.first.use events = %d, want 1: only the first use starts the clock", n)
 	}
 }
 
@@ -162,7 +162,7 @@ func TestFirstUseKeptOnce(t *testing.T) {
 		t.Fatalf("the joined grant expires at %d, want %d (the first use kept, plus 1h)", g.GetExpiresAt(), first.Add(time.Hour).Unix())
 	}
 	if n := countEvents(t, adminA, audit.EventRequestFirstUse); n != 1 {
-		t.Errorf("request.first_use events = %d, want 1", n)
+		t.Errorf("request.first.use events = %d, want 1", n)
 	}
 }
 

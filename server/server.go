@@ -114,6 +114,9 @@ type Server struct {
 	// that unusable certificate files stop the server before it starts.
 	bundleTLS *tls.Config
 
+	// console serves the web console (server/console.go); nil when off.
+	console *consoleEndpoint
+
 	adminLn, remoteLn, opsLn, oidcLn, bundleLn, tokenLn net.Listener
 	wg                                                  sync.WaitGroup
 	cancel                                              context.CancelFunc
@@ -314,9 +317,13 @@ func (s *Server) Start(ctx context.Context) error {
 		s.closeListeners()
 		return err
 	}
+	if err := s.listenConsole(); err != nil {
+		s.closeListeners()
+		return err
+	}
 	s.grpcAdmin = s.newGRPC(grpc.Creds(peercred.Credentials()), grpc.MaxRecvMsgSize(adminMaxMessage))
 	s.serve("admin", func() error { return s.grpcAdmin.Serve(s.adminLn) })
-	if s.remoteLn != nil || s.tokenLn != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
+	if s.remoteLn != nil || s.tokenLn != nil || s.console != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
 		if err := s.tlsID.rotate(); err != nil {
 			return err
 		}
@@ -343,6 +350,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.tokenEP = s.newHTTPServer("token", s.tokenHandler())
 		s.tokenEP.TLSConfig = s.tokenTLS()
 		s.serve("token", func() error { return s.tokenEP.ServeTLS(s.tokenLn, "", "") })
+	}
+	if err := s.startConsole(); err != nil {
+		return err
 	}
 	s.background(ctx, s.x509.Run)
 	s.background(ctx, s.jwt.Run)
@@ -475,7 +485,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.GracefulStop()
 			}
 		}
-		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP} {
+		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP, s.consoleServer()} {
 			if h != nil {
 				_ = h.Shutdown(ctx)
 			}
@@ -491,7 +501,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.Stop()
 			}
 		}
-		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP} {
+		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP, s.consoleServer()} {
 			if h != nil {
 				_ = h.Close()
 			}
@@ -522,6 +532,9 @@ func (s *Server) closeListeners() {
 		if ln != nil {
 			_ = ln.Close()
 		}
+	}
+	if s.console != nil {
+		_ = s.console.ln.Close()
 	}
 	if s.adminLn != nil {
 		_ = os.Remove(s.cfg.AdminSocket)

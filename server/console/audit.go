@@ -76,9 +76,9 @@ func rowOf(index int64, raw []byte) eventRow {
 type auditData struct {
 	Filter  auditFilter
 	TailURL string
-	Events []eventRow
-	Size   int64
-	Verify *verification
+	Events  []eventRow
+	Size    int64
+	Verify  *verification
 }
 
 func (c *Console) auditPage(w http.ResponseWriter, r *http.Request) {

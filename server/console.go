@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -66,10 +67,7 @@ func (c *ConsoleConfig) validate(people PeopleConfig) []error {
 	if people.Issuer == "" {
 		add("address", "the console signs people in through people.issuer and people.client_id: configure people first")
 	}
-	if c.PublicURL == "" {
-		c.PublicURL = "https://" + c.Address
-	}
-	if u, err := url.Parse(c.PublicURL); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+	if u, err := url.Parse(c.PublicURL); c.PublicURL != "" && (err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "") {
 		add("public_url", "%s must be https://HOST[:PORT] with no path: the address browsers use", quote.String(c.PublicURL))
 	}
 	if c.IdleTimeout.Duration == 0 {
@@ -121,19 +119,16 @@ func (s *Server) startConsole() error {
 		return nil
 	}
 	cc := s.cfg.Console
-	var keys []byte
+	var keys func() ([]byte, error)
 	if cc.AuditKeys != "" {
-		b, err := os.ReadFile(cc.AuditKeys)
-		if err != nil {
-			return fmt.Errorf("console.audit_keys: %w", err)
-		}
-		if _, err := audit.ParseKeys(b, cc.AuditKeys); err != nil {
-			return fmt.Errorf("console.audit_keys: %w", err)
-		}
-		keys = b
+		keys = func() ([]byte, error) { return readBounded(cc.AuditKeys, audit.MaxKeyBundleSize) }
+	}
+	public := cc.PublicURL
+	if public == "" {
+		public = "https://" + s.console.ln.Addr().String()
 	}
 	c, err := console.New(console.Config{
-		PublicURL: cc.PublicURL,
+		PublicURL: public,
 		Issuer:    s.cfg.People.Issuer,
 		ClientID:  s.cfg.People.ClientID,
 		SignIn:    s.consoleSignIn,
@@ -239,4 +234,21 @@ func (s *Server) consoleServer() *http.Server {
 		return nil
 	}
 	return s.console.srv
+}
+
+// readBounded reads a file of at most limit bytes.
+func readBounded(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than the %d bytes allowed", name, limit)
+	}
+	return data, nil
 }

@@ -194,10 +194,14 @@ func (c *Console) verify(r *http.Request) *verification {
 		_, msg := refusal(err)
 		return &verification{Summary: "NOT VERIFIED: " + msg}
 	}
-	if len(c.cfg.AuditKeys) == 0 {
+	if c.cfg.AuditKeys == nil {
 		return &verification{Summary: "NOT VERIFIED: no trusted audit keys are configured (console.audit_keys): the keys the database lists prove nothing."}
 	}
-	keys, err := audit.ParseKeys(c.cfg.AuditKeys, "console.audit_keys")
+	raw, err := c.cfg.AuditKeys()
+	if err != nil {
+		return &verification{Summary: "NOT VERIFIED: reading the trusted audit keys: " + err.Error()}
+	}
+	keys, err := audit.ParseKeys(raw, "console.audit_keys")
 	if err != nil {
 		return &verification{Summary: "NOT VERIFIED: " + err.Error()}
 	}

@@ -65,10 +65,11 @@ type Config struct {
 	As func(ctx context.Context, person spiffeid.ID, method string) (context.Context, error)
 	// Services are called as the person.
 	Services Services
-	// AuditKeys are the audit verifier keys trusted to sign checkpoints,
-	// given out of band (the bundle 'writ audit keys' writes); empty: the
-	// log is shown as not verified.
-	AuditKeys []byte
+	// AuditKeys reads the audit verifier keys trusted to sign checkpoints,
+	// given out of band (the bundle 'writ audit keys' writes), at each
+	// verification, so a new bundle needs no restart; nil: none are
+	// configured, and the log is shown as not verified.
+	AuditKeys func() ([]byte, error)
 	// IdleTimeout and SessionTTL end a session unused for so long, or
 	// that old; MaxSessions bounds the sessions held.
 	IdleTimeout, SessionTTL time.Duration

@@ -191,7 +191,9 @@ func securityHeaders(h http.Handler) http.Handler {
 		hd.Set("Content-Security-Policy", csp)
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
-		hd.Set("Referrer-Policy", "no-referrer")
+		// same-origin, not no-referrer: under no-referrer browsers send
+		// "Origin: null" with forms, and the origin check needs the real one.
+		hd.Set("Referrer-Policy", "same-origin")
 		hd.Set("Strict-Transport-Security", "max-age=31536000")
 		hd.Set("Cross-Origin-Opener-Policy", "same-origin")
 		if !strings.HasPrefix(r.URL.Path, "/static/") {

@@ -18,6 +18,7 @@ function startWatch(box) {
     text("watch-present", (s.present || []).join(", ") || "none");
     text("watch-count", String(s.count));
     text("watch-onleave", s.on_leave || "pause");
+    box.dataset.live = s.live ? "yes" : "no";
   });
   es.addEventListener("end", (e) => {
     es.close();

@@ -175,6 +175,11 @@ func (s *Server) consoleAs(ctx context.Context, person spiffeid.ID, method strin
 	if !ok {
 		return nil, status.Errorf(codes.PermissionDenied, "%s has no access rule and is refused", method)
 	}
+	// A lock on the person ends what they can do here at once, as it
+	// stops their SVID's renewal.
+	if err := s.locks.checkIssue(person); err != nil {
+		return nil, err
+	}
 	c := Caller{ID: person}
 	if err := r(s, c); err != nil {
 		s.log.Warn("denied", "method", method, "caller", c.String(), "via", "console", "reason", err)
@@ -251,4 +256,12 @@ func readBounded(name string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than the %d bytes allowed", name, limit)
 	}
 	return data, nil
+}
+
+// consoleListener is the console's listener, or nil.
+func (s *Server) consoleListener() net.Listener {
+	if s.console == nil {
+		return nil
+	}
+	return s.console.ln
 }

@@ -366,6 +366,7 @@ func TestConsoleRecordsNeedAGrant(t *testing.T) {
 			t.Fatalf("%s without a grant: %s %s", path, resp.Status, body)
 		}
 	}
+	applyTestRules(t, admin)
 	ops := openTask(t, writv1.NewTaskServiceClient(admin), "incident review", []string{bob},
 		&writv1.Grant{Actions: []string{"read", "close"}, Resources: []string{"writ/**"}, To: []string{bob}})
 	work := openTask(t, writv1.NewTaskServiceClient(admin), "payments migration", []string{ceo},
@@ -376,12 +377,29 @@ func TestConsoleRecordsNeedAGrant(t *testing.T) {
 		t.Fatalf("tasks page: %s", body)
 	}
 	_, body = bobB.get("/inventory?resource=db/prod/payments")
-	if !strings.Contains(body, ceo) || !strings.Contains(body, "task "+work.GetId()) {
+	if !strings.Contains(body, ceo) || !strings.Contains(body, "task "+work.GetId()) ||
+		!strings.Contains(body, "prod-write") || !strings.Contains(body, "2 of spiffe://"+testTD+"/person/** (people)") {
 		t.Fatalf("access paths: %s", body)
 	}
+
+	// The live tail sends the events that pass its filter as they are written.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, bobB.base+"/audit/events?type=task.close", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tail, err := bobB.hc.Do(req)
+	if err != nil || tail.StatusCode != http.StatusOK {
+		t.Fatalf("live tail: %v %v", tail, err)
+	}
+	defer tail.Body.Close()
 	resp, body := bobB.post("/tasks/"+work.GetId()+"/close", url.Values{"csrf": {bobB.csrf("/tasks/" + work.GetId())}})
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="task-state">closed`) {
 		t.Fatalf("close: %s %s", resp.Status, body)
+	}
+	if name, data := sseEvent(t, bufio.NewReader(tail.Body)); name != "event" || !strings.Contains(data, `"Type":"task.close"`) || !strings.Contains(data, work.GetId()) || !strings.Contains(data, bob) {
+		t.Fatalf("live tail: %s %s", name, data)
 	}
 
 	_, body = bobB.get("/audit?type=task.close")
@@ -430,5 +448,52 @@ func tamperAuditEvent(t *testing.T, cfg Config, srv *Server, idx int64) {
 	ev = []byte(strings.Replace(string(ev), `"time":"2`, `"time":"1`, 1))
 	if _, err := db.Exec(`UPDATE audit_events SET event = ? WHERE idx = ?`, ev, idx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConsoleLockEndsUse: a lock on a signed-in person refuses everything
+// they try in the console at once, and their next sign-in.
+func TestConsoleLockEndsUse(t *testing.T) {
+	srv, idp, _ := startConsoleServer(t)
+	b := newBrowser(t, srv)
+	b.signIn(idp, "bob@example.com")
+	if resp, _ := b.get("/requests"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("before the lock: %s", resp.Status)
+	}
+	createLock(t, adminConn(t, srv), "spiffe-id", bob, "INC-9 stolen laptop", "")
+	if resp, body := b.get("/requests"); resp.StatusCode == http.StatusOK || !strings.Contains(body, "INC-9") {
+		t.Fatalf("after the lock: %s %s", resp.Status, body)
+	}
+	if resp, body, _ := newBrowser(t, srv).signIn(idp, "bob@example.com"); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "INC-9") {
+		t.Fatalf("signing in under a lock: %s %s", resp.Status, body)
+	}
+}
+
+func TestConsoleConfig(t *testing.T) {
+	people := PeopleConfig{Issuer: "https://login.example.com", ClientID: "writ", SVIDTTL: Duration{8 * time.Hour}}
+	for _, tc := range []struct {
+		name string
+		c    ConsoleConfig
+		p    PeopleConfig
+		want string
+	}{
+		{"off", ConsoleConfig{}, PeopleConfig{}, ""},
+		{"ok", ConsoleConfig{Address: "127.0.0.1:8443", PublicURL: "https://writ.example.com"}, people, ""},
+		{"no people", ConsoleConfig{Address: "127.0.0.1:8443"}, PeopleConfig{}, "configure people first"},
+		{"public url without address", ConsoleConfig{PublicURL: "https://writ.example.com"}, people, "console.address: is required"},
+		{"http", ConsoleConfig{Address: "127.0.0.1:8443", PublicURL: "http://writ.example.com"}, people, "console.public_url"},
+		{"path", ConsoleConfig{Address: "127.0.0.1:8443", PublicURL: "https://writ.example.com/console"}, people, "no path"},
+		{"bad address", ConsoleConfig{Address: "writ"}, people, "not host:port"},
+		{"long session", ConsoleConfig{Address: "127.0.0.1:8443", SessionTTL: Duration{24 * time.Hour}}, people, "more than people.svid_ttl"},
+	} {
+		errs := tc.c.validate(tc.p)
+		var msgs []string
+		for _, e := range errs {
+			msgs = append(msgs, e.Error())
+		}
+		got := strings.Join(msgs, "; ")
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

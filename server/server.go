@@ -372,7 +372,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
 		"admin_socket", s.cfg.AdminSocket, "listen", addrString(s.remoteLn), "ops", addrString(s.opsLn),
-		"oidc", addrString(s.oidcLn), "bundle_endpoint", addrString(s.bundleLn),
+		"oidc", addrString(s.oidcLn), "bundle_endpoint", addrString(s.bundleLn), "console", addrString(s.consoleListener()),
 		"version", s.version)
 	return nil
 }

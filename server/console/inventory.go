@@ -8,6 +8,7 @@ import (
 
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/task"
+	"writ.dev/writ/task/review"
 )
 
 // accessPath is one way to reach a resource now.
@@ -17,9 +18,19 @@ type accessPath struct {
 	Actions string
 }
 
+// approvalPath is a review rule under which an identity could reach a
+// resource once a request is approved.
+type approvalPath struct {
+	Rule       string
+	Actions    string
+	Requesters string
+	Approvers  string
+}
+
 type inventoryData struct {
 	Resource   string
 	Paths      []accessPath
+	Approvals  []approvalPath
 	Identities []*writv1.InventoryIdentity
 	Stale      []*writv1.InventoryIdentity
 	Flags      []string
@@ -71,6 +82,7 @@ func (c *Console) inventoryPage(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			_, p.Error = refusal(err)
 		}
+		data.Approvals = c.approvalsFor(r, data.Resource)
 	}
 	c.render(w, r, code, "inventory", p)
 }
@@ -107,4 +119,57 @@ func firstLine(err error) string {
 	}
 	s, _, _ := strings.Cut(err.Error(), "\n")
 	return s
+}
+
+// approvalsFor lists the review rules under which a request for resource
+// could be approved: who may ask and who must approve. A server without
+// rules, or one that refuses to show them, gives none.
+func (c *Console) approvalsFor(r *http.Request, resource string) []approvalPath {
+	ctx, err := c.as(r, writv1.ReviewService_GetRules_FullMethodName)
+	if err != nil {
+		return nil
+	}
+	got, err := c.cfg.Services.Reviews.GetRules(ctx, &writv1.GetReviewRulesRequest{})
+	if err != nil {
+		return nil
+	}
+	rules, err := review.ParseRules([]byte(got.GetText()), sessionFrom(r.Context()).person.TrustDomain())
+	if err != nil {
+		return nil
+	}
+	var out []approvalPath
+	for _, rule := range rules {
+		if !slices.ContainsFunc(rule.Resources, func(p task.ResourcePattern) bool { return p.Matches(resource) }) {
+			continue
+		}
+		ap := approvalPath{Rule: rule.Name, Actions: strings.Join(rule.Actions, ", "), Requesters: "anyone"}
+		var who []string
+		for _, k := range rule.RequesterKinds {
+			who = append(who, string(k))
+		}
+		for _, p := range rule.Requesters {
+			who = append(who, p.String())
+		}
+		if len(who) > 0 {
+			ap.Requesters = strings.Join(who, ", ")
+		}
+		var groups []string
+		for _, g := range rule.Require {
+			var from []string
+			for _, p := range g.From {
+				from = append(from, p.String())
+			}
+			groups = append(groups, strconv.Itoa(g.Count)+" of "+strings.Join(from, ", ")+" ("+g.Name+")")
+		}
+		switch {
+		case rule.AutoApprove != nil:
+			ap.Approvers = "approved automatically when its condition holds"
+		case len(groups) > 0:
+			ap.Approvers = strings.Join(groups, " and ")
+		default:
+			ap.Approvers = "nobody: no group is required"
+		}
+		out = append(out, ap)
+	}
+	return out
 }

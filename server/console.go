@@ -155,6 +155,7 @@ func (s *Server) startConsole() error {
 	s.console.c = c
 	s.console.srv = s.newHTTPServer("console", c.Handler())
 	s.console.srv.TLSConfig = tlsconfig.TLSServerConfig(s.tlsID)
+	s.console.srv.RegisterOnShutdown(c.Close)
 	s.serve("console", func() error { return s.console.srv.ServeTLS(s.console.ln, "", "") })
 	return nil
 }

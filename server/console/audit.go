@@ -161,6 +161,9 @@ func (c *Console) auditEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.closing:
+			_ = ev.send("end", map[string]string{"message": "the server is shutting down: reload the page in a moment"})
+			return
 		case <-tick.C:
 		}
 		resp, err := c.cfg.Services.Audit.ReadEvents(ctx, &writv1.ReadAuditEventsRequest{Start: next, Limit: auditPage})

@@ -89,7 +89,16 @@ type Console struct {
 
 	webMu sync.Mutex
 	web   *login.Web
+
+	// closing ends the live streams (the audit tail) when the server
+	// shuts down, so they do not hold the shutdown to its deadline.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
+
+// Close ends the console's live streams; the HTTP server calls it on
+// shutdown.
+func (c *Console) Close() { c.closeOnce.Do(func() { close(c.closing) }) }
 
 // New checks cfg and builds the console. The identity provider is
 // discovered on the first sign-in, so an outage there does not stop the
@@ -115,6 +124,7 @@ func New(cfg Config) (*Console, error) {
 		cfg:      cfg,
 		origin:   u.Scheme + "://" + u.Host,
 		sessions: newSessions(cfg.IdleTimeout, cfg.SessionTTL, cfg.MaxSessions, cfg.Now),
+		closing:  make(chan struct{}),
 	}
 	if c.pages, err = parsePages(); err != nil {
 		return nil, err

@@ -9,8 +9,13 @@ import (
 	"writ.dev/writ/person/login"
 )
 
-// providerTimeout bounds each talk with the identity provider.
-const providerTimeout = 15 * time.Second
+const (
+	// providerTimeout bounds each talk with the identity provider.
+	providerTimeout = 15 * time.Second
+	// maxErrorCode bounds the OAuth error code a page repeats: the codes
+	// RFC 6749 defines are short words.
+	maxErrorCode = 64
+)
 
 // webFlow discovers the identity provider once it answers.
 func (c *Console) webFlow(ctx context.Context) (*login.Web, error) {
@@ -69,7 +74,11 @@ func (c *Console) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), providerTimeout)
 	defer cancel()
-	idToken, err := web.Finish(ctx, q.Get("error"), quote.Max(q.Get("error_description"), 200), q.Get("code"), pl.verifier)
+	errCode := q.Get("error")
+	if len(errCode) > maxErrorCode {
+		errCode = errCode[:maxErrorCode]
+	}
+	idToken, err := web.Finish(ctx, errCode, quote.Max(q.Get("error_description"), 200), q.Get("code"), pl.verifier)
 	if err != nil {
 		c.fail(w, r, http.StatusBadRequest, err.Error())
 		return

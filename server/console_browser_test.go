@@ -238,4 +238,6 @@ func TestBrowserTamperedAuditFlagged(t *testing.T) {
 		t.Fatalf("a changed log: %q", verdict)
 	}
 	screenshot(t, ctx, "console-audit")
+	step(t, ctx, "inventory page", chromedp.Navigate(base+"/inventory?resource=writ/audit"), chromedp.WaitVisible(chromedp.ID("paths")))
+	screenshot(t, ctx, "console-inventory")
 }

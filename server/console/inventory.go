@@ -87,7 +87,8 @@ func (c *Console) inventoryPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, code, "inventory", p)
 }
 
-// pathsTo lists the grants of live tasks that cover resource.
+// pathsTo lists the grants of live tasks that cover resource. Grants are
+// numbered from 0, as the server's findings and decisions number them.
 func pathsTo(resource string, tasks []*writv1.Task) []accessPath {
 	var out []accessPath
 	for _, t := range tasks {

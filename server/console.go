@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"time"
@@ -133,7 +134,19 @@ func (s *Server) startConsole() error {
 		ClientID:  s.cfg.People.ClientID,
 		SignIn:    s.consoleSignIn,
 		SignedOut: s.consoleSignedOut,
-		As:        s.consoleAs,
+		AllowSignIn: func(r *http.Request) error {
+			src := "unknown"
+			if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+				src = sourceKey(net.TCPAddrFromAddrPort(ap))
+			}
+			// The same bucket as sign-ins and joins over gRPC from there.
+			if s.issuer.perSource.allow(src) {
+				return nil
+			}
+			l := s.cfg.Limits.UnauthenticatedPerSource
+			return fmt.Errorf("too many sign-in attempts from %s: at most %g a second, %d at once (limits.unauthenticated_per_source); try again in a minute", src, l.Rate, l.Burst)
+		},
+		As: s.consoleAs,
 		Services: console.Services{
 			Requests:  &requestService{s: s},
 			Reviews:   &reviewService{s: s},

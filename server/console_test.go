@@ -469,6 +469,29 @@ func TestConsoleLockEndsUse(t *testing.T) {
 	}
 }
 
+// TestConsoleSignInRateLimited: starting sign-ins from one address is
+// bounded by limits.unauthenticated_per_source, with the sign-ins and joins
+// over gRPC from there.
+func TestConsoleSignInRateLimited(t *testing.T) {
+	idp := logintest.New(t)
+	cfg := testConfig(t)
+	jwks := filepath.Join(cfg.DataDir, "idp-jwks.json")
+	idp.WriteJWKS(t, jwks)
+	cfg.People = PeopleConfig{Issuer: idp.URL, ClientID: idp.ClientID(), JWKSFile: jwks, Allow: []oidc.Rule{{"email_domain": "example.com"}}}
+	cfg.Console = ConsoleConfig{Address: "127.0.0.1:0"}
+	cfg.Limits.UnauthenticatedPerSource = RateLimit{Rate: 0.001, Burst: 2}
+	srv := startServer(t, cfg)
+	b := newBrowser(t, srv)
+	for i := range 2 {
+		if resp, _ := b.get("/signin"); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("sign-in %d: %s", i, resp.Status)
+		}
+	}
+	if resp, body := b.get("/signin"); resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, "limits.unauthenticated_per_source") {
+		t.Fatalf("past the limit: %s %s", resp.Status, body)
+	}
+}
+
 func TestConsoleConfig(t *testing.T) {
 	people := PeopleConfig{Issuer: "https://login.example.com", ClientID: "writ", SVIDTTL: Duration{8 * time.Hour}}
 	for _, tc := range []struct {

@@ -58,6 +58,10 @@ type Config struct {
 	// audience, allow rules, used once), records the sign-in and returns
 	// the person's SPIFFE ID.
 	SignIn func(ctx context.Context, idToken string) (spiffeid.ID, error)
+	// AllowSignIn, when set, rate limits starting and finishing sign-ins
+	// by the browser's address: anyone may start one, and each costs a
+	// slot among the sign-ins in progress and a token verification.
+	AllowSignIn func(r *http.Request) error
 	// SignedOut records that a person signed out.
 	SignedOut func(ctx context.Context, person spiffeid.ID)
 	// As authorizes person for a gRPC method by that method's own rule and

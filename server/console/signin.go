@@ -37,6 +37,9 @@ func (c *Console) webFlow(ctx context.Context) (*login.Web, error) {
 // signIn sends the browser to the identity provider with a fresh state and
 // PKCE challenge; the verifier stays on the server.
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
+	if !c.allowSignIn(w, r) {
+		return
+	}
 	web, err := c.webFlow(r.Context())
 	if err != nil {
 		c.cfg.Log.Warn("console: identity provider unavailable", "err", err)
@@ -54,6 +57,9 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 // exchanged with the verifier; the ID token is checked as 'writ login'
 // checks it.
 func (c *Console) callback(w http.ResponseWriter, r *http.Request) {
+	if !c.allowSignIn(w, r) {
+		return
+	}
 	q := r.URL.Query()
 	state := q.Get("state")
 	ck, err := r.Cookie(loginCookie)
@@ -105,4 +111,16 @@ func (c *Console) signOut(w http.ResponseWriter, r *http.Request) {
 	}
 	setCookie(w, sessionCookie, "", http.SameSiteStrictMode, -1)
 	c.render(w, r.WithContext(context.Background()), http.StatusOK, "signin", &page{Title: "Signed out", Notice: "You are signed out."})
+}
+
+// allowSignIn applies the sign-in rate limit, answering 429 past it.
+func (c *Console) allowSignIn(w http.ResponseWriter, r *http.Request) bool {
+	if c.cfg.AllowSignIn == nil {
+		return true
+	}
+	if err := c.cfg.AllowSignIn(r); err != nil {
+		c.fail(w, r, http.StatusTooManyRequests, err.Error())
+		return false
+	}
+	return true
 }

@@ -63,15 +63,16 @@ func (c *Console) showRequests(w http.ResponseWriter, r *http.Request, code int,
 		c.render(w, r, code, "requests", p)
 		return
 	}
+	// Each request is shown with its rule's groups when the person may
+	// read them, and on its own otherwise.
 	var out []pendingRequest
-	gctx, err := c.as(r, writv1.RequestService_GetRequest_FullMethodName)
+	gctx, gerr := c.as(r, writv1.RequestService_GetRequest_FullMethodName)
 	for _, ar := range list.GetRequests() {
-		if err != nil {
-			break
-		}
-		d, err := c.cfg.Services.Requests.GetRequest(gctx, &writv1.GetAccessRequestRequest{Id: ar.GetId()})
-		if err != nil {
-			d = &writv1.AccessRequestDetail{Request: ar}
+		d := &writv1.AccessRequestDetail{Request: ar}
+		if gerr == nil {
+			if got, err := c.cfg.Services.Requests.GetRequest(gctx, &writv1.GetAccessRequestRequest{Id: ar.GetId()}); err == nil {
+				d = got
+			}
 		}
 		out = append(out, pendingRequest{d})
 	}

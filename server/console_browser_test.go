@@ -185,6 +185,12 @@ func TestBrowserWatchThenCloseTab(t *testing.T) {
 	if r := check(t, decide, "read", "vault/keys", alice); !r.GetAllow() {
 		t.Fatalf("denied while the watch page is open: %v", r)
 	}
+	// A status comes back for each heartbeat the page's worker posts; eight
+	// of them outlast the session's lapse of two heartbeat intervals.
+	step(t, ctx, "the page beating", chromedp.WaitVisible(chromedp.CSS(`#watch[data-statuses="8"]`)))
+	if r := check(t, decide, "read", "vault/keys", alice); !r.GetAllow() {
+		t.Fatalf("denied while the watch page beats: %v", r)
+	}
 	screenshot(t, ctx, "console-watch")
 	// Another tab keeps the browser running; the watch tab closes as a
 	// person closes it, from the browser's side.

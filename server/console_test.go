@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"database/sql"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -297,9 +298,47 @@ func (b *browser) openWatch(taskID string) (*bufio.Reader, context.CancelFunc) {
 	return bufio.NewReader(resp.Body), cancel
 }
 
-// TestConsoleWatch: a watch page's open stream is the watcher's presence:
-// the dual-controlled grant is live while it stands and dies when it is
-// dropped. The requester cannot watch over herself here either.
+// beat posts the watch page's heartbeats for the session named in the
+// stream's hello until ctx ends, as the page's worker does.
+func (b *browser) beat(ctx context.Context, taskID, watch string) {
+	token := b.csrf("/tasks/" + taskID + "/watch")
+	go func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.base+"/tasks/"+taskID+"/watch/beat",
+				strings.NewReader(url.Values{"csrf": {token}, "watch": {watch}}.Encode()))
+			if err != nil {
+				return
+			}
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if resp, err := b.hc.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
+}
+
+// hello reads the stream's first event, which names its watch session.
+func hello(t *testing.T, events *bufio.Reader) string {
+	t.Helper()
+	name, data := sseEvent(t, events)
+	var h struct{ Watch string }
+	if name != "hello" || json.Unmarshal([]byte(data), &h) != nil || h.Watch == "" {
+		t.Fatalf("first event: %s %s", name, data)
+	}
+	return h.Watch
+}
+
+// TestConsoleWatch: a watch page's open, beating stream is the watcher's
+// presence: the dual-controlled grant is live while it stands and dies when
+// the page closes. The requester cannot watch over herself here either, and
+// nobody can beat for a page of another person.
 func TestConsoleWatch(t *testing.T) {
 	srv, idp, _ := startConsoleServer(t)
 	admin := adminConn(t, srv)
@@ -320,6 +359,7 @@ func TestConsoleWatch(t *testing.T) {
 	aliceB := newBrowser(t, srv)
 	aliceB.signIn(idp, "alice@example.com")
 	events, _ := aliceB.openWatch(work.GetId())
+	hello(t, events)
 	if name, data := sseEvent(t, events); name != "end" || !strings.Contains(data, "may not watch") {
 		t.Fatalf("the requester watching: %s %s", name, data)
 	}
@@ -327,14 +367,22 @@ func TestConsoleWatch(t *testing.T) {
 	bobB := newBrowser(t, srv)
 	bobB.signIn(idp, "bob@example.com")
 	events, closeTab := bobB.openWatch(work.GetId())
+	watch := hello(t, events)
+	// Alice cannot keep Bob's watch alive, even knowing its name.
+	if resp, _ := aliceB.post("/tasks/"+work.GetId()+"/watch/beat", url.Values{"csrf": {aliceB.csrf("/requests")}, "watch": {watch}}); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a beat for another person's page: %s", resp.Status)
+	}
+	beating, stopBeating := context.WithCancel(t.Context())
+	defer stopBeating()
+	bobB.beat(beating, work.GetId(), watch)
 	if name, data := sseEvent(t, events); name != "status" || !strings.Contains(data, `"live":true`) || !strings.Contains(data, bob) {
 		t.Fatalf("watching: %s %s", name, data)
 	}
 	if r := check(t, decide, "read", "vault/keys", alice); !r.GetAllow() {
 		t.Fatalf("denied while bob watches: %v", r)
 	}
-	// The heartbeats keep the session past its lapse (two heartbeats).
-	for range 3 {
+	// The page's heartbeats keep the session past its lapse (two heartbeats).
+	for range 6 {
 		if name, _ := sseEvent(t, events); name != "status" {
 			t.Fatalf("event %q while watching", name)
 		}
@@ -349,6 +397,20 @@ func TestConsoleWatch(t *testing.T) {
 	if r := check(t, decide, "read", "vault/keys", alice); !strings.Contains(r.GetReason(), "0 of 1 watchers present") {
 		t.Fatalf("denial after the tab closed: %v", r)
 	}
+
+	// A page that stays connected but stops beating (a sleeping laptop)
+	// loses the session as a hung 'writ watch' does.
+	events, _ = bobB.openWatch(work.GetId())
+	hello(t, events)
+	if name, data := sseEvent(t, events); name != "status" || !strings.Contains(data, `"live":true`) {
+		t.Fatalf("watching again: %s %s", name, data)
+	}
+	if name, data := sseEvent(t, events); name != "end" || !strings.Contains(data, "no heartbeat") {
+		t.Fatalf("a silent page: %s %s", name, data)
+	}
+	eventually(t, 10*time.Second, "the grant dies when the page stops beating", func() bool {
+		return !check(t, decide, "read", "vault/keys", alice).GetAllow()
+	})
 }
 
 // TestConsoleRecordsNeedAGrant: the console holds no power of its own: a

@@ -94,6 +94,9 @@ type Console struct {
 	webMu sync.Mutex
 	web   *login.Web
 
+	// watches are the watch pages open, for their heartbeats.
+	watches watchRegistry
+
 	// closing ends the live streams (the audit tail) when the server
 	// shuts down, so they do not hold the shutdown to its deadline.
 	closing   chan struct{}
@@ -188,6 +191,7 @@ func (c *Console) routes() {
 	m.HandleFunc("POST /tasks/{id}/close", c.form(c.closeTask))
 	m.HandleFunc("GET /tasks/{id}/watch", c.signedIn(c.watchPage))
 	m.HandleFunc("GET /tasks/{id}/watch/events", c.signedIn(c.watchEvents))
+	m.HandleFunc("POST /tasks/{id}/watch/beat", c.form(c.watchBeat))
 	m.HandleFunc("GET /audit", c.signedIn(c.auditPage))
 	m.HandleFunc("GET /audit/events", c.signedIn(c.auditEvents))
 	m.HandleFunc("GET /inventory", c.signedIn(c.inventoryPage))

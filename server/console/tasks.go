@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
@@ -71,10 +72,12 @@ func (c *Console) watchPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // watchEvents holds the person's watch session for as long as the page
-// keeps this event stream open: it runs the watch service's own WatchTask,
-// with a heartbeat every half heartbeat interval while the stream stands.
-// When the tab closes, the browser drops the stream, the request's context
-// ends, and the session ends as a killed 'writ watch' does.
+// keeps this event stream open and beats: it runs the watch service's own
+// WatchTask, and each heartbeat the page posts (every half heartbeat
+// interval) is a heartbeat on that session. When the tab closes the stream
+// drops and the session ends, as a killed 'writ watch' does; when the page
+// stops beating without closing (a sleeping laptop, a dead network), the
+// session lapses after two heartbeat intervals, as a hung one does.
 func (c *Console) watchEvents(w http.ResponseWriter, r *http.Request) {
 	ctx, err := c.as(r, writv1.WatchService_WatchTask_FullMethodName)
 	if err != nil {
@@ -82,12 +85,22 @@ func (c *Console) watchEvents(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msg, http.StatusForbidden)
 		return
 	}
+	st := &watchStream{ctx: ctx, task: r.PathValue("id"), person: sessionFrom(r.Context()).person, beats: make(chan struct{}, 1)}
+	id, ok := c.watches.add(st)
+	if !ok {
+		http.Error(w, "too many watch pages are open on this server: close one and reload", http.StatusServiceUnavailable)
+		return
+	}
+	defer c.watches.remove(id)
 	ev, err := newEventStream(w)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	st := &watchStream{ctx: ctx, task: r.PathValue("id"), ev: ev, interval: time.Second}
+	st.ev = ev
+	if err := ev.send("hello", map[string]string{"watch": id}); err != nil {
+		return
+	}
 	err = c.cfg.Services.Watch.WatchTask(st)
 	if r.Context().Err() == nil {
 		_, msg := refusal(err)
@@ -98,18 +111,67 @@ func (c *Console) watchEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// watchBeat is a heartbeat from a watch page, for the stream it holds.
+func (c *Console) watchBeat(w http.ResponseWriter, r *http.Request) {
+	st := c.watches.get(r.PostForm.Get("watch"))
+	if st == nil || st.person != sessionFrom(r.Context()).person {
+		http.Error(w, "no such watch session on this page: reload it to watch again", http.StatusNotFound)
+		return
+	}
+	select {
+	case st.beats <- struct{}{}:
+	default: // a beat is already waiting
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// maxWatchPages bounds the watch pages open on one server.
+const maxWatchPages = 4096
+
+// watchRegistry finds the stream a page's heartbeat is for.
+type watchRegistry struct {
+	mu sync.Mutex
+	m  map[string]*watchStream
+}
+
+func (wr *watchRegistry) add(st *watchStream) (string, bool) {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	if wr.m == nil {
+		wr.m = map[string]*watchStream{}
+	}
+	if len(wr.m) >= maxWatchPages {
+		return "", false
+	}
+	id := randomID()
+	wr.m[id] = st
+	return id, true
+}
+
+func (wr *watchRegistry) get(id string) *watchStream {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	return wr.m[id]
+}
+
+func (wr *watchRegistry) remove(id string) {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	delete(wr.m, id)
+}
+
 // watchStream is WatchTask's side of the stream: the first message names
-// the task, and a heartbeat follows every half interval until the page
-// goes away.
+// the task, and each heartbeat the page posts is the next.
 type watchStream struct {
 	grpc.ServerStream
-	ctx  context.Context
-	task string
-	ev   *eventStream
+	ctx    context.Context
+	task   string
+	person spiffeid.ID
+	ev     *eventStream
+	beats  chan struct{}
 
-	mu       sync.Mutex
-	started  bool
-	interval time.Duration
+	mu      sync.Mutex
+	started bool
 }
 
 func (s *watchStream) Context() context.Context { return s.ctx }
@@ -118,27 +180,19 @@ func (s *watchStream) Recv() (*writv1.WatchTaskRequest, error) {
 	s.mu.Lock()
 	first := !s.started
 	s.started = true
-	every := s.interval / 2
 	s.mu.Unlock()
 	if first {
 		return &writv1.WatchTaskRequest{TaskId: s.task}, nil
 	}
-	t := time.NewTimer(every)
-	defer t.Stop()
 	select {
 	case <-s.ctx.Done():
 		return nil, io.EOF
-	case <-t.C:
+	case <-s.beats:
 		return &writv1.WatchTaskRequest{}, nil
 	}
 }
 
 func (s *watchStream) Send(st *writv1.WatchTaskStatus) error {
-	if hb := time.Duration(st.GetHeartbeatSeconds()) * time.Second; hb > 0 {
-		s.mu.Lock()
-		s.interval = hb
-		s.mu.Unlock()
-	}
 	return s.ev.send("status", map[string]any{
 		"task": st.GetTaskId(), "present": st.GetPresent(), "count": st.GetCount(), "live": st.GetLive(),
 		"heartbeat_seconds": st.GetHeartbeatSeconds(), "on_leave": st.GetOnLeave(),

@@ -7,10 +7,24 @@ function text(id, value) {
   if (el) el.textContent = value;
 }
 
-// A watch page holds the person's watch session for as long as it is open:
-// the event stream is the presence, and closing the tab drops it.
+// A watch page holds the person's watch session for as long as it is open
+// and beating: the event stream is the session, and a worker posts a
+// heartbeat every half heartbeat interval. Closing the tab drops both.
 function startWatch(box) {
   const es = new EventSource(box.dataset.events);
+  const beats = new Worker("/static/beat.js");
+  const csrf = document.querySelector('input[name="csrf"]').value;
+  const url = box.dataset.events.replace(/events$/, "beat");
+  let watch = null;
+  let every = 500;
+  const run = () => beats.postMessage({ url, csrf, watch, every });
+  beats.onmessage = (e) => {
+    if (!e.data.ok) text("watch-state", "A heartbeat was refused (" + e.data.status + "); the watch may lapse. Reload to watch again.");
+  };
+  es.addEventListener("hello", (e) => {
+    watch = JSON.parse(e.data).watch;
+    run();
+  });
   es.addEventListener("status", (e) => {
     const s = JSON.parse(e.data);
     text("watch-state", "You are watching. " + (s.live ? "The task's grants are live." : "The task's grants are NOT live: too few watchers."));
@@ -19,9 +33,17 @@ function startWatch(box) {
     text("watch-count", String(s.count));
     text("watch-onleave", s.on_leave || "pause");
     box.dataset.live = s.live ? "yes" : "no";
+    box.dataset.statuses = String(Number(box.dataset.statuses || 0) + 1);
+    const want = Math.max(250, (s.heartbeat_seconds || 1) * 500);
+    if (want !== every) {
+      every = want;
+      run();
+    }
   });
   es.addEventListener("end", (e) => {
     es.close();
+    watch = null;
+    run();
     text("watch-state", "Watch ended: " + JSON.parse(e.data).message);
   });
   es.onerror = () => {

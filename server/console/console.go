@@ -237,7 +237,7 @@ func (c *Console) signedIn(h http.HandlerFunc) http.HandlerFunc {
 				http.Error(w, "not signed in: sign in again", http.StatusUnauthorized)
 				return
 			}
-			c.render(w, r, http.StatusOK, "signin", nil)
+			c.render(w, r, http.StatusOK, "signin", &page{Title: "Sign in to writ"})
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, se)))

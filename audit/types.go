@@ -92,6 +92,13 @@ const (
 	EventWatchJoin  = "watch.join"
 	EventWatchLeave = "watch.leave"
 	EventWatchLost  = "watch.lost"
+
+	// The web console: a person signed in (with the ID token, used once),
+	// was refused, or signed out. What they do there is recorded by the
+	// services they act through, as for any caller.
+	EventConsoleSignIn        = "console.signin"
+	EventConsoleSignInRefused = "console.signin.refused"
+	EventConsoleSignOut       = "console.signout"
 )
 
 // Kinds of SVID and of signing authority, as the event types name them.

@@ -74,6 +74,7 @@ type Config struct {
 	People          PeopleConfig          `yaml:"people"`
 	Guardrails      GuardrailsConfig      `yaml:"guardrails"`
 	TokenEndpoint   TokenEndpointConfig   `yaml:"token_endpoint"`
+	Console         ConsoleConfig         `yaml:"console"`
 	CA              CAConfig              `yaml:"ca"`
 	SVID            SVIDConfig            `yaml:"svid"`
 	Bundle          BundleConfig          `yaml:"bundle"`
@@ -451,6 +452,7 @@ func (c *Config) Validate() error {
 	if td, err := identity.ParseTrustDomain(c.TrustDomain); err == nil {
 		errs = append(errs, c.NodeAttestation.validate(td)...)
 		errs = append(errs, c.People.validate(td, c.SVID.MaxX509TTL.Duration)...)
+		errs = append(errs, c.Console.validate(c.People)...)
 	}
 	if c.TokenEndpoint.MaxTTL.Duration > time.Hour {
 		add("token_endpoint.max_ttl", "%s is too long: delegation tokens live at most 1h", c.TokenEndpoint.MaxTTL)
@@ -602,6 +604,14 @@ const ConfigReference = `Configuration file (YAML, --config FILE; flags override
     address: ""                   # host:port; "" disables
     issuer: ""                    # "iss" of delegation tokens, the same on every server; default https://ADDRESS/token
     max_ttl: 5m                   # delegation token lifetime; at most 1h
+  console:                        # web console for people (README: "Web console"), HTTPS with the server's SVID
+    address: ""                   # host:port; "" disables; needs people
+    public_url: ""                # https://HOST[:PORT] browsers use; default https://ADDRESS;
+                                  #   register PUBLIC_URL/callback as a redirect URI of people.client_id
+    audit_keys: ""                # key bundle from 'writ audit keys' the audit page verifies the log with
+    idle_timeout: 30m             # a session unused this long ends
+    session_ttl: 8h               # a session this old ends; default and at most people.svid_ttl
+    max_sessions: 10000           # sessions held at once; past it the least recently used ends
   guardrails:
     files: []                     # Cedar policy files (or directories of *.cedar), up to 4 MiB each, bounding every decision
   audit:

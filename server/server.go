@@ -114,6 +114,9 @@ type Server struct {
 	// that unusable certificate files stop the server before it starts.
 	bundleTLS *tls.Config
 
+	// console serves the web console (server/console.go); nil when off.
+	console *consoleEndpoint
+
 	adminLn, remoteLn, opsLn, oidcLn, bundleLn, tokenLn net.Listener
 	wg                                                  sync.WaitGroup
 	cancel                                              context.CancelFunc
@@ -314,9 +317,13 @@ func (s *Server) Start(ctx context.Context) error {
 		s.closeListeners()
 		return err
 	}
+	if err := s.listenConsole(); err != nil {
+		s.closeListeners()
+		return err
+	}
 	s.grpcAdmin = s.newGRPC(grpc.Creds(peercred.Credentials()), grpc.MaxRecvMsgSize(adminMaxMessage))
 	s.serve("admin", func() error { return s.grpcAdmin.Serve(s.adminLn) })
-	if s.remoteLn != nil || s.tokenLn != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
+	if s.remoteLn != nil || s.tokenLn != nil || s.console != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
 		if err := s.tlsID.rotate(); err != nil {
 			return err
 		}
@@ -344,6 +351,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.tokenEP.TLSConfig = s.tokenTLS()
 		s.serve("token", func() error { return s.tokenEP.ServeTLS(s.tokenLn, "", "") })
 	}
+	if err := s.startConsole(); err != nil {
+		return err
+	}
 	s.background(ctx, s.x509.Run)
 	s.background(ctx, s.jwt.Run)
 	s.background(ctx, s.tlsID.run)
@@ -363,7 +373,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.log.Info("writ server started",
 		"trust_domain", s.td.Name(), "server_id", s.serverID, "store", s.cfg.Store.Engine,
 		"admin_socket", s.cfg.AdminSocket, "listen", addrString(s.remoteLn), "ops", addrString(s.opsLn),
-		"oidc", addrString(s.oidcLn), "bundle_endpoint", addrString(s.bundleLn),
+		"oidc", addrString(s.oidcLn), "bundle_endpoint", addrString(s.bundleLn), "console", addrString(s.consoleListener()),
 		"version", s.version)
 	return nil
 }
@@ -476,7 +486,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.GracefulStop()
 			}
 		}
-		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP} {
+		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP, s.consoleServer()} {
 			if h != nil {
 				_ = h.Shutdown(ctx)
 			}
@@ -492,7 +502,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 				g.Stop()
 			}
 		}
-		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP} {
+		for _, h := range []*http.Server{s.ops, s.oidc, s.bundleEP, s.tokenEP, s.consoleServer()} {
 			if h != nil {
 				_ = h.Close()
 			}
@@ -523,6 +533,9 @@ func (s *Server) closeListeners() {
 		if ln != nil {
 			_ = ln.Close()
 		}
+	}
+	if s.console != nil {
+		_ = s.console.ln.Close()
 	}
 	if s.adminLn != nil {
 		_ = os.Remove(s.cfg.AdminSocket)

@@ -35,7 +35,7 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	redirect, err := url.Parse(q.Get("redirect_uri"))
 	if err != nil || !loopbackRedirect(redirect) {
-		http.Error(w, "redirect_uri must be http on 127.0.0.1, [::1] or localhost with a port", http.StatusBadRequest)
+		http.Error(w, "redirect_uri must be http or https on 127.0.0.1, [::1] or localhost with a port", http.StatusBadRequest)
 		return
 	}
 	if code, desc := checkAuthorize(q); code != "" {
@@ -70,9 +70,10 @@ func checkAuthorize(q url.Values) (code, desc string) {
 }
 
 // loopbackRedirect reports whether u is a native app's loopback redirect
-// (RFC 8252 section 7.3).
+// (RFC 8252 section 7.3), or a web application's served on loopback in a
+// test (the web console, over https).
 func loopbackRedirect(u *url.URL) bool {
-	if u.Scheme != "http" || u.Port() == "" || u.Fragment != "" {
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Port() == "" || u.Fragment != "" {
 		return false
 	}
 	host := u.Hostname()

@@ -86,6 +86,15 @@ func adminOrMember(s *Server, c Caller) error {
 	return nil
 }
 
+// member allows any holder of an SVID of this trust domain, and no local
+// caller: for what only a workload (a resource server) has use of.
+func member(s *Server, c Caller) error {
+	if !isMember(s.td, c.ID) {
+		return fmt.Errorf("%s is not a workload of trust domain %s: connect over mTLS with an X.509-SVID", c, s.td)
+	}
+	return nil
+}
+
 // anyone allows every caller, even one without a client certificate: for
 // what is public (the trust bundle) or carries its own proof (a join token).
 func anyone(*Server, Caller) error { return nil }
@@ -103,43 +112,45 @@ func agent(s *Server, c Caller) error {
 // methodRules names who may call each RPC. A method missing here is refused:
 // new RPCs are closed until someone decides who may call them.
 var methodRules = map[string]rule{
-	writv1.EntryService_CreateEntries_FullMethodName:         admin,
-	writv1.EntryService_UpdateEntry_FullMethodName:           admin,
-	writv1.EntryService_DeleteEntry_FullMethodName:           admin,
-	writv1.EntryService_GetEntry_FullMethodName:              admin,
-	writv1.EntryService_ListEntries_FullMethodName:           admin,
-	writv1.SVIDService_MintX509SVID_FullMethodName:           admin,
-	writv1.SVIDService_MintJWTSVID_FullMethodName:            admin,
-	writv1.BundleService_GetBundle_FullMethodName:            anyone,
-	writv1.StatusService_GetStatus_FullMethodName:            admin,
-	writv1.LockService_CreateLock_FullMethodName:             admin,
-	writv1.LockService_DeleteLock_FullMethodName:             admin,
-	writv1.LockService_ListLocks_FullMethodName:              admin,
-	writv1.AuditService_ReadEvents_FullMethodName:            admin,
-	writv1.AuditService_GetCheckpoints_FullMethodName:        admin,
-	writv1.AuditService_ReadHashes_FullMethodName:            admin,
-	writv1.AuditService_SignCheckpoint_FullMethodName:        admin,
-	writv1.CAService_ListAuthorities_FullMethodName:          admin,
-	writv1.CAService_PrepareAuthority_FullMethodName:         admin,
-	writv1.CAService_ActivateAuthority_FullMethodName:        admin,
-	writv1.CAService_TaintAuthority_FullMethodName:           admin,
-	writv1.CAService_RevokeAuthority_FullMethodName:          admin,
-	writv1.TokenService_CreateJoinToken_FullMethodName:       admin,
-	writv1.AgentService_Join_FullMethodName:                  anyone,
-	writv1.AgentService_JoinWithCertificate_FullMethodName:   anyone,
-	writv1.PersonService_GetLoginConfig_FullMethodName:       anyone,
-	writv1.PersonService_Login_FullMethodName:                anyone,
-	writv1.TaskService_CreateTask_FullMethodName:             admin,
-	writv1.TaskService_GetTask_FullMethodName:                admin,
-	writv1.TaskService_ListTasks_FullMethodName:              admin,
-	writv1.TaskService_AddMembers_FullMethodName:             admin,
-	writv1.TaskService_AddGrant_FullMethodName:               admin,
-	writv1.TaskService_OpenTask_FullMethodName:               admin,
-	writv1.TaskService_CloseTask_FullMethodName:              admin,
-	writv1.TaskService_PutStandingGrant_FullMethodName:       admin,
-	writv1.TaskService_DeleteStandingGrant_FullMethodName:    admin,
-	writv1.TaskService_ListStandingGrants_FullMethodName:     admin,
-	writv1.DecisionService_Check_FullMethodName:              adminOrMember,
+	writv1.EntryService_CreateEntries_FullMethodName:       admin,
+	writv1.EntryService_UpdateEntry_FullMethodName:         admin,
+	writv1.EntryService_DeleteEntry_FullMethodName:         admin,
+	writv1.EntryService_GetEntry_FullMethodName:            admin,
+	writv1.EntryService_ListEntries_FullMethodName:         admin,
+	writv1.SVIDService_MintX509SVID_FullMethodName:         admin,
+	writv1.SVIDService_MintJWTSVID_FullMethodName:          admin,
+	writv1.BundleService_GetBundle_FullMethodName:          anyone,
+	writv1.StatusService_GetStatus_FullMethodName:          admin,
+	writv1.LockService_CreateLock_FullMethodName:           admin,
+	writv1.LockService_DeleteLock_FullMethodName:           admin,
+	writv1.LockService_ListLocks_FullMethodName:            admin,
+	writv1.AuditService_ReadEvents_FullMethodName:          admin,
+	writv1.AuditService_GetCheckpoints_FullMethodName:      admin,
+	writv1.AuditService_ReadHashes_FullMethodName:          admin,
+	writv1.AuditService_SignCheckpoint_FullMethodName:      admin,
+	writv1.CAService_ListAuthorities_FullMethodName:        admin,
+	writv1.CAService_PrepareAuthority_FullMethodName:       admin,
+	writv1.CAService_ActivateAuthority_FullMethodName:      admin,
+	writv1.CAService_TaintAuthority_FullMethodName:         admin,
+	writv1.CAService_RevokeAuthority_FullMethodName:        admin,
+	writv1.TokenService_CreateJoinToken_FullMethodName:     admin,
+	writv1.AgentService_Join_FullMethodName:                anyone,
+	writv1.AgentService_JoinWithCertificate_FullMethodName: anyone,
+	writv1.PersonService_GetLoginConfig_FullMethodName:     anyone,
+	writv1.PersonService_Login_FullMethodName:              anyone,
+	writv1.TaskService_CreateTask_FullMethodName:           admin,
+	writv1.TaskService_GetTask_FullMethodName:              admin,
+	writv1.TaskService_ListTasks_FullMethodName:            admin,
+	writv1.TaskService_AddMembers_FullMethodName:           admin,
+	writv1.TaskService_AddGrant_FullMethodName:             admin,
+	writv1.TaskService_OpenTask_FullMethodName:             admin,
+	writv1.TaskService_CloseTask_FullMethodName:            admin,
+	writv1.TaskService_PutStandingGrant_FullMethodName:     admin,
+	writv1.TaskService_DeleteStandingGrant_FullMethodName:  admin,
+	writv1.TaskService_ListStandingGrants_FullMethodName:   admin,
+	writv1.DecisionService_Check_FullMethodName:            adminOrMember,
+	// Resource servers that cache decisions; they hold an SVID.
+	writv1.DecisionService_WatchDecisions_FullMethodName:     member,
 	writv1.InventoryService_GetInventory_FullMethodName:      admin,
 	writv1.AgentService_RenewAgent_FullMethodName:            agent,
 	writv1.AgentService_Sync_FullMethodName:                  agent,

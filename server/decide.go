@@ -20,6 +20,7 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
 	"writ.dev/writ/authz"
+	"writ.dev/writ/authz/guardrail"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 	"writ.dev/writ/task"
@@ -93,6 +94,7 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	d.agentFacts.Store(&facts)
 	d.ix.Store(authz.NewIndex(snap, d.s.now()))
 	d.rev.Store(rev)
+	d.s.decisionFeed.publish(rev)
 	if d.s.delegator != nil {
 		return d.s.delegator.refreshKeys(ctx)
 	}
@@ -234,12 +236,18 @@ func (ds *decisionService) Check(ctx context.Context, req *writv1.CheckRequest) 
 	if err := task.CheckResourceName(req.GetResource()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "resource: %v", err)
 	}
+	var args guardrail.Arguments
+	if raw := req.GetArgumentsJson(); raw != "" {
+		if args, err = guardrail.ParseArguments([]byte(raw)); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "arguments_json: %v", err)
+		}
+	}
 	ix := s.decisions.ix.Load()
 	if ix == nil {
 		return nil, status.Error(codes.Unavailable, "the decision index is not loaded yet: retry shortly")
 	}
 	d := ix.Decide(authz.Request{Chain: chain, Action: req.GetAction(), Resource: req.GetResource(), Time: s.now(),
-		SourceAddress: req.GetSourceAddress(), Facts: s.decisions.facts(chain)}, s.guardrail)
+		SourceAddress: req.GetSourceAddress(), Facts: s.decisions.facts(chain), Arguments: args}, s.guardrail)
 	resp := &writv1.CheckResponse{Allow: d.Allow, Reason: d.Reason, DeniedAt: int32(d.DeniedAt)}
 	for _, id := range chain {
 		resp.Chain = append(resp.Chain, id.String())

@@ -1,0 +1,173 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	writv1 "writ.dev/writ/api/writ/v1"
+)
+
+// decisionWatch opens a WatchDecisions stream and hands its messages to a
+// channel; the channel closes when the stream ends.
+func decisionWatch(t *testing.T, api writv1.DecisionServiceClient) (<-chan *writv1.DecisionsChanged, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	stream, err := api.WatchDecisions(ctx, &writv1.WatchDecisionsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan *writv1.DecisionsChanged, 64)
+	go func() {
+		defer close(ch)
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			ch <- m
+		}
+	}()
+	return ch, cancel
+}
+
+func nextChange(t *testing.T, ch <-chan *writv1.DecisionsChanged, what string) *writv1.DecisionsChanged {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatalf("%s: the stream ended", what)
+		}
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no message", what)
+	}
+	return nil
+}
+
+func drain(ch <-chan *writv1.DecisionsChanged) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
+	}
+}
+
+// TestWatchDecisions: a workload's stream gets the current revision at
+// once and a later one after a lock and after a task closes, each
+// message arriving once Check already answers with the change.
+func TestWatchDecisions(t *testing.T) {
+	srv := startServer(t, testConfig(t))
+	admin := adminConn(t, srv)
+	gw := svidConn(t, srv, mintSVID(t, srv, "spiffe://"+testTD+"/gateway"))
+	decide := writv1.NewDecisionServiceClient(admin)
+	work := openTask(t, writv1.NewTaskServiceClient(admin), "read the salaries", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+
+	ch, _ := decisionWatch(t, writv1.NewDecisionServiceClient(gw))
+	first := nextChange(t, ch, "the first message")
+	if want := revision(t, admin); first.GetRevision() != want {
+		t.Fatalf("first revision = %d, want the store's %d", first.GetRevision(), want)
+	}
+	if !check(t, decide, "read", "hr/salaries", ceo).GetAllow() {
+		t.Fatal("denied inside the task")
+	}
+
+	lock := createLock(t, admin, "spiffe-id", ceo, "incident", "")
+	for m := nextChange(t, ch, "after the lock"); ; m = nextChange(t, ch, "after the lock") {
+		if m.GetRevision() <= first.GetRevision() {
+			t.Fatalf("revision %d after the lock, not past %d", m.GetRevision(), first.GetRevision())
+		}
+		if r := check(t, decide, "read", "hr/salaries", ceo); !r.GetAllow() && strings.Contains(r.GetReason(), lock.GetId()) {
+			break
+		}
+	}
+	if _, err := writv1.NewLockServiceClient(admin).DeleteLock(t.Context(), &writv1.DeleteLockRequest{Id: lock.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	nextChange(t, ch, "after the unlock")
+	if !check(t, decide, "read", "hr/salaries", ceo).GetAllow() {
+		t.Fatal("denied after the unlock")
+	}
+	drain(ch)
+	if _, err := writv1.NewTaskServiceClient(admin).CloseTask(t.Context(), &writv1.TaskTransitionRequest{Id: work.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	for nextChange(t, ch, "after the close"); check(t, decide, "read", "hr/salaries", ceo).GetAllow(); {
+		nextChange(t, ch, "after the close")
+	}
+}
+
+// TestWatchDecisionsOnWatcherLapse: a dual-control watcher whose heartbeats
+// stop takes no revision of its own when its session lapses, yet the
+// stream says so: a message arrives after which Check denies.
+func TestWatchDecisionsOnWatcherLapse(t *testing.T) {
+	srv, _ := startTokenEndpoint(t)
+	admin := adminConn(t, srv)
+	if _, err := writv1.NewReviewServiceClient(admin).ApplyRules(t.Context(), &writv1.ApplyReviewRulesRequest{Text: dualRules}); err != nil {
+		t.Fatal(err)
+	}
+	decide := writv1.NewDecisionServiceClient(admin)
+	work := openTask(t, writv1.NewTaskServiceClient(admin), "rotate the vault keys", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	aliceCC := svidConn(t, srv, signIn(t, srv, alice))
+	bobCC := svidConn(t, srv, signIn(t, srv, bob))
+	if got, err := actorConn(aliceCC).join(t, work.GetId(), "rotate the keys", "read:vault/keys"); err != nil || got.GetRequest().GetState() != "approved" {
+		t.Fatalf("the vault read = %v, %v", got, err)
+	}
+	gw := svidConn(t, srv, mintSVID(t, srv, "spiffe://"+testTD+"/gateway"))
+	ch, _ := decisionWatch(t, writv1.NewDecisionServiceClient(gw))
+	nextChange(t, ch, "the first message")
+
+	if _, err := watchTask(t, bobCC, work.GetId(), false); err != nil {
+		t.Fatal(err)
+	}
+	nextChange(t, ch, "after the watcher joined")
+	if !check(t, decide, "read", "vault/keys", alice).GetAllow() {
+		t.Fatal("denied while the watcher's session is fresh")
+	}
+	drain(ch)
+	for nextChange(t, ch, "after the watcher's heartbeats stopped"); check(t, decide, "read", "vault/keys", alice).GetAllow(); {
+		nextChange(t, ch, "after the watcher's heartbeats stopped")
+	}
+}
+
+// TestWatchDecisionsIsForWorkloadsAndBounded: an administrator on the
+// local socket has no use for the stream; one identity holds a bounded
+// number of streams, and a stream ended frees its place.
+func TestWatchDecisionsIsForWorkloadsAndBounded(t *testing.T) {
+	srv := startServer(t, testConfig(t))
+	stream, err := writv1.NewDecisionServiceClient(adminConn(t, srv)).WatchDecisions(t.Context(), &writv1.WatchDecisionsRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, err, codes.PermissionDenied, "not a workload")
+
+	gw := writv1.NewDecisionServiceClient(svidConn(t, srv, mintSVID(t, srv, "spiffe://"+testTD+"/gateway")))
+	var cancels []context.CancelFunc
+	for i := 0; i < maxDecisionWatchesPerIdentity; i++ {
+		ch, cancel := decisionWatch(t, gw)
+		nextChange(t, ch, "a stream within the bound")
+		cancels = append(cancels, cancel)
+	}
+	stream, err = gw.WatchDecisions(t.Context(), &writv1.WatchDecisionsRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantCode(t, err, codes.ResourceExhausted, "decision watches")
+	cancels[0]()
+	eventually(t, 10*time.Second, "a place freed by an ended stream", func() bool {
+		s, err := gw.WatchDecisions(t.Context(), &writv1.WatchDecisionsRequest{})
+		if err != nil {
+			return false
+		}
+		_, err = s.Recv()
+		return err == nil
+	})
+}

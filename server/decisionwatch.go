@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -17,6 +18,10 @@ const (
 	// maxDecisionWatchesPerIdentity bounds one identity's streams: a
 	// gateway needs one.
 	maxDecisionWatchesPerIdentity = 8
+	// decisionWatchHeartbeat is the longest a stream stays silent, so a
+	// resource server can tell a quiet server from a lost one (the
+	// proto promises at most 2 s).
+	decisionWatchHeartbeat = time.Second
 )
 
 // decisionFeed tells WatchDecisions streams that the decision index was
@@ -85,9 +90,12 @@ func (ds *decisionService) WatchDecisions(_ *writv1.WatchDecisionsRequest, strea
 		return err
 	}
 	defer s.decisionFeed.leave(id)
+	beat := time.NewTicker(decisionWatchHeartbeat)
+	defer beat.Stop()
+	rev, changed := s.decisionFeed.current()
+	msg := &writv1.DecisionsChanged{Revision: rev}
 	for {
-		rev, changed := s.decisionFeed.current()
-		if err := stream.Send(&writv1.DecisionsChanged{Revision: rev}); err != nil {
+		if err := stream.Send(msg); err != nil {
 			return err
 		}
 		select {
@@ -95,7 +103,12 @@ func (ds *decisionService) WatchDecisions(_ *writv1.WatchDecisionsRequest, strea
 			return ctx.Err()
 		case <-s.stopping:
 			return status.Error(codes.Unavailable, "the server is shutting down: watch again on another server, and decide afresh meanwhile")
+		case <-beat.C:
+			msg = &writv1.DecisionsChanged{Revision: rev, Heartbeat: true}
 		case <-changed:
+			rev, changed = s.decisionFeed.current()
+			msg = &writv1.DecisionsChanged{Revision: rev}
 		}
+		beat.Reset(decisionWatchHeartbeat)
 	}
 }

@@ -35,7 +35,8 @@ func decisionWatch(t *testing.T, api writv1.DecisionServiceClient) (<-chan *writ
 	return ch, cancel
 }
 
-func nextChange(t *testing.T, ch <-chan *writv1.DecisionsChanged, what string) *writv1.DecisionsChanged {
+// nextMessage returns the stream's next message, heartbeats included.
+func nextMessage(t *testing.T, ch <-chan *writv1.DecisionsChanged, what string) *writv1.DecisionsChanged {
 	t.Helper()
 	select {
 	case m, ok := <-ch:
@@ -47,6 +48,16 @@ func nextChange(t *testing.T, ch <-chan *writv1.DecisionsChanged, what string) *
 		t.Fatalf("%s: no message", what)
 	}
 	return nil
+}
+
+// nextChange returns the stream's next message that is not a heartbeat.
+func nextChange(t *testing.T, ch <-chan *writv1.DecisionsChanged, what string) *writv1.DecisionsChanged {
+	t.Helper()
+	for {
+		if m := nextMessage(t, ch, what); !m.GetHeartbeat() {
+			return m
+		}
+	}
 }
 
 func drain(ch <-chan *writv1.DecisionsChanged) {
@@ -77,6 +88,10 @@ func TestWatchDecisions(t *testing.T) {
 	}
 	if !check(t, decide, "read", "hr/salaries", ceo).GetAllow() {
 		t.Fatal("denied inside the task")
+	}
+	// A quiet server still says it is there.
+	if m := nextMessage(t, ch, "a heartbeat"); !m.GetHeartbeat() || m.GetRevision() != first.GetRevision() {
+		t.Fatalf("on a quiet server: %v, want a heartbeat at revision %d", m, first.GetRevision())
 	}
 
 	lock := createLock(t, admin, "spiffe-id", ceo, "incident", "")

@@ -4042,7 +4042,12 @@ type DecisionsChanged struct {
 	// revision is the store revision the decision index was built at. A
 	// message repeating the last revision still means decisions may have
 	// changed: a watcher's session lapsing takes no revision.
-	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// heartbeat is true on a message that says only that the stream is
+	// alive: nothing changed since the last message. The server sends one
+	// at least every 2 seconds, so a resource server that hears nothing for
+	// longer treats the stream as broken.
+	Heartbeat     bool `protobuf:"varint,2,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4082,6 +4087,13 @@ func (x *DecisionsChanged) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *DecisionsChanged) GetHeartbeat() bool {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return false
 }
 
 type CheckRequest struct {
@@ -6256,9 +6268,10 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x19ListStandingGrantsRequest\"L\n" +
 	"\x1aListStandingGrantsResponse\x12.\n" +
 	"\x06grants\x18\x01 \x03(\v2\x16.writ.v1.StandingGrantR\x06grants\"\x17\n" +
-	"\x15WatchDecisionsRequest\".\n" +
+	"\x15WatchDecisionsRequest\"L\n" +
 	"\x10DecisionsChanged\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xac\x02\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x1c\n" +
+	"\theartbeat\x18\x02 \x01(\bR\theartbeat\"\xac\x02\n" +
 	"\fCheckRequest\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x1b\n" +

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -244,31 +243,44 @@ func (c *Core) Run(ctx context.Context) error {
 var errWatched = errors.New("the stream ended after it was up")
 
 func (c *Core) watch(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	stream, err := c.api.WatchDecisions(ctx, &writv1.WatchDecisionsRequest{})
 	if err != nil {
 		return err
 	}
+	// The server speaks at least every 2 s; silence past watchSilence
+	// means it or the path to it is lost, and the cache must go.
+	silent := time.AfterFunc(watchSilence, func() { cancel(errSilent) })
+	defer silent.Stop()
 	up := false
 	for {
 		m, err := stream.Recv()
 		if err != nil {
+			if cause := context.Cause(ctx); errors.Is(cause, errSilent) {
+				err = cause
+			}
 			if up {
-				if err == io.EOF {
-					return errWatched
-				}
 				return fmt.Errorf("%w: %v", errWatched, err)
 			}
 			return err
 		}
+		silent.Reset(watchSilence)
 		if !up {
 			c.log.Info("watching the writ server's decisions", "revision", m.GetRevision())
+		} else if m.GetHeartbeat() {
+			continue
 		}
 		up = true
 		c.changed(true)
 	}
 }
+
+// watchSilence is how long the decision stream may stay silent before it
+// is taken for broken: the server promises a message every 2 s.
+const watchSilence = 5 * time.Second
+
+var errSilent = errors.New("the writ server sent nothing for 5s")
 
 // changed drops the cache and has every held session decided again;
 // watching says whether the stream is up after the change.

@@ -28,12 +28,12 @@ import (
 // test drives.
 type fakeDecisions struct {
 	writv1.UnimplementedDecisionServiceServer
-	allow  atomic.Bool
-	down   atomic.Bool // Check fails as if unreachable
+	allow atomic.Bool
+	down  atomic.Bool // Check fails as if unreachable
 	// refuseWatch makes WatchDecisions fail, as a server that cannot
 	// be watched.
 	refuseWatch atomic.Bool
-	checks atomic.Int64
+	checks      atomic.Int64
 	// gate, when set, holds each Check until it is closed.
 	gate atomic.Pointer[chan struct{}]
 

@@ -99,7 +99,7 @@ func (c *Config) Validate() error {
 		bad("max_connections", "%d is out of range: 1 to %d", c.MaxConnections, maxConnections)
 	}
 	for _, d := range []struct {
-		field    string
+		field     string
 		v, lo, hi time.Duration
 	}{
 		{"handshake_timeout", c.HandshakeTimeout, 100 * time.Millisecond, time.Minute},

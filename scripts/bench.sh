@@ -21,5 +21,8 @@ count=${BENCH_COUNT:-3}
   go test -run '^$' -bench 'AppendAudit' -benchtime 2s -count "$count" ./store/...
   go test -run '^$' -bench 'Verify1M' -benchtime 1x -count "$count" ./audit
   go test -run '^$' -bench 'AuditVerify1M' -benchtime 1x -count 1 ./cmd/writ
+  # The gateway's TCP proxy against the upstream directly, and lock-to-cut.
+  go test -run '^$' -bench 'Throughput|Connect' -benchtime 2s -count "$count" ./gateway/tcpproxy
+  go test -run '^$' -bench 'LockToCut' -benchtime 100x -count 1 ./gateway/tcpproxy
   if [ "${BENCH_AGENT:-1}" != 0 ]; then go run ./bench/agentbench; fi
 } 2>&1 | tee bench.out

@@ -61,6 +61,9 @@ type Core struct {
 	log     *slog.Logger
 	timeout time.Duration
 	size    int
+	// silence is how long the decision stream may stay silent
+	// (watchSilence; shorter in tests).
+	silence time.Duration
 
 	mu sync.Mutex
 	// watching is true from the first message of a WatchDecisions stream
@@ -88,7 +91,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	}
 	c := &Core{
 		api: writv1.NewDecisionServiceClient(cfg.Conn), log: cfg.Log, timeout: cfg.DecideTimeout, size: cfg.CacheSize,
-		cache: map[cacheKey]Decision{}, holds: map[*hold]struct{}{}, kick: make(chan struct{}, 1),
+		cache: map[cacheKey]Decision{}, holds: map[*hold]struct{}{}, kick: make(chan struct{}, 1), silence: watchSilence,
 	}
 	c.passed = sync.NewCond(&c.mu)
 	if c.log == nil {
@@ -251,7 +254,7 @@ func (c *Core) watch(ctx context.Context) error {
 	}
 	// The server speaks at least every 2 s; silence past watchSilence
 	// means it or the path to it is lost, and the cache must go.
-	silent := time.AfterFunc(watchSilence, func() { cancel(errSilent) })
+	silent := time.AfterFunc(c.silence, func() { cancel(errSilent) })
 	defer silent.Stop()
 	up := false
 	for {
@@ -265,7 +268,7 @@ func (c *Core) watch(ctx context.Context) error {
 			}
 			return err
 		}
-		silent.Reset(watchSilence)
+		silent.Reset(c.silence)
 		if !up {
 			c.log.Info("watching the writ server's decisions", "revision", m.GetRevision())
 		} else if m.GetHeartbeat() {
@@ -280,7 +283,7 @@ func (c *Core) watch(ctx context.Context) error {
 // is taken for broken: the server promises a message every 2 s.
 const watchSilence = 5 * time.Second
 
-var errSilent = errors.New("the writ server sent nothing for 5s")
+var errSilent = errors.New("the writ server's decision stream went silent past its heartbeat")
 
 // changed drops the cache and has every held session decided again;
 // watching says whether the stream is up after the change.

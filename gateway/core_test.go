@@ -6,10 +6,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"math/big"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +32,9 @@ type fakeDecisions struct {
 	writv1.UnimplementedDecisionServiceServer
 	allow atomic.Bool
 	down  atomic.Bool // Check fails as if unreachable
+	// mute keeps open streams silent: no changes, no heartbeats, as a
+	// server lost behind a network that drops packets.
+	mute atomic.Bool
 	// refuseWatch makes WatchDecisions fail, as a server that cannot
 	// be watched.
 	refuseWatch atomic.Bool
@@ -70,6 +75,9 @@ func (f *fakeDecisions) WatchDecisions(_ *writv1.WatchDecisionsRequest, stream w
 	for {
 		select {
 		case m := <-ch:
+			if f.mute.Load() {
+				continue
+			}
 			if err := stream.Send(m); err != nil {
 				return err
 			}
@@ -86,7 +94,10 @@ func (f *fakeDecisions) push(m *writv1.DecisionsChanged) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, ch := range f.streams {
-		ch <- m
+		select {
+		case ch <- m:
+		default: // a stream gone or behind; the tests wait for effects
+		}
 	}
 }
 
@@ -346,5 +357,65 @@ func TestCacheIsBounded(t *testing.T) {
 	defer core.mu.Unlock()
 	if len(core.cache) > 8 {
 		t.Fatalf("cache holds %d, more than its size 8", len(core.cache))
+	}
+}
+
+// TestSilentStreamStopsServingAllows: a stream that stays open but says
+// nothing past the heartbeat (a lost server) is taken for broken: the
+// cache is dropped and the held sessions decided again.
+func TestSilentStreamStopsServingAllows(t *testing.T) {
+	f, core := startFake(t)
+	core.silence = 300 * time.Millisecond
+	go func() {
+		// The fake's heartbeats, until it is muted.
+		for t.Context().Err() == nil {
+			f.push(&writv1.DecisionsChanged{Revision: 1, Heartbeat: true})
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	run(t, core, t.Context())
+	c := testCaller(t)
+	decide(t, core, c, connect)
+	live, release := core.Hold(t.Context(), c, connect)
+	defer release()
+	f.refuseWatch.Store(true)
+	f.down.Store(true)
+	f.mute.Store(true)
+	waitFor(t, "the silent stream taken for broken", func() bool { return !core.Watching() })
+	select {
+	case <-live.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the held session was not decided again when the stream went silent")
+	}
+	before := f.checks.Load()
+	core.Decide(t.Context(), c, connect)
+	if f.checks.Load() == before {
+		t.Fatal("a decision was served from the cache after the stream went silent")
+	}
+}
+
+// TestHoldEndsWithTheEvidence: a session ends when the delegation token
+// it was decided on expires, though nothing changed on the server.
+func TestHoldEndsWithTheEvidence(t *testing.T) {
+	_, core := startFake(t)
+	run(t, core, t.Context())
+	c := testCaller(t)
+	exp := time.Now().Add(300*time.Millisecond).Unix() + 1
+	c.DelegationToken = "e30." + base64.RawURLEncoding.EncodeToString([]byte(`{"exp":`+strconv.FormatInt(exp, 10)+`}`)) + ".sig"
+	live, release := core.Hold(t.Context(), c, connect)
+	defer release()
+	select {
+	case <-live.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the session outlived its delegation token")
+	}
+	var cut *CutError
+	if !errors.As(context.Cause(live), &cut) || !strings.Contains(cut.Reason, "delegation token expired") {
+		t.Fatalf("cause = %v", context.Cause(live))
+	}
+	for _, bad := range []string{"", "a.b", "a.!!.c", "a." + base64.RawURLEncoding.EncodeToString([]byte(`{"exp":"x"}`)) + ".c"} {
+		if _, ok := tokenExpiry(bad); ok {
+			t.Errorf("tokenExpiry(%q) found an expiry", bad)
+		}
 	}
 }

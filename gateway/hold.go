@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -37,13 +40,19 @@ type hold struct {
 func (c *Core) Hold(ctx context.Context, caller Caller, r Request) (context.Context, func()) {
 	live, cancel := context.WithCancelCause(ctx)
 	h := &hold{caller: caller, req: r, cancel: cancel}
-	var stopTimer func() bool
+	// Nothing re-decides a session when the evidence it was decided on
+	// lapses, so the session ends then.
+	var timers []*time.Timer
+	expire := func(what string, at time.Time) {
+		timers = append(timers, time.AfterFunc(time.Until(at), func() {
+			cancel(&CutError{Reason: fmt.Sprintf("the caller's %s expired at %s", what, at.UTC().Format(time.RFC3339))})
+		}))
+	}
 	if len(caller.Certificates) > 0 {
-		// Nothing re-decides a session when its certificate lapses.
-		expiry := caller.Certificates[0].NotAfter
-		stopTimer = time.AfterFunc(time.Until(expiry), func() {
-			cancel(&CutError{Reason: fmt.Sprintf("the caller's X.509-SVID expired at %s", expiry.UTC().Format(time.RFC3339))})
-		}).Stop
+		expire("X.509-SVID", caller.Certificates[0].NotAfter)
+	}
+	if exp, ok := tokenExpiry(caller.DelegationToken); ok {
+		expire("delegation token", exp)
 	}
 	c.mu.Lock()
 	c.holds[h] = struct{}{}
@@ -54,8 +63,8 @@ func (c *Core) Hold(ctx context.Context, caller Caller, r Request) (context.Cont
 			c.mu.Lock()
 			delete(c.holds, h)
 			c.mu.Unlock()
-			if stopTimer != nil {
-				stopTimer()
+			for _, t := range timers {
+				t.Stop()
 			}
 			cancel(ErrReleased)
 		})
@@ -175,4 +184,31 @@ func hostOf(addr string) string {
 		return host
 	}
 	return addr
+}
+
+// tokenExpiry reads a JWT's exp without verifying it: the server verified
+// the token when it decided, and this only ends a session sooner.
+func tokenExpiry(token string) (time.Time, bool) {
+	if token == "" || len(token) > 64<<10 {
+		return time.Time{}, false
+	}
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp *json.Number `json:"exp"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.Exp == nil {
+		return time.Time{}, false
+	}
+	exp, err := claims.Exp.Float64()
+	if err != nil || exp <= 0 || exp > 1<<40 {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(exp), 0), true
 }

@@ -1,6 +1,7 @@
 package tcpproxy_test
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"testing"
@@ -105,5 +106,28 @@ func TestConnectionsFollowDecisions(t *testing.T) {
 		if e.core.Held() != 0 {
 			t.Fatalf("%d sessions still held after every connection ended", e.core.Held())
 		}
+	}
+}
+
+// TestServerLossCutsConnections: when the writ server goes away, the
+// gateway can neither follow changes nor decide, so live connections are
+// cut and new ones refused rather than let through on old decisions.
+func TestServerLossCutsConnections(t *testing.T) {
+	e := startEnv(t)
+	agent := e.mint(t, agentID)
+	e.openTask(t, agentID)
+	live := e.dial(t, agent)
+	for deadline := time.Now().Add(30 * time.Second); !echoes(live); live = e.dial(t, agent) {
+		if time.Now().After(deadline) {
+			t.Fatal("the caller inside the task never got through")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	e.srv.Shutdown(ctx)
+	waitCut(t, live, start, "server shutdown")
+	if conn := e.dial(t, agent); echoes(conn) {
+		t.Fatal("a caller got through with the server gone")
 	}
 }

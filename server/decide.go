@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"crypto/x509"
 	"fmt"
 	"strings"
@@ -364,9 +366,16 @@ func newDecisionLog(s *Server) *decisionLog {
 }
 
 func (s *Server) recordDecision(ctx context.Context, req *writv1.CheckRequest, resp *writv1.CheckResponse) {
-	ev, err := s.event(ctx, audit.EventDecision, req.GetResource(), map[string]any{
+	details := map[string]any{
 		"action": req.GetAction(), "chain": resp.GetChain(), "allow": resp.GetAllow(), "reason": resp.GetReason(),
-	})
+	}
+	if args := req.GetArgumentsJson(); args != "" {
+		// The arguments may be large and hold what the log should not
+		// keep; their hash ties the decision to the call the gateway saw.
+		sum := sha256.Sum256([]byte(args))
+		details["arguments_sha256"] = hex.EncodeToString(sum[:])
+	}
+	ev, err := s.event(ctx, audit.EventDecision, req.GetResource(), details)
 	if err != nil {
 		s.log.Error("encoding a decision event", "err", err)
 		return

@@ -1,7 +1,12 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
 	"google.golang.org/grpc/codes"
+	"writ.dev/writ/audit"
 
 	"os"
 	"path/filepath"
@@ -73,6 +78,16 @@ when { context has arguments && context.arguments has repo && context.arguments.
 			t.Fatalf("%s: %v, want allow %v", tc.args, r, tc.allow)
 		}
 	}
+	// The decision events carry the arguments' hash, not the arguments.
+	sum := sha256.Sum256([]byte(`{"repo":"acme/prod","title":"x"}`))
+	eventually(t, 10*time.Second, "the decision event with the arguments' hash", func() bool {
+		for _, ev := range readEvents(t, writv1.NewAuditServiceClient(admin)) {
+			if ev.Type == audit.EventDecision && strings.Contains(string(ev.Details), hex.EncodeToString(sum[:])) {
+				return !strings.Contains(string(ev.Details), "acme/prod")
+			}
+		}
+		return false
+	})
 	for _, tc := range []struct{ args, want string }{
 		{`["acme/prod"]`, "want a JSON object"},
 		{`{"repo":"acme/prod","repo":"acme/dev"}`, "given twice"},

@@ -186,3 +186,31 @@ func TestWatchDecisionsIsForWorkloadsAndBounded(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestWatchDecisionsAcrossServers: a gateway watching server B hears of a
+// lock made through server A (two servers sharing PostgreSQL), and once it
+// has, B's Check denies.
+func TestWatchDecisionsAcrossServers(t *testing.T) {
+	dsn := freshPostgresDB(t)
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	for _, c := range []*Config{&cfgA, &cfgB} {
+		c.Store.Engine = "postgres"
+		c.Store.DSN = dsn
+	}
+	a, b := startServer(t, cfgA), startServer(t, cfgB)
+	ccA, ccB := adminConn(t, a), adminConn(t, b)
+	openTask(t, writv1.NewTaskServiceClient(ccA), "read the salaries", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	decideB := writv1.NewDecisionServiceClient(ccB)
+	eventually(t, 10*time.Second, "the task live on server B", func() bool { return check(t, decideB, "read", "hr/salaries", ceo).GetAllow() })
+
+	gw := svidConn(t, b, mintSVID(t, b, "spiffe://"+testTD+"/gateway"))
+	ch, _ := decisionWatch(t, writv1.NewDecisionServiceClient(gw))
+	nextChange(t, ch, "the first message")
+	start := time.Now()
+	createLock(t, ccA, "spiffe-id", ceo, "INC-9", "")
+	for nextChange(t, ch, "after the lock on A"); check(t, decideB, "read", "hr/salaries", ceo).GetAllow(); {
+		nextChange(t, ch, "after the lock on A")
+	}
+	t.Logf("a lock on server A reached the watcher of server B in %s", time.Since(start))
+}

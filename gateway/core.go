@@ -212,10 +212,14 @@ func checkError(err error) error {
 	case codes.InvalidArgument, codes.PermissionDenied:
 		return fmt.Errorf("gateway: the server refused the caller's evidence: %s", st.Message())
 	case codes.ResourceExhausted:
-		return fmt.Errorf("gateway: the server is rate limiting this gateway's decisions (limits.requests_per_identity): %s", st.Message())
+		return fmt.Errorf("%w (limits.requests_per_identity of the gateway's identity): %s", ErrRateLimited, st.Message())
 	}
 	return fmt.Errorf("gateway: no decision from the writ server (%s): %s", st.Code(), st.Message())
 }
+
+// ErrRateLimited is the error of a decision the server refused to make
+// because this gateway asked too often.
+var ErrRateLimited = errors.New("gateway: the writ server is rate limiting this gateway's decisions")
 
 // Run watches the server's decision changes until ctx ends, reconnecting
 // with backoff, and keeps the held sessions decided.

@@ -35,6 +35,8 @@ type fakeDecisions struct {
 	// mute keeps open streams silent: no changes, no heartbeats, as a
 	// server lost behind a network that drops packets.
 	mute atomic.Bool
+	// limited makes that many Checks fail as rate limited.
+	limited atomic.Int64
 	// refuseWatch makes WatchDecisions fail, as a server that cannot
 	// be watched.
 	refuseWatch atomic.Bool
@@ -54,6 +56,9 @@ func (f *fakeDecisions) Check(ctx context.Context, req *writv1.CheckRequest) (*w
 	}
 	if f.down.Load() {
 		return nil, status.Error(codes.Unavailable, "down")
+	}
+	if f.limited.Add(-1) >= 0 {
+		return nil, status.Error(codes.ResourceExhausted, "too many decisions")
 	}
 	if !f.allow.Load() {
 		return &writv1.CheckResponse{Allow: false, Reason: "task T-1 is closed"}, nil
@@ -417,5 +422,35 @@ func TestHoldEndsWithTheEvidence(t *testing.T) {
 		if _, ok := tokenExpiry(bad); ok {
 			t.Errorf("tokenExpiry(%q) found an expiry", bad)
 		}
+	}
+}
+
+// TestRedecisionWaitsOutTheRateLimit: held sessions decided again at once
+// may meet the server's rate limit; a session still allowed is not cut for
+// a refusal that passes, and is cut when it does not.
+func TestRedecisionWaitsOutTheRateLimit(t *testing.T) {
+	f, core := startFake(t)
+	run(t, core, t.Context())
+	c := testCaller(t)
+	live, release := core.Hold(t.Context(), c, connect)
+	defer release()
+	f.limited.Store(2)
+	f.push(&writv1.DecisionsChanged{Revision: 2})
+	waitFor(t, "the limited checks used up", func() bool { return f.limited.Load() < 0 })
+	if err := core.WaitRedecided(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if live.Err() != nil {
+		t.Fatalf("cut for a passing rate limit: %v", context.Cause(live))
+	}
+	f.limited.Store(1 << 40)
+	f.push(&writv1.DecisionsChanged{Revision: 3})
+	select {
+	case <-live.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("a session the server would not decide was kept")
+	}
+	if !strings.Contains(context.Cause(live).Error(), "rate limiting") {
+		t.Fatalf("cause = %v", context.Cause(live))
 	}
 }

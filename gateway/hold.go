@@ -77,6 +77,11 @@ func (c *Core) Hold(ctx context.Context, caller Caller, r Request) (context.Cont
 	return live, release
 }
 
+// redecideRateWait bounds how long a re-decision waits out the server's
+// rate limit before the session is cut as undecidable: within the second
+// a change may take to cut.
+const redecideRateWait = 600 * time.Millisecond
+
 // redecider decides the held sessions again after every change until ctx
 // ends.
 func (c *Core) redecider(ctx context.Context) {
@@ -121,6 +126,18 @@ func (c *Core) redecide(ctx context.Context) {
 			defer func() { <-sem; wg.Done() }()
 			first := hs[0]
 			d, err := c.Decide(ctx, first.caller, first.req)
+			// Deciding every held session at once may outrun the
+			// server's rate limit for the gateway; a session is cut
+			// for that only if it lasts past redecideRateWait.
+			for wait, waited := 20*time.Millisecond, time.Duration(0); errors.Is(err, ErrRateLimited) && waited < redecideRateWait; wait *= 2 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				waited += wait
+				d, err = c.Decide(ctx, first.caller, first.req)
+			}
 			var cut *CutError
 			switch {
 			case err != nil:

@@ -43,10 +43,14 @@ type decisions struct {
 	// agentFacts are the attested facts (selectors) of the agents, for
 	// guardrails on them; replaced with the index.
 	agentFacts atomic.Pointer[map[spiffeid.ID][]string]
-	// dualDue is when (unix nanoseconds, 0: never) a watch session the
-	// index counts lapses: the index is rebuilt then even if the revision
-	// did not move, since a heartbeat takes no revision.
-	dualDue atomic.Int64
+	// due is when (unix nanoseconds, 0: never) the decisions change by
+	// the clock alone: a watch session the index counts lapses (a
+	// heartbeat takes no revision), a task starts or reaches its
+	// deadline, a grant or a lock expires. The index is rebuilt then even
+	// if the revision did not move. Its decisions judge the time per
+	// request anyway; the rebuild tells WatchDecisions streams, so a
+	// gateway cuts the sessions of a task whose time ran out.
+	due atomic.Int64
 
 	refreshMu sync.Mutex
 	// decoded holds the tasks of the last snapshot by ID with the stored
@@ -71,7 +75,7 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	due := d.dualDue.Load()
+	due := d.due.Load()
 	if !force && d.ix.Load() != nil && rev == d.rev.Load() && (due == 0 || d.s.now().UnixNano() < due) {
 		return nil
 	}
@@ -155,18 +159,38 @@ func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 	if err != nil {
 		return snap, err
 	}
+	now := d.s.now()
+	var due time.Time
+	soonest := func(t time.Time) {
+		if t.After(now) && (due.IsZero() || t.Before(due)) {
+			due = t
+		}
+	}
 	for _, l := range locks {
 		snap.Locks = append(snap.Locks, authz.Lock{Kind: identity.LockKind(l.Target.Kind), Value: l.Target.Value, ID: l.ID, Reason: l.Reason})
+		soonest(l.ExpiresAt)
 	}
-	dual, due, err := d.s.dualLocks(ctx, snap.Tasks, d.s.now())
+	for i := range snap.Tasks {
+		t := &snap.Tasks[i]
+		if t.State != task.StateOpen {
+			continue
+		}
+		soonest(t.NotBefore)
+		soonest(t.Deadline)
+		for _, g := range t.Grants {
+			soonest(g.ExpiresAt)
+		}
+	}
+	dual, dualDue, err := d.s.dualLocks(ctx, snap.Tasks, now)
 	if err != nil {
 		return snap, err
 	}
 	snap.Locks = append(snap.Locks, dual...)
+	soonest(dualDue)
 	if due.IsZero() {
-		d.dualDue.Store(0)
+		d.due.Store(0)
 	} else {
-		d.dualDue.Store(due.UnixNano())
+		d.due.Store(due.UnixNano())
 	}
 	return snap, nil
 }

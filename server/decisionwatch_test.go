@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,14 +51,17 @@ func nextMessage(t *testing.T, ch <-chan *writv1.DecisionsChanged, what string) 
 	return nil
 }
 
-// nextChange returns the stream's next message that is not a heartbeat.
+// nextChange returns the stream's next message that is not a heartbeat,
+// within 10 s.
 func nextChange(t *testing.T, ch <-chan *writv1.DecisionsChanged, what string) *writv1.DecisionsChanged {
 	t.Helper()
-	for {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		if m := nextMessage(t, ch, what); !m.GetHeartbeat() {
 			return m
 		}
 	}
+	t.Fatalf("%s: only heartbeats for 10s", what)
+	return nil
 }
 
 func drain(ch <-chan *writv1.DecisionsChanged) {
@@ -213,4 +217,37 @@ func TestWatchDecisionsAcrossServers(t *testing.T) {
 		nextChange(t, ch, "after the lock on A")
 	}
 	t.Logf("a lock on server A reached the watcher of server B in %s", time.Since(start))
+}
+
+// TestWatchDecisionsWhenTimeRunsOut: a task reaching its deadline changes
+// decisions without a store revision; the stream says so, so a gateway
+// cuts the task's sessions then.
+func TestWatchDecisionsWhenTimeRunsOut(t *testing.T) {
+	var skip atomic.Int64
+	cfg := testConfig(t)
+	srv, err := New(t.Context(), cfg, Options{Logger: quietLogger(), Version: "test", Now: func() time.Time {
+		return time.Now().Add(time.Duration(skip.Load()))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	admin := adminConn(t, srv)
+	decide := writv1.NewDecisionServiceClient(admin)
+	openTask(t, writv1.NewTaskServiceClient(admin), "read the salaries", []string{ceo},
+		&writv1.Grant{Actions: []string{"read"}, Resources: []string{"hr/salaries"}, To: []string{ceo}})
+	gw := svidConn(t, srv, mintSVID(t, srv, "spiffe://"+testTD+"/gateway"))
+	ch, _ := decisionWatch(t, writv1.NewDecisionServiceClient(gw))
+	nextChange(t, ch, "the first message")
+	if !check(t, decide, "read", "hr/salaries", ceo).GetAllow() {
+		t.Fatal("denied inside the task")
+	}
+	skip.Store(int64(2 * time.Hour))
+	nextChange(t, ch, "after the deadline passed")
+	if r := check(t, decide, "read", "hr/salaries", ceo); r.GetAllow() || !strings.Contains(r.GetReason(), "deadline") {
+		t.Fatalf("after the deadline: %v", r)
+	}
 }

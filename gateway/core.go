@@ -64,6 +64,10 @@ type Core struct {
 	// silence is how long the decision stream may stay silent
 	// (watchSilence; shorter in tests).
 	silence time.Duration
+	// now is the clock cache entries are dated by; recheck is how often
+	// held sessions are decided again though nothing changed.
+	now     func() time.Time
+	recheck time.Duration
 
 	mu sync.Mutex
 	// watching is true from the first message of a WatchDecisions stream
@@ -72,7 +76,7 @@ type Core struct {
 	// gen counts the changes seen (messages and breaks): a decision
 	// fetched across one is not cached.
 	gen   uint64
-	cache map[cacheKey]Decision
+	cache map[cacheKey]cached
 	holds map[*hold]struct{}
 	// kick wakes the re-decider; one pending kick covers any number of
 	// changes.
@@ -91,7 +95,8 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	}
 	c := &Core{
 		api: writv1.NewDecisionServiceClient(cfg.Conn), log: cfg.Log, timeout: cfg.DecideTimeout, size: cfg.CacheSize,
-		cache: map[cacheKey]Decision{}, holds: map[*hold]struct{}{}, kick: make(chan struct{}, 1), silence: watchSilence,
+		cache: map[cacheKey]cached{}, holds: map[*hold]struct{}{}, kick: make(chan struct{}, 1), silence: watchSilence,
+		now: time.Now, recheck: timeStep,
 	}
 	c.passed = sync.NewCond(&c.mu)
 	if c.log == nil {
@@ -104,6 +109,20 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 		c.size = DefaultCacheSize
 	}
 	return c, nil
+}
+
+// timeStep is how far apart in time decisions are taken for the same: a
+// guardrail may read the time (context.hour, context.weekday,
+// context.time), which no change on the server announces. A cached
+// decision lasts until the next whole step, and held sessions are decided
+// again at every step, so such a guardrail takes effect at the gateway
+// within a minute.
+const timeStep = time.Minute
+
+// cached is a decision and when it stops being served.
+type cached struct {
+	d     Decision
+	until time.Time
 }
 
 // cacheKey names one decision: who (the leaf certificate and the
@@ -144,12 +163,13 @@ func (c *Core) Decide(ctx context.Context, caller Caller, r Request) (Decision, 
 		return Decision{}, err
 	}
 	key := keyOf(caller, r, args)
+	asked := c.now()
 	c.mu.Lock()
-	cached, hit := c.cache[key]
+	e, hit := c.cache[key]
 	gen, watching := c.gen, c.watching
 	c.mu.Unlock()
-	if hit && watching {
-		return cached, nil
+	if hit && watching && asked.Before(e.until) {
+		return e.d, nil
 	}
 	d, err := c.ask(ctx, caller, r, args)
 	if err != nil {
@@ -164,7 +184,9 @@ func (c *Core) Decide(ctx context.Context, caller Caller, r Request) (Decision, 
 				break
 			}
 		}
-		c.cache[key] = d
+		// Dated from before the question: the server decided at some
+		// time after it.
+		c.cache[key] = cached{d: d, until: asked.Truncate(c.recheck).Add(c.recheck)}
 	}
 	c.mu.Unlock()
 	return d, nil

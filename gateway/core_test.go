@@ -137,6 +137,12 @@ func startFake(t *testing.T) (*fakeDecisions, *Core) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A clock that stands still unless a test moves it, so no cached
+	// decision lapses by a minute turning during a test.
+	clock := time.Date(2026, 12, 7, 10, 30, 0, 0, time.UTC)
+	core.now = func() time.Time { return clock }
+	// The fake sends heartbeats only when a test does.
+	core.silence = time.Hour
 	return f, core
 }
 
@@ -452,5 +458,46 @@ func TestRedecisionWaitsOutTheRateLimit(t *testing.T) {
 	}
 	if !strings.Contains(context.Cause(live).Error(), "rate limiting") {
 		t.Fatalf("cause = %v", context.Cause(live))
+	}
+}
+
+// TestCachedDecisionsLastToTheMinute: a guardrail may read the time, which
+// no change announces, so a cached decision is not served past the next
+// whole minute.
+func TestCachedDecisionsLastToTheMinute(t *testing.T) {
+	f, core := startFake(t)
+	var clock atomic.Int64
+	start := time.Date(2026, 12, 7, 21, 59, 59, 0, time.UTC)
+	core.now = func() time.Time { return start.Add(time.Duration(clock.Load())) }
+	run(t, core, t.Context())
+	c := testCaller(t)
+	decide(t, core, c, connect)
+	clock.Store(int64(900 * time.Millisecond))
+	decide(t, core, c, connect)
+	if n := f.checks.Load(); n != 1 {
+		t.Fatalf("checks within the minute = %d, want 1", n)
+	}
+	clock.Store(int64(time.Second)) // 22:00:00, when a guardrail on the hour may turn
+	decide(t, core, c, connect)
+	if n := f.checks.Load(); n != 2 {
+		t.Fatalf("checks after the minute turned = %d, want 2", n)
+	}
+}
+
+// TestHeldSessionsDecidedAtEveryStep: held sessions are decided again as
+// time passes, though nothing changed on the server.
+func TestHeldSessionsDecidedAtEveryStep(t *testing.T) {
+	f, core := startFake(t)
+	core.recheck = 50 * time.Millisecond
+	core.now = time.Now
+	run(t, core, t.Context())
+	c := testCaller(t)
+	live, release := core.Hold(t.Context(), c, connect)
+	defer release()
+	f.allow.Store(false)
+	select {
+	case <-live.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("a held session was never decided again without a change")
 	}
 }

@@ -86,11 +86,17 @@ const redecideRateWait = 600 * time.Millisecond
 // ends.
 func (c *Core) redecider(ctx context.Context) {
 	for {
+		// Decisions may change with the time alone (a guardrail on
+		// the hour): held sessions are decided again at every step.
+		step := time.NewTimer(time.Until(time.Now().Truncate(c.recheck).Add(c.recheck)))
 		select {
 		case <-ctx.Done():
+			step.Stop()
 			return
 		case <-c.kick:
+		case <-step.C:
 		}
+		step.Stop()
 		c.mu.Lock()
 		gen := c.gen
 		c.mu.Unlock()

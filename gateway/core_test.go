@@ -340,10 +340,11 @@ func TestDecisionAcrossAChangeIsNotCached(t *testing.T) {
 	done := make(chan Decision)
 	go func() { d, _ := core.Decide(context.Background(), c, connect); done <- d }()
 	waitFor(t, "the check in flight", func() bool { return f.checks.Load() == 1 })
+	core.mu.Lock()
+	before := core.gen
+	core.mu.Unlock()
 	f.push(&writv1.DecisionsChanged{Revision: 2})
-	if err := core.WaitRedecided(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "the change seen", func() bool { core.mu.Lock(); defer core.mu.Unlock(); return core.gen > before })
 	f.gate.Store(nil)
 	close(gate)
 	if d := <-done; !d.Allow {

@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"writ.dev/writ/agent/output"
+	"writ.dev/writ/gateway/config"
 )
 
 // TestGatewayCommand: `writ gateway --config` takes its identity from the
@@ -130,4 +131,20 @@ func echoUpstream(t *testing.T) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// TestGatewayConfigDocs: the configuration shown by `writ gateway --help`
+// and the README's example are valid configurations.
+func TestGatewayConfigDocs(t *testing.T) {
+	_, ref, _ := strings.Cut(gatewayConfigReference, "\n\n")
+	var lines []string
+	for _, l := range strings.Split(ref, "\n") {
+		lines = append(lines, strings.TrimPrefix(l, "  "))
+	}
+	if _, err := config.Parse([]byte(strings.Join(lines, "\n"))); err != nil {
+		t.Errorf("writ gateway --help's configuration: %v", err)
+	}
+	if _, err := config.Parse([]byte(readmeBlock(t, "may ask for decisions.", "yaml"))); err != nil {
+		t.Errorf("README's gateway.yaml: %v", err)
+	}
 }

@@ -80,11 +80,11 @@ type Server struct {
 	people *oidc.Verifier
 	// decisions is the index Check decides over; decisionLog records the
 	// decisions in the background (server/decide.go).
-	decisions *decisions
+	decisions   *decisions
+	decisionLog *decisionLog
 	// decisionFeed wakes WatchDecisions streams at every rebuild of the
 	// decision index (server/decisionwatch.go).
 	decisionFeed *decisionFeed
-	decisionLog  *decisionLog
 	// guardrail bounds every decision; nil without policy files.
 	guardrail authz.Guardrail
 	// delegator issues and verifies delegation tokens (server/delegate.go).
@@ -309,7 +309,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.requestFeed.start(ctx); err != nil {
 		return fmt.Errorf("request feed: %w", err)
 	}
-	s.decisions, s.decisionLog, s.decisionFeed = newDecisions(s), newDecisionLog(s), newDecisionFeed()
+	s.decisionFeed = newDecisionFeed()
+	s.decisions, s.decisionLog = newDecisions(s), newDecisionLog(s)
 	if err := s.decisions.refresh(ctx, true); err != nil {
 		return fmt.Errorf("decision index: %w", err)
 	}

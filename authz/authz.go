@@ -32,6 +32,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"writ.dev/writ/authz/guardrail"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/task"
 )
@@ -67,6 +68,9 @@ type Request struct {
 	// they are for the guardrails.
 	SourceAddress string
 	Facts         map[spiffeid.ID][]string
+	// Arguments are the request's arguments (a tool call's), for the
+	// guardrails as context.arguments; Decide does not use them.
+	Arguments guardrail.Arguments
 }
 
 // Coverage says what allowed one identity of the chain: a grant of a task

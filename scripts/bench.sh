@@ -26,5 +26,9 @@ count=${BENCH_COUNT:-3}
   # MCP through the gateway vs. straight to the upstream, alternating in one loop.
   go test -run '^$' -bench 'ToolCall' -benchtime 3000x -count "$count" ./gateway/mcpproxy
   go test -run '^$' -bench 'HoldEndToCut' -benchtime 300x -count "$count" ./gateway/mcpproxy
+
+  # The gateway's TCP proxy against the upstream directly, and lock-to-cut.
+  go test -run '^$' -bench 'Throughput|Connect' -benchtime 2s -count "$count" ./gateway/tcpproxy
+  go test -run '^$' -bench 'LockToCut' -benchtime 100x -count 1 ./gateway/tcpproxy
   if [ "${BENCH_AGENT:-1}" != 0 ]; then go run ./bench/agentbench; fi
 } 2>&1 | tee bench.out

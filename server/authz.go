@@ -86,6 +86,15 @@ func adminOrMember(s *Server, c Caller) error {
 	return nil
 }
 
+// member allows any holder of an SVID of this trust domain, and no local
+// caller: for what only a workload (a resource server) has use of.
+func member(s *Server, c Caller) error {
+	if !isMember(s.td, c.ID) {
+		return fmt.Errorf("%s is not a workload of trust domain %s: connect over mTLS with an X.509-SVID", c, s.td)
+	}
+	return nil
+}
+
 // anyone allows every caller, even one without a client certificate: for
 // what is public (the trust bundle) or carries its own proof (a join token).
 func anyone(*Server, Caller) error { return nil }
@@ -159,6 +168,10 @@ var methodRules = map[string]rule{
 	// Reviewers need to find requests: any member may watch them.
 	writv1.RequestWatchService_WatchRequests_FullMethodName: adminOrMember,
 	writv1.WatchService_WatchTask_FullMethodName:            adminOrMember,
+
+	// Resource servers that cache decisions follow their changes; they
+	// hold an SVID.
+	writv1.DecisionService_WatchDecisions_FullMethodName: member,
 }
 
 // callerFromPeer reads the caller proved by the transport.

@@ -3,7 +3,9 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	writv1 "writ.dev/writ/api/writ/v1"
 	"writ.dev/writ/audit"
 	"writ.dev/writ/authz"
+	"writ.dev/writ/authz/guardrail"
 	"writ.dev/writ/identity"
 	"writ.dev/writ/store"
 	"writ.dev/writ/task"
@@ -40,10 +43,14 @@ type decisions struct {
 	// agentFacts are the attested facts (selectors) of the agents, for
 	// guardrails on them; replaced with the index.
 	agentFacts atomic.Pointer[map[spiffeid.ID][]string]
-	// dualDue is when (unix nanoseconds, 0: never) a watch session the
-	// index counts lapses: the index is rebuilt then even if the revision
-	// did not move, since a heartbeat takes no revision.
-	dualDue atomic.Int64
+	// due is when (unix nanoseconds, 0: never) the decisions change by
+	// the clock alone: a watch session the index counts lapses (a
+	// heartbeat takes no revision), a task starts or reaches its
+	// deadline, a grant or a lock expires. The index is rebuilt then even
+	// if the revision did not move. Its decisions judge the time per
+	// request anyway; the rebuild tells WatchDecisions streams, so a
+	// gateway cuts the sessions of a task whose time ran out.
+	due atomic.Int64
 	// firstUse holds access clocks started here that the store may not
 	// have yet.
 	firstUse *firstUses
@@ -71,7 +78,7 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	due := d.dualDue.Load()
+	due := d.due.Load()
 	if !force && d.ix.Load() != nil && rev == d.rev.Load() && (due == 0 || d.s.now().UnixNano() < due) {
 		return nil
 	}
@@ -96,6 +103,7 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 	d.agentFacts.Store(&facts)
 	d.ix.Store(authz.NewIndex(snap, d.s.now(), authz.WithFirstUse(d.firstUse.started)))
 	d.rev.Store(rev)
+	d.s.decisionFeed.publish(rev)
 	if d.s.delegator != nil {
 		return d.s.delegator.refreshKeys(ctx)
 	}
@@ -154,18 +162,38 @@ func (d *decisions) snapshot(ctx context.Context) (authz.Snapshot, error) {
 	if err != nil {
 		return snap, err
 	}
+	now := d.s.now()
+	var due time.Time
+	soonest := func(t time.Time) {
+		if t.After(now) && (due.IsZero() || t.Before(due)) {
+			due = t
+		}
+	}
 	for _, l := range locks {
 		snap.Locks = append(snap.Locks, authz.Lock{Kind: identity.LockKind(l.Target.Kind), Value: l.Target.Value, ID: l.ID, Reason: l.Reason})
+		soonest(l.ExpiresAt)
 	}
-	dual, due, err := d.s.dualLocks(ctx, snap.Tasks, d.s.now())
+	for i := range snap.Tasks {
+		t := &snap.Tasks[i]
+		if t.State != task.StateOpen {
+			continue
+		}
+		soonest(t.NotBefore)
+		soonest(t.Deadline)
+		for _, g := range t.Grants {
+			soonest(g.ExpiresAt)
+		}
+	}
+	dual, dualDue, err := d.s.dualLocks(ctx, snap.Tasks, now)
 	if err != nil {
 		return snap, err
 	}
 	snap.Locks = append(snap.Locks, dual...)
+	soonest(dualDue)
 	if due.IsZero() {
-		d.dualDue.Store(0)
+		d.due.Store(0)
 	} else {
-		d.dualDue.Store(due.UnixNano())
+		d.due.Store(due.UnixNano())
 	}
 	return snap, nil
 }
@@ -237,13 +265,19 @@ func (ds *decisionService) Check(ctx context.Context, req *writv1.CheckRequest) 
 	if err := task.CheckResourceName(req.GetResource()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "resource: %v", err)
 	}
+	var args guardrail.Arguments
+	if raw := req.GetArgumentsJson(); raw != "" {
+		if args, err = guardrail.ParseArguments([]byte(raw)); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "arguments_json: %v", err)
+		}
+	}
 	ix := s.decisions.ix.Load()
 	if ix == nil {
 		return nil, status.Error(codes.Unavailable, "the decision index is not loaded yet: retry shortly")
 	}
 	now := s.now()
 	d := ix.Decide(authz.Request{Chain: chain, Action: req.GetAction(), Resource: req.GetResource(), Time: now,
-		SourceAddress: req.GetSourceAddress(), Facts: s.decisions.facts(chain)}, s.guardrail)
+		SourceAddress: req.GetSourceAddress(), Facts: s.decisions.facts(chain), Arguments: args}, s.guardrail)
 	s.decisions.firstUse.note(d.Covered, now)
 	resp := &writv1.CheckResponse{Allow: d.Allow, Reason: d.Reason, DeniedAt: int32(d.DeniedAt)}
 	for _, id := range chain {
@@ -361,9 +395,16 @@ func newDecisionLog(s *Server) *decisionLog {
 }
 
 func (s *Server) recordDecision(ctx context.Context, req *writv1.CheckRequest, resp *writv1.CheckResponse) {
-	ev, err := s.event(ctx, audit.EventDecision, req.GetResource(), map[string]any{
+	details := map[string]any{
 		"action": req.GetAction(), "chain": resp.GetChain(), "allow": resp.GetAllow(), "reason": resp.GetReason(),
-	})
+	}
+	if args := req.GetArgumentsJson(); args != "" {
+		// The arguments may be large and hold what the log should not
+		// keep; their hash ties the decision to the call the gateway saw.
+		sum := sha256.Sum256([]byte(args))
+		details["arguments_sha256"] = hex.EncodeToString(sum[:])
+	}
+	ev, err := s.event(ctx, audit.EventDecision, req.GetResource(), details)
 	if err != nil {
 		s.log.Error("encoding a decision event", "err", err)
 		return

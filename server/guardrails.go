@@ -87,7 +87,8 @@ func (g guardrails) Forbid(req authz.Request) (bool, string) {
 	for _, id := range req.Chain {
 		d := g.set.Decide(guardrail.Request{
 			Principal: id, Action: req.Action, Resource: req.Resource,
-			Context: guardrail.Context{Time: req.Time, Chain: req.Chain, SourceAddress: req.SourceAddress, Facts: factsMap(req.Facts[id])},
+			Context: guardrail.Context{Time: req.Time, Chain: req.Chain, SourceAddress: req.SourceAddress, Facts: factsMap(req.Facts[id]),
+				Arguments: req.Arguments},
 		})
 		if !d.Allowed {
 			// authz prefixes "guardrail: ", so the reason does not.

@@ -82,6 +82,9 @@ type Server struct {
 	// decisions in the background (server/decide.go).
 	decisions   *decisions
 	decisionLog *decisionLog
+	// decisionFeed wakes WatchDecisions streams at every rebuild of the
+	// decision index (server/decisionwatch.go).
+	decisionFeed *decisionFeed
 	// guardrail bounds every decision; nil without policy files.
 	guardrail authz.Guardrail
 	// delegator issues and verifies delegation tokens (server/delegate.go).
@@ -309,6 +312,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.requestFeed.start(ctx); err != nil {
 		return fmt.Errorf("request feed: %w", err)
 	}
+	s.decisionFeed = newDecisionFeed()
 	s.decisions, s.decisionLog = newDecisions(s), newDecisionLog(s)
 	if err := s.decisions.refresh(ctx, true); err != nil {
 		return fmt.Errorf("decision index: %w", err)

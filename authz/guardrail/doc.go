@@ -15,8 +15,11 @@
 // weekday ("mon".."sun"), source_ip (an ipaddr, only when the source
 // address parses), facts (a record of attestation facts), chain_kinds (the
 // set of kinds in the chain), person_in_chain, chain_length, task ("" when
-// there is none) and granting (true when a task is granting the action
-// rather than using it).
+// there is none), granting (true when a task is granting the action
+// rather than using it) and, when the request carries them (an MCP tool
+// call's, say), arguments: a record of the JSON object's values (see
+// ParseArguments), so `context has arguments && context.arguments has repo
+// && context.arguments.repo == "acme/prod"` reads a tool call's repo.
 //
 // # Decisions
 //

@@ -45,10 +45,12 @@ type Context struct {
 	// Granting is true when a task is granting Action rather than using
 	// it; it becomes context.granting.
 	Granting bool
+	// Arguments, when set, become the record context.arguments.
+	Arguments Arguments
 }
 
 // contextFields is the most fields a context record has, to size its map once.
-const contextFields = 11
+const contextFields = 12
 
 var weekdays = [7]cedar.String{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
 
@@ -124,6 +126,9 @@ func contextRecord(c Context) cedar.Record {
 	m["granting"] = cedar.Boolean(c.Granting)
 	if ip, ok := sourceIP(c.SourceAddress); ok {
 		m["source_ip"] = ip
+	}
+	if c.Arguments.set {
+		m["arguments"] = c.Arguments.rec
 	}
 	addChain(m, c.Chain)
 	return cedar.NewRecord(m)

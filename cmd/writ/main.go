@@ -43,6 +43,7 @@ var commands = map[string]command{
 	"request": {"ask for access through a task, as yourself: open, join, list, show, cancel", runRequest},
 	"review":  {"review access requests and apply review rules: approve, deny, rules", runReview},
 	"watch":   {"watch over a dual-controlled task, keeping its grants live while you do", runWatch},
+	"gateway": {"run the identity-aware proxy: a decision per connection, cut when it stops holding", runGateway},
 	"version": {"print the version", runVersion},
 
 	"inventory": {"report every identity, what it holds and what deserves a look", runInventory},

@@ -4031,6 +4031,101 @@ func (x *ListStandingGrantsResponse) GetGrants() []*StandingGrant {
 	return nil
 }
 
+type WatchDecisionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDecisionsRequest) Reset() {
+	*x = WatchDecisionsRequest{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDecisionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDecisionsRequest) ProtoMessage() {}
+
+func (x *WatchDecisionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDecisionsRequest.ProtoReflect.Descriptor instead.
+func (*WatchDecisionsRequest) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{68}
+}
+
+type DecisionsChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// revision is the store revision the decision index was built at. A
+	// message repeating the last revision still means decisions may have
+	// changed: a watcher's session lapsing takes no revision.
+	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// heartbeat is true on a message that says only that the stream is
+	// alive: nothing changed since the last message. The server sends one
+	// at least every 2 seconds, so a resource server that hears nothing for
+	// longer treats the stream as broken.
+	Heartbeat     bool `protobuf:"varint,2,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecisionsChanged) Reset() {
+	*x = DecisionsChanged{}
+	mi := &file_api_writ_v1_writ_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecisionsChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecisionsChanged) ProtoMessage() {}
+
+func (x *DecisionsChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_api_writ_v1_writ_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecisionsChanged.ProtoReflect.Descriptor instead.
+func (*DecisionsChanged) Descriptor() ([]byte, []int) {
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *DecisionsChanged) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *DecisionsChanged) GetHeartbeat() bool {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return false
+}
+
 type CheckRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Action   string                 `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
@@ -4051,13 +4146,17 @@ type CheckRequest struct {
 	// source_address is where the request came from, as the resource server
 	// saw it (host or host:port), for guardrails on it.
 	SourceAddress string `protobuf:"bytes,8,opt,name=source_address,json=sourceAddress,proto3" json:"source_address,omitempty"`
+	// arguments_json is a JSON object (an MCP tool call's arguments, say):
+	// guardrails see it as the record context.arguments. At most 64 KiB and
+	// 16 levels deep; empty means the context has no arguments.
+	ArgumentsJson string `protobuf:"bytes,9,opt,name=arguments_json,json=argumentsJson,proto3" json:"arguments_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[68]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4069,7 +4168,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[68]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4082,7 +4181,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{68}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CheckRequest) GetAction() string {
@@ -4141,6 +4240,13 @@ func (x *CheckRequest) GetSourceAddress() string {
 	return ""
 }
 
+func (x *CheckRequest) GetArgumentsJson() string {
+	if x != nil {
+		return x.ArgumentsJson
+	}
+	return ""
+}
+
 type Coverage struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	SpiffeId        string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
@@ -4154,7 +4260,7 @@ type Coverage struct {
 
 func (x *Coverage) Reset() {
 	*x = Coverage{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[69]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4166,7 +4272,7 @@ func (x *Coverage) String() string {
 func (*Coverage) ProtoMessage() {}
 
 func (x *Coverage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[69]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4179,7 +4285,7 @@ func (x *Coverage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Coverage.ProtoReflect.Descriptor instead.
 func (*Coverage) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{69}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *Coverage) GetSpiffeId() string {
@@ -4231,7 +4337,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[70]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4243,7 +4349,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[70]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4256,7 +4362,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{70}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *CheckResponse) GetAllow() bool {
@@ -4304,7 +4410,7 @@ type GetInventoryRequest struct {
 
 func (x *GetInventoryRequest) Reset() {
 	*x = GetInventoryRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[71]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4316,7 +4422,7 @@ func (x *GetInventoryRequest) String() string {
 func (*GetInventoryRequest) ProtoMessage() {}
 
 func (x *GetInventoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[71]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4329,7 +4435,7 @@ func (x *GetInventoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInventoryRequest.ProtoReflect.Descriptor instead.
 func (*GetInventoryRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{71}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetInventoryRequest) GetUnseenDays() int32 {
@@ -4358,7 +4464,7 @@ type InventoryIdentity struct {
 
 func (x *InventoryIdentity) Reset() {
 	*x = InventoryIdentity{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[72]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4370,7 +4476,7 @@ func (x *InventoryIdentity) String() string {
 func (*InventoryIdentity) ProtoMessage() {}
 
 func (x *InventoryIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[72]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4383,7 +4489,7 @@ func (x *InventoryIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InventoryIdentity.ProtoReflect.Descriptor instead.
 func (*InventoryIdentity) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{72}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *InventoryIdentity) GetSpiffeId() string {
@@ -4458,7 +4564,7 @@ type Inventory struct {
 
 func (x *Inventory) Reset() {
 	*x = Inventory{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[73]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4470,7 +4576,7 @@ func (x *Inventory) String() string {
 func (*Inventory) ProtoMessage() {}
 
 func (x *Inventory) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[73]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4483,7 +4589,7 @@ func (x *Inventory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inventory.ProtoReflect.Descriptor instead.
 func (*Inventory) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{73}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *Inventory) GetIdentities() []*InventoryIdentity {
@@ -4522,7 +4628,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[74]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4534,7 +4640,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[74]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4547,7 +4653,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{74}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{76}
 }
 
 type BackupChunk struct {
@@ -4563,7 +4669,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[75]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4575,7 +4681,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[75]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4588,7 +4694,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{75}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -4643,7 +4749,7 @@ type AccessRequest struct {
 
 func (x *AccessRequest) Reset() {
 	*x = AccessRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[76]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4655,7 +4761,7 @@ func (x *AccessRequest) String() string {
 func (*AccessRequest) ProtoMessage() {}
 
 func (x *AccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[76]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4668,7 +4774,7 @@ func (x *AccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessRequest.ProtoReflect.Descriptor instead.
 func (*AccessRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{76}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *AccessRequest) GetId() string {
@@ -4799,7 +4905,7 @@ type CreateAccessRequest struct {
 
 func (x *CreateAccessRequest) Reset() {
 	*x = CreateAccessRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[77]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4811,7 +4917,7 @@ func (x *CreateAccessRequest) String() string {
 func (*CreateAccessRequest) ProtoMessage() {}
 
 func (x *CreateAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[77]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4824,7 +4930,7 @@ func (x *CreateAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccessRequest.ProtoReflect.Descriptor instead.
 func (*CreateAccessRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{77}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *CreateAccessRequest) GetKind() string {
@@ -4893,7 +4999,7 @@ type ListAccessRequestsRequest struct {
 
 func (x *ListAccessRequestsRequest) Reset() {
 	*x = ListAccessRequestsRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[78]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4905,7 +5011,7 @@ func (x *ListAccessRequestsRequest) String() string {
 func (*ListAccessRequestsRequest) ProtoMessage() {}
 
 func (x *ListAccessRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[78]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4918,7 +5024,7 @@ func (x *ListAccessRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListAccessRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{78}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListAccessRequestsRequest) GetStates() []string {
@@ -4937,7 +5043,7 @@ type ListAccessRequestsResponse struct {
 
 func (x *ListAccessRequestsResponse) Reset() {
 	*x = ListAccessRequestsResponse{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[79]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4949,7 +5055,7 @@ func (x *ListAccessRequestsResponse) String() string {
 func (*ListAccessRequestsResponse) ProtoMessage() {}
 
 func (x *ListAccessRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[79]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4962,7 +5068,7 @@ func (x *ListAccessRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAccessRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListAccessRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{79}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListAccessRequestsResponse) GetRequests() []*AccessRequest {
@@ -4981,7 +5087,7 @@ type GetAccessRequestRequest struct {
 
 func (x *GetAccessRequestRequest) Reset() {
 	*x = GetAccessRequestRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[80]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4993,7 +5099,7 @@ func (x *GetAccessRequestRequest) String() string {
 func (*GetAccessRequestRequest) ProtoMessage() {}
 
 func (x *GetAccessRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[80]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5006,7 +5112,7 @@ func (x *GetAccessRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccessRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetAccessRequestRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{80}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *GetAccessRequestRequest) GetId() string {
@@ -5026,7 +5132,7 @@ type CancelAccessRequestRequest struct {
 
 func (x *CancelAccessRequestRequest) Reset() {
 	*x = CancelAccessRequestRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[81]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5038,7 +5144,7 @@ func (x *CancelAccessRequestRequest) String() string {
 func (*CancelAccessRequestRequest) ProtoMessage() {}
 
 func (x *CancelAccessRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[81]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5051,7 +5157,7 @@ func (x *CancelAccessRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAccessRequestRequest.ProtoReflect.Descriptor instead.
 func (*CancelAccessRequestRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{81}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CancelAccessRequestRequest) GetId() string {
@@ -5082,7 +5188,7 @@ type ReviewGroup struct {
 
 func (x *ReviewGroup) Reset() {
 	*x = ReviewGroup{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[82]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5094,7 +5200,7 @@ func (x *ReviewGroup) String() string {
 func (*ReviewGroup) ProtoMessage() {}
 
 func (x *ReviewGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[82]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5107,7 +5213,7 @@ func (x *ReviewGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewGroup.ProtoReflect.Descriptor instead.
 func (*ReviewGroup) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{82}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ReviewGroup) GetName() string {
@@ -5152,7 +5258,7 @@ type AccessReview struct {
 
 func (x *AccessReview) Reset() {
 	*x = AccessReview{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[83]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5164,7 +5270,7 @@ func (x *AccessReview) String() string {
 func (*AccessReview) ProtoMessage() {}
 
 func (x *AccessReview) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[83]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5177,7 +5283,7 @@ func (x *AccessReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessReview.ProtoReflect.Descriptor instead.
 func (*AccessReview) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{83}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *AccessReview) GetChain() []string {
@@ -5231,7 +5337,7 @@ type AccessRequestDetail struct {
 
 func (x *AccessRequestDetail) Reset() {
 	*x = AccessRequestDetail{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[84]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5243,7 +5349,7 @@ func (x *AccessRequestDetail) String() string {
 func (*AccessRequestDetail) ProtoMessage() {}
 
 func (x *AccessRequestDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[84]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5256,7 +5362,7 @@ func (x *AccessRequestDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessRequestDetail.ProtoReflect.Descriptor instead.
 func (*AccessRequestDetail) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{84}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *AccessRequestDetail) GetRequest() *AccessRequest {
@@ -5307,7 +5413,7 @@ type ReviewRules struct {
 
 func (x *ReviewRules) Reset() {
 	*x = ReviewRules{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[85]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5319,7 +5425,7 @@ func (x *ReviewRules) String() string {
 func (*ReviewRules) ProtoMessage() {}
 
 func (x *ReviewRules) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[85]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5332,7 +5438,7 @@ func (x *ReviewRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRules.ProtoReflect.Descriptor instead.
 func (*ReviewRules) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{85}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ReviewRules) GetText() string {
@@ -5376,7 +5482,7 @@ type ApplyReviewRulesRequest struct {
 
 func (x *ApplyReviewRulesRequest) Reset() {
 	*x = ApplyReviewRulesRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[86]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5388,7 +5494,7 @@ func (x *ApplyReviewRulesRequest) String() string {
 func (*ApplyReviewRulesRequest) ProtoMessage() {}
 
 func (x *ApplyReviewRulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[86]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5401,7 +5507,7 @@ func (x *ApplyReviewRulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyReviewRulesRequest.ProtoReflect.Descriptor instead.
 func (*ApplyReviewRulesRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{86}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ApplyReviewRulesRequest) GetText() string {
@@ -5437,7 +5543,7 @@ type ApplyReviewRulesResponse struct {
 
 func (x *ApplyReviewRulesResponse) Reset() {
 	*x = ApplyReviewRulesResponse{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[87]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5449,7 +5555,7 @@ func (x *ApplyReviewRulesResponse) String() string {
 func (*ApplyReviewRulesResponse) ProtoMessage() {}
 
 func (x *ApplyReviewRulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[87]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5462,7 +5568,7 @@ func (x *ApplyReviewRulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyReviewRulesResponse.ProtoReflect.Descriptor instead.
 func (*ApplyReviewRulesResponse) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{87}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ApplyReviewRulesResponse) GetRules() *ReviewRules {
@@ -5494,7 +5600,7 @@ type GetReviewRulesRequest struct {
 
 func (x *GetReviewRulesRequest) Reset() {
 	*x = GetReviewRulesRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[88]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5506,7 +5612,7 @@ func (x *GetReviewRulesRequest) String() string {
 func (*GetReviewRulesRequest) ProtoMessage() {}
 
 func (x *GetReviewRulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[88]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5519,7 +5625,7 @@ func (x *GetReviewRulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReviewRulesRequest.ProtoReflect.Descriptor instead.
 func (*GetReviewRulesRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{88}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{90}
 }
 
 type ReviewAccessRequest struct {
@@ -5534,7 +5640,7 @@ type ReviewAccessRequest struct {
 
 func (x *ReviewAccessRequest) Reset() {
 	*x = ReviewAccessRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[89]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5546,7 +5652,7 @@ func (x *ReviewAccessRequest) String() string {
 func (*ReviewAccessRequest) ProtoMessage() {}
 
 func (x *ReviewAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[89]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5559,7 +5665,7 @@ func (x *ReviewAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewAccessRequest.ProtoReflect.Descriptor instead.
 func (*ReviewAccessRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{89}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *ReviewAccessRequest) GetId() string {
@@ -5596,7 +5702,7 @@ type WatchRequestsRequest struct {
 
 func (x *WatchRequestsRequest) Reset() {
 	*x = WatchRequestsRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[90]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5608,7 +5714,7 @@ func (x *WatchRequestsRequest) String() string {
 func (*WatchRequestsRequest) ProtoMessage() {}
 
 func (x *WatchRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[90]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5621,7 +5727,7 @@ func (x *WatchRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequestsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{90}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *WatchRequestsRequest) GetAfterRevision() int64 {
@@ -5654,7 +5760,7 @@ type RequestChange struct {
 
 func (x *RequestChange) Reset() {
 	*x = RequestChange{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[91]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5666,7 +5772,7 @@ func (x *RequestChange) String() string {
 func (*RequestChange) ProtoMessage() {}
 
 func (x *RequestChange) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[91]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5679,7 +5785,7 @@ func (x *RequestChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestChange.ProtoReflect.Descriptor instead.
 func (*RequestChange) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{91}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *RequestChange) GetType() string {
@@ -5723,7 +5829,7 @@ type PendingRequest struct {
 
 func (x *PendingRequest) Reset() {
 	*x = PendingRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[92]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5735,7 +5841,7 @@ func (x *PendingRequest) String() string {
 func (*PendingRequest) ProtoMessage() {}
 
 func (x *PendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[92]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5748,7 +5854,7 @@ func (x *PendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
 func (*PendingRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{92}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *PendingRequest) GetRequest() *AccessRequest {
@@ -5777,7 +5883,7 @@ type WatchTaskRequest struct {
 
 func (x *WatchTaskRequest) Reset() {
 	*x = WatchTaskRequest{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[93]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5789,7 +5895,7 @@ func (x *WatchTaskRequest) String() string {
 func (*WatchTaskRequest) ProtoMessage() {}
 
 func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[93]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5802,7 +5908,7 @@ func (x *WatchTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskRequest.ProtoReflect.Descriptor instead.
 func (*WatchTaskRequest) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{93}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *WatchTaskRequest) GetTaskId() string {
@@ -5841,7 +5947,7 @@ type WatchTaskStatus struct {
 
 func (x *WatchTaskStatus) Reset() {
 	*x = WatchTaskStatus{}
-	mi := &file_api_writ_v1_writ_proto_msgTypes[94]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5853,7 +5959,7 @@ func (x *WatchTaskStatus) String() string {
 func (*WatchTaskStatus) ProtoMessage() {}
 
 func (x *WatchTaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_writ_v1_writ_proto_msgTypes[94]
+	mi := &file_api_writ_v1_writ_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5866,7 +5972,7 @@ func (x *WatchTaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTaskStatus.ProtoReflect.Descriptor instead.
 func (*WatchTaskStatus) Descriptor() ([]byte, []int) {
-	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{94}
+	return file_api_writ_v1_writ_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *WatchTaskStatus) GetTaskId() string {
@@ -6213,7 +6319,11 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
 	"\x19ListStandingGrantsRequest\"L\n" +
 	"\x1aListStandingGrantsResponse\x12.\n" +
-	"\x06grants\x18\x01 \x03(\v2\x16.writ.v1.StandingGrantR\x06grants\"\x85\x02\n" +
+	"\x06grants\x18\x01 \x03(\v2\x16.writ.v1.StandingGrantR\x06grants\"\x17\n" +
+	"\x15WatchDecisionsRequest\"L\n" +
+	"\x10DecisionsChanged\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x1c\n" +
+	"\theartbeat\x18\x02 \x01(\bR\theartbeat\"\xac\x02\n" +
 	"\fCheckRequest\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x1b\n" +
@@ -6222,7 +6332,8 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\fjwt_audience\x18\x05 \x01(\tR\vjwtAudience\x12\x14\n" +
 	"\x05chain\x18\x06 \x03(\tR\x05chain\x12)\n" +
 	"\x10delegation_token\x18\a \x01(\tR\x0fdelegationToken\x12%\n" +
-	"\x0esource_address\x18\b \x01(\tR\rsourceAddress\"\x96\x01\n" +
+	"\x0esource_address\x18\b \x01(\tR\rsourceAddress\x12%\n" +
+	"\x0earguments_json\x18\t \x01(\tR\rargumentsJson\"\x96\x01\n" +
 	"\bCoverage\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x17\n" +
@@ -6416,9 +6527,10 @@ const file_api_writ_v1_writ_proto_rawDesc = "" +
 	"\tCloseTask\x12\x1e.writ.v1.TaskTransitionRequest\x1a\r.writ.v1.Task\x12B\n" +
 	"\x10PutStandingGrant\x12\x16.writ.v1.StandingGrant\x1a\x16.writ.v1.StandingGrant\x12R\n" +
 	"\x13DeleteStandingGrant\x12#.writ.v1.DeleteStandingGrantRequest\x1a\x16.writ.v1.StandingGrant\x12]\n" +
-	"\x12ListStandingGrants\x12\".writ.v1.ListStandingGrantsRequest\x1a#.writ.v1.ListStandingGrantsResponse2I\n" +
+	"\x12ListStandingGrants\x12\".writ.v1.ListStandingGrantsRequest\x1a#.writ.v1.ListStandingGrantsResponse2\x98\x01\n" +
 	"\x0fDecisionService\x126\n" +
-	"\x05Check\x12\x15.writ.v1.CheckRequest\x1a\x16.writ.v1.CheckResponse2T\n" +
+	"\x05Check\x12\x15.writ.v1.CheckRequest\x1a\x16.writ.v1.CheckResponse\x12M\n" +
+	"\x0eWatchDecisions\x12\x1e.writ.v1.WatchDecisionsRequest\x1a\x19.writ.v1.DecisionsChanged0\x012T\n" +
 	"\x10InventoryService\x12@\n" +
 	"\fGetInventory\x12\x1c.writ.v1.GetInventoryRequest\x1a\x12.writ.v1.Inventory2H\n" +
 	"\fStoreService\x128\n" +
@@ -6452,7 +6564,7 @@ func file_api_writ_v1_writ_proto_rawDescGZIP() []byte {
 	return file_api_writ_v1_writ_proto_rawDescData
 }
 
-var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
+var file_api_writ_v1_writ_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
 var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*Selector)(nil),                      // 0: writ.v1.Selector
 	(*Entry)(nil),                         // 1: writ.v1.Entry
@@ -6522,33 +6634,35 @@ var file_api_writ_v1_writ_proto_goTypes = []any{
 	(*DeleteStandingGrantRequest)(nil),    // 65: writ.v1.DeleteStandingGrantRequest
 	(*ListStandingGrantsRequest)(nil),     // 66: writ.v1.ListStandingGrantsRequest
 	(*ListStandingGrantsResponse)(nil),    // 67: writ.v1.ListStandingGrantsResponse
-	(*CheckRequest)(nil),                  // 68: writ.v1.CheckRequest
-	(*Coverage)(nil),                      // 69: writ.v1.Coverage
-	(*CheckResponse)(nil),                 // 70: writ.v1.CheckResponse
-	(*GetInventoryRequest)(nil),           // 71: writ.v1.GetInventoryRequest
-	(*InventoryIdentity)(nil),             // 72: writ.v1.InventoryIdentity
-	(*Inventory)(nil),                     // 73: writ.v1.Inventory
-	(*BackupRequest)(nil),                 // 74: writ.v1.BackupRequest
-	(*BackupChunk)(nil),                   // 75: writ.v1.BackupChunk
-	(*AccessRequest)(nil),                 // 76: writ.v1.AccessRequest
-	(*CreateAccessRequest)(nil),           // 77: writ.v1.CreateAccessRequest
-	(*ListAccessRequestsRequest)(nil),     // 78: writ.v1.ListAccessRequestsRequest
-	(*ListAccessRequestsResponse)(nil),    // 79: writ.v1.ListAccessRequestsResponse
-	(*GetAccessRequestRequest)(nil),       // 80: writ.v1.GetAccessRequestRequest
-	(*CancelAccessRequestRequest)(nil),    // 81: writ.v1.CancelAccessRequestRequest
-	(*ReviewGroup)(nil),                   // 82: writ.v1.ReviewGroup
-	(*AccessReview)(nil),                  // 83: writ.v1.AccessReview
-	(*AccessRequestDetail)(nil),           // 84: writ.v1.AccessRequestDetail
-	(*ReviewRules)(nil),                   // 85: writ.v1.ReviewRules
-	(*ApplyReviewRulesRequest)(nil),       // 86: writ.v1.ApplyReviewRulesRequest
-	(*ApplyReviewRulesResponse)(nil),      // 87: writ.v1.ApplyReviewRulesResponse
-	(*GetReviewRulesRequest)(nil),         // 88: writ.v1.GetReviewRulesRequest
-	(*ReviewAccessRequest)(nil),           // 89: writ.v1.ReviewAccessRequest
-	(*WatchRequestsRequest)(nil),          // 90: writ.v1.WatchRequestsRequest
-	(*RequestChange)(nil),                 // 91: writ.v1.RequestChange
-	(*PendingRequest)(nil),                // 92: writ.v1.PendingRequest
-	(*WatchTaskRequest)(nil),              // 93: writ.v1.WatchTaskRequest
-	(*WatchTaskStatus)(nil),               // 94: writ.v1.WatchTaskStatus
+	(*WatchDecisionsRequest)(nil),         // 68: writ.v1.WatchDecisionsRequest
+	(*DecisionsChanged)(nil),              // 69: writ.v1.DecisionsChanged
+	(*CheckRequest)(nil),                  // 70: writ.v1.CheckRequest
+	(*Coverage)(nil),                      // 71: writ.v1.Coverage
+	(*CheckResponse)(nil),                 // 72: writ.v1.CheckResponse
+	(*GetInventoryRequest)(nil),           // 73: writ.v1.GetInventoryRequest
+	(*InventoryIdentity)(nil),             // 74: writ.v1.InventoryIdentity
+	(*Inventory)(nil),                     // 75: writ.v1.Inventory
+	(*BackupRequest)(nil),                 // 76: writ.v1.BackupRequest
+	(*BackupChunk)(nil),                   // 77: writ.v1.BackupChunk
+	(*AccessRequest)(nil),                 // 78: writ.v1.AccessRequest
+	(*CreateAccessRequest)(nil),           // 79: writ.v1.CreateAccessRequest
+	(*ListAccessRequestsRequest)(nil),     // 80: writ.v1.ListAccessRequestsRequest
+	(*ListAccessRequestsResponse)(nil),    // 81: writ.v1.ListAccessRequestsResponse
+	(*GetAccessRequestRequest)(nil),       // 82: writ.v1.GetAccessRequestRequest
+	(*CancelAccessRequestRequest)(nil),    // 83: writ.v1.CancelAccessRequestRequest
+	(*ReviewGroup)(nil),                   // 84: writ.v1.ReviewGroup
+	(*AccessReview)(nil),                  // 85: writ.v1.AccessReview
+	(*AccessRequestDetail)(nil),           // 86: writ.v1.AccessRequestDetail
+	(*ReviewRules)(nil),                   // 87: writ.v1.ReviewRules
+	(*ApplyReviewRulesRequest)(nil),       // 88: writ.v1.ApplyReviewRulesRequest
+	(*ApplyReviewRulesResponse)(nil),      // 89: writ.v1.ApplyReviewRulesResponse
+	(*GetReviewRulesRequest)(nil),         // 90: writ.v1.GetReviewRulesRequest
+	(*ReviewAccessRequest)(nil),           // 91: writ.v1.ReviewAccessRequest
+	(*WatchRequestsRequest)(nil),          // 92: writ.v1.WatchRequestsRequest
+	(*RequestChange)(nil),                 // 93: writ.v1.RequestChange
+	(*PendingRequest)(nil),                // 94: writ.v1.PendingRequest
+	(*WatchTaskRequest)(nil),              // 95: writ.v1.WatchTaskRequest
+	(*WatchTaskStatus)(nil),               // 96: writ.v1.WatchTaskStatus
 }
 var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	0,  // 0: writ.v1.Entry.selectors:type_name -> writ.v1.Selector
@@ -6578,17 +6692,17 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	55, // 24: writ.v1.ListTasksResponse.tasks:type_name -> writ.v1.Task
 	56, // 25: writ.v1.AddGrantRequest.grant:type_name -> writ.v1.Grant
 	64, // 26: writ.v1.ListStandingGrantsResponse.grants:type_name -> writ.v1.StandingGrant
-	69, // 27: writ.v1.CheckResponse.covered:type_name -> writ.v1.Coverage
-	72, // 28: writ.v1.Inventory.identities:type_name -> writ.v1.InventoryIdentity
+	71, // 27: writ.v1.CheckResponse.covered:type_name -> writ.v1.Coverage
+	74, // 28: writ.v1.Inventory.identities:type_name -> writ.v1.InventoryIdentity
 	55, // 29: writ.v1.Inventory.open_tasks:type_name -> writ.v1.Task
-	92, // 30: writ.v1.Inventory.pending_requests:type_name -> writ.v1.PendingRequest
-	76, // 31: writ.v1.ListAccessRequestsResponse.requests:type_name -> writ.v1.AccessRequest
-	76, // 32: writ.v1.AccessRequestDetail.request:type_name -> writ.v1.AccessRequest
-	82, // 33: writ.v1.AccessRequestDetail.groups:type_name -> writ.v1.ReviewGroup
-	83, // 34: writ.v1.AccessRequestDetail.reviews:type_name -> writ.v1.AccessReview
-	85, // 35: writ.v1.ApplyReviewRulesResponse.rules:type_name -> writ.v1.ReviewRules
-	76, // 36: writ.v1.RequestChange.request:type_name -> writ.v1.AccessRequest
-	76, // 37: writ.v1.PendingRequest.request:type_name -> writ.v1.AccessRequest
+	94, // 30: writ.v1.Inventory.pending_requests:type_name -> writ.v1.PendingRequest
+	78, // 31: writ.v1.ListAccessRequestsResponse.requests:type_name -> writ.v1.AccessRequest
+	78, // 32: writ.v1.AccessRequestDetail.request:type_name -> writ.v1.AccessRequest
+	84, // 33: writ.v1.AccessRequestDetail.groups:type_name -> writ.v1.ReviewGroup
+	85, // 34: writ.v1.AccessRequestDetail.reviews:type_name -> writ.v1.AccessReview
+	87, // 35: writ.v1.ApplyReviewRulesResponse.rules:type_name -> writ.v1.ReviewRules
+	78, // 36: writ.v1.RequestChange.request:type_name -> writ.v1.AccessRequest
+	78, // 37: writ.v1.PendingRequest.request:type_name -> writ.v1.AccessRequest
 	2,  // 38: writ.v1.EntryService.CreateEntries:input_type -> writ.v1.CreateEntriesRequest
 	4,  // 39: writ.v1.EntryService.UpdateEntry:input_type -> writ.v1.UpdateEntryRequest
 	5,  // 40: writ.v1.EntryService.DeleteEntry:input_type -> writ.v1.DeleteEntryRequest
@@ -6629,74 +6743,76 @@ var file_api_writ_v1_writ_proto_depIdxs = []int32{
 	64, // 75: writ.v1.TaskService.PutStandingGrant:input_type -> writ.v1.StandingGrant
 	65, // 76: writ.v1.TaskService.DeleteStandingGrant:input_type -> writ.v1.DeleteStandingGrantRequest
 	66, // 77: writ.v1.TaskService.ListStandingGrants:input_type -> writ.v1.ListStandingGrantsRequest
-	68, // 78: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
-	71, // 79: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
-	74, // 80: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
-	77, // 81: writ.v1.RequestService.CreateRequest:input_type -> writ.v1.CreateAccessRequest
-	78, // 82: writ.v1.RequestService.ListRequests:input_type -> writ.v1.ListAccessRequestsRequest
-	80, // 83: writ.v1.RequestService.GetRequest:input_type -> writ.v1.GetAccessRequestRequest
-	81, // 84: writ.v1.RequestService.CancelRequest:input_type -> writ.v1.CancelAccessRequestRequest
-	86, // 85: writ.v1.ReviewService.ApplyRules:input_type -> writ.v1.ApplyReviewRulesRequest
-	88, // 86: writ.v1.ReviewService.GetRules:input_type -> writ.v1.GetReviewRulesRequest
-	89, // 87: writ.v1.ReviewService.Approve:input_type -> writ.v1.ReviewAccessRequest
-	89, // 88: writ.v1.ReviewService.Deny:input_type -> writ.v1.ReviewAccessRequest
-	90, // 89: writ.v1.RequestWatchService.WatchRequests:input_type -> writ.v1.WatchRequestsRequest
-	93, // 90: writ.v1.WatchService.WatchTask:input_type -> writ.v1.WatchTaskRequest
-	3,  // 91: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
-	1,  // 92: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
-	1,  // 93: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
-	1,  // 94: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
-	8,  // 95: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
-	10, // 96: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
-	12, // 97: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	14, // 98: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
-	17, // 99: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
-	19, // 100: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
-	19, // 101: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
-	23, // 102: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
-	26, // 103: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
-	30, // 104: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
-	32, // 105: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
-	28, // 106: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
-	35, // 107: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
-	37, // 108: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
-	37, // 109: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
-	37, // 110: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
-	37, // 111: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
-	39, // 112: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
-	44, // 113: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
-	42, // 114: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
-	44, // 115: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
-	46, // 116: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
-	50, // 117: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
-	12, // 118: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
-	53, // 119: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
-	44, // 120: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
-	55, // 121: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
-	55, // 122: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
-	60, // 123: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
-	55, // 124: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
-	55, // 125: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
-	55, // 126: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
-	55, // 127: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
-	64, // 128: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
-	64, // 129: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
-	67, // 130: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
-	70, // 131: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
-	73, // 132: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
-	75, // 133: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
-	84, // 134: writ.v1.RequestService.CreateRequest:output_type -> writ.v1.AccessRequestDetail
-	79, // 135: writ.v1.RequestService.ListRequests:output_type -> writ.v1.ListAccessRequestsResponse
-	84, // 136: writ.v1.RequestService.GetRequest:output_type -> writ.v1.AccessRequestDetail
-	84, // 137: writ.v1.RequestService.CancelRequest:output_type -> writ.v1.AccessRequestDetail
-	87, // 138: writ.v1.ReviewService.ApplyRules:output_type -> writ.v1.ApplyReviewRulesResponse
-	85, // 139: writ.v1.ReviewService.GetRules:output_type -> writ.v1.ReviewRules
-	84, // 140: writ.v1.ReviewService.Approve:output_type -> writ.v1.AccessRequestDetail
-	84, // 141: writ.v1.ReviewService.Deny:output_type -> writ.v1.AccessRequestDetail
-	91, // 142: writ.v1.RequestWatchService.WatchRequests:output_type -> writ.v1.RequestChange
-	94, // 143: writ.v1.WatchService.WatchTask:output_type -> writ.v1.WatchTaskStatus
-	91, // [91:144] is the sub-list for method output_type
-	38, // [38:91] is the sub-list for method input_type
+	70, // 78: writ.v1.DecisionService.Check:input_type -> writ.v1.CheckRequest
+	68, // 79: writ.v1.DecisionService.WatchDecisions:input_type -> writ.v1.WatchDecisionsRequest
+	73, // 80: writ.v1.InventoryService.GetInventory:input_type -> writ.v1.GetInventoryRequest
+	76, // 81: writ.v1.StoreService.Backup:input_type -> writ.v1.BackupRequest
+	79, // 82: writ.v1.RequestService.CreateRequest:input_type -> writ.v1.CreateAccessRequest
+	80, // 83: writ.v1.RequestService.ListRequests:input_type -> writ.v1.ListAccessRequestsRequest
+	82, // 84: writ.v1.RequestService.GetRequest:input_type -> writ.v1.GetAccessRequestRequest
+	83, // 85: writ.v1.RequestService.CancelRequest:input_type -> writ.v1.CancelAccessRequestRequest
+	88, // 86: writ.v1.ReviewService.ApplyRules:input_type -> writ.v1.ApplyReviewRulesRequest
+	90, // 87: writ.v1.ReviewService.GetRules:input_type -> writ.v1.GetReviewRulesRequest
+	91, // 88: writ.v1.ReviewService.Approve:input_type -> writ.v1.ReviewAccessRequest
+	91, // 89: writ.v1.ReviewService.Deny:input_type -> writ.v1.ReviewAccessRequest
+	92, // 90: writ.v1.RequestWatchService.WatchRequests:input_type -> writ.v1.WatchRequestsRequest
+	95, // 91: writ.v1.WatchService.WatchTask:input_type -> writ.v1.WatchTaskRequest
+	3,  // 92: writ.v1.EntryService.CreateEntries:output_type -> writ.v1.CreateEntriesResponse
+	1,  // 93: writ.v1.EntryService.UpdateEntry:output_type -> writ.v1.Entry
+	1,  // 94: writ.v1.EntryService.DeleteEntry:output_type -> writ.v1.Entry
+	1,  // 95: writ.v1.EntryService.GetEntry:output_type -> writ.v1.Entry
+	8,  // 96: writ.v1.EntryService.ListEntries:output_type -> writ.v1.ListEntriesResponse
+	10, // 97: writ.v1.SVIDService.MintX509SVID:output_type -> writ.v1.MintX509SVIDResponse
+	12, // 98: writ.v1.SVIDService.MintJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	14, // 99: writ.v1.BundleService.GetBundle:output_type -> writ.v1.Bundle
+	17, // 100: writ.v1.StatusService.GetStatus:output_type -> writ.v1.Status
+	19, // 101: writ.v1.LockService.CreateLock:output_type -> writ.v1.Lock
+	19, // 102: writ.v1.LockService.DeleteLock:output_type -> writ.v1.Lock
+	23, // 103: writ.v1.LockService.ListLocks:output_type -> writ.v1.ListLocksResponse
+	26, // 104: writ.v1.AuditService.ReadEvents:output_type -> writ.v1.ReadAuditEventsResponse
+	30, // 105: writ.v1.AuditService.GetCheckpoints:output_type -> writ.v1.GetAuditCheckpointsResponse
+	32, // 106: writ.v1.AuditService.ReadHashes:output_type -> writ.v1.ReadAuditHashesResponse
+	28, // 107: writ.v1.AuditService.SignCheckpoint:output_type -> writ.v1.AuditCheckpoint
+	35, // 108: writ.v1.CAService.ListAuthorities:output_type -> writ.v1.ListAuthoritiesResponse
+	37, // 109: writ.v1.CAService.PrepareAuthority:output_type -> writ.v1.Authority
+	37, // 110: writ.v1.CAService.ActivateAuthority:output_type -> writ.v1.Authority
+	37, // 111: writ.v1.CAService.TaintAuthority:output_type -> writ.v1.Authority
+	37, // 112: writ.v1.CAService.RevokeAuthority:output_type -> writ.v1.Authority
+	39, // 113: writ.v1.TokenService.CreateJoinToken:output_type -> writ.v1.JoinToken
+	44, // 114: writ.v1.AgentService.Join:output_type -> writ.v1.AgentSVID
+	42, // 115: writ.v1.AgentService.JoinWithCertificate:output_type -> writ.v1.CertificateJoinResponse
+	44, // 116: writ.v1.AgentService.RenewAgent:output_type -> writ.v1.AgentSVID
+	46, // 117: writ.v1.AgentService.Sync:output_type -> writ.v1.SyncUpdate
+	50, // 118: writ.v1.AgentService.MintWorkloadX509SVIDs:output_type -> writ.v1.MintWorkloadX509SVIDsResponse
+	12, // 119: writ.v1.AgentService.MintWorkloadJWTSVID:output_type -> writ.v1.MintJWTSVIDResponse
+	53, // 120: writ.v1.PersonService.GetLoginConfig:output_type -> writ.v1.LoginConfig
+	44, // 121: writ.v1.PersonService.Login:output_type -> writ.v1.AgentSVID
+	55, // 122: writ.v1.TaskService.CreateTask:output_type -> writ.v1.Task
+	55, // 123: writ.v1.TaskService.GetTask:output_type -> writ.v1.Task
+	60, // 124: writ.v1.TaskService.ListTasks:output_type -> writ.v1.ListTasksResponse
+	55, // 125: writ.v1.TaskService.AddMembers:output_type -> writ.v1.Task
+	55, // 126: writ.v1.TaskService.AddGrant:output_type -> writ.v1.Task
+	55, // 127: writ.v1.TaskService.OpenTask:output_type -> writ.v1.Task
+	55, // 128: writ.v1.TaskService.CloseTask:output_type -> writ.v1.Task
+	64, // 129: writ.v1.TaskService.PutStandingGrant:output_type -> writ.v1.StandingGrant
+	64, // 130: writ.v1.TaskService.DeleteStandingGrant:output_type -> writ.v1.StandingGrant
+	67, // 131: writ.v1.TaskService.ListStandingGrants:output_type -> writ.v1.ListStandingGrantsResponse
+	72, // 132: writ.v1.DecisionService.Check:output_type -> writ.v1.CheckResponse
+	69, // 133: writ.v1.DecisionService.WatchDecisions:output_type -> writ.v1.DecisionsChanged
+	75, // 134: writ.v1.InventoryService.GetInventory:output_type -> writ.v1.Inventory
+	77, // 135: writ.v1.StoreService.Backup:output_type -> writ.v1.BackupChunk
+	86, // 136: writ.v1.RequestService.CreateRequest:output_type -> writ.v1.AccessRequestDetail
+	81, // 137: writ.v1.RequestService.ListRequests:output_type -> writ.v1.ListAccessRequestsResponse
+	86, // 138: writ.v1.RequestService.GetRequest:output_type -> writ.v1.AccessRequestDetail
+	86, // 139: writ.v1.RequestService.CancelRequest:output_type -> writ.v1.AccessRequestDetail
+	89, // 140: writ.v1.ReviewService.ApplyRules:output_type -> writ.v1.ApplyReviewRulesResponse
+	87, // 141: writ.v1.ReviewService.GetRules:output_type -> writ.v1.ReviewRules
+	86, // 142: writ.v1.ReviewService.Approve:output_type -> writ.v1.AccessRequestDetail
+	86, // 143: writ.v1.ReviewService.Deny:output_type -> writ.v1.AccessRequestDetail
+	93, // 144: writ.v1.RequestWatchService.WatchRequests:output_type -> writ.v1.RequestChange
+	96, // 145: writ.v1.WatchService.WatchTask:output_type -> writ.v1.WatchTaskStatus
+	92, // [92:146] is the sub-list for method output_type
+	38, // [38:92] is the sub-list for method input_type
 	38, // [38:38] is the sub-list for extension type_name
 	38, // [38:38] is the sub-list for extension extendee
 	0,  // [0:38] is the sub-list for field type_name
@@ -6713,7 +6829,7 @@ func file_api_writ_v1_writ_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_writ_v1_writ_proto_rawDesc), len(file_api_writ_v1_writ_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   95,
+			NumMessages:   97,
 			NumExtensions: 0,
 			NumServices:   18,
 		},

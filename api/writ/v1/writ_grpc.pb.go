@@ -2348,7 +2348,8 @@ var TaskService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	DecisionService_Check_FullMethodName = "/writ.v1.DecisionService/Check"
+	DecisionService_Check_FullMethodName          = "/writ.v1.DecisionService/Check"
+	DecisionService_WatchDecisions_FullMethodName = "/writ.v1.DecisionService/WatchDecisions"
 )
 
 // DecisionServiceClient is the client API for DecisionService service.
@@ -2360,6 +2361,13 @@ const (
 // X.509-SVID or JWT-SVID as the resource server received it.
 type DecisionServiceClient interface {
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
+	// WatchDecisions tells a resource server (a gateway) when decisions may
+	// have changed: a message whenever the server's decision index is
+	// rebuilt (a lock, a task change, a grant, a dual-control watcher coming
+	// or going), the first one at once. A resource server that caches
+	// decisions drops its cache on every message and trusts none while the
+	// stream is down. For workloads with an SVID over mTLS.
+	WatchDecisions(ctx context.Context, in *WatchDecisionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DecisionsChanged], error)
 }
 
 type decisionServiceClient struct {
@@ -2380,6 +2388,25 @@ func (c *decisionServiceClient) Check(ctx context.Context, in *CheckRequest, opt
 	return out, nil
 }
 
+func (c *decisionServiceClient) WatchDecisions(ctx context.Context, in *WatchDecisionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DecisionsChanged], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DecisionService_ServiceDesc.Streams[0], DecisionService_WatchDecisions_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchDecisionsRequest, DecisionsChanged]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DecisionService_WatchDecisionsClient = grpc.ServerStreamingClient[DecisionsChanged]
+
 // DecisionServiceServer is the server API for DecisionService service.
 // All implementations must embed UnimplementedDecisionServiceServer
 // for forward compatibility.
@@ -2389,6 +2416,13 @@ func (c *decisionServiceClient) Check(ctx context.Context, in *CheckRequest, opt
 // X.509-SVID or JWT-SVID as the resource server received it.
 type DecisionServiceServer interface {
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
+	// WatchDecisions tells a resource server (a gateway) when decisions may
+	// have changed: a message whenever the server's decision index is
+	// rebuilt (a lock, a task change, a grant, a dual-control watcher coming
+	// or going), the first one at once. A resource server that caches
+	// decisions drops its cache on every message and trusts none while the
+	// stream is down. For workloads with an SVID over mTLS.
+	WatchDecisions(*WatchDecisionsRequest, grpc.ServerStreamingServer[DecisionsChanged]) error
 	mustEmbedUnimplementedDecisionServiceServer()
 }
 
@@ -2401,6 +2435,9 @@ type UnimplementedDecisionServiceServer struct{}
 
 func (UnimplementedDecisionServiceServer) Check(context.Context, *CheckRequest) (*CheckResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Check not implemented")
+}
+func (UnimplementedDecisionServiceServer) WatchDecisions(*WatchDecisionsRequest, grpc.ServerStreamingServer[DecisionsChanged]) error {
+	return status.Error(codes.Unimplemented, "method WatchDecisions not implemented")
 }
 func (UnimplementedDecisionServiceServer) mustEmbedUnimplementedDecisionServiceServer() {}
 func (UnimplementedDecisionServiceServer) testEmbeddedByValue()                         {}
@@ -2441,6 +2478,17 @@ func _DecisionService_Check_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DecisionService_WatchDecisions_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchDecisionsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DecisionServiceServer).WatchDecisions(m, &grpc.GenericServerStream[WatchDecisionsRequest, DecisionsChanged]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DecisionService_WatchDecisionsServer = grpc.ServerStreamingServer[DecisionsChanged]
+
 // DecisionService_ServiceDesc is the grpc.ServiceDesc for DecisionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2453,7 +2501,13 @@ var DecisionService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _DecisionService_Check_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchDecisions",
+			Handler:       _DecisionService_WatchDecisions_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "api/writ/v1/writ.proto",
 }
 

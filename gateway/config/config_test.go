@@ -1,0 +1,97 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const example = `
+server: writ.example.com:8081
+workload_api: unix:///run/writ/agent.sock
+listeners:
+  - tcp:
+      listen: 0.0.0.0:5433
+      upstream: 10.0.0.5:5432
+      resource: tcp/orders-db
+  - tcp:
+      name: bastion
+      listen: 0.0.0.0:2222
+      upstream: 10.0.0.9:22
+      resource: tcp/ssh/bastion
+      action: ssh
+      max_connections: 50
+      idle_timeout: 30m
+`
+
+func TestParseExample(t *testing.T) {
+	c, err := Parse([]byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, ssh := c.Listeners[0].TCP, c.Listeners[1].TCP
+	if db.Name != "tcp/orders-db" || db.Action != "connect" || db.MaxConnections != 1024 || db.HandshakeTimeout != 10*time.Second {
+		t.Errorf("defaults: %+v", db)
+	}
+	if ssh.Action != "ssh" || ssh.MaxConnections != 50 || ssh.IdleTimeout != 30*time.Minute {
+		t.Errorf("bastion: %+v", ssh)
+	}
+	if c.Log.Level != "info" || c.Log.Format != "text" {
+		t.Errorf("log: %+v", c.Log)
+	}
+}
+
+func TestParseRefuses(t *testing.T) {
+	listener := "listeners:\n  - tcp: {listen: ':1', upstream: 'db:1', resource: tcp/db}\n"
+	for _, tc := range []struct{ name, text, want string }{
+		{"empty", ``, "the file is empty"},
+		{"unknown key", "server: a:1\nlistners: []\n", "field listners not found"},
+		{"unknown listener key", "server: a:1\nlisteners:\n  - tcp: {listen: ':1', upstream: 'db:1', resource: tcp/db, upstrem: x}\n", "field upstrem not found"},
+		{"no server", listener, "server: is required"},
+		{"bad server", "server: nope\n" + listener, `server: "nope" is not host:port`},
+		{"no listeners", "server: a:1\n", "listeners: none given"},
+		{"kindless listener", "server: a:1\nlisteners: [{}]\n", "listeners[0]: give one kind of listener"},
+		{"bad resource", "server: a:1\nlisteners:\n  - tcp: {listen: ':1', upstream: 'db:1', resource: 'tcp/*'}\n", "listeners[0].tcp.resource:"},
+		{"no upstream host", "server: a:1\nlisteners:\n  - tcp: {listen: ':1', upstream: ':1', resource: tcp/db}\n", "listeners[0].tcp.upstream: \":1\" names no host"},
+		{"duration without unit", "server: a:1\nlisteners:\n  - tcp: {listen: ':1', upstream: 'db:1', resource: tcp/db, idle_timeout: 5}\n", "line 3: cannot unmarshal !!int `5` into time.Duration"},
+		{"too many connections", "server: a:1\nlisteners:\n  - tcp: {listen: ':1', upstream: 'db:1', resource: tcp/db, max_connections: -1}\n", "max_connections: -1 is out of range"},
+		{"same address", "server: a:1\n" + listener + "  - tcp: {listen: ':1', upstream: 'db:2', resource: tcp/db2}\n", "listeners[1].tcp.listen: \":1\" is also listeners[0].tcp's address"},
+		{"bad socket", "server: a:1\nworkload_api: /run/agent.sock\n" + listener, "workload_api: \"/run/agent.sock\" is not a socket address"},
+		{"bad level", "server: a:1\nlog: {level: loud}\n" + listener, "log.level"},
+		{"two documents", "server: a:1\n" + listener + "---\nserver: b:1\n", "more than one YAML document"},
+		{"not a map", "- a\n", "cannot unmarshal"},
+		{"huge", strings.Repeat("#", MaxBytes+1), "larger than"},
+	} {
+		_, err := Parse([]byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(example))
+	f.Add([]byte("server: a:1\nlisteners: [{tcp: {listen: ':1', upstream: 'db:1', resource: tcp/db, idle_timeout: 1h}}]\n"))
+	f.Add([]byte("listeners: [{tcp: null}, {}]\n"))
+	f.Add([]byte("server: [a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			if c != nil {
+				t.Fatal("a config beside an error")
+			}
+			if len(err.Error()) > 4096 {
+				t.Fatalf("an error of %d bytes", len(err.Error()))
+			}
+			return
+		}
+		if c.Server == "" || len(c.Listeners) == 0 {
+			t.Fatalf("accepted without a server or listeners: %+v", c)
+		}
+		for _, l := range c.Listeners {
+			if l.TCP == nil || l.TCP.Validate() != nil {
+				t.Fatalf("accepted an invalid listener: %+v", l)
+			}
+		}
+	})
+}

@@ -144,7 +144,17 @@ func TestGatewayConfigDocs(t *testing.T) {
 	if _, err := config.Parse([]byte(strings.Join(lines, "\n"))); err != nil {
 		t.Errorf("writ gateway --help's configuration: %v", err)
 	}
-	if _, err := config.Parse([]byte(readmeBlock(t, "may ask for decisions.", "yaml"))); err != nil {
-		t.Errorf("README's gateway.yaml: %v", err)
+	c, err := config.Parse([]byte(readmeBlock(t, "may ask for decisions.", "yaml")))
+	if err != nil {
+		t.Fatalf("README's gateway.yaml: %v", err)
+	}
+	if kinds := len(c.Listeners); kinds != 3 || c.Listeners[1].HTTP == nil || c.Listeners[2].MCP == nil {
+		t.Errorf("README's gateway.yaml does not show a listener of each kind: %+v", c.Listeners)
+	}
+	// The front ends' own sections show listeners of the same file.
+	for _, marker := range []string{"### Gateway: MCP tool calls", "### Gateway: HTTP front end"} {
+		if _, err := config.Parse([]byte("server: writ.example.com:8081\n" + readmeBlock(t, marker, "yaml"))); err != nil {
+			t.Errorf("README's %s: %v", marker, err)
+		}
 	}
 }

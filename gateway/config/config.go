@@ -14,6 +14,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"writ.dev/writ/gateway/httpproxy"
+	"writ.dev/writ/gateway/mcpproxy"
 	"writ.dev/writ/gateway/tcpproxy"
 	"writ.dev/writ/internal/quote"
 )
@@ -56,14 +58,35 @@ type Log struct {
 type Listener struct {
 	// TCP is a TCP proxy with mTLS in front (databases, SSH).
 	TCP *tcpproxy.Config `yaml:"tcp"`
-	// HTTP: the HTTP reverse proxy's config (httpproxy.Config) plugs in
-	// here as `http:`.
-	// MCP: the MCP proxy's config (mcpproxy.Config) plugs in here as
-	// `mcp:`.
+	// HTTP is an HTTP reverse proxy deciding every request.
+	HTTP *HTTPListener `yaml:"http"`
+	// MCP serves MCP endpoints deciding every tool call.
+	MCP *MCPListener `yaml:"mcp"`
+}
+
+// HTTPListener is an HTTP front end: where it listens, and the front
+// end's own settings beside those keys.
+type HTTPListener struct {
+	// Name names the listener in logs; the audience when empty.
+	Name string `yaml:"name"`
+	// Listen is the address callers connect to with mTLS (host:port).
+	Listen           string `yaml:"listen"`
+	httpproxy.Config `yaml:",inline"`
+}
+
+// MCPListener is an MCP front end: where it listens, and the front end's
+// own settings beside those keys. public_url is what callers are told;
+// listen is where the gateway accepts them, which differs behind a load
+// balancer.
+type MCPListener struct {
+	// Name names the listener in logs; "mcp" when empty.
+	Name            string `yaml:"name"`
+	Listen          string `yaml:"listen"`
+	mcpproxy.Config `yaml:",inline"`
 }
 
 // kinds lists the kinds a listener may be, for errors.
-const kinds = "tcp"
+const kinds = "tcp, http or mcp"
 
 // Parse decodes and validates a config file.
 func Parse(data []byte) (*Config, error) {
@@ -115,8 +138,18 @@ func (c *Config) Defaults() {
 		c.Log.Format = "text"
 	}
 	for i := range c.Listeners {
-		if t := c.Listeners[i].TCP; t != nil {
-			t.Defaults()
+		l := &c.Listeners[i]
+		if l.TCP != nil {
+			l.TCP.Defaults()
+		}
+		if l.HTTP != nil {
+			l.HTTP.Defaults()
+			if l.HTTP.Name == "" {
+				l.HTTP.Name = l.HTTP.Audience
+			}
+		}
+		if l.MCP != nil && l.MCP.Name == "" {
+			l.MCP.Name = "mcp"
 		}
 	}
 }
@@ -157,26 +190,40 @@ func (c *Config) Validate() error {
 			break
 		}
 		field := fmt.Sprintf("listeners[%d]", i)
-		if l.TCP == nil {
+		var name, listen string
+		var err error
+		switch n := l.kinds(); {
+		case n == 0:
 			bad(field, fmt.Errorf("give one kind of listener: %s", kinds))
 			continue
+		case n > 1:
+			bad(field, fmt.Errorf("has more than one kind of listener: give one of %s per entry", kinds))
+			continue
+		case l.TCP != nil:
+			field += ".tcp"
+			name, listen, err = l.TCP.Name, l.TCP.Listen, l.TCP.Validate()
+		case l.HTTP != nil:
+			field += ".http"
+			name, listen, err = l.HTTP.Name, l.HTTP.Listen, l.HTTP.validate()
+		case l.MCP != nil:
+			field += ".mcp"
+			name, listen, err = l.MCP.Name, l.MCP.Listen, l.MCP.validate()
 		}
-		field += ".tcp"
-		if err := l.TCP.Validate(); err != nil {
+		if err != nil {
 			for _, e := range unjoin(err) {
 				// e names its field within the listener.
 				errs = append(errs, fmt.Errorf("%s.%w", field, e))
 			}
 			continue
 		}
-		if prev, dup := addrs[l.TCP.Listen]; dup {
-			bad(field+".listen", fmt.Errorf("%s is also %s's address: give each listener its own", quote.String(l.TCP.Listen), prev))
+		if prev, dup := addrs[listen]; dup {
+			bad(field+".listen", fmt.Errorf("%s is also %s's address: give each listener its own", quote.String(listen), prev))
 		}
-		addrs[l.TCP.Listen] = field
-		if prev, dup := names[l.TCP.Name]; dup {
-			bad(field+".name", fmt.Errorf("%s is also %s's name: name each listener apart (name: …)", quote.String(l.TCP.Name), prev))
+		addrs[listen] = field
+		if prev, dup := names[name]; dup {
+			bad(field+".name", fmt.Errorf("%s is also %s's name: name each listener apart (name: …)", quote.String(name), prev))
 		}
-		names[l.TCP.Name] = field
+		names[name] = field
 	}
 	return errors.Join(errs...)
 }
@@ -186,4 +233,49 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+func (l Listener) kinds() int {
+	n := 0
+	for _, set := range []bool{l.TCP != nil, l.HTTP != nil, l.MCP != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
+}
+
+// validate checks the listener's own keys and then the front end's, each
+// error naming its key within the listener.
+func (h *HTTPListener) validate() error {
+	var errs []error
+	errs = append(errs, checkCommon(h.Name, h.Listen)...)
+	if err := h.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// validate fills the MCP front end's default limits, as its Validate
+// does, so the gateway serves what was checked.
+func (m *MCPListener) validate() error {
+	var errs []error
+	errs = append(errs, checkCommon(m.Name, m.Listen)...)
+	if err := m.Config.Validate(); err != nil {
+		errs = append(errs, unjoin(err)...)
+	}
+	return errors.Join(errs...)
+}
+
+func checkCommon(name, listen string) []error {
+	var errs []error
+	if listen == "" {
+		errs = append(errs, errors.New("listen: is required: the host:port callers connect to with mTLS"))
+	} else if _, port, err := net.SplitHostPort(listen); err != nil || port == "" {
+		errs = append(errs, fmt.Errorf("listen: %s is not host:port", quote.String(listen)))
+	}
+	if len(name) > 64 {
+		errs = append(errs, fmt.Errorf("name: %d bytes is too long: at most 64", len(name)))
+	}
+	return errs
 }

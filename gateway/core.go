@@ -232,12 +232,19 @@ func checkError(err error) error {
 	}
 	switch st.Code() {
 	case codes.InvalidArgument, codes.PermissionDenied:
-		return fmt.Errorf("gateway: the server refused the caller's evidence: %s", st.Message())
+		return fmt.Errorf("gateway: %w: %s", ErrEvidenceRefused, st.Message())
 	case codes.ResourceExhausted:
 		return fmt.Errorf("%w (limits.requests_per_identity of the gateway's identity): %s", ErrRateLimited, st.Message())
 	}
 	return fmt.Errorf("gateway: no decision from the writ server (%s): %s", st.Code(), st.Message())
 }
+
+// ErrEvidenceRefused is a Decide error of the caller's making: the server
+// would not decide on what it presented (a delegation token made for
+// another audience, bound to another certificate, expired or forged).
+// Retrying does not help; front ends answer it as an authentication
+// failure with the server's reason.
+var ErrEvidenceRefused = errors.New("the writ server refused the caller's evidence")
 
 // ErrRateLimited is the error of a decision the server refused to make
 // because this gateway asked too often.

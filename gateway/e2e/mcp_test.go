@@ -166,13 +166,13 @@ func TestMCPThroughGateway(t *testing.T) {
 	// A token made for another audience is refused at the gateway.
 	other := e.delegate(t, agent, "ada@example.com", "spiffe://"+td+"/svc/issues", taskID)
 	mustRefuse(t, "a token for another audience", e.connect(t, endpoint, agent, other), "create_issue", "acme/dev",
-		"the call was not made", `not for audience "`+gatewayID+`"`)
+		"writ refused the call of create_issue", `not for audience "`+gatewayID+`"`)
 	// The token is bound to the agent's certificate: another agent in the
 	// same task presenting it is refused.
 	const otherID = "spiffe://" + td + "/agent/other-bot"
 	thief := e.mint(t, otherID)
 	mustRefuse(t, "a token replayed by another agent", e.connect(t, endpoint, thief, token), "create_issue", "acme/dev",
-		"the call was not made", "bound to another certificate")
+		"writ refused the call of create_issue", "bound to another certificate")
 	if !slices.Equal(calls, []string{"create_issue acme/dev"}) {
 		t.Fatalf("calls reaching the MCP server: %v, want only the allowed one", calls)
 	}

@@ -169,6 +169,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, err := p.decider.Decide(r.Context(), caller, req)
+	if errors.Is(err, gateway.ErrEvidenceRefused) {
+		// RFC 6750 section 3.1: the token is the caller's to fix, so the
+		// answer says why rather than inviting a retry.
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		refuse(w, http.StatusUnauthorized, strings.TrimPrefix(err.Error(), "gateway: "))
+		return
+	}
 	if err != nil {
 		p.log.Warn("http proxy: no decision", "action", req.Action, "resource", req.Resource, "error", err)
 		refuse(w, http.StatusServiceUnavailable, "writ could not decide this request; try again later")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -82,6 +83,25 @@ func TestDeniedRequestIsRefusedWithReasonAndNotForwarded(t *testing.T) {
 	}
 	if f.count() != 0 {
 		t.Error("a denied request reached the upstream")
+	}
+}
+
+// A token the server refuses (made for another audience, bound to another
+// certificate) is the caller's to fix: 401 with the server's reason, not
+// a 503 that invites retrying the same token.
+func TestRefusedEvidenceIs401WithTheReason(t *testing.T) {
+	f := newFixture(t, nil)
+	f.decider.allow["read http/orders/42"] = true
+	f.decider.err = fmt.Errorf("gateway: %w: delegation_token: token is not for audience \"spiffe://example.org/gateway\"", gateway.ErrEvidenceRefused)
+	w := f.serve(f.request(t, "GET", "/orders/42", f.pki.svid(t, agentID)))
+	if w.Code != http.StatusUnauthorized || !strings.Contains(bodyOf(w), "not for audience") || !strings.Contains(bodyOf(w), "refused the caller's evidence") {
+		t.Fatalf("got %d %q, want 401 with the server's reason", w.Code, bodyOf(w))
+	}
+	if got := w.Header().Get("WWW-Authenticate"); got != `Bearer error="invalid_token"` {
+		t.Errorf("WWW-Authenticate %q", got)
+	}
+	if f.count() != 0 {
+		t.Error("forwarded without a decision")
 	}
 }
 

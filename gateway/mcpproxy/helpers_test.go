@@ -84,7 +84,8 @@ func newUpstreamServer() (*mcp.Server, *upstreamState) {
 }
 
 // fakeDecider follows a rule table: allowed resources are allowed, unless
-// the arguments name the production repository; "broken" tools fail.
+// the arguments name the production repository; "broken" tools fail, and
+// "misdirected" ones fail as a token made for another audience does.
 type fakeDecider struct {
 	mu    sync.Mutex
 	allow map[string]bool
@@ -110,6 +111,9 @@ func (d *fakeDecider) Decide(_ context.Context, c gateway.Caller, r gateway.Requ
 	d.seen = append(d.seen, decided{c, r})
 	if r.Resource == Resource("github", "broken") {
 		return gateway.Decision{}, errors.New("writ server unreachable")
+	}
+	if r.Resource == Resource("github", "misdirected") {
+		return gateway.Decision{}, fmt.Errorf("gateway: %w: delegation_token: token is not for audience \"spiffe://example.org/gateway\"", gateway.ErrEvidenceRefused)
 	}
 	chain := []string{c.Certificates[0].URIs[0].String()}
 	if r.Action != ActionCall || !d.allow[r.Resource] {

@@ -89,6 +89,20 @@ func TestDeciderErrorIsADenialSayingSo(t *testing.T) {
 	}
 }
 
+// A token the server refuses is the caller's to fix: the denial says writ
+// refused it and why, not that writ could not decide.
+func TestRefusedEvidenceIsADenialWithTheReason(t *testing.T) {
+	e := newEnv(t, nil)
+	cs := e.mustConnect("github", testToken)
+	res, err := call(t, cs, "misdirected", nil)
+	if err != nil || !res.IsError || !strings.Contains(text(res), "writ refused the call of misdirected") || !strings.Contains(text(res), "not for audience") {
+		t.Fatalf("refused evidence: err=%v res=%q", err, text(res))
+	}
+	if n := e.upstream.calls.Load(); n != 0 {
+		t.Fatalf("upstream ran %d calls", n)
+	}
+}
+
 func TestListShowsOnlyToolsTheChainMayCall(t *testing.T) {
 	e := newEnv(t, nil)
 	cs := e.mustConnect("github", testToken)

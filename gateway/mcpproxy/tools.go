@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -61,6 +62,9 @@ func (e *endpoint) callTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp
 	defer cancel()
 	r := gateway.Request{Action: ActionCall, Resource: Resource(e.up.name, name), Arguments: args}
 	d, err := e.p.decider.Decide(ctx, caller, r)
+	if errors.Is(err, gateway.ErrEvidenceRefused) {
+		return denied(fmt.Sprintf("writ refused the call of %s: %s", name, strings.TrimPrefix(err.Error(), "gateway: "))), nil
+	}
 	if err != nil {
 		return denied(fmt.Sprintf("writ could not decide whether you may call %s, so the call was not made: %v", name, err)), nil
 	}

@@ -12,24 +12,23 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"writ.dev/writ/examples/mcp-agent/agent"
 )
 
+// main exits 2 when writ refused the call (or the tool failed), so a
+// script can tell it from a broken setup.
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "mcp-agent:", err)
-		var d denial
+		var d agent.Denial
 		if errors.As(err, &d) {
 			os.Exit(2)
 		}
@@ -37,14 +36,8 @@ func main() {
 	}
 }
 
-// denial is a tool call writ refused (or the tool failed): exit status 2,
-// so a script can tell it from a broken setup.
-type denial struct{ msg string }
-
-func (d denial) Error() string { return d.msg }
-
 func run() error {
-	endpoint := flag.String("gateway", "", "the gateway's MCP endpoint `URL`, e.g. https://127.0.0.1:8443/mcp/github")
+	endpoint := flag.String("gateway", "", "the gateway's MCP endpoint `URL`, e.g. https://127.0.0.1:9443/mcp/github")
 	gatewayID := flag.String("gateway-id", "", "the gateway's SPIFFE `ID`, e.g. spiffe://example.org/gateway: only that server is trusted")
 	socket := flag.String("socket", os.Getenv("SPIFFE_ENDPOINT_SOCKET"), "the Workload API socket, unix:///PATH (default $SPIFFE_ENDPOINT_SOCKET)")
 	tokenFile := flag.String("token-file", "", "`file` holding the delegation token from `writ token exchange --audience <gateway ID>`; read again for every request, so a refreshed token is picked up. Empty: act for itself")
@@ -74,73 +67,5 @@ func run() error {
 		return fmt.Errorf("workload API: %w", err)
 	}
 	defer source.Close()
-	var rt http.RoundTripper = &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(source, source, tlsconfig.AuthorizeID(gwID))}
-	if *tokenFile != "" {
-		rt = &bearerFromFile{path: *tokenFile, next: rt}
-	}
-
-	client := mcp.NewClient(&mcp.Implementation{Name: "writ-example-mcp-agent", Version: "1"}, nil)
-	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{
-		Endpoint:   *endpoint,
-		HTTPClient: &http.Client{Transport: rt},
-		// One call and done: no stream for server-initiated messages.
-		DisableStandaloneSSE: true,
-	}, nil)
-	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", *endpoint, err)
-	}
-	defer session.Close()
-
-	if *tool == "" {
-		for t, err := range session.Tools(ctx, nil) {
-			if err != nil {
-				return err
-			}
-			fmt.Printf("%s\t%s\n", t.Name, t.Description)
-		}
-		return nil
-	}
-	res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: *tool, Arguments: args})
-	if err != nil {
-		return fmt.Errorf("calling %s: %w", *tool, err)
-	}
-	var out strings.Builder
-	for _, c := range res.Content {
-		if t, ok := c.(*mcp.TextContent); ok {
-			out.WriteString(t.Text)
-			out.WriteString("\n")
-		}
-	}
-	if res.IsError {
-		return denial{strings.TrimSpace(out.String())}
-	}
-	fmt.Print(out.String())
-	return nil
-}
-
-// bearerFromFile sends the token in the file as the bearer token. The
-// token is short-lived (minutes); reading it per request lets whatever
-// refreshes the file keep a long session going.
-type bearerFromFile struct {
-	path string
-	next http.RoundTripper
-}
-
-func (b *bearerFromFile) RoundTrip(r *http.Request) (*http.Response, error) {
-	f, err := os.Open(b.path)
-	if err != nil {
-		return nil, fmt.Errorf("delegation token: %w", err)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("delegation token: %w", err)
-	}
-	tok := strings.TrimSpace(string(data))
-	if tok == "" {
-		return nil, fmt.Errorf("delegation token: %s is empty; write the output of `writ token exchange` to it", b.path)
-	}
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+tok)
-	return b.next.RoundTrip(r)
+	return agent.Run(ctx, agent.Options{Endpoint: *endpoint, GatewayID: gwID, TokenFile: *tokenFile, Tool: *tool, Args: args}, source, os.Stdout)
 }

@@ -52,9 +52,8 @@ func toolServer(t testing.TB, calls *[]string) string {
 	return "http://" + ln.Addr().String() + "/mcp"
 }
 
-// startMCP serves the MCP front end for upstream "github" and returns its
-// endpoint.
-func (e *env) startMCP(t testing.TB, upstream string) string {
+// startMCP serves the MCP front end for upstream and returns its endpoint.
+func (e *env) startMCP(t testing.TB, upstream mcpproxy.Upstream) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -64,7 +63,7 @@ func (e *env) startMCP(t testing.TB, upstream string) string {
 		PublicURL:         "https://" + ln.Addr().String() + "/mcp",
 		TokenEndpoint:     "https://" + e.tokenAddr + "/token",
 		RequireDelegation: true,
-		Upstreams:         []mcpproxy.Upstream{{Name: "github", URL: upstream}},
+		Upstreams:         []mcpproxy.Upstream{upstream},
 	}
 	p, err := mcpproxy.New(cfg, mcpproxy.Options{Decider: e.core, Holder: e.core, Logger: quiet()})
 	if err != nil {
@@ -133,7 +132,7 @@ func mustRefuse(t *testing.T, what string, s *mcp.ClientSession, tool, repo stri
 func TestMCPThroughGateway(t *testing.T) {
 	e := startEnv(t, map[string]string{"guard.cedar": noIssuesOnProd})
 	var calls []string
-	endpoint := e.startMCP(t, toolServer(t, &calls))
+	endpoint := e.startMCP(t, mcpproxy.Upstream{Name: "github", URL: toolServer(t, &calls)})
 
 	const agentID = "spiffe://" + td + "/agent/triage-bot"
 	agent := e.mint(t, agentID)

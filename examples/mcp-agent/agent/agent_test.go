@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"net/http"
@@ -18,7 +18,7 @@ func TestBearerFromFileFollowsTheFile(t *testing.T) {
 	}))
 	defer srv.Close()
 	path := filepath.Join(t.TempDir(), "token")
-	client := &http.Client{Transport: &bearerFromFile{path: path, next: http.DefaultTransport}}
+	client := &http.Client{Transport: &BearerFromFile{Path: path, Next: http.DefaultTransport}}
 	for _, tok := range []string{"a.b.c\n", "d.e.f"} {
 		if err := os.WriteFile(path, []byte(tok), 0o600); err != nil {
 			t.Fatal(err)

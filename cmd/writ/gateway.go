@@ -172,7 +172,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if err != nil {
 				return fmt.Errorf("listeners[%d].http: %w", i, err)
 			}
-			srv := httpproxy.NewServer(l.HTTP.Config, p, tlsCfg)
+			// Each server gets its own copy: serving HTTP/2 writes to it.
+			srv := httpproxy.NewServer(l.HTTP.Config, p, tlsCfg.Clone())
 			srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
 			all = append(all, serving{ln, func(ctx context.Context, ln net.Listener) error { return serveHTTPS(ctx, srv, ln, nil) }})
 			log.Info("gateway listening", "kind", "http", "name", l.HTTP.Name, "address", ln.Addr().String(),
@@ -190,7 +191,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			srv := &http.Server{
 				Handler:           p,
-				TLSConfig:         tlsCfg,
+				TLSConfig:         tlsCfg.Clone(),
 				ReadHeaderTimeout: mcpReadHeaderTimeout,
 				IdleTimeout:       mcpIdleTimeout,
 				MaxHeaderBytes:    mcpMaxHeaderBytes,

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -27,19 +28,38 @@ type issue struct {
 	Title string `json:"title,omitempty"`
 }
 
+// callLog records the calls that reach an upstream, from its handlers'
+// goroutines.
+type callLog struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (l *callLog) add(c string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, c)
+}
+
+func (l *callLog) list() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.calls)
+}
+
 // toolServer is the upstream MCP server, over streamable HTTP on loopback;
-// it counts the calls that reach it.
-func toolServer(t testing.TB, calls *[]string) string {
+// it logs the calls that reach it.
+func toolServer(t testing.TB, calls *callLog) string {
 	t.Helper()
 	s := mcp.NewServer(&mcp.Implementation{Name: "tools", Version: "1"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "create_issue", Description: "open an issue"},
 		func(_ context.Context, _ *mcp.CallToolRequest, in issue) (*mcp.CallToolResult, any, error) {
-			*calls = append(*calls, "create_issue "+in.Repo)
+			calls.add("create_issue " + in.Repo)
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("opened %q in %s", in.Title, in.Repo)}}}, nil, nil
 		})
 	mcp.AddTool(s, &mcp.Tool{Name: "delete_repo", Description: "delete a repository"},
 		func(_ context.Context, _ *mcp.CallToolRequest, in issue) (*mcp.CallToolResult, any, error) {
-			*calls = append(*calls, "delete_repo "+in.Repo)
+			calls.add("delete_repo " + in.Repo)
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "deleted " + in.Repo}}}, nil, nil
 		})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -131,8 +151,8 @@ func mustRefuse(t *testing.T, what string, s *mcp.ClientSession, tool, repo stri
 // front end with the official SDK, against a real writ server.
 func TestMCPThroughGateway(t *testing.T) {
 	e := startEnv(t, map[string]string{"guard.cedar": noIssuesOnProd})
-	var calls []string
-	endpoint := e.startMCP(t, mcpproxy.Upstream{Name: "github", URL: toolServer(t, &calls)})
+	calls := &callLog{}
+	endpoint := e.startMCP(t, mcpproxy.Upstream{Name: "github", URL: toolServer(t, calls)})
 
 	const agentID = "spiffe://" + td + "/agent/triage-bot"
 	agent := e.mint(t, agentID)
@@ -172,7 +192,7 @@ func TestMCPThroughGateway(t *testing.T) {
 	thief := e.mint(t, otherID)
 	mustRefuse(t, "a token replayed by another agent", e.connect(t, endpoint, thief, token), "create_issue", "acme/dev",
 		"writ refused the call of create_issue", "bound to another certificate")
-	if !slices.Equal(calls, []string{"create_issue acme/dev"}) {
+	if calls := calls.list(); !slices.Equal(calls, []string{"create_issue acme/dev"}) {
 		t.Fatalf("calls reaching the MCP server: %v, want only the allowed one", calls)
 	}
 

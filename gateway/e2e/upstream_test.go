@@ -25,8 +25,8 @@ import (
 // never sent the call.
 func TestMCPUpstreamOverMTLS(t *testing.T) {
 	e := startEnv(t, nil)
-	var calls []string
-	handler := mcpHandler(&calls)
+	calls := &callLog{}
+	handler := mcpHandler(calls)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,15 +70,15 @@ func TestMCPUpstreamOverMTLS(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "neither valid for") {
 		t.Fatalf("a call to an upstream with an unverifiable certificate: %v", err)
 	}
-	if len(calls) != 1 {
+	if calls := calls.list(); len(calls) != 1 {
 		t.Fatalf("calls reaching an upstream: %v, want the one over mTLS", calls)
 	}
 }
 
-func mcpHandler(calls *[]string) http.Handler {
+func mcpHandler(calls *callLog) http.Handler {
 	s := mcp.NewServer(&mcp.Implementation{Name: "tools", Version: "1"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "create_issue"}, func(_ context.Context, _ *mcp.CallToolRequest, in issue) (*mcp.CallToolResult, any, error) {
-		*calls = append(*calls, "create_issue "+in.Repo)
+		calls.add("create_issue " + in.Repo)
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "opened"}}}, nil, nil
 	})
 	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)

@@ -83,7 +83,6 @@ func (s *Server) opsHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET "+WebhookKeysPath, s.serveWebhookKeys)
 	return mux
 }
 

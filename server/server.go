@@ -250,12 +250,10 @@ func (s *Server) open(ctx context.Context) error {
 	}
 	s.metrics = newMetrics(s)
 	s.registerRequestMetrics()
-	if len(s.cfg.Webhooks) > 0 {
-		if err := s.loadWebhooks(ctx); err != nil {
-			return err
-		}
-	}
 	s.tlsID = newServerSVID(s)
+	if len(s.cfg.Webhooks) > 0 {
+		s.loadWebhooks()
+	}
 	if s.cfg.BundleEndpoint.Address != "" {
 		if s.bundleTLS, err = s.bundleEndpointTLS(); err != nil {
 			return err
@@ -327,7 +325,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.grpcAdmin = s.newGRPC(grpc.Creds(peercred.Credentials()), grpc.MaxRecvMsgSize(adminMaxMessage))
 	s.serve("admin", func() error { return s.grpcAdmin.Serve(s.adminLn) })
-	if s.remoteLn != nil || s.tokenLn != nil || s.console != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
+	if s.remoteLn != nil || s.tokenLn != nil || s.console != nil || s.webhooks != nil || (s.bundleLn != nil && s.cfg.BundleEndpoint.Profile == ProfileHTTPSSPIFFE) {
 		if err := s.tlsID.rotate(); err != nil {
 			return err
 		}

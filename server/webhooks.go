@@ -4,10 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,13 +13,11 @@ import (
 	"strings"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"writ.dev/writ/api/webhook"
 	"writ.dev/writ/identity"
-	"writ.dev/writ/internal/jwssign"
-	"writ.dev/writ/keystore"
 )
 
 // WebhookConfig is one receiver of signed request events.
@@ -40,15 +34,6 @@ type WebhookConfig struct {
 const (
 	maxWebhooks   = 16
 	maxWebhookURL = 2048
-	// webhookKeyName is the keystore name of the server's webhook signing
-	// key: its own key, never an authority's, so a receiver trusting it
-	// trusts nothing else.
-	webhookKeyName = "webhook-p256"
-	// WebhookKeysPath is where the ops listener publishes the webhook
-	// keys as a JWKS.
-	WebhookKeysPath = "/webhooks/keys"
-	// WebhookJWSType is the "typ" header of every delivery.
-	WebhookJWSType = "writ-request-event+jws"
 	// webhookQueue bounds the events waiting per receiver; beyond it new
 	// events are dropped (and counted) rather than held in memory.
 	webhookQueue = 1024
@@ -115,23 +100,13 @@ func checkWebhookURL(raw string) error {
 	}
 }
 
-// webhookEvent is the JWS payload of a delivery.
-type webhookEvent struct {
-	ID       string          `json:"id"`
-	Type     string          `json:"type"`
-	ServerID string          `json:"server_id"`
-	SentAt   int64           `json:"sent_at"`
-	Revision int64           `json:"revision"`
-	Request  json.RawMessage `json:"request"`
-}
-
-// webhookSender signs request events and delivers them to each receiver
-// from its own queue and goroutine, so a slow receiver delays only itself
-// and never the request path.
+// webhookSender signs request events with the server's X.509-SVID (see
+// api/webhook) and delivers them to each receiver from its own queue and
+// goroutine, so a slow receiver delays only itself and never the request
+// path.
 type webhookSender struct {
 	s       *Server
-	signer  jose.Signer
-	jwks    []byte
+	signer  *webhook.Signer
 	client  *http.Client
 	targets []*webhookTarget
 	backoff func(n int) time.Duration
@@ -141,38 +116,13 @@ type webhookSender struct {
 
 type webhookTarget struct {
 	cfg   WebhookConfig
-	queue chan webhookEvent
+	queue chan webhook.Event
 }
 
-func (s *Server) loadWebhooks(ctx context.Context) error {
-	key, err := s.keys.Get(ctx, webhookKeyName)
-	if errors.Is(err, keystore.ErrNotFound) {
-		key, err = s.keys.Generate(ctx, webhookKeyName, keystore.ECP256)
-	}
-	if err != nil {
-		return fmt.Errorf("webhook key: %w", err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil {
-		return err
-	}
-	sum := sha256.Sum256(der)
-	kid := hex.EncodeToString(sum[:16])
-	opaque, err := jwssign.New(key, kid, jose.ES256)
-	if err != nil {
-		return fmt.Errorf("webhook key: %w", err)
-	}
-	signer, err := opaque.Signer(WebhookJWSType)
-	if err != nil {
-		return fmt.Errorf("webhook key: %w", err)
-	}
-	pub := *opaque.Public()
-	pub.Use, pub.Algorithm = "sig", string(jose.ES256)
-	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}})
-	if err != nil {
-		return err
-	}
-	w := &webhookSender{s: s, signer: signer, jwks: jwks,
+// loadWebhooks readies the sender; s.tlsID must exist, and Start keeps the
+// SVID it signs with current.
+func (s *Server) loadWebhooks() {
+	w := &webhookSender{s: s, signer: webhook.NewSigner(s.tlsID),
 		client: &http.Client{
 			Timeout: webhookTimeout,
 			// A redirect could send the event somewhere not configured.
@@ -189,11 +139,10 @@ func (s *Server) loadWebhooks(ctx context.Context) error {
 		}, []string{"webhook"}),
 	}
 	for _, h := range s.cfg.Webhooks {
-		w.targets = append(w.targets, &webhookTarget{cfg: h, queue: make(chan webhookEvent, webhookQueue)})
+		w.targets = append(w.targets, &webhookTarget{cfg: h, queue: make(chan webhook.Event, webhookQueue)})
 	}
 	s.metrics.reg.MustRegister(w.dropped, w.failed)
 	s.webhooks = w
-	return nil
 }
 
 func (w *webhookSender) run(ctx context.Context) {
@@ -213,7 +162,7 @@ func (w *webhookSender) enqueue(sr storedRequest, typ string) {
 		w.s.log.Error("webhook: encode request", "id", sr.r.ID, "err", err)
 		return
 	}
-	ev := webhookEvent{ID: "E-" + rand.Text()[:generatedIDChars], Type: typ, ServerID: w.s.serverID, Revision: sr.revision, Request: req}
+	ev := webhook.Event{ID: "E-" + rand.Text()[:generatedIDChars], Type: typ, ServerID: w.s.serverID, Revision: sr.revision, Request: req}
 	for i, t := range w.targets {
 		if len(t.cfg.Events) > 0 && !slices.Contains(t.cfg.Events, typ) {
 			continue
@@ -241,10 +190,11 @@ func (w *webhookSender) deliverAll(ctx context.Context, i int, t *webhookTarget)
 	}
 }
 
-// deliver signs ev (afresh per attempt, so sent_at says when) and posts it
+// deliver signs ev afresh per attempt, so each is valid for
+// webhook.Lifetime from when it is sent and names this receiver, and posts it
 // until a 2xx, a refusal no retry will change (a 4xx other than 408 and
 // 429), or the attempts run out.
-func (w *webhookSender) deliver(ctx context.Context, t *webhookTarget, ev webhookEvent) error {
+func (w *webhookSender) deliver(ctx context.Context, t *webhookTarget, ev webhook.Event) error {
 	var last error
 	for n := 1; n <= webhookAttempts; n++ {
 		if n > 1 {
@@ -254,12 +204,7 @@ func (w *webhookSender) deliver(ctx context.Context, t *webhookTarget, ev webhoo
 			case <-time.After(w.backoff(n - 1)):
 			}
 		}
-		ev.SentAt = w.s.now().Unix()
-		payload, err := json.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		jws, err := jwssign.Compact(w.signer, payload)
+		jws, err := w.signer.Sign(ev, t.cfg.URL, w.s.now())
 		if err != nil {
 			return fmt.Errorf("sign: %w", err)
 		}
@@ -275,14 +220,14 @@ func (w *webhookSender) deliver(ctx context.Context, t *webhookTarget, ev webhoo
 	return last
 }
 
-func (w *webhookSender) post(ctx context.Context, target string, ev webhookEvent, jws string) (retry bool, err error) {
+func (w *webhookSender) post(ctx context.Context, target string, ev webhook.Event, jws string) (retry bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader([]byte(jws)))
 	if err != nil {
 		return false, err
 	}
-	req.Header.Set("Content-Type", "application/jose")
-	req.Header.Set("Writ-Event", ev.Type)
-	req.Header.Set("Writ-Delivery", ev.ID)
+	req.Header.Set("Content-Type", webhook.ContentType)
+	req.Header.Set(webhook.EventHeader, ev.Type)
+	req.Header.Set(webhook.DeliveryHeader, ev.ID)
 	resp, err := w.client.Do(req)
 	if err != nil {
 		return true, err
@@ -296,15 +241,4 @@ func (w *webhookSender) post(ctx context.Context, target string, ev webhookEvent
 	default:
 		return false, fmt.Errorf("receiver refused with %d", c)
 	}
-}
-
-// serveWebhookKeys publishes the webhook key for receivers to verify with.
-func (s *Server) serveWebhookKeys(w http.ResponseWriter, _ *http.Request) {
-	if s.webhooks == nil {
-		http.Error(w, "no webhooks are configured", http.StatusNotFound)
-		return
-	}
-	w.Header().Set("Content-Type", "application/jwk-set+json")
-	w.Header().Set("Cache-Control", "max-age=300")
-	w.Write(s.webhooks.jwks)
 }

@@ -10,14 +10,15 @@ import (
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 
+	"writ.dev/writ/api/webhook"
 	writv1 "writ.dev/writ/api/writ/v1"
 )
 
 // TestWebhooksSigned: a loopback receiver gets the events it asked for,
-// each a JWS it verifies with the JWKS the ops listener publishes and no
-// shared secret; a receiver failing once gets the event again.
+// each a JWS signed with the server's X.509-SVID that it verifies with the
+// trust bundle alone; a receiver failing once gets the event again.
 func TestWebhooksSigned(t *testing.T) {
 	prev := webhookBackoff
 	webhookBackoff = func(int) time.Duration { return 0 }
@@ -77,49 +78,30 @@ func TestWebhooksSigned(t *testing.T) {
 		}
 	}
 
-	resp, err := http.Get("http://" + srv.OpsAddr().String() + WebhookKeysPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var jwks jose.JSONWebKeySet
-	if err := json.NewDecoder(resp.Body).Decode(&jwks); err != nil || len(jwks.Keys) != 1 || !jwks.Keys[0].IsPublic() {
-		t.Fatalf("JWKS = %+v, %v", jwks, err)
-	}
-	for _, k := range srv.jwt.Keys() {
-		if k.KeyID == jwks.Keys[0].KeyID {
-			t.Fatal("the webhook key is a JWT-SVID key")
-		}
-	}
-
+	// The receiver holds the trust bundle and nothing else of this server.
+	bundle := x509bundle.FromX509Authorities(srv.TrustDomain(), srv.x509.Bundle())
 	mu.Lock()
 	defer mu.Unlock()
-	var seen []string
+	var (
+		seen    []string
+		replays webhook.Replays
+	)
 	for _, b := range bodies {
-		sig, err := jose.ParseSigned(b, []jose.SignatureAlgorithm{jose.ES256})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := sig.Signatures[0].Header
-		if h.ExtraHeaders[jose.HeaderType] != WebhookJWSType {
-			t.Fatalf("typ = %v", h.ExtraHeaders[jose.HeaderType])
-		}
-		keys := jwks.Key(h.KeyID)
-		if len(keys) != 1 {
-			t.Fatalf("kid %q is not in the JWKS", h.KeyID)
-		}
-		payload, err := sig.Verify(keys[0])
+		ev, err := webhook.Verify([]byte(b), bundle, recv.URL+"/hook", srv.now())
 		if err != nil {
 			t.Fatalf("verify: %v", err)
 		}
-		var ev struct {
-			ID, Type string
-			Request  struct{ ID, State string }
+		if ev.Issuer != srv.tlsID.ID().String() || ev.ServerID != srv.ServerID() {
+			t.Fatalf("signed by %s (server %s), want this server %s", ev.Issuer, ev.ServerID, srv.tlsID.ID())
 		}
-		if err := json.Unmarshal(payload, &ev); err != nil || ev.ID == "" {
-			t.Fatalf("payload %s: %v", payload, err)
+		if replays.Seen(ev, srv.now()) {
+			t.Fatalf("event %s delivered twice after success", ev.ID)
 		}
-		seen = append(seen, ev.Type+":"+ev.Request.State)
+		var req struct{ ID, State string }
+		if err := json.Unmarshal(ev.Request, &req); err != nil || req.ID == "" {
+			t.Fatalf("request %s: %v", ev.Request, err)
+		}
+		seen = append(seen, ev.Type+":"+req.State)
 	}
 	want := "created:approved approved:approved created:pending denied:denied"
 	if strings.Join(seen, " ") != want {
@@ -128,10 +110,17 @@ func TestWebhooksSigned(t *testing.T) {
 	// A tampered delivery fails verification.
 	parts := strings.Split(bodies[0], ".")
 	parts[1] = parts[1][:len(parts[1])-2] + "AA"
-	if sig, err := jose.ParseSigned(strings.Join(parts, "."), []jose.SignatureAlgorithm{jose.ES256}); err == nil {
-		if _, err := sig.Verify(jwks.Keys[0]); err == nil {
-			t.Fatal("a tampered delivery verified")
-		}
+	if _, err := webhook.Verify([]byte(strings.Join(parts, ".")), bundle, recv.URL+"/hook", srv.now()); err == nil {
+		t.Fatal("a tampered delivery verified")
+	}
+	// The keys endpoint is gone: the bundle is how receivers verify.
+	resp, err := http.Get("http://" + srv.OpsAddr().String() + "/webhooks/keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /webhooks/keys = %d, want 404", resp.StatusCode)
 	}
 }
 
@@ -157,5 +146,22 @@ func TestWebhookConfigValidated(t *testing.T) {
 		if errs := validateWebhooks([]WebhookConfig{{URL: ok}}); len(errs) > 0 {
 			t.Errorf("%s: %v", ok, errs)
 		}
+	}
+}
+
+// TestWebhooksSignWithoutNetworkListener: a server with only its admin
+// socket still has the SVID deliveries are signed with.
+func TestWebhooksSignWithoutNetworkListener(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ListenAddress, cfg.OpsAddress = "", ""
+	cfg.Webhooks = []WebhookConfig{{URL: "http://127.0.0.1:9/hook"}}
+	srv := startServer(t, cfg)
+	body, err := srv.webhooks.signer.Sign(webhook.Event{ID: "E-1", Type: "created", Request: []byte(`{}`)}, cfg.Webhooks[0].URL, srv.now())
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	bundle := x509bundle.FromX509Authorities(srv.TrustDomain(), srv.x509.Bundle())
+	if _, err := webhook.Verify([]byte(body), bundle, cfg.Webhooks[0].URL, srv.now()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -291,4 +291,3 @@ func algFor(k crypto.Signer) (jose.SignatureAlgorithm, error) {
 	}
 	return "", fmt.Errorf("the SVID key (%T) cannot sign deliveries", k.Public())
 }
-

@@ -47,6 +47,9 @@ type CoreConfig struct {
 	// DefaultDecideTimeout.
 	DecideTimeout time.Duration
 	Log           *slog.Logger
+	// Metrics, when set, counts cache hits, cuts and stream breaks and
+	// exports the held sessions and the stream's state.
+	Metrics *Metrics
 }
 
 // Core is the gateway's Decider and Holder over the server's
@@ -68,6 +71,7 @@ type Core struct {
 	// held sessions are decided again though nothing changed.
 	now     func() time.Time
 	recheck time.Duration
+	metrics *Metrics
 
 	mu sync.Mutex
 	// watching is true from the first message of a WatchDecisions stream
@@ -96,9 +100,10 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	c := &Core{
 		api: writv1.NewDecisionServiceClient(cfg.Conn), log: cfg.Log, timeout: cfg.DecideTimeout, size: cfg.CacheSize,
 		cache: map[cacheKey]cached{}, holds: map[*hold]struct{}{}, kick: make(chan struct{}, 1), silence: watchSilence,
-		now: time.Now, recheck: timeStep,
+		now: time.Now, recheck: timeStep, metrics: cfg.Metrics,
 	}
 	c.passed = sync.NewCond(&c.mu)
+	cfg.Metrics.observeCore(c)
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -169,8 +174,10 @@ func (c *Core) Decide(ctx context.Context, caller Caller, r Request) (Decision, 
 	gen, watching := c.gen, c.watching
 	c.mu.Unlock()
 	if hit && watching && asked.Before(e.until) {
+		c.metrics.cacheResult(true)
 		return e.d, nil
 	}
+	c.metrics.cacheResult(false)
 	d, err := c.ask(ctx, caller, r, args)
 	if err != nil {
 		return Decision{}, err
@@ -261,6 +268,7 @@ func (c *Core) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		c.metrics.streamBroke()
 		c.log.Warn("the writ server's decision stream broke: deciding without the cache and deciding held sessions again", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():

@@ -29,6 +29,9 @@ var ErrReleased = errors.New("released")
 type hold struct {
 	caller Caller
 	req    Request
+	// live is the session's context, so a session already ended is not
+	// counted as cut again.
+	live   context.Context
 	cancel context.CancelCauseFunc
 }
 
@@ -39,20 +42,23 @@ type hold struct {
 // ctx ends, or at release.
 func (c *Core) Hold(ctx context.Context, caller Caller, r Request) (context.Context, func()) {
 	live, cancel := context.WithCancelCause(ctx)
-	h := &hold{caller: caller, req: r, cancel: cancel}
+	h := &hold{caller: caller, req: r, live: live, cancel: cancel}
 	// Nothing re-decides a session when the evidence it was decided on
 	// lapses, so the session ends then.
 	var timers []*time.Timer
-	expire := func(what string, at time.Time) {
+	expire := func(what, reason string, at time.Time) {
 		timers = append(timers, time.AfterFunc(time.Until(at), func() {
+			if live.Err() == nil {
+				c.metrics.cut(reason)
+			}
 			cancel(&CutError{Reason: fmt.Sprintf("the caller's %s expired at %s", what, at.UTC().Format(time.RFC3339))})
 		}))
 	}
 	if len(caller.Certificates) > 0 {
-		expire("X.509-SVID", caller.Certificates[0].NotAfter)
+		expire("X.509-SVID", CutSVIDExpired, caller.Certificates[0].NotAfter)
 	}
 	if exp, ok := tokenExpiry(caller.DelegationToken); ok {
-		expire("delegation token", exp)
+		expire("delegation token", CutTokenExpired, exp)
 	}
 	c.mu.Lock()
 	c.holds[h] = struct{}{}
@@ -70,8 +76,10 @@ func (c *Core) Hold(ctx context.Context, caller Caller, r Request) (context.Cont
 		})
 	}
 	if d, err := c.Decide(live, caller, r); err != nil {
+		c.metrics.cut(CutUndecided)
 		cancel(&CutError{Reason: err.Error()})
 	} else if !d.Allow {
+		c.metrics.cut(CutDenied)
 		cancel(&CutError{Reason: d.Reason})
 	}
 	return live, release
@@ -116,6 +124,9 @@ func (c *Core) redecide(ctx context.Context) {
 	for h := range c.holds {
 		args, err := encodeArguments(h.req.Arguments)
 		if err != nil {
+			if h.live.Err() == nil {
+				c.metrics.cut(CutUndecided)
+			}
 			h.cancel(&CutError{Reason: err.Error()})
 			continue
 		}
@@ -145,9 +156,10 @@ func (c *Core) redecide(ctx context.Context) {
 				d, err = c.Decide(ctx, first.caller, first.req)
 			}
 			var cut *CutError
+			reason := CutDenied
 			switch {
 			case err != nil:
-				cut = &CutError{Reason: err.Error()}
+				cut, reason = &CutError{Reason: err.Error()}, CutUndecided
 			case !d.Allow:
 				cut = &CutError{Reason: d.Reason}
 			default:
@@ -159,6 +171,9 @@ func (c *Core) redecide(ctx context.Context) {
 			c.log.Info("cutting live sessions: the decision no longer holds", "caller", callerName(first.caller),
 				"action", first.req.Action, "resource", first.req.Resource, "sessions", len(hs), "reason", cut.Reason)
 			for _, h := range hs {
+				if h.live.Err() == nil {
+					c.metrics.cut(reason)
+				}
 				h.cancel(cut)
 			}
 		}()

@@ -43,6 +43,7 @@ const gatewayConfigReference = `Configuration file (YAML; unknown keys are refus
   server: writ.example.com:8081        # the writ server's remote API (mTLS)
   workload_api: unix:///run/writ/agent.sock   # default $SPIFFE_ENDPOINT_SOCKET
   cache_size: 10000                    # decisions remembered between changes; -1 turns the cache off
+  metrics_address: 127.0.0.1:9090      # Prometheus /metrics over plain HTTP; default none
   log: {level: info, format: text}     # level debug|info|warn|error, format text|json
   listeners:
     - tcp:
@@ -131,7 +132,11 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("server: %w", err)
 	}
 	defer conn.Close()
-	core, err := gateway.NewCore(gateway.CoreConfig{Conn: conn, CacheSize: cfg.CacheSize, Log: log})
+	var metrics *gateway.Metrics
+	if cfg.MetricsAddress != "" {
+		metrics = gateway.NewMetrics()
+	}
+	core, err := gateway.NewCore(gateway.CoreConfig{Conn: conn, CacheSize: cfg.CacheSize, Log: log, Metrics: metrics})
 	if err != nil {
 		return err
 	}
@@ -152,7 +157,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for i, l := range cfg.Listeners {
 		switch {
 		case l.TCP != nil:
-			p, err := tcpproxy.New(*l.TCP, tlsCfg, core, core, log)
+			p, err := tcpproxy.New(*l.TCP, tlsCfg, metrics.Decider("tcp", l.TCP.Name, core), core, log)
 			if err != nil {
 				return fmt.Errorf("listeners[%d].tcp: %w", i, err)
 			}
@@ -164,7 +169,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			log.Info("gateway listening", "kind", "tcp", "name", l.TCP.Name, "address", ln.Addr().String(),
 				"resource", l.TCP.Resource, "action", l.TCP.Action, "upstream", l.TCP.Upstream)
 		case l.HTTP != nil:
-			p, err := httpproxy.New(l.HTTP.Config, httpproxy.Options{Decider: core, Holder: core, SVID: src, Bundle: src, Log: log})
+			p, err := httpproxy.New(l.HTTP.Config, httpproxy.Options{Decider: metrics.Decider("http", l.HTTP.Name, core), Holder: core, SVID: src, Bundle: src, Log: log})
 			if err != nil {
 				return fmt.Errorf("listeners[%d].http: %w", i, err)
 			}
@@ -179,7 +184,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			log.Info("gateway listening", "kind", "http", "name", l.HTTP.Name, "address", ln.Addr().String(),
 				"upstream", l.HTTP.Upstream, "audience", l.HTTP.Audience)
 		case l.MCP != nil:
-			p, err := mcpproxy.New(l.MCP.Config, mcpproxy.Options{Decider: core, Holder: core,
+			p, err := mcpproxy.New(l.MCP.Config, mcpproxy.Options{Decider: metrics.Decider("mcp", l.MCP.Name, core), Holder: core,
 				UpstreamClient: gateway.UpstreamHTTPClient(src), Stderr: stderr, Logger: log})
 			if err != nil {
 				return fmt.Errorf("listeners[%d].mcp: %w", i, err)
@@ -208,6 +213,16 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("listeners[%d]: no kind of listener set", i)
 		}
 	}
+	if metrics != nil {
+		ln, err := net.Listen("tcp", cfg.MetricsAddress)
+		if err != nil {
+			return fmt.Errorf("metrics_address: %w", err)
+		}
+		srv := &http.Server{Handler: metrics.Handler(), ReadHeaderTimeout: mcpReadHeaderTimeout, IdleTimeout: mcpIdleTimeout,
+			MaxHeaderBytes: mcpMaxHeaderBytes, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		all = append(all, serving{ln, func(ctx context.Context, ln net.Listener) error { return serveHTTP(ctx, srv, ln) }})
+		log.Info("gateway metrics", "address", ln.Addr().String())
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -234,6 +249,17 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	return errors.Join(out...)
+}
+
+// serveHTTP serves srv on ln in plain HTTP until ctx ends: the metrics,
+// which carry no secret and are scraped where TLS is rarely set up.
+func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // serveHTTPS serves srv on ln with TLS until ctx ends, then stops taking

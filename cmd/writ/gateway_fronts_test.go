@@ -39,10 +39,11 @@ func TestGatewayCommandMCPAndHTTP(t *testing.T) {
 
 	mcpUpstream := toolsUpstream(t)
 	httpUpstream := helloUpstream(t)
-	mcpAddr, httpAddr := freePort(t), freePort(t)
+	mcpAddr, httpAddr, metricsAddr := freePort(t), freePort(t), freePort(t)
 	conf := filepath.Join(dir, "gateway.yaml")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`server: %s
 workload_api: unix://%s
+metrics_address: %s
 listeners:
   - mcp:
       listen: %s
@@ -54,7 +55,7 @@ listeners:
       upstream: %s
       audience: hello-api
       routes: [{path: "/hello/{name}", resource: "http/hello/{name}"}]
-`, listen, filepath.Join(dir, fmt.Sprintf("writ-dev-%d", os.Getuid()), "agent.sock"), mcpAddr, mcpAddr, mcpUpstream, httpAddr, httpUpstream)), 0o600); err != nil {
+`, listen, filepath.Join(dir, fmt.Sprintf("writ-dev-%d", os.Getuid()), "agent.sock"), metricsAddr, mcpAddr, mcpAddr, mcpUpstream, httpAddr, httpUpstream)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -140,6 +141,26 @@ listeners:
 		code, body := hello()
 		return code == http.StatusOK && body == "hello ada"
 	}, &gwOut)
+
+	// The metrics count what the front ends decided, each under its own
+	// name, and show the decision stream up.
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`writ_gateway_decisions_total{front_end="http",listener="hello-api",outcome="allow"} `,
+		`writ_gateway_decisions_total{front_end="http",listener="hello-api",outcome="deny"} `,
+		`writ_gateway_decisions_total{front_end="mcp",listener="mcp",outcome="allow"} `,
+		`writ_gateway_decisions_total{front_end="mcp",listener="mcp",outcome="deny"} `,
+		"writ_gateway_decision_stream_up 1\n",
+	} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 
 	// SIGTERM with the MCP session open: the gateway stops, and the
 	// session is gone with it.

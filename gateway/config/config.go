@@ -42,7 +42,10 @@ type Config struct {
 	// CacheSize bounds the decision cache; 0 means the default, -1 turns
 	// it off.
 	CacheSize int `yaml:"cache_size"`
-	Log       Log `yaml:"log"`
+	// MetricsAddress serves Prometheus metrics at /metrics over plain
+	// HTTP (host:port); empty, the default, serves none.
+	MetricsAddress string `yaml:"metrics_address"`
+	Log            Log    `yaml:"log"`
 	// Listeners are what the gateway serves, each of one kind.
 	Listeners []Listener `yaml:"listeners"`
 }
@@ -169,6 +172,11 @@ func (c *Config) Validate() error {
 	if c.CacheSize < -1 || c.CacheSize > 10_000_000 {
 		bad("cache_size", fmt.Errorf("%d is out of range: -1 (off), 0 (default) or up to 10000000", c.CacheSize))
 	}
+	if c.MetricsAddress != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddress); err != nil || port == "" {
+			bad("metrics_address", fmt.Errorf("%s is not host:port: give e.g. 127.0.0.1:9090, or leave it out to serve no metrics", quote.String(c.MetricsAddress)))
+		}
+	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -215,6 +223,9 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("%s.%w", field, e))
 			}
 			continue
+		}
+		if listen == c.MetricsAddress {
+			bad(field+".listen", fmt.Errorf("%s is also metrics_address: give each its own", quote.String(listen)))
 		}
 		if prev, dup := addrs[listen]; dup {
 			bad(field+".listen", fmt.Errorf("%s is also %s's address: give each listener its own", quote.String(listen), prev))

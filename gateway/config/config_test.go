@@ -8,6 +8,7 @@ import (
 
 const example = `
 server: writ.example.com:8081
+metrics_address: 127.0.0.1:9090
 workload_api: unix:///run/writ/agent.sock
 listeners:
   - tcp:
@@ -56,6 +57,9 @@ func TestParseExample(t *testing.T) {
 	if m.Name != "mcp" || m.Listen != "0.0.0.0:9443" || m.Upstreams[0].Name != "github" || m.Limits.CallTimeout == 0 {
 		t.Errorf("mcp: %+v", m)
 	}
+	if c.MetricsAddress != "127.0.0.1:9090" {
+		t.Errorf("metrics_address = %q", c.MetricsAddress)
+	}
 	if c.Log.Level != "info" || c.Log.Format != "text" {
 		t.Errorf("log: %+v", c.Log)
 	}
@@ -87,6 +91,8 @@ func TestParseRefuses(t *testing.T) {
 		{"mcp bad public url", "server: a:1\nlisteners:\n  - mcp: {listen: ':3', public_url: 'http://h/mcp', token_endpoint: 'https://h/t', upstreams: [{name: gh, command: x}]}\n", "listeners[0].mcp.public_url:"},
 		{"mcp bad upstream", "server: a:1\nlisteners:\n  - mcp: {listen: ':3', public_url: 'https://h/mcp', token_endpoint: 'https://h/t', upstreams: [{name: GH, command: x}]}\n", "listeners[0].mcp.upstreams[0].name:"},
 		{"mcp same address as tcp", "server: a:1\n" + listener + "  - mcp: {listen: ':1', public_url: 'https://h/mcp', token_endpoint: 'https://h/t', upstreams: [{name: gh, command: x}]}\n", "listeners[1].mcp.listen: \":1\" is also listeners[0].tcp's address"},
+		{"bad metrics address", "server: a:1\nmetrics_address: localhost\n" + listener, `metrics_address: "localhost" is not host:port`},
+		{"metrics on a listener's address", "server: a:1\nmetrics_address: ':1'\n" + listener, `listeners[0].tcp.listen: ":1" is also metrics_address`},
 		{"huge", strings.Repeat("#", MaxBytes+1), "larger than"},
 	} {
 		_, err := Parse([]byte(tc.text))

@@ -205,4 +205,3 @@ func serveLoopback(t *testing.T, h http.Handler) string {
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
-

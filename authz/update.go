@@ -47,7 +47,7 @@ func (ix *Index) Update(s Snapshot, now time.Time, opts ...Option) *Index {
 	nx := &Index{
 		now:         now,
 		maxChain:    DefaultMaxChain,
-		tasks:       slices.Clone(ix.tasks),
+		tasks:       make([]task.Task, n),
 		deadWhy:     make([]string, n),
 		watchedWhy:  make([]string, n),
 		standing:    slices.Clone(s.Standing),

@@ -61,6 +61,9 @@ type decisions struct {
 	// time, and between two rebuilds few tasks change. Guarded by
 	// refreshMu.
 	decoded map[string]decodedTask
+	// rebuildWhole builds each index from scratch instead of updating the
+	// last one: for benchmarks comparing the two.
+	rebuildWhole atomic.Bool
 }
 
 type decodedTask struct {
@@ -101,7 +104,14 @@ func (d *decisions) refresh(ctx context.Context, force bool) error {
 		}
 	}
 	d.agentFacts.Store(&facts)
-	d.ix.Store(authz.NewIndex(snap, d.s.now(), authz.WithFirstUse(d.firstUse.started)))
+	// Update reuses what the last index holds for the tasks that did not
+	// change (kept decoded above with the same grants), so a change to
+	// one task does not rebuild the index for all of them.
+	if d.rebuildWhole.Load() {
+		d.ix.Store(authz.NewIndex(snap, d.s.now(), authz.WithFirstUse(d.firstUse.started)))
+	} else {
+		d.ix.Store(d.ix.Load().Update(snap, d.s.now(), authz.WithFirstUse(d.firstUse.started)))
+	}
 	d.rev.Store(rev)
 	d.s.decisionFeed.publish(rev)
 	if d.s.delegator != nil {

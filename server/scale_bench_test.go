@@ -180,7 +180,11 @@ func retitleTask(b *testing.B, srv *Server, id string, n int) {
 	}
 	t.Title = fmt.Sprintf("bench %d", n)
 	next := must(taskRecord(&t))
-	if _, err := srv.store.PutTask(ctx, next, rec.Revision); err != nil {
+	ev, err := srv.event(ctx, "task.update", t.ID, taskSummary(&t))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := srv.store.PutTask(ctx, next, rec.Revision, ev); err != nil {
 		b.Fatal(err)
 	}
 }

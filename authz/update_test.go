@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"writ.dev/writ/identity"
 	"writ.dev/writ/task"
 )
@@ -220,5 +218,3 @@ func TestUpdateReusesUnchangedTasks(t *testing.T) {
 		t.Fatalf("%d of %d buckets shared after changing one task; want all but its own", shared, len(ix.buckets))
 	}
 }
-
-var _ = spiffeid.ID{}

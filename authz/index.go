@@ -49,6 +49,22 @@ type Index struct {
 	// firstUse says when an access clock the snapshot records as not
 	// started started since; nil: none did.
 	firstUse func(clock string) (time.Time, bool)
+
+	// What Update needs to reuse this index. tasks, deadWhy and watchedWhy
+	// are indexed by slot, which stays a task's for as long as it is in
+	// the snapshots; a slot no task holds is a hole (pos -1, no entries).
+	// pos is each slot's task's position in the snapshot: entries are
+	// kept in that order within a bucket, as NewIndex would add them.
+	slots map[string]int32
+	pos   []int32
+	live  int
+	// lockDead marks the slots whose deadWhy comes from a task lock.
+	lockDead []bool
+	// standingPrefixes are the buckets holding standing entries.
+	standingPrefixes []string
+	// owned holds, while Update builds this index, the buckets it made or
+	// copied; the others it shares with the index it came from.
+	owned map[*bucket]bool
 }
 
 // bucket holds what is indexed under one literal prefix.
@@ -157,11 +173,33 @@ func NewIndex(s Snapshot, now time.Time, opts ...Option) *Index {
 		locks:       slices.Clone(s.Locks),
 		exactLocks:  map[string][]int32{},
 		prefixLocks: map[string][]int32{},
+		slots:       make(map[string]int32, len(s.Tasks)),
+		pos:         make([]int32, len(s.Tasks)),
+		live:        len(s.Tasks),
+		lockDead:    make([]bool, len(s.Tasks)),
+	}
+	for i := range s.Tasks {
+		ix.slots[s.Tasks[i].ID] = int32(i)
+		ix.pos[i] = int32(i)
 	}
 	for _, opt := range opts {
 		opt(ix)
 	}
 	taskLocks := ix.indexLocks()
+	watched := ix.watchedLocks()
+	for i := range ix.tasks {
+		ix.judgeTask(int32(i), taskLocks, watched)
+		ix.indexTask(int32(i), ix.bucket)
+	}
+	for i := range ix.standing {
+		ix.indexStanding(int32(i))
+	}
+	return ix
+}
+
+// watchedLocks returns, by task ID, the reason of the first lock on only
+// that task's watched grants.
+func (ix *Index) watchedLocks() map[string]string {
 	watched := map[string]string{}
 	for _, l := range ix.locks {
 		if l.Kind == identity.LockTask && l.Watched {
@@ -170,16 +208,23 @@ func NewIndex(s Snapshot, now time.Time, opts ...Option) *Index {
 			}
 		}
 	}
-	for i := range ix.tasks {
-		ix.indexTask(int32(i), taskLocks)
-		if why, ok := watched[ix.tasks[i].ID]; ok {
-			ix.watchedWhy[i] = why
-		}
+	return watched
+}
+
+// judgeTask sets why the task in slot i grants nothing, if so, and why its
+// watched grants do not count, from the locks and the index's time.
+func (ix *Index) judgeTask(i int32, taskLocks map[string]int32, watched map[string]string) {
+	t := &ix.tasks[i]
+	if li, locked := taskLocks[t.ID]; locked {
+		l := ix.locks[li]
+		ix.deadWhy[i] = "task " + t.ID + " is locked by lock " + l.ID + ": " + l.Reason
+		ix.lockDead[i] = true
+	} else if t.State != task.StateOpen || !ix.now.Before(t.Deadline) {
+		ix.deadWhy[i] = t.NotLiveReason(ix.now)
 	}
-	for i := range ix.standing {
-		ix.indexStanding(int32(i))
+	if why, ok := watched[t.ID]; ok {
+		ix.watchedWhy[i] = why
 	}
-	return ix
 }
 
 // indexLocks indexes identity locks and returns task locks by task ID (the
@@ -205,14 +250,10 @@ func (ix *Index) indexLocks() map[string]int32 {
 	return taskLocks
 }
 
-func (ix *Index) indexTask(i int32, taskLocks map[string]int32) {
+// indexTask adds the entries of the task in slot i to the buckets that
+// bucketFor returns, each after those of the task's earlier grants.
+func (ix *Index) indexTask(i int32, bucketFor func(task.Pattern) *bucket) {
 	t := &ix.tasks[i]
-	if li, locked := taskLocks[t.ID]; locked {
-		l := ix.locks[li]
-		ix.deadWhy[i] = "task " + t.ID + " is locked by lock " + l.ID + ": " + l.Reason
-	} else if t.State != task.StateOpen || !ix.now.Before(t.Deadline) {
-		ix.deadWhy[i] = t.NotLiveReason(ix.now)
-	}
 	for g := range t.Grants {
 		gr := &t.Grants[g]
 		expires := int64(math.MaxInt64)
@@ -221,7 +262,7 @@ func (ix *Index) indexTask(i int32, taskLocks map[string]int32) {
 		}
 		for k := range gr.To {
 			to := &gr.To[k]
-			b := ix.bucket(*to)
+			b := bucketFor(*to)
 			for _, action := range gr.Actions {
 				b.grants = append(b.grants, entry{action: ix.intern(action), res: newResFilter(gr.Resources), to: newRecipient(to), task: i, index: int32(g),
 					notBefore: unixNano(t.NotBefore), deadline: unixNano(t.Deadline), expires: expires, grant: gr})
@@ -272,6 +313,9 @@ func (ix *Index) indexStanding(i int32) {
 		return
 	}
 	b := ix.bucket(s.Subject)
+	if len(b.standing) == 0 {
+		ix.standingPrefixes = append(ix.standingPrefixes, s.Subject.LiteralPrefix())
+	}
 	for _, action := range s.Actions {
 		b.standing = append(b.standing, standingEntry{action: ix.intern(action), res: newResFilter(s.Resources), subject: newRecipient(&s.Subject), index: i})
 	}
@@ -279,12 +323,26 @@ func (ix *Index) indexStanding(i int32) {
 
 // bucket returns the bucket for p's literal prefix, creating it.
 func (ix *Index) bucket(p task.Pattern) *bucket {
-	prefix := p.LiteralPrefix()
+	return ix.bucketAt(p.LiteralPrefix())
+}
+
+// bucketAt returns the bucket for prefix, creating it. During Update it
+// returns a copy of a bucket the index shares with the one it came from,
+// so that the older index, still in use, does not change.
+func (ix *Index) bucketAt(prefix string) *bucket {
 	b := ix.buckets[prefix]
-	if b == nil {
+	switch {
+	case b == nil:
 		b = &bucket{}
 		ix.buckets[prefix] = b
 		ix.depths |= 1 << min(depth(prefix), 63)
+		if ix.owned != nil {
+			ix.owned[b] = true
+		}
+	case ix.owned != nil && !ix.owned[b]:
+		b = &bucket{grants: slices.Clone(b.grants), standing: slices.Clone(b.standing)}
+		ix.buckets[prefix] = b
+		ix.owned[b] = true
 	}
 	return b
 }

@@ -105,3 +105,25 @@ func BenchmarkDecideIndexBuild(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecideIndexUpdate measures Index.Update after a change to one
+// task (its grants replaced, as after decoding a new document), over the
+// same worlds as BenchmarkDecideIndexBuild: what a rebuild after a task
+// change costs once the snapshot is read.
+func BenchmarkDecideIndexUpdate(b *testing.B) {
+	for _, live := range []int{1, 1_000, 15_000} {
+		b.Run(fmt.Sprintf("live=%d/ended=%d", live, benchScaleEnded), func(b *testing.B) {
+			s, _ := scaleWorld(b, live, benchScaleEnded)
+			ix := NewIndex(s, t0)
+			next := Snapshot{Tasks: slices.Clone(s.Tasks)}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				k := i % live
+				i++
+				next.Tasks[k].Grants = slices.Clone(next.Tasks[k].Grants)
+				ix = ix.Update(next, t0)
+			}
+		})
+	}
+}

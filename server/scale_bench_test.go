@@ -126,18 +126,67 @@ func scaleWorld(b *testing.B, fn func(b *testing.B, srv *Server, live int)) {
 // BenchmarkDecisionIndexRebuild measures what every store revision change
 // costs a server: reading the tasks, standing grants, locks and agents
 // from SQLite and building the decision index over them.
+//
+// It runs with nothing changed and after a change to one live task (its
+// title, which gives the stored document a new revision), each with the
+// index updated (what a server does) and built whole (as it did before
+// authz.Index.Update), in the same run.
 func BenchmarkDecisionIndexRebuild(b *testing.B) {
 	scaleWorld(b, func(b *testing.B, srv *Server, live int) {
 		ctx := context.Background()
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := srv.decisions.refresh(ctx, true); err != nil {
-				b.Fatal(err)
+		for _, change := range []string{"none", "one-task"} {
+			for _, whole := range []bool{true, false} {
+				name := "index=update"
+				if whole {
+					name = "index=whole"
+				}
+				b.Run("change="+change+"/"+name, func(b *testing.B) {
+					srv.decisions.rebuildWhole.Store(whole)
+					defer srv.decisions.rebuildWhole.Store(false)
+					if err := srv.decisions.refresh(ctx, true); err != nil {
+						b.Fatal(err)
+					}
+					b.ReportAllocs()
+					i := 0
+					for b.Loop() {
+						if change == "one-task" {
+							b.StopTimer()
+							retitleTask(b, srv, fmt.Sprintf("T-live-%d", i%live), i)
+							i++
+							b.StartTimer()
+						}
+						if err := srv.decisions.refresh(ctx, true); err != nil {
+							b.Fatal(err)
+						}
+					}
+					snap := lockedSnapshot(b, srv)
+					b.ReportMetric(float64(len(snap.Tasks)), "tasks-indexed")
+				})
 			}
 		}
-		snap := lockedSnapshot(b, srv)
-		b.ReportMetric(float64(len(snap.Tasks)), "tasks-indexed")
 	})
+}
+
+// retitleTask changes the title of a stored task, straight in the store.
+func retitleTask(b *testing.B, srv *Server, id string, n int) {
+	ctx := context.Background()
+	rec, err := srv.store.GetTask(ctx, id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t, err := taskFromRecord(rec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t.Title = fmt.Sprintf("bench %d", n)
+	next := must(taskRecord(&t))
+	ev, err := srv.event(ctx, "task.update", t.ID, taskSummary(&t))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := srv.store.PutTask(ctx, next, rec.Revision, ev); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkCheckGRPCTasks measures a decision through the admin socket (an

@@ -507,3 +507,48 @@ func TestGrantExpiryNotSetByCallers(t *testing.T) {
 		t.Fatalf("tasks after a refused create = %v, %v", list, err)
 	}
 }
+
+// TestDecisionIndexUpdatedAsBuilt: the index a server keeps up to date
+// after task changes (updated, not rebuilt) decides as one built from
+// scratch over the same snapshot, with the same reasons: the task named
+// by a denial is the same.
+func TestDecisionIndexUpdatedAsBuilt(t *testing.T) {
+	srv := startServer(t, testConfig(t))
+	tc := writv1.NewTaskServiceClient(adminConn(t, srv))
+	ctx := context.Background()
+	var ids []string
+	for range 3 {
+		pt := draftTask()
+		pt.Grants = []*writv1.Grant{deployGrant(alice)}
+		created, err := tc.CreateTask(ctx, &writv1.CreateTaskRequest{Task: pt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.OpenTask(ctx, &writv1.TaskTransitionRequest{Id: created.Id}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, created.Id)
+	}
+	req := authz.Request{Chain: []spiffeid.ID{spiffeid.RequireFromString(alice)}, Action: "deploy", Resource: "k8s/prod/api"}
+	compare := func(step string) {
+		t.Helper()
+		if err := srv.decisions.refresh(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		got := srv.decisions.ix.Load().Decide(req, nil)
+		want := authz.NewIndex(lockedSnapshot(t, srv), srv.now()).Decide(req, nil)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: the server's index decides %+v; built afresh %+v", step, got, want)
+		}
+	}
+	compare("all open")
+	for _, id := range ids {
+		if _, err := tc.CloseTask(ctx, &writv1.TaskTransitionRequest{Id: id}); err != nil {
+			t.Fatal(err)
+		}
+		compare("closed " + id)
+	}
+	if d := srv.decisions.ix.Load().Decide(req, nil); d.Allow || !strings.Contains(d.Reason, "is closed") {
+		t.Fatalf("after closing every task: %+v; want a denial naming a closed task", d)
+	}
+}

@@ -493,6 +493,10 @@ type Store interface {
 	// and those that ended since (to the second: times are stored in whole
 	// seconds). It reads only those, however many tasks ended before since.
 	ListTasksEndingSince(ctx context.Context, since time.Time, states ...string) ([]TaskRecord, error)
+	// ListTaskRevisionsEndingSince lists what ListTasksEndingSince does
+	// without the documents (Doc nil), for a reader that keeps the
+	// documents it read and fetches only those whose Revision moved.
+	ListTaskRevisionsEndingSince(ctx context.Context, since time.Time, states ...string) ([]TaskRecord, error)
 	// PutStandingGrant creates or replaces a standing grant under a new
 	// revision; DeleteStandingGrant removes one (ErrNotFound if absent).
 	PutStandingGrant(ctx context.Context, g StandingGrantRecord, evs ...AuditEvent) (StandingGrantRecord, error)

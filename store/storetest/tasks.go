@@ -161,6 +161,15 @@ func testTasksEndingSince(t *testing.T, s store.Store) {
 	if err != nil || !slices.Equal(ids(got), want) {
 		t.Fatalf("ListTasksEndingSince(t0-24h, open, closed, expired) = %v, %v; want %v", ids(got), err, want)
 	}
+	revs, err := s.ListTaskRevisionsEndingSince(ctx, since, "open", "closed", "expired")
+	if err != nil || !slices.Equal(ids(revs), ids(got)) {
+		t.Fatalf("ListTaskRevisionsEndingSince(t0-24h, open, closed, expired) = %v, %v; want %v", ids(revs), err, ids(got))
+	}
+	for i := range revs {
+		if revs[i].Doc != nil || revs[i].Revision != got[i].Revision || revs[i].State != got[i].State || !revs[i].EndsAt.Equal(got[i].EndsAt) {
+			t.Fatalf("ListTaskRevisionsEndingSince: %s = %+v; want %+v without its document", revs[i].ID, revs[i], got[i])
+		}
+	}
 	all, err := s.ListTasksEndingSince(ctx, since)
 	want = []string{"E-closed-new", "E-draft", "E-expired-edge", "E-open"}
 	if err != nil || !slices.Equal(ids(all), want) {

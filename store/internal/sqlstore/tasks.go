@@ -114,6 +114,23 @@ func (s *Store) ListTasksEndingSince(ctx context.Context, since time.Time, state
 	return ts, err
 }
 
+// ListTaskRevisionsEndingSince implements store.Store: the query of
+// ListTasksEndingSince, over the same index, without reading documents.
+func (s *Store) ListTaskRevisionsEndingSince(ctx context.Context, since time.Time, states ...string) ([]store.TaskRecord, error) {
+	_, stateArgs := stateFilter(states, 2)
+	query := strings.Replace(TasksEndingSinceSQL(len(states)), taskColumns, taskRevisionColumns, 1)
+	args := append([]any{since.Unix()}, stateArgs...)
+	ts, err := queryTasks(ctx, s.engine.Reader(), query, args...)
+	slices.SortFunc(ts, func(a, b store.TaskRecord) int { return strings.Compare(a.ID, b.ID) })
+	for i := range ts {
+		ts[i].Doc = nil
+	}
+	return ts, err
+}
+
+// taskRevisionColumns are taskColumns with an empty document.
+const taskRevisionColumns = `id, state, deadline, '' AS doc, revision, updated_at, ends_at`
+
 // TasksEndingSinceSQL is the query of ListTasksEndingSince with n states
 // ($2 …), exported so that each engine's tests can check its plan.
 func TasksEndingSinceSQL(n int) string {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
@@ -23,6 +24,38 @@ func UpstreamHTTPClient(src Source) *http.Client {
 	t.Proxy = nil
 	t.TLSClientConfig = UpstreamTLSConfig(src)
 	return &http.Client{Transport: t}
+}
+
+// PinnedUpstreamHTTPClient is UpstreamHTTPClient for an upstream named by
+// its SPIFFE ID: the upstream must present an X.509-SVID of the trust
+// bundle for exactly that ID; a web PKI certificate or another workload's
+// SVID is refused.
+func PinnedUpstreamHTTPClient(src Source, want spiffeid.ID) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.TLSClientConfig = UpstreamTLSConfig(src)
+	t.TLSClientConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+		return verifyPinnedUpstream(cs, src, want, time.Now())
+	}
+	return &http.Client{Transport: t}
+}
+
+func verifyPinnedUpstream(cs tls.ConnectionState, src Source, want spiffeid.ID, now time.Time) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the upstream presented no certificate")
+	}
+	raw := make([][]byte, len(cs.PeerCertificates))
+	for i, c := range cs.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	id, _, err := x509svid.ParseAndVerify(raw, src, x509svid.WithTime(now))
+	if err != nil {
+		return fmt.Errorf("the upstream's certificate is not an X.509-SVID of the trust bundle: %v", err)
+	}
+	if id != want {
+		return fmt.Errorf("the upstream is %s, not %s (upstream_id)", id, want)
+	}
+	return nil
 }
 
 // UpstreamTLSConfig is UpstreamHTTPClient's TLS.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"io"
 	"log/slog"
 	"net"
@@ -185,7 +186,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				"upstream", l.HTTP.Upstream, "audience", l.HTTP.Audience)
 		case l.MCP != nil:
 			p, err := mcpproxy.New(l.MCP.Config, mcpproxy.Options{Decider: metrics.Decider("mcp", l.MCP.Name, core), Holder: core,
-				UpstreamClient: gateway.UpstreamHTTPClient(src), Stderr: stderr, Logger: log})
+				UpstreamClient: gateway.UpstreamHTTPClient(src), Stderr: stderr, Logger: log,
+				PinnedClient: func(id spiffeid.ID) *http.Client { return gateway.PinnedUpstreamHTTPClient(src, id) }})
 			if err != nil {
 				return fmt.Errorf("listeners[%d].mcp: %w", i, err)
 			}

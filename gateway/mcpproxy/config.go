@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"io"
 	"net"
 	"net/url"
@@ -47,6 +48,10 @@ type Upstream struct {
 	// URL is the streamable HTTP endpoint: https, or http on a loopback
 	// address only.
 	URL string `yaml:"url"`
+	// UpstreamID, when set, is the SPIFFE ID an https upstream must
+	// present: the gateway accepts that X.509-SVID and nothing else (no
+	// web PKI certificate, no other workload of the trust domain).
+	UpstreamID string `yaml:"upstream_id,omitempty"`
 	// Command and Args start a stdio server; it is started when first
 	// needed and shared by every session of this endpoint.
 	Command string   `yaml:"command"`
@@ -173,7 +178,17 @@ func (u *Upstream) validate() []*identity.FieldError {
 		if len(u.Args) > 0 || len(u.Env) > 0 || len(u.PassEnv) > 0 {
 			add("args", "args, env and pass_env apply to command only; remove them or use command")
 		}
+		if u.UpstreamID != "" {
+			if _, err := spiffeid.FromString(u.UpstreamID); err != nil {
+				add("upstream_id", "%s is not a SPIFFE ID: give the upstream's, e.g. spiffe://example.org/mcp/github", quote.String(u.UpstreamID))
+			} else if !strings.HasPrefix(u.URL, "https://") {
+				add("upstream_id", "needs an https url: the upstream proves its SPIFFE ID in the TLS handshake")
+			}
+		}
 	default:
+		if u.UpstreamID != "" {
+			add("upstream_id", "applies to an https url only; a stdio upstream is the gateway's own child process")
+		}
 		if strings.ContainsRune(u.Command, 0) || strings.TrimSpace(u.Command) != u.Command || len(u.Command) > 4096 {
 			add("command", "%s is not a usable program name: give a path or a name on PATH, without surrounding spaces", quote.String(u.Command))
 		}

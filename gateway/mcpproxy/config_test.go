@@ -76,9 +76,18 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"upstreams[0].url", func(c *Config) { c.Upstreams[0].URL = "http://mcp.example.com/" }},
 		{"upstreams[0].url", func(c *Config) { c.Upstreams[0].URL = "unix:///run/mcp.sock" }},
 		{"upstreams[0].args", func(c *Config) { c.Upstreams[0].Args = []string{"x"} }},
+		{"upstreams[0].upstream_id", func(c *Config) { c.Upstreams[0].UpstreamID = "https://mcp.example.com/" }},
+		{"upstreams[0].upstream_id", func(c *Config) {
+			c.Upstreams[0].URL, c.Upstreams[0].UpstreamID = "http://127.0.0.1:9000/mcp", "spiffe://example.org/mcp/github"
+		}},
+		{"upstreams[0].upstream_id", func(c *Config) {
+			c.Upstreams[0] = Upstream{Name: "x", Command: "x", UpstreamID: "spiffe://example.org/mcp/x"}
+		}},
 		{"upstreams[0].command", func(c *Config) { c.Upstreams[0] = Upstream{Name: "x", Command: " spaced"} }},
 		{"upstreams[0].args[0]", func(c *Config) { c.Upstreams[0] = Upstream{Name: "x", Command: "x", Args: []string{"a\x00b"}} }},
-		{"upstreams[0].env", func(c *Config) { c.Upstreams[0] = Upstream{Name: "x", Command: "x", Env: map[string]string{"1BAD": "v"}} }},
+		{"upstreams[0].env", func(c *Config) {
+			c.Upstreams[0] = Upstream{Name: "x", Command: "x", Env: map[string]string{"1BAD": "v"}}
+		}},
 		{"upstreams[0].pass_env[0]", func(c *Config) { c.Upstreams[0] = Upstream{Name: "x", Command: "x", PassEnv: []string{"A=B"}} }},
 		{"limits.max_body_bytes", func(c *Config) { c.Limits.MaxBodyBytes = 10 }},
 		{"limits.max_sessions", func(c *Config) { c.Limits.MaxSessions = -1 }},

@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"io"
 	"log/slog"
 	"net/http"
@@ -39,6 +40,10 @@ type Options struct {
 	// gateway's own SVID when an upstream wants mTLS. Nil: a client with no
 	// certificate.
 	UpstreamClient *http.Client
+	// PinnedClient returns the client for an upstream whose config names
+	// its SPIFFE ID (upstream_id): one that accepts that ID alone.
+	// Required when any upstream sets upstream_id.
+	PinnedClient func(id spiffeid.ID) *http.Client
 	// Stderr receives stdio upstreams' standard error. Nil: discarded.
 	Stderr io.Writer
 	// Logger logs what the operator needs; nil: nothing is logged.
@@ -106,9 +111,16 @@ func New(cfg Config, opts Options) (*Proxy, error) {
 	p.metadata[wellKnown] = auth.ProtectedResourceMetadataHandler(baseMeta)
 	for _, uc := range cfg.Upstreams {
 		path := cfg.endpointPath(uc.Name)
+		client := opts.UpstreamClient
+		if uc.UpstreamID != "" {
+			if opts.PinnedClient == nil {
+				return nil, fmt.Errorf("mcpproxy: upstream %s names upstream_id but no PinnedClient was given", uc.Name)
+			}
+			client = opts.PinnedClient(spiffeid.RequireFromString(uc.UpstreamID))
+		}
 		e := &endpoint{
 			p:           p,
-			up:          newUpstream(uc, opts.UpstreamClient, opts.Stderr, cfg.Limits.CallTimeout),
+			up:          newUpstream(uc, client, opts.Stderr, cfg.Limits.CallTimeout),
 			metadataURL: cfg.metadataURL(path),
 		}
 		e.server = mcp.NewServer(&mcp.Implementation{Name: "writ-gateway/" + uc.Name, Version: "1"}, &mcp.ServerOptions{

@@ -5,13 +5,6 @@
 package webhook
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,13 +12,13 @@ import (
 	"sync"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"writ.dev/writ/identity"
 	"writ.dev/writ/internal/jwssign"
 	"writ.dev/writ/internal/quote"
+	"writ.dev/writ/internal/svidjws"
 )
 
 const (
@@ -48,10 +41,7 @@ const (
 	MaxBodyBytes = 256 << 10
 	// clockSkew is how far in the future iat may be.
 	clockSkew = 5 * time.Second
-	maxX5C    = 4
 )
-
-var algs = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.RS256, jose.EdDSA}
 
 // Event is a delivery's payload.
 type Event struct {
@@ -87,35 +77,12 @@ func Verify(body []byte, bundles x509bundle.Source, audience string, now time.Ti
 	if len(body) > MaxBodyBytes {
 		return ev, fmt.Errorf("webhook: body is %d bytes; at most %d are accepted", len(body), MaxBodyBytes)
 	}
-	compact := strings.TrimSpace(string(body))
-	jws, err := jose.ParseSignedCompact(compact, algs)
-	if err != nil {
-		return ev, errors.New("webhook: not a compact JWS signed with ES256, ES384, ES512, RS256 or EdDSA")
-	}
-	if len(jws.Signatures) != 1 {
-		return ev, errors.New("webhook: want exactly one signature")
-	}
-	h := jws.Signatures[0].Protected
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != JWSType {
-		return ev, fmt.Errorf("webhook: typ is %s, not %q; this is not a writ delivery", quote.Max(fmt.Sprint(h.ExtraHeaders[jose.HeaderType]), 40), JWSType)
-	}
-	if _, ok := h.ExtraHeaders["crit"]; ok {
-		return ev, errors.New("webhook: the header names critical extensions, which no delivery uses")
-	}
-	certs, err := x5c(compact)
+	signer, payload, err := svidjws.Verify(strings.TrimSpace(string(body)), JWSType, "a writ delivery", bundles, now)
 	if err != nil {
 		return ev, fmt.Errorf("webhook: %w", err)
 	}
-	signer, _, err := x509svid.Verify(certs, bundles, x509svid.WithTime(now))
-	if err != nil {
-		return ev, fmt.Errorf("webhook: the signing certificate is not a valid X.509-SVID of a trusted domain: %s", quote.Max(err.Error(), 200))
-	}
 	if !identity.IsServerID(signer) {
 		return ev, fmt.Errorf("webhook: signed by %s, which is not a writ server (spiffe://%s%s…)", quote.Max(signer.String(), 120), signer.TrustDomain(), identity.ServerPathPrefix())
-	}
-	payload, err := jws.Verify(certs[0].PublicKey)
-	if err != nil {
-		return ev, errors.New("webhook: the signature does not verify with the certificate in x5c")
 	}
 	if err := json.Unmarshal(payload, &ev); err != nil {
 		return Event{}, errors.New("webhook: the payload is not a JSON object of the expected form")
@@ -140,39 +107,6 @@ func Verify(body []byte, bundles x509bundle.Source, audience string, now time.Ti
 		return Event{}, bad
 	}
 	return ev, nil
-}
-
-// x5c reads the certificate chain from the protected header: go-jose
-// parses x5c but hands it out only through its own path verification,
-// while SPIFFE verification needs it raw.
-func x5c(compact string) ([]*x509.Certificate, error) {
-	protected, _, _ := strings.Cut(compact, ".")
-	raw, err := base64.RawURLEncoding.DecodeString(protected)
-	if err != nil {
-		return nil, errors.New("the protected header is not base64url")
-	}
-	var h struct {
-		X5C []string `json:"x5c"`
-	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return nil, errors.New("the protected header is not a JSON object of the expected form")
-	}
-	if len(h.X5C) == 0 || len(h.X5C) > maxX5C {
-		return nil, fmt.Errorf("x5c must hold the server's SVID chain, 1 to %d certificates", maxX5C)
-	}
-	certs := make([]*x509.Certificate, 0, len(h.X5C))
-	for i, s := range h.X5C {
-		der, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			return nil, fmt.Errorf("x5c[%d] is not base64", i)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("x5c[%d] is not an X.509 certificate", i)
-		}
-		certs = append(certs, c)
-	}
-	return certs, nil
 }
 
 // Replays remembers the ids of verified deliveries until they expire, so a
@@ -210,23 +144,18 @@ func (r *Replays) Seen(ev Event, now time.Time) bool {
 }
 
 // Signer signs deliveries with the current X.509-SVID of a source, which
-// renews: the jose signer is rebuilt when the leaf changes.
-type Signer struct {
-	svids x509svid.Source
-
-	mu     sync.Mutex
-	leaf   *x509.Certificate
-	signer jose.Signer
-	issuer string
-}
+// renews.
+type Signer struct{ jws *svidjws.Signer }
 
 // NewSigner signs with the SVIDs svids gives.
-func NewSigner(svids x509svid.Source) *Signer { return &Signer{svids: svids} }
+func NewSigner(svids x509svid.Source) *Signer {
+	return &Signer{jws: svidjws.NewSigner(svids, JWSType, "the server")}
+}
 
 // Sign fills ev's iss, iat, exp and sent_at for now and audience and
 // returns the delivery body.
 func (s *Signer) Sign(ev Event, audience string, now time.Time) (string, error) {
-	signer, issuer, err := s.current()
+	signer, issuer, err := s.jws.Current()
 	if err != nil {
 		return "", err
 	}
@@ -237,57 +166,4 @@ func (s *Signer) Sign(ev Event, audience string, now time.Time) (string, error) 
 		return "", err
 	}
 	return jwssign.Compact(signer, payload)
-}
-
-func (s *Signer) current() (jose.Signer, string, error) {
-	svid, err := s.svids.GetX509SVID()
-	if err != nil {
-		return nil, "", fmt.Errorf("the server's X.509-SVID: %w", err)
-	}
-	if svid == nil || len(svid.Certificates) == 0 || svid.PrivateKey == nil {
-		return nil, "", errors.New("the server has no X.509-SVID with a key")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.leaf == svid.Certificates[0] {
-		return s.signer, s.issuer, nil
-	}
-	alg, err := algFor(svid.PrivateKey)
-	if err != nil {
-		return nil, "", err
-	}
-	key, err := jwssign.New(svid.PrivateKey, "", alg)
-	if err != nil {
-		return nil, "", err
-	}
-	chain := make([]string, len(svid.Certificates))
-	for i, c := range svid.Certificates {
-		chain[i] = base64.StdEncoding.EncodeToString(c.Raw)
-	}
-	opts := (&jose.SignerOptions{}).WithType(JWSType).WithHeader("x5c", chain)
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
-	if err != nil {
-		return nil, "", err
-	}
-	s.leaf, s.signer, s.issuer = svid.Certificates[0], signer, svid.ID.String()
-	return signer, s.issuer, nil
-}
-
-func algFor(k crypto.Signer) (jose.SignatureAlgorithm, error) {
-	switch p := k.Public().(type) {
-	case *ecdsa.PublicKey:
-		switch p.Curve {
-		case elliptic.P256():
-			return jose.ES256, nil
-		case elliptic.P384():
-			return jose.ES384, nil
-		case elliptic.P521():
-			return jose.ES512, nil
-		}
-	case *rsa.PublicKey:
-		return jose.RS256, nil
-	case ed25519.PublicKey:
-		return jose.EdDSA, nil
-	}
-	return "", fmt.Errorf("the SVID key (%T) cannot sign deliveries", k.Public())
 }

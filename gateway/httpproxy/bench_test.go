@@ -46,16 +46,17 @@ func BenchmarkHTTPOverhead(b *testing.B) {
 	b.Cleanup(plain.Close)
 
 	cfg := testConfig(plain.URL)
+	gwSource := pki.svid(b, gatewayID)
 	p, err := New(cfg, Options{
 		Decider: &fakeDecider{allow: map[string]bool{"read http/orders/42": true}},
 		Holder:  benchHolder{},
-		SVID:    pki.svid(b, gatewayID),
+		SVID:    gwSource,
 		Log:     slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	gwSVID, _ := p.signer.svids.GetX509SVID()
+	gwSVID, _ := gwSource.GetX509SVID()
 	proxied := serveOn(b, p, tlsconfig.MTLSServerConfig(gwSVID, pki.bundle, tlsconfig.AuthorizeMemberOf(testTD)))
 
 	agent := pki.svid(b, agentID)
@@ -105,7 +106,7 @@ func BenchmarkHTTPOverhead(b *testing.B) {
 // signature and the JSON around it.
 func BenchmarkSignCallerHeader(b *testing.B) {
 	pki := newPKI(b, testTD)
-	s := &headerSigner{svids: pki.svid(b, gatewayID), audience: "orders-api", ttl: time.Minute}
+	s := newHeaderSigner(pki.svid(b, gatewayID), "orders-api", time.Minute)
 	now := time.Now()
 	b.ReportAllocs()
 	for range b.N {

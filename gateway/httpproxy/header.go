@@ -1,23 +1,14 @@
 package httpproxy
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
-	"sync"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -25,6 +16,7 @@ import (
 	"writ.dev/writ/gateway"
 	"writ.dev/writ/internal/jwssign"
 	"writ.dev/writ/internal/quote"
+	"writ.dev/writ/internal/svidjws"
 )
 
 // CallerHeader is the header that tells the upstream who is calling. The
@@ -39,14 +31,10 @@ const CallerHeaderType = "writ-caller+jwt"
 // Bounds the verifier puts on what it reads before checking a signature.
 const (
 	maxCallerHeaderBytes = 16 << 10
-	maxX5CCerts          = 4
 	// clockSkew is how far in the future a header's iat may be, for
 	// gateways and upstreams whose clocks differ a little.
 	clockSkew = 5 * time.Second
 )
-
-// callerAlgs are the algorithms an SVID key may sign a header with.
-var callerAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.RS256, jose.EdDSA}
 
 // callerClaims is the header's payload.
 type callerClaims struct {
@@ -96,34 +84,12 @@ func VerifyCallerHeader(header string, bundles x509bundle.Source, gateways spiff
 	if len(header) > maxCallerHeaderBytes {
 		return v, fmt.Errorf("writ-caller: header is %d bytes; at most %d are accepted", len(header), maxCallerHeaderBytes)
 	}
-	jws, err := jose.ParseSignedCompact(header, callerAlgs)
-	if err != nil {
-		return v, errors.New("writ-caller: not a compact JWS signed with ES256, ES384, ES512, RS256 or EdDSA")
-	}
-	if len(jws.Signatures) != 1 {
-		return v, errors.New("writ-caller: want exactly one signature")
-	}
-	h := jws.Signatures[0].Protected
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != CallerHeaderType {
-		return v, fmt.Errorf("writ-caller: typ is %s, not %q; this is not a caller header", quote.Max(fmt.Sprint(h.ExtraHeaders[jose.HeaderType]), 40), CallerHeaderType)
-	}
-	if _, ok := h.ExtraHeaders["crit"]; ok {
-		return v, errors.New("writ-caller: the header names critical extensions, which no caller header uses")
-	}
-	certs, err := x5cFromCompact(header)
+	gw, payload, err := svidjws.Verify(header, CallerHeaderType, "a caller header", bundles, now)
 	if err != nil {
 		return v, fmt.Errorf("writ-caller: %w", err)
 	}
-	gw, _, err := x509svid.Verify(certs, bundles, x509svid.WithTime(now))
-	if err != nil {
-		return v, fmt.Errorf("writ-caller: the signing certificate is not a valid X.509-SVID of a trusted domain: %v", err)
-	}
 	if err := gateways(gw); err != nil {
 		return v, fmt.Errorf("writ-caller: signed by %s, which is not an accepted gateway: %v", gw, err)
-	}
-	payload, err := jws.Verify(certs[0].PublicKey)
-	if err != nil {
-		return v, errors.New("writ-caller: the signature does not verify with the certificate in x5c")
 	}
 	var c callerClaims
 	if err := json.Unmarshal(payload, &c); err != nil {
@@ -175,109 +141,21 @@ func VerifyRequest(r *http.Request, bundles x509bundle.Source, gateways spiffeid
 	return v, nil
 }
 
-// x5cFromCompact reads the certificate chain from the protected header of
-// a compact JWS: go-jose parses x5c but hands the chain out only through
-// its own verification, while SPIFFE verification needs it raw.
-func x5cFromCompact(compact string) ([]*x509.Certificate, error) {
-	protected, _, _ := strings.Cut(compact, ".")
-	raw, err := base64.RawURLEncoding.DecodeString(protected)
-	if err != nil {
-		return nil, errors.New("the protected header is not base64url")
-	}
-	var h struct {
-		X5C []string `json:"x5c"`
-	}
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return nil, errors.New("the protected header is not a JSON object of the expected form")
-	}
-	if len(h.X5C) == 0 || len(h.X5C) > maxX5CCerts {
-		return nil, fmt.Errorf("x5c must hold the gateway's chain, 1 to %d certificates", maxX5CCerts)
-	}
-	certs := make([]*x509.Certificate, 0, len(h.X5C))
-	for i, s := range h.X5C {
-		der, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			return nil, fmt.Errorf("x5c[%d] is not base64", i)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("x5c[%d] is not an X.509 certificate", i)
-		}
-		certs = append(certs, c)
-	}
-	return certs, nil
-}
-
 // headerSigner makes Writ-Caller headers with the gateway's current
-// X.509-SVID, which renews: the jose signer is rebuilt when the leaf
-// changes.
+// X.509-SVID, which renews.
 type headerSigner struct {
-	svids    x509svid.Source
+	jws      *svidjws.Signer
 	audience string
 	ttl      time.Duration
-
-	mu     sync.Mutex
-	leaf   *x509.Certificate
-	signer jose.Signer
-	issuer string
 }
 
-func (s *headerSigner) current() (jose.Signer, string, error) {
-	svid, err := s.svids.GetX509SVID()
-	if err != nil {
-		return nil, "", fmt.Errorf("the gateway's X.509-SVID: %w", err)
-	}
-	if svid == nil || len(svid.Certificates) == 0 || svid.PrivateKey == nil {
-		return nil, "", errors.New("the gateway has no X.509-SVID with a key")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.leaf == svid.Certificates[0] {
-		return s.signer, s.issuer, nil
-	}
-	alg, err := algFor(svid.PrivateKey)
-	if err != nil {
-		return nil, "", err
-	}
-	key, err := jwssign.New(svid.PrivateKey, "", alg)
-	if err != nil {
-		return nil, "", err
-	}
-	x5c := make([]string, len(svid.Certificates))
-	for i, c := range svid.Certificates {
-		x5c[i] = base64.StdEncoding.EncodeToString(c.Raw)
-	}
-	opts := (&jose.SignerOptions{}).WithType(CallerHeaderType).WithHeader("x5c", x5c)
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
-	if err != nil {
-		return nil, "", err
-	}
-	s.leaf, s.signer, s.issuer = svid.Certificates[0], signer, svid.ID.String()
-	return signer, s.issuer, nil
-}
-
-func algFor(k crypto.Signer) (jose.SignatureAlgorithm, error) {
-	switch p := k.Public().(type) {
-	case *ecdsa.PublicKey:
-		switch p.Curve {
-		case elliptic.P256():
-			return jose.ES256, nil
-		case elliptic.P384():
-			return jose.ES384, nil
-		case elliptic.P521():
-			return jose.ES512, nil
-		}
-	case *rsa.PublicKey:
-		return jose.RS256, nil
-	case ed25519.PublicKey:
-		return jose.EdDSA, nil
-	}
-	return "", fmt.Errorf("the gateway's SVID key (%T) cannot sign caller headers", k.Public())
+func newHeaderSigner(svids x509svid.Source, audience string, ttl time.Duration) *headerSigner {
+	return &headerSigner{jws: svidjws.NewSigner(svids, CallerHeaderType, "the gateway"), audience: audience, ttl: ttl}
 }
 
 // sign makes the header for one allowed request.
 func (s *headerSigner) sign(now time.Time, d gateway.Decision, r gateway.Request, method, path string) (string, error) {
-	signer, issuer, err := s.current()
+	signer, issuer, err := s.jws.Current()
 	if err != nil {
 		return "", err
 	}

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"net/http/httptest"
@@ -23,7 +24,7 @@ var (
 
 func signWith(t testing.TB, svid *x509svid.SVID, aud string, now time.Time) string {
 	t.Helper()
-	s := &headerSigner{svids: svid, audience: aud, ttl: DefaultCallerHeaderTTL}
+	s := newHeaderSigner(svid, aud, DefaultCallerHeaderTTL)
 	h, err := s.sign(now, testDecision, testRequest, "GET", "/orders/1")
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func TestSignerFollowsRenewal(t *testing.T) {
 	pki := newPKI(t, testTD)
 	now := time.Now()
 	src := &swapSource{svid: pki.svid(t, gatewayID)}
-	s := &headerSigner{svids: src, audience: "orders-api", ttl: time.Minute}
+	s := newHeaderSigner(src, "orders-api", time.Minute)
 	first, err := s.sign(now, testDecision, testRequest, "GET", "/orders/1")
 	if err != nil {
 		t.Fatal(err)
@@ -171,14 +172,34 @@ func TestSignerFollowsRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c1, _ := x5cFromCompact(first)
-	c2, _ := x5cFromCompact(second)
-	if c1[0].Equal(c2[0]) || !c2[0].Equal(src.svid.Certificates[0]) {
+	c1, c2 := x5cLeaf(t, first), x5cLeaf(t, second)
+	if c1.Equal(c2) || !c2.Equal(src.svid.Certificates[0]) {
 		t.Error("the header was not signed with the renewed SVID")
 	}
 	if _, err := VerifyCallerHeader(second, pki.bundle, spiffeid.MatchID(gatewayID), "orders-api", now); err != nil {
 		t.Error(err)
 	}
+}
+
+// x5cLeaf reads the leaf certificate a compact JWS carries in x5c.
+func x5cLeaf(t *testing.T, compact string) *x509.Certificate {
+	t.Helper()
+	protected, _, _ := strings.Cut(compact, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(protected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		X5C [][]byte `json:"x5c"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil || len(h.X5C) == 0 {
+		t.Fatalf("x5c of %s: %v", raw, err)
+	}
+	c, err := x509.ParseCertificate(h.X5C[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 type swapSource struct{ svid *x509svid.SVID }

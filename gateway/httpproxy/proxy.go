@@ -75,7 +75,7 @@ func New(cfg Config, opts Options) (*Proxy, error) {
 		c:       c,
 		decider: opts.Decider,
 		holder:  opts.Holder,
-		signer:  &headerSigner{svids: opts.SVID, audience: cfg.Audience, ttl: cfg.Limits.CallerHeaderTTL.Duration},
+		signer:  newHeaderSigner(opts.SVID, cfg.Audience, cfg.Limits.CallerHeaderTTL.Duration),
 		now:     opts.Now,
 		log:     opts.Log,
 	}
